@@ -1,0 +1,153 @@
+//! Typed errors: loading a module ([`LoadError`]) and running a VM ([`VmError`]).
+
+use std::sync::Arc;
+
+use vessel_abi::DetectError;
+
+use crate::ids::{ContextId, Token};
+
+/// Why a module could not be loaded as a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// wasmtime could not build the engine.
+    #[error("cannot build the wasm engine: {0}")]
+    Engine(String),
+    /// The ABI version marker is missing or unknown.
+    #[error(transparent)]
+    Abi(#[from] DetectError),
+    /// The bytes are not a valid module (or do not compile).
+    #[error("not a valid WebAssembly module: {0}")]
+    Compile(String),
+    /// A required export is missing.
+    #[error("the module does not export `{0}`, which a proxy-wasm filter must export")]
+    MissingExport(&'static str),
+    /// Neither allocator is exported.
+    #[error(
+        "the module exports neither `malloc` nor `proxy_on_memory_allocate`; the host needs one to return data to the guest"
+    )]
+    MissingAllocator,
+    /// An exported callback has the wrong signature.
+    #[error("export `{name}` has signature {found}, but the ABI expects {expected}")]
+    ExportSignature {
+        /// Export name.
+        name: String,
+        /// The signature the ABI defines.
+        expected: String,
+        /// The signature the module has.
+        found: String,
+    },
+    /// The module imports a function vessel does not provide.
+    #[error(
+        "the module imports `{module}.{name}` with signature {signature}, which vessel does not provide"
+    )]
+    UnknownImport {
+        /// Import module (`env`, `wasi_snapshot_preview1`, ...).
+        module: String,
+        /// Import name.
+        name: String,
+        /// The signature the module asks for.
+        signature: String,
+    },
+    /// The module imports a known function with the wrong signature.
+    #[error(
+        "the module imports `{module}.{name}` with signature {found}, but vessel provides {expected}"
+    )]
+    ImportSignature {
+        /// Import module.
+        module: String,
+        /// Import name.
+        name: String,
+        /// The signature vessel provides.
+        expected: String,
+        /// The signature the module asks for.
+        found: String,
+    },
+    /// The module imports something other than a function (memory, table, global).
+    #[error("the module imports `{module}.{name}` as a {kind}; only function imports are supported")]
+    UnsupportedImport {
+        /// Import module.
+        module: String,
+        /// Import name.
+        name: String,
+        /// What kind of import it is.
+        kind: &'static str,
+    },
+    /// Linking failed for another reason.
+    #[error("cannot link the module: {0}")]
+    Link(String),
+}
+
+/// What stopped a guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrapKind {
+    /// A wasm trap (unreachable, out-of-bounds access, stack overflow, ...).
+    Wasm(String),
+    /// The guest called WASI `proc_exit` with this code outside start-up.
+    ProcExit(i32),
+    /// A hostcall refused to continue (e.g. a forbidden call from the allocator).
+    Host(String),
+}
+
+/// A guest trap, with where it happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("plugin `{plugin}`: `{callback}` trapped: {message}")]
+pub struct TrapError {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The guest function that was running (`proxy_on_request_headers`, ...).
+    pub callback: &'static str,
+    /// The trap's message, with the wasm backtrace when available.
+    pub message: String,
+    /// What kind of trap.
+    pub kind: TrapKind,
+}
+
+/// Why a VM operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VmError {
+    /// Instantiation failed (e.g. a memory larger than the limit).
+    #[error("plugin `{plugin}`: cannot instantiate the module: {message}")]
+    Instantiate {
+        /// The plugin's name.
+        plugin: String,
+        /// wasmtime's message.
+        message: String,
+    },
+    /// The guest trapped. The VM is failed; every later call returns this
+    /// same error without touching the instance.
+    #[error(transparent)]
+    Trap(Arc<TrapError>),
+    /// `proxy_on_vm_start` returned false.
+    #[error("plugin `{plugin}`: proxy_on_vm_start returned false; the plugin is refused")]
+    VmStartRefused {
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// `proxy_on_configure` returned false.
+    #[error(
+        "plugin `{plugin}`: proxy_on_configure returned false; the plugin configuration is refused"
+    )]
+    ConfigureRefused {
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// The embedder named a context this VM does not have.
+    #[error("context {0} does not exist in this VM")]
+    UnknownContext(ContextId),
+    /// The embedder used a root context as a stream, or the reverse.
+    #[error("context {0} is not {1}")]
+    WrongContextKind(ContextId, &'static str),
+    /// The embedder delivered a callout result for an unknown token.
+    #[error("no callout with token {0} is in flight")]
+    UnknownToken(Token),
+}
+
+impl VmError {
+    /// The trap, if this error is one.
+    pub fn trap(&self) -> Option<&TrapError> {
+        match self {
+            Self::Trap(t) => Some(t),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Header, trailer and metadata maps (ABI reference §4.3, §5.1, §11.4,
+//! §11.5, §11.18).
+//!
+//! * `proxy_get_header_map_pairs`: OK; map > 7 → BAD_ARGUMENT; a map that
+//!   is not available now, or is empty → OK with ptr 0 / size 0 (as Envoy).
+//! * `proxy_set_header_map_pairs`: OK; unavailable → BAD_ARGUMENT; a
+//!   malformed payload becomes an empty map (cpp-host `PairsUtil::toPairs`).
+//! * `proxy_get_header_map_size`: OK with Envoy's `byteSize()` (key + value
+//!   bytes); unavailable → BAD_ARGUMENT.
+//! * `proxy_get_header_map_value`: OK with the **first** value; missing key →
+//!   NOT_FOUND (0.2.x) or OK with an empty value (0.1.0); unavailable →
+//!   BAD_ARGUMENT.
+//! * `proxy_add_header_map_value` (append), `proxy_replace_header_map_value`
+//!   (set), `proxy_remove_header_map_value` (OK even if absent): unavailable →
+//!   BAD_ARGUMENT. Keys are lower-cased.
+//!
+//! Maps 0–3 belong to the target stream and are available while the host
+//! holds them: after the embedder takes request headers (on Continue) they
+//! are gone, as in Envoy. Maps 4–7 are readable only during the callout
+//! callback that carries them, and are read-only.
+
+use vessel_abi::{MapType, Status, pairs};
+use wasmtime::Caller;
+
+use super::{Registry, hostcall};
+use crate::memory::{HostResult, fill, read, return_blob, u, with_mem, write_u32};
+use crate::state::HostState;
+
+pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
+    hostcall!(reg, "env", "proxy_get_header_map_pairs", get_header_map_pairs, ty: i32, ret_ptr: i32, ret_size: i32);
+    hostcall!(reg, "env", "proxy_set_header_map_pairs", set_header_map_pairs, ty: i32, ptr: i32, size: i32);
+    hostcall!(reg, "env", "proxy_get_header_map_size", get_header_map_size, ty: i32, ret: i32);
+    hostcall!(reg, "env", "proxy_get_header_map_value", get_header_map_value, ty: i32, key: i32, key_len: i32, ret_ptr: i32, ret_size: i32);
+    hostcall!(reg, "env", "proxy_add_header_map_value", add_header_map_value, ty: i32, key: i32, key_len: i32, val: i32, val_len: i32);
+    hostcall!(reg, "env", "proxy_replace_header_map_value", replace_header_map_value, ty: i32, key: i32, key_len: i32, val: i32, val_len: i32);
+    hostcall!(reg, "env", "proxy_remove_header_map_value", remove_header_map_value, ty: i32, key: i32, key_len: i32);
+    Ok(())
+}
+
+fn map_type(ty: i32) -> Result<MapType, Status> {
+    MapType::try_from(u(ty)).map_err(|_| Status::BadArgument)
+}
+
+fn get_header_map_pairs(caller: &mut Caller<'_, HostState>, ty: i32, ret_ptr: i32, ret_size: i32) -> HostResult {
+    let ty = map_type(ty)?;
+    let len = caller.data().map(ty).map_or(0, |m| m.encoded_len());
+    return_blob(caller, ret_ptr, ret_size, len, |dst, state| {
+        state
+            .map(ty)?
+            .encode_into(dst)
+            .map_err(|_| Status::InternalFailure)
+    })
+}
+
+fn set_header_map_pairs(caller: &mut Caller<'_, HostState>, ty: i32, ptr: i32, size: i32) -> HostResult {
+    let ty = map_type(ty)?;
+    with_mem(caller, |mem, state| {
+        let bytes = read(mem, ptr, size)?;
+        let map = state.map_mut(ty)?;
+        map.replace_with(pairs::decode_lenient(bytes));
+        Ok::<(), Status>(())
+    })??;
+    Ok(())
+}
+
+fn get_header_map_size(caller: &mut Caller<'_, HostState>, ty: i32, ret: i32) -> HostResult {
+    let ty = map_type(ty)?;
+    with_mem(caller, |mem, state| {
+        let size = state.map(ty)?.byte_size();
+        write_u32(mem, ret, u32::try_from(size).unwrap_or(u32::MAX))
+    })??;
+    Ok(())
+}
+
+fn get_header_map_value(
+    caller: &mut Caller<'_, HostState>,
+    ty: i32,
+    key: i32,
+    key_len: i32,
+    ret_ptr: i32,
+    ret_size: i32,
+) -> HostResult {
+    let ty = map_type(ty)?;
+    let (index, len) = with_mem(caller, |mem, state| {
+        let key = read(mem, key, key_len)?;
+        let map = state.map(ty)?;
+        Ok::<_, Status>(map.position(key).map(|i| (i, map.value_at(i).map_or(0, <[u8]>::len))))
+    })??
+    .map_or((None, 0), |(i, l)| (Some(i), l));
+    let Some(index) = index else {
+        if caller.data().plugin.abi.is_v0_1() {
+            return return_blob(caller, ret_ptr, ret_size, 0, |_, _| Ok(()));
+        }
+        return Err(Status::NotFound.into());
+    };
+    return_blob(caller, ret_ptr, ret_size, len, |dst, state| {
+        fill(dst, state.map(ty)?.value_at(index).ok_or(Status::InternalFailure)?)
+    })
+}
+
+fn add_header_map_value(
+    caller: &mut Caller<'_, HostState>,
+    ty: i32,
+    key: i32,
+    key_len: i32,
+    val: i32,
+    val_len: i32,
+) -> HostResult {
+    edit(caller, ty, key, key_len, val, val_len, |m, k, v| m.append(k, v))
+}
+
+fn replace_header_map_value(
+    caller: &mut Caller<'_, HostState>,
+    ty: i32,
+    key: i32,
+    key_len: i32,
+    val: i32,
+    val_len: i32,
+) -> HostResult {
+    edit(caller, ty, key, key_len, val, val_len, |m, k, v| m.insert(k, v))
+}
+
+fn remove_header_map_value(caller: &mut Caller<'_, HostState>, ty: i32, key: i32, key_len: i32) -> HostResult {
+    edit(caller, ty, key, key_len, 0, 0, |m, k, _| {
+        m.remove(k);
+    })
+}
+
+fn edit(
+    caller: &mut Caller<'_, HostState>,
+    ty: i32,
+    key: i32,
+    key_len: i32,
+    val: i32,
+    val_len: i32,
+    op: impl FnOnce(&mut crate::HeaderMap, &[u8], &[u8]),
+) -> HostResult {
+    let ty = map_type(ty)?;
+    with_mem(caller, |mem, state| {
+        let key = read(mem, key, key_len)?;
+        let val = read(mem, val, val_len)?;
+        op(state.map_mut(ty)?, key, val);
+        Ok::<(), Status>(())
+    })??;
+    Ok(())
+}

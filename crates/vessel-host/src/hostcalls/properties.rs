@@ -1,0 +1,139 @@
+//! Properties: `proxy_get_property`, `proxy_set_property` (ABI reference
+//! §4.6, §5.2, §10).
+//!
+//! * `proxy_get_property`: OK with the encoded value; absent → NOT_FOUND;
+//!   a provider error is passed through (the provider must keep to
+//!   NOT_FOUND, SERIALIZATION_FAILURE or INTERNAL_FAILURE, which the SDKs
+//!   accept); bad memory → INVALID_MEMORY_ACCESS. The lookup order is in
+//!   [`crate::properties`].
+//! * `proxy_set_property`: OK, stored on the target stream (read back by
+//!   `proxy_get_property` with the same path); from a root context, which
+//!   has no stream information → NOT_FOUND, as in Envoy. A (0, 0) value is an
+//!   empty value.
+
+use vessel_abi::{Status, split_path};
+use wasmtime::Caller;
+
+use super::{Registry, hostcall};
+use crate::embedder::PropertyScope;
+use crate::memory::{HostResult, read, return_bytes, with_mem};
+use crate::state::{Context, HostState, HttpContext};
+
+pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
+    hostcall!(reg, "env", "proxy_get_property", get_property, path: i32, path_len: i32, ret_ptr: i32, ret_size: i32);
+    hostcall!(reg, "env", "proxy_set_property", set_property, path: i32, path_len: i32, val: i32, val_len: i32);
+    Ok(())
+}
+
+fn get_property(caller: &mut Caller<'_, HostState>, path: i32, path_len: i32, ret_ptr: i32, ret_size: i32) -> HostResult {
+    let value = with_mem(caller, |mem, state| {
+        let path = read(mem, path, path_len)?;
+        resolve(state, path)
+    })??;
+    match value {
+        Some(v) => return_bytes(caller, ret_ptr, ret_size, &v),
+        None => Err(Status::NotFound.into()),
+    }
+}
+
+fn set_property(caller: &mut Caller<'_, HostState>, path: i32, path_len: i32, val: i32, val_len: i32) -> HostResult {
+    with_mem(caller, |mem, state| {
+        let path = read(mem, path, path_len)?.to_vec();
+        let val = read(mem, val, val_len)?.to_vec();
+        let target = state.target();
+        match state.contexts.get_mut(&target.0) {
+            Some(Context::Http(h)) => {
+                h.properties.insert_raw(path, val);
+                Ok(())
+            }
+            _ => Err(Status::NotFound),
+        }
+    })??;
+    Ok(())
+}
+
+/// Resolves a property path for the target context.
+pub(crate) fn resolve(state: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+    let segs: Vec<&[u8]> = split_path(path).collect();
+    let config = &state.plugin.config;
+    match segs.as_slice() {
+        [b"plugin_name"] => return Ok(Some(config.name.as_bytes().to_vec())),
+        [b"plugin_root_id"] => return Ok(Some(config.root_id.as_bytes().to_vec())),
+        [b"plugin_vm_id"] => return Ok(Some(config.vm_id.as_bytes().to_vec())),
+        [b"plugin_vm_configuration"] => return Ok(Some(config.vm_configuration.clone())),
+        _ => {}
+    }
+    let target = state.target();
+    let (root, stream) = match state.contexts.get(&target.0) {
+        Some(Context::Http(h)) => (h.root, Some(&**h)),
+        _ => (target, None),
+    };
+    if let Some(h) = stream {
+        if let Some(v) = derived(h, &segs) {
+            return Ok(Some(v));
+        }
+        if let Some(v) = h.properties.get(path) {
+            return Ok(Some(v.to_vec()));
+        }
+    }
+    if let Some(Context::Root(r)) = state.contexts.get(&root.0) {
+        if let Some(v) = r.properties.get(path) {
+            return Ok(Some(v.to_vec()));
+        }
+    }
+    if let Some(v) = config.properties.get(path) {
+        return Ok(Some(v.to_vec()));
+    }
+    match &state.env.inner.properties {
+        Some(provider) => provider.get_property(
+            &segs,
+            PropertyScope {
+                plugin: &config.name,
+                context: target,
+                is_root: stream.is_none(),
+            },
+        ),
+        None => Ok(None),
+    }
+}
+
+/// `request.*` and `response.*` attributes from the stream's header maps.
+fn derived(h: &HttpContext, segs: &[&[u8]]) -> Option<Vec<u8>> {
+    let req = h.present[0].then_some(&h.maps[0]);
+    let resp = h.present[2].then_some(&h.maps[2]);
+    let resp_trailers = h.present[3].then_some(&h.maps[3]);
+    let header = |map: Option<&crate::HeaderMap>, name: &[u8]| -> Option<Vec<u8>> {
+        let map = map?;
+        let values: Vec<&[u8]> = map.get_all(name).collect();
+        (!values.is_empty()).then(|| values.join(&b","[..]))
+    };
+    let whole = |map: Option<&crate::HeaderMap>| map.map(crate::HeaderMap::encode);
+    let path = || req.and_then(|m| m.get(b":path"));
+    match segs {
+        [b"request", b"path"] => path().map(<[u8]>::to_vec),
+        [b"request", b"url_path"] => {
+            path().map(|p| p.split(|b| *b == b'?').next().unwrap_or(p).to_vec())
+        }
+        [b"request", b"query"] => path().map(|p| match p.iter().position(|b| *b == b'?') {
+            Some(i) => p[i + 1..].to_vec(),
+            None => Vec::new(),
+        }),
+        [b"request", b"host"] => header(req, b":authority"),
+        [b"request", b"scheme"] => header(req, b":scheme"),
+        [b"request", b"method"] => header(req, b":method"),
+        [b"request", b"referer"] => header(req, b"referer"),
+        [b"request", b"useragent"] => header(req, b"user-agent"),
+        [b"request", b"id"] => header(req, b"x-request-id"),
+        [b"request", b"headers"] => whole(req),
+        [b"request", b"headers", name] => header(req, name),
+        [b"response", b"code"] => {
+            let status = std::str::from_utf8(resp?.get(b":status")?).ok()?;
+            status.trim().parse::<i64>().ok().map(|c| c.to_le_bytes().to_vec())
+        }
+        [b"response", b"headers"] => whole(resp),
+        [b"response", b"headers", name] => header(resp, name),
+        [b"response", b"trailers"] => whole(resp_trailers),
+        [b"response", b"trailers", name] => header(resp_trailers, name),
+        _ => None,
+    }
+}

@@ -1,0 +1,182 @@
+//! Stream control and context management (ABI reference §4.1, §4.4,
+//! §11.3, §11.4, §11.8, §11.11).
+//!
+//! * `proxy_continue_stream`: OK; type > 3 → BAD_ARGUMENT; UPSTREAM →
+//!   UNIMPLEMENTED (as Envoy). For an HTTP stream it emits
+//!   [`Effect::ContinueStream`](crate::Effect::ContinueStream) and seals that
+//!   direction's headers and trailers (later map calls → BAD_ARGUMENT, as in
+//!   Envoy). From a root context it is a no-op that returns OK.
+//! * `proxy_continue_request`, `proxy_continue_response` (0.1.0): as
+//!   `proxy_continue_stream(HTTP_REQUEST / HTTP_RESPONSE)`.
+//! * `proxy_close_stream`: OK, emits [`Effect::CloseStream`](crate::Effect::CloseStream); type > 3 → BAD_ARGUMENT.
+//! * `proxy_send_local_response`: OK; emits
+//!   [`Effect::LocalResponse`](crate::Effect::LocalResponse) and makes the
+//!   current callback's result a stop (§11.3). From a root context: OK, ignored.
+//! * `proxy_clear_route_cache` (0.1.0): OK, emits [`Effect::ClearRouteCache`](crate::Effect::ClearRouteCache).
+//! * `proxy_set_effective_context`: OK; unknown id → BAD_ARGUMENT.
+//! * `proxy_done`: OK if the root context was waiting in `on_done`
+//!   (its `on_delete` runs after the current call); else NOT_FOUND.
+//! * `proxy_get_status`: OK with the root context's last callout status
+//!   (code, message).
+
+use vessel_abi::{Status, StreamType, pairs};
+use wasmtime::Caller;
+
+use super::{Registry, hostcall};
+use crate::effects::{Effect, LocalResponse};
+use crate::headers::HeaderMap;
+use crate::ids::ContextId;
+use crate::memory::{HostResult, range, read, return_bytes, return_u32, u, with_mem};
+use crate::state::{Context, HostState};
+
+pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
+    hostcall!(reg, "env", "proxy_continue_stream", continue_stream, ty: i32);
+    hostcall!(reg, "env", "proxy_close_stream", close_stream, ty: i32);
+    hostcall!(reg, "env", "proxy_continue_request", continue_request);
+    hostcall!(reg, "env", "proxy_continue_response", continue_response);
+    hostcall!(reg, "env", "proxy_clear_route_cache", clear_route_cache);
+    hostcall!(reg, "env", "proxy_send_local_response", send_local_response,
+        status: i32, details: i32, details_len: i32, body: i32, body_len: i32,
+        hdr: i32, hdr_len: i32, grpc: i32);
+    hostcall!(reg, "env", "proxy_set_effective_context", set_effective_context, id: i32);
+    hostcall!(reg, "env", "proxy_done", done);
+    hostcall!(reg, "env", "proxy_get_status", get_status, code: i32, msg_ptr: i32, msg_size: i32);
+    Ok(())
+}
+
+fn stream_type(ty: i32) -> Result<StreamType, Status> {
+    StreamType::try_from(u(ty)).map_err(|_| Status::BadArgument)
+}
+
+pub(crate) fn do_continue(state: &mut HostState, stream: StreamType) -> Result<(), Status> {
+    if stream == StreamType::Upstream {
+        return Err(Status::Unimplemented);
+    }
+    let target = state.target();
+    if let Some(h) = state.http_mut(target) {
+        match stream {
+            StreamType::HttpRequest => {
+                h.sealed[0] = true;
+                h.sealed[1] = true;
+            }
+            StreamType::HttpResponse => {
+                h.sealed[2] = true;
+                h.sealed[3] = true;
+            }
+            _ => {}
+        }
+        state.effects.push(Effect::ContinueStream {
+            context: target,
+            stream,
+        });
+    }
+    Ok(())
+}
+
+fn continue_stream(caller: &mut Caller<'_, HostState>, ty: i32) -> HostResult {
+    let ty = stream_type(ty)?;
+    do_continue(caller.data_mut(), ty)?;
+    Ok(())
+}
+
+fn continue_request(caller: &mut Caller<'_, HostState>) -> HostResult {
+    do_continue(caller.data_mut(), StreamType::HttpRequest)?;
+    Ok(())
+}
+
+fn continue_response(caller: &mut Caller<'_, HostState>) -> HostResult {
+    do_continue(caller.data_mut(), StreamType::HttpResponse)?;
+    Ok(())
+}
+
+fn close_stream(caller: &mut Caller<'_, HostState>, ty: i32) -> HostResult {
+    let stream = stream_type(ty)?;
+    let state = caller.data_mut();
+    let context = state.target();
+    if state.http(context).is_some() {
+        state.effects.push(Effect::CloseStream { context, stream });
+    }
+    Ok(())
+}
+
+fn clear_route_cache(caller: &mut Caller<'_, HostState>) -> HostResult {
+    let state = caller.data_mut();
+    let context = state.target();
+    state.effects.push(Effect::ClearRouteCache { context });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_local_response(
+    caller: &mut Caller<'_, HostState>,
+    status: i32,
+    details: i32,
+    details_len: i32,
+    body: i32,
+    body_len: i32,
+    hdr: i32,
+    hdr_len: i32,
+    grpc: i32,
+) -> HostResult {
+    with_mem(caller, |mem, state| {
+        let details: String = String::from_utf8_lossy(read(mem, details, details_len)?)
+            .chars()
+            .map(|c| if c.is_whitespace() { '_' } else { c })
+            .collect();
+        let body = read(mem, body, body_len)?.to_vec();
+        let headers = HeaderMap::from_pairs(pairs::decode_lenient(read(mem, hdr, hdr_len)?));
+        let target = state.target();
+        let Some(h) = state.http_mut(target) else {
+            return Ok(());
+        };
+        h.stop_next_iteration = true;
+        h.local_response_sent = true;
+        state.effects.push(Effect::LocalResponse {
+            context: target,
+            response: LocalResponse {
+                status: u(status),
+                details,
+                body,
+                headers,
+                grpc_status: (0..=16).contains(&grpc).then_some(u(grpc)),
+            },
+        });
+        Ok::<(), Status>(())
+    })??;
+    Ok(())
+}
+
+fn set_effective_context(caller: &mut Caller<'_, HostState>, id: i32) -> HostResult {
+    let state = caller.data_mut();
+    if !state.contexts.contains_key(&u(id)) {
+        return Err(Status::BadArgument.into());
+    }
+    state.effective = Some(ContextId(u(id)));
+    Ok(())
+}
+
+fn done(caller: &mut Caller<'_, HostState>) -> HostResult {
+    let state = caller.data_mut();
+    let target = state.target();
+    match state.contexts.get_mut(&target.0) {
+        Some(Context::Root(r)) if r.pending_done => {
+            r.pending_done = false;
+            state.done_requested.push(target);
+            Ok(())
+        }
+        _ => Err(Status::NotFound.into()),
+    }
+}
+
+fn get_status(caller: &mut Caller<'_, HostState>, code: i32, msg_ptr: i32, msg_size: i32) -> HostResult {
+    let (status, message) = with_mem(caller, |mem, state| {
+        range(mem.len(), code, 4)?;
+        let root = state.target_root();
+        match state.contexts.get(&root.0) {
+            Some(Context::Root(r)) => Ok::<_, Status>((r.status_code, r.status_message.clone())),
+            _ => Ok((0, Vec::new())),
+        }
+    })??;
+    return_bytes(caller, msg_ptr, msg_size, &message)?;
+    return_u32(caller, code, status)
+}

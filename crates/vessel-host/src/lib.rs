@@ -1,0 +1,70 @@
+//! # vessel-host
+//!
+//! A sans-IO host for the [proxy-wasm ABI] on wasmtime. It runs filters
+//! built with the proxy-wasm Rust, C++, Go and AssemblyScript SDKs,
+//! unmodified, inside any Rust program.
+//!
+//! The core does no I/O and reads no clock of its own: time comes from an
+//! injected [`Clock`], and everything asynchronous (callouts, ticks, queue
+//! notifications, resuming a paused stream) leaves as an [`Effect`] that the
+//! embedder carries out and answers with an event.
+//!
+//! ```no_run
+//! use vessel_host::{Engine, HeaderMap, HostEnv, Plugin, PluginConfig, Vm};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::default();
+//! let wasm = std::fs::read("filter.wasm")?;
+//! let plugin = Plugin::load(&engine, &wasm, PluginConfig::named("my_filter"))?;
+//! let mut vm = Vm::new(&plugin, &HostEnv::default())?;
+//!
+//! let stream = vm.create_http_context()?;
+//! let headers = HeaderMap::from_pairs([(":method", "GET"), (":path", "/")]);
+//! let status = vm.on_request_headers(stream, headers, true)?;
+//! for effect in vm.drain_effects() {
+//!     println!("{effect:?}");
+//! }
+//! vm.finish_http_stream(stream)?;
+//! # let _ = status;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [proxy-wasm ABI]: https://github.com/proxy-wasm/spec
+
+#![forbid(unsafe_code)]
+
+pub mod effects;
+pub mod embedder;
+pub mod engine;
+pub mod env;
+pub mod error;
+pub mod headers;
+pub mod hostcalls;
+pub mod ids;
+mod memory;
+pub mod plugin;
+pub mod properties;
+pub mod shared;
+mod state;
+pub mod vm;
+pub mod wasi;
+
+pub use effects::{Effect, GrpcCallRequest, HttpCallRequest, LocalResponse};
+pub use embedder::{
+    Clock, FixedClock, ForeignFunction, LogFacade, LogRecord, LogSink, OsRandom, PropertyProvider,
+    PropertyScope, Random, SystemClock,
+};
+pub use engine::{Engine, EngineConfig};
+pub use env::{HostEnv, HostEnvBuilder};
+pub use error::{LoadError, TrapError, TrapKind, VmError};
+pub use headers::HeaderMap;
+pub use ids::{CalloutKind, ContextId, GuestPtr, MetricId, QueueToken, Token, VmInstanceId};
+pub use plugin::{Plugin, PluginConfig};
+pub use properties::{PropertyMap, PropertyValue};
+pub use vessel_abi;
+pub use vessel_abi::{
+    AbiVersion, BufferType, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, LogLevel,
+    MapType, MetricType, Status, StreamType,
+};
+pub use vm::{HttpCallOutcome, HttpCallResponse, Vm};

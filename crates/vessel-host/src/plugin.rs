@@ -1,0 +1,294 @@
+//! [`Plugin`]: a compiled, checked module plus its [`PluginConfig`]
+//! (ABI reference §1.1, §3, §9).
+//!
+//! Loading detects the ABI version from the export section, compiles the
+//! module, checks the required exports (`memory`, an allocator) and the
+//! signature of every known callback, and checks every import against what
+//! vessel provides, so that a bad module fails here with an error that names
+//! the import, its module and its signature.
+
+use std::fmt;
+use std::sync::Arc;
+
+use vessel_abi::{AbiVersion, LogLevel};
+use wasmtime::{ExternType, FuncType, InstancePre, Module, ValType};
+
+use crate::engine::Engine;
+use crate::error::LoadError;
+use crate::hostcalls::{self, ImportTable};
+use crate::properties::PropertyMap;
+use crate::state::HostState;
+
+/// A plugin's configuration: Envoy's `PluginConfig` and `VmConfig` fields
+/// that matter to the host (ABI reference §9).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    /// `plugin_name`; prefixes guest logs.
+    pub name: String,
+    /// `plugin_root_id`: selects the guest's root context.
+    pub root_id: String,
+    /// `plugin_vm_id`: namespace of shared data and queues.
+    pub vm_id: String,
+    /// VM configuration bytes (`VM_CONFIGURATION`, `on_vm_start` size).
+    pub vm_configuration: Vec<u8>,
+    /// Plugin configuration bytes (`PLUGIN_CONFIGURATION`, `on_configure` size).
+    pub configuration: Vec<u8>,
+    /// Guest log lines below this level are dropped; `proxy_get_log_level` returns it.
+    pub log_level: LogLevel,
+    /// Pass `StopIteration` from header callbacks through unchanged instead of
+    /// Envoy's default translation to `StopAllIterationAndWatermark`
+    /// (Envoy's `allow_on_headers_stop_iteration`; ABI reference §11.1).
+    pub allow_on_headers_stop_iteration: bool,
+    /// WASI environment variables (`KEY=VALUE`), as granted by the config.
+    pub environment: Vec<(String, String)>,
+    /// Properties readable from every context of this plugin (e.g. `node.id`).
+    pub properties: PropertyMap,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            vm_configuration: Vec::new(),
+            configuration: Vec::new(),
+            log_level: LogLevel::Info,
+            allow_on_headers_stop_iteration: false,
+            environment: Vec::new(),
+            properties: PropertyMap::new(),
+        }
+    }
+}
+
+impl PluginConfig {
+    /// A configuration with a name and the defaults.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// What the VMs of a plugin share.
+#[derive(Debug)]
+pub(crate) struct PluginShared {
+    pub(crate) config: PluginConfig,
+    pub(crate) abi: AbiVersion,
+}
+
+/// A compiled plugin. Cheap to clone; every [`Vm`](crate::Vm) of the plugin
+/// shares the compiled code.
+#[derive(Clone)]
+pub struct Plugin {
+    pub(crate) shared: Arc<PluginShared>,
+    pub(crate) engine: Engine,
+    pub(crate) module: Module,
+    pub(crate) pre: InstancePre<HostState>,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.shared.config.name)
+            .field("abi", &self.shared.abi)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Formats a function type as `(i32, i32) -> i32`.
+pub(crate) fn signature(params: &[ValType], results: &[ValType]) -> String {
+    fn list(tys: &[ValType]) -> String {
+        tys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    }
+    match results {
+        [] => format!("({}) -> ()", list(params)),
+        [one] => format!("({}) -> {one}", list(params)),
+        many => format!("({}) -> ({})", list(params), list(many)),
+    }
+}
+
+fn func_signature(ty: &FuncType) -> String {
+    let p: Vec<ValType> = ty.params().collect();
+    let r: Vec<ValType> = ty.results().collect();
+    signature(&p, &r)
+}
+
+fn same_types(a: impl Iterator<Item = ValType>, b: &[ValType]) -> bool {
+    let a: Vec<ValType> = a.collect();
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| ValType::eq(x, y))
+}
+
+/// The callbacks a module may export, with the signature the ABI gives them.
+/// `None` params means "depends on the ABI version".
+pub(crate) fn expected_export(name: &str, abi: AbiVersion) -> Option<(Vec<ValType>, Vec<ValType>)> {
+    use ValType::I32;
+    let (p, r): (usize, usize) = match name {
+        "proxy_on_memory_allocate" | "malloc" => (1, 1),
+        "_initialize" | "_start" => (0, 0),
+        "proxy_on_context_create" | "proxy_on_queue_ready" => (2, 0),
+        "proxy_on_vm_start" | "proxy_validate_configuration" | "proxy_on_configure" => (2, 1),
+        "proxy_on_tick" | "proxy_on_log" | "proxy_on_delete" => (1, 0),
+        "proxy_on_done" | "proxy_on_new_connection" => (1, 1),
+        "proxy_on_foreign_function" => (3, 0),
+        "proxy_on_downstream_data" | "proxy_on_upstream_data" => (3, 1),
+        "proxy_on_downstream_connection_close" | "proxy_on_upstream_connection_close" => (2, 0),
+        "proxy_on_request_headers" | "proxy_on_response_headers" => {
+            (if abi.is_v0_1() { 2 } else { 3 }, 1)
+        }
+        "proxy_on_request_body" | "proxy_on_response_body" => (3, 1),
+        "proxy_on_request_trailers"
+        | "proxy_on_response_trailers"
+        | "proxy_on_request_metadata"
+        | "proxy_on_response_metadata" => (2, 1),
+        "proxy_on_http_call_response" => (5, 0),
+        "proxy_on_grpc_receive_initial_metadata"
+        | "proxy_on_grpc_receive"
+        | "proxy_on_grpc_receive_trailing_metadata"
+        | "proxy_on_grpc_close" => (3, 0),
+        "proxy_on_redis_call_response" => (4, 0),
+        _ => return None,
+    };
+    Some((vec![I32; p], vec![I32; r]))
+}
+
+impl Plugin {
+    /// Loads `wasm` (binary or, for tests, text format) as a plugin.
+    pub fn load(engine: &Engine, wasm: &[u8], config: PluginConfig) -> Result<Self, LoadError> {
+        let abi = vessel_abi::detect_abi_version(wasm).or_else(|e| {
+            // Text format: compile first, then detect from the binary.
+            if wasm.starts_with(b"\0asm") {
+                Err(e)
+            } else {
+                match wat_to_binary(wasm) {
+                    Some(bin) => vessel_abi::detect_abi_version(&bin),
+                    None => Err(e),
+                }
+            }
+        })?;
+        let module = Module::new(&engine.inner, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        Self::check_exports(&module, abi)?;
+        let table = hostcalls::import_table();
+        Self::check_imports(&module, table)?;
+        let linker = hostcalls::linker(&engine.inner)?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        Ok(Self {
+            shared: Arc::new(PluginShared { config, abi }),
+            engine: engine.clone(),
+            module,
+            pre,
+        })
+    }
+
+    fn check_exports(module: &Module, abi: AbiVersion) -> Result<(), LoadError> {
+        let mut has_memory = false;
+        let mut has_alloc = false;
+        for export in module.exports() {
+            match export.ty() {
+                ExternType::Memory(_) if export.name() == "memory" => has_memory = true,
+                ExternType::Func(ty) => {
+                    if let Some((p, r)) = expected_export(export.name(), abi) {
+                        if !same_types(ty.params(), &p) || !same_types(ty.results(), &r) {
+                            return Err(LoadError::ExportSignature {
+                                name: export.name().to_owned(),
+                                expected: signature(&p, &r),
+                                found: func_signature(&ty),
+                            });
+                        }
+                        if matches!(export.name(), "malloc" | "proxy_on_memory_allocate") {
+                            has_alloc = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !has_memory {
+            return Err(LoadError::MissingExport("memory"));
+        }
+        if !has_alloc {
+            return Err(LoadError::MissingAllocator);
+        }
+        Ok(())
+    }
+
+    fn check_imports(module: &Module, table: &ImportTable) -> Result<(), LoadError> {
+        for import in module.imports() {
+            let (m, n) = (import.module(), import.name());
+            let ty = match import.ty() {
+                ExternType::Func(ty) => ty,
+                ExternType::Memory(_) => return Err(unsupported(m, n, "memory")),
+                ExternType::Table(_) => return Err(unsupported(m, n, "table")),
+                ExternType::Global(_) => return Err(unsupported(m, n, "global")),
+                ExternType::Tag(_) => return Err(unsupported(m, n, "tag")),
+            };
+            match table.get(m, n) {
+                None => {
+                    return Err(LoadError::UnknownImport {
+                        module: m.to_owned(),
+                        name: n.to_owned(),
+                        signature: func_signature(&ty),
+                    });
+                }
+                Some(sig) => {
+                    if !same_types(ty.params(), &sig.params) || !same_types(ty.results(), &sig.results) {
+                        return Err(LoadError::ImportSignature {
+                            module: m.to_owned(),
+                            name: n.to_owned(),
+                            expected: signature(&sig.params, &sig.results),
+                            found: func_signature(&ty),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The plugin's configuration.
+    pub fn config(&self) -> &PluginConfig {
+        &self.shared.config
+    }
+
+    /// The detected ABI version.
+    pub fn abi_version(&self) -> AbiVersion {
+        self.shared.abi
+    }
+
+    /// The compiled module.
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    /// The engine the plugin was compiled with.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A copy of this plugin with another configuration, sharing the compiled code.
+    pub fn with_config(&self, config: PluginConfig) -> Self {
+        Self {
+            shared: Arc::new(PluginShared {
+                config,
+                abi: self.shared.abi,
+            }),
+            ..self.clone()
+        }
+    }
+}
+
+fn unsupported(module: &str, name: &str, kind: &'static str) -> LoadError {
+    LoadError::UnsupportedImport {
+        module: module.to_owned(),
+        name: name.to_owned(),
+        kind,
+    }
+}
+
+fn wat_to_binary(text: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(text).ok()?;
+    wat::parse_str(text).ok()
+}

@@ -1,0 +1,951 @@
+//! [`Vm`]: one wasmtime instance (`Store`) of a plugin, its root context and
+//! the stream contexts it serves (ABI reference §3, §6.3, §11).
+//!
+//! A `Vm` is used by one thread at a time. Each guest callback runs to
+//! completion; what the guest asks for meanwhile is queued as
+//! [`Effect`]s for the embedder ([`Vm::drain_effects`]). The guest is never
+//! re-entered from a hostcall.
+//!
+//! Start-up follows Envoy: `_initialize` (then `main(0, 0)` or
+//! `__main_void()` if exported) or else `_start`; then
+//! `proxy_on_context_create(root, 0)`, `proxy_on_vm_start(root,
+//! vm_config_size)` and `proxy_on_configure(root, plugin_config_size)`. A
+//! false result refuses the plugin.
+//!
+//! A trap fails the VM: the error names the plugin, the callback and the
+//! trap, and every later call returns the same error without touching the
+//! instance.
+
+use std::sync::Arc;
+
+use vessel_abi::{
+    BufferType, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, MapType, Status,
+};
+use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
+
+use crate::effects::Effect;
+use crate::env::HostEnv;
+use crate::error::{TrapError, TrapKind, VmError};
+use crate::headers::HeaderMap;
+use crate::ids::{CalloutKind, ContextId, QueueToken, Token, VmInstanceId};
+use crate::plugin::Plugin;
+use crate::properties::{PropertyMap, PropertyValue};
+use crate::state::{Context, HostState, HttpContext, Phase, RootContext, body_index, map_index};
+use crate::wasi::ProcExit;
+
+/// The answer to an HTTP call, delivered with [`Vm::on_http_call_response`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpCallResponse {
+    /// Response headers, including `:status`.
+    pub headers: HeaderMap,
+    /// Response body.
+    pub body: Vec<u8>,
+    /// Response trailers.
+    pub trailers: HeaderMap,
+}
+
+/// How an HTTP call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpCallOutcome {
+    /// A response arrived. A timeout is reported this way too, as Envoy's
+    /// async client does: a `504` response.
+    Response(HttpCallResponse),
+    /// The call failed without a response (connection failure, reset). The
+    /// guest gets 0 headers, 0 body bytes, 0 trailers and
+    /// `proxy_get_status` gives `(BROKEN_CONNECTION, reason)`, as in Envoy.
+    Failed {
+        /// Envoy's message, e.g. `"reset"`.
+        reason: String,
+    },
+}
+
+type F1 = TypedFunc<i32, ()>;
+type F2 = TypedFunc<(i32, i32), ()>;
+type F3 = TypedFunc<(i32, i32, i32), ()>;
+type B1 = TypedFunc<i32, i32>;
+type B2 = TypedFunc<(i32, i32), i32>;
+type B3 = TypedFunc<(i32, i32, i32), i32>;
+
+#[derive(Clone)]
+enum HeadersFn {
+    V1(B2),
+    V2(B3),
+}
+
+#[derive(Default, Clone)]
+struct Funcs {
+    context_create: Option<F2>,
+    vm_start: Option<B2>,
+    configure: Option<B2>,
+    tick: Option<F1>,
+    queue_ready: Option<F2>,
+    foreign_function: Option<F3>,
+    request_headers: Option<HeadersFn>,
+    request_body: Option<B3>,
+    request_trailers: Option<B2>,
+    response_headers: Option<HeadersFn>,
+    response_body: Option<B3>,
+    response_trailers: Option<B2>,
+    http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    grpc_initial_metadata: Option<F3>,
+    grpc_receive: Option<F3>,
+    grpc_trailing_metadata: Option<F3>,
+    grpc_close: Option<F3>,
+    done: Option<B1>,
+    log: Option<F1>,
+    delete: Option<F1>,
+}
+
+impl Funcs {
+    fn resolve(instance: &Instance, store: &mut Store<HostState>, v01: bool) -> Self {
+        macro_rules! get {
+            ($name:literal) => {
+                instance.get_typed_func(&mut *store, $name).ok()
+            };
+        }
+        let headers = |store: &mut Store<HostState>, name: &str| -> Option<HeadersFn> {
+            if v01 {
+                instance.get_typed_func(&mut *store, name).ok().map(HeadersFn::V1)
+            } else {
+                instance.get_typed_func(&mut *store, name).ok().map(HeadersFn::V2)
+            }
+        };
+        Self {
+            context_create: get!("proxy_on_context_create"),
+            vm_start: get!("proxy_on_vm_start"),
+            configure: get!("proxy_on_configure"),
+            tick: get!("proxy_on_tick"),
+            queue_ready: get!("proxy_on_queue_ready"),
+            foreign_function: if v01 { None } else { get!("proxy_on_foreign_function") },
+            request_headers: headers(store, "proxy_on_request_headers"),
+            request_body: get!("proxy_on_request_body"),
+            request_trailers: get!("proxy_on_request_trailers"),
+            response_headers: headers(store, "proxy_on_response_headers"),
+            response_body: get!("proxy_on_response_body"),
+            response_trailers: get!("proxy_on_response_trailers"),
+            http_call_response: get!("proxy_on_http_call_response"),
+            grpc_initial_metadata: get!("proxy_on_grpc_receive_initial_metadata"),
+            grpc_receive: get!("proxy_on_grpc_receive"),
+            grpc_trailing_metadata: get!("proxy_on_grpc_receive_trailing_metadata"),
+            grpc_close: get!("proxy_on_grpc_close"),
+            done: get!("proxy_on_done"),
+            log: get!("proxy_on_log"),
+            delete: get!("proxy_on_delete"),
+        }
+    }
+}
+
+/// One instance of a plugin. See the module docs.
+pub struct Vm {
+    store: Store<HostState>,
+    plugin: Plugin,
+    funcs: Funcs,
+    root: ContextId,
+    failed: Option<VmError>,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("plugin", &self.plugin.config().name)
+            .field("root", &self.root)
+            .field("contexts", &self.store.data().contexts.len())
+            .field("failed", &self.failed.is_some())
+            .finish()
+    }
+}
+
+fn len_i32(n: usize) -> i32 {
+    u32::try_from(n).unwrap_or(u32::MAX) as i32
+}
+
+impl Vm {
+    /// Instantiates `plugin`, runs start-up and configures the root context.
+    pub fn new(plugin: &Plugin, env: &HostEnv) -> Result<Self, VmError> {
+        let name = plugin.config().name.clone();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(plugin.engine.config.max_memory_bytes)
+            .instances(1)
+            .memories(1)
+            .tables(4)
+            .table_elements(100_000)
+            .build();
+        let state = HostState::new(plugin.shared.clone(), env.clone(), env.next_instance_id(), limits);
+        let mut store = Store::new(&plugin.engine.inner, state);
+        store.limiter(|s| &mut s.limits);
+        let instance = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| VmError::Instantiate {
+                plugin: name.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let memory = instance.get_memory(&mut store, "memory");
+        let allocator = instance
+            .get_typed_func::<i32, i32>(&mut store, "malloc")
+            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate"))
+            .ok();
+        store.data_mut().memory = memory;
+        store.data_mut().allocator = allocator;
+        let funcs = Funcs::resolve(&instance, &mut store, plugin.abi_version().is_v0_1());
+        let mut vm = Self {
+            store,
+            plugin: plugin.clone(),
+            funcs,
+            root: ContextId(0),
+            failed: None,
+        };
+        vm.run_start(&instance)?;
+        vm.start_root()?;
+        Ok(vm)
+    }
+
+    fn run_start(&mut self, instance: &Instance) -> Result<(), VmError> {
+        let store = &mut self.store;
+        if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
+            self.call_start("_initialize", init, ())?;
+            let store = &mut self.store;
+            if let Ok(main) = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "main") {
+                self.call_start("main", main, (0, 0))?;
+            } else if let Ok(main) = instance.get_typed_func::<(), i32>(&mut *store, "__main_void") {
+                self.call_start("__main_void", main, ())?;
+            }
+        } else if let Ok(start) = instance.get_typed_func::<(), ()>(&mut *store, "_start") {
+            self.call_start("_start", start, ())?;
+        }
+        Ok(())
+    }
+
+    fn call_start<P: WasmParams, R: WasmResults>(
+        &mut self,
+        name: &'static str,
+        f: TypedFunc<P, R>,
+        args: P,
+    ) -> Result<(), VmError> {
+        match self.call(name, f, ContextId(0), Phase::Start, args) {
+            Ok(_) => Ok(()),
+            Err(VmError::Trap(t)) if t.kind == TrapKind::ProcExit(0) => {
+                // A command module's normal exit during start-up.
+                self.failed = None;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn start_root(&mut self) -> Result<(), VmError> {
+        let root = self.store.data_mut().alloc_context_id();
+        self.root = root;
+        self.store
+            .data_mut()
+            .contexts
+            .insert(root.0, Context::Root(RootContext::default()));
+        if let Some(f) = self.funcs.context_create.clone() {
+            self.call("proxy_on_context_create", f, root, Phase::Callback, (root.0 as i32, 0))?;
+        }
+        let config = self.plugin.config();
+        let (vm_len, cfg_len) = (len_i32(config.vm_configuration.len()), len_i32(config.configuration.len()));
+        if let Some(f) = self.funcs.vm_start.clone() {
+            let ok = self.call("proxy_on_vm_start", f, root, Phase::VmStart, (root.0 as i32, vm_len))?;
+            if ok == 0 {
+                return Err(VmError::VmStartRefused {
+                    plugin: self.plugin.config().name.clone(),
+                });
+            }
+        }
+        if let Some(f) = self.funcs.configure.clone() {
+            let ok = self.call("proxy_on_configure", f, root, Phase::Configure, (root.0 as i32, cfg_len))?;
+            if ok == 0 {
+                return Err(VmError::ConfigureRefused {
+                    plugin: self.plugin.config().name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one guest function with `ctx` current.
+    fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        name: &'static str,
+        f: TypedFunc<P, R>,
+        ctx: ContextId,
+        phase: Phase,
+        args: P,
+    ) -> Result<R, VmError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let st = self.store.data_mut();
+        st.current = ctx;
+        st.effective = None;
+        st.phase = phase;
+        st.log_bytes = 0;
+        let result = f.call(&mut self.store, args);
+        let st = self.store.data_mut();
+        st.current = ContextId(0);
+        st.effective = None;
+        st.phase = Phase::Idle;
+        match result {
+            Ok(v) => {
+                self.after_call()?;
+                Ok(v)
+            }
+            Err(e) => Err(self.fail(name, &e)),
+        }
+    }
+
+    /// Runs what must happen after a guest call: `on_delete` for root
+    /// contexts that called `proxy_done`.
+    fn after_call(&mut self) -> Result<(), VmError> {
+        while let Some(root) = self.store.data_mut().done_requested.pop() {
+            if let Some(f) = self.funcs.delete.clone() {
+                self.call("proxy_on_delete", f, root, Phase::Callback, root.0 as i32)?;
+            }
+            self.store.data_mut().contexts.remove(&root.0);
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, callback: &'static str, e: &wasmtime::Error) -> VmError {
+        let kind = if let Some(exit) = e.downcast_ref::<ProcExit>() {
+            TrapKind::ProcExit(exit.0)
+        } else if let Some(trap) = e.downcast_ref::<Trap>() {
+            TrapKind::Wasm(trap.to_string())
+        } else {
+            TrapKind::Host(e.root_cause().to_string())
+        };
+        let mut message = match &kind {
+            TrapKind::Wasm(m) | TrapKind::Host(m) => m.clone(),
+            TrapKind::ProcExit(code) => format!("the guest called proc_exit({code})"),
+        };
+        if let Some(bt) = e.downcast_ref::<WasmBacktrace>() {
+            message.push('\n');
+            message.push_str(&bt.to_string());
+        }
+        let err = VmError::Trap(Arc::new(TrapError {
+            plugin: self.plugin.config().name.clone(),
+            callback,
+            message,
+            kind,
+        }));
+        log::warn!(target: "vessel::vm", "{err}");
+        self.failed = Some(err.clone());
+        err
+    }
+
+    /// The plugin this VM runs.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// This VM's process-unique id (the target of queue notifications).
+    pub fn instance_id(&self) -> VmInstanceId {
+        self.store.data().instance
+    }
+
+    /// The root context.
+    pub fn root_context(&self) -> ContextId {
+        self.root
+    }
+
+    /// The error that failed this VM, if it failed.
+    pub fn failure(&self) -> Option<&VmError> {
+        self.failed.as_ref()
+    }
+
+    /// True if the VM failed.
+    pub fn is_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// Number of live contexts, the root included.
+    pub fn context_count(&self) -> usize {
+        self.store.data().contexts.len()
+    }
+
+    /// Number of callouts in flight.
+    pub fn callouts_in_flight(&self) -> usize {
+        self.store.data().callouts.len()
+    }
+
+    /// The guest's linear memory size in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.store
+            .data()
+            .memory
+            .map_or(0, |m| m.data_size(&self.store))
+    }
+
+    /// The root context's current tick period in milliseconds (0 = none).
+    pub fn tick_period_ms(&self) -> u32 {
+        match self.store.data().contexts.get(&self.root.0) {
+            Some(Context::Root(r)) => r.tick_period_ms,
+            _ => 0,
+        }
+    }
+
+    /// Takes the effects queued so far, oldest first.
+    pub fn drain_effects(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.store.data_mut().effects.drain(..)
+    }
+
+    /// True if effects are waiting.
+    pub fn has_effects(&self) -> bool {
+        !self.store.data().effects.is_empty()
+    }
+
+    fn http(&self, ctx: ContextId) -> Result<&HttpContext, VmError> {
+        match self.store.data().contexts.get(&ctx.0) {
+            Some(Context::Http(h)) => Ok(h),
+            Some(_) => Err(VmError::WrongContextKind(ctx, "an HTTP stream")),
+            None => Err(VmError::UnknownContext(ctx)),
+        }
+    }
+
+    fn http_mut(&mut self, ctx: ContextId) -> Result<&mut HttpContext, VmError> {
+        match self.store.data_mut().contexts.get_mut(&ctx.0) {
+            Some(Context::Http(h)) => Ok(h),
+            Some(_) => Err(VmError::WrongContextKind(ctx, "an HTTP stream")),
+            None => Err(VmError::UnknownContext(ctx)),
+        }
+    }
+
+    // ---- HTTP streams -------------------------------------------------
+
+    /// Creates an HTTP stream context (`proxy_on_context_create(id, root)`).
+    pub fn create_http_context(&mut self) -> Result<ContextId, VmError> {
+        self.create_http_context_with(PropertyMap::new())
+    }
+
+    /// Creates an HTTP stream context with stream properties
+    /// (`source.address`, `request.protocol`, ...).
+    pub fn create_http_context_with(&mut self, properties: PropertyMap) -> Result<ContextId, VmError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let id = self.store.data_mut().alloc_context_id();
+        let ctx = HttpContext {
+            root: self.root,
+            properties,
+            ..HttpContext::default()
+        };
+        self.store
+            .data_mut()
+            .contexts
+            .insert(id.0, Context::Http(Box::new(ctx)));
+        if let Some(f) = self.funcs.context_create.clone() {
+            self.call("proxy_on_context_create", f, id, Phase::Callback, (id.0 as i32, self.root.0 as i32))?;
+        }
+        Ok(id)
+    }
+
+    /// Sets a property on a stream (dotted path, e.g. `source.address`).
+    pub fn set_stream_property(
+        &mut self,
+        ctx: ContextId,
+        dotted: &str,
+        value: impl Into<PropertyValue>,
+    ) -> Result<(), VmError> {
+        self.http_mut(ctx)?.properties.insert_dotted(dotted, value);
+        Ok(())
+    }
+
+    fn headers_call(
+        &mut self,
+        ctx: ContextId,
+        ty: MapType,
+        map: HeaderMap,
+        end_of_stream: bool,
+    ) -> Result<FilterHeadersStatus, VmError> {
+        let i = map_index(ty).unwrap_or(0);
+        {
+            let h = self.http_mut(ctx)?;
+            h.maps[i] = map;
+            h.present[i] = true;
+            h.sealed[i] = false;
+        }
+        let (name, f) = if i == 0 {
+            ("proxy_on_request_headers", self.funcs.request_headers.clone())
+        } else {
+            ("proxy_on_response_headers", self.funcs.response_headers.clone())
+        };
+        let n = len_i32(self.http(ctx)?.maps[i].len());
+        let raw = match f {
+            None => 0,
+            Some(HeadersFn::V1(f)) => self.call(name, f, ctx, Phase::Callback, (ctx.0 as i32, n))?,
+            Some(HeadersFn::V2(f)) => {
+                self.call(name, f, ctx, Phase::Callback, (ctx.0 as i32, n, i32::from(end_of_stream)))?
+            }
+        };
+        let allow_stop = self.plugin.config().allow_on_headers_stop_iteration;
+        let h = self.http_mut(ctx)?;
+        let status = translate_headers(raw as u32, std::mem::take(&mut h.stop_next_iteration), allow_stop);
+        if status == FilterHeadersStatus::Continue {
+            h.sealed[i] = true;
+        }
+        Ok(status)
+    }
+
+    /// Runs `proxy_on_request_headers`. The host keeps the map; read it with
+    /// [`Vm::headers`]. The result is translated as Envoy translates it
+    /// (ABI reference §11.1): Continue seals the map (later map hostcalls get
+    /// BAD_ARGUMENT, as in Envoy).
+    pub fn on_request_headers(
+        &mut self,
+        ctx: ContextId,
+        headers: HeaderMap,
+        end_of_stream: bool,
+    ) -> Result<FilterHeadersStatus, VmError> {
+        self.headers_call(ctx, MapType::HttpRequestHeaders, headers, end_of_stream)
+    }
+
+    /// Runs `proxy_on_response_headers` (see [`Vm::on_request_headers`]).
+    pub fn on_response_headers(
+        &mut self,
+        ctx: ContextId,
+        headers: HeaderMap,
+        end_of_stream: bool,
+    ) -> Result<FilterHeadersStatus, VmError> {
+        self.headers_call(ctx, MapType::HttpResponseHeaders, headers, end_of_stream)
+    }
+
+    fn body_call(
+        &mut self,
+        ctx: ContextId,
+        ty: BufferType,
+        data: &[u8],
+        end_of_stream: bool,
+    ) -> Result<FilterDataStatus, VmError> {
+        let i = body_index(ty).unwrap_or(0);
+        let size = {
+            let h = self.http_mut(ctx)?;
+            let buf = h.bodies[i].get_or_insert_with(Vec::new);
+            buf.extend_from_slice(data);
+            let size = buf.len();
+            h.may_add_trailers[i] = end_of_stream && !h.present[1 + 2 * i];
+            size
+        };
+        let (name, f) = if i == 0 {
+            ("proxy_on_request_body", self.funcs.request_body.clone())
+        } else {
+            ("proxy_on_response_body", self.funcs.response_body.clone())
+        };
+        let raw = match f {
+            None => 0,
+            Some(f) => self.call(
+                name,
+                f,
+                ctx,
+                Phase::Callback,
+                (ctx.0 as i32, len_i32(size), i32::from(end_of_stream)),
+            )?,
+        };
+        let h = self.http_mut(ctx)?;
+        h.may_add_trailers[i] = false;
+        let status = translate_data(raw as u32, std::mem::take(&mut h.stop_next_iteration));
+        if status == FilterDataStatus::StopIterationNoBuffer {
+            // Envoy keeps nothing for this chunk.
+            h.bodies[i] = Some(Vec::new());
+        }
+        Ok(status)
+    }
+
+    /// Appends `data` to the request body buffer and runs
+    /// `proxy_on_request_body` with the whole buffered size (ABI reference
+    /// §11.2). On Continue, take the buffer with [`Vm::take_body`] and
+    /// forward it; on a stop the host keeps buffering.
+    pub fn on_request_body(
+        &mut self,
+        ctx: ContextId,
+        data: &[u8],
+        end_of_stream: bool,
+    ) -> Result<FilterDataStatus, VmError> {
+        self.body_call(ctx, BufferType::HttpRequestBody, data, end_of_stream)
+    }
+
+    /// Runs `proxy_on_response_body` (see [`Vm::on_request_body`]).
+    pub fn on_response_body(
+        &mut self,
+        ctx: ContextId,
+        data: &[u8],
+        end_of_stream: bool,
+    ) -> Result<FilterDataStatus, VmError> {
+        self.body_call(ctx, BufferType::HttpResponseBody, data, end_of_stream)
+    }
+
+    fn trailers_call(&mut self, ctx: ContextId, ty: MapType, map: HeaderMap) -> Result<FilterTrailersStatus, VmError> {
+        let i = map_index(ty).unwrap_or(1);
+        {
+            let h = self.http_mut(ctx)?;
+            h.maps[i] = map;
+            h.present[i] = true;
+            h.sealed[i] = false;
+        }
+        let (name, f) = if i == 1 {
+            ("proxy_on_request_trailers", self.funcs.request_trailers.clone())
+        } else {
+            ("proxy_on_response_trailers", self.funcs.response_trailers.clone())
+        };
+        let n = len_i32(self.http(ctx)?.maps[i].len());
+        let raw = match f {
+            None => 0,
+            Some(f) => self.call(name, f, ctx, Phase::Callback, (ctx.0 as i32, n))?,
+        };
+        let h = self.http_mut(ctx)?;
+        let status = translate_trailers(raw as u32, std::mem::take(&mut h.stop_next_iteration));
+        if status == FilterTrailersStatus::Continue {
+            h.sealed[i] = true;
+        }
+        Ok(status)
+    }
+
+    /// Runs `proxy_on_request_trailers`.
+    pub fn on_request_trailers(&mut self, ctx: ContextId, trailers: HeaderMap) -> Result<FilterTrailersStatus, VmError> {
+        self.trailers_call(ctx, MapType::HttpRequestTrailers, trailers)
+    }
+
+    /// Runs `proxy_on_response_trailers`.
+    pub fn on_response_trailers(&mut self, ctx: ContextId, trailers: HeaderMap) -> Result<FilterTrailersStatus, VmError> {
+        self.trailers_call(ctx, MapType::HttpResponseTrailers, trailers)
+    }
+
+    /// A stream map as the guest left it (maps 0–3), whether or not it is
+    /// sealed. `None` if the stream never had it.
+    pub fn headers(&self, ctx: ContextId, ty: MapType) -> Option<&HeaderMap> {
+        let h = self.http(ctx).ok()?;
+        let i = map_index(ty)?;
+        h.present[i].then(|| &h.maps[i])
+    }
+
+    /// Moves a stream map out of the host (it becomes unavailable to the guest).
+    pub fn take_headers(&mut self, ctx: ContextId, ty: MapType) -> Option<HeaderMap> {
+        let i = map_index(ty)?;
+        let h = self.http_mut(ctx).ok()?;
+        if !h.present[i] {
+            return None;
+        }
+        h.present[i] = false;
+        Some(std::mem::take(&mut h.maps[i]))
+    }
+
+    /// Provides a stream map without calling the guest (e.g. trailers that
+    /// arrived while the stream was paused, or headers for `on_log`).
+    pub fn set_headers(&mut self, ctx: ContextId, ty: MapType, map: HeaderMap) -> Result<(), VmError> {
+        let i = map_index(ty).ok_or(VmError::WrongContextKind(ctx, "a stream map"))?;
+        let h = self.http_mut(ctx)?;
+        h.maps[i] = map;
+        h.present[i] = true;
+        Ok(())
+    }
+
+    /// Seals a direction's maps, as when the stream continues past them.
+    pub fn seal(&mut self, ctx: ContextId, ty: MapType) -> Result<(), VmError> {
+        if let Some(i) = map_index(ty) {
+            self.http_mut(ctx)?.sealed[i] = true;
+        }
+        Ok(())
+    }
+
+    /// The buffered body of a stream.
+    pub fn body(&self, ctx: ContextId, ty: BufferType) -> Option<&[u8]> {
+        self.http(ctx).ok()?.body(ty).map(Vec::as_slice)
+    }
+
+    /// Takes the buffered body (to forward it on Continue).
+    pub fn take_body(&mut self, ctx: ContextId, ty: BufferType) -> Option<Vec<u8>> {
+        let i = body_index(ty)?;
+        self.http_mut(ctx).ok()?.bodies[i].take()
+    }
+
+    /// Appends to a body buffer without calling the guest (data that arrives
+    /// while the stream is paused on headers).
+    pub fn append_body(&mut self, ctx: ContextId, ty: BufferType, data: &[u8]) -> Result<(), VmError> {
+        let i = body_index(ty).ok_or(VmError::WrongContextKind(ctx, "a body buffer"))?;
+        self.http_mut(ctx)?.bodies[i]
+            .get_or_insert_with(Vec::new)
+            .extend_from_slice(data);
+        Ok(())
+    }
+
+    /// True if the guest sent a local response on this stream.
+    pub fn local_response_sent(&self, ctx: ContextId) -> bool {
+        self.http(ctx).is_ok_and(|h| h.local_response_sent)
+    }
+
+    /// Runs `proxy_on_log`. Sealed maps are readable during it.
+    pub fn on_log(&mut self, ctx: ContextId) -> Result<(), VmError> {
+        self.http(ctx)?;
+        if let Some(f) = self.funcs.log.clone() {
+            self.call("proxy_on_log", f, ctx, Phase::Log, ctx.0 as i32)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `proxy_on_done`; returns its result (Envoy ignores it for streams).
+    pub fn on_done(&mut self, ctx: ContextId) -> Result<bool, VmError> {
+        match self.funcs.done.clone() {
+            Some(f) => Ok(self.call("proxy_on_done", f, ctx, Phase::Callback, ctx.0 as i32)? != 0),
+            None => Ok(true),
+        }
+    }
+
+    /// Runs `proxy_on_delete` and forgets the context.
+    pub fn on_delete(&mut self, ctx: ContextId) -> Result<(), VmError> {
+        let result = match self.funcs.delete.clone() {
+            Some(f) if self.store.data().contexts.contains_key(&ctx.0) => {
+                self.call("proxy_on_delete", f, ctx, Phase::Callback, ctx.0 as i32)
+            }
+            _ => Ok(()),
+        };
+        self.store.data_mut().contexts.remove(&ctx.0);
+        result
+    }
+
+    /// Ends a stream in Envoy's order: `on_log`, `on_done`, `on_delete`
+    /// (ABI reference §11.11). The context is forgotten even if the VM
+    /// failed, so nothing leaks.
+    pub fn finish_http_stream(&mut self, ctx: ContextId) -> Result<(), VmError> {
+        let result = self
+            .on_log(ctx)
+            .and_then(|()| self.on_done(ctx).map(|_| ()))
+            .and_then(|()| self.on_delete(ctx));
+        self.store.data_mut().contexts.remove(&ctx.0);
+        result
+    }
+
+    // ---- root-context events ------------------------------------------
+
+    /// Runs `proxy_on_tick` on the root context.
+    pub fn on_tick(&mut self) -> Result<(), VmError> {
+        if let Some(f) = self.funcs.tick.clone() {
+            let root = self.root;
+            self.call("proxy_on_tick", f, root, Phase::Callback, root.0 as i32)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `proxy_on_queue_ready(root, token)`.
+    pub fn on_queue_ready(&mut self, root: ContextId, token: QueueToken) -> Result<(), VmError> {
+        if let Some(f) = self.funcs.queue_ready.clone() {
+            self.call("proxy_on_queue_ready", f, root, Phase::Callback, (root.0 as i32, token.0 as i32))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `proxy_on_foreign_function(root, function_id, args_size)` with
+    /// `args` readable as the foreign-function argument buffer (0.2.x only).
+    pub fn on_foreign_function(&mut self, function_id: u32, args: &[u8]) -> Result<(), VmError> {
+        let Some(f) = self.funcs.foreign_function.clone() else {
+            return Ok(());
+        };
+        self.store.data_mut().foreign_args = args.to_vec();
+        let root = self.root;
+        let r = self.call(
+            "proxy_on_foreign_function",
+            f,
+            root,
+            Phase::Callback,
+            (root.0 as i32, function_id as i32, len_i32(args.len())),
+        );
+        self.store.data_mut().foreign_args.clear();
+        r
+    }
+
+    fn take_callout(&mut self, token: Token) -> Result<crate::state::Callout, VmError> {
+        self.store
+            .data_mut()
+            .callouts
+            .remove(&token.0)
+            .ok_or(VmError::UnknownToken(token))
+    }
+
+    fn set_status(&mut self, root: ContextId, code: u32, message: &[u8]) {
+        if let Some(r) = self.store.data_mut().root_mut(root) {
+            r.status_code = code;
+            r.status_message.clear();
+            r.status_message.extend_from_slice(message);
+        }
+    }
+
+    /// Delivers the end of an HTTP call to its root context
+    /// (`proxy_on_http_call_response(root, token, headers, body, trailers)`).
+    pub fn on_http_call_response(&mut self, token: Token, outcome: HttpCallOutcome) -> Result<(), VmError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let call = self.take_callout(token)?;
+        let root = call.root;
+        let (h, b, t) = match outcome {
+            HttpCallOutcome::Response(r) => {
+                self.set_status(root, Status::Ok.as_u32(), b"");
+                let counts = (len_i32(r.headers.len()), len_i32(r.body.len()), len_i32(r.trailers.len()));
+                let data = &mut self.store.data_mut().callout_data;
+                data.headers = Some(r.headers);
+                data.body = Some(r.body);
+                data.trailers = Some(r.trailers);
+                counts
+            }
+            HttpCallOutcome::Failed { reason } => {
+                self.set_status(root, Status::BrokenConnection.as_u32(), reason.as_bytes());
+                (0, 0, 0)
+            }
+        };
+        let result = match self.funcs.http_call_response.clone() {
+            Some(f) => self.call(
+                "proxy_on_http_call_response",
+                f,
+                root,
+                Phase::Callback,
+                (root.0 as i32, token.0 as i32, h, b, t),
+            ),
+            None => Ok(()),
+        };
+        self.store.data_mut().callout_data = Default::default();
+        result
+    }
+
+    fn grpc_event(
+        &mut self,
+        token: Token,
+        name: &'static str,
+        f: Option<F3>,
+        arg: i32,
+        finished: bool,
+    ) -> Result<(), VmError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let call = *self
+            .store
+            .data()
+            .callouts
+            .get(&token.0)
+            .ok_or(VmError::UnknownToken(token))?;
+        if finished {
+            self.store.data_mut().callouts.remove(&token.0);
+        }
+        let result = match f {
+            Some(f) => self.call(name, f, call.root, Phase::Callback, (call.root.0 as i32, token.0 as i32, arg)),
+            None => Ok(()),
+        };
+        self.store.data_mut().callout_data = Default::default();
+        result
+    }
+
+    /// Delivers gRPC initial metadata (`proxy_on_grpc_receive_initial_metadata`).
+    pub fn on_grpc_receive_initial_metadata(&mut self, token: Token, metadata: HeaderMap) -> Result<(), VmError> {
+        let n = len_i32(metadata.len());
+        self.store.data_mut().callout_data.headers = Some(metadata);
+        self.grpc_event(token, "proxy_on_grpc_receive_initial_metadata", self.funcs.grpc_initial_metadata.clone(), n, false)
+    }
+
+    /// Delivers a gRPC message (`proxy_on_grpc_receive`). For a unary call
+    /// this ends the call, as in Envoy.
+    pub fn on_grpc_receive(&mut self, token: Token, message: Vec<u8>) -> Result<(), VmError> {
+        let n = len_i32(message.len());
+        self.store.data_mut().callout_data.body = Some(message);
+        let unary = token.kind() == Some(CalloutKind::GrpcCall);
+        if unary {
+            if let Some(call) = self.store.data().callouts.get(&token.0).copied() {
+                self.set_status(call.root, 0, b"");
+            }
+        }
+        self.grpc_event(token, "proxy_on_grpc_receive", self.funcs.grpc_receive.clone(), n, unary)
+    }
+
+    /// Delivers gRPC trailing metadata.
+    pub fn on_grpc_receive_trailing_metadata(&mut self, token: Token, metadata: HeaderMap) -> Result<(), VmError> {
+        let n = len_i32(metadata.len());
+        self.store.data_mut().callout_data.trailers = Some(metadata);
+        self.grpc_event(token, "proxy_on_grpc_receive_trailing_metadata", self.funcs.grpc_trailing_metadata.clone(), n, false)
+    }
+
+    /// Delivers the close of a gRPC call or stream with its status.
+    pub fn on_grpc_close(&mut self, token: Token, status: u32, message: &str) -> Result<(), VmError> {
+        if let Some(call) = self.store.data().callouts.get(&token.0).copied() {
+            self.set_status(call.root, status, message.as_bytes());
+        }
+        self.grpc_event(token, "proxy_on_grpc_close", self.funcs.grpc_close.clone(), status as i32, true)
+    }
+
+    /// Shuts the root context down: `proxy_on_done(root)`; if it returns
+    /// true, `proxy_on_delete(root)`. Returns false if the guest deferred its
+    /// deletion (it will call `proxy_done`).
+    pub fn shutdown(&mut self) -> Result<bool, VmError> {
+        let root = self.root;
+        let done = match self.funcs.done.clone() {
+            Some(f) => self.call("proxy_on_done", f, root, Phase::Callback, root.0 as i32)? != 0,
+            None => true,
+        };
+        if done {
+            if let Some(f) = self.funcs.delete.clone() {
+                self.call("proxy_on_delete", f, root, Phase::Callback, root.0 as i32)?;
+            }
+            self.store.data_mut().contexts.remove(&root.0);
+        } else if let Some(r) = self.store.data_mut().root_mut(root) {
+            r.pending_done = true;
+        }
+        Ok(done)
+    }
+}
+
+/// Envoy's translation of a header callback's result (ABI reference §11.1).
+pub fn translate_headers(raw: u32, stop_next: bool, allow_stop_iteration: bool) -> FilterHeadersStatus {
+    if stop_next || raw > 4 {
+        return FilterHeadersStatus::StopAllIterationAndWatermark;
+    }
+    match raw {
+        1 if allow_stop_iteration => FilterHeadersStatus::StopIteration,
+        1 => FilterHeadersStatus::StopAllIterationAndWatermark,
+        3 => FilterHeadersStatus::StopAllIterationAndBuffer,
+        4 => FilterHeadersStatus::StopAllIterationAndWatermark,
+        // 2 (ContinueAndEndStream) reaches Envoy's default case: Continue.
+        _ => FilterHeadersStatus::Continue,
+    }
+}
+
+/// Envoy's translation of a body callback's result.
+pub fn translate_data(raw: u32, stop_next: bool) -> FilterDataStatus {
+    if stop_next || raw > 3 {
+        return FilterDataStatus::StopIterationNoBuffer;
+    }
+    FilterDataStatus::try_from(raw).unwrap_or(FilterDataStatus::StopIterationNoBuffer)
+}
+
+/// Envoy's translation of a trailers callback's result.
+pub fn translate_trailers(raw: u32, stop_next: bool) -> FilterTrailersStatus {
+    if stop_next || raw > 1 {
+        return FilterTrailersStatus::StopIteration;
+    }
+    FilterTrailersStatus::try_from(raw).unwrap_or(FilterTrailersStatus::StopIteration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_translation_matches_envoy() {
+        use FilterHeadersStatus::*;
+        assert_eq!(translate_headers(0, false, false), Continue);
+        assert_eq!(translate_headers(1, false, false), StopAllIterationAndWatermark);
+        assert_eq!(translate_headers(1, false, true), StopIteration);
+        assert_eq!(translate_headers(2, false, false), Continue);
+        assert_eq!(translate_headers(3, false, false), StopAllIterationAndBuffer);
+        assert_eq!(translate_headers(4, false, false), StopAllIterationAndWatermark);
+        assert_eq!(translate_headers(99, false, false), StopAllIterationAndWatermark);
+        assert_eq!(translate_headers(0, true, false), StopAllIterationAndWatermark);
+    }
+
+    #[test]
+    fn data_and_trailer_translation_matches_envoy() {
+        assert_eq!(translate_data(0, false), FilterDataStatus::Continue);
+        assert_eq!(translate_data(1, false), FilterDataStatus::StopIterationAndBuffer);
+        assert_eq!(translate_data(4, false), FilterDataStatus::StopIterationNoBuffer);
+        assert_eq!(translate_data(0, true), FilterDataStatus::StopIterationNoBuffer);
+        assert_eq!(translate_trailers(0, false), FilterTrailersStatus::Continue);
+        assert_eq!(translate_trailers(2, false), FilterTrailersStatus::StopIteration);
+        assert_eq!(translate_trailers(0, true), FilterTrailersStatus::StopIteration);
+    }
+}

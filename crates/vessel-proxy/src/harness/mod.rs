@@ -1,0 +1,206 @@
+//! The `vessel test` harness: runs scenario files against a filter,
+//! in-process, and checks expectations. The same API serves `cargo test`:
+//!
+//! ```no_run
+//! let report = vessel_proxy::harness::run_files(&["tests/hello.yaml"]).expect("loads");
+//! assert!(report.passed(), "{}", report.render());
+//! ```
+//!
+//! The file format is in `spec-tests/SCENARIOS.md`.
+
+mod compare;
+mod runner;
+pub mod scenario;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vessel_host::Engine;
+
+pub use compare::check;
+pub use runner::{DEFAULT_BUFFER_LIMIT, Loaded};
+pub use scenario::Scenario;
+
+/// Why a scenario could not run at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        message: String,
+    },
+    /// The YAML is malformed or has an unknown key.
+    #[error("{path}: {message}")]
+    Yaml {
+        /// The scenario file.
+        path: PathBuf,
+        /// serde's message, with the key and position.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The scenario file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The wasm is not a loadable filter.
+    #[error("{path}: plugin.wasm `{wasm}`: {message}")]
+    Plugin {
+        /// The scenario file.
+        path: PathBuf,
+        /// The wasm file.
+        wasm: PathBuf,
+        /// The load error.
+        message: String,
+    },
+}
+
+/// A request or response as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedMessage {
+    /// The status code (responses).
+    pub status: Option<u16>,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body (lossy UTF-8).
+    pub body: String,
+    /// Trailers.
+    pub trailers: Vec<(String, String)>,
+}
+
+/// What happened to one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    /// What reached the upstream, if anything.
+    pub upstream_request: Option<ObservedMessage>,
+    /// What the client got, if anything.
+    pub response: Option<ObservedMessage>,
+    /// Guest log lines of this stream.
+    pub logs: Vec<String>,
+    /// The VM's failure, if it failed during or before this stream.
+    pub vm_failure: Option<String>,
+    /// The filter reset the stream.
+    pub reset: bool,
+    /// The stream never finished, and why.
+    pub stalled: Option<String>,
+    #[serde(skip)]
+    pub(crate) in_response_phase: bool,
+}
+
+/// The result of one stream.
+#[derive(Debug, Clone)]
+pub struct StreamResult {
+    /// The scenario file.
+    pub file: PathBuf,
+    /// 1-based stream number.
+    pub index: usize,
+    /// `METHOD path` of the request.
+    pub label: String,
+    /// What happened.
+    pub observation: Observation,
+    /// Failed expectations; empty means PASS.
+    pub failures: Vec<String>,
+}
+
+/// The results of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// One entry per stream.
+    pub results: Vec<StreamResult>,
+}
+
+impl Report {
+    /// True if every stream passed.
+    pub fn passed(&self) -> bool {
+        self.results.iter().all(|r| r.failures.is_empty())
+    }
+
+    /// Number of passing and failing streams.
+    pub fn counts(&self) -> (usize, usize) {
+        let failed = self.results.iter().filter(|r| !r.failures.is_empty()).count();
+        (self.results.len() - failed, failed)
+    }
+
+    /// One line per stream (PASS/FAIL, with the differences), then the totals.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for r in &self.results {
+            let verdict = if r.failures.is_empty() { "PASS" } else { "FAIL" };
+            let _ = writeln!(out, "{verdict} {} [{}] {}", r.file.display(), r.index, r.label);
+            for f in &r.failures {
+                for (i, line) in f.lines().enumerate() {
+                    let _ = writeln!(out, "    {}{line}", if i == 0 { "- " } else { "  " });
+                }
+            }
+        }
+        let (p, f) = self.counts();
+        let _ = writeln!(out, "{p} passed, {f} failed");
+        out
+    }
+}
+
+fn label(stream: &scenario::Stream) -> String {
+    let get = |name: &str| {
+        stream
+            .request
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map_or("", |(_, v)| v.as_str())
+    };
+    format!("{} {}", get(":method"), get(":path"))
+}
+
+/// Runs one scenario file.
+pub fn run_file(engine: &Engine, path: &Path) -> Result<Vec<StreamResult>, Error> {
+    let mut loaded = Loaded::from_file(engine, path)?;
+    let observations = loaded.run();
+    Ok(loaded
+        .scenario
+        .streams
+        .iter()
+        .zip(observations)
+        .enumerate()
+        .map(|(i, (stream, observation))| StreamResult {
+            file: path.to_owned(),
+            index: i + 1,
+            label: label(stream),
+            failures: check(&stream.expect, &observation),
+            observation,
+        })
+        .collect())
+}
+
+/// Runs scenario files with a default engine. Stops at the first file that
+/// cannot run at all (bad YAML, missing wasm, not a filter).
+pub fn run_files<P: AsRef<Path>>(paths: &[P]) -> Result<Report, Error> {
+    let engine = Engine::default();
+    let mut report = Report::default();
+    for p in paths {
+        report.results.extend(run_file(&engine, p.as_ref())?);
+    }
+    Ok(report)
+}
+
+/// Runs a scenario file and returns it with every `expect` replaced by what
+/// was observed, as YAML (`vessel test --record`).
+pub fn record_file(engine: &Engine, path: &Path) -> Result<String, Error> {
+    let mut loaded = Loaded::from_file(engine, path)?;
+    let observations = loaded.run();
+    let mut scenario = loaded.scenario.clone();
+    for (stream, obs) in scenario.streams.iter_mut().zip(&observations) {
+        stream.expect = compare::expectation_from(obs);
+    }
+    serde_yaml::to_string(&scenario).map_err(|e| Error::Yaml {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}

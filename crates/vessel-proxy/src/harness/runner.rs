@@ -1,0 +1,514 @@
+//! Runs scenarios in-process: one VM per scenario file, the streams one
+//! after another, with a canned upstream and canned callouts. The stream
+//! driver reproduces Envoy's filter-manager behaviour for one filter:
+//! header and body pauses, body buffering with a limit (413/500), local
+//! replies from any phase (and the filter's own encode callbacks for them),
+//! fail-closed 503 after a trap, and `on_log`/`on_done`/`on_delete` for
+//! every stream.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use vessel_host::{
+    BufferType, ContextId, Effect, Engine, FilterDataStatus, FilterHeadersStatus,
+    FilterTrailersStatus, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse, LocalResponse,
+    LogLevel, LogRecord, LogSink, MapType, Plugin, PluginConfig, PropertyMap, PropertyValue,
+    StreamType, Vm, VmError,
+};
+
+use super::scenario::{CannedResponse, Headers, PropertyScalar, Scenario, Stream};
+use super::{Error, Observation, ObservedMessage};
+
+/// Default buffer limit: Envoy's `per_connection_buffer_limit_bytes` default.
+pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
+
+/// Upper bound on effect rounds per callback, so a filter that starts a new
+/// callout from every callout response cannot hang the harness.
+const MAX_EFFECT_ROUNDS: usize = 10_000;
+
+#[derive(Default)]
+struct Capture {
+    lines: Mutex<Vec<(LogLevel, String)>>,
+}
+
+impl LogSink for Capture {
+    fn log(&self, record: &LogRecord<'_>) {
+        let line = String::from_utf8_lossy(record.message).into_owned();
+        if let Ok(mut l) = self.lines.lock() {
+            l.push((record.level, line));
+        }
+    }
+}
+
+impl Capture {
+    fn len(&self) -> usize {
+        self.lines.lock().map_or(0, |l| l.len())
+    }
+    fn since(&self, start: usize) -> Vec<String> {
+        self.lines
+            .lock()
+            .map(|l| l[start.min(l.len())..].iter().map(|(_, m)| m.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn to_map(h: &Headers) -> HeaderMap {
+    HeaderMap::from_pairs(h.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+fn property(v: &PropertyScalar) -> PropertyValue {
+    match v {
+        PropertyScalar::Bool(b) => PropertyValue::Bool(*b),
+        PropertyScalar::Int(i) => PropertyValue::Int(*i),
+        PropertyScalar::Str(s) => PropertyValue::from(s.as_str()),
+    }
+}
+
+/// A loaded scenario: its file, its VM and its captured logs.
+pub struct Loaded {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Where it was read from.
+    pub path: PathBuf,
+    vm: Result<Vm, VmError>,
+    capture: Arc<Capture>,
+    properties: PropertyMap,
+}
+
+impl Loaded {
+    /// Parses and loads a scenario file: reads the YAML, loads the plugin
+    /// and starts its VM. A VM that fails to start is kept as an error so
+    /// each stream can report it.
+    pub fn from_file(engine: &Engine, path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let scenario: Scenario = serde_yaml::from_str(&text).map_err(|e| Error::Yaml {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::new(engine, path, scenario)
+    }
+
+    /// Loads an already parsed scenario; `path` anchors the relative wasm path.
+    pub fn new(engine: &Engine, path: &Path, scenario: Scenario) -> Result<Self, Error> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let wasm_path = dir.join(&scenario.plugin.wasm);
+        let wasm = std::fs::read(&wasm_path).map_err(|e| Error::Io {
+            path: wasm_path.clone(),
+            message: format!("plugin.wasm: {e}"),
+        })?;
+        let spec = &scenario.plugin;
+        let log_level = match &spec.log_level {
+            Some(l) => l.parse::<LogLevel>().map_err(|_| Error::Invalid {
+                path: path.to_owned(),
+                key: "plugin.log_level".into(),
+                message: format!("`{l}` is not one of trace, debug, info, warn, error, critical"),
+            })?,
+            None => LogLevel::Trace,
+        };
+        let name = spec.name.clone().unwrap_or_else(|| {
+            wasm_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let config = PluginConfig {
+            name,
+            root_id: spec.root_id.clone(),
+            vm_id: spec.vm_id.clone(),
+            vm_configuration: spec.vm_configuration.clone().into_bytes(),
+            configuration: spec.configuration.clone().into_bytes(),
+            log_level,
+            allow_on_headers_stop_iteration: spec.allow_on_headers_stop_iteration,
+            ..PluginConfig::default()
+        };
+        let plugin = Plugin::load(engine, &wasm, config).map_err(|e| Error::Plugin {
+            path: path.to_owned(),
+            wasm: wasm_path.clone(),
+            message: e.to_string(),
+        })?;
+        let capture = Arc::new(Capture::default());
+        let clusters: Vec<String> = scenario.clusters.keys().cloned().collect();
+        let mut env = HostEnv::builder()
+            .log_sink_arc(capture.clone())
+            .known_clusters(move |c| clusters.iter().any(|k| k == c));
+        for (name, result) in &scenario.foreign_functions {
+            let bytes = result.clone().into_bytes();
+            env = env.foreign_function(name.clone(), move |_: &[u8]| Ok(bytes.clone()));
+        }
+        let env = env.build();
+        let mut properties = PropertyMap::new();
+        for (k, v) in &scenario.properties {
+            properties.insert_dotted(k, property(v));
+        }
+        let vm = Vm::new(&plugin, &env);
+        Ok(Self {
+            scenario,
+            path: path.to_owned(),
+            vm,
+            capture,
+            properties,
+        })
+    }
+
+    /// Runs every stream and returns one observation per stream.
+    pub fn run(&mut self) -> Vec<Observation> {
+        let streams = self.scenario.streams.clone();
+        streams.iter().map(|s| self.run_stream(s)).collect()
+    }
+
+    fn run_stream(&mut self, stream: &Stream) -> Observation {
+        let start = self.capture.len();
+        let mut obs = Observation::default();
+        let vm = match &mut self.vm {
+            Ok(vm) => vm,
+            Err(e) => {
+                obs.vm_failure = Some(e.to_string());
+                obs.logs = self.capture.since(start);
+                return obs;
+            }
+        };
+        let mut driver = Driver {
+            vm,
+            ctx: ContextId(0),
+            scenario: &self.scenario,
+            continued: [false; 2],
+            local: None,
+            reset: false,
+            limit: self.scenario.buffer_limit.unwrap_or(DEFAULT_BUFFER_LIMIT),
+            obs: &mut obs,
+        };
+        let result = driver.run(stream, &self.properties);
+        let ctx = driver.ctx;
+        if let Err(e) = result {
+            obs.vm_failure = Some(e.to_string());
+            // Envoy's default failure policy (FAIL_CLOSED): a 503 local reply.
+            if obs.response.is_none() && !obs.reset {
+                obs.response = Some(ObservedMessage {
+                    status: Some(503),
+                    headers: vec![(":status".into(), "503".into())],
+                    ..ObservedMessage::default()
+                });
+            }
+        }
+        if ctx != ContextId(0) {
+            if let Ok(vm) = &mut self.vm {
+                if let Err(e) = vm.finish_http_stream(ctx) {
+                    obs.vm_failure.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        obs.logs = self.capture.since(start);
+        obs
+    }
+}
+
+struct Driver<'a> {
+    vm: &'a mut Vm,
+    ctx: ContextId,
+    scenario: &'a Scenario,
+    /// A `ContinueStream` arrived for the request / response direction.
+    continued: [bool; 2],
+    local: Option<LocalResponse>,
+    reset: bool,
+    limit: usize,
+    obs: &'a mut Observation,
+}
+
+enum Step {
+    Go,
+    Stop,
+}
+
+fn map_to_headers(map: &HeaderMap) -> Headers {
+    map.iter()
+        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
+
+fn canned_outcome(c: &CannedResponse) -> HttpCallOutcome {
+    if c.reset {
+        return HttpCallOutcome::Failed {
+            reason: "reset".into(),
+        };
+    }
+    if c.timeout {
+        return HttpCallOutcome::Response(HttpCallResponse {
+            headers: HeaderMap::from_pairs([(":status", "504"), ("content-type", "text/plain")]),
+            body: b"upstream request timeout".to_vec(),
+            trailers: HeaderMap::new(),
+        });
+    }
+    HttpCallOutcome::Response(HttpCallResponse {
+        headers: to_map(&c.headers),
+        body: c.body.clone().into_bytes(),
+        trailers: to_map(&c.trailers),
+    })
+}
+
+impl Driver<'_> {
+    fn pump(&mut self) -> Result<(), VmError> {
+        for _ in 0..MAX_EFFECT_ROUNDS {
+            let effects: Vec<Effect> = self.vm.drain_effects().collect();
+            if effects.is_empty() {
+                return Ok(());
+            }
+            for effect in effects {
+                match effect {
+                    Effect::ContinueStream { context, stream } if context == self.ctx => match stream {
+                        StreamType::HttpRequest => self.continued[0] = true,
+                        StreamType::HttpResponse => self.continued[1] = true,
+                        _ => {}
+                    },
+                    Effect::CloseStream { context, .. } if context == self.ctx => self.reset = true,
+                    Effect::LocalResponse { context, response } if context == self.ctx => {
+                        self.local.get_or_insert(response);
+                    }
+                    Effect::HttpCall { token, request, .. } => {
+                        let outcome = match self.scenario.clusters.get(&request.upstream) {
+                            Some(c) => canned_outcome(c),
+                            None => HttpCallOutcome::Failed {
+                                reason: "reset".into(),
+                            },
+                        };
+                        self.vm.on_http_call_response(token, outcome)?;
+                    }
+                    Effect::GrpcCall { token, .. } | Effect::GrpcStream { token, .. } => {
+                        // `vessel test` has no canned gRPC answers yet.
+                        self.vm.on_grpc_close(token, 14, "vessel test: no gRPC upstream")?;
+                    }
+                    Effect::QueueReady { vm, root, token } if vm == self.vm.instance_id() => {
+                        self.vm.on_queue_ready(root, token)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.obs.stalled = Some(format!(
+            "the filter kept starting callouts; gave up after {MAX_EFFECT_ROUNDS} rounds"
+        ));
+        Ok(())
+    }
+
+    fn run(&mut self, stream: &Stream, properties: &PropertyMap) -> Result<(), VmError> {
+        for _ in 0..stream.ticks_before {
+            self.vm.on_tick()?;
+            self.pump()?;
+        }
+        self.ctx = self.vm.create_http_context_with(properties.clone())?;
+        self.pump()?;
+        let req = &stream.request;
+        let chunks: Vec<&[u8]> = match (&req.body, &req.chunks) {
+            (_, Some(c)) => c.iter().map(|s| s.as_bytes()).collect(),
+            (Some(b), None) => vec![b.as_bytes()],
+            (None, None) => Vec::new(),
+        };
+        let trailers = req.trailers.as_ref().map(to_map);
+        let forwarded = self.direction(0, to_map(&req.headers), &chunks, trailers)?;
+        let Some((headers, body, trailers)) = forwarded else {
+            return self.finish_without_upstream();
+        };
+        self.obs.upstream_request = Some(ObservedMessage {
+            status: None,
+            headers: map_to_headers(&headers),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            trailers: map_to_headers(&trailers),
+        });
+        let default = CannedResponse {
+            headers: vec![(":status".into(), "200".into())],
+            ..CannedResponse::default()
+        };
+        let up = stream.upstream.as_ref().unwrap_or(&default);
+        let body = up.body.as_bytes();
+        let chunks: Vec<&[u8]> = if body.is_empty() { Vec::new() } else { vec![body] };
+        let trailers = (!up.trailers.is_empty()).then(|| to_map(&up.trailers));
+        let response = self.direction(1, to_map(&up.headers), &chunks, trailers)?;
+        match response {
+            Some((h, b, t)) => self.respond(h, b, t),
+            None => self.finish_without_upstream(),
+        }
+    }
+
+    /// After the request or response direction stopped for good: a local
+    /// reply, a reset, or a stall.
+    fn finish_without_upstream(&mut self) -> Result<(), VmError> {
+        if let Some(reply) = self.local.take() {
+            return self.local_reply(reply);
+        }
+        if self.reset {
+            self.obs.reset = true;
+            return Ok(());
+        }
+        if self.obs.stalled.is_none() {
+            self.obs.stalled = Some("the filter paused the stream and nothing resumed it".into());
+        }
+        Ok(())
+    }
+
+    fn respond(&mut self, headers: HeaderMap, body: Vec<u8>, trailers: HeaderMap) -> Result<(), VmError> {
+        let status = headers
+            .get_str(":status")
+            .and_then(|s| s.parse::<u16>().ok());
+        self.obs.response = Some(ObservedMessage {
+            status,
+            headers: map_to_headers(&headers),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            trailers: map_to_headers(&trailers),
+        });
+        Ok(())
+    }
+
+    /// Sends a local reply through the filter's encode callbacks, as Envoy
+    /// does (ABI reference §11.3).
+    fn local_reply(&mut self, reply: LocalResponse) -> Result<(), VmError> {
+        let mut headers = HeaderMap::new();
+        headers.append(b":status", reply.status.to_string().as_bytes());
+        for (k, v) in reply.headers.iter() {
+            headers.append(k, v);
+        }
+        if !reply.body.is_empty() && !headers.contains(b"content-type") {
+            headers.append(b"content-type", b"text/plain");
+        }
+        if let Some(g) = reply.grpc_status {
+            headers.insert(b"grpc-status", g.to_string().as_bytes());
+        }
+        if self.obs.in_response_phase {
+            // The reply replaces a response the filter was processing.
+            return self.respond(headers, reply.body, HeaderMap::new());
+        }
+        self.obs.in_response_phase = true;
+        let body = reply.body;
+        let chunks: Vec<&[u8]> = if body.is_empty() { Vec::new() } else { vec![&body] };
+        match self.direction(1, headers.clone(), &chunks, None)? {
+            Some((h, b, t)) => self.respond(h, b, t),
+            None => self.respond(headers, body.clone(), HeaderMap::new()),
+        }
+    }
+
+    /// Runs one direction (0 request, 1 response) through the filter.
+    /// Returns what passes the filter, or `None` if the filter stopped it
+    /// for good (local reply, reset, stall).
+    fn direction(
+        &mut self,
+        dir: usize,
+        headers: HeaderMap,
+        chunks: &[&[u8]],
+        trailers: Option<HeaderMap>,
+    ) -> Result<Option<(HeaderMap, Vec<u8>, HeaderMap)>, VmError> {
+        let (hty, bty, tty) = if dir == 0 {
+            (MapType::HttpRequestHeaders, BufferType::HttpRequestBody, MapType::HttpRequestTrailers)
+        } else {
+            self.obs.in_response_phase = true;
+            (MapType::HttpResponseHeaders, BufferType::HttpResponseBody, MapType::HttpResponseTrailers)
+        };
+        let has_trailers = trailers.is_some();
+        let eos = chunks.is_empty() && !has_trailers;
+        self.continued[dir] = false;
+        let st = if dir == 0 {
+            self.vm.on_request_headers(self.ctx, headers, eos)?
+        } else {
+            self.vm.on_response_headers(self.ctx, headers, eos)?
+        };
+        self.pump()?;
+        if self.local.is_some() || self.reset {
+            return self.stop_for_good(dir);
+        }
+        if st != FilterHeadersStatus::Continue && !self.continued[dir] {
+            // Paused on headers: Envoy buffers what arrives without calling
+            // the filter; nothing else can resume it here.
+            for c in chunks {
+                self.vm.append_body(self.ctx, bty, c)?;
+            }
+            return self.stop_for_good(dir);
+        }
+        self.vm.seal(self.ctx, hty)?;
+        let out_headers = self.vm.headers(self.ctx, hty).cloned().unwrap_or_default();
+        let mut out_body = Vec::new();
+        let mut stopped = false;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let eos = i + 1 == chunks.len() && !has_trailers;
+            self.continued[dir] = false;
+            let st = if dir == 0 {
+                self.vm.on_request_body(self.ctx, chunk, eos)?
+            } else {
+                self.vm.on_response_body(self.ctx, chunk, eos)?
+            };
+            self.pump()?;
+            if self.local.is_some() || self.reset {
+                return self.stop_for_good(dir);
+            }
+            match self.body_step(dir, st, bty)? {
+                Step::Go => {
+                    out_body.extend(self.vm.take_body(self.ctx, bty).unwrap_or_default());
+                    stopped = false;
+                }
+                Step::Stop => {
+                    stopped = true;
+                    if self.local.is_some() {
+                        return self.stop_for_good(dir);
+                    }
+                }
+            }
+        }
+        let mut out_trailers = HeaderMap::new();
+        if let Some(t) = trailers {
+            self.continued[dir] = false;
+            let st = if dir == 0 {
+                self.vm.on_request_trailers(self.ctx, t)?
+            } else {
+                self.vm.on_response_trailers(self.ctx, t)?
+            };
+            self.pump()?;
+            if self.local.is_some() || self.reset {
+                return self.stop_for_good(dir);
+            }
+            if st != FilterTrailersStatus::Continue && !self.continued[dir] {
+                return self.stop_for_good(dir);
+            }
+            stopped = false;
+            out_body.extend(self.vm.take_body(self.ctx, bty).unwrap_or_default());
+            out_trailers = self.vm.headers(self.ctx, tty).cloned().unwrap_or_default();
+        } else if let Some(t) = self.vm.headers(self.ctx, tty) {
+            // Trailers the filter added from its last body callback.
+            out_trailers = t.clone();
+        }
+        if stopped {
+            return self.stop_for_good(dir);
+        }
+        Ok(Some((out_headers, out_body, out_trailers)))
+    }
+
+    fn body_step(&mut self, dir: usize, st: FilterDataStatus, bty: BufferType) -> Result<Step, VmError> {
+        if st == FilterDataStatus::Continue || self.continued[dir] {
+            return Ok(Step::Go);
+        }
+        let buffered = self.vm.body(self.ctx, bty).map_or(0, <[u8]>::len);
+        if buffered > self.limit {
+            // Envoy: 413 for a request, 500 for a response; the filter is not
+            // called again for this direction.
+            let (status, body) = if dir == 0 {
+                (413, "Payload Too Large")
+            } else {
+                (500, "Internal Server Error")
+            };
+            self.local = Some(LocalResponse {
+                status,
+                details: if dir == 0 {
+                    "request_payload_too_large".into()
+                } else {
+                    "response_payload_too_large".into()
+                },
+                body: body.as_bytes().to_vec(),
+                headers: HeaderMap::new(),
+                grpc_status: None,
+            });
+        }
+        Ok(Step::Stop)
+    }
+
+    fn stop_for_good(&mut self, _dir: usize) -> Result<Option<(HeaderMap, Vec<u8>, HeaderMap)>, VmError> {
+        Ok(None)
+    }
+}

@@ -1,0 +1,201 @@
+//! The scenario file format of `vessel test` (documented in
+//! `spec-tests/SCENARIOS.md`). Unknown keys are errors, so a typo never
+//! silently disables a check.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A header list: `[[name, value], ...]`. Order and repeats are kept.
+pub type Headers = Vec<(String, String)>;
+
+/// One scenario file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// The filter under test.
+    pub plugin: PluginSpec,
+    /// Properties, by dotted path, visible to every stream. Strings are
+    /// raw bytes; integers are 8-byte little-endian; booleans are one byte.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, PropertyScalar>,
+    /// Canned answers to `proxy_http_call`, by cluster name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clusters: BTreeMap<String, CannedResponse>,
+    /// Foreign functions offered to the guest, by name: each returns its
+    /// canned bytes (an extension).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub foreign_functions: BTreeMap<String, String>,
+    /// Largest body the proxy buffers for a stopped filter (Envoy's
+    /// `per_connection_buffer_limit_bytes`; default 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_limit: Option<usize>,
+    /// Streams, run one after another on the same VM.
+    pub streams: Vec<Stream>,
+}
+
+/// The `plugin` key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// Path to the `.wasm`, relative to the scenario file.
+    pub wasm: String,
+    /// Plugin name (default: the file's stem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Root id (default "").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub root_id: String,
+    /// VM id (default "").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vm_id: String,
+    /// Plugin configuration text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub configuration: String,
+    /// VM configuration text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vm_configuration: String,
+    /// Guest log level (default `trace`, so every guest line is observable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Envoy's `allow_on_headers_stop_iteration` (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_on_headers_stop_iteration: bool,
+}
+
+/// A property value in a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyScalar {
+    /// A boolean (1 byte).
+    Bool(bool),
+    /// An integer (8 bytes LE).
+    Int(i64),
+    /// A string (raw bytes).
+    Str(String),
+}
+
+/// A canned HTTP response (for the upstream or a callout cluster).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedResponse {
+    /// Headers, including `:status`.
+    #[serde(default)]
+    pub headers: Headers,
+    /// Body text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub body: String,
+    /// Trailers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Headers,
+    /// For clusters: fail the call without a response (`reset`), as a
+    /// connection failure does (an extension).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+    /// For clusters: answer as a timeout does in Envoy, with a 504 (an extension).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timeout: bool,
+}
+
+/// One stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    /// Fire the root context's `on_tick` this many times before the stream
+    /// (an extension).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ticks_before: u32,
+    /// The client's request.
+    pub request: Message,
+    /// The upstream's answer (default: `:status 200`, no body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<CannedResponse>,
+    /// What to check.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A request as the client sends it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// Headers, with pseudo-headers.
+    pub headers: Headers,
+    /// Body text, sent in one chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Body chunks, sent one by one (instead of `body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Vec<String>>,
+    /// Trailers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trailers: Option<Headers>,
+}
+
+/// Expectations; every key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// What reached the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_request: Option<ExpectMessage>,
+    /// Whether the request reached the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_reached: Option<bool>,
+    /// What the client got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ExpectResponse>,
+    /// Substrings that some guest log line of this stream must contain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs_include: Vec<String>,
+    /// Substrings that no guest log line of this stream may contain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs_exclude: Vec<String>,
+    /// The VM must have failed (trapped) with a message containing this
+    /// text (an extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_failed: Option<String>,
+}
+
+/// Expectations on a request that reached the upstream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectMessage {
+    /// Pairs that must be present (name case-insensitive, value exact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_include: Headers,
+    /// Names that must be absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_exclude: Vec<String>,
+    /// The exact body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Pairs that must be present in the trailers (an extension).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trailers_include: Headers,
+}
+
+/// Expectations on the response the client got.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectResponse {
+    /// The status code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Pairs that must be present.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_include: Headers,
+    /// Names that must be absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_exclude: Vec<String>,
+    /// The exact body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Pairs that must be present in the trailers (an extension).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trailers_include: Headers,
+}

@@ -1,0 +1,174 @@
+//! `cargo xtask`: the project's commands.
+//!
+//! * `cargo xtask test`  — everything CI checks, on a new machine: adds the
+//!   wasm targets, builds the guest filters, then fmt, clippy, docs, every
+//!   test and every scenario.
+//! * `cargo xtask run`   — builds the guests and runs the example scenarios
+//!   through `vessel test`.
+//! * `cargo xtask bench` — builds the guests and runs the criterion benchmarks.
+//! * `cargo xtask guests` — only builds the guest filters.
+
+#![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("==> {}", describe(cmd));
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot start {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed with {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+const TARGETS: [&str; 2] = ["wasm32-wasip1", "wasm32-unknown-unknown"];
+
+fn ensure_targets() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is needed to add the wasm targets")?;
+    let installed = String::from_utf8_lossy(&out.stdout);
+    let missing: Vec<&str> = TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new("rustup").arg("target").arg("add").args(&missing))?;
+    }
+    Ok(())
+}
+
+/// Builds the guest filters of `spec-tests/guests`.
+fn guests() -> Result<()> {
+    ensure_targets()?;
+    run(Command::new(cargo()).args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip1",
+        "--manifest-path",
+        "spec-tests/guests/Cargo.toml",
+    ]))?;
+    let v01 = root().join("spec-tests/guests-v01/Cargo.toml");
+    if v01.exists() {
+        run(Command::new(cargo()).args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--manifest-path",
+            "spec-tests/guests-v01/Cargo.toml",
+        ]))?;
+    }
+    run(Command::new(cargo()).args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--manifest-path",
+        "spec-tests/guests/Cargo.toml",
+        "-p",
+        "guest-hello",
+    ]))?;
+    Ok(())
+}
+
+fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(scenario_files(&path)?);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn vessel_test(dirs: &[&str]) -> Result<()> {
+    let mut files = Vec::new();
+    for d in dirs {
+        files.extend(scenario_files(&root().join(d))?);
+    }
+    if files.is_empty() {
+        bail!("no scenario files under {dirs:?}");
+    }
+    let mut cmd = Command::new(cargo());
+    cmd.args(["run", "--quiet", "-p", "vessel-proxy", "--bin", "vessel", "--", "test"]);
+    cmd.args(files.iter().map(|f| f.strip_prefix(root()).unwrap_or(f)));
+    run(&mut cmd)
+}
+
+fn test() -> Result<()> {
+    guests()?;
+    run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
+    run(Command::new(cargo()).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new(cargo())
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-Dwarnings"))?;
+    run(Command::new(cargo()).args(["build", "-p", "vessel-fuzz", "--features", "fuzzing", "--bins"]))?;
+    run(Command::new(cargo()).args(["test", "--workspace"]))?;
+    vessel_test(&["spec-tests/scenarios", "examples/scenarios"])?;
+    eprintln!("==> all checks passed");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    match task.as_str() {
+        "test" => test(),
+        "run" => {
+            guests()?;
+            vessel_test(&["examples/scenarios"])
+        }
+        "bench" => {
+            guests()?;
+            run(Command::new(cargo()).args(["bench", "-p", "vessel-host", "--bench", "lifecycle"]))
+        }
+        "guests" => guests(),
+        _ => {
+            eprintln!("usage: cargo xtask <test|run|bench|guests>");
+            bail!("unknown task `{task}`")
+        }
+    }
+}
