@@ -3,8 +3,8 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use vessel_abi::pairs::{
-    MAX_PAIRS_BYTES, MAX_PAIRS_COUNT, Pair, Pairs, PairsError, decode, decode_lenient,
-    encode, encode_into, encoded_len,
+    MAX_PAIRS_BYTES, MAX_PAIRS_COUNT, Pair, Pairs, PairsError, decode, decode_lenient, encode,
+    encode_into, encoded_len,
 };
 use vessel_abi::path::{encode_path, path_from_dotted, path_to_dotted, split_path};
 
@@ -41,21 +41,30 @@ fn check_pairs_payload(data: &[u8]) {
             assert_eq!(parsed.is_empty(), decoded.is_empty());
             assert_eq!(parsed.iter().len(), decoded.len());
             assert_eq!(&parsed.iter().collect::<Vec<_>>(), decoded);
-            assert_eq!(&lenient, decoded, "lenient decode differs from strict decode");
+            assert_eq!(
+                &lenient, decoded,
+                "lenient decode differs from strict decode"
+            );
             assert!(decoded.len() <= MAX_PAIRS_COUNT);
 
             let reencoded = encode(decoded.iter().copied());
             assert_eq!(encoded_len(decoded.iter().copied()), reencoded.len());
             if decoded.is_empty() {
                 assert!(reencoded.is_empty());
-                assert!(EMPTY_FORMS.contains(&data), "{data:?} decoded to an empty map");
+                assert!(
+                    EMPTY_FORMS.contains(&data),
+                    "{data:?} decoded to an empty map"
+                );
             } else {
                 assert_eq!(reencoded, data, "re-encoding changed the payload");
             }
         }
         Err(err) => {
             assert_eq!(parsed.err(), Some(*err), "Pairs::parse and decode disagree");
-            assert!(lenient.is_empty(), "lenient decode of a bad payload is not empty");
+            assert!(
+                lenient.is_empty(),
+                "lenient decode of a bad payload is not empty"
+            );
             match *err {
                 PairsError::TooLarge { len } => {
                     assert_eq!(len, data.len());
@@ -87,11 +96,18 @@ fn check_pairs_map(map: &[(Vec<u8>, Vec<u8>)]) {
     let len = encoded_len(refs.iter().copied());
     let bytes = encode(refs.iter().copied());
     assert_eq!(bytes.len(), len);
-    assert_eq!(bytes.is_empty(), refs.is_empty(), "only the empty map has no bytes");
+    assert_eq!(
+        bytes.is_empty(),
+        refs.is_empty(),
+        "only the empty map has no bytes"
+    );
     let expected_len = if refs.is_empty() {
         0
     } else {
-        4 + refs.iter().map(|(k, v)| 10 + k.len() + v.len()).sum::<usize>()
+        4 + refs
+            .iter()
+            .map(|(k, v)| 10 + k.len() + v.len())
+            .sum::<usize>()
     };
     assert_eq!(len, expected_len);
 
@@ -127,7 +143,11 @@ fn check_pairs_map(map: &[(Vec<u8>, Vec<u8>)]) {
     // A damaged encoding is rejected, and the lenient decoder shrugs.
     if !refs.is_empty() && refs.len() <= MAX_PAIRS_COUNT && len < MAX_PAIRS_BYTES {
         let cut = &bytes[..len - 1];
-        assert_eq!(decode(cut), Err(PairsError::Truncated), "truncated encoding accepted");
+        assert_eq!(
+            decode(cut),
+            Err(PairsError::Truncated),
+            "truncated encoding accepted"
+        );
         assert!(decode_lenient(cut).is_empty());
         let mut extended = bytes.clone();
         extended.push(0);

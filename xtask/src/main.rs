@@ -61,7 +61,10 @@ fn ensure_targets() -> Result<()> {
         .filter(|t| !installed.lines().any(|l| l.trim() == *t))
         .collect();
     if !missing.is_empty() {
-        run(Command::new("rustup").arg("target").arg("add").args(&missing))?;
+        run(Command::new("rustup")
+            .arg("target")
+            .arg("add")
+            .args(&missing))?;
     }
     Ok(())
 }
@@ -127,7 +130,16 @@ fn vessel_test(dirs: &[&str]) -> Result<()> {
         bail!("no scenario files under {dirs:?}");
     }
     let mut cmd = Command::new(cargo());
-    cmd.args(["run", "--quiet", "-p", "vessel-proxy", "--bin", "vessel", "--", "test"]);
+    cmd.args([
+        "run",
+        "--quiet",
+        "-p",
+        "vessel-proxy",
+        "--bin",
+        "vessel",
+        "--",
+        "test",
+    ]);
     cmd.args(files.iter().map(|f| f.strip_prefix(root()).unwrap_or(f)));
     run(&mut cmd)
 }
@@ -146,7 +158,14 @@ fn test() -> Result<()> {
     run(Command::new(cargo())
         .args(["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-Dwarnings"))?;
-    run(Command::new(cargo()).args(["build", "-p", "vessel-fuzz", "--features", "fuzzing", "--bins"]))?;
+    run(Command::new(cargo()).args([
+        "build",
+        "-p",
+        "vessel-fuzz",
+        "--features",
+        "fuzzing",
+        "--bins",
+    ]))?;
     run(Command::new(cargo()).args(["test", "--workspace"]))?;
     vessel_test(&["spec-tests/scenarios", "examples/scenarios"])?;
     eprintln!("==> all checks passed");

@@ -42,7 +42,10 @@ pub struct HostEnv {
 impl fmt::Debug for HostEnv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HostEnv")
-            .field("foreign_functions", &self.inner.foreign.keys().collect::<Vec<_>>())
+            .field(
+                "foreign_functions",
+                &self.inner.foreign.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

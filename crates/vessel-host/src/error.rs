@@ -63,7 +63,9 @@ pub enum LoadError {
         found: String,
     },
     /// The module imports something other than a function (memory, table, global).
-    #[error("the module imports `{module}.{name}` as a {kind}; only function imports are supported")]
+    #[error(
+        "the module imports `{module}.{name}` as a {kind}; only function imports are supported"
+    )]
     UnsupportedImport {
         /// Import module.
         module: String,

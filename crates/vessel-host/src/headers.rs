@@ -8,27 +8,58 @@
 use vessel_abi::pairs;
 
 /// An ordered multimap of byte keys to byte values.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// All keys and values live in one byte buffer, so building or cloning a
+/// map costs two allocations however many entries it has.
+#[derive(Clone, Default)]
 pub struct HeaderMap {
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    buf: Vec<u8>,
+    entries: Vec<Entry>,
+    /// Bytes in `buf` no entry refers to any more.
+    garbage: usize,
 }
 
-fn lower(key: &[u8]) -> Vec<u8> {
-    key.to_ascii_lowercase()
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    key: (u32, u32),
+    value: (u32, u32),
 }
+
+impl std::fmt::Debug for HeaderMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(k), String::from_utf8_lossy(v))),
+            )
+            .finish()
+    }
+}
+
+impl PartialEq for HeaderMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for HeaderMap {}
 
 impl HeaderMap {
     /// An empty map.
     pub const fn new() -> Self {
         Self {
+            buf: Vec::new(),
             entries: Vec::new(),
+            garbage: 0,
         }
     }
 
     /// An empty map with room for `n` entries.
     pub fn with_capacity(n: usize) -> Self {
         Self {
+            buf: Vec::with_capacity(n * 32),
             entries: Vec::with_capacity(n),
+            garbage: 0,
         }
     }
 
@@ -46,6 +77,21 @@ impl HeaderMap {
         map
     }
 
+    fn slice(&self, (start, len): (u32, u32)) -> &[u8] {
+        &self.buf[start as usize..(start + len) as usize]
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8], lowercase: bool) -> (u32, u32) {
+        let start = self.buf.len();
+        if lowercase {
+            self.buf.extend(bytes.iter().map(u8::to_ascii_lowercase));
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+        // Maps are bounded far below 4 GiB by the callers' limits.
+        (start as u32, bytes.len() as u32)
+    }
+
     /// Number of entries (a repeated key counts once per value).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -58,16 +104,27 @@ impl HeaderMap {
 
     /// The entries in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + Clone {
-        self.entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+        self.entries
+            .iter()
+            .map(|e| (self.slice(e.key), self.slice(e.value)))
+    }
+
+    /// The index of the first entry of `key` (ASCII case-insensitive).
+    pub fn position(&self, key: &[u8]) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| self.slice(e.key).eq_ignore_ascii_case(key))
+    }
+
+    /// The value of the entry at `index`.
+    pub fn value_at(&self, index: usize) -> Option<&[u8]> {
+        self.entries.get(index).map(|e| self.slice(e.value))
     }
 
     /// The first value of `key` (ASCII case-insensitive), as Envoy's
     /// `proxy_get_header_map_value` returns it.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_slice())
+        self.position(key).and_then(|i| self.value_at(i))
     }
 
     /// The first value of `key` as UTF-8 text, if it is valid UTF-8.
@@ -78,69 +135,97 @@ impl HeaderMap {
 
     /// Every value of `key`, in order.
     pub fn get_all<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.entries
-            .iter()
+        self.iter()
             .filter(move |(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_slice())
-    }
-
-    /// The index of the first entry of `key`.
-    pub fn position(&self, key: &[u8]) -> Option<usize> {
-        self.entries.iter().position(|(k, _)| k.eq_ignore_ascii_case(key))
-    }
-
-    /// The value of the entry at `index`.
-    pub fn value_at(&self, index: usize) -> Option<&[u8]> {
-        self.entries.get(index).map(|(_, v)| v.as_slice())
+            .map(|(_, v)| v)
     }
 
     /// True if `key` is present.
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.get(key).is_some()
+        self.position(key).is_some()
     }
 
     /// Adds another entry (Envoy `addCopy`).
     pub fn append(&mut self, key: &[u8], value: &[u8]) {
-        self.entries.push((lower(key), value.to_vec()));
+        let key = self.push_bytes(key, true);
+        let value = self.push_bytes(value, false);
+        self.entries.push(Entry { key, value });
     }
 
     /// Sets `key` to one value (Envoy `setCopy`): the first entry is updated in
     /// place and later duplicates are removed; an absent key is appended.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) {
-        match self.entries.iter().position(|(k, _)| k.eq_ignore_ascii_case(key)) {
-            Some(first) => {
-                let slot = &mut self.entries[first].1;
-                slot.clear();
-                slot.extend_from_slice(value);
-                let mut i = first + 1;
-                while i < self.entries.len() {
-                    if self.entries[i].0.eq_ignore_ascii_case(key) {
-                        self.entries.remove(i);
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            None => self.append(key, value),
+        let Some(first) = self.position(key) else {
+            self.append(key, value);
+            return;
+        };
+        let old = self.entries[first].value;
+        if value.len() <= old.1 as usize {
+            let start = old.0 as usize;
+            self.buf[start..start + value.len()].copy_from_slice(value);
+            self.garbage += old.1 as usize - value.len();
+            self.entries[first].value = (old.0, value.len() as u32);
+        } else {
+            self.garbage += old.1 as usize;
+            self.entries[first].value = self.push_bytes(value, false);
         }
+        let mut i = first + 1;
+        while i < self.entries.len() {
+            if self.slice(self.entries[i].key).eq_ignore_ascii_case(key) {
+                let e = self.entries.remove(i);
+                self.garbage += (e.key.1 + e.value.1) as usize;
+            } else {
+                i += 1;
+            }
+        }
+        self.maybe_compact();
     }
 
     /// Removes every entry of `key`; returns how many were removed.
     pub fn remove(&mut self, key: &[u8]) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+        let mut freed = 0;
+        let buf = &self.buf;
+        self.entries.retain(|e| {
+            let k = &buf[e.key.0 as usize..(e.key.0 + e.key.1) as usize];
+            let keep = !k.eq_ignore_ascii_case(key);
+            if !keep {
+                freed += (e.key.1 + e.value.1) as usize;
+            }
+            keep
+        });
+        self.garbage += freed;
+        self.maybe_compact();
         before - self.entries.len()
+    }
+
+    fn maybe_compact(&mut self) {
+        if self.garbage < 1024 || self.garbage * 2 < self.buf.len() {
+            return;
+        }
+        let mut fresh = Self::with_capacity(self.entries.len());
+        for (k, v) in self.iter() {
+            let key = fresh.push_bytes(k, false);
+            let value = fresh.push_bytes(v, false);
+            fresh.entries.push(Entry { key, value });
+        }
+        *self = fresh;
     }
 
     /// Removes every entry.
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.buf.clear();
+        self.garbage = 0;
     }
 
     /// Sum of key and value bytes: Envoy's `HeaderMap::byteSize()`, which is
     /// what Envoy's `proxy_get_header_map_size` returns (ABI reference §4.3).
     pub fn byte_size(&self) -> usize {
-        self.entries.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.entries
+            .iter()
+            .map(|e| (e.key.1 + e.value.1) as usize)
+            .sum()
     }
 
     /// The size of the serialized pair map (0 for an empty map).
@@ -163,15 +248,15 @@ impl HeaderMap {
     where
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
-        self.entries.clear();
+        self.clear();
         for (k, v) in pairs {
             self.append(k, v);
         }
     }
 
     /// The entries as owned `(key, value)` pairs.
-    pub fn into_entries(self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.entries
+    pub fn to_pairs(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
     }
 }
 
@@ -207,10 +292,29 @@ mod tests {
     fn insert_replaces_all_values_in_place() {
         let mut m = map();
         m.insert(b"set-cookie", b"c=3");
-        assert_eq!(m.get_all(b"set-cookie").collect::<Vec<_>>(), vec![&b"c=3"[..]]);
+        assert_eq!(
+            m.get_all(b"set-cookie").collect::<Vec<_>>(),
+            vec![&b"c=3"[..]]
+        );
         assert_eq!(m.iter().nth(1).map(|(_, v)| v), Some(&b"c=3"[..]));
         m.insert(b"New", b"v");
         assert_eq!(m.iter().last(), Some((&b"new"[..], &b"v"[..])));
+    }
+
+    #[test]
+    fn many_edits_compact_and_keep_contents() {
+        let mut m = HeaderMap::new();
+        for i in 0..2000u32 {
+            m.insert(
+                b"k",
+                format!("value-{i}-{}", "x".repeat((i % 7) as usize)).as_bytes(),
+            );
+            m.append(b"tmp", b"12345678");
+            m.remove(b"tmp");
+        }
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.get(b"k"), Some(&b"value-1999-xxxx"[..]));
+        assert!(m.buf.len() < 4096, "garbage is compacted: {}", m.buf.len());
     }
 
     #[test]

@@ -97,7 +97,11 @@ pub(crate) fn with_mem<R>(
 /// returned range. The allocator runs with the VM context (id 0) current.
 pub(crate) fn alloc(caller: &mut Caller<'_, HostState>, len: usize) -> HostResult<u32> {
     let size = i32::try_from(len).map_err(|_| Status::InvalidMemoryAccess)?;
-    let func = caller.data().allocator.clone().ok_or(Status::InternalFailure)?;
+    let func = caller
+        .data()
+        .allocator
+        .clone()
+        .ok_or(Status::InternalFailure)?;
     let state = caller.data_mut();
     let saved = (state.current, state.effective, state.in_allocator);
     state.current = ContextId(0);
@@ -162,7 +166,9 @@ pub(crate) fn return_bytes(
     ret_size: i32,
     bytes: &[u8],
 ) -> HostResult {
-    return_blob(caller, ret_ptr, ret_size, bytes.len(), |dst, _| fill(dst, bytes))
+    return_blob(caller, ret_ptr, ret_size, bytes.len(), |dst, _| {
+        fill(dst, bytes)
+    })
 }
 
 /// Writes one u32 result.
@@ -187,7 +193,10 @@ mod tests {
         assert_eq!(range(10, 7, 4), Err(Status::InvalidMemoryAccess));
         assert_eq!(range(10, -1, 1), Err(Status::InvalidMemoryAccess));
         assert_eq!(range(10, 1, -1), Err(Status::InvalidMemoryAccess));
-        assert_eq!(range(usize::MAX, -1, -1).map(|r| r.len()), Ok(u32::MAX as usize));
+        assert_eq!(
+            range(usize::MAX, -1, -1).map(|r| r.len()),
+            Ok(u32::MAX as usize)
+        );
     }
 
     #[test]

@@ -100,7 +100,10 @@ impl fmt::Debug for Plugin {
 /// Formats a function type as `(i32, i32) -> i32`.
 pub(crate) fn signature(params: &[ValType], results: &[ValType]) -> String {
     fn list(tys: &[ValType]) -> String {
-        tys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        tys.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
     match results {
         [] => format!("({}) -> ()", list(params)),
@@ -167,7 +170,8 @@ impl Plugin {
                 }
             }
         })?;
-        let module = Module::new(&engine.inner, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let module =
+            Module::new(&engine.inner, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         Self::check_exports(&module, abi)?;
         let table = hostcalls::import_table();
         Self::check_imports(&module, table)?;
@@ -234,7 +238,9 @@ impl Plugin {
                     });
                 }
                 Some(sig) => {
-                    if !same_types(ty.params(), &sig.params) || !same_types(ty.results(), &sig.results) {
+                    if !same_types(ty.params(), &sig.params)
+                        || !same_types(ty.results(), &sig.results)
+                    {
                         return Err(LoadError::ImportSignature {
                             module: m.to_owned(),
                             name: n.to_owned(),

@@ -86,10 +86,8 @@ impl PropertyMap {
 
     /// Sets the value at a dotted path (`"source.address"`).
     pub fn insert_dotted(&mut self, dotted: &str, value: impl Into<PropertyValue>) {
-        self.values.insert(
-            vessel_abi::path_from_dotted(dotted),
-            value.into().encode(),
-        );
+        self.values
+            .insert(vessel_abi::path_from_dotted(dotted), value.into().encode());
     }
 
     /// Sets encoded bytes at an encoded path.
@@ -119,7 +117,10 @@ mod tests {
 
     #[test]
     fn encodings_follow_envoy() {
-        assert_eq!(PropertyValue::Int(258).encode(), vec![2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            PropertyValue::Int(258).encode(),
+            vec![2, 1, 0, 0, 0, 0, 0, 0]
+        );
         assert_eq!(PropertyValue::Bool(true).encode(), vec![1]);
         assert_eq!(PropertyValue::from("ab").encode(), b"ab".to_vec());
         let list = PropertyValue::List(vec![b"a".to_vec()]).encode();

@@ -251,9 +251,7 @@ impl HostState {
     /// The root context of the target context.
     pub(crate) fn target_root(&self) -> ContextId {
         let t = self.target();
-        self.contexts
-            .get(&t.0)
-            .map_or(t, |c| c.root_id(t))
+        self.contexts.get(&t.0).map_or(t, |c| c.root_id(t))
     }
 
     pub(crate) fn http(&self, id: ContextId) -> Option<&HttpContext> {
@@ -288,12 +286,16 @@ impl HostState {
                 .http(self.target())
                 .and_then(|h| h.map(ty, self.phase == Phase::Log))
                 .ok_or(Status::BadArgument),
-            MapType::GrpcReceiveInitialMetadata | MapType::HttpCallResponseHeaders => {
-                self.callout_data.headers.as_ref().ok_or(Status::BadArgument)
-            }
-            MapType::GrpcReceiveTrailingMetadata | MapType::HttpCallResponseTrailers => {
-                self.callout_data.trailers.as_ref().ok_or(Status::BadArgument)
-            }
+            MapType::GrpcReceiveInitialMetadata | MapType::HttpCallResponseHeaders => self
+                .callout_data
+                .headers
+                .as_ref()
+                .ok_or(Status::BadArgument),
+            MapType::GrpcReceiveTrailingMetadata | MapType::HttpCallResponseTrailers => self
+                .callout_data
+                .trailers
+                .as_ref()
+                .ok_or(Status::BadArgument),
         }
     }
 
@@ -320,11 +322,9 @@ impl HostState {
                 .and_then(|h| h.body(ty))
                 .map(Vec::as_slice)
                 .ok_or(Status::NotFound),
-            BufferType::HttpCallResponseBody | BufferType::GrpcReceiveBuffer => self
-                .callout_data
-                .body
-                .as_deref()
-                .ok_or(Status::NotFound),
+            BufferType::HttpCallResponseBody | BufferType::GrpcReceiveBuffer => {
+                self.callout_data.body.as_deref().ok_or(Status::NotFound)
+            }
             BufferType::VmConfiguration => Ok(&self.plugin.config.vm_configuration),
             BufferType::PluginConfiguration => {
                 if self.phase == Phase::Configure {

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use vessel_abi::{
     BufferType, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, MapType, Status,
 };
-use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
+use wasmtime::{
+    Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults,
+};
 
 use crate::effects::Effect;
 use crate::env::HostEnv;
@@ -65,6 +67,7 @@ type F3 = TypedFunc<(i32, i32, i32), ()>;
 type B1 = TypedFunc<i32, i32>;
 type B2 = TypedFunc<(i32, i32), i32>;
 type B3 = TypedFunc<(i32, i32, i32), i32>;
+type F5 = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
 #[derive(Clone)]
 enum HeadersFn {
@@ -86,7 +89,7 @@ struct Funcs {
     response_headers: Option<HeadersFn>,
     response_body: Option<B3>,
     response_trailers: Option<B2>,
-    http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    http_call_response: Option<F5>,
     grpc_initial_metadata: Option<F3>,
     grpc_receive: Option<F3>,
     grpc_trailing_metadata: Option<F3>,
@@ -105,9 +108,15 @@ impl Funcs {
         }
         let headers = |store: &mut Store<HostState>, name: &str| -> Option<HeadersFn> {
             if v01 {
-                instance.get_typed_func(&mut *store, name).ok().map(HeadersFn::V1)
+                instance
+                    .get_typed_func(&mut *store, name)
+                    .ok()
+                    .map(HeadersFn::V1)
             } else {
-                instance.get_typed_func(&mut *store, name).ok().map(HeadersFn::V2)
+                instance
+                    .get_typed_func(&mut *store, name)
+                    .ok()
+                    .map(HeadersFn::V2)
             }
         };
         Self {
@@ -116,7 +125,11 @@ impl Funcs {
             configure: get!("proxy_on_configure"),
             tick: get!("proxy_on_tick"),
             queue_ready: get!("proxy_on_queue_ready"),
-            foreign_function: if v01 { None } else { get!("proxy_on_foreign_function") },
+            foreign_function: if v01 {
+                None
+            } else {
+                get!("proxy_on_foreign_function")
+            },
             request_headers: headers(store, "proxy_on_request_headers"),
             request_body: get!("proxy_on_request_body"),
             request_trailers: get!("proxy_on_request_trailers"),
@@ -170,7 +183,12 @@ impl Vm {
             .tables(4)
             .table_elements(100_000)
             .build();
-        let state = HostState::new(plugin.shared.clone(), env.clone(), env.next_instance_id(), limits);
+        let state = HostState::new(
+            plugin.shared.clone(),
+            env.clone(),
+            env.next_instance_id(),
+            limits,
+        );
         let mut store = Store::new(&plugin.engine.inner, state);
         store.limiter(|s| &mut s.limits);
         let instance = plugin
@@ -183,7 +201,9 @@ impl Vm {
         let memory = instance.get_memory(&mut store, "memory");
         let allocator = instance
             .get_typed_func::<i32, i32>(&mut store, "malloc")
-            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate"))
+            .or_else(|_| {
+                instance.get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            })
             .ok();
         store.data_mut().memory = memory;
         store.data_mut().allocator = allocator;
@@ -207,7 +227,8 @@ impl Vm {
             let store = &mut self.store;
             if let Ok(main) = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "main") {
                 self.call_start("main", main, (0, 0))?;
-            } else if let Ok(main) = instance.get_typed_func::<(), i32>(&mut *store, "__main_void") {
+            } else if let Ok(main) = instance.get_typed_func::<(), i32>(&mut *store, "__main_void")
+            {
                 self.call_start("__main_void", main, ())?;
             }
         } else if let Ok(start) = instance.get_typed_func::<(), ()>(&mut *store, "_start") {
@@ -241,12 +262,27 @@ impl Vm {
             .contexts
             .insert(root.0, Context::Root(RootContext::default()));
         if let Some(f) = self.funcs.context_create.clone() {
-            self.call("proxy_on_context_create", f, root, Phase::Callback, (root.0 as i32, 0))?;
+            self.call(
+                "proxy_on_context_create",
+                f,
+                root,
+                Phase::Callback,
+                (root.0 as i32, 0),
+            )?;
         }
         let config = self.plugin.config();
-        let (vm_len, cfg_len) = (len_i32(config.vm_configuration.len()), len_i32(config.configuration.len()));
+        let (vm_len, cfg_len) = (
+            len_i32(config.vm_configuration.len()),
+            len_i32(config.configuration.len()),
+        );
         if let Some(f) = self.funcs.vm_start.clone() {
-            let ok = self.call("proxy_on_vm_start", f, root, Phase::VmStart, (root.0 as i32, vm_len))?;
+            let ok = self.call(
+                "proxy_on_vm_start",
+                f,
+                root,
+                Phase::VmStart,
+                (root.0 as i32, vm_len),
+            )?;
             if ok == 0 {
                 return Err(VmError::VmStartRefused {
                     plugin: self.plugin.config().name.clone(),
@@ -254,7 +290,13 @@ impl Vm {
             }
         }
         if let Some(f) = self.funcs.configure.clone() {
-            let ok = self.call("proxy_on_configure", f, root, Phase::Configure, (root.0 as i32, cfg_len))?;
+            let ok = self.call(
+                "proxy_on_configure",
+                f,
+                root,
+                Phase::Configure,
+                (root.0 as i32, cfg_len),
+            )?;
             if ok == 0 {
                 return Err(VmError::ConfigureRefused {
                     plugin: self.plugin.config().name.clone(),
@@ -420,7 +462,10 @@ impl Vm {
 
     /// Creates an HTTP stream context with stream properties
     /// (`source.address`, `request.protocol`, ...).
-    pub fn create_http_context_with(&mut self, properties: PropertyMap) -> Result<ContextId, VmError> {
+    pub fn create_http_context_with(
+        &mut self,
+        properties: PropertyMap,
+    ) -> Result<ContextId, VmError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -435,7 +480,13 @@ impl Vm {
             .contexts
             .insert(id.0, Context::Http(Box::new(ctx)));
         if let Some(f) = self.funcs.context_create.clone() {
-            self.call("proxy_on_context_create", f, id, Phase::Callback, (id.0 as i32, self.root.0 as i32))?;
+            self.call(
+                "proxy_on_context_create",
+                f,
+                id,
+                Phase::Callback,
+                (id.0 as i32, self.root.0 as i32),
+            )?;
         }
         Ok(id)
     }
@@ -466,21 +517,37 @@ impl Vm {
             h.sealed[i] = false;
         }
         let (name, f) = if i == 0 {
-            ("proxy_on_request_headers", self.funcs.request_headers.clone())
+            (
+                "proxy_on_request_headers",
+                self.funcs.request_headers.clone(),
+            )
         } else {
-            ("proxy_on_response_headers", self.funcs.response_headers.clone())
+            (
+                "proxy_on_response_headers",
+                self.funcs.response_headers.clone(),
+            )
         };
         let n = len_i32(self.http(ctx)?.maps[i].len());
         let raw = match f {
             None => 0,
-            Some(HeadersFn::V1(f)) => self.call(name, f, ctx, Phase::Callback, (ctx.0 as i32, n))?,
-            Some(HeadersFn::V2(f)) => {
-                self.call(name, f, ctx, Phase::Callback, (ctx.0 as i32, n, i32::from(end_of_stream)))?
+            Some(HeadersFn::V1(f)) => {
+                self.call(name, f, ctx, Phase::Callback, (ctx.0 as i32, n))?
             }
+            Some(HeadersFn::V2(f)) => self.call(
+                name,
+                f,
+                ctx,
+                Phase::Callback,
+                (ctx.0 as i32, n, i32::from(end_of_stream)),
+            )?,
         };
         let allow_stop = self.plugin.config().allow_on_headers_stop_iteration;
         let h = self.http_mut(ctx)?;
-        let status = translate_headers(raw as u32, std::mem::take(&mut h.stop_next_iteration), allow_stop);
+        let status = translate_headers(
+            raw as u32,
+            std::mem::take(&mut h.stop_next_iteration),
+            allow_stop,
+        );
         if status == FilterHeadersStatus::Continue {
             h.sealed[i] = true;
         }
@@ -574,7 +641,12 @@ impl Vm {
         self.body_call(ctx, BufferType::HttpResponseBody, data, end_of_stream)
     }
 
-    fn trailers_call(&mut self, ctx: ContextId, ty: MapType, map: HeaderMap) -> Result<FilterTrailersStatus, VmError> {
+    fn trailers_call(
+        &mut self,
+        ctx: ContextId,
+        ty: MapType,
+        map: HeaderMap,
+    ) -> Result<FilterTrailersStatus, VmError> {
         let i = map_index(ty).unwrap_or(1);
         {
             let h = self.http_mut(ctx)?;
@@ -583,9 +655,15 @@ impl Vm {
             h.sealed[i] = false;
         }
         let (name, f) = if i == 1 {
-            ("proxy_on_request_trailers", self.funcs.request_trailers.clone())
+            (
+                "proxy_on_request_trailers",
+                self.funcs.request_trailers.clone(),
+            )
         } else {
-            ("proxy_on_response_trailers", self.funcs.response_trailers.clone())
+            (
+                "proxy_on_response_trailers",
+                self.funcs.response_trailers.clone(),
+            )
         };
         let n = len_i32(self.http(ctx)?.maps[i].len());
         let raw = match f {
@@ -601,12 +679,20 @@ impl Vm {
     }
 
     /// Runs `proxy_on_request_trailers`.
-    pub fn on_request_trailers(&mut self, ctx: ContextId, trailers: HeaderMap) -> Result<FilterTrailersStatus, VmError> {
+    pub fn on_request_trailers(
+        &mut self,
+        ctx: ContextId,
+        trailers: HeaderMap,
+    ) -> Result<FilterTrailersStatus, VmError> {
         self.trailers_call(ctx, MapType::HttpRequestTrailers, trailers)
     }
 
     /// Runs `proxy_on_response_trailers`.
-    pub fn on_response_trailers(&mut self, ctx: ContextId, trailers: HeaderMap) -> Result<FilterTrailersStatus, VmError> {
+    pub fn on_response_trailers(
+        &mut self,
+        ctx: ContextId,
+        trailers: HeaderMap,
+    ) -> Result<FilterTrailersStatus, VmError> {
         self.trailers_call(ctx, MapType::HttpResponseTrailers, trailers)
     }
 
@@ -631,7 +717,12 @@ impl Vm {
 
     /// Provides a stream map without calling the guest (e.g. trailers that
     /// arrived while the stream was paused, or headers for `on_log`).
-    pub fn set_headers(&mut self, ctx: ContextId, ty: MapType, map: HeaderMap) -> Result<(), VmError> {
+    pub fn set_headers(
+        &mut self,
+        ctx: ContextId,
+        ty: MapType,
+        map: HeaderMap,
+    ) -> Result<(), VmError> {
         let i = map_index(ty).ok_or(VmError::WrongContextKind(ctx, "a stream map"))?;
         let h = self.http_mut(ctx)?;
         h.maps[i] = map;
@@ -660,7 +751,12 @@ impl Vm {
 
     /// Appends to a body buffer without calling the guest (data that arrives
     /// while the stream is paused on headers).
-    pub fn append_body(&mut self, ctx: ContextId, ty: BufferType, data: &[u8]) -> Result<(), VmError> {
+    pub fn append_body(
+        &mut self,
+        ctx: ContextId,
+        ty: BufferType,
+        data: &[u8],
+    ) -> Result<(), VmError> {
         let i = body_index(ty).ok_or(VmError::WrongContextKind(ctx, "a body buffer"))?;
         self.http_mut(ctx)?.bodies[i]
             .get_or_insert_with(Vec::new)
@@ -728,7 +824,13 @@ impl Vm {
     /// Runs `proxy_on_queue_ready(root, token)`.
     pub fn on_queue_ready(&mut self, root: ContextId, token: QueueToken) -> Result<(), VmError> {
         if let Some(f) = self.funcs.queue_ready.clone() {
-            self.call("proxy_on_queue_ready", f, root, Phase::Callback, (root.0 as i32, token.0 as i32))?;
+            self.call(
+                "proxy_on_queue_ready",
+                f,
+                root,
+                Phase::Callback,
+                (root.0 as i32, token.0 as i32),
+            )?;
         }
         Ok(())
     }
@@ -770,7 +872,11 @@ impl Vm {
 
     /// Delivers the end of an HTTP call to its root context
     /// (`proxy_on_http_call_response(root, token, headers, body, trailers)`).
-    pub fn on_http_call_response(&mut self, token: Token, outcome: HttpCallOutcome) -> Result<(), VmError> {
+    pub fn on_http_call_response(
+        &mut self,
+        token: Token,
+        outcome: HttpCallOutcome,
+    ) -> Result<(), VmError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -779,7 +885,11 @@ impl Vm {
         let (h, b, t) = match outcome {
             HttpCallOutcome::Response(r) => {
                 self.set_status(root, Status::Ok.as_u32(), b"");
-                let counts = (len_i32(r.headers.len()), len_i32(r.body.len()), len_i32(r.trailers.len()));
+                let counts = (
+                    len_i32(r.headers.len()),
+                    len_i32(r.body.len()),
+                    len_i32(r.trailers.len()),
+                );
                 let data = &mut self.store.data_mut().callout_data;
                 data.headers = Some(r.headers);
                 data.body = Some(r.body);
@@ -826,7 +936,13 @@ impl Vm {
             self.store.data_mut().callouts.remove(&token.0);
         }
         let result = match f {
-            Some(f) => self.call(name, f, call.root, Phase::Callback, (call.root.0 as i32, token.0 as i32, arg)),
+            Some(f) => self.call(
+                name,
+                f,
+                call.root,
+                Phase::Callback,
+                (call.root.0 as i32, token.0 as i32, arg),
+            ),
             None => Ok(()),
         };
         self.store.data_mut().callout_data = Default::default();
@@ -834,10 +950,20 @@ impl Vm {
     }
 
     /// Delivers gRPC initial metadata (`proxy_on_grpc_receive_initial_metadata`).
-    pub fn on_grpc_receive_initial_metadata(&mut self, token: Token, metadata: HeaderMap) -> Result<(), VmError> {
+    pub fn on_grpc_receive_initial_metadata(
+        &mut self,
+        token: Token,
+        metadata: HeaderMap,
+    ) -> Result<(), VmError> {
         let n = len_i32(metadata.len());
         self.store.data_mut().callout_data.headers = Some(metadata);
-        self.grpc_event(token, "proxy_on_grpc_receive_initial_metadata", self.funcs.grpc_initial_metadata.clone(), n, false)
+        self.grpc_event(
+            token,
+            "proxy_on_grpc_receive_initial_metadata",
+            self.funcs.grpc_initial_metadata.clone(),
+            n,
+            false,
+        )
     }
 
     /// Delivers a gRPC message (`proxy_on_grpc_receive`). For a unary call
@@ -846,27 +972,52 @@ impl Vm {
         let n = len_i32(message.len());
         self.store.data_mut().callout_data.body = Some(message);
         let unary = token.kind() == Some(CalloutKind::GrpcCall);
-        if unary {
-            if let Some(call) = self.store.data().callouts.get(&token.0).copied() {
-                self.set_status(call.root, 0, b"");
-            }
+        if unary && let Some(call) = self.store.data().callouts.get(&token.0).copied() {
+            self.set_status(call.root, 0, b"");
         }
-        self.grpc_event(token, "proxy_on_grpc_receive", self.funcs.grpc_receive.clone(), n, unary)
+        self.grpc_event(
+            token,
+            "proxy_on_grpc_receive",
+            self.funcs.grpc_receive.clone(),
+            n,
+            unary,
+        )
     }
 
     /// Delivers gRPC trailing metadata.
-    pub fn on_grpc_receive_trailing_metadata(&mut self, token: Token, metadata: HeaderMap) -> Result<(), VmError> {
+    pub fn on_grpc_receive_trailing_metadata(
+        &mut self,
+        token: Token,
+        metadata: HeaderMap,
+    ) -> Result<(), VmError> {
         let n = len_i32(metadata.len());
         self.store.data_mut().callout_data.trailers = Some(metadata);
-        self.grpc_event(token, "proxy_on_grpc_receive_trailing_metadata", self.funcs.grpc_trailing_metadata.clone(), n, false)
+        self.grpc_event(
+            token,
+            "proxy_on_grpc_receive_trailing_metadata",
+            self.funcs.grpc_trailing_metadata.clone(),
+            n,
+            false,
+        )
     }
 
     /// Delivers the close of a gRPC call or stream with its status.
-    pub fn on_grpc_close(&mut self, token: Token, status: u32, message: &str) -> Result<(), VmError> {
+    pub fn on_grpc_close(
+        &mut self,
+        token: Token,
+        status: u32,
+        message: &str,
+    ) -> Result<(), VmError> {
         if let Some(call) = self.store.data().callouts.get(&token.0).copied() {
             self.set_status(call.root, status, message.as_bytes());
         }
-        self.grpc_event(token, "proxy_on_grpc_close", self.funcs.grpc_close.clone(), status as i32, true)
+        self.grpc_event(
+            token,
+            "proxy_on_grpc_close",
+            self.funcs.grpc_close.clone(),
+            status as i32,
+            true,
+        )
     }
 
     /// Shuts the root context down: `proxy_on_done(root)`; if it returns
@@ -891,7 +1042,11 @@ impl Vm {
 }
 
 /// Envoy's translation of a header callback's result (ABI reference §11.1).
-pub fn translate_headers(raw: u32, stop_next: bool, allow_stop_iteration: bool) -> FilterHeadersStatus {
+pub fn translate_headers(
+    raw: u32,
+    stop_next: bool,
+    allow_stop_iteration: bool,
+) -> FilterHeadersStatus {
     if stop_next || raw > 4 {
         return FilterHeadersStatus::StopAllIterationAndWatermark;
     }
@@ -929,23 +1084,53 @@ mod tests {
     fn header_translation_matches_envoy() {
         use FilterHeadersStatus::*;
         assert_eq!(translate_headers(0, false, false), Continue);
-        assert_eq!(translate_headers(1, false, false), StopAllIterationAndWatermark);
+        assert_eq!(
+            translate_headers(1, false, false),
+            StopAllIterationAndWatermark
+        );
         assert_eq!(translate_headers(1, false, true), StopIteration);
         assert_eq!(translate_headers(2, false, false), Continue);
-        assert_eq!(translate_headers(3, false, false), StopAllIterationAndBuffer);
-        assert_eq!(translate_headers(4, false, false), StopAllIterationAndWatermark);
-        assert_eq!(translate_headers(99, false, false), StopAllIterationAndWatermark);
-        assert_eq!(translate_headers(0, true, false), StopAllIterationAndWatermark);
+        assert_eq!(
+            translate_headers(3, false, false),
+            StopAllIterationAndBuffer
+        );
+        assert_eq!(
+            translate_headers(4, false, false),
+            StopAllIterationAndWatermark
+        );
+        assert_eq!(
+            translate_headers(99, false, false),
+            StopAllIterationAndWatermark
+        );
+        assert_eq!(
+            translate_headers(0, true, false),
+            StopAllIterationAndWatermark
+        );
     }
 
     #[test]
     fn data_and_trailer_translation_matches_envoy() {
         assert_eq!(translate_data(0, false), FilterDataStatus::Continue);
-        assert_eq!(translate_data(1, false), FilterDataStatus::StopIterationAndBuffer);
-        assert_eq!(translate_data(4, false), FilterDataStatus::StopIterationNoBuffer);
-        assert_eq!(translate_data(0, true), FilterDataStatus::StopIterationNoBuffer);
+        assert_eq!(
+            translate_data(1, false),
+            FilterDataStatus::StopIterationAndBuffer
+        );
+        assert_eq!(
+            translate_data(4, false),
+            FilterDataStatus::StopIterationNoBuffer
+        );
+        assert_eq!(
+            translate_data(0, true),
+            FilterDataStatus::StopIterationNoBuffer
+        );
         assert_eq!(translate_trailers(0, false), FilterTrailersStatus::Continue);
-        assert_eq!(translate_trailers(2, false), FilterTrailersStatus::StopIteration);
-        assert_eq!(translate_trailers(0, true), FilterTrailersStatus::StopIteration);
+        assert_eq!(
+            translate_trailers(2, false),
+            FilterTrailersStatus::StopIteration
+        );
+        assert_eq!(
+            translate_trailers(0, true),
+            FilterTrailersStatus::StopIteration
+        );
     }
 }

@@ -92,7 +92,13 @@ fn zero_then(caller: &mut Caller<'_, HostState>, ptr: i32, errno: i32) -> i32 {
     }
 }
 
-fn fd_write(caller: &mut Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> i32 {
+fn fd_write(
+    caller: &mut Caller<'_, HostState>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    nwritten: i32,
+) -> i32 {
     let level = match fd {
         1 => LogLevel::Info,
         2 => LogLevel::Error,
@@ -100,8 +106,12 @@ fn fd_write(caller: &mut Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i3
     };
     let r = with_mem(caller, |mem, state| {
         let n = u(iovs_len) as usize;
-        let table = read(mem, iovs, i32::try_from(n.checked_mul(8).ok_or(())?).map_err(|_| ())?)
-            .map_err(|_| ())?;
+        let table = read(
+            mem,
+            iovs,
+            i32::try_from(n.checked_mul(8).ok_or(())?).map_err(|_| ())?,
+        )
+        .map_err(|_| ())?;
         let mut out = Vec::new();
         let mut total: u64 = 0;
         for iov in table.chunks_exact(8) {
@@ -127,11 +137,36 @@ fn fd_write(caller: &mut Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i3
 /// Adds every WASI function under `module`.
 pub(crate) fn add_to_linker(reg: &mut Registry, module: &'static str) -> wasmtime::Result<()> {
     use errno::*;
-    wasi!(reg, module, "fd_write", |c, fd: i32, iovs: i32, n: i32, out: i32| fd_write(&mut c, fd, iovs, n, out));
-    wasi!(reg, module, "fd_pwrite", |c, fd: i32, iovs: i32, n: i32, _off: i64, out: i32| fd_write(&mut c, fd, iovs, n, out));
-    wasi!(reg, module, "fd_read", |c, _fd: i32, _a: i32, _b: i32, _c: i32| NOSYS);
-    wasi!(reg, module, "fd_pread", |c, _fd: i32, _a: i32, _b: i32, _o: i64, _c: i32| NOSYS);
-    wasi!(reg, module, "fd_seek", |c, _fd: i32, _o: i64, _w: i32, _out: i32| SUCCESS);
+    wasi!(
+        reg,
+        module,
+        "fd_write",
+        |c, fd: i32, iovs: i32, n: i32, out: i32| fd_write(&mut c, fd, iovs, n, out)
+    );
+    wasi!(
+        reg,
+        module,
+        "fd_pwrite",
+        |c, fd: i32, iovs: i32, n: i32, _off: i64, out: i32| fd_write(&mut c, fd, iovs, n, out)
+    );
+    wasi!(
+        reg,
+        module,
+        "fd_read",
+        |c, _fd: i32, _a: i32, _b: i32, _x: i32| NOSYS
+    );
+    wasi!(
+        reg,
+        module,
+        "fd_pread",
+        |c, _fd: i32, _a: i32, _b: i32, _o: i64, _x: i32| NOSYS
+    );
+    wasi!(
+        reg,
+        module,
+        "fd_seek",
+        |c, _fd: i32, _o: i64, _w: i32, _out: i32| SUCCESS
+    );
     wasi!(reg, module, "fd_close", |c, _fd: i32| SUCCESS);
     wasi!(reg, module, "fd_fdstat_get", |c, fd: i32, out: i32| {
         if !is_std(fd) {
@@ -146,17 +181,62 @@ pub(crate) fn add_to_linker(reg: &mut Registry, module: &'static str) -> wasmtim
             _ => FAULT,
         }
     });
-    wasi!(reg, module, "fd_fdstat_set_flags", |c, _fd: i32, _f: i32| NOSYS);
-    wasi!(reg, module, "fd_fdstat_set_rights", |c, fd: i32, _a: i64, _b: i64| if is_std(fd) { SUCCESS } else { BADF });
+    wasi!(
+        reg,
+        module,
+        "fd_fdstat_set_flags",
+        |c, _fd: i32, _f: i32| NOSYS
+    );
+    wasi!(
+        reg,
+        module,
+        "fd_fdstat_set_rights",
+        |c, fd: i32, _a: i64, _b: i64| if is_std(fd) { SUCCESS } else { BADF }
+    );
     wasi!(reg, module, "fd_prestat_get", |c, _fd: i32, _out: i32| BADF);
-    wasi!(reg, module, "fd_prestat_dir_name", |c, _fd: i32, _p: i32, _l: i32| NOSYS);
-    wasi!(reg, module, "fd_filestat_get", |c, _fd: i32, _out: i32| BADF);
-    wasi!(reg, module, "fd_filestat_set_size", |c, fd: i32, _s: i64| if is_std(fd) { SUCCESS } else { BADF });
-    wasi!(reg, module, "fd_filestat_set_times", |c, fd: i32, _a: i64, _m: i64, _f: i32| if is_std(fd) { SUCCESS } else { BADF });
-    wasi!(reg, module, "fd_advise", |c, _fd: i32, _o: i64, _l: i64, _a: i32| SUCCESS);
-    wasi!(reg, module, "fd_allocate", |c, fd: i32, _o: i64, _l: i64| if is_std(fd) { SUCCESS } else { BADF });
-    wasi!(reg, module, "fd_datasync", |c, fd: i32| if is_std(fd) { SUCCESS } else { BADF });
-    wasi!(reg, module, "fd_sync", |c, fd: i32| if is_std(fd) { SUCCESS } else { BADF });
+    wasi!(
+        reg,
+        module,
+        "fd_prestat_dir_name",
+        |c, _fd: i32, _p: i32, _l: i32| NOSYS
+    );
+    wasi!(reg, module, "fd_filestat_get", |c, _fd: i32, _out: i32| {
+        BADF
+    });
+    wasi!(
+        reg,
+        module,
+        "fd_filestat_set_size",
+        |c, fd: i32, _s: i64| if is_std(fd) { SUCCESS } else { BADF }
+    );
+    wasi!(
+        reg,
+        module,
+        "fd_filestat_set_times",
+        |c, fd: i32, _a: i64, _m: i64, _f: i32| if is_std(fd) { SUCCESS } else { BADF }
+    );
+    wasi!(
+        reg,
+        module,
+        "fd_advise",
+        |c, _fd: i32, _o: i64, _l: i64, _a: i32| SUCCESS
+    );
+    wasi!(
+        reg,
+        module,
+        "fd_allocate",
+        |c, fd: i32, _o: i64, _l: i64| if is_std(fd) { SUCCESS } else { BADF }
+    );
+    wasi!(reg, module, "fd_datasync", |c, fd: i32| if is_std(fd) {
+        SUCCESS
+    } else {
+        BADF
+    });
+    wasi!(reg, module, "fd_sync", |c, fd: i32| if is_std(fd) {
+        SUCCESS
+    } else {
+        BADF
+    });
     wasi!(reg, module, "fd_tell", |c, fd: i32, out: i32| {
         if !is_std(fd) {
             return BADF;
@@ -166,29 +246,100 @@ pub(crate) fn add_to_linker(reg: &mut Registry, module: &'static str) -> wasmtim
             _ => FAULT,
         }
     });
-    wasi!(reg, module, "fd_readdir", |c, _fd: i32, _b: i32, _l: i32, _k: i64, used: i32| zero_then(&mut c, used, NOTDIR));
+    wasi!(
+        reg,
+        module,
+        "fd_readdir",
+        |c, _fd: i32, _b: i32, _l: i32, _k: i64, used: i32| zero_then(&mut c, used, NOTDIR)
+    );
     wasi!(reg, module, "fd_renumber", |c, _a: i32, _b: i32| BADF);
-    wasi!(reg, module, "path_open", |c, _fd: i32, _d: i32, _p: i32, _l: i32, _o: i32, _rb: i64, _ri: i64, _f: i32, _out: i32| NOENT);
-    wasi!(reg, module, "path_filestat_get", |c, _fd: i32, _f: i32, _p: i32, _l: i32, _out: i32| NOTSUP);
-    wasi!(reg, module, "path_filestat_set_times", |c, _fd: i32, _f: i32, _p: i32, _l: i32, _a: i64, _m: i64, _ff: i32| NOTSUP);
-    wasi!(reg, module, "path_create_directory", |c, _fd: i32, _p: i32, _l: i32| NOTSUP);
-    wasi!(reg, module, "path_remove_directory", |c, _fd: i32, _p: i32, _l: i32| NOTSUP);
-    wasi!(reg, module, "path_unlink_file", |c, _fd: i32, _p: i32, _l: i32| NOTSUP);
-    wasi!(reg, module, "path_link", |c, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32, _f: i32, _g: i32| NOTSUP);
-    wasi!(reg, module, "path_rename", |c, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32, _f: i32| NOTSUP);
-    wasi!(reg, module, "path_symlink", |c, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32| NOTSUP);
-    wasi!(reg, module, "path_readlink", |c, _fd: i32, _p: i32, _l: i32, _b: i32, _bl: i32, used: i32| zero_then(&mut c, used, NOTSUP));
-    wasi!(reg, module, "environ_sizes_get", |c, count: i32, size: i32| {
-        match with_mem(&mut c, |mem, state| {
-            let env = &state.plugin.config.environment;
-            let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-            write_u32(mem, count, env.len() as u32)?;
-            write_u32(mem, size, bytes as u32)
-        }) {
-            Ok(Ok(())) => SUCCESS,
-            _ => FAULT,
+    wasi!(
+        reg,
+        module,
+        "path_open",
+        |c,
+         _fd: i32,
+         _d: i32,
+         _p: i32,
+         _l: i32,
+         _o: i32,
+         _rb: i64,
+         _ri: i64,
+         _f: i32,
+         _out: i32| NOENT
+    );
+    wasi!(
+        reg,
+        module,
+        "path_filestat_get",
+        |c, _fd: i32, _f: i32, _p: i32, _l: i32, _out: i32| NOTSUP
+    );
+    wasi!(
+        reg,
+        module,
+        "path_filestat_set_times",
+        |c, _fd: i32, _f: i32, _p: i32, _l: i32, _a: i64, _m: i64, _ff: i32| NOTSUP
+    );
+    wasi!(
+        reg,
+        module,
+        "path_create_directory",
+        |c, _fd: i32, _p: i32, _l: i32| NOTSUP
+    );
+    wasi!(
+        reg,
+        module,
+        "path_remove_directory",
+        |c, _fd: i32, _p: i32, _l: i32| NOTSUP
+    );
+    wasi!(
+        reg,
+        module,
+        "path_unlink_file",
+        |c, _fd: i32, _p: i32, _l: i32| NOTSUP
+    );
+    wasi!(
+        reg,
+        module,
+        "path_link",
+        |c, _a: i32, _b: i32, _x: i32, _d: i32, _e: i32, _f: i32, _g: i32| NOTSUP
+    );
+    wasi!(
+        reg,
+        module,
+        "path_rename",
+        |c, _a: i32, _b: i32, _x: i32, _d: i32, _e: i32, _f: i32| NOTSUP
+    );
+    wasi!(
+        reg,
+        module,
+        "path_symlink",
+        |c, _a: i32, _b: i32, _x: i32, _d: i32, _e: i32| NOTSUP
+    );
+    wasi!(
+        reg,
+        module,
+        "path_readlink",
+        |c, _fd: i32, _p: i32, _l: i32, _b: i32, _bl: i32, used: i32| zero_then(
+            &mut c, used, NOTSUP
+        )
+    );
+    wasi!(
+        reg,
+        module,
+        "environ_sizes_get",
+        |c, count: i32, size: i32| {
+            match with_mem(&mut c, |mem, state| {
+                let env = &state.plugin.config.environment;
+                let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+                write_u32(mem, count, env.len() as u32)?;
+                write_u32(mem, size, bytes as u32)
+            }) {
+                Ok(Ok(())) => SUCCESS,
+                _ => FAULT,
+            }
         }
-    });
+    );
     wasi!(reg, module, "environ_get", |c, array: i32, buf: i32| {
         match with_mem(&mut c, |mem, state| {
             let mut at = u(buf);
@@ -219,18 +370,23 @@ pub(crate) fn add_to_linker(reg: &mut Registry, module: &'static str) -> wasmtim
         }
     });
     wasi!(reg, module, "args_get", |c, _a: i32, _b: i32| SUCCESS);
-    wasi!(reg, module, "clock_time_get", |c, id: i32, _precision: i64, out: i32| {
-        let clock = &c.data().env.inner.clock;
-        let now = match id {
-            0 => clock.wall_nanos(),
-            1 => clock.monotonic_nanos(),
-            _ => return NOTSUP,
-        };
-        match with_mem(&mut c, |mem, _| write_u64(mem, out, now)) {
-            Ok(Ok(())) => SUCCESS,
-            _ => FAULT,
+    wasi!(
+        reg,
+        module,
+        "clock_time_get",
+        |c, id: i32, _precision: i64, out: i32| {
+            let clock = &c.data().env.inner.clock;
+            let now = match id {
+                0 => clock.wall_nanos(),
+                1 => clock.monotonic_nanos(),
+                _ => return NOTSUP,
+            };
+            match with_mem(&mut c, |mem, _| write_u64(mem, out, now)) {
+                Ok(Ok(())) => SUCCESS,
+                _ => FAULT,
+            }
         }
-    });
+    );
     wasi!(reg, module, "clock_res_get", |c, id: i32, out: i32| {
         if id != 0 && id != 1 {
             return NOTSUP;
@@ -256,15 +412,37 @@ pub(crate) fn add_to_linker(reg: &mut Registry, module: &'static str) -> wasmtim
         }
     });
     wasi!(reg, module, "sched_yield", |c| SUCCESS);
-    wasi!(reg, module, "poll_oneoff", |c, _in: i32, _out: i32, _n: i32, nevents: i32| zero_then(&mut c, nevents, SUCCESS));
+    wasi!(
+        reg,
+        module,
+        "poll_oneoff",
+        |c, _in: i32, _out: i32, _n: i32, nevents: i32| zero_then(&mut c, nevents, SUCCESS)
+    );
     wasi!(reg, module, "proc_raise", |c, _sig: i32| NOTSUP);
-    wasi!(reg, module, "sock_accept", |c, _fd: i32, _f: i32, out: i32| zero_then(&mut c, out, NOTSUP));
-    wasi!(reg, module, "sock_recv", |c, _fd: i32, _d: i32, _l: i32, _f: i32, out_len: i32, out_flags: i32| {
-        let _ = zero_then(&mut c, out_flags, NOTSUP);
-        zero_then(&mut c, out_len, NOTSUP)
+    wasi!(
+        reg,
+        module,
+        "sock_accept",
+        |c, _fd: i32, _f: i32, out: i32| zero_then(&mut c, out, NOTSUP)
+    );
+    wasi!(
+        reg,
+        module,
+        "sock_recv",
+        |c, _fd: i32, _d: i32, _l: i32, _f: i32, out_len: i32, out_flags: i32| {
+            let _ = zero_then(&mut c, out_flags, NOTSUP);
+            zero_then(&mut c, out_len, NOTSUP)
+        }
+    );
+    wasi!(
+        reg,
+        module,
+        "sock_send",
+        |c, _fd: i32, _d: i32, _l: i32, _f: i32, out: i32| zero_then(&mut c, out, NOTSUP)
+    );
+    wasi!(reg, module, "sock_shutdown", |c, _fd: i32, _how: i32| {
+        NOTSUP
     });
-    wasi!(reg, module, "sock_send", |c, _fd: i32, _d: i32, _l: i32, _f: i32, out: i32| zero_then(&mut c, out, NOTSUP));
-    wasi!(reg, module, "sock_shutdown", |c, _fd: i32, _how: i32| NOTSUP);
 
     reg.record(module, "proc_exit", vec![ValType::I32], vec![]);
     reg.linker.func_wrap(

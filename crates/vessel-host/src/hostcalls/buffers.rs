@@ -88,7 +88,12 @@ fn set_buffer_bytes(
     Ok(())
 }
 
-fn get_buffer_status(caller: &mut Caller<'_, HostState>, ty: i32, ret_len: i32, ret_flags: i32) -> HostResult {
+fn get_buffer_status(
+    caller: &mut Caller<'_, HostState>,
+    ty: i32,
+    ret_len: i32,
+    ret_flags: i32,
+) -> HostResult {
     let ty = buffer_type(ty)?;
     with_mem(caller, |mem, state| {
         let len = state.buffer(ty)?.len();
@@ -98,7 +103,11 @@ fn get_buffer_status(caller: &mut Caller<'_, HostState>, ty: i32, ret_len: i32, 
     Ok(())
 }
 
-fn get_configuration(caller: &mut Caller<'_, HostState>, ret_ptr: i32, ret_size: i32) -> HostResult {
+fn get_configuration(
+    caller: &mut Caller<'_, HostState>,
+    ret_ptr: i32,
+    ret_size: i32,
+) -> HostResult {
     let ty = if caller.data().phase == Phase::Configure {
         BufferType::PluginConfiguration
     } else {

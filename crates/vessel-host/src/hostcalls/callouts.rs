@@ -146,7 +146,13 @@ fn grpc_call(
     start_grpc(
         caller,
         CalloutKind::GrpcCall,
-        [(up, up_len), (svc, svc_len), (method, method_len), (md, md_len), (msg, msg_len)],
+        [
+            (up, up_len),
+            (svc, svc_len),
+            (method, method_len),
+            (md, md_len),
+            (msg, msg_len),
+        ],
         timeout_ms,
         ret,
     )
@@ -168,7 +174,13 @@ fn grpc_stream(
     start_grpc(
         caller,
         CalloutKind::GrpcStream,
-        [(up, up_len), (svc, svc_len), (method, method_len), (md, md_len), (0, 0)],
+        [
+            (up, up_len),
+            (svc, svc_len),
+            (method, method_len),
+            (md, md_len),
+            (0, 0),
+        ],
         0,
         ret,
     )
@@ -216,7 +228,13 @@ fn start_grpc(
     return_u32(caller, ret, token.0)
 }
 
-fn grpc_send(caller: &mut Caller<'_, HostState>, token: i32, msg: i32, msg_len: i32, end: i32) -> HostResult {
+fn grpc_send(
+    caller: &mut Caller<'_, HostState>,
+    token: i32,
+    msg: i32,
+    msg_len: i32,
+    end: i32,
+) -> HostResult {
     with_mem(caller, |mem, state| {
         let token = Token(u(token));
         let call = state.callouts.get(&token.0).ok_or(Status::NotFound)?;

@@ -41,7 +41,12 @@ fn map_type(ty: i32) -> Result<MapType, Status> {
     MapType::try_from(u(ty)).map_err(|_| Status::BadArgument)
 }
 
-fn get_header_map_pairs(caller: &mut Caller<'_, HostState>, ty: i32, ret_ptr: i32, ret_size: i32) -> HostResult {
+fn get_header_map_pairs(
+    caller: &mut Caller<'_, HostState>,
+    ty: i32,
+    ret_ptr: i32,
+    ret_size: i32,
+) -> HostResult {
     let ty = map_type(ty)?;
     let len = caller.data().map(ty).map_or(0, |m| m.encoded_len());
     return_blob(caller, ret_ptr, ret_size, len, |dst, state| {
@@ -52,7 +57,12 @@ fn get_header_map_pairs(caller: &mut Caller<'_, HostState>, ty: i32, ret_ptr: i3
     })
 }
 
-fn set_header_map_pairs(caller: &mut Caller<'_, HostState>, ty: i32, ptr: i32, size: i32) -> HostResult {
+fn set_header_map_pairs(
+    caller: &mut Caller<'_, HostState>,
+    ty: i32,
+    ptr: i32,
+    size: i32,
+) -> HostResult {
     let ty = map_type(ty)?;
     with_mem(caller, |mem, state| {
         let bytes = read(mem, ptr, size)?;
@@ -84,7 +94,10 @@ fn get_header_map_value(
     let (index, len) = with_mem(caller, |mem, state| {
         let key = read(mem, key, key_len)?;
         let map = state.map(ty)?;
-        Ok::<_, Status>(map.position(key).map(|i| (i, map.value_at(i).map_or(0, <[u8]>::len))))
+        Ok::<_, Status>(
+            map.position(key)
+                .map(|i| (i, map.value_at(i).map_or(0, <[u8]>::len))),
+        )
     })??
     .map_or((None, 0), |(i, l)| (Some(i), l));
     let Some(index) = index else {
@@ -94,7 +107,13 @@ fn get_header_map_value(
         return Err(Status::NotFound.into());
     };
     return_blob(caller, ret_ptr, ret_size, len, |dst, state| {
-        fill(dst, state.map(ty)?.value_at(index).ok_or(Status::InternalFailure)?)
+        fill(
+            dst,
+            state
+                .map(ty)?
+                .value_at(index)
+                .ok_or(Status::InternalFailure)?,
+        )
     })
 }
 
@@ -106,7 +125,9 @@ fn add_header_map_value(
     val: i32,
     val_len: i32,
 ) -> HostResult {
-    edit(caller, ty, key, key_len, val, val_len, |m, k, v| m.append(k, v))
+    edit(caller, ty, key, key_len, val, val_len, |m, k, v| {
+        m.append(k, v)
+    })
 }
 
 fn replace_header_map_value(
@@ -117,10 +138,17 @@ fn replace_header_map_value(
     val: i32,
     val_len: i32,
 ) -> HostResult {
-    edit(caller, ty, key, key_len, val, val_len, |m, k, v| m.insert(k, v))
+    edit(caller, ty, key, key_len, val, val_len, |m, k, v| {
+        m.insert(k, v)
+    })
 }
 
-fn remove_header_map_value(caller: &mut Caller<'_, HostState>, ty: i32, key: i32, key_len: i32) -> HostResult {
+fn remove_header_map_value(
+    caller: &mut Caller<'_, HostState>,
+    ty: i32,
+    key: i32,
+    key_len: i32,
+) -> HostResult {
     edit(caller, ty, key, key_len, 0, 0, |m, k, _| {
         m.remove(k);
     })

@@ -28,7 +28,13 @@ pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn define_metric(caller: &mut Caller<'_, HostState>, ty: i32, name: i32, name_len: i32, ret: i32) -> HostResult {
+fn define_metric(
+    caller: &mut Caller<'_, HostState>,
+    ty: i32,
+    name: i32,
+    name_len: i32,
+    ret: i32,
+) -> HostResult {
     let ty = MetricType::try_from(u(ty)).map_err(|_| Status::BadArgument)?;
     let id = with_mem(caller, |mem, state| {
         range(mem.len(), ret, 4)?;

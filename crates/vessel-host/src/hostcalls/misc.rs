@@ -19,10 +19,20 @@ pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
     hostcall!(reg, "env", "proxy_redis_init", unimplemented7,
         a: i32, b: i32, c: i32, d: i32, e: i32, f: i32, g: i32);
     hostcall!(reg, "env", "proxy_redis_call", unimplemented5, a: i32, b: i32, c: i32, d: i32, e: i32);
-    reg.record("env", "pthread_equal", vec![ValType::I32; 2], vec![ValType::I32]);
+    reg.record(
+        "env",
+        "pthread_equal",
+        vec![ValType::I32; 2],
+        vec![ValType::I32],
+    );
     reg.linker
         .func_wrap("env", "pthread_equal", |a: i32, b: i32| i32::from(a == b))?;
-    reg.record("env", "emscripten_notify_memory_growth", vec![ValType::I32], vec![]);
+    reg.record(
+        "env",
+        "emscripten_notify_memory_growth",
+        vec![ValType::I32],
+        vec![],
+    );
     reg.linker
         .func_wrap("env", "emscripten_notify_memory_growth", |_: i32| {})?;
     Ok(())
@@ -46,6 +56,13 @@ fn unimplemented7(
     fixed(Status::Unimplemented)
 }
 
-fn unimplemented5(_: &mut Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32, _: i32) -> HostResult {
+fn unimplemented5(
+    _: &mut Caller<'_, HostState>,
+    _: i32,
+    _: i32,
+    _: i32,
+    _: i32,
+    _: i32,
+) -> HostResult {
     fixed(Status::Unimplemented)
 }

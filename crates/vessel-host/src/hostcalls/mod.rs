@@ -131,7 +131,13 @@ impl AbiTy for i64 {
 }
 
 impl Registry {
-    pub(crate) fn record(&mut self, module: &'static str, name: &'static str, params: Vec<ValType>, results: Vec<ValType>) {
+    pub(crate) fn record(
+        &mut self,
+        module: &'static str,
+        name: &'static str,
+        params: Vec<ValType>,
+        results: Vec<ValType>,
+    ) {
         self.table.by_name.entry(module).or_default().insert(
             name,
             ImportSig {
@@ -195,4 +201,3 @@ pub(crate) fn fixed(status: vessel_abi::Status) -> HostResult {
         Err(status.into())
     }
 }
-

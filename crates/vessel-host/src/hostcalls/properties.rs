@@ -25,7 +25,13 @@ pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn get_property(caller: &mut Caller<'_, HostState>, path: i32, path_len: i32, ret_ptr: i32, ret_size: i32) -> HostResult {
+fn get_property(
+    caller: &mut Caller<'_, HostState>,
+    path: i32,
+    path_len: i32,
+    ret_ptr: i32,
+    ret_size: i32,
+) -> HostResult {
     let value = with_mem(caller, |mem, state| {
         let path = read(mem, path, path_len)?;
         resolve(state, path)
@@ -36,7 +42,13 @@ fn get_property(caller: &mut Caller<'_, HostState>, path: i32, path_len: i32, re
     }
 }
 
-fn set_property(caller: &mut Caller<'_, HostState>, path: i32, path_len: i32, val: i32, val_len: i32) -> HostResult {
+fn set_property(
+    caller: &mut Caller<'_, HostState>,
+    path: i32,
+    path_len: i32,
+    val: i32,
+    val_len: i32,
+) -> HostResult {
     with_mem(caller, |mem, state| {
         let path = read(mem, path, path_len)?.to_vec();
         let val = read(mem, val, val_len)?.to_vec();
@@ -76,10 +88,10 @@ pub(crate) fn resolve(state: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>,
             return Ok(Some(v.to_vec()));
         }
     }
-    if let Some(Context::Root(r)) = state.contexts.get(&root.0) {
-        if let Some(v) = r.properties.get(path) {
-            return Ok(Some(v.to_vec()));
-        }
+    if let Some(Context::Root(r)) = state.contexts.get(&root.0)
+        && let Some(v) = r.properties.get(path)
+    {
+        return Ok(Some(v.to_vec()));
     }
     if let Some(v) = config.properties.get(path) {
         return Ok(Some(v.to_vec()));
@@ -128,7 +140,11 @@ fn derived(h: &HttpContext, segs: &[&[u8]]) -> Option<Vec<u8>> {
         [b"request", b"headers", name] => header(req, name),
         [b"response", b"code"] => {
             let status = std::str::from_utf8(resp?.get(b":status")?).ok()?;
-            status.trim().parse::<i64>().ok().map(|c| c.to_le_bytes().to_vec())
+            status
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .map(|c| c.to_le_bytes().to_vec())
         }
         [b"response", b"headers"] => whole(resp),
         [b"response", b"headers", name] => header(resp, name),

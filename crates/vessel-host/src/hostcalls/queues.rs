@@ -27,7 +27,12 @@ pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn register_shared_queue(caller: &mut Caller<'_, HostState>, name: i32, name_len: i32, ret: i32) -> HostResult {
+fn register_shared_queue(
+    caller: &mut Caller<'_, HostState>,
+    name: i32,
+    name_len: i32,
+    ret: i32,
+) -> HostResult {
     let token = with_mem(caller, |mem, state| {
         range(mem.len(), ret, 4)?;
         let name = read(mem, name, name_len)?;
@@ -35,11 +40,11 @@ fn register_shared_queue(caller: &mut Caller<'_, HostState>, name: i32, name_len
             vm: state.instance,
             root: state.target_root(),
         };
-        Ok::<_, vessel_abi::Status>(state
-            .env
-            .inner
-            .queues
-            .register(&state.plugin.config.vm_id, name, owner))
+        Ok::<_, vessel_abi::Status>(state.env.inner.queues.register(
+            &state.plugin.config.vm_id,
+            name,
+            owner,
+        ))
     })??;
     return_u32(caller, ret, token.0)
 }
@@ -71,7 +76,12 @@ fn resolve_shared_queue(
     return_u32(caller, ret, token.0)
 }
 
-fn enqueue_shared_queue(caller: &mut Caller<'_, HostState>, token: i32, val: i32, val_len: i32) -> HostResult {
+fn enqueue_shared_queue(
+    caller: &mut Caller<'_, HostState>,
+    token: i32,
+    val: i32,
+    val_len: i32,
+) -> HostResult {
     with_mem(caller, |mem, state| {
         let val = read(mem, val, val_len)?;
         let token = QueueToken(u(token));
@@ -86,7 +96,17 @@ fn enqueue_shared_queue(caller: &mut Caller<'_, HostState>, token: i32, val: i32
     Ok(())
 }
 
-fn dequeue_shared_queue(caller: &mut Caller<'_, HostState>, token: i32, ret_ptr: i32, ret_size: i32) -> HostResult {
-    let item = caller.data().env.inner.queues.dequeue(QueueToken(u(token)))?;
+fn dequeue_shared_queue(
+    caller: &mut Caller<'_, HostState>,
+    token: i32,
+    ret_ptr: i32,
+    ret_size: i32,
+) -> HostResult {
+    let item = caller
+        .data()
+        .env
+        .inner
+        .queues
+        .dequeue(QueueToken(u(token)))?;
     return_bytes(caller, ret_ptr, ret_size, &item)
 }

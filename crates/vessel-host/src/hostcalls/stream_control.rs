@@ -168,7 +168,12 @@ fn done(caller: &mut Caller<'_, HostState>) -> HostResult {
     }
 }
 
-fn get_status(caller: &mut Caller<'_, HostState>, code: i32, msg_ptr: i32, msg_size: i32) -> HostResult {
+fn get_status(
+    caller: &mut Caller<'_, HostState>,
+    code: i32,
+    msg_ptr: i32,
+    msg_size: i32,
+) -> HostResult {
     let (status, message) = with_mem(caller, |mem, state| {
         range(mem.len(), code, 4)?;
         let root = state.target_root();

@@ -44,9 +44,12 @@ impl Default for SharedDataLimits {
     }
 }
 
+/// One vm_id's entries: key → (value, cas).
+type Space = HashMap<Vec<u8>, (Vec<u8>, u32)>;
+
 #[derive(Debug, Default)]
 struct Inner {
-    spaces: HashMap<String, HashMap<Vec<u8>, (Vec<u8>, u32)>>,
+    spaces: HashMap<String, Space>,
     next_cas: u32,
     total_bytes: usize,
 }

@@ -58,10 +58,12 @@ fn check_headers(
 }
 
 fn check_body(what: &str, expected: &Option<String>, got: &str, out: &mut Vec<String>) {
-    if let Some(b) = expected {
-        if b != got {
-            out.push(format!("{what}.body:\n  expected: {b:?}\n  got:      {got:?}"));
-        }
+    if let Some(b) = expected
+        && b != got
+    {
+        out.push(format!(
+            "{what}.body:\n  expected: {b:?}\n  got:      {got:?}"
+        ));
     }
 }
 
@@ -88,7 +90,14 @@ pub fn check(expect: &Expect, obs: &Observation) -> Vec<String> {
         match &obs.upstream_request {
             None => out.push("upstream_request: the request never reached the upstream".into()),
             Some(got) => {
-                check_headers("upstream_request", got, &e.headers_include, &e.headers_exclude, &e.trailers_include, &mut out);
+                check_headers(
+                    "upstream_request",
+                    got,
+                    &e.headers_include,
+                    &e.headers_exclude,
+                    &e.trailers_include,
+                    &mut out,
+                );
                 check_body("upstream_request", &e.body, &got.body, &mut out);
             }
         }
@@ -104,15 +113,22 @@ pub fn check(expect: &Expect, obs: &Observation) -> Vec<String> {
                 out.push(format!("response: the client got no response: {why}"));
             }
             Some(got) => {
-                if let Some(s) = e.status {
-                    if got.status != Some(s) {
-                        out.push(format!(
-                            "response.status: expected {s}, got {}",
-                            got.status.map_or("none".into(), |g| g.to_string())
-                        ));
-                    }
+                if let Some(s) = e.status
+                    && got.status != Some(s)
+                {
+                    out.push(format!(
+                        "response.status: expected {s}, got {}",
+                        got.status.map_or("none".into(), |g| g.to_string())
+                    ));
                 }
-                check_headers("response", got, &e.headers_include, &e.headers_exclude, &e.trailers_include, &mut out);
+                check_headers(
+                    "response",
+                    got,
+                    &e.headers_include,
+                    &e.headers_exclude,
+                    &e.trailers_include,
+                    &mut out,
+                );
                 check_body("response", &e.body, &got.body, &mut out);
             }
         }
@@ -121,7 +137,10 @@ pub fn check(expect: &Expect, obs: &Observation) -> Vec<String> {
         if !obs.logs.iter().any(|l| l.contains(want.as_str())) {
             out.push(format!(
                 "logs_include: no log line contains {want:?}; lines were:{}",
-                obs.logs.iter().map(|l| format!("\n  | {l}")).collect::<String>()
+                obs.logs
+                    .iter()
+                    .map(|l| format!("\n  | {l}"))
+                    .collect::<String>()
             ));
         }
     }
@@ -145,7 +164,12 @@ pub(crate) fn expectation_from(obs: &Observation) -> Expect {
         }),
         response: obs.response.as_ref().map(|m| ExpectResponse {
             status: m.status,
-            headers_include: m.headers.iter().filter(|(k, _)| k != ":status").cloned().collect(),
+            headers_include: m
+                .headers
+                .iter()
+                .filter(|(k, _)| k != ":status")
+                .cloned()
+                .collect(),
             headers_exclude: Vec::new(),
             body: Some(m.body.clone()),
             trailers_include: m.trailers.clone(),

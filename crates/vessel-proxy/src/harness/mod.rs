@@ -125,7 +125,11 @@ impl Report {
 
     /// Number of passing and failing streams.
     pub fn counts(&self) -> (usize, usize) {
-        let failed = self.results.iter().filter(|r| !r.failures.is_empty()).count();
+        let failed = self
+            .results
+            .iter()
+            .filter(|r| !r.failures.is_empty())
+            .count();
         (self.results.len() - failed, failed)
     }
 
@@ -133,8 +137,18 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for r in &self.results {
-            let verdict = if r.failures.is_empty() { "PASS" } else { "FAIL" };
-            let _ = writeln!(out, "{verdict} {} [{}] {}", r.file.display(), r.index, r.label);
+            let verdict = if r.failures.is_empty() {
+                "PASS"
+            } else {
+                "FAIL"
+            };
+            let _ = writeln!(
+                out,
+                "{verdict} {} [{}] {}",
+                r.file.display(),
+                r.index,
+                r.label
+            );
             for f in &r.failures {
                 for (i, line) in f.lines().enumerate() {
                     let _ = writeln!(out, "    {}{line}", if i == 0 { "- " } else { "  " });

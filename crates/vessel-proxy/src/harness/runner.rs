@@ -47,7 +47,12 @@ impl Capture {
     fn since(&self, start: usize) -> Vec<String> {
         self.lines
             .lock()
-            .map(|l| l[start.min(l.len())..].iter().map(|(_, m)| m.clone()).collect())
+            .map(|l| {
+                l[start.min(l.len())..]
+                    .iter()
+                    .map(|(_, m)| m.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -193,12 +198,11 @@ impl Loaded {
                 });
             }
         }
-        if ctx != ContextId(0) {
-            if let Ok(vm) = &mut self.vm {
-                if let Err(e) = vm.finish_http_stream(ctx) {
-                    obs.vm_failure.get_or_insert_with(|| e.to_string());
-                }
-            }
+        if ctx != ContextId(0)
+            && let Ok(vm) = &mut self.vm
+            && let Err(e) = vm.finish_http_stream(ctx)
+        {
+            obs.vm_failure.get_or_insert_with(|| e.to_string());
         }
         obs.logs = self.capture.since(start);
         obs
@@ -224,7 +228,12 @@ enum Step {
 
 fn map_to_headers(map: &HeaderMap) -> Headers {
     map.iter()
-        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -257,11 +266,13 @@ impl Driver<'_> {
             }
             for effect in effects {
                 match effect {
-                    Effect::ContinueStream { context, stream } if context == self.ctx => match stream {
-                        StreamType::HttpRequest => self.continued[0] = true,
-                        StreamType::HttpResponse => self.continued[1] = true,
-                        _ => {}
-                    },
+                    Effect::ContinueStream { context, stream } if context == self.ctx => {
+                        match stream {
+                            StreamType::HttpRequest => self.continued[0] = true,
+                            StreamType::HttpResponse => self.continued[1] = true,
+                            _ => {}
+                        }
+                    }
                     Effect::CloseStream { context, .. } if context == self.ctx => self.reset = true,
                     Effect::LocalResponse { context, response } if context == self.ctx => {
                         self.local.get_or_insert(response);
@@ -277,7 +288,8 @@ impl Driver<'_> {
                     }
                     Effect::GrpcCall { token, .. } | Effect::GrpcStream { token, .. } => {
                         // `vessel test` has no canned gRPC answers yet.
-                        self.vm.on_grpc_close(token, 14, "vessel test: no gRPC upstream")?;
+                        self.vm
+                            .on_grpc_close(token, 14, "vessel test: no gRPC upstream")?;
                     }
                     Effect::QueueReady { vm, root, token } if vm == self.vm.instance_id() => {
                         self.vm.on_queue_ready(root, token)?;
@@ -322,7 +334,11 @@ impl Driver<'_> {
         };
         let up = stream.upstream.as_ref().unwrap_or(&default);
         let body = up.body.as_bytes();
-        let chunks: Vec<&[u8]> = if body.is_empty() { Vec::new() } else { vec![body] };
+        let chunks: Vec<&[u8]> = if body.is_empty() {
+            Vec::new()
+        } else {
+            vec![body]
+        };
         let trailers = (!up.trailers.is_empty()).then(|| to_map(&up.trailers));
         let response = self.direction(1, to_map(&up.headers), &chunks, trailers)?;
         match response {
@@ -347,7 +363,12 @@ impl Driver<'_> {
         Ok(())
     }
 
-    fn respond(&mut self, headers: HeaderMap, body: Vec<u8>, trailers: HeaderMap) -> Result<(), VmError> {
+    fn respond(
+        &mut self,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        trailers: HeaderMap,
+    ) -> Result<(), VmError> {
         let status = headers
             .get_str(":status")
             .and_then(|s| s.parse::<u16>().ok());
@@ -380,7 +401,11 @@ impl Driver<'_> {
         }
         self.obs.in_response_phase = true;
         let body = reply.body;
-        let chunks: Vec<&[u8]> = if body.is_empty() { Vec::new() } else { vec![&body] };
+        let chunks: Vec<&[u8]> = if body.is_empty() {
+            Vec::new()
+        } else {
+            vec![&body]
+        };
         match self.direction(1, headers.clone(), &chunks, None)? {
             Some((h, b, t)) => self.respond(h, b, t),
             None => self.respond(headers, body.clone(), HeaderMap::new()),
@@ -398,10 +423,18 @@ impl Driver<'_> {
         trailers: Option<HeaderMap>,
     ) -> Result<Option<(HeaderMap, Vec<u8>, HeaderMap)>, VmError> {
         let (hty, bty, tty) = if dir == 0 {
-            (MapType::HttpRequestHeaders, BufferType::HttpRequestBody, MapType::HttpRequestTrailers)
+            (
+                MapType::HttpRequestHeaders,
+                BufferType::HttpRequestBody,
+                MapType::HttpRequestTrailers,
+            )
         } else {
             self.obs.in_response_phase = true;
-            (MapType::HttpResponseHeaders, BufferType::HttpResponseBody, MapType::HttpResponseTrailers)
+            (
+                MapType::HttpResponseHeaders,
+                BufferType::HttpResponseBody,
+                MapType::HttpResponseTrailers,
+            )
         };
         let has_trailers = trailers.is_some();
         let eos = chunks.is_empty() && !has_trailers;
@@ -480,7 +513,12 @@ impl Driver<'_> {
         Ok(Some((out_headers, out_body, out_trailers)))
     }
 
-    fn body_step(&mut self, dir: usize, st: FilterDataStatus, bty: BufferType) -> Result<Step, VmError> {
+    fn body_step(
+        &mut self,
+        dir: usize,
+        st: FilterDataStatus,
+        bty: BufferType,
+    ) -> Result<Step, VmError> {
         if st == FilterDataStatus::Continue || self.continued[dir] {
             return Ok(Step::Go);
         }
@@ -508,7 +546,10 @@ impl Driver<'_> {
         Ok(Step::Stop)
     }
 
-    fn stop_for_good(&mut self, _dir: usize) -> Result<Option<(HeaderMap, Vec<u8>, HeaderMap)>, VmError> {
+    fn stop_for_good(
+        &mut self,
+        _dir: usize,
+    ) -> Result<Option<(HeaderMap, Vec<u8>, HeaderMap)>, VmError> {
         Ok(None)
     }
 }

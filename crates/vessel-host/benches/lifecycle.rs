@@ -1,0 +1,70 @@
+//! One full HTTP request lifecycle through a Rust-SDK filter:
+//! context create, request headers (7), response headers (3), then
+//! `on_log`, `on_done`, `on_delete`. Run with `cargo xtask bench`.
+//!
+//! * `bench_headers`: the filter reads one request header, adds a request
+//!   header and adds a response header.
+//! * `noop`: the same lifecycle through a filter that does nothing.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use vessel_host::{Engine, HeaderMap, HostEnv, Plugin, PluginConfig, Vm};
+
+fn guest(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../spec-tests/guests/target/wasm32-wasip1/release")
+        .join(format!("guest_{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the guests with `cargo xtask guests`",
+            path.display()
+        )
+    })
+}
+
+fn request() -> HeaderMap {
+    HeaderMap::from_pairs([
+        (":method", "GET"),
+        (":path", "/api/v1/items?limit=10"),
+        (":authority", "example.com"),
+        (":scheme", "http"),
+        ("user-agent", "bench/1.0"),
+        ("accept", "*/*"),
+        ("x-bench", "1"),
+    ])
+}
+
+fn response() -> HeaderMap {
+    HeaderMap::from_pairs([
+        (":status", "200"),
+        ("content-type", "application/json"),
+        ("content-length", "2"),
+    ])
+}
+
+fn lifecycle(c: &mut Criterion) {
+    let engine = Engine::default();
+    let env = HostEnv::default();
+    let mut group = c.benchmark_group("lifecycle");
+    for name in ["bench_headers", "noop"] {
+        let plugin = Plugin::load(&engine, &guest(name), PluginConfig::named(name)).expect("loads");
+        let mut vm = Vm::new(&plugin, &env).expect("starts");
+        let (req, resp) = (request(), response());
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let ctx = vm.create_http_context().unwrap();
+                vm.on_request_headers(ctx, req.clone(), true).unwrap();
+                vm.on_response_headers(ctx, resp.clone(), true).unwrap();
+                vm.finish_http_stream(ctx).unwrap();
+            });
+        });
+        assert_eq!(vm.context_count(), 1, "every stream context was deleted");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, lifecycle);
+criterion_main!(benches);
