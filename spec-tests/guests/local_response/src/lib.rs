@@ -1,0 +1,155 @@
+//! `guest_local_response`: `proxy_send_local_response` (ABI reference §4.4,
+//! §11.3) from request headers, from the request body and from response
+//! headers, selected by `:path`.
+//!
+//! | `:path`           | where                  | reply |
+//! |-------------------|------------------------|-------|
+//! | `/local/headers`  | request headers        | 403, `x-local: headers`, body `denied by headers\n` |
+//! | `/local/body`     | request body (at eos)  | 400, `x-local: body`, body `request body was: <body>\n` |
+//! | `/local/response` | response headers       | 500, `x-local: response`, body `replaced upstream <status>\n` |
+//! | `/local/empty`    | request headers        | 204, no headers, no body |
+//! | `/local/multi`    | request headers        | 200, two `set-cookie` headers, body `multi\n` |
+//! | `/local/grpc`     | request headers        | gRPC reply, grpc-status 7, message `denied` |
+//!
+//! The full contract (log lines included) is in `spec-tests/guests/README.md`.
+
+use log::info;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(LocalRoot) });
+}}
+
+struct LocalRoot;
+
+impl Context for LocalRoot {}
+
+impl RootContext for LocalRoot {
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Local::default()))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+#[derive(Default)]
+struct Local {
+    path: String,
+    /// Set once this context has sent a local reply; the reply itself may
+    /// come back through on_http_response_headers (Envoy does that).
+    replied: bool,
+}
+
+impl Local {
+    fn reply(
+        &mut self,
+        where_: &str,
+        status: u32,
+        headers: Vec<(&str, &str)>,
+        body: Option<&[u8]>,
+    ) {
+        info!("local_response: sending {status} from {where_}");
+        self.replied = true;
+        self.send_http_response(status, headers, body);
+    }
+}
+
+impl Context for Local {}
+
+impl HttpContext for Local {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.path = self.get_http_request_header(":path").unwrap_or_default();
+        info!(
+            "local_response: request path={} end_of_stream={end_of_stream}",
+            self.path
+        );
+        match self.path.as_str() {
+            "/local/headers" => {
+                self.reply(
+                    "request_headers",
+                    403,
+                    vec![("x-local", "headers")],
+                    Some(b"denied by headers\n"),
+                );
+                Action::Pause
+            }
+            "/local/body" if end_of_stream => {
+                // No body will come: answer now with an empty body.
+                self.reply(
+                    "request_headers",
+                    400,
+                    vec![("x-local", "body")],
+                    Some(b"request body was: \n"),
+                );
+                Action::Pause
+            }
+            "/local/empty" => {
+                self.reply("request_headers", 204, vec![], None);
+                Action::Pause
+            }
+            "/local/multi" => {
+                self.reply(
+                    "request_headers",
+                    200,
+                    vec![
+                        ("set-cookie", "a=1"),
+                        ("set-cookie", "b=2"),
+                        ("x-local", "multi"),
+                    ],
+                    Some(b"multi\n"),
+                );
+                Action::Pause
+            }
+            "/local/grpc" => {
+                info!("local_response: sending grpc status 7 from request_headers");
+                self.replied = true;
+                self.send_grpc_response(GrpcStatusCode::PermissionDenied, Some("denied"), vec![]);
+                Action::Pause
+            }
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.path != "/local/body" || self.replied {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let reply = format!("request body was: {}\n", String::from_utf8_lossy(&body));
+        self.reply(
+            "request_body",
+            400,
+            vec![("x-local", "body")],
+            Some(reply.as_bytes()),
+        );
+        Action::Pause
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let status = self.get_http_response_header(":status").unwrap_or_default();
+        if self.replied {
+            // Our own local reply travelling through the response path.
+            info!("local_response: response headers of local reply status={status}");
+            return Action::Continue;
+        }
+        info!("local_response: upstream response status={status}");
+        if self.path == "/local/response" {
+            let body = format!("replaced upstream {status}\n");
+            self.reply(
+                "response_headers",
+                500,
+                vec![("x-local", "response")],
+                Some(body.as_bytes()),
+            );
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+}

@@ -1,0 +1,159 @@
+;; abi_v0_1_0.wat — a minimal ABI 0.1.0 module.
+;;
+;; What it does
+;;   Exports proxy_abi_version_0_1_0. Imports the 0.1.0-only hostcalls
+;;   proxy_get_configuration, proxy_continue_request, proxy_continue_response
+;;   and proxy_clear_route_cache (each () -> i32 except get_configuration)
+;;   and no 0.2.x-only ones.
+;;   proxy_on_configure(root, size) calls proxy_get_configuration and logs
+;;       abi_v0_1_0: get_configuration=<status>
+;;       abi_v0_1_0: configuration=<the bytes returned>
+;;   proxy_on_request_headers(ctx, num_headers) — 2 params — logs
+;;       abi_v0_1_0: on_request_headers num_headers=<n>
+;;       abi_v0_1_0: get_header_map_value.missing=<status>
+;;       abi_v0_1_0: get_header_map_value.missing_size=<size>
+;;   (for the absent request header "x-missing"); returns 0.
+;;   proxy_on_response_headers(ctx, num_headers) logs
+;;       abi_v0_1_0: on_response_headers num_headers=<n>
+;;
+;; What the host is expected to do (ABI reference §1.2, §4.1)
+;;   Load it as ABI 0.1.0, link the 0.1.0-only imports, call the header
+;;   callbacks with 2 arguments. get_configuration = 0 and configuration =
+;;   the plugin configuration (inside on_configure). For the missing header
+;;   0.1.0 returns OK with an empty value: missing = 0, missing_size = 0.
+(module
+  (import "env" "proxy_log" (func $proxy_log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value"
+    (func $get_header_map_value (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_configuration"
+    (func $get_configuration (param i32 i32) (result i32)))
+  (import "env" "proxy_continue_request" (func $continue_request (result i32)))
+  (import "env" "proxy_continue_response" (func $continue_response (result i32)))
+  (import "env" "proxy_clear_route_cache" (func $clear_route_cache (result i32)))
+
+  ;; ------------------------------------------------------------------
+  ;; Common prelude (same in every logging WAT module of this folder).
+  ;; Memory layout:
+  ;;   0x0000-0x00FF  hostcall out-parameters (0x10 ret ptr, 0x14 ret size,
+  ;;                  0x18 u32/u64 out, 0x20 iovecs)
+  ;;   0x0100-0x08FF  line buffer for log messages
+  ;;   0x0900-0x09FF  digit scratch
+  ;;   0x1000-0x7FFF  NUL-terminated strings, one per 64-byte slot
+  ;;   0x8000-0xFFFF  binary constants (serialized maps)
+  ;;   0x10000-       bump heap of the allocator (grows memory on demand)
+  ;; ------------------------------------------------------------------
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 0x10000))
+  (global $len (mut i32) (i32.const 0))
+
+  ;; Bump allocator: 8-byte aligned, never frees, 0 on failure.
+  (func $alloc (param $size i32) (result i32)
+    (local $p i32) (local $end i32) (local $have i32)
+    (if (i32.gt_u (local.get $size) (i32.const 0x10000000))
+      (then (return (i32.const 0))))
+    (local.set $p (global.get $heap))
+    (local.set $end
+      (i32.and (i32.add (i32.add (local.get $p) (local.get $size)) (i32.const 7))
+               (i32.const -8)))
+    (local.set $have (i32.shl (memory.size) (i32.const 16)))
+    (if (i32.gt_u (local.get $end) (local.get $have))
+      (then
+        (if (i32.eq
+              (memory.grow
+                (i32.shr_u (i32.add (i32.sub (local.get $end) (local.get $have))
+                                    (i32.const 0xFFFF))
+                           (i32.const 16)))
+              (i32.const -1))
+          (then (return (i32.const 0))))))
+    (global.set $heap (local.get $end))
+    (local.get $p))
+  (export "proxy_on_memory_allocate" (func $alloc))
+  (export "malloc" (func $alloc))
+
+  (func $strlen (param $p i32) (result i32)
+    (local $n i32)
+    (block $done
+      (loop $next
+        (br_if $done (i32.eqz (i32.load8_u (i32.add (local.get $p) (local.get $n)))))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br $next)))
+    (local.get $n))
+  ;; Appends $n bytes at $p to the line buffer (truncated at 0x700 bytes).
+  (func $put (param $p i32) (param $n i32)
+    (if (i32.gt_u (i32.add (global.get $len) (local.get $n)) (i32.const 0x700))
+      (then (local.set $n (i32.sub (i32.const 0x700) (global.get $len)))))
+    (memory.copy (i32.add (i32.const 0x100) (global.get $len)) (local.get $p) (local.get $n))
+    (global.set $len (i32.add (global.get $len) (local.get $n))))
+  (func $puts (param $p i32) (call $put (local.get $p) (call $strlen (local.get $p))))
+  ;; Appends $v as unsigned decimal.
+  (func $putu (param $v i32)
+    (local $i i32)
+    (local.set $i (i32.const 0x0A00))
+    (loop $digit
+      (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+      (i32.store8 (local.get $i)
+        (i32.add (i32.const 48) (i32.rem_u (local.get $v) (i32.const 10))))
+      (local.set $v (i32.div_u (local.get $v) (i32.const 10)))
+      (br_if $digit (local.get $v)))
+    (call $put (local.get $i) (i32.sub (i32.const 0x0A00) (local.get $i))))
+  ;; Logs the line buffer at $level and clears it.
+  (func $flush (param $level i32)
+    (drop (call $proxy_log (local.get $level) (i32.const 0x100) (global.get $len)))
+    (global.set $len (i32.const 0)))
+  ;; Logs "<prefix (slot 0)><name>=<status>" at INFO.
+  (func $report (param $name i32) (param $status i32)
+    (call $puts (i32.const 0x1000))
+    (call $puts (local.get $name))
+    (call $puts (i32.const 0x1040))
+    (call $putu (local.get $status))
+    (call $flush (i32.const 2)))
+  ;; Logs "<prefix (slot 0)><text>" at INFO.
+  (func $say (param $text i32)
+    (call $puts (i32.const 0x1000))
+    (call $puts (local.get $text))
+    (call $flush (i32.const 2)))
+  ;; ---------------------------- end of prelude ----------------------
+
+  (data (i32.const 0x1000) "abi_v0_1_0: \00")               ;; slot 0: prefix
+  (data (i32.const 0x1040) "=\00")
+  (data (i32.const 0x1080) "x-missing\00")
+  (data (i32.const 0x10C0) "get_header_map_value.missing\00")
+  (data (i32.const 0x1100) "on_request_headers num_headers=\00")
+  (data (i32.const 0x1140) "on_response_headers num_headers=\00")
+  (data (i32.const 0x1180) "get_header_map_value.missing_size\00")
+  (data (i32.const 0x11C0) "get_configuration\00")
+  (data (i32.const 0x1200) "configuration=\00")
+
+  (func (export "proxy_abi_version_0_1_0"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (i32.store (i32.const 0x10) (i32.const 0))
+    (i32.store (i32.const 0x14) (i32.const 0))
+    (call $report (i32.const 0x11C0)
+      (call $get_configuration (i32.const 0x10) (i32.const 0x14)))
+    (call $puts (i32.const 0x1000))
+    (call $puts (i32.const 0x1200))
+    (call $put (i32.load (i32.const 0x10)) (i32.load (i32.const 0x14)))
+    (call $flush (i32.const 2))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (result i32)
+    (call $puts (i32.const 0x1000))
+    (call $puts (i32.const 0x1100))
+    (call $putu (local.get $n))
+    (call $flush (i32.const 2))
+    (i32.store (i32.const 0x14) (i32.const 0xFFFF))
+    (call $report (i32.const 0x10C0)
+      (call $get_header_map_value (i32.const 0) (i32.const 0x1080) (i32.const 9)
+        (i32.const 0x10) (i32.const 0x14)))
+    (call $report (i32.const 0x1180) (i32.load (i32.const 0x14)))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (result i32)
+    (call $puts (i32.const 0x1000))
+    (call $puts (i32.const 0x1140))
+    (call $putu (local.get $n))
+    (call $flush (i32.const 2))
+    (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)
