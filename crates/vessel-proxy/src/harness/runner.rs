@@ -100,9 +100,10 @@ impl Loaded {
     pub fn new(engine: &Engine, path: &Path, scenario: Scenario) -> Result<Self, Error> {
         let dir = path.parent().unwrap_or(Path::new("."));
         let wasm_path = dir.join(&scenario.plugin.wasm);
-        let wasm = std::fs::read(&wasm_path).map_err(|e| Error::Io {
-            path: wasm_path.clone(),
-            message: format!("plugin.wasm: {e}"),
+        let wasm = std::fs::read(&wasm_path).map_err(|e| Error::Plugin {
+            path: path.to_owned(),
+            wasm: wasm_path.clone(),
+            message: format!("cannot read it: {e}"),
         })?;
         let spec = &scenario.plugin;
         let log_level = match &spec.log_level {
@@ -161,16 +162,25 @@ impl Loaded {
     /// Runs every stream and returns one observation per stream.
     pub fn run(&mut self) -> Vec<Observation> {
         let streams = self.scenario.streams.clone();
-        streams.iter().map(|s| self.run_stream(s)).collect()
+        streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.run_stream(s, i == 0))
+            .collect()
     }
 
-    fn run_stream(&mut self, stream: &Stream) -> Observation {
-        let start = self.capture.len();
+    /// Runs one stream. The first stream's logs also hold what the VM
+    /// logged while it started (`on_vm_start`, `on_configure`).
+    fn run_stream(&mut self, stream: &Stream, first: bool) -> Observation {
+        let start = if first { 0 } else { self.capture.len() };
         let mut obs = Observation::default();
         let vm = match &mut self.vm {
             Ok(vm) => vm,
             Err(e) => {
+                // The VM never started: every stream fails closed, as it
+                // would after a trap.
                 obs.vm_failure = Some(e.to_string());
+                obs.response = Some(fail_closed());
                 obs.logs = self.capture.since(start);
                 return obs;
             }
@@ -181,21 +191,23 @@ impl Loaded {
             scenario: &self.scenario,
             continued: [false; 2],
             local: None,
+            grpc: is_grpc_request(&stream.request.headers),
+            response_started: false,
             reset: false,
             limit: self.scenario.buffer_limit.unwrap_or(DEFAULT_BUFFER_LIMIT),
             obs: &mut obs,
         };
         let result = driver.run(stream, &self.properties);
         let ctx = driver.ctx;
+        let response_started = driver.response_started;
         if let Err(e) = result {
             obs.vm_failure = Some(e.to_string());
-            // Envoy's default failure policy (FAIL_CLOSED): a 503 local reply.
-            if obs.response.is_none() && !obs.reset {
-                obs.response = Some(ObservedMessage {
-                    status: Some(503),
-                    headers: vec![(":status".into(), "503".into())],
-                    ..ObservedMessage::default()
-                });
+            // Envoy's default failure policy (FAIL_CLOSED): a 503 local reply,
+            // or a reset once response headers went downstream.
+            if response_started {
+                obs.reset = true;
+            } else if obs.response.is_none() && !obs.reset {
+                obs.response = Some(fail_closed());
             }
         }
         if ctx != ContextId(0)
@@ -209,6 +221,57 @@ impl Loaded {
     }
 }
 
+/// Envoy's fail-closed answer for a failed VM (`wasm_fail_stream`): a 503
+/// with no body that skips the filter's encode callbacks.
+fn fail_closed() -> ObservedMessage {
+    ObservedMessage {
+        status: Some(503),
+        headers: vec![(":status".into(), "503".into())],
+        ..ObservedMessage::default()
+    }
+}
+
+/// Envoy's `Grpc::Common::isGrpcRequestHeaders`: a `:path` and a
+/// content-type of `application/grpc` or `application/grpc+...`.
+fn is_grpc_request(headers: &Headers) -> bool {
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    get(":path").is_some()
+        && get("content-type").is_some_and(|ct| {
+            ct.strip_prefix("application/grpc")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('+'))
+        })
+}
+
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`.
+fn http_to_grpc_status(status: u32) -> u32 {
+    match status {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// Envoy's `PercentEncoding::encode` for `grpc-message`.
+fn percent_encode(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for &b in text {
+        if !(b' '..=b'~').contains(&b) || b == b'%' {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
 struct Driver<'a> {
     vm: &'a mut Vm,
     ctx: ContextId,
@@ -216,6 +279,10 @@ struct Driver<'a> {
     /// A `ContinueStream` arrived for the request / response direction.
     continued: [bool; 2],
     local: Option<LocalResponse>,
+    /// The client's request is gRPC (local replies become gRPC replies).
+    grpc: bool,
+    /// Response headers went downstream (the filter continued them).
+    response_started: bool,
     reset: bool,
     limit: usize,
     obs: &'a mut Observation,
@@ -258,6 +325,15 @@ fn canned_outcome(c: &CannedResponse) -> HttpCallOutcome {
 }
 
 impl Driver<'_> {
+    /// A trap in a root-context callback (callout response, queue) fails
+    /// the VM but not this stream at once: as in Envoy, the stream fails
+    /// closed at its own next callback, or stays paused.
+    fn root_callback(&mut self, result: Result<(), VmError>) {
+        if let Err(e) = result {
+            self.obs.vm_failure.get_or_insert_with(|| e.to_string());
+        }
+    }
+
     fn pump(&mut self) -> Result<(), VmError> {
         for _ in 0..MAX_EFFECT_ROUNDS {
             let effects: Vec<Effect> = self.vm.drain_effects().collect();
@@ -284,15 +360,19 @@ impl Driver<'_> {
                                 reason: "reset".into(),
                             },
                         };
-                        self.vm.on_http_call_response(token, outcome)?;
+                        let r = self.vm.on_http_call_response(token, outcome);
+                        self.root_callback(r);
                     }
                     Effect::GrpcCall { token, .. } | Effect::GrpcStream { token, .. } => {
                         // `vessel test` has no canned gRPC answers yet.
-                        self.vm
-                            .on_grpc_close(token, 14, "vessel test: no gRPC upstream")?;
+                        let r = self
+                            .vm
+                            .on_grpc_close(token, 14, "vessel test: no gRPC upstream");
+                        self.root_callback(r);
                     }
                     Effect::QueueReady { vm, root, token } if vm == self.vm.instance_id() => {
-                        self.vm.on_queue_ready(root, token)?;
+                        let r = self.vm.on_queue_ready(root, token);
+                        self.root_callback(r);
                     }
                     _ => {}
                 }
@@ -306,6 +386,11 @@ impl Driver<'_> {
 
     fn run(&mut self, stream: &Stream, properties: &PropertyMap) -> Result<(), VmError> {
         for _ in 0..stream.ticks_before {
+            // A timer fires only while the root context has a tick period
+            // (ABI reference §11.13: a period of 0 cancels it).
+            if self.vm.tick_period_ms() == 0 {
+                continue;
+            }
             self.vm.on_tick()?;
             self.pump()?;
         }
@@ -382,21 +467,46 @@ impl Driver<'_> {
     }
 
     /// Sends a local reply through the filter's encode callbacks, as Envoy
-    /// does (ABI reference §11.3).
-    fn local_reply(&mut self, reply: LocalResponse) -> Result<(), VmError> {
+    /// does (ABI reference §11.3). Shaped as Envoy's
+    /// `Utility::prepareLocalReply`: for a gRPC request a headers-only
+    /// `200` with `grpc-status` and `grpc-message` (the body), otherwise the
+    /// status and body with `content-type: text/plain` if the guest set
+    /// none (the gRPC status is then ignored).
+    fn local_reply(&mut self, mut reply: LocalResponse) -> Result<(), VmError> {
         let mut headers = HeaderMap::new();
-        headers.append(b":status", reply.status.to_string().as_bytes());
+        if self.grpc {
+            headers.append(b":status", b"200");
+        } else {
+            headers.append(b":status", reply.status.to_string().as_bytes());
+        }
         for (k, v) in reply.headers.iter() {
             headers.append(k, v);
         }
-        if !reply.body.is_empty() && !headers.contains(b"content-type") {
+        if self.grpc {
+            headers.insert(b"content-type", b"application/grpc");
+            if !headers.contains(b"grpc-status") {
+                let code = reply
+                    .grpc_status
+                    .unwrap_or_else(|| http_to_grpc_status(reply.status));
+                headers.append(b"grpc-status", code.to_string().as_bytes());
+            }
+            let message = std::mem::take(&mut reply.body);
+            if !message.is_empty() {
+                headers.insert(b"grpc-message", &percent_encode(&message));
+            }
+            headers.remove(b"content-length");
+        } else if !reply.body.is_empty() && !headers.contains(b"content-type") {
             headers.append(b"content-type", b"text/plain");
         }
-        if let Some(g) = reply.grpc_status {
-            headers.insert(b"grpc-status", g.to_string().as_bytes());
+        if self.response_started {
+            // Envoy's `sendLocalReply` once response headers were sent
+            // downstream: it can only reset the stream.
+            self.obs.reset = true;
+            return Ok(());
         }
         if self.obs.in_response_phase {
-            // The reply replaces a response the filter was processing.
+            // The reply replaces a response the filter was processing
+            // (Envoy's `sendDirectLocalReply`).
             return self.respond(headers, reply.body, HeaderMap::new());
         }
         self.obs.in_response_phase = true;
@@ -457,6 +567,9 @@ impl Driver<'_> {
             return self.stop_for_good(dir);
         }
         self.vm.seal(self.ctx, hty)?;
+        if dir == 1 {
+            self.response_started = true;
+        }
         let out_headers = self.vm.headers(self.ctx, hty).cloned().unwrap_or_default();
         let mut out_body = Vec::new();
         let mut stopped = false;
@@ -523,7 +636,9 @@ impl Driver<'_> {
             return Ok(Step::Go);
         }
         let buffered = self.vm.body(self.ctx, bty).map_or(0, <[u8]>::len);
-        if buffered > self.limit {
+        // Only `StopIterationAndBuffer` is limited; `StopIterationAndWatermark`
+        // applies flow control instead (ABI reference §11.2).
+        if st == FilterDataStatus::StopIterationAndBuffer && buffered > self.limit {
             // Envoy: 413 for a request, 500 for a response; the filter is not
             // called again for this direction.
             let (status, body) = if dir == 0 {

@@ -1,0 +1,335 @@
+//! The `vessel test` harness as a library (`vessel_proxy::harness`): the
+//! scenario suite under `cargo test`, reports, typed errors, and scenarios
+//! built in code. Format: `spec-tests/SCENARIOS.md`.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{TempDir, guest, hello_scenario, scenarios_dir};
+use vessel_host::Engine;
+use vessel_proxy::harness::scenario::{Expect, ExpectResponse, Message, PluginSpec, Stream};
+use vessel_proxy::harness::{self, Error, Loaded, Scenario, check, run_file, run_files};
+
+fn suite() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(scenarios_dir())
+        .expect("spec-tests/scenarios exists")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_scenario_suite_passes() {
+    let files = suite();
+    assert!(
+        files.len() >= 18,
+        "expected the whole suite, found {files:?}"
+    );
+    let report = run_files(&files).expect("every scenario file loads");
+    assert!(report.passed(), "{}", report.render());
+    let (passed, failed) = report.counts();
+    assert_eq!(failed, 0);
+    assert_eq!(passed, report.results.len());
+    // Every file contributes streams, and several of them.
+    for f in &files {
+        let n = report.results.iter().filter(|r| &r.file == f).count();
+        assert!(n >= 1, "{} ran no stream", f.display());
+    }
+    assert!(passed >= 3 * files.len(), "only {passed} streams");
+}
+
+#[test]
+fn a_failing_scenario_is_reported_not_raised() {
+    let dir = TempDir::new("lib-fail");
+    let file = dir.write(
+        "fail.yaml",
+        // Only the expectation (indented deeper than the upstream's body).
+        hello_scenario().replace(
+            "        body: \"from upstream\"\n",
+            "        body: \"other\"\n",
+        ),
+    );
+    let report = run_files(&[&file]).expect("loads");
+    assert!(!report.passed());
+    assert_eq!(report.counts(), (1, 1));
+    let failed = &report.results[1];
+    assert_eq!(failed.index, 2);
+    assert_eq!(failed.label, "GET /other");
+    assert_eq!(failed.failures.len(), 1, "{:?}", failed.failures);
+    assert!(failed.failures[0].starts_with("response.body:"));
+    // The observation says what really happened.
+    let response = failed.observation.response.as_ref().expect("a response");
+    assert_eq!(response.status, Some(200));
+    assert_eq!(response.body, "from upstream");
+    let text = report.render();
+    assert!(text.contains("FAIL"), "{text}");
+    assert!(text.ends_with("1 passed, 1 failed\n"), "{text}");
+}
+
+#[test]
+fn errors_are_typed_and_name_the_file() {
+    let dir = TempDir::new("lib-errors");
+    let unknown = dir.write(
+        "unknown.yaml",
+        format!("plugin:\n  wasm: \"{}\"\nstreamz: []\n", guest("noop")),
+    );
+    match run_files(&[&unknown]) {
+        Err(Error::Yaml { path, message }) => {
+            assert_eq!(path, unknown);
+            assert!(message.contains("unknown field `streamz`"), "{message}");
+        }
+        other => panic!("expected a YAML error, got {other:?}"),
+    }
+
+    let level = dir.write(
+        "level.yaml",
+        format!(
+            "plugin:\n  wasm: \"{}\"\n  log_level: chatty\nstreams: []\n",
+            guest("noop")
+        ),
+    );
+    match run_files(&[&level]) {
+        Err(Error::Invalid { path, key, .. }) => {
+            assert_eq!(path, level);
+            assert_eq!(key, "plugin.log_level");
+        }
+        other => panic!("expected an invalid-value error, got {other:?}"),
+    }
+
+    let nowasm = dir.write("nowasm.yaml", "plugin:\n  wasm: gone.wasm\nstreams: []\n");
+    match run_files(&[&nowasm]) {
+        Err(e @ Error::Plugin { .. }) => {
+            let Error::Plugin { path, wasm, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(path, &nowasm);
+            assert!(wasm.ends_with("gone.wasm"), "{}", wasm.display());
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!("{}: plugin.wasm", nowasm.display())),
+                "{text}"
+            );
+        }
+        other => panic!("expected a plugin error, got {other:?}"),
+    }
+
+    let missing = dir.path().join("absent.yaml");
+    match run_files(&[&missing]) {
+        Err(Error::Io { path, .. }) => assert_eq!(path, missing),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+}
+
+#[test]
+fn run_files_stops_at_the_first_broken_file() {
+    let dir = TempDir::new("lib-stop");
+    let good = dir.write("good.yaml", hello_scenario());
+    let bad = dir.write("bad.yaml", "streams: [\n");
+    assert!(run_files(&[&good]).is_ok());
+    assert!(matches!(run_files(&[&good, &bad]), Err(Error::Yaml { .. })));
+}
+
+#[test]
+fn scenarios_can_be_built_in_code() {
+    let dir = TempDir::new("lib-code");
+    // The wasm path is relative to the scenario's path; an absolute one works too.
+    let anchor = dir.path().join("in-code.yaml");
+    let request = |path: &str| Message {
+        headers: vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), path.into()),
+        ],
+        ..Message::default()
+    };
+    let scenario = Scenario {
+        plugin: PluginSpec {
+            wasm: guest("hello"),
+            ..PluginSpec::default()
+        },
+        streams: vec![
+            Stream {
+                request: request("/hello"),
+                expect: Expect {
+                    upstream_reached: Some(false),
+                    response: Some(ExpectResponse {
+                        status: Some(200),
+                        body: Some("Hello, World!\n".into()),
+                        ..ExpectResponse::default()
+                    }),
+                    ..Expect::default()
+                },
+                ..Stream::default()
+            },
+            Stream {
+                request: request("/elsewhere"),
+                expect: Expect {
+                    // Wrong on purpose: the request does reach the upstream.
+                    upstream_reached: Some(false),
+                    ..Expect::default()
+                },
+                ..Stream::default()
+            },
+        ],
+        ..Scenario::default()
+    };
+    let engine = Engine::default();
+    let mut loaded = Loaded::new(&engine, &anchor, scenario.clone()).expect("loads");
+    let observations = loaded.run();
+    assert_eq!(observations.len(), 2);
+    assert!(check(&scenario.streams[0].expect, &observations[0]).is_empty());
+    let failures = check(&scenario.streams[1].expect, &observations[1]);
+    assert_eq!(
+        failures,
+        vec!["upstream_reached: expected false, got true".to_owned()]
+    );
+    let upstream = observations[1].upstream_request.as_ref().expect("reached");
+    assert!(
+        upstream
+            .headers
+            .contains(&("x-hello".to_owned(), "seen".to_owned()))
+    );
+}
+
+#[test]
+fn one_engine_serves_several_files() {
+    let dir = TempDir::new("lib-engine");
+    let a = dir.write("a.yaml", hello_scenario());
+    let b = dir.write("b.yaml", hello_scenario());
+    let engine = Engine::default();
+    for f in [&a, &b] {
+        let results = run_file(&engine, f).expect("runs");
+        assert_eq!(results.len(), 2);
+        assert!(
+            results
+                .iter()
+                .all(|r| r.failures.is_empty() && &r.file == f)
+        );
+    }
+    let yaml = harness::record_file(&engine, &a).expect("records");
+    let recorded: Scenario = serde_yaml::from_str(&yaml).expect("parses");
+    assert_eq!(recorded.streams.len(), 2);
+}
+
+/// Observations the format cannot express (a reset, a stall), for the
+/// driver's Envoy rules (`spec-tests/SCENARIOS.md`, "The stream driver").
+#[test]
+fn resets_and_stalls_follow_envoy() {
+    let engine = Engine::default();
+    let result = |file: &str, index: usize| {
+        let results = run_file(&engine, &scenarios_dir().join(file)).expect("runs");
+        results
+            .into_iter()
+            .find(|r| r.index == index)
+            .expect("stream exists")
+    };
+
+    // Over the buffer limit after the filter continued the response headers:
+    // they are downstream, so Envoy resets instead of answering 500.
+    let r = result("bodies.yaml", 13);
+    assert!(r.observation.reset, "{:?}", r.observation);
+    assert!(r.observation.response.is_none(), "{:?}", r.observation);
+
+    // A trap in on_http_call_response (a root callback) leaves the paused
+    // stream paused: no response, a stall, and the VM failure recorded.
+    let r = result("http_call_reset.yaml", 2);
+    assert!(r.observation.response.is_none(), "{:?}", r.observation);
+    assert!(r.observation.stalled.is_some(), "{:?}", r.observation);
+    assert!(!r.observation.reset);
+    let failure = r.observation.vm_failure.as_deref().unwrap_or_default();
+    assert!(failure.contains("proxy_on_http_call_response"), "{failure}");
+
+    // A VM that failed to start fails every stream closed, and the first
+    // stream carries the start-up logs.
+    let r = result("trap_configure.yaml", 1);
+    let response = r.observation.response.as_ref().expect("a 503");
+    assert_eq!(response.status, Some(503));
+    assert!(
+        r.observation
+            .logs
+            .iter()
+            .any(|l| l.contains("trap: panicking in configure")),
+        "{:?}",
+        r.observation.logs
+    );
+    assert!(r.observation.upstream_request.is_none());
+}
+
+#[test]
+fn trap_after_response_headers_went_downstream_resets() {
+    let dir = TempDir::new("lib-trap-body");
+    let file = dir.write(
+        "trap.yaml",
+        format!(
+            r#"plugin:
+  wasm: "{}"
+streams:
+  - request:
+      headers: [[":method", "GET"], [":path", "/"], ["x-trap-in", "response_body"]]
+    upstream:
+      headers: [[":status", "200"]]
+      body: "body"
+  - request:
+      headers: [[":method", "GET"], [":path", "/"]]
+"#,
+            guest("trap")
+        ),
+    );
+    let results = run_file(&Engine::default(), &file).expect("runs");
+    let first = &results[0].observation;
+    assert!(first.upstream_request.is_some());
+    assert!(first.reset, "{first:?}");
+    assert!(first.response.is_none(), "{first:?}");
+    let failure = first.vm_failure.as_deref().unwrap_or_default();
+    assert!(failure.contains("proxy_on_response_body"), "{failure}");
+    // The next stream fails closed before reaching the upstream.
+    let second = &results[1].observation;
+    assert!(second.upstream_request.is_none());
+    assert_eq!(second.response.as_ref().and_then(|r| r.status), Some(503));
+}
+
+/// A filter that returns StopIterationAndWatermark (2) from
+/// `proxy_on_request_body` until end of stream, then Continue.
+const WATERMARK_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 0x8000))
+  (func (export "malloc") (param $n i32) (result i32) (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+    (select (i32.const 0) (i32.const 2) (local.get 2)))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))
+"#;
+
+#[test]
+fn buffer_limit_applies_to_stop_and_buffer_only() {
+    let dir = TempDir::new("lib-watermark");
+    dir.write("watermark.wat", WATERMARK_WAT);
+    let scenario = |limit: usize| {
+        format!(
+            r#"plugin:
+  wasm: watermark.wat
+buffer_limit: {limit}
+streams:
+  - request:
+      headers: [[":method", "POST"], [":path", "/"]]
+      chunks: ["0123456789", "0123456789", "0123456789"]
+"#
+        )
+    };
+    // Over the limit with StopIterationAndWatermark: flow control, no 413.
+    let file = dir.write("small.yaml", scenario(16));
+    let results = run_file(&Engine::default(), &file).expect("runs");
+    let obs = &results[0].observation;
+    let upstream = obs.upstream_request.as_ref().expect("reached the upstream");
+    assert_eq!(upstream.body, "0123456789".repeat(3));
+    assert_eq!(obs.response.as_ref().and_then(|r| r.status), Some(200));
+}
