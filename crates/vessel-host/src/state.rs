@@ -85,8 +85,6 @@ pub(crate) struct HttpContext {
     pub(crate) bodies: [Option<Vec<u8>>; 2],
     /// Trailers may be created in this body callback (end_of_stream, none yet).
     pub(crate) may_add_trailers: [bool; 2],
-    /// Set by `proxy_send_local_response` during the current callback.
-    pub(crate) stop_next_iteration: bool,
     pub(crate) local_response_sent: bool,
     pub(crate) properties: PropertyMap,
 }
@@ -175,6 +173,12 @@ pub(crate) struct HostState {
     pub(crate) effective: Option<ContextId>,
     /// True while the host runs the guest allocator.
     pub(crate) in_allocator: bool,
+    /// Set by `proxy_send_local_response`; makes the result of the stream
+    /// callback that is running a stop. VM-wide and cleared before every
+    /// guest call, as Envoy's `WasmBase::stopNextIteration` (ABI reference
+    /// §11.1, §11.3): a reply sent from a callout response does not leak
+    /// into the stream's next callback.
+    pub(crate) stop_next_iteration: bool,
     pub(crate) contexts: IdMap<Context>,
     pub(crate) next_context_id: u32,
     pub(crate) effects: Vec<Effect>,
@@ -211,6 +215,7 @@ impl HostState {
             current: ContextId(0),
             effective: None,
             in_allocator: false,
+            stop_next_iteration: false,
             contexts: IdMap::default(),
             next_context_id: 0,
             effects: Vec::new(),

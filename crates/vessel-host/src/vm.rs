@@ -321,6 +321,7 @@ impl Vm {
         let st = self.store.data_mut();
         st.current = ctx;
         st.effective = None;
+        st.stop_next_iteration = false;
         st.phase = phase;
         st.log_bytes = 0;
         let result = f.call(&mut self.store, args);
@@ -399,6 +400,16 @@ impl Vm {
     /// True if the VM failed.
     pub fn is_failed(&self) -> bool {
         self.failed.is_some()
+    }
+
+    /// `Err` with the failure if the VM failed. Every entry point checks it
+    /// first, so a failed VM refuses a callback even when the module does
+    /// not export it (instead of answering as a healthy VM would).
+    fn alive(&self) -> Result<(), VmError> {
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 
     /// Number of live contexts, the root included.
@@ -509,6 +520,7 @@ impl Vm {
         map: HeaderMap,
         end_of_stream: bool,
     ) -> Result<FilterHeadersStatus, VmError> {
+        self.alive()?;
         let i = map_index(ty).unwrap_or(0);
         {
             let h = self.http_mut(ctx)?;
@@ -542,12 +554,9 @@ impl Vm {
             )?,
         };
         let allow_stop = self.plugin.config().allow_on_headers_stop_iteration;
+        let stop_next = std::mem::take(&mut self.store.data_mut().stop_next_iteration);
         let h = self.http_mut(ctx)?;
-        let status = translate_headers(
-            raw as u32,
-            std::mem::take(&mut h.stop_next_iteration),
-            allow_stop,
-        );
+        let status = translate_headers(raw as u32, stop_next, allow_stop);
         if status == FilterHeadersStatus::Continue {
             h.sealed[i] = true;
         }
@@ -584,6 +593,7 @@ impl Vm {
         data: &[u8],
         end_of_stream: bool,
     ) -> Result<FilterDataStatus, VmError> {
+        self.alive()?;
         let i = body_index(ty).unwrap_or(0);
         let size = {
             let h = self.http_mut(ctx)?;
@@ -608,9 +618,10 @@ impl Vm {
                 (ctx.0 as i32, len_i32(size), i32::from(end_of_stream)),
             )?,
         };
+        let stop_next = std::mem::take(&mut self.store.data_mut().stop_next_iteration);
         let h = self.http_mut(ctx)?;
         h.may_add_trailers[i] = false;
-        let status = translate_data(raw as u32, std::mem::take(&mut h.stop_next_iteration));
+        let status = translate_data(raw as u32, stop_next);
         if status == FilterDataStatus::StopIterationNoBuffer {
             // Envoy keeps nothing for this chunk.
             h.bodies[i] = Some(Vec::new());
@@ -647,6 +658,7 @@ impl Vm {
         ty: MapType,
         map: HeaderMap,
     ) -> Result<FilterTrailersStatus, VmError> {
+        self.alive()?;
         let i = map_index(ty).unwrap_or(1);
         {
             let h = self.http_mut(ctx)?;
@@ -670,8 +682,9 @@ impl Vm {
             None => 0,
             Some(f) => self.call(name, f, ctx, Phase::Callback, (ctx.0 as i32, n))?,
         };
+        let stop_next = std::mem::take(&mut self.store.data_mut().stop_next_iteration);
         let h = self.http_mut(ctx)?;
-        let status = translate_trailers(raw as u32, std::mem::take(&mut h.stop_next_iteration));
+        let status = translate_trailers(raw as u32, stop_next);
         if status == FilterTrailersStatus::Continue {
             h.sealed[i] = true;
         }
@@ -771,6 +784,7 @@ impl Vm {
 
     /// Runs `proxy_on_log`. Sealed maps are readable during it.
     pub fn on_log(&mut self, ctx: ContextId) -> Result<(), VmError> {
+        self.alive()?;
         self.http(ctx)?;
         if let Some(f) = self.funcs.log.clone() {
             self.call("proxy_on_log", f, ctx, Phase::Log, ctx.0 as i32)?;
@@ -780,6 +794,7 @@ impl Vm {
 
     /// Runs `proxy_on_done`; returns its result (Envoy ignores it for streams).
     pub fn on_done(&mut self, ctx: ContextId) -> Result<bool, VmError> {
+        self.alive()?;
         match self.funcs.done.clone() {
             Some(f) => Ok(self.call("proxy_on_done", f, ctx, Phase::Callback, ctx.0 as i32)? != 0),
             None => Ok(true),
@@ -789,6 +804,7 @@ impl Vm {
     /// Runs `proxy_on_delete` and forgets the context.
     pub fn on_delete(&mut self, ctx: ContextId) -> Result<(), VmError> {
         let result = match self.funcs.delete.clone() {
+            _ if self.failed.is_some() => self.alive(),
             Some(f) if self.store.data().contexts.contains_key(&ctx.0) => {
                 self.call("proxy_on_delete", f, ctx, Phase::Callback, ctx.0 as i32)
             }
@@ -814,6 +830,7 @@ impl Vm {
 
     /// Runs `proxy_on_tick` on the root context.
     pub fn on_tick(&mut self) -> Result<(), VmError> {
+        self.alive()?;
         if let Some(f) = self.funcs.tick.clone() {
             let root = self.root;
             self.call("proxy_on_tick", f, root, Phase::Callback, root.0 as i32)?;
@@ -823,6 +840,7 @@ impl Vm {
 
     /// Runs `proxy_on_queue_ready(root, token)`.
     pub fn on_queue_ready(&mut self, root: ContextId, token: QueueToken) -> Result<(), VmError> {
+        self.alive()?;
         if let Some(f) = self.funcs.queue_ready.clone() {
             self.call(
                 "proxy_on_queue_ready",
@@ -838,6 +856,7 @@ impl Vm {
     /// Runs `proxy_on_foreign_function(root, function_id, args_size)` with
     /// `args` readable as the foreign-function argument buffer (0.2.x only).
     pub fn on_foreign_function(&mut self, function_id: u32, args: &[u8]) -> Result<(), VmError> {
+        self.alive()?;
         let Some(f) = self.funcs.foreign_function.clone() else {
             return Ok(());
         };
@@ -1024,6 +1043,7 @@ impl Vm {
     /// true, `proxy_on_delete(root)`. Returns false if the guest deferred its
     /// deletion (it will call `proxy_done`).
     pub fn shutdown(&mut self) -> Result<bool, VmError> {
+        self.alive()?;
         let root = self.root;
         let done = match self.funcs.done.clone() {
             Some(f) => self.call("proxy_on_done", f, root, Phase::Callback, root.0 as i32)? != 0,

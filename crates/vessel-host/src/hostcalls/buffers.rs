@@ -12,7 +12,7 @@
 //!   BAD_ARGUMENT. Configuration, call and foreign-argument buffers are
 //!   immutable → BAD_ARGUMENT. Unavailable body → NOT_FOUND.
 //! * `proxy_get_buffer_status`: OK, writes the length and flags 0 (as
-//!   cpp-host does); unavailable → NOT_FOUND.
+//!   cpp-host does); type > 8 → BAD_ARGUMENT; unavailable → NOT_FOUND.
 //! * `proxy_get_configuration` (0.1.0): OK; the plugin configuration during
 //!   `proxy_on_configure`, the VM configuration otherwise.
 

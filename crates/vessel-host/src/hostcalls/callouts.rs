@@ -11,6 +11,7 @@
 //!   BAD_ARGUMENT; too many callouts in flight → INTERNAL_FAILURE.
 //! * `proxy_grpc_call`, `proxy_grpc_stream`: OK with a token; unknown
 //!   cluster → PARSE_FAILURE (as Envoy); too many in flight → INTERNAL_FAILURE.
+//!   The gRPC timeout is unsigned milliseconds (0 = none), as in cpp-host.
 //! * `proxy_grpc_send`: OK; not a stream token → BAD_ARGUMENT; unknown → NOT_FOUND.
 //! * `proxy_grpc_cancel`, `proxy_grpc_close`: OK; unknown → NOT_FOUND.
 
@@ -201,7 +202,10 @@ fn start_grpc(
         let method = String::from_utf8_lossy(read(mem, method.0, method.1)?).into_owned();
         let initial_metadata = HeaderMap::from_pairs(pairs::decode_lenient(read(mem, md.0, md.1)?));
         let message = read(mem, msg.0, msg.1)?.to_vec();
-        let timeout = timeout(timeout_ms).map_err(|_| Status::BadArgument)?;
+        // cpp-host reads the gRPC timeout as an unsigned word: unlike
+        // `proxy_http_call`, no value is a BAD_ARGUMENT (which the SDKs
+        // would not accept here). 0 = no timeout.
+        let timeout = (timeout_ms != 0).then(|| Duration::from_millis(u64::from(u(timeout_ms))));
         if !state.env.knows_cluster(&String::from_utf8_lossy(&upstream)) {
             return Err(Status::ParseFailure);
         }

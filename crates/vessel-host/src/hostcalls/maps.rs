@@ -9,7 +9,8 @@
 //!   bytes); unavailable → BAD_ARGUMENT.
 //! * `proxy_get_header_map_value`: OK with the **first** value; missing key →
 //!   NOT_FOUND (0.2.x) or OK with an empty value (0.1.0); unavailable →
-//!   BAD_ARGUMENT.
+//!   BAD_ARGUMENT, except during `proxy_on_log`, where a map the stream never
+//!   had reads like a missing key (as in Envoy's access-log phase).
 //! * `proxy_add_header_map_value` (append), `proxy_replace_header_map_value`
 //!   (set), `proxy_remove_header_map_value` (OK even if absent): unavailable →
 //!   BAD_ARGUMENT. Keys are lower-cased.
@@ -24,7 +25,7 @@ use wasmtime::Caller;
 
 use super::{Registry, hostcall};
 use crate::memory::{HostResult, fill, read, return_blob, u, with_mem, write_u32};
-use crate::state::HostState;
+use crate::state::{HostState, Phase};
 
 pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
     hostcall!(reg, "env", "proxy_get_header_map_pairs", get_header_map_pairs, ty: i32, ret_ptr: i32, ret_size: i32);
@@ -93,7 +94,13 @@ fn get_header_map_value(
     let ty = map_type(ty)?;
     let (index, len) = with_mem(caller, |mem, state| {
         let key = read(mem, key, key_len)?;
-        let map = state.map(ty)?;
+        let map = match state.map(ty) {
+            Ok(map) => map,
+            // Envoy's access-log phase reads a map the stream never had as
+            // a missing key, not as an unavailable map (ABI reference §4.3).
+            Err(_) if state.phase == Phase::Log => return Ok(None),
+            Err(e) => return Err(e),
+        };
         Ok::<_, Status>(
             map.position(key)
                 .map(|i| (i, map.value_at(i).map_or(0, <[u8]>::len))),

@@ -129,8 +129,8 @@ fn send_local_response(
         let Some(h) = state.http_mut(target) else {
             return Ok(());
         };
-        h.stop_next_iteration = true;
         h.local_response_sent = true;
+        state.stop_next_iteration = true;
         state.effects.push(Effect::LocalResponse {
             context: target,
             response: LocalResponse {
