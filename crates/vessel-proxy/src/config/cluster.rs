@@ -1,0 +1,249 @@
+//! `envoy.config.cluster.v3.Cluster`: static upstream clusters (the targets
+//! of routes, and of `proxy_http_call`/`proxy_grpc_call`).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::any::open_typed;
+use super::error::ErrorKind;
+use super::yaml::{Node, Res};
+
+/// An upstream cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// `name` (unique).
+    pub name: String,
+    /// `type` (default STATIC).
+    pub kind: ClusterKind,
+    /// `connect_timeout` (default 5 s).
+    pub connect_timeout: Duration,
+    /// `load_assignment.endpoints[].lb_endpoints[].endpoint`, flattened in
+    /// document order. Balanced round-robin.
+    pub endpoints: Vec<Endpoint>,
+    /// Whether upstream connections speak HTTP/2 (prior knowledge, as for
+    /// gRPC): `http2_protocol_options: {}`, or
+    /// `typed_extension_protocol_options` with
+    /// `explicit_http_config.http2_protocol_options`.
+    pub http2: bool,
+}
+
+/// How a cluster's endpoint addresses are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClusterKind {
+    /// `STATIC`: addresses are IP literals.
+    Static,
+    /// `STRICT_DNS`: every address is resolved; all results are endpoints.
+    StrictDns,
+    /// `LOGICAL_DNS`: a single address; the first resolution result is used
+    /// per new connection.
+    LogicalDns,
+}
+
+/// One upstream endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// `address.socket_address.address`: an IP literal (STATIC) or a DNS name.
+    pub address: String,
+    /// `address.socket_address.port_value`.
+    pub port: u16,
+    /// `endpoint.hostname`, if given (Envoy uses it for `auto_host_rewrite`
+    /// and health checks).
+    pub hostname: Option<String>,
+}
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// Reads one cluster.
+pub(crate) fn cluster(node: &Node<'_>) -> Res<Cluster> {
+    let o = node.obj(&[
+        "name",
+        "type",
+        "connect_timeout",
+        "lb_policy",
+        "load_assignment",
+        "http2_protocol_options",
+        "typed_extension_protocol_options",
+    ])?;
+    let name = o.req("name")?.non_empty_str()?.to_owned();
+    let kind = match o.get("type") {
+        None => ClusterKind::Static,
+        Some(t) => match t.enumeration(
+            &["STATIC", "STRICT_DNS", "LOGICAL_DNS"],
+            &["EDS", "ORIGINAL_DST"],
+        )? {
+            "STRICT_DNS" => ClusterKind::StrictDns,
+            "LOGICAL_DNS" => ClusterKind::LogicalDns,
+            _ => ClusterKind::Static,
+        },
+    };
+    let connect_timeout = match o.get("connect_timeout") {
+        None => Duration::from_secs(5),
+        Some(t) => {
+            let d = t.duration()?;
+            if d.is_zero() {
+                return Err(t.err(ErrorKind::Invalid, "must be greater than 0s"));
+            }
+            d
+        }
+    };
+    if let Some(lb) = o.get("lb_policy") {
+        lb.enumeration(
+            &["ROUND_ROBIN"],
+            &[
+                "LEAST_REQUEST",
+                "RING_HASH",
+                "RANDOM",
+                "MAGLEV",
+                "CLUSTER_PROVIDED",
+                "LOAD_BALANCING_POLICY_CONFIG",
+            ],
+        )?;
+    }
+
+    let mut endpoints = Vec::new();
+    if let Some(la) = o.get("load_assignment") {
+        let la = la.obj(&["cluster_name", "endpoints"])?;
+        la.req("cluster_name")?.non_empty_str()?;
+        for locality in la.get("endpoints").map(|e| e.list()).unwrap_or_default() {
+            let l = locality.obj(&["lb_endpoints"])?;
+            for lb in l.get("lb_endpoints").map(|e| e.list()).unwrap_or_default() {
+                let ep = lb.obj(&["endpoint"])?.req("endpoint")?;
+                let e = ep.obj(&["address", "hostname"])?;
+                let addr_node = e.req("address")?;
+                let (address, port, at) = socket_address(&addr_node)?;
+                if port == 0 {
+                    return Err(at.err(ErrorKind::Invalid, "an endpoint needs a port_value"));
+                }
+                let host_path = addr_node.path.key("socket_address").key("address");
+                if kind == ClusterKind::Static && address.parse::<IpAddr>().is_err() {
+                    return Err(host_path.err(
+                        ErrorKind::Invalid,
+                        format!(
+                            "`{address}` is not an IP address; a STATIC cluster needs IP \
+                             literals (use type: STRICT_DNS for host names)"
+                        ),
+                    ));
+                }
+                let hostname = e
+                    .get("hostname")
+                    .map(|h| h.str().map(str::to_owned))
+                    .transpose()?;
+                endpoints.push(Endpoint {
+                    address: address.to_owned(),
+                    port,
+                    hostname,
+                });
+            }
+        }
+    }
+    if kind == ClusterKind::LogicalDns && endpoints.len() != 1 {
+        return Err(o.err(
+            ErrorKind::Invalid,
+            format!(
+                "a LOGICAL_DNS cluster needs exactly one endpoint, found {}",
+                endpoints.len()
+            ),
+        ));
+    }
+
+    let legacy_h2 = o
+        .get("http2_protocol_options")
+        .map(|h| h.obj(&[]).map(|_| h))
+        .transpose()?;
+    let mut http2 = legacy_h2.is_some();
+    if let Some(t) = o.get("typed_extension_protocol_options") {
+        for (key, value) in t.map()? {
+            if key != HTTP_PROTOCOL_OPTIONS {
+                return Err(value.err(
+                    ErrorKind::Unsupported,
+                    format!("not supported; supported keys here: {HTTP_PROTOCOL_OPTIONS}"),
+                ));
+            }
+            let explicit_h2 = http_protocol_options(&value)?;
+            if legacy_h2.is_some() {
+                return Err(value.err(
+                    ErrorKind::Invalid,
+                    "cannot be combined with the deprecated http2_protocol_options",
+                ));
+            }
+            http2 = explicit_h2;
+        }
+    }
+
+    Ok(Cluster {
+        name,
+        kind,
+        connect_timeout,
+        endpoints,
+        http2,
+    })
+}
+
+/// `HttpProtocolOptions` with `explicit_http_config`: returns whether it
+/// selects HTTP/2.
+fn http_protocol_options(node: &Node<'_>) -> Res<bool> {
+    let any = open_typed(node)?;
+    if any.type_name != HTTP_PROTOCOL_OPTIONS {
+        return Err(any.type_path.err(
+            ErrorKind::Unsupported,
+            format!(
+                "`{}` is not supported here; expected type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
+                any.type_name
+            ),
+        ));
+    }
+    let o = any.body.obj(&any.keys(&["explicit_http_config"]))?;
+    let e = o.req("explicit_http_config")?;
+    let eo = e.obj(&["http_protocol_options", "http2_protocol_options"])?;
+    match (
+        eo.get("http_protocol_options"),
+        eo.get("http2_protocol_options"),
+    ) {
+        (Some(h1), None) => {
+            h1.obj(&[])?;
+            Ok(false)
+        }
+        (None, Some(h2)) => {
+            h2.obj(&[])?;
+            Ok(true)
+        }
+        (None, None) => Err(e.err(
+            ErrorKind::Missing,
+            "one of http_protocol_options, http2_protocol_options is required",
+        )),
+        (Some(_), Some(h2)) => Err(h2.err(
+            ErrorKind::Invalid,
+            "only one of http_protocol_options, http2_protocol_options may be given",
+        )),
+    }
+}
+
+/// Reads `address.socket_address.{address, port_value, protocol}`. Returns
+/// the address text, the port (0 if absent) and the `socket_address` node.
+pub(crate) fn socket_address<'a>(node: &Node<'a>) -> Res<(&'a str, u16, Node<'a>)> {
+    let a = node.obj(&["socket_address"])?;
+    let sa = a.req("socket_address")?;
+    let s = sa.obj(&["address", "port_value", "protocol"])?;
+    if let Some(p) = s.get("protocol") {
+        p.enumeration(&["TCP"], &["UDP"])?;
+    }
+    let address = s.req("address")?.non_empty_str()?;
+    let port = s
+        .get("port_value")
+        .map(|p| p.port())
+        .transpose()?
+        .unwrap_or(0);
+    Ok((address, port, sa))
+}
+
+/// Reads an address that must be an IP literal (listeners, admin).
+pub(crate) fn ip_socket_address(node: &Node<'_>) -> Res<std::net::SocketAddr> {
+    let (address, port, sa) = socket_address(node)?;
+    let ip: IpAddr = address.parse().map_err(|_| {
+        sa.path.key("address").err(
+            ErrorKind::Invalid,
+            format!("`{address}` is not an IP address (host names are not resolved here)"),
+        )
+    })?;
+    Ok(std::net::SocketAddr::new(ip, port))
+}

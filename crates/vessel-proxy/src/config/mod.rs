@@ -1,0 +1,241 @@
+//! The Envoy-config reader of `vessel run -c envoy.yaml`.
+//!
+//! Reads the subset of an Envoy v3 bootstrap YAML needed to serve wasm HTTP
+//! filters: static listeners with one HTTP connection manager (routes,
+//! `envoy.filters.http.wasm` filters, the router), static clusters, the admin
+//! address and the node. The wasm part follows Envoy's
+//! `envoy.extensions.wasm.v3.PluginConfig`/`VmConfig` (ABI reference §9),
+//! including the failure policy (§6.6) and capability restriction (§6.5).
+//!
+//! Every key of the document is checked: a key outside the supported subset
+//! is an error naming its full path, with the keys supported there, e.g.
+//!
+//! ```text
+//! static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0]
+//!   .typed_config.config.vm_config.allow_precompiled: not supported; supported keys here:
+//!   vm_id, runtime, code, configuration, environment_variables
+//! ```
+//!
+//! Fields that are accepted but have no effect in vessel are listed in
+//! `docs/envoy-config.md`, which documents the whole subset.
+//!
+//! ```
+//! use std::path::Path;
+//! let yaml = r#"
+//! static_resources:
+//!   listeners:
+//!   - name: main
+//!     address: { socket_address: { address: 127.0.0.1, port_value: 10000 } }
+//!     filter_chains:
+//!     - filters:
+//!       - name: envoy.filters.network.http_connection_manager
+//!         typed_config:
+//!           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+//!           stat_prefix: ingress
+//!           route_config:
+//!             virtual_hosts:
+//!             - name: all
+//!               domains: ["*"]
+//!               routes:
+//!               - match: { prefix: "/" }
+//!                 direct_response: { status: 200, body: { inline_string: "hi" } }
+//!           http_filters:
+//!           - name: envoy.filters.http.wasm
+//!             typed_config:
+//!               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+//!               config:
+//!                 root_id: hello
+//!                 vm_config: { code: { local: { filename: hello.wasm } } }
+//!           - name: envoy.filters.http.router
+//! "#;
+//! let boot = vessel_proxy::config::parse(yaml, Path::new("/etc/vessel")).unwrap();
+//! let filter = &boot.listeners[0].wasm_filters[0];
+//! assert_eq!(filter.root_id, "hello");
+//! assert_eq!(
+//!     filter.code,
+//!     vessel_proxy::config::WasmCode::File("/etc/vessel/hello.wasm".into())
+//! );
+//! ```
+
+mod any;
+mod cluster;
+mod error;
+mod listener;
+mod route;
+mod wasm;
+mod yaml;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+pub use cluster::{Cluster, ClusterKind, Endpoint};
+pub use error::{ConfigError, ErrorKind};
+pub use listener::{Codec, Listener};
+pub use route::{
+    DEFAULT_ROUTE_TIMEOUT, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction, RouteConfig,
+    RouteMatch, SafeRegex, StringMatchKind, VirtualHost,
+};
+pub use wasm::{Backoff, EnvSpec, FailurePolicy, WasmCode, WasmFilter};
+
+use yaml::{Node as YNode, Res};
+
+/// The parsed, validated bootstrap.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// `static_resources.listeners`, in document order.
+    pub listeners: Vec<Listener>,
+    /// `static_resources.clusters`, in document order.
+    pub clusters: Vec<Cluster>,
+    /// `admin.address`, if an admin section is given.
+    pub admin: Option<SocketAddr>,
+    /// `node`, if given (exposed to filters as the `node` property).
+    pub node: Option<Node>,
+}
+
+impl Bootstrap {
+    /// The cluster called `name`.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+/// `node`: the proxy's identity (`config.core.v3.Node`, subset).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Node {
+    /// `id` (may be empty).
+    pub id: String,
+    /// `cluster` (may be empty).
+    pub cluster: String,
+    /// `metadata` (a `google.protobuf.Struct`), as a JSON object.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Reads and validates the bootstrap at `path`. Relative wasm file names are
+/// resolved against the file's directory.
+pub fn load(path: &Path) -> Result<Bootstrap, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new(""));
+    parse(&text, base_dir)
+}
+
+/// Parses and validates a bootstrap from YAML `text`. Relative wasm file
+/// names are resolved against `base_dir`.
+pub fn parse(text: &str, base_dir: &Path) -> Result<Bootstrap, ConfigError> {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(text)?;
+    doc.apply_merge()?;
+    bootstrap(&YNode::root(&doc), base_dir)
+}
+
+fn bootstrap(root: &YNode<'_>, base_dir: &Path) -> Res<Bootstrap> {
+    let top = root.obj(&["static_resources", "admin", "node"])?;
+
+    let mut clusters: Vec<Cluster> = Vec::new();
+    let mut listeners: Vec<Listener> = Vec::new();
+    // Listener index → its path, for cross-reference errors.
+    let mut listener_paths = Vec::new();
+    if let Some(sr) = top.get("static_resources") {
+        let sr = sr.obj(&["listeners", "clusters"])?;
+        let mut cluster_names: HashMap<String, ()> = HashMap::new();
+        for c in sr.get("clusters").map(|c| c.list()).unwrap_or_default() {
+            let cluster = cluster::cluster(&c)?;
+            if cluster_names.insert(cluster.name.clone(), ()).is_some() {
+                return Err(c.path.key("name").err(
+                    ErrorKind::Duplicate,
+                    format!("cluster name `{}` is used twice", cluster.name),
+                ));
+            }
+            clusters.push(cluster);
+        }
+        let mut names: HashMap<String, ()> = HashMap::new();
+        let mut addrs: HashMap<SocketAddr, ()> = HashMap::new();
+        for (i, l) in sr
+            .get("listeners")
+            .map(|l| l.list())
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let listener = listener::listener(&l, i, base_dir)?;
+            if names.insert(listener.name.clone(), ()).is_some() {
+                return Err(l.path.key("name").err(
+                    ErrorKind::Duplicate,
+                    format!("listener name `{}` is used twice", listener.name),
+                ));
+            }
+            if listener.addr.port() != 0 && addrs.insert(listener.addr, ()).is_some() {
+                return Err(l.path.key("address").err(
+                    ErrorKind::Duplicate,
+                    format!("address {} is used by two listeners", listener.addr),
+                ));
+            }
+            listener_paths.push(l.path.clone());
+            listeners.push(listener);
+        }
+    }
+
+    // Routes must name known clusters (Envoy's validate_clusters default for
+    // static route tables).
+    for (listener, lpath) in listeners.iter().zip(&listener_paths) {
+        for (suffix, name) in listener.routes.cluster_refs() {
+            if !clusters.iter().any(|c| c.name == name) {
+                let path = format!(
+                    "{}.filter_chains[0].filters[0].typed_config.route_config.{suffix}",
+                    lpath.display()
+                );
+                return Err(ConfigError::Field {
+                    kind: ErrorKind::UnknownReference,
+                    path,
+                    message: format!("unknown cluster `{name}` (not in static_resources.clusters)"),
+                });
+            }
+        }
+    }
+
+    let admin = top.get("admin").map(|a| admin(&a)).transpose()?.flatten();
+    let node = top.get("node").map(|n| envoy_node(&n)).transpose()?;
+    Ok(Bootstrap {
+        listeners,
+        clusters,
+        admin,
+        node,
+    })
+}
+
+/// `admin`: the address; `access_log_path` and `profile_path` are accepted
+/// and ignored (vessel's admin writes no access log and has no profiler).
+fn admin(node: &YNode<'_>) -> Res<Option<SocketAddr>> {
+    let o = node.obj(&["address", "access_log_path", "profile_path"])?;
+    for ignored in ["access_log_path", "profile_path"] {
+        if let Some(n) = o.get(ignored) {
+            n.str()?;
+        }
+    }
+    o.get("address")
+        .map(|a| cluster::ip_socket_address(&a))
+        .transpose()
+}
+
+fn envoy_node(node: &YNode<'_>) -> Res<Node> {
+    let o = node.obj(&["id", "cluster", "metadata"])?;
+    let metadata = match o.get("metadata") {
+        None => serde_json::Map::new(),
+        Some(m) => match m.to_json()? {
+            serde_json::Value::Object(map) => map,
+            _ => {
+                return Err(m.err(
+                    ErrorKind::Invalid,
+                    format!("expected a mapping, found {}", yaml::describe(m.v)),
+                ));
+            }
+        },
+    };
+    Ok(Node {
+        id: o.string_or_default("id")?,
+        cluster: o.string_or_default("cluster")?,
+        metadata,
+    })
+}

@@ -1,0 +1,345 @@
+//! `envoy.extensions.wasm.v3.PluginConfig` and `VmConfig` (ABI reference §9;
+//! failure policies §6.6; capability restriction §6.5).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::any::configuration_bytes;
+use super::error::ErrorKind;
+use super::yaml::{Node, Res};
+
+/// One `envoy.filters.http.wasm` filter: a plugin and the VM it runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WasmFilter {
+    /// `config.name`: the `plugin_name` property and log prefix (may be empty).
+    pub name: String,
+    /// `config.root_id`: selects the guest's root context (may be empty).
+    pub root_id: String,
+    /// `config.vm_config.vm_id`: VMs with the same id and code are shared
+    /// (may be empty).
+    pub vm_id: String,
+    /// `config.configuration`, as the bytes `proxy_on_configure` sees
+    /// (empty if absent).
+    pub configuration: Vec<u8>,
+    /// `config.vm_config.configuration`, as the bytes `proxy_on_vm_start`
+    /// sees (empty if absent).
+    pub vm_configuration: Vec<u8>,
+    /// `config.vm_config.code.local`: the module.
+    pub code: WasmCode,
+    /// What happens when the VM fails, from `fail_open` and `failure_policy`.
+    pub failure_policy: FailurePolicy,
+    /// `config.reload_config.backoff`, with Envoy's defaults filled in
+    /// (base 1 s, max 10 × base). Only used with [`FailurePolicy::FailReload`].
+    pub reload_backoff: Backoff,
+    /// `config.capability_restriction_config.allowed_capabilities` keys, in
+    /// document order. `None` when absent *or empty*: as in Envoy, an empty
+    /// map allows everything.
+    pub allowed_capabilities: Option<Vec<String>>,
+    /// `config.vm_config.environment_variables`.
+    pub environment: EnvSpec,
+    /// `config.allow_on_headers_stop_iteration` (default false).
+    pub allow_on_headers_stop_iteration: bool,
+}
+
+/// Where the module comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WasmCode {
+    /// `code.local.filename`, resolved against the config file's directory
+    /// when relative. Not checked for existence at load time.
+    File(PathBuf),
+    /// `code.local.inline_bytes` (base64-decoded) or `code.local.inline_string`
+    /// (its UTF-8 bytes).
+    Inline(Vec<u8>),
+}
+
+/// The plugin's failure policy (Envoy's `FailurePolicy`, ABI reference §6.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailurePolicy {
+    /// Fail every stream on the failed VM with a 503 (Envoy's default).
+    FailClosed,
+    /// Skip the plugin: the filter becomes a pass-through.
+    FailOpen,
+    /// Start a new VM for new requests, with backoff.
+    FailReload,
+}
+
+/// A reload backoff (`config.core.v3.BackoffStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Backoff {
+    /// `base_interval`.
+    pub base_interval: Duration,
+    /// `max_interval` (default 10 × `base_interval`).
+    pub max_interval: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `vm_config.environment_variables`: what the guest's WASI environment
+/// holds. Keys are unique across both fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvSpec {
+    /// `host_env_keys`: variables copied from vessel's own environment (if set).
+    pub host_env_keys: Vec<String>,
+    /// `key_values`: fixed variables.
+    pub key_values: BTreeMap<String, String>,
+}
+
+const PLUGIN_KEYS: &[&str] = &[
+    "name",
+    "root_id",
+    "vm_config",
+    "configuration",
+    "fail_open",
+    "failure_policy",
+    "reload_config",
+    "capability_restriction_config",
+    "allow_on_headers_stop_iteration",
+];
+
+const VM_KEYS: &[&str] = &[
+    "vm_id",
+    "runtime",
+    "code",
+    "configuration",
+    "environment_variables",
+];
+
+/// Runtimes that may be named; vessel always uses wasmtime.
+const RUNTIMES: &[&str] = &[
+    "envoy.wasm.runtime.v8",
+    "envoy.wasm.runtime.wasmtime",
+    "envoy.wasm.runtime.wamr",
+];
+
+/// Reads a `PluginConfig` (the `config` of a `Wasm` filter).
+pub(crate) fn plugin_config(node: &Node<'_>, base_dir: &Path) -> Res<WasmFilter> {
+    let o = node.obj(PLUGIN_KEYS)?;
+    let name = o.string_or_default("name")?;
+    let root_id = o.string_or_default("root_id")?;
+    let configuration = o
+        .get("configuration")
+        .map(|c| configuration_bytes(&c))
+        .transpose()?
+        .unwrap_or_default();
+
+    let vm = o.req("vm_config")?.obj(VM_KEYS)?;
+    let vm_id = vm.string_or_default("vm_id")?;
+    if let Some(rt) = vm.get("runtime") {
+        let r = rt.str()?;
+        if r == "envoy.wasm.runtime.null" {
+            return Err(rt.err(
+                ErrorKind::Unsupported,
+                "envoy.wasm.runtime.null runs native (NullVM) plugins compiled into \
+                 Envoy; vessel runs only WebAssembly modules",
+            ));
+        }
+        if !r.is_empty() && !RUNTIMES.contains(&r) {
+            return Err(rt.err(
+                ErrorKind::Invalid,
+                format!(
+                    "unknown runtime `{r}`; expected one of {} (vessel uses wasmtime \
+                     whichever is named)",
+                    RUNTIMES.join(", ")
+                ),
+            ));
+        }
+    }
+    let code = code(&vm.req("code")?, base_dir)?;
+    let vm_configuration = vm
+        .get("configuration")
+        .map(|c| configuration_bytes(&c))
+        .transpose()?
+        .unwrap_or_default();
+    let environment = vm
+        .get("environment_variables")
+        .map(|e| environment(&e))
+        .transpose()?
+        .unwrap_or_default();
+
+    let failure_policy = failure_policy(&o)?;
+    let reload_backoff = o
+        .get("reload_config")
+        .map(|r| reload_backoff(&r))
+        .transpose()?
+        .unwrap_or_default();
+    let allowed_capabilities = o
+        .get("capability_restriction_config")
+        .map(|c| capabilities(&c))
+        .transpose()?
+        .flatten();
+    let allow_on_headers_stop_iteration = o
+        .get("allow_on_headers_stop_iteration")
+        .map(|b| b.bool_value())
+        .transpose()?
+        .unwrap_or(false);
+
+    Ok(WasmFilter {
+        name,
+        root_id,
+        vm_id,
+        configuration,
+        vm_configuration,
+        code,
+        failure_policy,
+        reload_backoff,
+        allowed_capabilities,
+        environment,
+        allow_on_headers_stop_iteration,
+    })
+}
+
+/// `vm_config.code`: an `AsyncDataSource`; only `local` is supported.
+fn code(node: &Node<'_>, base_dir: &Path) -> Res<WasmCode> {
+    let o = node.obj(&["local"])?;
+    let local = o.req("local")?;
+    let l = local.obj(&["filename", "inline_bytes", "inline_string"])?;
+    let given: Vec<&str> = ["filename", "inline_bytes", "inline_string"]
+        .into_iter()
+        .filter(|k| l.get(k).is_some())
+        .collect();
+    match given.as_slice() {
+        [] => Err(local.err(
+            ErrorKind::Missing,
+            "one of filename, inline_bytes, inline_string is required",
+        )),
+        ["filename"] => {
+            let f = l.req("filename")?;
+            let p = Path::new(f.non_empty_str()?);
+            Ok(WasmCode::File(if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }))
+        }
+        ["inline_bytes"] => Ok(WasmCode::Inline(l.req("inline_bytes")?.base64()?)),
+        ["inline_string"] => Ok(WasmCode::Inline(
+            l.req("inline_string")?.str()?.as_bytes().to_vec(),
+        )),
+        several => Err(local.err(
+            ErrorKind::Invalid,
+            format!("only one of {} may be given", several.join(", ")),
+        )),
+    }
+}
+
+/// `vm_config.environment_variables`.
+fn environment(node: &Node<'_>) -> Res<EnvSpec> {
+    let o = node.obj(&["host_env_keys", "key_values"])?;
+    let mut env = EnvSpec::default();
+    if let Some(kv) = o.get("key_values") {
+        for (k, v) in kv.map()? {
+            env.key_values.insert(k.to_owned(), v.str()?.to_owned());
+        }
+    }
+    if let Some(keys) = o.get("host_env_keys") {
+        for k in keys.list() {
+            let key = k.non_empty_str()?;
+            if env.key_values.contains_key(key) || env.host_env_keys.iter().any(|h| h == key) {
+                return Err(k.err(
+                    ErrorKind::Duplicate,
+                    format!("environment variable `{key}` is given more than once"),
+                ));
+            }
+            env.host_env_keys.push(key.to_owned());
+        }
+    }
+    Ok(env)
+}
+
+/// `fail_open` + `failure_policy`, combined as Envoy's `Plugin` does: both
+/// set is an error; `fail_open: true` means FAIL_OPEN; unspecified means
+/// FAIL_CLOSED.
+fn failure_policy(o: &super::yaml::Obj<'_>) -> Res<FailurePolicy> {
+    let fail_open = o.get("fail_open").map(|b| b.bool()).transpose()?;
+    let policy_node = o.get("failure_policy");
+    let policy = policy_node
+        .as_ref()
+        .map(|p| {
+            // FAIL_IGNORE is the name newer Envoy releases use for FAIL_OPEN.
+            p.enumeration(
+                &[
+                    "UNSPECIFIED",
+                    "FAIL_RELOAD",
+                    "FAIL_CLOSED",
+                    "FAIL_OPEN",
+                    "FAIL_IGNORE",
+                ],
+                &[],
+            )
+        })
+        .transpose()?
+        .unwrap_or("UNSPECIFIED");
+    if fail_open == Some(true) {
+        if let Some(p) = policy_node.filter(|_| policy != "UNSPECIFIED") {
+            return Err(p.err(
+                ErrorKind::Invalid,
+                "only one of fail_open or failure_policy can be set",
+            ));
+        }
+        return Ok(FailurePolicy::FailOpen);
+    }
+    Ok(match policy {
+        "FAIL_RELOAD" => FailurePolicy::FailReload,
+        "FAIL_OPEN" | "FAIL_IGNORE" => FailurePolicy::FailOpen,
+        _ => FailurePolicy::FailClosed,
+    })
+}
+
+/// `reload_config.backoff`.
+fn reload_backoff(node: &Node<'_>) -> Res<Backoff> {
+    let o = node.obj(&["backoff"])?;
+    let Some(b) = o.get("backoff") else {
+        return Ok(Backoff::default());
+    };
+    let b = b.obj(&["base_interval", "max_interval"])?;
+    let base_node = b.req("base_interval")?;
+    let base = base_node.duration()?;
+    if base < Duration::from_millis(1) {
+        return Err(base_node.err(ErrorKind::Invalid, "must be at least 1ms"));
+    }
+    let max = match b.get("max_interval") {
+        None => base * 10,
+        Some(m) => {
+            let max = m.duration()?;
+            if max < base {
+                return Err(m.err(
+                    ErrorKind::Invalid,
+                    "max_interval must be greater than or equal to base_interval",
+                ));
+            }
+            max
+        }
+    };
+    Ok(Backoff {
+        base_interval: base,
+        max_interval: max,
+    })
+}
+
+/// `capability_restriction_config.allowed_capabilities`: keys only; the
+/// values (`SanitizationConfig`) have no fields.
+fn capabilities(node: &Node<'_>) -> Res<Option<Vec<String>>> {
+    let o = node.obj(&["allowed_capabilities"])?;
+    let Some(m) = o.get("allowed_capabilities") else {
+        return Ok(None);
+    };
+    let mut names = Vec::new();
+    for (k, v) in m.map()? {
+        if !v.v.is_null() {
+            v.obj(&[])?;
+        }
+        if k.is_empty() {
+            return Err(v.err(ErrorKind::Invalid, "capability name must not be empty"));
+        }
+        names.push(k.to_owned());
+    }
+    Ok(if names.is_empty() { None } else { Some(names) })
+}

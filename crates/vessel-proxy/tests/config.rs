@@ -1,0 +1,1584 @@
+//! Tests of the Envoy-config reader (`vessel_proxy::config`): fixtures under
+//! `tests/data/configs/`, and single-field probes made by editing the
+//! `minimal.yaml` document.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml::Value;
+use vessel_proxy::config::{
+    self, Backoff, Bootstrap, ClusterKind, Codec, ConfigError, Endpoint, ErrorKind, FailurePolicy,
+    HeaderMatch, PathMatch, RouteAction, WasmCode,
+};
+
+// ------------------------------------------------------------------ helpers
+
+fn configs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/configs")
+}
+
+fn load_fixture(name: &str) -> Bootstrap {
+    let path = configs_dir().join(name);
+    match config::load(&path) {
+        Ok(b) => b,
+        Err(e) => panic!("{name}: {e}"),
+    }
+}
+
+/// The `minimal.yaml` document, to be edited.
+fn base() -> Value {
+    let text = std::fs::read_to_string(configs_dir().join("minimal.yaml")).expect("read fixture");
+    serde_yaml::from_str(&text).expect("fixture is YAML")
+}
+
+/// A YAML snippet.
+fn y(s: &str) -> Value {
+    serde_yaml::from_str(s).expect("snippet is YAML")
+}
+
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// Splits a path in the error format (`a.b[0].c`). Keys with dots are not
+/// supported (none of the probed ones have any).
+fn segments(path: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            out.push(Seg::Key(rest[..i].to_owned()));
+            rest = &rest[i..];
+            while let Some(end) = rest.find(']') {
+                out.push(Seg::Index(rest[1..end].parse().expect("index")));
+                rest = &rest[end + 1..];
+            }
+        } else {
+            out.push(Seg::Key(rest.to_owned()));
+        }
+    }
+    out
+}
+
+/// Sets `path` in `doc` to `v`, creating mappings on the way.
+fn set(doc: &mut Value, path: &str, v: Value) {
+    let segs = segments(path);
+    let mut cur = doc;
+    for (i, s) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        match s {
+            Seg::Key(k) => {
+                if cur.is_null() {
+                    *cur = Value::Mapping(Default::default());
+                }
+                let m = cur.as_mapping_mut().expect("mapping on the path");
+                if last {
+                    m.insert(Value::String(k.clone()), v);
+                    return;
+                }
+                cur = m.entry(Value::String(k.clone())).or_insert(Value::Null);
+            }
+            Seg::Index(n) => {
+                let s = cur.as_sequence_mut().expect("list on the path");
+                if last {
+                    s[*n] = v;
+                    return;
+                }
+                cur = &mut s[*n];
+            }
+        }
+    }
+}
+
+/// Removes the key at `path`.
+fn remove(doc: &mut Value, path: &str) {
+    let (parent, key) = path.rsplit_once('.').expect("dotted path");
+    let mut cur = doc;
+    for s in segments(parent) {
+        cur = match s {
+            Seg::Key(k) => cur.get_mut(k.as_str()).expect("key on the path"),
+            Seg::Index(n) => cur.get_mut(n).expect("index on the path"),
+        };
+    }
+    cur.as_mapping_mut()
+        .expect("mapping")
+        .remove(key)
+        .expect("key present");
+}
+
+fn parse_doc(doc: &Value) -> Result<Bootstrap, ConfigError> {
+    let text = serde_yaml::to_string(doc).expect("serialize");
+    config::parse(&text, Path::new("/cfg"))
+}
+
+fn ok(doc: &Value) -> Bootstrap {
+    match parse_doc(doc) {
+        Ok(b) => b,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+/// The field error of `doc`: (kind, path, message).
+fn field_err(doc: &Value) -> (ErrorKind, String, String) {
+    match parse_doc(doc) {
+        Ok(_) => panic!(
+            "accepted: {}",
+            serde_yaml::to_string(doc).unwrap_or_default()
+        ),
+        Err(e) => match (e.kind(), e.path(), e.message()) {
+            (Some(k), Some(p), Some(m)) => (k, p.to_owned(), m.to_owned()),
+            _ => panic!("not a field error: {e}"),
+        },
+    }
+}
+
+/// Sets `path` to `v` and expects an error of `kind` at `at`.
+fn expect_err(path: &str, v: Value, kind: ErrorKind, at: &str) -> String {
+    let mut doc = base();
+    set(&mut doc, path, v);
+    let (k, p, m) = field_err(&doc);
+    assert_eq!((k, p.as_str()), (kind, at), "setting {path}: {m}");
+    m
+}
+
+const L: &str = "static_resources.listeners[0]";
+fn hcm() -> String {
+    format!("{L}.filter_chains[0].filters[0].typed_config")
+}
+fn plugin() -> String {
+    format!("{}.http_filters[0].typed_config.config", hcm())
+}
+fn vm() -> String {
+    format!("{}.vm_config", plugin())
+}
+fn vhost() -> String {
+    format!("{}.route_config.virtual_hosts[0]", hcm())
+}
+const C: &str = "static_resources.clusters[0]";
+
+fn no_headers(_: &str) -> Option<&'static str> {
+    None
+}
+
+// ---------------------------------------------------------------- fixtures
+
+#[test]
+fn minimal_fixture_values_and_defaults() {
+    let b = load_fixture("minimal.yaml");
+    assert_eq!(b.listeners.len(), 1);
+    let l = &b.listeners[0];
+    assert_eq!(l.name, "main");
+    assert_eq!(l.addr, "127.0.0.1:10000".parse::<SocketAddr>().unwrap());
+    assert_eq!(l.codec, Codec::Auto);
+    assert_eq!(l.stat_prefix, "ingress_http");
+    assert_eq!(l.routes.name(), "local");
+    assert_eq!(l.wasm_filters.len(), 1);
+    let w = &l.wasm_filters[0];
+    assert_eq!(w.name, "plugin");
+    assert_eq!(w.root_id, "root");
+    assert_eq!(w.vm_id, "vm");
+    assert_eq!(w.code, WasmCode::File(configs_dir().join("plugin.wasm")));
+    assert!(w.configuration.is_empty());
+    assert!(w.vm_configuration.is_empty());
+    assert_eq!(w.failure_policy, FailurePolicy::FailClosed);
+    assert_eq!(w.reload_backoff, Backoff::default());
+    assert_eq!(w.allowed_capabilities, None);
+    assert!(w.environment.host_env_keys.is_empty() && w.environment.key_values.is_empty());
+    assert!(!w.allow_on_headers_stop_iteration);
+
+    assert_eq!(b.clusters.len(), 1);
+    let c = &b.clusters[0];
+    assert_eq!(c.name, "backend");
+    assert_eq!(c.kind, ClusterKind::Static);
+    assert_eq!(c.connect_timeout, Duration::from_millis(250));
+    assert_eq!(
+        c.endpoints,
+        vec![Endpoint {
+            address: "127.0.0.1".into(),
+            port: 8080,
+            hostname: None
+        }]
+    );
+    assert!(!c.http2);
+    assert_eq!(b.admin, Some("127.0.0.1:9901".parse().unwrap()));
+    assert!(b.node.is_none());
+    assert_eq!(
+        l.routes.route("anything", "/x", no_headers),
+        Some(&RouteAction::Cluster {
+            name: "backend".into(),
+            prefix_rewrite: None,
+            timeout: Some(Duration::from_secs(15)),
+        })
+    );
+}
+
+#[test]
+fn full_fixture_every_field() {
+    let b = load_fixture("full.yaml");
+    let node = b.node.as_ref().expect("node");
+    assert_eq!(node.id, "vessel-1");
+    assert_eq!(node.cluster, "edge");
+    assert_eq!(
+        serde_json::Value::Object(node.metadata.clone()),
+        serde_json::json!({"region": "eu-west", "weight": 3, "tags": ["a", "b"]})
+    );
+
+    assert_eq!(b.listeners.len(), 2);
+    let l = &b.listeners[0];
+    assert_eq!(l.name, "public");
+    assert_eq!(l.addr, "[::]:8443".parse::<SocketAddr>().unwrap());
+    assert_eq!(l.codec, Codec::Http2);
+    assert_eq!(l.stat_prefix, "public");
+    assert_eq!(l.routes.name(), "public_routes");
+    let vhs = l.routes.virtual_hosts();
+    assert_eq!(vhs.len(), 2);
+    assert_eq!(vhs[0].name, "api");
+    assert_eq!(vhs[0].domains, ["api.example.com", "api.example.com:8443"]);
+    assert_eq!(vhs[1].domains, ["*.example.com", "example.*"]);
+    let routes = &vhs[0].routes;
+    assert_eq!(routes.len(), 4);
+    assert_eq!(routes[0].name, "health");
+    assert_eq!(routes[0].matcher.path, PathMatch::Exact("/healthz".into()));
+    assert_eq!(
+        routes[0].action,
+        RouteAction::Direct {
+            status: 204,
+            body: None
+        }
+    );
+    match &routes[1].matcher.path {
+        PathMatch::Regex(r) => assert_eq!(r.pattern(), "/v[0-9]+/users/[^/]+"),
+        other => panic!("{other:?}"),
+    }
+    let h = &routes[1].matcher.headers;
+    assert_eq!(h[0].name, "x-tenant");
+    assert_eq!(h[0].kind, HeaderMatch::Exact("acme".into()));
+    assert!(!h[0].invert);
+    assert_eq!(h[1].kind, HeaderMatch::Present(true));
+    assert!(h[1].invert);
+    assert_eq!(
+        routes[1].action,
+        RouteAction::Cluster {
+            name: "users".into(),
+            prefix_rewrite: None,
+            timeout: Some(Duration::from_millis(2500)),
+        }
+    );
+    assert_eq!(
+        routes[2].action,
+        RouteAction::Cluster {
+            name: "grpc".into(),
+            prefix_rewrite: Some("/rpc/".into()),
+            timeout: None,
+        }
+    );
+    assert_eq!(
+        routes[2].matcher.headers[0].kind,
+        HeaderMatch::Exact("application/grpc".into())
+    );
+    let h = &routes[3].matcher.headers;
+    assert_eq!(h[0].kind, HeaderMatch::Prefix("curl/".into()));
+    assert_eq!(h[1].kind, HeaderMatch::Suffix("json".into()));
+    assert_eq!(h[2].kind, HeaderMatch::Contains("session=".into()));
+    assert_eq!(
+        h[3].kind,
+        HeaderMatch::IgnoreCase(config::StringMatchKind::Exact, "fast".into())
+    );
+    assert_eq!(
+        vhs[1].routes[0].action,
+        RouteAction::Direct {
+            status: 404,
+            body: Some("no such host\n".into())
+        }
+    );
+
+    assert_eq!(l.wasm_filters.len(), 2);
+    let auth = &l.wasm_filters[0];
+    assert_eq!(auth.name, "auth");
+    assert_eq!(auth.root_id, "auth_root");
+    assert_eq!(auth.vm_id, "shared");
+    assert_eq!(auth.configuration, [0, 1, 2, 255]);
+    assert_eq!(auth.vm_configuration, b"vm-config");
+    assert_eq!(auth.code, WasmCode::Inline(b"\0asm\x01\0\0\0".to_vec()));
+    assert_eq!(auth.failure_policy, FailurePolicy::FailReload);
+    assert_eq!(
+        auth.reload_backoff,
+        Backoff {
+            base_interval: Duration::from_millis(500),
+            max_interval: Duration::from_secs(30)
+        }
+    );
+    assert_eq!(
+        auth.allowed_capabilities.as_deref(),
+        Some(&["proxy_log", "proxy_get_header_map_value", "fd_write"].map(String::from)[..])
+    );
+    assert!(auth.allow_on_headers_stop_iteration);
+    assert_eq!(auth.environment.host_env_keys, ["HOME", "PATH"]);
+    assert_eq!(
+        auth.environment.key_values,
+        BTreeMap::from([
+            ("LEVEL".to_owned(), "3".to_owned()),
+            ("MODE".to_owned(), "strict".to_owned())
+        ])
+    );
+
+    let headers = &l.wasm_filters[1];
+    assert_eq!(headers.name, "headers");
+    assert_eq!(headers.root_id, "");
+    assert_eq!(headers.failure_policy, FailurePolicy::FailOpen);
+    assert_eq!(
+        headers.code,
+        WasmCode::File(configs_dir().join("../modules/headers.wasm"))
+    );
+    assert_eq!(
+        String::from_utf8(headers.configuration.clone()).unwrap(),
+        r#"{"alpha":{"list":[1,2.5,"x"],"none":null},"count":10,"zeta":true}"#
+    );
+
+    let plain = &b.listeners[1];
+    assert_eq!(plain.name, "plain");
+    assert_eq!(plain.codec, Codec::Http1);
+    assert!(plain.wasm_filters.is_empty());
+    assert_eq!(plain.routes.name(), "");
+
+    assert_eq!(b.clusters.len(), 3);
+    let users = b.cluster("users").expect("users");
+    assert_eq!(
+        users
+            .endpoints
+            .iter()
+            .map(|e| (e.address.as_str(), e.port))
+            .collect::<Vec<_>>(),
+        [("10.0.0.1", 8001), ("::1", 8002), ("10.0.0.3", 8003)]
+    );
+    let grpc = b.cluster("grpc").expect("grpc");
+    assert_eq!(grpc.kind, ClusterKind::LogicalDns);
+    assert_eq!(grpc.connect_timeout, Duration::from_secs(1));
+    assert!(grpc.http2);
+    assert_eq!(
+        grpc.endpoints[0].hostname.as_deref(),
+        Some("grpc.example.com")
+    );
+    let h1 = b.cluster("legacy_h1").expect("legacy_h1");
+    assert_eq!(h1.kind, ClusterKind::StrictDns);
+    assert!(!h1.http2);
+    assert!(h1.endpoints.is_empty());
+    assert_eq!(h1.connect_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn sdk_example_shape_loads_as_written() {
+    let b = load_fixture("sdk_example.yaml");
+    let l = &b.listeners[0];
+    assert_eq!(l.name, "listener_0");
+    assert_eq!(l.addr, "0.0.0.0:10000".parse::<SocketAddr>().unwrap());
+    let w = &l.wasm_filters[0];
+    assert_eq!(w.name, "x");
+    assert_eq!(w.root_id, "x_root");
+    assert_eq!(w.vm_id, "x_vm");
+    assert_eq!(
+        w.code,
+        WasmCode::File("/etc/envoy/proxy-wasm-plugins/x.wasm".into())
+    );
+    assert_eq!(
+        w.configuration,
+        b"The secret to life is meaningless unless you discover it yourself"
+    );
+    let echo = b.cluster("echo").expect("echo");
+    assert_eq!(echo.kind, ClusterKind::StrictDns);
+    assert_eq!(echo.endpoints[0].address, "httpbin.org");
+    assert_eq!(echo.endpoints[0].port, 80);
+    assert_eq!(echo.endpoints[0].hostname.as_deref(), Some("httpbin.org"));
+    assert_eq!(
+        b.cluster("local_static").expect("static").kind,
+        ClusterKind::Static
+    );
+    assert_eq!(b.admin, Some("0.0.0.0:9901".parse().unwrap()));
+    assert_eq!(
+        l.routes.route("localhost:10000", "/static/a", no_headers),
+        Some(&RouteAction::Direct {
+            status: 200,
+            body: Some("Inspect the HTTP header: custom-header".into())
+        })
+    );
+    assert!(matches!(
+        l.routes.route("localhost:10000", "/other", no_headers),
+        Some(RouteAction::Cluster { name, .. }) if name == "echo"
+    ));
+}
+
+#[test]
+fn sdk_hello_world_shape_loads_as_written() {
+    let b = load_fixture("sdk_hello_world.yaml");
+    let l = &b.listeners[0];
+    assert_eq!(l.codec, Codec::Auto);
+    assert_eq!(l.routes.name(), "no_routes");
+    assert!(l.routes.virtual_hosts().is_empty());
+    assert_eq!(l.routes.route("h", "/", no_headers), None);
+    let w = &l.wasm_filters[0];
+    assert_eq!(w.root_id, "hello_world");
+    assert_eq!(
+        w.code,
+        WasmCode::File(configs_dir().join("filters/proxy_wasm_hello_world.wasm"))
+    );
+    let c = &b.clusters[0];
+    assert_eq!(c.kind, ClusterKind::StrictDns);
+    assert_eq!(c.connect_timeout, Duration::from_secs(5000));
+    assert!(c.http2);
+    assert_eq!(b.admin, Some("0.0.0.0:9001".parse().unwrap()));
+}
+
+#[test]
+fn load_reports_missing_file_and_bad_yaml() {
+    let missing = configs_dir().join("does-not-exist.yaml");
+    match config::load(&missing) {
+        Err(ConfigError::Read { file, .. }) => assert_eq!(file, missing),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        config::parse("static_resources: [", Path::new(".")),
+        Err(ConfigError::Yaml(_))
+    ));
+    // Duplicate keys are rejected by the YAML reader.
+    assert!(matches!(
+        config::parse("admin: {}\nadmin: {}\n", Path::new(".")),
+        Err(ConfigError::Yaml(_))
+    ));
+    // An empty document or a scalar is not a bootstrap.
+    let e = config::parse("", Path::new(".")).unwrap_err();
+    assert_eq!(
+        (e.kind(), e.path()),
+        (Some(ErrorKind::Invalid), Some("<root>"))
+    );
+}
+
+// ----------------------------------------------------- unsupported fields
+
+#[test]
+fn allow_precompiled_error_names_path_and_supported_keys() {
+    let mut doc = base();
+    set(&mut doc, &format!("{}.allow_precompiled", vm()), y("true"));
+    let e = parse_doc(&doc).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.\
+         http_filters[0].typed_config.config.vm_config.allow_precompiled: not supported; \
+         supported keys here: vm_id, runtime, code, configuration, environment_variables"
+    );
+    assert_eq!(e.kind(), Some(ErrorKind::Unsupported));
+}
+
+#[test]
+fn every_unsupported_field_is_named_by_path() {
+    let cases: Vec<(String, &str)> = vec![
+        ("layered_runtime".into(), "{}"),
+        ("stats_sinks".into(), "[]"),
+        ("static_resources.secrets".into(), "[]"),
+        (format!("{L}.per_connection_buffer_limit_bytes"), "1024"),
+        (format!("{L}.listener_filters"), "[]"),
+        (format!("{L}.address.socket_address.ipv4_compat"), "true"),
+        (format!("{L}.address.pipe"), "{path: /tmp/x}"),
+        (
+            format!("{L}.filter_chains[0].transport_socket"),
+            "{name: tls}",
+        ),
+        (format!("{L}.filter_chains[0].filter_chain_match"), "{}"),
+        (format!("{}.access_log", hcm()), "[]"),
+        (format!("{}.use_remote_address", hcm()), "true"),
+        (format!("{}.rds", hcm()), "{}"),
+        (
+            format!("{}.route_config.request_headers_to_add", hcm()),
+            "[]",
+        ),
+        (format!("{}.require_tls", vhost()), "ALL"),
+        (
+            format!("{}.routes[0].match.case_sensitive", vhost()),
+            "false",
+        ),
+        (
+            format!("{}.routes[0].match.query_parameters", vhost()),
+            "[]",
+        ),
+        (format!("{}.routes[0].route.retry_policy", vhost()), "{}"),
+        (
+            format!("{}.routes[0].route.host_rewrite_literal", vhost()),
+            "x",
+        ),
+        (format!("{}.routes[0].redirect", vhost()), "{}"),
+        (
+            format!("{}.routes[0].typed_per_filter_config", vhost()),
+            "{}",
+        ),
+        (format!("{}.http_filters[0].disabled", hcm()), "true"),
+        (
+            format!("{}.http_filters[1].typed_config.dynamic_stats", hcm()),
+            "true",
+        ),
+        (format!("{}.sanitization", plugin()), "{}"),
+        (format!("{}.nack_on_code_cache_miss", vm()), "true"),
+        (format!("{}.code.remote", vm()), "{sha256: x}"),
+        (format!("{}.code.local.environment_variable", vm()), "X"),
+        (format!("{}.environment_variables.inherit", vm()), "true"),
+        (format!("{}.reload_config.backoff.jitter", plugin()), "0.1"),
+        (
+            format!(
+                "{}.capability_restriction_config.allowed_capabilities.proxy_log.x",
+                plugin()
+            ),
+            "1",
+        ),
+        (format!("{C}.dns_lookup_family"), "V4_ONLY"),
+        (format!("{C}.health_checks"), "[]"),
+        (format!("{C}.transport_socket"), "{name: tls}"),
+        (
+            format!("{C}.http2_protocol_options.max_concurrent_streams"),
+            "10",
+        ),
+        (format!("{C}.load_assignment.policy"), "{}"),
+        (
+            format!("{C}.load_assignment.endpoints[0].locality"),
+            "{region: x}",
+        ),
+        (
+            format!("{C}.load_assignment.endpoints[0].lb_endpoints[0].load_balancing_weight"),
+            "2",
+        ),
+        (
+            format!(
+                "{C}.load_assignment.endpoints[0].lb_endpoints[0].endpoint.health_check_config"
+            ),
+            "{}",
+        ),
+        ("admin.access_log".into(), "[]"),
+        ("node.locality".into(), "{region: x}"),
+    ];
+    for (path, value) in &cases {
+        expect_err(path, y(value), ErrorKind::Unsupported, path);
+    }
+}
+
+#[test]
+fn unsupported_fields_in_typed_struct_and_header_matchers() {
+    // A TypedStruct-wrapped filter: paths go through `value`.
+    let mut doc = base();
+    let f = format!("{}.http_filters[0].typed_config", hcm());
+    set(
+        &mut doc,
+        &f,
+        y(r#"
+"@type": type.googleapis.com/udpa.type.v1.TypedStruct
+type_url: type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+value:
+  config:
+    vm_config:
+      code: { local: { filename: a.wasm } }
+      allow_precompiled: false
+"#),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(k, ErrorKind::Unsupported);
+    assert_eq!(p, format!("{f}.value.config.vm_config.allow_precompiled"));
+
+    let hm = format!("{}.routes[0].match.headers", vhost());
+    expect_err(
+        &hm,
+        y("[{name: x, safe_regex_match: {regex: a}}]"),
+        ErrorKind::Unsupported,
+        &format!("{hm}[0].safe_regex_match"),
+    );
+    expect_err(
+        &hm,
+        y("[{name: x, string_match: {safe_regex: {regex: a}}}]"),
+        ErrorKind::Unsupported,
+        &format!("{hm}[0].string_match.safe_regex"),
+    );
+    expect_err(
+        &hm,
+        y("[{name: x, range_match: {start: 1, end: 2}}]"),
+        ErrorKind::Unsupported,
+        &format!("{hm}[0].range_match"),
+    );
+    let re = format!("{}.routes[0].match", vhost());
+    expect_err(
+        &re,
+        y("{safe_regex: {regex: /a, google_re2: {max_program_size: 100}}}"),
+        ErrorKind::Unsupported,
+        &format!("{re}.safe_regex.google_re2.max_program_size"),
+    );
+}
+
+#[test]
+fn unsupported_filter_and_any_types() {
+    let f = format!("{L}.filter_chains[0].filters[0]");
+    let m = expect_err(
+        &format!("{f}.typed_config"),
+        y(
+            r#"{"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}"#,
+        ),
+        ErrorKind::Unsupported,
+        &format!("{f}.typed_config.@type"),
+    );
+    assert!(m.contains("tcp_proxy"), "{m}");
+
+    let hf = format!("{}.http_filters[0]", hcm());
+    expect_err(
+        &hf,
+        y(
+            r#"{name: envoy.filters.http.lua, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua}}"#,
+        ),
+        ErrorKind::Unsupported,
+        &format!("{hf}.typed_config.@type"),
+    );
+    expect_err(
+        &hf,
+        y("{name: envoy.filters.http.cors}"),
+        ErrorKind::Unsupported,
+        &format!("{hf}.name"),
+    );
+    expect_err(
+        &hf,
+        y("{name: envoy.filters.http.wasm}"),
+        ErrorKind::Missing,
+        &format!("{hf}.typed_config"),
+    );
+    // A TypedStruct naming another filter: the error points at type_url.
+    expect_err(
+        &format!("{hf}.typed_config"),
+        y(
+            r#"{"@type": type.googleapis.com/xds.type.v3.TypedStruct, type_url: type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua, value: {}}"#,
+        ),
+        ErrorKind::Unsupported,
+        &format!("{hf}.typed_config.type_url"),
+    );
+    expect_err(
+        &format!("{}.configuration", plugin()),
+        y(r#"{"@type": type.googleapis.com/google.protobuf.Duration, value: 1s}"#),
+        ErrorKind::Unsupported,
+        &format!("{}.configuration.@type", plugin()),
+    );
+    expect_err(
+        &format!("{}.configuration", plugin()),
+        y("{value: x}"),
+        ErrorKind::Missing,
+        &format!("{}.configuration.@type", plugin()),
+    );
+    // Two network filters, two filter chains.
+    let chain = format!("{L}.filter_chains[0].filters");
+    let mut doc = base();
+    let filters = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"].clone();
+    let mut two = filters.as_sequence().expect("list").clone();
+    two.push(two[0].clone());
+    set(&mut doc, &chain, Value::Sequence(two));
+    let (k, p, _) = field_err(&doc);
+    assert_eq!((k, p), (ErrorKind::Unsupported, chain));
+    let mut doc = base();
+    let chains = format!("{L}.filter_chains");
+    let mut two = doc["static_resources"]["listeners"][0]["filter_chains"]
+        .as_sequence()
+        .expect("list")
+        .clone();
+    two.push(two[0].clone());
+    set(&mut doc, &chains, Value::Sequence(two));
+    let (k, p, _) = field_err(&doc);
+    assert_eq!((k, p), (ErrorKind::Unsupported, chains));
+}
+
+// --------------------------------------------------------- bad values
+
+#[test]
+fn bad_enum_values() {
+    let codec = format!("{}.codec_type", hcm());
+    expect_err(&codec, y("HTTP3"), ErrorKind::Unsupported, &codec);
+    let m = expect_err(&codec, y("SPDY"), ErrorKind::Invalid, &codec);
+    assert!(m.contains("AUTO, HTTP1, HTTP2"), "{m}");
+    // Enums are case-insensitive, as in Envoy.
+    let mut doc = base();
+    set(&mut doc, &codec, y("http1"));
+    assert_eq!(ok(&doc).listeners[0].codec, Codec::Http1);
+
+    let ty = format!("{C}.type");
+    expect_err(&ty, y("EDS"), ErrorKind::Unsupported, &ty);
+    expect_err(&ty, y("ORIGINAL_DST"), ErrorKind::Unsupported, &ty);
+    expect_err(&ty, y("DYNAMIC"), ErrorKind::Invalid, &ty);
+    let lb = format!("{C}.lb_policy");
+    expect_err(&lb, y("LEAST_REQUEST"), ErrorKind::Unsupported, &lb);
+    expect_err(&lb, y("FASTEST"), ErrorKind::Invalid, &lb);
+    let fp = format!("{}.failure_policy", plugin());
+    expect_err(&fp, y("FAIL_SOMETIMES"), ErrorKind::Invalid, &fp);
+    let proto = format!("{L}.address.socket_address.protocol");
+    expect_err(&proto, y("UDP"), ErrorKind::Unsupported, &proto);
+    // An enum given as a number is not a name.
+    expect_err(&codec, y("1"), ErrorKind::Invalid, &codec);
+}
+
+#[test]
+fn bad_values_are_rejected_with_their_path() {
+    let port = format!("{L}.address.socket_address.port_value");
+    expect_err(&port, y("70000"), ErrorKind::Invalid, &port);
+    expect_err(&port, y("-1"), ErrorKind::Invalid, &port);
+    let addr = format!("{L}.address.socket_address.address");
+    let m = expect_err(&addr, y("localhost"), ErrorKind::Invalid, &addr);
+    assert!(m.contains("not an IP address"), "{m}");
+    let ct = format!("{C}.connect_timeout");
+    expect_err(&ct, y("100ms"), ErrorKind::Invalid, &ct);
+    expect_err(&ct, y("5"), ErrorKind::Invalid, &ct);
+    expect_err(&ct, y("0s"), ErrorKind::Invalid, &ct);
+    expect_err(&ct, y("-1s"), ErrorKind::Invalid, &ct);
+    let ep =
+        format!("{C}.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address");
+    let m = expect_err(
+        &format!("{ep}.address"),
+        y("backend.local"),
+        ErrorKind::Invalid,
+        &format!("{ep}.address"),
+    );
+    assert!(m.contains("STATIC"), "{m}");
+    let status = format!("{}.routes[0]", vhost());
+    expect_err(
+        &status,
+        y("{match: {prefix: /}, direct_response: {status: 700}}"),
+        ErrorKind::Invalid,
+        &format!("{status}.direct_response.status"),
+    );
+    expect_err(
+        &status,
+        y("{match: {safe_regex: {regex: '(unclosed'}}, route: {cluster: backend}}"),
+        ErrorKind::Invalid,
+        &format!("{status}.match.safe_regex.regex"),
+    );
+    expect_err(
+        &status,
+        y("{match: {prefix: /, path: /a}, route: {cluster: backend}}"),
+        ErrorKind::Invalid,
+        &format!("{status}.match"),
+    );
+    expect_err(
+        &status,
+        y("{match: {headers: []}, route: {cluster: backend}}"),
+        ErrorKind::Missing,
+        &format!("{status}.match"),
+    );
+    expect_err(
+        &status,
+        y("{match: {prefix: /}}"),
+        ErrorKind::Missing,
+        &status,
+    );
+    expect_err(
+        &status,
+        y("{match: {prefix: /}, route: {cluster: backend, timeout: 1m}}"),
+        ErrorKind::Invalid,
+        &format!("{status}.route.timeout"),
+    );
+    let domains = format!("{}.domains", vhost());
+    expect_err(
+        &domains,
+        y("['foo.*.com']"),
+        ErrorKind::Invalid,
+        &format!("{domains}[0]"),
+    );
+    expect_err(
+        &domains,
+        y("['*.*']"),
+        ErrorKind::Invalid,
+        &format!("{domains}[0]"),
+    );
+    expect_err(&domains, y("[]"), ErrorKind::Invalid, &domains);
+
+    let code = format!("{}.code.local", vm());
+    expect_err(
+        &code,
+        y("{inline_bytes: 'not base64!'}"),
+        ErrorKind::Invalid,
+        &format!("{code}.inline_bytes"),
+    );
+    expect_err(
+        &code,
+        y("{filename: ''}"),
+        ErrorKind::Invalid,
+        &format!("{code}.filename"),
+    );
+    expect_err(&code, y("{}"), ErrorKind::Missing, &code);
+    expect_err(
+        &code,
+        y("{filename: a.wasm, inline_string: x}"),
+        ErrorKind::Invalid,
+        &code,
+    );
+    let rt = format!("{}.runtime", vm());
+    expect_err(
+        &rt,
+        y("envoy.wasm.runtime.null"),
+        ErrorKind::Unsupported,
+        &rt,
+    );
+    expect_err(&rt, y("envoy.wasm.runtime.wavm"), ErrorKind::Invalid, &rt);
+    // Strings must be strings, bools must be bools.
+    let name = format!("{}.root_id", plugin());
+    let m = expect_err(&name, y("42"), ErrorKind::Invalid, &name);
+    assert!(m.contains("quote"), "{m}");
+    let fo = format!("{}.fail_open", plugin());
+    expect_err(&fo, y("'yes'"), ErrorKind::Invalid, &fo);
+    let kv = format!("{}.environment_variables.key_values", vm());
+    expect_err(
+        &kv,
+        y("{LEVEL: 3}"),
+        ErrorKind::Invalid,
+        &format!("{kv}.LEVEL"),
+    );
+    // Required fields.
+    let mut doc = base();
+    remove(&mut doc, &format!("{}.stat_prefix", hcm()));
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p),
+        (ErrorKind::Missing, format!("{}.stat_prefix", hcm()))
+    );
+    let mut doc = base();
+    remove(&mut doc, &format!("{}.vm_config", plugin()));
+    let (k, p, _) = field_err(&doc);
+    assert_eq!((k, p), (ErrorKind::Missing, vm()));
+    let mut doc = base();
+    remove(&mut doc, &format!("{C}.name"));
+    let (k, p, _) = field_err(&doc);
+    assert_eq!((k, p), (ErrorKind::Missing, format!("{C}.name")));
+    // Backoff limits.
+    let bo = format!("{}.reload_config.backoff", plugin());
+    expect_err(
+        &bo,
+        y("{base_interval: 2s, max_interval: 1s}"),
+        ErrorKind::Invalid,
+        &format!("{bo}.max_interval"),
+    );
+    expect_err(
+        &bo,
+        y("{base_interval: 0.0001s}"),
+        ErrorKind::Invalid,
+        &format!("{bo}.base_interval"),
+    );
+    expect_err(
+        &bo,
+        y("{max_interval: 1s}"),
+        ErrorKind::Missing,
+        &format!("{bo}.base_interval"),
+    );
+}
+
+#[test]
+fn logical_dns_needs_exactly_one_endpoint() {
+    let mut doc = base();
+    set(&mut doc, &format!("{C}.type"), y("LOGICAL_DNS"));
+    let eps = format!("{C}.load_assignment.endpoints[0].lb_endpoints");
+    let one =
+        doc["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            [0]
+        .clone();
+    set(&mut doc, &eps, Value::Sequence(vec![one.clone(), one]));
+    let (k, p, m) = field_err(&doc);
+    assert_eq!((k, p.as_str()), (ErrorKind::Invalid, C), "{m}");
+}
+
+// ---------------------------------------------- references and duplicates
+
+#[test]
+fn route_to_unknown_cluster_is_rejected() {
+    let cluster = format!("{}.routes[0].route.cluster", vhost());
+    let mut doc = base();
+    set(&mut doc, &cluster, y("nowhere"));
+    let (k, p, m) = field_err(&doc);
+    assert_eq!(
+        (k, p.as_str()),
+        (ErrorKind::UnknownReference, cluster.as_str())
+    );
+    assert!(m.contains("nowhere"), "{m}");
+}
+
+#[test]
+fn router_placement() {
+    let filters = format!("{}.http_filters", hcm());
+    let doc = base();
+    let wasm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"][0]
+        .clone();
+    let router = y("{name: envoy.filters.http.router}");
+
+    // Wasm after the router.
+    let mut d = base();
+    set(
+        &mut d,
+        &filters,
+        Value::Sequence(vec![router.clone(), wasm.clone()]),
+    );
+    let (k, p, _) = field_err(&d);
+    assert_eq!((k, p), (ErrorKind::Invalid, format!("{filters}[1]")));
+    // Two routers.
+    let mut d = base();
+    set(
+        &mut d,
+        &filters,
+        Value::Sequence(vec![wasm.clone(), router.clone(), router.clone()]),
+    );
+    let (k, p, _) = field_err(&d);
+    assert_eq!((k, p), (ErrorKind::Invalid, format!("{filters}[2]")));
+    // No router.
+    let mut d = base();
+    set(&mut d, &filters, Value::Sequence(vec![wasm.clone()]));
+    let (k, p, _) = field_err(&d);
+    assert_eq!((k, p), (ErrorKind::Invalid, filters.clone()));
+    // Only a router: zero wasm filters is fine.
+    let mut d = base();
+    set(&mut d, &filters, Value::Sequence(vec![router.clone()]));
+    assert!(ok(&d).listeners[0].wasm_filters.is_empty());
+    // Several wasm filters keep their order.
+    let mut second = wasm.clone();
+    second["typed_config"]["config"]["name"] = y("second");
+    let mut d = base();
+    set(
+        &mut d,
+        &filters,
+        Value::Sequence(vec![wasm, second, router]),
+    );
+    let names: Vec<String> = ok(&d).listeners[0]
+        .wasm_filters
+        .iter()
+        .map(|w| w.name.clone())
+        .collect();
+    assert_eq!(names, ["plugin", "second"]);
+}
+
+#[test]
+fn duplicates_are_rejected() {
+    // Listener names and addresses.
+    let mut doc = base();
+    let l0 = doc["static_resources"]["listeners"][0].clone();
+    let mut l1 = l0.clone();
+    l1["address"]["socket_address"]["port_value"] = y("10001");
+    set(
+        &mut doc,
+        "static_resources.listeners",
+        Value::Sequence(vec![l0.clone(), l1]),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p.as_str()),
+        (ErrorKind::Duplicate, "static_resources.listeners[1].name")
+    );
+    let mut l2 = l0.clone();
+    l2["name"] = y("other");
+    set(
+        &mut doc,
+        "static_resources.listeners",
+        Value::Sequence(vec![l0, l2]),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p.as_str()),
+        (
+            ErrorKind::Duplicate,
+            "static_resources.listeners[1].address"
+        )
+    );
+    // Cluster names.
+    let mut doc = base();
+    let c = doc["static_resources"]["clusters"][0].clone();
+    set(
+        &mut doc,
+        "static_resources.clusters",
+        Value::Sequence(vec![c.clone(), c]),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p.as_str()),
+        (ErrorKind::Duplicate, "static_resources.clusters[1].name")
+    );
+    // Domains (case-insensitively) across virtual hosts.
+    let vhs = format!("{}.route_config.virtual_hosts", hcm());
+    let mut doc = base();
+    set(
+        &mut doc,
+        &vhs,
+        y(r#"
+- {name: a, domains: [Example.com], routes: []}
+- {name: b, domains: [example.COM], routes: []}
+"#),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p),
+        (ErrorKind::Duplicate, format!("{vhs}[1].domains[0]"))
+    );
+    // Virtual host names.
+    set(
+        &mut doc,
+        &vhs,
+        y("[{name: a, domains: [x]}, {name: a, domains: [y]}]"),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!((k, p), (ErrorKind::Duplicate, format!("{vhs}[1].name")));
+    // Environment keys.
+    let env = format!("{}.environment_variables", vm());
+    expect_err(
+        &env,
+        y("{host_env_keys: [HOME], key_values: {HOME: /root}}"),
+        ErrorKind::Duplicate,
+        &format!("{env}.host_env_keys[0]"),
+    );
+    expect_err(
+        &env,
+        y("{host_env_keys: [HOME, PATH, HOME]}"),
+        ErrorKind::Duplicate,
+        &format!("{env}.host_env_keys[2]"),
+    );
+    // A field given in both spellings.
+    let mut doc = base();
+    set(&mut doc, &format!("{}.rootId", plugin()), y("other"));
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p),
+        (ErrorKind::Duplicate, format!("{}.rootId", plugin()))
+    );
+}
+
+// ------------------------------------------------- plugin config details
+
+fn plugin_with(fields: &str) -> config::WasmFilter {
+    let mut doc = base();
+    let mut cfg = y(fields);
+    cfg["vm_config"] = y("{code: {local: {filename: p.wasm}}}");
+    set(&mut doc, &plugin(), cfg);
+    ok(&doc).listeners[0].wasm_filters[0].clone()
+}
+
+#[test]
+fn failure_policy_combines_with_fail_open_like_envoy() {
+    let cases = [
+        ("{}", FailurePolicy::FailClosed),
+        ("{fail_open: false}", FailurePolicy::FailClosed),
+        ("{fail_open: true}", FailurePolicy::FailOpen),
+        (
+            "{fail_open: true, failure_policy: UNSPECIFIED}",
+            FailurePolicy::FailOpen,
+        ),
+        ("{failure_policy: FAIL_CLOSED}", FailurePolicy::FailClosed),
+        ("{failure_policy: FAIL_OPEN}", FailurePolicy::FailOpen),
+        ("{failure_policy: FAIL_IGNORE}", FailurePolicy::FailOpen),
+        ("{failure_policy: FAIL_RELOAD}", FailurePolicy::FailReload),
+        (
+            "{fail_open: false, failure_policy: FAIL_OPEN}",
+            FailurePolicy::FailOpen,
+        ),
+    ];
+    for (fields, want) in cases {
+        assert_eq!(plugin_with(fields).failure_policy, want, "{fields}");
+    }
+    let fp = format!("{}.failure_policy", plugin());
+    let mut doc = base();
+    set(&mut doc, &format!("{}.fail_open", plugin()), y("true"));
+    set(&mut doc, &fp, y("FAIL_CLOSED"));
+    let (k, p, m) = field_err(&doc);
+    assert_eq!((k, p), (ErrorKind::Invalid, fp));
+    assert!(m.contains("only one of fail_open or failure_policy"), "{m}");
+}
+
+#[test]
+fn reload_backoff_defaults() {
+    let w =
+        plugin_with("{failure_policy: FAIL_RELOAD, reload_config: {backoff: {base_interval: 2s}}}");
+    assert_eq!(
+        w.reload_backoff,
+        Backoff {
+            base_interval: Duration::from_secs(2),
+            max_interval: Duration::from_secs(20)
+        }
+    );
+    let w = plugin_with("{reload_config: {}}");
+    assert_eq!(w.reload_backoff, Backoff::default());
+}
+
+#[test]
+fn configuration_any_forms() {
+    let cases: [(&str, &[u8]); 8] = [
+        (
+            r#"{"@type": type.googleapis.com/google.protobuf.StringValue, value: "hello world"}"#,
+            b"hello world",
+        ),
+        (
+            r#"{"@type": type.googleapis.com/google.protobuf.StringValue}"#,
+            b"",
+        ),
+        (
+            r#"{"@type": type.googleapis.com/google.protobuf.BytesValue, value: "aGk/Pz4+"}"#,
+            b"hi??>>",
+        ),
+        // URL-safe alphabet, no padding.
+        (
+            r#"{"@type": type.googleapis.com/google.protobuf.BytesValue, value: "aGk_Pz4-"}"#,
+            b"hi??>>",
+        ),
+        (
+            r#"{"@type": type.googleapis.com/udpa.type.v1.TypedStruct, type_url: type.googleapis.com/x.Y, value: {b: [1, {c: "d"}], a: 1.5}}"#,
+            br#"{"a":1.5,"b":[1,{"c":"d"}]}"#,
+        ),
+        (
+            r#"{"@type": type.googleapis.com/xds.type.v3.TypedStruct, type_url: type.googleapis.com/x.Y}"#,
+            b"{}",
+        ),
+        (
+            r#"{"@type": type.googleapis.com/google.protobuf.Struct, value: {k: [true, null, 2.0]}}"#,
+            br#"{"k":[true,null,2]}"#,
+        ),
+        (
+            r#"{"@type": type.googleapis.com/google.protobuf.StringValue, value: "{\"a\": 1}\n"}"#,
+            b"{\"a\": 1}\n",
+        ),
+    ];
+    for (any, want) in cases {
+        let w = plugin_with(&format!("{{configuration: {any}}}"));
+        assert_eq!(
+            String::from_utf8_lossy(&w.configuration),
+            String::from_utf8_lossy(want),
+            "{any}"
+        );
+        // The VM configuration follows the same rules.
+        let mut doc = base();
+        set(&mut doc, &format!("{}.configuration", vm()), y(any));
+        assert_eq!(
+            ok(&doc).listeners[0].wasm_filters[0].vm_configuration,
+            want,
+            "{any}"
+        );
+    }
+    // A Struct must be a mapping; a StringValue's value must be a string.
+    let c = format!("{}.configuration", plugin());
+    expect_err(
+        &c,
+        y(r#"{"@type": type.googleapis.com/udpa.type.v1.TypedStruct, value: [1]}"#),
+        ErrorKind::Invalid,
+        &format!("{c}.value"),
+    );
+    expect_err(
+        &c,
+        y(r#"{"@type": type.googleapis.com/google.protobuf.StringValue, value: {a: 1}}"#),
+        ErrorKind::Invalid,
+        &format!("{c}.value"),
+    );
+    expect_err(
+        &c,
+        y(r#"{"@type": type.googleapis.com/google.protobuf.StringValue, value: x, extra: 1}"#),
+        ErrorKind::Unsupported,
+        &format!("{c}.extra"),
+    );
+}
+
+#[test]
+fn capabilities_env_and_stop_iteration() {
+    let w = plugin_with(
+        "{capability_restriction_config: {allowed_capabilities: {proxy_log: {}, proxy_on_request_headers: ~}}}",
+    );
+    assert_eq!(
+        w.allowed_capabilities,
+        Some(vec![
+            "proxy_log".to_owned(),
+            "proxy_on_request_headers".to_owned()
+        ])
+    );
+    // An empty map allows everything, as in Envoy: reported as no restriction.
+    let w = plugin_with("{capability_restriction_config: {allowed_capabilities: {}}}");
+    assert_eq!(w.allowed_capabilities, None);
+
+    assert!(plugin_with("{allow_on_headers_stop_iteration: true}").allow_on_headers_stop_iteration);
+    assert!(
+        plugin_with("{allow_on_headers_stop_iteration: {value: true}}")
+            .allow_on_headers_stop_iteration
+    );
+    assert!(
+        !plugin_with("{allow_on_headers_stop_iteration: false}").allow_on_headers_stop_iteration
+    );
+}
+
+#[test]
+fn code_sources() {
+    let mut doc = base();
+    let local = format!("{}.code.local", vm());
+    set(&mut doc, &local, y("{inline_string: \"(module)\"}"));
+    assert_eq!(
+        ok(&doc).listeners[0].wasm_filters[0].code,
+        WasmCode::Inline(b"(module)".to_vec())
+    );
+    set(&mut doc, &local, y("{filename: /abs/p.wasm}"));
+    assert_eq!(
+        ok(&doc).listeners[0].wasm_filters[0].code,
+        WasmCode::File("/abs/p.wasm".into())
+    );
+    set(&mut doc, &local, y("{filename: rel/p.wasm}"));
+    assert_eq!(
+        ok(&doc).listeners[0].wasm_filters[0].code,
+        WasmCode::File("/cfg/rel/p.wasm".into())
+    );
+}
+
+// -------------------------------------------------- protobuf-JSON leniency
+
+#[test]
+fn camel_case_quoted_numbers_single_values_and_merge_keys() {
+    let mut doc = base();
+    let p = plugin();
+    remove(&mut doc, &format!("{p}.root_id"));
+    set(&mut doc, &format!("{p}.rootId"), y("camel"));
+    set(
+        &mut doc,
+        &format!("{L}.address.socket_address.port_value"),
+        y("'10005'"),
+    );
+    set(
+        &mut doc,
+        &format!("{}.domains", vhost()),
+        y("'*.example.com'"),
+    );
+    let b = ok(&doc);
+    assert_eq!(b.listeners[0].wasm_filters[0].root_id, "camel");
+    assert_eq!(b.listeners[0].addr.port(), 10005);
+    assert_eq!(
+        b.listeners[0].routes.virtual_hosts()[0].domains,
+        ["*.example.com"]
+    );
+
+    let text = r#"
+x-endpoint: &ep
+  address: { socket_address: { address: 10.1.1.1, port_value: 80 } }
+"#;
+    // Unknown top-level keys are errors even when only used as anchors.
+    let e = config::parse(text, Path::new(".")).unwrap_err();
+    assert_eq!(
+        (e.kind(), e.path()),
+        (Some(ErrorKind::Unsupported), Some("x-endpoint"))
+    );
+
+    let text = r#"
+static_resources:
+  clusters:
+  - &c
+    name: a
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: a
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.1.1.1, port_value: 80}}}}]}]
+  - <<: *c
+    name: b
+"#;
+    let b = config::parse(text, Path::new(".")).expect("merge keys");
+    assert_eq!(b.clusters[1].name, "b");
+    assert_eq!(b.clusters[1].connect_timeout, Duration::from_secs(1));
+    assert_eq!(b.clusters[1].endpoints[0].address, "10.1.1.1");
+}
+
+#[test]
+fn http2_upstream_forms() {
+    let mut doc = base();
+    set(&mut doc, &format!("{C}.http2_protocol_options"), y("{}"));
+    assert!(ok(&doc).clusters[0].http2);
+    // null means unset, as in protobuf JSON.
+    set(
+        &mut doc,
+        &format!("{C}.http2_protocol_options"),
+        Value::Null,
+    );
+    assert!(!ok(&doc).clusters[0].http2);
+
+    let opts = y(r#"
+envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+  "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+  explicit_http_config: { http2_protocol_options: {} }
+"#);
+    let mut doc = base();
+    set(
+        &mut doc,
+        &format!("{C}.typed_extension_protocol_options"),
+        opts.clone(),
+    );
+    assert!(ok(&doc).clusters[0].http2);
+    // Both the deprecated field and the typed options: rejected.
+    set(&mut doc, &format!("{C}.http2_protocol_options"), y("{}"));
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(k, ErrorKind::Invalid);
+    assert_eq!(
+        p,
+        format!(
+            "{C}.typed_extension_protocol_options.envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        )
+    );
+    // Another extension name.
+    let mut doc = base();
+    set(
+        &mut doc,
+        &format!("{C}.typed_extension_protocol_options"),
+        y("{envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions: {}}"),
+    );
+    let (k, _, m) = field_err(&doc);
+    assert_eq!(k, ErrorKind::Unsupported, "{m}");
+}
+
+#[test]
+fn ignored_admin_fields_and_node() {
+    let mut doc = base();
+    set(&mut doc, "admin.access_log_path", y("/dev/null"));
+    set(&mut doc, "admin.profile_path", y("/tmp/prof"));
+    set(&mut doc, "node", y("{id: n1, metadata: {a: {b: 1}}}"));
+    let b = ok(&doc);
+    assert_eq!(b.admin, Some("127.0.0.1:9901".parse().unwrap()));
+    let n = b.node.expect("node");
+    assert_eq!(n.id, "n1");
+    assert_eq!(n.cluster, "");
+    assert_eq!(n.metadata["a"]["b"], serde_json::json!(1));
+    expect_err(
+        "admin.access_log_path",
+        y("1"),
+        ErrorKind::Invalid,
+        "admin.access_log_path",
+    );
+    expect_err(
+        "node.metadata",
+        y("[1]"),
+        ErrorKind::Invalid,
+        "node.metadata",
+    );
+}
+
+// ------------------------------------------------------------ routing
+
+fn routes(vhosts: &str) -> config::RouteConfig {
+    let mut doc = base();
+    set(&mut doc, &format!("{}.route_config", hcm()), y(vhosts));
+    ok(&doc).listeners[0].routes.clone()
+}
+
+fn direct(status: u16) -> RouteAction {
+    RouteAction::Direct { status, body: None }
+}
+
+fn answer(status: u16) -> String {
+    format!("{{match: {{prefix: /}}, direct_response: {{status: {status}}}}}")
+}
+
+#[test]
+fn virtual_host_domain_precedence() {
+    let rc = routes(&format!(
+        r#"
+virtual_hosts:
+- {{name: default, domains: ["*"], routes: [{d}]}}
+- {{name: exact, domains: [api.example.com, "api.example.com:8080"], routes: [{e}]}}
+- {{name: suffix, domains: ["*.example.com"], routes: [{s}]}}
+- {{name: long-suffix, domains: ["*.eu.example.com"], routes: [{ls}]}}
+- {{name: dash-suffix, domains: ["*-api.example.com"], routes: [{ds}]}}
+- {{name: prefix, domains: ["api.*"], routes: [{p}]}}
+- {{name: long-prefix, domains: ["api.example.*"], routes: [{lp}]}}
+"#,
+        d = answer(200),
+        e = answer(201),
+        s = answer(202),
+        ls = answer(203),
+        ds = answer(204),
+        p = answer(205),
+        lp = answer(206),
+    ));
+    let vh = |host: &str| rc.find_virtual_host(host).map(|v| v.name.as_str());
+    assert_eq!(vh("api.example.com"), Some("exact"));
+    assert_eq!(vh("API.Example.COM"), Some("exact"));
+    assert_eq!(vh("api.example.com:8080"), Some("exact"));
+    // The port is part of the host: no exact match, the suffix wildcard
+    // does not match either (it ends with :9090), but the prefix one does.
+    assert_eq!(vh("api.example.com:9090"), Some("long-prefix"));
+    assert_eq!(vh("www.example.com"), Some("suffix"));
+    assert_eq!(vh("www.eu.example.com"), Some("long-suffix"));
+    assert_eq!(vh("x-api.example.com"), Some("dash-suffix"));
+    // A wildcard never matches the empty string.
+    assert_eq!(vh("-api.example.com"), Some("suffix"));
+    assert_eq!(vh(".example.com"), Some("default"));
+    // Suffix beats prefix.
+    assert_eq!(vh("api.foo.example.com"), Some("suffix"));
+    assert_eq!(vh("api.example.org"), Some("long-prefix"));
+    assert_eq!(vh("api.test"), Some("prefix"));
+    assert_eq!(vh("other.org"), Some("default"));
+    assert_eq!(rc.route("other.org", "/", no_headers), Some(&direct(200)));
+    assert_eq!(
+        rc.route("www.eu.example.com", "/", no_headers),
+        Some(&direct(203))
+    );
+
+    // Without `*`, an unmatched host has no route.
+    let rc = routes(&format!(
+        "virtual_hosts: [{{name: only, domains: [a.com], routes: [{}]}}]",
+        answer(200)
+    ));
+    assert_eq!(rc.route("b.com", "/", no_headers), None);
+    assert_eq!(rc.route("a.com", "/", no_headers), Some(&direct(200)));
+}
+
+#[test]
+fn path_matchers_and_first_match_order() {
+    let rc = routes(
+        r#"
+virtual_hosts:
+- name: all
+  domains: ["*"]
+  routes:
+  - match: { path: /exact }
+    direct_response: { status: 201 }
+  - match: { safe_regex: { regex: "/items/[0-9]+" } }
+    direct_response: { status: 202 }
+  - match: { prefix: /api/ }
+    direct_response: { status: 203 }
+  - match: { prefix: /api/never }
+    direct_response: { status: 204 }
+  - match: { prefix: /Case }
+    direct_response: { status: 205 }
+"#,
+    );
+    let r = |path: &str| match rc.route("h", path, no_headers) {
+        Some(RouteAction::Direct { status, .. }) => Some(*status),
+        _ => None,
+    };
+    assert_eq!(r("/exact"), Some(201));
+    assert_eq!(r("/exact?q=1"), Some(201));
+    assert_eq!(r("/exact#frag"), Some(201));
+    assert_eq!(r("/exact/"), None);
+    assert_eq!(r("/items/42"), Some(202));
+    assert_eq!(r("/items/42?x=y"), Some(202));
+    // The regex must match the whole path.
+    assert_eq!(r("/items/42/more"), None);
+    assert_eq!(r("/x/items/42"), None);
+    assert_eq!(r("/api/never"), Some(203));
+    assert_eq!(r("/api"), None);
+    // Matching is case-sensitive.
+    assert_eq!(r("/case"), None);
+    assert_eq!(r("/Case/x"), Some(205));
+}
+
+#[test]
+fn header_matchers_including_invert() {
+    let rc = routes(
+        r#"
+virtual_hosts:
+- name: all
+  domains: ["*"]
+  routes:
+  - match:
+      prefix: /
+      headers:
+      - { name: x-env, exact_match: prod }
+      - { name: x-canary, present_match: true, invert_match: true }
+    direct_response: { status: 201 }
+  - match:
+      prefix: /
+      headers:
+      - { name: x-env, string_match: { prefix: stag }, invert_match: true }
+      - { name: x-user, string_match: { suffix: "@corp", ignore_case: true } }
+    direct_response: { status: 202 }
+  - match:
+      prefix: /
+      headers:
+      - { name: x-flags, string_match: { contains: beta } }
+      - { name: x-absent, present_match: false }
+    direct_response: { status: 203 }
+  - match:
+      prefix: /
+      headers:
+      - { name: X-Only-Name }
+      - { name: ":method", exact_match: POST }
+    direct_response: { status: 204 }
+"#,
+    );
+    let status = |hs: &[(&str, &str)]| {
+        let lookup = |name: &str| {
+            hs.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        match rc.route("h", "/", lookup) {
+            Some(RouteAction::Direct { status, .. }) => Some(*status),
+            _ => None,
+        }
+    };
+    assert_eq!(status(&[("x-env", "prod")]), Some(201));
+    assert_eq!(status(&[("x-env", "prod"), ("x-canary", "1")]), None);
+    // Inverted string matchers need the header present: absent never matches.
+    assert_eq!(status(&[("x-user", "ann@CORP")]), None);
+    assert_eq!(
+        status(&[("x-env", "dev"), ("x-user", "ann@CORP")]),
+        Some(202)
+    );
+    assert_eq!(
+        status(&[("x-env", "staging"), ("x-user", "ann@corp")]),
+        None
+    );
+    assert_eq!(status(&[("x-env", "dev"), ("x-user", "ann@home")]), None);
+    assert_eq!(status(&[("x-flags", "alpha,beta")]), Some(203));
+    assert_eq!(status(&[("x-flags", "alpha,beta"), ("x-absent", "")]), None);
+    // No specifier = present; pseudo-headers are looked up like others.
+    assert_eq!(
+        status(&[("x-only-name", ""), (":method", "POST")]),
+        Some(204)
+    );
+    assert_eq!(status(&[("x-only-name", ""), (":method", "GET")]), None);
+    assert_eq!(status(&[(":method", "POST")]), None);
+}
+
+#[test]
+fn header_matcher_semantics_for_absent_headers() {
+    use config::HeaderMatcher;
+    let m = |kind: HeaderMatch, invert: bool| HeaderMatcher {
+        name: "x".into(),
+        kind,
+        invert,
+    };
+    // Envoy: an absent header matches only present_match false (or
+    // present_match true inverted).
+    assert!(m(HeaderMatch::Present(false), false).matches(None));
+    assert!(m(HeaderMatch::Present(true), true).matches(None));
+    assert!(!m(HeaderMatch::Present(true), false).matches(None));
+    assert!(!m(HeaderMatch::Present(false), true).matches(None));
+    assert!(!m(HeaderMatch::Exact("a".into()), true).matches(None));
+    assert!(!m(HeaderMatch::Exact("a".into()), false).matches(None));
+    assert!(m(HeaderMatch::Exact("a".into()), true).matches(Some("b")));
+    assert!(!m(HeaderMatch::Present(false), false).matches(Some("")));
+}
+
+#[test]
+fn prefix_rewrite_and_timeouts() {
+    let rc = routes(
+        r#"
+virtual_hosts:
+- name: all
+  domains: ["*"]
+  routes:
+  - match: { prefix: /old/ }
+    route: { cluster: backend, prefix_rewrite: /new/ }
+  - match: { path: /exact }
+    route: { cluster: backend, prefix_rewrite: /replaced, timeout: 3s }
+  - match: { safe_regex: { regex: "/re/.*" } }
+    route: { cluster: backend, prefix_rewrite: /, timeout: 0s }
+  - match: { prefix: / }
+    route: { cluster: backend }
+"#,
+    );
+    let rewrite = |path: &str| {
+        rc.find_route("h", path, no_headers)
+            .and_then(|r| r.rewritten_path(path))
+    };
+    assert_eq!(rewrite("/old/a/b?x=1").as_deref(), Some("/new/a/b?x=1"));
+    assert_eq!(rewrite("/exact?q").as_deref(), Some("/replaced?q"));
+    assert_eq!(rewrite("/re/x/y?z").as_deref(), Some("/?z"));
+    assert_eq!(rewrite("/other"), None);
+    let timeout = |path: &str| match rc.route("h", path, no_headers) {
+        Some(RouteAction::Cluster { timeout, .. }) => *timeout,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(timeout("/old/"), Some(config::DEFAULT_ROUTE_TIMEOUT));
+    assert_eq!(timeout("/exact"), Some(Duration::from_secs(3)));
+    assert_eq!(timeout("/re/1"), None);
+}
