@@ -1,0 +1,119 @@
+//! Named upstream clusters for HTTP and gRPC callouts (ABI reference §4.5),
+//! registered by the embedder, and the pooled hyper-util clients that reach
+//! them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// One upstream cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// The name filters use in `proxy_http_call`.
+    pub name: String,
+    /// Its endpoints, tried round-robin.
+    pub endpoints: Vec<SocketAddr>,
+    /// TCP connect timeout. Envoy's default is 5 s.
+    pub connect_timeout: Duration,
+    /// Speak HTTP/2 (prior knowledge) to it, as gRPC needs.
+    pub http2: bool,
+}
+
+impl Cluster {
+    /// Envoy's default connect timeout.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A cluster with one endpoint and the defaults.
+    pub fn new(name: impl Into<String>, endpoint: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            endpoints: vec![endpoint],
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            http2: false,
+        }
+    }
+
+    /// Uses HTTP/2 with prior knowledge.
+    pub fn http2(mut self) -> Self {
+        self.http2 = true;
+        self
+    }
+}
+
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub(crate) struct ClusterEntry {
+    pub(crate) cluster: Cluster,
+    pub(crate) client: HttpClient,
+    next: AtomicUsize,
+}
+
+impl ClusterEntry {
+    pub(crate) fn next_endpoint(&self) -> Option<SocketAddr> {
+        if self.cluster.endpoints.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.cluster.endpoints.len();
+        Some(self.cluster.endpoints[i])
+    }
+}
+
+/// The clusters callouts may use.
+#[derive(Default)]
+pub struct Clusters {
+    pub(crate) by_name: HashMap<String, ClusterEntry>,
+}
+
+impl std::fmt::Debug for Clusters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.by_name.values().map(|c| &c.cluster))
+            .finish()
+    }
+}
+
+impl Clusters {
+    /// No clusters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a cluster.
+    pub fn add(&mut self, cluster: Cluster) {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(cluster.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(cluster.http2)
+            .build(connector);
+        self.by_name.insert(
+            cluster.name.clone(),
+            ClusterEntry {
+                cluster,
+                client,
+                next: AtomicUsize::new(0),
+            },
+        );
+    }
+
+    /// True if `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The cluster names.
+    pub fn names(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&ClusterEntry> {
+        self.by_name.get(name)
+    }
+}

@@ -1,0 +1,36 @@
+//! # vessel-hyper
+//!
+//! Runs proxy-wasm filter chains on real HTTP traffic: a tower
+//! [`VesselLayer`] that any hyper, axum or hyper-util server can add in
+//! front of its upstream service, with VM pools, HTTP callouts to named
+//! [`Cluster`]s, tick timers and queue notifications on tokio.
+//!
+//! ```no_run
+//! # async fn demo(plugin: vessel_host::Plugin) -> Result<(), Box<dyn std::error::Error>> {
+//! use vessel_hyper::{Clusters, FailurePolicy, FilterPool, Runtime, VesselLayer};
+//! let runtime = Runtime::new(Clusters::new());
+//! let env = vessel_host::HostEnv::default();
+//! let pool = FilterPool::new(&plugin, &env, &runtime, 2, FailurePolicy::FailClosed)?;
+//! let layer = VesselLayer::new(vec![pool]);
+//! // tower::ServiceBuilder::new().layer(layer).service(upstream)
+//! # let _ = layer; Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod callout;
+pub mod cluster;
+pub mod convert;
+pub mod future;
+pub mod layer;
+pub mod pool;
+pub mod service;
+mod stream;
+
+pub use body::{BoxError, VesselBody};
+pub use cluster::{Cluster, Clusters};
+pub use future::ResponseFuture;
+pub use layer::{ChainConfig, DEFAULT_BUFFER_LIMIT, VesselLayer};
+pub use pool::{FailurePolicy, FilterPool, Runtime};
+pub use service::{ConnectionInfo, VesselService};

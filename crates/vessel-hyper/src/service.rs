@@ -1,0 +1,230 @@
+//! [`VesselService`]: runs each request through the filter chain, calls the
+//! inner service (the upstream), and runs the response back through.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower::Service;
+use vessel_host::{PropertyMap, PropertyValue, StreamType};
+
+use crate::body::{BoxError, VesselBody};
+use crate::convert;
+use crate::future::ResponseFuture;
+use crate::layer::ChainConfig;
+use crate::stream::{Chain, Flow, reply_headers};
+
+/// Connection facts the embedder puts in the request's extensions; they
+/// become the `source.*`, `destination.*` and `connection.id` properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub source: SocketAddr,
+    /// The local (listener) address.
+    pub destination: SocketAddr,
+    /// A process-unique connection id.
+    pub id: u64,
+}
+
+/// See [`VesselLayer`](crate::VesselLayer).
+#[derive(Debug, Clone)]
+pub struct VesselService<S> {
+    inner: S,
+    config: Arc<ChainConfig>,
+}
+
+impl<S> VesselService<S> {
+    pub(crate) fn new(inner: S, config: Arc<ChainConfig>) -> Self {
+        Self { inner, config }
+    }
+}
+
+fn properties<B>(req: &Request<B>) -> PropertyMap {
+    let mut p = PropertyMap::new();
+    let protocol = match req.version() {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    };
+    p.insert_dotted("request.protocol", protocol);
+    if let Some(c) = req.extensions().get::<ConnectionInfo>() {
+        p.insert_dotted("source.address", c.source.to_string());
+        p.insert_dotted("source.port", i64::from(c.source.port()));
+        p.insert_dotted("destination.address", c.destination.to_string());
+        p.insert_dotted("destination.port", i64::from(c.destination.port()));
+        p.insert_dotted("connection.id", PropertyValue::Uint(c.id));
+    }
+    p
+}
+
+fn local_response(headers: &vessel_host::HeaderMap, body: Vec<u8>) -> Response<VesselBody> {
+    let mut parts = Response::new(()).into_parts().0;
+    convert::apply_response(headers, &mut parts);
+    if !body.is_empty() {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, body.len().into());
+    }
+    Response::from_parts(parts, VesselBody::full(body))
+}
+
+fn reset() -> Response<VesselBody> {
+    Response::new(VesselBody::error("the filter reset the stream".into()))
+}
+
+impl<S, B, RB> Service<Request<B>> for VesselService<S>
+where
+    S: Service<Request<VesselBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError> + Send,
+    RB: Body<Data = Bytes> + Send + Unpin + 'static,
+    RB::Error: Into<BoxError> + Send,
+{
+    type Response = Response<VesselBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        ResponseFuture {
+            inner: Box::pin(run(config, inner, req)),
+        }
+    }
+}
+
+async fn reply(mut chain: Chain, flow: Flow, encode: bool) -> Response<VesselBody> {
+    match flow {
+        Flow::Reply(r, from) => {
+            let (headers, body) = if encode {
+                chain.encode_local_reply(r, from).await
+            } else {
+                (reply_headers(&r), r.body)
+            };
+            local_response(&headers, body).with_guard(chain)
+        }
+        Flow::Reset | Flow::Go => reset().with_guard(chain),
+    }
+}
+
+trait WithGuard {
+    fn with_guard(self, chain: Chain) -> Self;
+}
+
+impl WithGuard for Response<VesselBody> {
+    fn with_guard(self, chain: Chain) -> Self {
+        self.map(|b| b.with_guard(chain))
+    }
+}
+
+async fn run<S, B, RB>(
+    config: Arc<ChainConfig>,
+    mut inner: S,
+    req: Request<B>,
+) -> Result<Response<VesselBody>, S::Error>
+where
+    S: Service<Request<VesselBody>, Response = Response<RB>> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError> + Send,
+    RB: Body<Data = Bytes> + Send + Unpin + 'static,
+    RB::Error: Into<BoxError> + Send,
+{
+    let props = properties(&req);
+    let (chain, failed) = Chain::start(&config.pools, &props, config.buffer_limit);
+    let mut chain = chain;
+    if let Some(flow) = failed {
+        return Ok(reply(chain, flow, false).await);
+    }
+    let (mut parts, body) = req.into_parts();
+    let mut headers = convert::request_headers(&parts);
+    let end = body.is_end_stream();
+    match chain
+        .headers(StreamType::HttpRequest, &mut headers, end, 0)
+        .await
+    {
+        Flow::Go => {}
+        flow => return Ok(reply(chain, flow, true).await),
+    }
+    convert::apply_request(&headers, &mut parts);
+
+    // Send the request upstream while its body flows through the chain.
+    let (tx, upstream_body) = VesselBody::channel(16);
+    let upstream_body = if end {
+        VesselBody::empty()
+    } else {
+        upstream_body
+    };
+    let mut response = Box::pin(inner.call(Request::from_parts(parts, upstream_body)));
+    let upstream = if end {
+        drop(tx);
+        response.await
+    } else {
+        let outcome = {
+            let pump = chain.pump(StreamType::HttpRequest, body, tx);
+            tokio::pin!(pump);
+            let mut pumped = false;
+            loop {
+                tokio::select! {
+                    flow = &mut pump, if !pumped => {
+                        pumped = true;
+                        if !matches!(flow, Flow::Go) {
+                            break Err(flow);
+                        }
+                    }
+                    r = &mut response => break Ok(r),
+                }
+            }
+        };
+        match outcome {
+            Ok(r) => r,
+            Err(flow) => {
+                // A local reply after the request went upstream: the
+                // upstream call is abandoned.
+                drop(response);
+                return Ok(reply(chain, flow, true).await);
+            }
+        }
+    };
+    let upstream = upstream?;
+    let (mut rparts, rbody) = upstream.into_parts();
+    let mut rheaders = convert::response_headers(&rparts);
+    let end = rbody.is_end_stream();
+    match chain
+        .headers(StreamType::HttpResponse, &mut rheaders, end, 0)
+        .await
+    {
+        Flow::Go => {}
+        flow => return Ok(reply(chain, flow, false).await),
+    }
+    convert::apply_response(&rheaders, &mut rparts);
+    if end {
+        return Ok(Response::from_parts(rparts, VesselBody::empty()).with_guard(chain));
+    }
+    rparts.headers.remove(http::header::CONTENT_LENGTH);
+    let (tx, body) = VesselBody::channel(16);
+    tokio::spawn(async move {
+        let flow = chain
+            .pump(StreamType::HttpResponse, rbody, tx.clone())
+            .await;
+        if !matches!(flow, Flow::Go) {
+            // Headers already left: the only way to fail now is a reset.
+            let _ = tx
+                .send(Err("the filter chain stopped the response".into()))
+                .await;
+        }
+        drop(chain);
+    });
+    Ok(Response::from_parts(rparts, body))
+}
