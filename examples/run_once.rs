@@ -21,7 +21,9 @@ use vessel_host::{
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut args = std::env::args().skip(1);
-    let path = args.next().context("usage: run_once FILTER.wasm [CONFIG]")?;
+    let path = args
+        .next()
+        .context("usage: run_once FILTER.wasm [CONFIG]")?;
     let config = args.next().unwrap_or_default();
 
     // One engine per process; the compiled plugin is shared by every VM.
@@ -36,7 +38,11 @@ fn main() -> anyhow::Result<()> {
             ..PluginConfig::named("example")
         },
     )?;
-    println!("loaded {path}: ABI {} in {:?}", plugin.abi_version(), started.elapsed());
+    println!(
+        "loaded {path}: ABI {} in {:?}",
+        plugin.abi_version(),
+        started.elapsed()
+    );
 
     // A VM: one instance, with its root context started and configured.
     let started = std::time::Instant::now();
@@ -73,6 +79,10 @@ fn main() -> anyhow::Result<()> {
         println!("request headers now: {h:?}");
     }
     vm.finish_http_stream(stream)?;
-    println!("memory: {} KiB, contexts left: {}", vm.memory_size() / 1024, vm.context_count());
+    println!(
+        "memory: {} KiB, contexts left: {}",
+        vm.memory_size() / 1024,
+        vm.context_count()
+    );
     Ok(())
 }
