@@ -1,7 +1,7 @@
 //! HTTP and gRPC callouts (ABI reference §4.5, §11.6, §11.7, §11.27).
 //!
 //! Callouts belong to the caller's **root** context. Each is recorded as an
-//! [`Effect`](crate::Effect) with Envoy's token numbering (HTTP 4, 8, …;
+//! [`Effect`] with Envoy's token numbering (HTTP 4, 8, …;
 //! gRPC calls 5, 9, …; gRPC streams 6, 10, …) and answered later by the
 //! embedder through `Vm::on_http_call_response` and the gRPC events.
 //!

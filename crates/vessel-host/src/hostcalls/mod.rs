@@ -2,7 +2,7 @@
 //! the table of imports vessel provides, used to explain link errors.
 //!
 //! Each function is named after its import: `proxy_get_buffer_bytes` is
-//! [`buffers::get_buffer_bytes`]. Each returns a [`Status`] the SDKs accept
+//! `buffers::get_buffer_bytes`. Each returns a [`Status`](vessel_abi::Status) the SDKs accept
 //! (ABI reference §11.20) or traps; the module docs list which.
 
 pub mod buffers;

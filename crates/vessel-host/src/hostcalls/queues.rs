@@ -6,7 +6,7 @@
 //! * `proxy_resolve_shared_queue`: OK; unknown → NOT_FOUND; an empty vm_id
 //!   means the caller's own.
 //! * `proxy_enqueue_shared_queue`: OK, and emits
-//!   [`Effect::QueueReady`](crate::Effect::QueueReady) for the registering
+//!   [`Effect::QueueReady`] for the registering
 //!   VM; unknown → NOT_FOUND; a full queue → INTERNAL_FAILURE.
 //! * `proxy_dequeue_shared_queue`: OK; unknown → NOT_FOUND; empty → EMPTY.
 

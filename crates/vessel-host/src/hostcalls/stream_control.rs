@@ -3,16 +3,16 @@
 //!
 //! * `proxy_continue_stream`: OK; type > 3 → BAD_ARGUMENT; UPSTREAM →
 //!   UNIMPLEMENTED (as Envoy). For an HTTP stream it emits
-//!   [`Effect::ContinueStream`](crate::Effect::ContinueStream) and seals that
+//!   [`Effect::ContinueStream`] and seals that
 //!   direction's headers and trailers (later map calls → BAD_ARGUMENT, as in
 //!   Envoy). From a root context it is a no-op that returns OK.
 //! * `proxy_continue_request`, `proxy_continue_response` (0.1.0): as
 //!   `proxy_continue_stream(HTTP_REQUEST / HTTP_RESPONSE)`.
-//! * `proxy_close_stream`: OK, emits [`Effect::CloseStream`](crate::Effect::CloseStream); type > 3 → BAD_ARGUMENT.
+//! * `proxy_close_stream`: OK, emits [`Effect::CloseStream`]; type > 3 → BAD_ARGUMENT.
 //! * `proxy_send_local_response`: OK; emits
-//!   [`Effect::LocalResponse`](crate::Effect::LocalResponse) and makes the
+//!   [`Effect::LocalResponse`] and makes the
 //!   current callback's result a stop (§11.3). From a root context: OK, ignored.
-//! * `proxy_clear_route_cache` (0.1.0): OK, emits [`Effect::ClearRouteCache`](crate::Effect::ClearRouteCache).
+//! * `proxy_clear_route_cache` (0.1.0): OK, emits [`Effect::ClearRouteCache`].
 //! * `proxy_set_effective_context`: OK; unknown id → BAD_ARGUMENT.
 //! * `proxy_done`: OK if the root context was waiting in `on_done`
 //!   (its `on_delete` runs after the current call); else NOT_FOUND.

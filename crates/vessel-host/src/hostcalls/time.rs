@@ -5,7 +5,7 @@
 //!   [`Clock`](crate::Clock)'s wall time as u64.
 //! * `proxy_set_tick_period_milliseconds`: OK; sets the period of the
 //!   caller's **root** context (0 stops ticks) and emits
-//!   [`Effect::TickPeriod`](crate::Effect::TickPeriod).
+//!   [`Effect::TickPeriod`].
 
 use std::time::Duration;
 
