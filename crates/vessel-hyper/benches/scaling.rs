@@ -3,7 +3,12 @@
 //! VMs). Each iteration is a batch of 64 requests, 8 in flight. Run with
 //! `cargo xtask bench`; the ratio of the two times is the speed-up.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout
+)]
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -23,7 +28,8 @@ const IN_FLIGHT: usize = 8;
 fn guest() -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../spec-tests/guests/target/wasm32-wasip1/release/guest_cpu_burn.wasm");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask guests`", path.display()))
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask guests`", path.display()))
 }
 
 fn scaling(c: &mut Criterion) {
@@ -39,7 +45,14 @@ fn scaling(c: &mut Criterion) {
             .unwrap();
         let layer = rt.block_on(async {
             let runtime = Runtime::new(Clusters::new());
-            let pool = FilterPool::new(&plugin, &HostEnv::default(), &runtime, workers, FailurePolicy::FailClosed).unwrap();
+            let pool = FilterPool::new(
+                &plugin,
+                &HostEnv::default(),
+                &runtime,
+                workers,
+                FailurePolicy::FailClosed,
+            )
+            .unwrap();
             VesselLayer::new(vec![pool])
         });
         let upstream = tower::service_fn(|_req: Request<VesselBody>| async {

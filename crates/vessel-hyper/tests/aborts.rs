@@ -63,8 +63,20 @@ async fn ten_thousand_aborted_streams_leak_no_context_or_memory() {
             t.await.unwrap();
         }
     }
-    assert_eq!(settle(&pool, baseline).await, baseline, "every stream context was deleted");
-    assert_eq!(pool.memory_size(), memory_after_warmup, "guest memory did not grow");
+    assert_eq!(
+        settle(&pool, baseline).await,
+        baseline,
+        "every stream context was deleted"
+    );
+    assert_eq!(
+        pool.memory_size(),
+        memory_after_warmup,
+        "guest memory did not grow"
+    );
     // Most requests really were in flight upstream when their client left.
-    assert!(reached.load(Ordering::SeqCst) > 5_000, "{}", reached.load(Ordering::SeqCst));
+    assert!(
+        reached.load(Ordering::SeqCst) > 5_000,
+        "{}",
+        reached.load(Ordering::SeqCst)
+    );
 }

@@ -11,7 +11,12 @@ use vessel_hyper::{Clusters, FailurePolicy, VesselLayer};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_body_is_rewritten_before_it_reaches_the_upstream() {
     let (up, seen) = upstream(200, "done").await;
-    let (pool, _rt) = pool("bodies", "request=replace", Clusters::new(), FailurePolicy::FailClosed);
+    let (pool, _rt) = pool(
+        "bodies",
+        "request=replace",
+        Clusters::new(),
+        FailurePolicy::FailClosed,
+    );
     let proxy = proxy(VesselLayer::new(vec![pool.clone()]), up).await;
     let (status, _, body) = post(proxy, "/upload", &[], b"abcdef".to_vec()).await;
     assert_eq!(status, 200);
@@ -35,7 +40,12 @@ async fn large_streamed_body_passes_through_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffering_past_the_limit_gets_413() {
     let (up, seen) = upstream(200, "ok").await;
-    let (pool, _rt) = pool("bodies", "request=buffer", Clusters::new(), FailurePolicy::FailClosed);
+    let (pool, _rt) = pool(
+        "bodies",
+        "request=buffer",
+        Clusters::new(),
+        FailurePolicy::FailClosed,
+    );
     let layer = VesselLayer::new(vec![pool.clone()]).buffer_limit(64 * 1024);
     let proxy = proxy(layer, up).await;
     let big = vec![b'x'; 1 << 20];
@@ -52,7 +62,12 @@ async fn buffering_past_the_limit_gets_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_body_is_rewritten() {
     let (up, _) = upstream(200, "abcdef").await;
-    let (pool, _rt) = pool("bodies", "response=replace", Clusters::new(), FailurePolicy::FailClosed);
+    let (pool, _rt) = pool(
+        "bodies",
+        "response=replace",
+        Clusters::new(),
+        FailurePolicy::FailClosed,
+    );
     let proxy = proxy(VesselLayer::new(vec![pool]), up).await;
     let (status, headers, body) = get(proxy, "/", &[]).await;
     assert_eq!(status, 200);
@@ -64,14 +79,24 @@ async fn response_body_is_rewritten() {
 async fn chain_runs_filters_in_order() {
     let (up, seen) = upstream(200, "ok").await;
     let (hello, _rt) = pool("hello", "", Clusters::new(), FailurePolicy::FailClosed);
-    let (bodies, _rt2) = pool("bodies", "request=replace", Clusters::new(), FailurePolicy::FailClosed);
+    let (bodies, _rt2) = pool(
+        "bodies",
+        "request=replace",
+        Clusters::new(),
+        FailurePolicy::FailClosed,
+    );
     let proxy = proxy(VesselLayer::new(vec![hello.clone(), bodies.clone()]), up).await;
     let (status, _, _) = post(proxy, "/x", &[], b"abc".to_vec()).await;
     assert_eq!(status, 200);
     {
         let seen = seen.lock().unwrap();
         assert_eq!(seen[0].body, b"replaced");
-        assert!(seen[0].headers.iter().any(|(k, v)| k == "x-hello" && v == "seen"));
+        assert!(
+            seen[0]
+                .headers
+                .iter()
+                .any(|(k, v)| k == "x-hello" && v == "seen")
+        );
     }
     // The first filter's local reply stops the chain before the second.
     let (status, _, body) = get(proxy, "/hello", &[]).await;
