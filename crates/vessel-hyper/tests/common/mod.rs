@@ -254,3 +254,29 @@ pub async fn post(
         .unwrap_or_default();
     (status, parts.headers, body)
 }
+
+/// A loopback upstream that reads the request, starts a response with a
+/// large content-length, sends a few bytes and then drops the connection.
+pub async fn resetting_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\npartial")
+                    .await;
+                let _ = tcp.flush().await;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                drop(tcp);
+            });
+        }
+    });
+    addr
+}
