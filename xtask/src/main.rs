@@ -3,8 +3,9 @@
 //! * `cargo xtask test`  — everything CI checks, on a new machine: adds the
 //!   wasm targets, builds the guest filters, then fmt, clippy, docs, every
 //!   test and every scenario.
-//! * `cargo xtask run`   — builds the guests and runs the example scenarios
-//!   through `vessel test`.
+//! * `cargo xtask run`   — builds the guests, runs the example scenarios
+//!   through `vessel test`, then serves `examples/envoy.yaml` with
+//!   `vessel run` in the foreground (Ctrl-C stops it).
 //! * `cargo xtask bench` — builds the guests and runs the criterion benchmarks.
 //! * `cargo xtask guests` — only builds the guest filters.
 
@@ -178,7 +179,30 @@ fn main() -> Result<()> {
         "test" => test(),
         "run" => {
             guests()?;
-            vessel_test(&["examples/scenarios"])
+            vessel_test(&["examples/scenarios"])?;
+            eprintln!(
+                "==> serving examples/envoy.yaml; try:\n\
+                 \x20   curl -i http://127.0.0.1:10000/hello\n\
+                 \x20   curl -i http://127.0.0.1:10000/anything\n\
+                 \x20   curl -i --http2-prior-knowledge http://127.0.0.1:10000/hello\n\
+                 \x20   curl http://127.0.0.1:9901/stats\n\
+                 Ctrl-C stops it."
+            );
+            run(Command::new(cargo()).args([
+                "run",
+                "--quiet",
+                "-p",
+                "vessel-proxy",
+                "--bin",
+                "vessel",
+                "--",
+                "run",
+                "-c",
+                "examples/envoy.yaml",
+                "--access-log",
+                "-l",
+                "info",
+            ]))
         }
         "bench" => {
             guests()?;

@@ -1,13 +1,17 @@
 //! `vessel`: the proxy-wasm host's command line.
 //!
 //! * `vessel test SCENARIO.yaml...` runs filters against scripted traffic.
+//! * `vessel run -c envoy.yaml` serves an Envoy bootstrap's listeners with
+//!   their wasm filters, and its admin endpoints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use vessel_host::Engine;
 use vessel_proxy::harness;
+use vessel_proxy::run::{self, RunOptions};
 
 #[derive(Parser)]
 #[command(name = "vessel", version, about = "A proxy-wasm host")]
@@ -31,6 +35,23 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Serve an Envoy v3 bootstrap (listeners, wasm filters, routes,
+    /// clusters, admin) until SIGTERM or Ctrl-C.
+    Run {
+        /// The Envoy bootstrap YAML.
+        #[arg(short = 'c', long = "config-path")]
+        config: PathBuf,
+        /// Worker threads, and VMs per wasm filter (default: the number of
+        /// cores, as Envoy).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Write one access log line per request on stdout.
+        #[arg(long)]
+        access_log: bool,
+        /// Seconds connections in flight may take to finish on shutdown.
+        #[arg(long, default_value_t = run::DEFAULT_DRAIN_TIMEOUT.as_secs())]
+        drain_time_s: u64,
+    },
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -41,6 +62,26 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     match cli.command {
+        Command::Run {
+            config,
+            concurrency,
+            access_log,
+            drain_time_s,
+        } => {
+            let options = RunOptions {
+                concurrency,
+                access_log,
+                drain_timeout: Duration::from_secs(drain_time_s),
+                ..RunOptions::new(config)
+            };
+            match run::run(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Test { record, files } => {
             let engine = Engine::default();
             if record {

@@ -1,0 +1,173 @@
+//! The admin listener: `GET /ready`, `GET /stats` and
+//! `GET /stats/prometheus`, in Envoy's formats.
+//!
+//! Guest metrics (ABI reference §4.6) are named `wasmcustom.<name>` in
+//! Envoy, a registered custom stat namespace: `/stats` prints them without
+//! the prefix, and `/stats/prometheus` prints them sanitized and without
+//! the `envoy_` prefix that Envoy's own stats get (a name that starts with
+//! a digit after sanitizing is left out, as Envoy does).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use vessel_host::shared::metrics::{MetricValue, Metrics};
+
+use super::access::ListenerStats;
+use vessel_hyper::VesselBody;
+
+/// What the admin endpoints read.
+pub(crate) struct Admin {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) listeners: Vec<Arc<ListenerStats>>,
+}
+
+/// One stat for rendering: (Envoy name, value).
+enum Stat {
+    Counter(u64),
+    Gauge(i64),
+    Histogram { count: u64, sum: u64 },
+}
+
+impl Admin {
+    /// Every stat, sorted by name. `custom` is true for guest metrics.
+    fn stats(&self) -> Vec<(String, bool, Stat)> {
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            for (name, value) in l.counters() {
+                out.push((name, false, Stat::Counter(value)));
+            }
+        }
+        out.push(("server.live".to_owned(), false, Stat::Gauge(1)));
+        for (name, value) in self.metrics.snapshot() {
+            let stat = match value {
+                MetricValue::Counter(c) => Stat::Counter(c),
+                MetricValue::Gauge(g) => Stat::Gauge(g),
+                MetricValue::Histogram(h) => Stat::Histogram {
+                    count: h.count,
+                    sum: h.sum,
+                },
+            };
+            out.push((name, true, stat));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// `/stats`: `name: value` lines.
+    pub(crate) fn text(&self) -> String {
+        let mut s = String::new();
+        for (name, _, stat) in self.stats() {
+            let _ = match stat {
+                Stat::Counter(v) => writeln!(s, "{name}: {v}"),
+                Stat::Gauge(v) => writeln!(s, "{name}: {v}"),
+                Stat::Histogram { count, sum } => writeln!(s, "{name}: count={count} sum={sum}"),
+            };
+        }
+        s
+    }
+
+    /// `/stats/prometheus`: the text exposition format.
+    pub(crate) fn prometheus(&self) -> String {
+        let mut s = String::new();
+        for (name, custom, stat) in self.stats() {
+            let Some(name) = prometheus_name(&name, custom) else {
+                continue;
+            };
+            let _ = match stat {
+                Stat::Counter(v) => writeln!(s, "# TYPE {name} counter\n{name}{{}} {v}"),
+                Stat::Gauge(v) => writeln!(s, "# TYPE {name} gauge\n{name}{{}} {v}"),
+                Stat::Histogram { count, sum } => writeln!(
+                    s,
+                    "# TYPE {name} histogram\n{name}_bucket{{le=\"+Inf\"}} {count}\n\
+                     {name}_sum{{}} {sum}\n{name}_count{{}} {count}"
+                ),
+            };
+        }
+        s
+    }
+
+    /// Serves one admin request.
+    pub(crate) fn handle<B>(&self, req: &Request<B>) -> Response<VesselBody> {
+        const TEXT: &str = "text/plain; charset=UTF-8";
+        let (status, body, content_type) = if req.method() != Method::GET {
+            (StatusCode::METHOD_NOT_ALLOWED, String::new(), TEXT)
+        } else {
+            match req.uri().path() {
+                "/ready" => (StatusCode::OK, "LIVE\n".to_owned(), TEXT),
+                "/stats" => (StatusCode::OK, self.text(), TEXT),
+                "/stats/prometheus" => (
+                    StatusCode::OK,
+                    self.prometheus(),
+                    "text/plain; version=0.0.4",
+                ),
+                _ => (StatusCode::NOT_FOUND, "invalid path\n".to_owned(), TEXT),
+            }
+        };
+        let mut resp = Response::new(VesselBody::full(body));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+        resp
+    }
+}
+
+/// Envoy's Prometheus name: characters outside `[a-zA-Z0-9_]` become `_`;
+/// Envoy's own stats get `envoy_`; custom ones must not start with a digit.
+fn prometheus_name(name: &str, custom: bool) -> Option<String> {
+    let sanitized: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if !custom {
+        return Some(format!("envoy_{sanitized}"));
+    }
+    match sanitized.chars().next() {
+        Some(c) if !c.is_ascii_digit() => Some(sanitized),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vessel_host::MetricType;
+
+    use super::*;
+
+    fn admin() -> Admin {
+        let metrics = Arc::new(Metrics::default());
+        metrics.define(MetricType::Counter, "reqs.total");
+        metrics.define(MetricType::Gauge, "temp");
+        metrics.define(MetricType::Histogram, "lat");
+        metrics.define(MetricType::Counter, "9lives");
+        Admin {
+            metrics,
+            listeners: vec![],
+        }
+    }
+
+    #[test]
+    fn text_lists_guest_metrics_without_prefix() {
+        let text = admin().text();
+        assert!(text.contains("reqs.total: 0\n"), "{text}");
+        assert!(text.contains("temp: 0\n"), "{text}");
+        assert!(text.contains("lat: count=0 sum=0\n"), "{text}");
+        assert!(!text.contains("wasmcustom"), "{text}");
+    }
+
+    #[test]
+    fn prometheus_sanitizes_and_types() {
+        let p = admin().prometheus();
+        assert!(
+            p.contains("# TYPE reqs_total counter\nreqs_total{} 0\n"),
+            "{p}"
+        );
+        assert!(p.contains("# TYPE temp gauge\n"), "{p}");
+        assert!(p.contains("# TYPE lat histogram\n"), "{p}");
+        assert!(p.contains("lat_count{} 0\n"), "{p}");
+        assert!(p.contains("envoy_server_live{} 1\n"), "{p}");
+        assert!(!p.contains("9lives"), "{p}");
+    }
+}

@@ -1,0 +1,508 @@
+//! End-to-end tests of `vessel run`: the real binary on a generated Envoy
+//! config with loopback ports, a real hyper upstream and real hyper
+//! clients (HTTP/1.1 and h2c).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// Every wait in these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn guest(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../spec-tests/guests/target/wasm32-wasip1/release")
+        .join(format!("guest_{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing; run `cargo xtask guests`",
+        p.display()
+    );
+    p
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `vessel` child process; killed when dropped.
+struct Vessel {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Vessel {
+    fn start(name: &str, config: &str) -> Self {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vessel-run");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join(format!("{name}.yaml"));
+        std::fs::write(&cfg, config).unwrap();
+        let stderr = dir.join(format!("{name}.stderr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_vessel"))
+            .args([
+                "run",
+                "--concurrency",
+                "2",
+                "--access-log",
+                "-l",
+                "info",
+                "-c",
+            ])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits (bounded) for the process to exit.
+    async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Waits (bounded) until `/ready` on `admin` answers 200.
+    async fn wait_ready(&mut self, admin: SocketAddr) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("vessel exited early ({status}):\n{}", self.stderr());
+            }
+            if let Ok(Ok((200, _, _))) =
+                tokio::time::timeout(Duration::from_secs(2), try_get(admin, "/ready", &[])).await
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "vessel not ready:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+}
+
+impl Drop for Vessel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the upstream saw: (path, headers).
+type Seen = Arc<Mutex<Vec<(String, http::HeaderMap)>>>;
+
+/// A loopback upstream answering 200 `upstream\n`; paths starting with
+/// `/slow` wait one second first.
+async fn upstream() -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        log.lock()
+                            .unwrap()
+                            .push((path.clone(), req.headers().clone()));
+                        let _ = req.into_body().collect().await;
+                        if path.starts_with("/slow") {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        let mut resp = Response::new(Full::new(Bytes::from_static(b"upstream\n")));
+                        resp.headers_mut()
+                            .insert("x-upstream", "1".parse().unwrap());
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+async fn request(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    http2: bool,
+) -> Result<(u16, http::HeaderMap, String), Box<dyn std::error::Error + Send + Sync>> {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build_http();
+    let mut req = Request::get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Full::new(Bytes::new()))?).await?;
+    let status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok((
+        status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+async fn try_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, http::HeaderMap, String), Box<dyn std::error::Error + Send + Sync>> {
+    request(addr, path, headers, false).await
+}
+
+/// A bounded request that must succeed.
+async fn get(addr: SocketAddr, path: &str, http2: bool) -> (u16, http::HeaderMap, String) {
+    tokio::time::timeout(WAIT, request(addr, path, &[], http2))
+        .await
+        .unwrap_or_else(|_| panic!("GET {path}: timed out"))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+fn hcm(stat_prefix: &str, routes: &str, filter: &Path) -> String {
+    format!(
+        r#"
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {stat_prefix}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {stat_prefix}
+                vm_config:
+                  code: {{ local: {{ filename: "{}" }} }}
+          - name: envoy.filters.http.router
+"#,
+        filter.display()
+    )
+}
+
+struct Ports {
+    main: SocketAddr,
+    metrics: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn config(ports: &Ports, upstream: SocketAddr) -> String {
+    let dead = free_port();
+    let main_routes = r#"              - match: { path: "/direct" }
+                direct_response: { status: 201, body: { inline_string: "direct\n" } }
+              - match: { prefix: "/timeout/" }
+                route: { cluster: backend, prefix_rewrite: "/slow/", timeout: 0.2s }
+              - match: { prefix: "/dead/" }
+                route: { cluster: dead }
+              - match: { prefix: "/empty/" }
+                route: { cluster: empty }
+              - match: { prefix: "/api/" }
+                route: { cluster: backend, prefix_rewrite: "/" }"#;
+    let metrics_routes = r#"              - match: { prefix: "/" }
+                route: { cluster: backend }"#;
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
+{}
+  - name: metrics
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
+{}
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+  - name: dead
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: dead
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {dead} }} }} }}
+  - name: empty
+    connect_timeout: 1s
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
+"#,
+        ports.main.port(),
+        hcm("ingress", main_routes, &guest("hello")),
+        ports.metrics.port(),
+        hcm("metered", metrics_routes, &guest("metrics")),
+        upstream.port(),
+        ports.admin.port(),
+    )
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_routes_filters_admin_and_drains_on_sigterm() {
+    let (up, seen) = upstream().await;
+    let ports = Ports {
+        main: loopback(free_port()),
+        metrics: loopback(free_port()),
+        admin: loopback(free_port()),
+    };
+    let mut vessel = Vessel::start("main", &config(&ports, up));
+    vessel.wait_ready(ports.admin).await;
+
+    // (a) routed to the cluster through the hello filter, prefix rewritten.
+    let (status, headers, body) = get(ports.main, "/api/items?x=1", false).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "upstream\n");
+    assert_eq!(headers.get("x-upstream").unwrap(), "1");
+    {
+        let seen = seen.lock().unwrap();
+        let (path, h) = seen.last().expect("the upstream saw the request");
+        assert_eq!(path, "/items");
+        assert_eq!(h.get("x-hello").expect("x-hello"), "seen");
+    }
+
+    // (b) the filter's local reply.
+    let (status, headers, body) = get(ports.main, "/hello", false).await;
+    assert_eq!((status, body.as_str()), (200, "Hello, World!\n"));
+    assert_eq!(headers.get("hello").unwrap(), "World");
+
+    // (c) direct_response.
+    let (status, _, body) = get(ports.main, "/direct", false).await;
+    assert_eq!((status, body.as_str()), (201, "direct\n"));
+
+    // (d) no route.
+    let (status, _, _) = get(ports.main, "/nowhere", false).await;
+    assert_eq!(status, 404);
+
+    // Upstream failures, as Envoy answers them.
+    let (status, _, body) = get(ports.main, "/dead/x", false).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+    );
+    let (status, _, body) = get(ports.main, "/empty/x", false).await;
+    assert_eq!((status, body.as_str()), (503, "no healthy upstream"));
+    let (status, _, body) = get(ports.main, "/timeout/x", false).await;
+    assert_eq!((status, body.as_str()), (504, "upstream request timeout"));
+
+    // (f) h2c with prior knowledge: local reply and upstream.
+    let (status, _, body) = get(ports.main, "/hello", true).await;
+    assert_eq!((status, body.as_str()), (200, "Hello, World!\n"));
+    let (status, _, body) = get(ports.main, "/api/h2", true).await;
+    assert_eq!((status, body.as_str()), (200, "upstream\n"));
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .1
+            .get("x-hello")
+            .unwrap(),
+        "seen"
+    );
+
+    // (e) guest metrics on the admin listener.
+    for _ in 0..3 {
+        let (status, headers, _) = get(ports.metrics, "/m", false).await;
+        assert_eq!(status, 200);
+        assert!(headers.contains_key("x-metric-counter"), "{headers:?}");
+    }
+    let (status, _, body) = get(ports.admin, "/ready", false).await;
+    assert_eq!((status, body.as_str()), (200, "LIVE\n"));
+    let (status, _, stats) = get(ports.admin, "/stats", false).await;
+    assert_eq!(status, 200);
+    assert!(
+        stats.lines().any(|l| l == "guest_requests_total: 3"),
+        "{stats}"
+    );
+    assert!(stats.lines().any(|l| l.starts_with("guest_header_count: ")));
+    assert!(
+        stats.lines().any(|l| l == "guest_value: count=3 sum=126"),
+        "{stats}"
+    );
+    assert!(
+        stats
+            .lines()
+            .any(|l| l == "http.metered.downstream_rq_total: 3"),
+        "{stats}"
+    );
+    let (status, _, prom) = get(ports.admin, "/stats/prometheus", false).await;
+    assert_eq!(status, 200);
+    assert!(
+        prom.contains("# TYPE guest_requests_total counter\nguest_requests_total{} 3\n"),
+        "{prom}"
+    );
+    assert!(prom.contains("# TYPE guest_header_count gauge\n"), "{prom}");
+    assert!(prom.contains("guest_value_count{} 3\n"), "{prom}");
+    assert!(prom.contains("guest_value_sum{} 126\n"), "{prom}");
+
+    // (g) SIGTERM while a request is in flight: it completes, then the
+    // process exits 0.
+    let slow = tokio::spawn(request(ports.main, "/api/slow/drain", &[], false));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !seen.lock().unwrap().iter().any(|(p, _)| p == "/slow/drain") {
+        assert!(tokio::time::Instant::now() < deadline, "slow request lost");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    vessel.sigterm();
+    let (status, _, body) = tokio::time::timeout(WAIT, slow)
+        .await
+        .expect("in-flight request timed out")
+        .unwrap()
+        .expect("in-flight request failed");
+    assert_eq!((status, body.as_str()), (200, "upstream\n"));
+    let exit = vessel
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("no exit after SIGTERM:\n{}", vessel.stderr()));
+    assert!(exit.success(), "{exit}:\n{}", vessel.stderr());
+    assert!(
+        try_get(ports.main, "/hello", &[]).await.is_err(),
+        "still accepting after exit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_field_fails_naming_its_path() {
+    let port = free_port();
+    let cfg = format!(
+        r#"
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200 }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                vm_config:
+                  allow_precompiled: true
+                  code: {{ local: {{ filename: "{}" }} }}
+          - name: envoy.filters.http.router
+"#,
+        guest("hello").display()
+    );
+    let mut vessel = Vessel::start("unsupported", &cfg);
+    let exit = vessel
+        .wait_exit(WAIT)
+        .await
+        .expect("vessel kept running on a bad config");
+    assert!(!exit.success());
+    let stderr = vessel.stderr();
+    assert!(
+        stderr.contains("vm_config.allow_precompiled"),
+        "stderr does not name the field:\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_wasm_file_fails_at_start() {
+    let port = free_port();
+    let cfg = format!(
+        r#"
+static_resources:
+  listeners:
+  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+{}"#,
+        hcm(
+            "ingress",
+            r#"              - match: { prefix: "/" }
+                direct_response: { status: 200 }"#,
+            Path::new("/nonexistent/filter.wasm")
+        )
+    );
+    let mut vessel = Vessel::start("missing", &cfg);
+    let exit = vessel
+        .wait_exit(WAIT)
+        .await
+        .expect("vessel kept running without its module");
+    assert!(!exit.success());
+    let stderr = vessel.stderr();
+    assert!(
+        stderr.contains("/nonexistent/filter.wasm"),
+        "stderr does not name the file:\n{stderr}"
+    );
+}
