@@ -212,7 +212,6 @@ where
     if end {
         return Ok(Response::from_parts(rparts, VesselBody::empty()).with_guard(chain));
     }
-    rparts.headers.remove(http::header::CONTENT_LENGTH);
     let (tx, body) = VesselBody::channel(16);
     tokio::spawn(async move {
         let flow = chain
