@@ -234,7 +234,7 @@ fn resets_and_stalls_follow_envoy() {
 
     // A trap in on_http_call_response (a root callback) leaves the paused
     // stream paused: no response, a stall, and the VM failure recorded.
-    let r = result("http_call_reset.yaml", 2);
+    let r = result("trap_callout.yaml", 1);
     assert!(r.observation.response.is_none(), "{:?}", r.observation);
     assert!(r.observation.stalled.is_some(), "{:?}", r.observation);
     assert!(!r.observation.reset);
