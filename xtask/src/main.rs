@@ -6,7 +6,8 @@
 //! * `cargo xtask run`   — builds the guests, runs the example scenarios
 //!   through `vessel test`, then serves `examples/envoy.yaml` with
 //!   `vessel run` in the foreground (Ctrl-C stops it).
-//! * `cargo xtask bench` — builds the guests and runs the criterion benchmarks.
+//! * `cargo xtask bench` — builds the guests and runs the criterion benchmarks
+//!   (the request lifecycle in vessel-host, VM-pool scaling in vessel-hyper).
 //! * `cargo xtask guests` — only builds the guest filters.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
@@ -206,7 +207,8 @@ fn main() -> Result<()> {
         }
         "bench" => {
             guests()?;
-            run(Command::new(cargo()).args(["bench", "-p", "vessel-host", "--bench", "lifecycle"]))
+            run(Command::new(cargo()).args(["bench", "-p", "vessel-host", "--bench", "lifecycle"]))?;
+            run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))
         }
         "guests" => guests(),
         _ => {
