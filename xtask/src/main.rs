@@ -174,6 +174,75 @@ fn test() -> Result<()> {
     Ok(())
 }
 
+/// Runs wrk against `vessel run --concurrency 1` on a config and returns
+/// the requests per second wrk reports.
+fn wrk_rps(vessel: &Path, config: &str) -> Result<f64> {
+    let mut child = Command::new(vessel)
+        .args(["run", "-c", config, "--concurrency", "1"])
+        .current_dir(root())
+        .spawn()
+        .context("starting vessel")?;
+    let result = (|| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect("127.0.0.1:10010").is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!("vessel did not start listening on 127.0.0.1:10010");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let out = Command::new("wrk")
+            .args([
+                "-t1",
+                "-c32",
+                "-d10s",
+                "-H",
+                "x-bench: 1",
+                "http://127.0.0.1:10010/x",
+            ])
+            .output()
+            .context("running wrk")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("{text}");
+        let rps = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .context("wrk printed no Requests/sec")?;
+        Ok(rps)
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// The end-to-end benchmark: wrk drives `vessel run` with 1 worker, with
+/// and without the benchmark header filter.
+fn e2e_bench() -> Result<()> {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!(
+            "wrk is not installed (Debian: `apt-get install wrk`); skipping the end-to-end benchmark"
+        );
+        return Ok(());
+    }
+    run(Command::new(cargo()).args([
+        "build",
+        "--release",
+        "-p",
+        "vessel-proxy",
+        "--bin",
+        "vessel",
+    ]))?;
+    let vessel = root().join("target/release/vessel");
+    let without = wrk_rps(&vessel, "examples/bench/without_filter.yaml")?;
+    let with = wrk_rps(&vessel, "examples/bench/with_filter.yaml")?;
+    let loss = (1.0 - with / without) * 100.0;
+    let overhead_us = (1.0 / with - 1.0 / without) * 1e6;
+    eprintln!(
+        "==> e2e (wrk -t1 -c32 -d10s, vessel --concurrency 1): without filter {without:.0} req/s, with filter {with:.0} req/s, throughput loss {loss:.1}%, filter cost {overhead_us:.2} us/request"
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
@@ -207,8 +276,15 @@ fn main() -> Result<()> {
         }
         "bench" => {
             guests()?;
-            run(Command::new(cargo()).args(["bench", "-p", "vessel-host", "--bench", "lifecycle"]))?;
-            run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))
+            run(Command::new(cargo()).args([
+                "bench",
+                "-p",
+                "vessel-host",
+                "--bench",
+                "lifecycle",
+            ]))?;
+            run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))?;
+            e2e_bench()
         }
         "guests" => guests(),
         _ => {
