@@ -142,7 +142,7 @@ where
     RB::Error: Into<BoxError> + Send,
 {
     let props = properties(&req);
-    let (chain, failed) = Chain::start(&config.pools, &props, config.buffer_limit);
+    let (chain, failed) = Chain::start(&config.pools, props, config.buffer_limit);
     let mut chain = chain;
     if let Some(flow) = failed {
         return Ok(reply(chain, flow, false).await);

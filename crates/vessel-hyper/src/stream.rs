@@ -127,7 +127,7 @@ impl Chain {
     /// policy: fail-open skips it, fail-closed answers 503.
     pub(crate) fn start(
         pools: &[Arc<FilterPool>],
-        props: &PropertyMap,
+        mut props: PropertyMap,
         limit: usize,
     ) -> (Self, Option<Flow>) {
         let mut chain = Self {
@@ -147,7 +147,12 @@ impl Chain {
             };
             if flow.is_none() {
                 let mut shared = cell.lock();
-                match shared.vm.create_http_context_with(props.clone()) {
+                let props = if i + 1 == pools.len() {
+                    std::mem::take(&mut props)
+                } else {
+                    props.clone()
+                };
+                match shared.vm.create_http_context_with(props) {
                     Ok(ctx) => {
                         shared.streams.insert(ctx, tx);
                         slot.ctx = Some(ctx);
@@ -260,13 +265,25 @@ impl Chain {
     ) -> Flow {
         let (hty, _, _) = types(dir);
         for i in order(self.slots.len(), dir).into_iter().skip(skip) {
-            let input = map.clone();
+            // The VM keeps the map it is given; what the filter left is
+            // cloned back out below, so the input can be moved in.
+            let input = if self.slots[i].open && self.slots[i].ctx.is_some() {
+                std::mem::take(map)
+            } else {
+                continue;
+            };
             let step = self.call(i, dir, |vm, ctx| match dir {
                 StreamType::HttpRequest => vm.on_request_headers(ctx, input, end_of_stream),
                 _ => vm.on_response_headers(ctx, input, end_of_stream),
             });
             match step {
-                Step::Skip => continue,
+                Step::Skip => {
+                    // A filter that failed open: take its input back.
+                    if let Some(h) = self.headers_of(i, hty) {
+                        *map = h;
+                    }
+                    continue;
+                }
                 Step::Stop(flow) => return flow,
                 Step::Value(st, continued) => {
                     if st != FilterHeadersStatus::Continue && !continued {
