@@ -87,7 +87,7 @@ fn main() -> ExitCode {
             if record {
                 for f in &files {
                     match harness::record_file(&engine, f) {
-                        Ok(yaml) => println!("# {}\n{yaml}", f.display()),
+                        Ok(yaml) => println!("---\n# {}\n{yaml}", f.display()),
                         Err(e) => {
                             eprintln!("error: {e}");
                             return ExitCode::from(2);

@@ -361,7 +361,7 @@ fn record_round_trip(dir: &TempDir, name: &str, scenario: &str) -> Scenario {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let recorded = stdout(&out);
     assert!(
-        recorded.starts_with(&format!("# {}\n", file.display())),
+        recorded.starts_with(&format!("---\n# {}\n", file.display())),
         "{recorded}"
     );
     let parsed: Scenario = serde_yaml::from_str(&recorded).expect("--record output is a scenario");
