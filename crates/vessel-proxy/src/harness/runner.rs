@@ -363,12 +363,29 @@ impl Driver<'_> {
                         let r = self.vm.on_http_call_response(token, outcome);
                         self.root_callback(r);
                     }
-                    Effect::GrpcCall { token, .. } | Effect::GrpcStream { token, .. } => {
-                        // `vessel test` has no canned gRPC answers yet.
-                        let r = self
-                            .vm
-                            .on_grpc_close(token, 14, "vessel test: no gRPC upstream");
-                        self.root_callback(r);
+                    Effect::GrpcCall { token, call, .. } => {
+                        let cluster = String::from_utf8_lossy(&call.upstream).into_owned();
+                        match self.scenario.clusters.get(&cluster) {
+                            Some(c) if !c.reset && c.grpc_status.unwrap_or(0) == 0 => {
+                                // Envoy's unary success: the message, no close.
+                                self.vm
+                                    .on_grpc_receive(token, c.body.clone().into_bytes())?;
+                            }
+                            Some(c) => {
+                                let status = if c.reset {
+                                    14
+                                } else {
+                                    c.grpc_status.unwrap_or(14)
+                                };
+                                self.vm.on_grpc_close(token, status, &c.body)?;
+                            }
+                            None => self.vm.on_grpc_close(token, 14, "no such cluster")?,
+                        }
+                    }
+                    Effect::GrpcStream { token, .. } => {
+                        // `vessel test` has no canned gRPC streams yet.
+                        self.vm
+                            .on_grpc_close(token, 14, "vessel test: no gRPC streams")?;
                     }
                     Effect::QueueReady { vm, root, token } if vm == self.vm.instance_id() => {
                         let r = self.vm.on_queue_ready(root, token);

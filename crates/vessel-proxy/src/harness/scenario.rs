@@ -95,6 +95,12 @@ pub struct CannedResponse {
     /// For clusters: answer as a timeout does in Envoy, with a 504 (an extension).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timeout: bool,
+    /// For clusters answering `proxy_grpc_call`: the gRPC status. 0 delivers
+    /// `body` as the response message (`proxy_on_grpc_receive`); any other
+    /// value closes the call with that status and `body` as its message
+    /// (`proxy_on_grpc_close`). Default 0 (an extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
 }
 
 /// One stream.
