@@ -111,3 +111,112 @@ pub(crate) async fn http_call(clusters: &Clusters, req: HttpCallRequest) -> Http
         None => fut.await,
     }
 }
+
+/// How a unary gRPC callout ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum GrpcOutcome {
+    /// Status 0 with the response message.
+    Message(Vec<u8>),
+    /// Any other status, with the status message.
+    Closed(u32, String),
+}
+
+/// Runs one unary gRPC call over HTTP/2 to its cluster: a POST to
+/// `/<service>/<method>` with `content-type: application/grpc`, the message
+/// in one length-prefixed frame, and the status from `grpc-status` in the
+/// trailers (or in the headers of a trailers-only answer). Transport
+/// failures close the call with 14 (UNAVAILABLE), a timeout with 4
+/// (DEADLINE_EXCEEDED), as Envoy's gRPC client reports them.
+pub(crate) async fn grpc_call(
+    clusters: &Clusters,
+    call: vessel_host::GrpcCallRequest,
+) -> GrpcOutcome {
+    let cluster = String::from_utf8_lossy(&call.upstream).into_owned();
+    let Some(entry) = clusters.get(&cluster) else {
+        return GrpcOutcome::Closed(14, "no healthy upstream".into());
+    };
+    let Some(endpoint) = entry.next_endpoint() else {
+        return GrpcOutcome::Closed(14, "no healthy upstream".into());
+    };
+    let Ok(uri) = format!("http://{endpoint}/{}/{}", call.service, call.method).parse::<Uri>()
+    else {
+        return GrpcOutcome::Closed(13, "invalid service or method".into());
+    };
+    let mut framed = Vec::with_capacity(call.message.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(
+        &u32::try_from(call.message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    framed.extend_from_slice(&call.message);
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in call.initial_metadata.iter() {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(k),
+            http::HeaderValue::from_bytes(v),
+        ) {
+            builder = builder.header(name, value);
+        }
+    }
+    let Ok(request) = builder.body(Full::new(Bytes::from(framed))) else {
+        return GrpcOutcome::Closed(13, "invalid metadata".into());
+    };
+    let fut = async {
+        let resp = match entry.client.request(request).await {
+            Ok(r) => r,
+            Err(e) => return GrpcOutcome::Closed(14, format!("upstream connect error: {e}")),
+        };
+        let (parts, body) = resp.into_parts();
+        let collected = match Limited::new(body, MAX_CALLOUT_RESPONSE_BYTES)
+            .collect()
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return GrpcOutcome::Closed(14, format!("upstream reset: {e}")),
+        };
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let bytes = collected.to_bytes();
+        let status_of = |h: &http::HeaderMap| {
+            h.get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok())
+        };
+        let message_of = |h: &http::HeaderMap| {
+            h.get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (status, message) = match (status_of(&trailers), status_of(&parts.headers)) {
+            (Some(s), _) => (s, message_of(&trailers)),
+            (None, Some(s)) => (s, message_of(&parts.headers)),
+            (None, None) if !parts.status.is_success() => {
+                return GrpcOutcome::Closed(14, format!("http status {}", parts.status.as_u16()));
+            }
+            (None, None) => (2, "missing grpc-status".into()),
+        };
+        if status != 0 {
+            return GrpcOutcome::Closed(status, message);
+        }
+        if bytes.len() < 5 {
+            return GrpcOutcome::Closed(13, "response has no message".into());
+        }
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        match bytes.get(5..5 + len) {
+            Some(m) if bytes[0] == 0 => GrpcOutcome::Message(m.to_vec()),
+            Some(_) => GrpcOutcome::Closed(12, "compressed messages are not supported".into()),
+            None => GrpcOutcome::Closed(13, "truncated response message".into()),
+        }
+    };
+    match call.timeout {
+        Some(t) => tokio::time::timeout(t, fut)
+            .await
+            .unwrap_or_else(|_| GrpcOutcome::Closed(4, "deadline exceeded".into())),
+        None => fut.await,
+    }
+}

@@ -240,8 +240,28 @@ pub(crate) fn dispatch(cell: &Arc<VmCell>, shared: &mut VmShared) {
                     }
                 });
             }
-            Effect::GrpcCall { token, .. } | Effect::GrpcStream { token, .. } => {
-                // gRPC callouts are not carried out yet: close with UNAVAILABLE.
+            Effect::GrpcCall { token, call, .. } => {
+                let weak = Arc::downgrade(cell);
+                let clusters = cell.runtime.clusters.clone();
+                tokio::spawn(async move {
+                    let outcome = callout::grpc_call(&clusters, call).await;
+                    if let Some(cell) = weak.upgrade() {
+                        let mut shared = cell.lock();
+                        let r = match outcome {
+                            callout::GrpcOutcome::Message(m) => shared.vm.on_grpc_receive(token, m),
+                            callout::GrpcOutcome::Closed(status, message) => {
+                                shared.vm.on_grpc_close(token, status, &message)
+                            }
+                        };
+                        if let Err(e) = r {
+                            log::debug!(target: "vessel::hyper", "grpc call response: {e}");
+                        }
+                        dispatch(&cell, &mut shared);
+                    }
+                });
+            }
+            Effect::GrpcStream { token, .. } => {
+                // gRPC streams are not carried out yet: close with UNAVAILABLE.
                 let weak = Arc::downgrade(cell);
                 tokio::spawn(async move {
                     if let Some(cell) = weak.upgrade() {
@@ -249,7 +269,7 @@ pub(crate) fn dispatch(cell: &Arc<VmCell>, shared: &mut VmShared) {
                         let _ = shared.vm.on_grpc_close(
                             token,
                             14,
-                            "gRPC callouts are not supported yet",
+                            "gRPC streams are not supported yet",
                         );
                         dispatch(&cell, &mut shared);
                     }
