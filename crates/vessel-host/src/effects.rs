@@ -150,3 +150,120 @@ pub enum Effect {
         context: ContextId,
     },
 }
+
+/// Envoy's `Grpc::Common::isGrpcRequestHeaders`: a `:path` and a
+/// content-type of `application/grpc` or `application/grpc+...`.
+pub fn is_grpc_request(headers: &HeaderMap) -> bool {
+    headers.contains(b":path")
+        && headers.get(b"content-type").is_some_and(|ct| {
+            ct.strip_prefix(b"application/grpc")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"+"))
+        })
+}
+
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`.
+pub fn http_to_grpc_status(status: u32) -> u32 {
+    match status {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// Envoy's `PercentEncoding::encode` for `grpc-message`.
+fn percent_encode(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for &b in text {
+        if !(b' '..=b'~').contains(&b) || b == b'%' {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
+impl LocalResponse {
+    /// The response head and body the client gets, shaped as Envoy's
+    /// `Utility::prepareLocalReply`: for a gRPC request a headers-only `200`
+    /// with `content-type: application/grpc`, `grpc-status` (the guest's, or
+    /// mapped from the HTTP status) and the body as `grpc-message`;
+    /// otherwise the status and body, with `content-type: text/plain` if the
+    /// guest set none, and no `grpc-status`.
+    pub fn to_response(&self, grpc_request: bool) -> (HeaderMap, Vec<u8>) {
+        let mut headers = HeaderMap::new();
+        if grpc_request {
+            headers.append(b":status", b"200");
+        } else {
+            headers.append(b":status", self.status.to_string().as_bytes());
+        }
+        for (k, v) in self.headers.iter() {
+            headers.append(k, v);
+        }
+        if grpc_request {
+            headers.insert(b"content-type", b"application/grpc");
+            if !headers.contains(b"grpc-status") {
+                let code = self
+                    .grpc_status
+                    .unwrap_or_else(|| http_to_grpc_status(self.status));
+                headers.append(b"grpc-status", code.to_string().as_bytes());
+            }
+            if !self.body.is_empty() {
+                headers.insert(b"grpc-message", &percent_encode(&self.body));
+            }
+            headers.remove(b"content-length");
+            return (headers, Vec::new());
+        }
+        if !self.body.is_empty() && !headers.contains(b"content-type") {
+            headers.append(b"content-type", b"text/plain");
+        }
+        (headers, self.body.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply() -> LocalResponse {
+        LocalResponse {
+            status: 403,
+            details: String::new(),
+            body: b"no way\n".to_vec(),
+            headers: HeaderMap::from_pairs([("x-a", "1")]),
+            grpc_status: None,
+        }
+    }
+
+    #[test]
+    fn http_reply_keeps_status_and_body_and_never_sends_grpc_status() {
+        let mut r = reply();
+        r.grpc_status = Some(7);
+        let (h, b) = r.to_response(false);
+        assert_eq!(h.get(b":status"), Some(&b"403"[..]));
+        assert_eq!(h.get(b"content-type"), Some(&b"text/plain"[..]));
+        assert_eq!(h.get(b"grpc-status"), None);
+        assert_eq!(b, b"no way\n");
+    }
+
+    #[test]
+    fn grpc_reply_is_headers_only_with_mapped_status() {
+        let (h, b) = reply().to_response(true);
+        assert_eq!(h.get(b":status"), Some(&b"200"[..]));
+        assert_eq!(h.get(b"grpc-status"), Some(&b"7"[..]));
+        assert_eq!(h.get(b"grpc-message"), Some(&b"no way%0A"[..]));
+        assert!(b.is_empty());
+        let grpc = HeaderMap::from_pairs([
+            (":path", "/s/m"),
+            ("content-type", "application/grpc+proto"),
+        ]);
+        assert!(is_grpc_request(&grpc));
+        assert!(!is_grpc_request(&HeaderMap::from_pairs([
+            (":path", "/"),
+            ("content-type", "application/grpcx")
+        ])));
+    }
+}

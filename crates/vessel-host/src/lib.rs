@@ -50,7 +50,9 @@ mod state;
 pub mod vm;
 pub mod wasi;
 
-pub use effects::{Effect, GrpcCallRequest, HttpCallRequest, LocalResponse};
+pub use effects::{
+    Effect, GrpcCallRequest, HttpCallRequest, LocalResponse, http_to_grpc_status, is_grpc_request,
+};
 pub use embedder::{
     Clock, FixedClock, ForeignFunction, LogFacade, LogRecord, LogSink, OsRandom, PropertyProvider,
     PropertyScope, Random, SystemClock,

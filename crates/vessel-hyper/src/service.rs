@@ -15,7 +15,7 @@ use crate::body::{BoxError, VesselBody};
 use crate::convert;
 use crate::future::ResponseFuture;
 use crate::layer::ChainConfig;
-use crate::stream::{Chain, Flow, reply_headers};
+use crate::stream::{Chain, Flow};
 
 /// Connection facts the embedder puts in the request's extensions; they
 /// become the `source.*`, `destination.*` and `connection.id` properties.
@@ -110,7 +110,7 @@ async fn reply(mut chain: Chain, flow: Flow, encode: bool) -> Response<VesselBod
             let (headers, body) = if encode {
                 chain.encode_local_reply(r, from).await
             } else {
-                (reply_headers(&r), r.body)
+                r.to_response(chain.grpc)
             };
             local_response(&headers, body).with_guard(chain)
         }
@@ -142,13 +142,13 @@ where
     RB::Error: Into<BoxError> + Send,
 {
     let props = properties(&req);
-    let (chain, failed) = Chain::start(&config.pools, props, config.buffer_limit);
-    let mut chain = chain;
+    let (mut parts, body) = req.into_parts();
+    let mut headers = convert::request_headers(&parts);
+    let (mut chain, failed) = Chain::start(&config.pools, props, config.buffer_limit);
+    chain.grpc = vessel_host::is_grpc_request(&headers);
     if let Some(flow) = failed {
         return Ok(reply(chain, flow, false).await);
     }
-    let (mut parts, body) = req.into_parts();
-    let mut headers = convert::request_headers(&parts);
     let end = body.is_end_stream();
     match chain
         .headers(StreamType::HttpRequest, &mut headers, end, 0)

@@ -53,6 +53,8 @@ pub(crate) struct Slot {
 pub(crate) struct Chain {
     pub(crate) slots: Vec<Slot>,
     limit: usize,
+    /// The request is gRPC: local replies take gRPC's shape.
+    pub(crate) grpc: bool,
 }
 
 impl Drop for Chain {
@@ -133,6 +135,7 @@ impl Chain {
         let mut chain = Self {
             slots: Vec::with_capacity(pools.len()),
             limit,
+            grpc: false,
         };
         let mut flow = None;
         for (i, pool) in pools.iter().enumerate() {
@@ -459,11 +462,10 @@ impl Chain {
         reply: LocalResponse,
         from: usize,
     ) -> (HeaderMap, Vec<u8>) {
-        let mut headers = reply_headers(&reply);
+        let (mut headers, body) = reply.to_response(self.grpc);
         let n = self.slots.len();
         // Response order is reverse; skip the filters after `from`.
         let skip = n.saturating_sub(from + 1);
-        let body = reply.body.clone();
         if let Flow::Go = self
             .headers(
                 StreamType::HttpResponse,
@@ -491,22 +493,6 @@ impl Chain {
                 return (headers, out);
             }
         }
-        (reply_headers(&reply), reply.body)
+        reply.to_response(self.grpc)
     }
-}
-
-/// The response head of a local reply.
-pub(crate) fn reply_headers(reply: &LocalResponse) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.append(b":status", reply.status.to_string().as_bytes());
-    for (k, v) in reply.headers.iter() {
-        headers.append(k, v);
-    }
-    if !reply.body.is_empty() && !headers.contains(b"content-type") {
-        headers.append(b"content-type", b"text/plain");
-    }
-    if let Some(g) = reply.grpc_status {
-        headers.insert(b"grpc-status", g.to_string().as_bytes());
-    }
-    headers
 }

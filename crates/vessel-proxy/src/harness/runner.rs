@@ -191,7 +191,7 @@ impl Loaded {
             scenario: &self.scenario,
             continued: [false; 2],
             local: None,
-            grpc: is_grpc_request(&stream.request.headers),
+            grpc: vessel_host::is_grpc_request(&to_map(&stream.request.headers)),
             response_started: false,
             reset: false,
             limit: self.scenario.buffer_limit.unwrap_or(DEFAULT_BUFFER_LIMIT),
@@ -229,47 +229,6 @@ fn fail_closed() -> ObservedMessage {
         headers: vec![(":status".into(), "503".into())],
         ..ObservedMessage::default()
     }
-}
-
-/// Envoy's `Grpc::Common::isGrpcRequestHeaders`: a `:path` and a
-/// content-type of `application/grpc` or `application/grpc+...`.
-fn is_grpc_request(headers: &Headers) -> bool {
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
-    get(":path").is_some()
-        && get("content-type").is_some_and(|ct| {
-            ct.strip_prefix("application/grpc")
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('+'))
-        })
-}
-
-/// Envoy's `Grpc::Utility::httpToGrpcStatus`.
-fn http_to_grpc_status(status: u32) -> u32 {
-    match status {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502 | 503 | 504 => 14,
-        _ => 2,
-    }
-}
-
-/// Envoy's `PercentEncoding::encode` for `grpc-message`.
-fn percent_encode(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    for &b in text {
-        if !(b' '..=b'~').contains(&b) || b == b'%' {
-            out.extend_from_slice(format!("%{b:02X}").as_bytes());
-        } else {
-            out.push(b);
-        }
-    }
-    out
 }
 
 struct Driver<'a> {
@@ -489,32 +448,8 @@ impl Driver<'_> {
     /// `200` with `grpc-status` and `grpc-message` (the body), otherwise the
     /// status and body with `content-type: text/plain` if the guest set
     /// none (the gRPC status is then ignored).
-    fn local_reply(&mut self, mut reply: LocalResponse) -> Result<(), VmError> {
-        let mut headers = HeaderMap::new();
-        if self.grpc {
-            headers.append(b":status", b"200");
-        } else {
-            headers.append(b":status", reply.status.to_string().as_bytes());
-        }
-        for (k, v) in reply.headers.iter() {
-            headers.append(k, v);
-        }
-        if self.grpc {
-            headers.insert(b"content-type", b"application/grpc");
-            if !headers.contains(b"grpc-status") {
-                let code = reply
-                    .grpc_status
-                    .unwrap_or_else(|| http_to_grpc_status(reply.status));
-                headers.append(b"grpc-status", code.to_string().as_bytes());
-            }
-            let message = std::mem::take(&mut reply.body);
-            if !message.is_empty() {
-                headers.insert(b"grpc-message", &percent_encode(&message));
-            }
-            headers.remove(b"content-length");
-        } else if !reply.body.is_empty() && !headers.contains(b"content-type") {
-            headers.append(b"content-type", b"text/plain");
-        }
+    fn local_reply(&mut self, reply: LocalResponse) -> Result<(), VmError> {
+        let (headers, body) = reply.to_response(self.grpc);
         if self.response_started {
             // Envoy's `sendLocalReply` once response headers were sent
             // downstream: it can only reset the stream.
@@ -524,10 +459,9 @@ impl Driver<'_> {
         if self.obs.in_response_phase {
             // The reply replaces a response the filter was processing
             // (Envoy's `sendDirectLocalReply`).
-            return self.respond(headers, reply.body, HeaderMap::new());
+            return self.respond(headers, body, HeaderMap::new());
         }
         self.obs.in_response_phase = true;
-        let body = reply.body;
         let chunks: Vec<&[u8]> = if body.is_empty() {
             Vec::new()
         } else {
