@@ -11,6 +11,7 @@
 mod compare;
 mod runner;
 pub mod scenario;
+pub mod via_run;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
