@@ -5,7 +5,7 @@
 //! embedder adds the prefix when it exports them.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vessel_abi::MetricType;
@@ -31,7 +31,6 @@ pub struct Metric {
     kind: MetricType,
     name: String,
     value: AtomicI64,
-    count: AtomicU64,
     histogram: Mutex<HistogramSummary>,
 }
 
@@ -58,7 +57,6 @@ impl Metric {
     }
     /// Records a histogram value.
     pub(crate) fn record(&self, value: u64) {
-        self.count.fetch_add(1, Ordering::Relaxed);
         let mut h = lock(&self.histogram);
         h.count += 1;
         h.sum = h.sum.saturating_add(value);
@@ -98,7 +96,6 @@ impl Metrics {
                     kind,
                     name: name.to_owned(),
                     value: AtomicI64::new(0),
-                    count: AtomicU64::new(0),
                     histogram: Mutex::default(),
                 })
             })

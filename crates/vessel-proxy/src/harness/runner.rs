@@ -507,7 +507,7 @@ impl Driver<'_> {
         };
         self.pump()?;
         if self.local.is_some() || self.reset {
-            return self.stop_for_good(dir);
+            return Ok(None);
         }
         if st != FilterHeadersStatus::Continue && !self.continued[dir] {
             // Paused on headers: Envoy buffers what arrives without calling
@@ -515,7 +515,7 @@ impl Driver<'_> {
             for c in chunks {
                 self.vm.append_body(self.ctx, bty, c)?;
             }
-            return self.stop_for_good(dir);
+            return Ok(None);
         }
         self.vm.seal(self.ctx, hty)?;
         if dir == 1 {
@@ -534,7 +534,7 @@ impl Driver<'_> {
             };
             self.pump()?;
             if self.local.is_some() || self.reset {
-                return self.stop_for_good(dir);
+                return Ok(None);
             }
             match self.body_step(dir, st, bty)? {
                 Step::Go => {
@@ -544,7 +544,7 @@ impl Driver<'_> {
                 Step::Stop => {
                     stopped = true;
                     if self.local.is_some() {
-                        return self.stop_for_good(dir);
+                        return Ok(None);
                     }
                 }
             }
@@ -559,10 +559,10 @@ impl Driver<'_> {
             };
             self.pump()?;
             if self.local.is_some() || self.reset {
-                return self.stop_for_good(dir);
+                return Ok(None);
             }
             if st != FilterTrailersStatus::Continue && !self.continued[dir] {
-                return self.stop_for_good(dir);
+                return Ok(None);
             }
             stopped = false;
             out_body.extend(self.vm.take_body(self.ctx, bty).unwrap_or_default());
@@ -572,7 +572,7 @@ impl Driver<'_> {
             out_trailers = t.clone();
         }
         if stopped {
-            return self.stop_for_good(dir);
+            return Ok(None);
         }
         Ok(Some((out_headers, out_body, out_trailers)))
     }
@@ -610,12 +610,5 @@ impl Driver<'_> {
             });
         }
         Ok(Step::Stop)
-    }
-
-    fn stop_for_good(
-        &mut self,
-        _dir: usize,
-    ) -> Result<Option<(HeaderMap, Vec<u8>, HeaderMap)>, VmError> {
-        Ok(None)
     }
 }
