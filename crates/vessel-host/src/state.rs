@@ -156,6 +156,11 @@ pub(crate) struct CalloutData {
 pub(crate) struct Callout {
     pub(crate) root: ContextId,
     pub(crate) kind: CalloutKind,
+    /// gRPC stream: the guest called `proxy_grpc_close`.
+    pub(crate) local_closed: bool,
+    /// gRPC stream: `proxy_on_grpc_close` was delivered. As in Envoy, the
+    /// token stays valid until the guest closes it too.
+    pub(crate) remote_closed: bool,
 }
 
 /// The store data of one VM.

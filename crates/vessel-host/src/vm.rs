@@ -968,12 +968,21 @@ impl Vm {
         result
     }
 
+    /// A stream the remote side closed gets no more events.
+    fn reject_remote_closed(&self, token: Token) -> Result<(), VmError> {
+        match self.store.data().callouts.get(&token.0) {
+            Some(c) if c.remote_closed => Err(VmError::UnknownToken(token)),
+            _ => Ok(()),
+        }
+    }
+
     /// Delivers gRPC initial metadata (`proxy_on_grpc_receive_initial_metadata`).
     pub fn on_grpc_receive_initial_metadata(
         &mut self,
         token: Token,
         metadata: HeaderMap,
     ) -> Result<(), VmError> {
+        self.reject_remote_closed(token)?;
         let n = len_i32(metadata.len());
         self.store.data_mut().callout_data.headers = Some(metadata);
         self.grpc_event(
@@ -988,6 +997,7 @@ impl Vm {
     /// Delivers a gRPC message (`proxy_on_grpc_receive`). For a unary call
     /// this ends the call, as in Envoy.
     pub fn on_grpc_receive(&mut self, token: Token, message: Vec<u8>) -> Result<(), VmError> {
+        self.reject_remote_closed(token)?;
         let n = len_i32(message.len());
         self.store.data_mut().callout_data.body = Some(message);
         let unary = token.kind() == Some(CalloutKind::GrpcCall);
@@ -1009,6 +1019,7 @@ impl Vm {
         token: Token,
         metadata: HeaderMap,
     ) -> Result<(), VmError> {
+        self.reject_remote_closed(token)?;
         let n = len_i32(metadata.len());
         self.store.data_mut().callout_data.trailers = Some(metadata);
         self.grpc_event(
@@ -1020,22 +1031,31 @@ impl Vm {
         )
     }
 
-    /// Delivers the close of a gRPC call or stream with its status.
+    /// Delivers the close of a gRPC call or stream with its status. A
+    /// stream's token stays valid until the guest has closed it too
+    /// (`proxy_grpc_close`), as in Envoy.
     pub fn on_grpc_close(
         &mut self,
         token: Token,
         status: u32,
         message: &str,
     ) -> Result<(), VmError> {
-        if let Some(call) = self.store.data().callouts.get(&token.0).copied() {
-            self.set_status(call.root, status, message.as_bytes());
+        self.reject_remote_closed(token)?;
+        let mut finished = true;
+        if let Some(call) = self.store.data_mut().callouts.get_mut(&token.0) {
+            // Envoy keeps a stream the guest has not closed until it does
+            // (a `proxy_grpc_close` from now on releases it).
+            finished = call.kind != CalloutKind::GrpcStream || call.local_closed;
+            call.remote_closed = true;
+            let root = call.root;
+            self.set_status(root, status, message.as_bytes());
         }
         self.grpc_event(
             token,
             "proxy_on_grpc_close",
             self.funcs.grpc_close.clone(),
             status as i32,
-            true,
+            finished,
         )
     }
 

@@ -8,6 +8,8 @@
 use bytes::Bytes;
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+
+use crate::cluster::CalloutBody;
 use vessel_host::{HeaderMap, HttpCallOutcome, HttpCallRequest, HttpCallResponse};
 
 use crate::cluster::Clusters;
@@ -26,6 +28,10 @@ fn local(status: u16, body: &str) -> HttpCallOutcome {
         body: body.as_bytes().to_vec(),
         trailers: HeaderMap::new(),
     })
+}
+
+pub(crate) fn full(bytes: Bytes) -> CalloutBody {
+    Full::new(bytes).boxed()
 }
 
 /// Runs one HTTP callout to completion.
@@ -60,7 +66,7 @@ pub(crate) async fn http_call(clusters: &Clusters, req: HttpCallRequest) -> Http
             builder = builder.header(name, value);
         }
     }
-    let Ok(request) = builder.body(Full::new(Bytes::from(req.body))) else {
+    let Ok(request) = builder.body(full(Bytes::from(req.body))) else {
         return local(503, "invalid request");
     };
     let fut = async {
@@ -112,6 +118,21 @@ pub(crate) async fn http_call(clusters: &Clusters, req: HttpCallRequest) -> Http
     }
 }
 
+/// A `grpc-timeout` header value (gRPC over HTTP/2: at most 8 digits and
+/// a unit), in milliseconds when it fits, as Envoy's `toGrpcTimeout`.
+pub(crate) fn grpc_timeout(t: std::time::Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let ms = t.as_millis();
+    if ms <= MAX {
+        return format!("{ms}m");
+    }
+    let s = t.as_secs();
+    if u128::from(s) <= MAX {
+        return format!("{s}S");
+    }
+    format!("{}H", (s / 3600).min(99_999_999))
+}
+
 /// How a unary gRPC callout ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum GrpcOutcome {
@@ -122,7 +143,8 @@ pub(crate) enum GrpcOutcome {
 }
 
 /// Runs one unary gRPC call over HTTP/2 to its cluster: a POST to
-/// `/<service>/<method>` with `content-type: application/grpc`, the message
+/// `/<service>/<method>` with `content-type: application/grpc`,
+/// `grpc-timeout` when the call has a timeout, the message
 /// in one length-prefixed frame, and the status from `grpc-status` in the
 /// trailers (or in the headers of a trailers-only answer). Transport
 /// failures close the call with 14 (UNAVAILABLE), a timeout with 4
@@ -155,6 +177,9 @@ pub(crate) async fn grpc_call(
         .uri(uri)
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header("te", "trailers");
+    if let Some(t) = call.timeout {
+        builder = builder.header("grpc-timeout", grpc_timeout(t));
+    }
     for (k, v) in call.initial_metadata.iter() {
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(k),
@@ -163,7 +188,7 @@ pub(crate) async fn grpc_call(
             builder = builder.header(name, value);
         }
     }
-    let Ok(request) = builder.body(Full::new(Bytes::from(framed))) else {
+    let Ok(request) = builder.body(full(Bytes::from(framed))) else {
         return GrpcOutcome::Closed(13, "invalid metadata".into());
     };
     let fut = async {
@@ -218,5 +243,23 @@ pub(crate) async fn grpc_call(
             .await
             .unwrap_or_else(|_| GrpcOutcome::Closed(4, "deadline exceeded".into())),
         None => fut.await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::grpc_timeout;
+
+    #[test]
+    fn grpc_timeout_uses_eight_digits_and_a_unit() {
+        assert_eq!(grpc_timeout(Duration::from_secs(5)), "5000m");
+        assert_eq!(grpc_timeout(Duration::from_millis(99_999_999)), "99999999m");
+        assert_eq!(grpc_timeout(Duration::from_millis(100_000_000)), "100000S");
+        assert_eq!(
+            grpc_timeout(Duration::from_secs(100_000_000 * 3600)),
+            "99999999H"
+        );
     }
 }

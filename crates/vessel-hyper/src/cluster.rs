@@ -1,14 +1,20 @@
 //! Named upstream clusters for HTTP and gRPC callouts (ABI reference §4.5),
 //! registered by the embedder, and the pooled hyper-util clients that reach
 //! them.
+//!
+//! A cluster's endpoints can be replaced while it is in use
+//! ([`Clusters::set_endpoints`]), e.g. by an embedder that re-resolves DNS
+//! names as Envoy's `STRICT_DNS` and `LOGICAL_DNS` clusters do.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -47,21 +53,32 @@ impl Cluster {
     }
 }
 
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The body of callout requests: complete (HTTP calls, unary gRPC) or
+/// streamed (gRPC streams).
+pub(crate) type CalloutBody = BoxBody<Bytes, Infallible>;
+
+pub(crate) type HttpClient = Client<HttpConnector, CalloutBody>;
 
 pub(crate) struct ClusterEntry {
     pub(crate) cluster: Cluster,
     pub(crate) client: HttpClient,
+    /// The endpoints in use (starts as `cluster.endpoints`).
+    endpoints: RwLock<Arc<[SocketAddr]>>,
     next: AtomicUsize,
 }
 
 impl ClusterEntry {
     pub(crate) fn next_endpoint(&self) -> Option<SocketAddr> {
-        if self.cluster.endpoints.is_empty() {
+        let endpoints = self
+            .endpoints
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if endpoints.is_empty() {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.cluster.endpoints.len();
-        Some(self.cluster.endpoints[i])
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
+        Some(endpoints[i])
     }
 }
 
@@ -96,11 +113,36 @@ impl Clusters {
         self.by_name.insert(
             cluster.name.clone(),
             ClusterEntry {
+                endpoints: RwLock::new(cluster.endpoints.clone().into()),
                 cluster,
                 client,
                 next: AtomicUsize::new(0),
             },
         );
+    }
+
+    /// Replaces the endpoints of cluster `name` (new callouts use them;
+    /// pooled connections to old endpoints are reused until they close).
+    /// Returns false if there is no such cluster.
+    pub fn set_endpoints(&self, name: &str, endpoints: Vec<SocketAddr>) -> bool {
+        let Some(entry) = self.by_name.get(name) else {
+            return false;
+        };
+        *entry
+            .endpoints
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = endpoints.into();
+        true
+    }
+
+    /// The endpoints cluster `name` uses now.
+    pub fn endpoints(&self, name: &str) -> Option<Vec<SocketAddr>> {
+        self.by_name.get(name).map(|e| {
+            e.endpoints
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .to_vec()
+        })
     }
 
     /// True if `name` is registered.

@@ -23,6 +23,7 @@ pub mod callout;
 pub mod cluster;
 pub mod convert;
 pub mod future;
+mod grpc;
 pub mod layer;
 pub mod pool;
 pub mod service;

@@ -7,7 +7,9 @@
 //! guest queued are dispatched here, still under the lock but without
 //! calling the guest: stream effects go to the stream's task over a
 //! channel, callouts start as tokio tasks, tick periods (re)arm a timer, and
-//! queue notifications go to the VM that registered the queue.
+//! queue notifications go to the VM that registered the queue. gRPC calls
+//! and streams are tracked per VM (module `grpc`) so that
+//! `proxy_grpc_send`, `proxy_grpc_close` and `proxy_grpc_cancel` reach them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -21,6 +23,7 @@ use vessel_host::{
 
 use crate::callout;
 use crate::cluster::Clusters;
+use crate::grpc::{self, GrpcCalls};
 
 /// What happens to a stream when its filter's VM has failed (Envoy's
 /// `failure_policy`; ABI reference §6.6).
@@ -48,6 +51,8 @@ pub(crate) struct VmShared {
     pub(crate) streams: HashMap<ContextId, UnboundedSender<Signal>>,
     tick: Option<JoinHandle<()>>,
     failure_announced: bool,
+    /// gRPC calls and streams in flight.
+    pub(crate) grpc: GrpcCalls,
 }
 
 impl Drop for VmShared {
@@ -55,6 +60,7 @@ impl Drop for VmShared {
         if let Some(t) = self.tick.take() {
             t.abort();
         }
+        self.grpc.abort_all();
     }
 }
 
@@ -159,6 +165,7 @@ impl FilterPool {
                     streams: HashMap::new(),
                     tick: None,
                     failure_announced: false,
+                    grpc: GrpcCalls::default(),
                 }),
                 runtime: runtime.clone(),
             });
@@ -202,6 +209,11 @@ impl FilterPool {
         self.cells.iter().map(|c| c.lock().vm.context_count()).sum()
     }
 
+    /// gRPC calls and streams in flight over all VMs.
+    pub fn grpc_in_flight(&self) -> usize {
+        self.cells.iter().map(|c| c.lock().grpc.len()).sum()
+    }
+
     /// Guest linear memory over all VMs, in bytes.
     pub fn memory_size(&self) -> usize {
         self.cells.iter().map(|c| c.lock().vm.memory_size()).sum()
@@ -241,40 +253,18 @@ pub(crate) fn dispatch(cell: &Arc<VmCell>, shared: &mut VmShared) {
                 });
             }
             Effect::GrpcCall { token, call, .. } => {
-                let weak = Arc::downgrade(cell);
-                let clusters = cell.runtime.clusters.clone();
-                tokio::spawn(async move {
-                    let outcome = callout::grpc_call(&clusters, call).await;
-                    if let Some(cell) = weak.upgrade() {
-                        let mut shared = cell.lock();
-                        let r = match outcome {
-                            callout::GrpcOutcome::Message(m) => shared.vm.on_grpc_receive(token, m),
-                            callout::GrpcOutcome::Closed(status, message) => {
-                                shared.vm.on_grpc_close(token, status, &message)
-                            }
-                        };
-                        if let Err(e) = r {
-                            log::debug!(target: "vessel::hyper", "grpc call response: {e}");
-                        }
-                        dispatch(&cell, &mut shared);
-                    }
-                });
+                grpc::start_call(cell, shared, token, call);
             }
-            Effect::GrpcStream { token, .. } => {
-                // gRPC streams are not carried out yet: close with UNAVAILABLE.
-                let weak = Arc::downgrade(cell);
-                tokio::spawn(async move {
-                    if let Some(cell) = weak.upgrade() {
-                        let mut shared = cell.lock();
-                        let _ = shared.vm.on_grpc_close(
-                            token,
-                            14,
-                            "gRPC streams are not supported yet",
-                        );
-                        dispatch(&cell, &mut shared);
-                    }
-                });
+            Effect::GrpcStream { token, call, .. } => {
+                grpc::start_stream(cell, shared, token, call);
             }
+            Effect::GrpcSend {
+                token,
+                message,
+                end_stream,
+            } => shared.grpc.send(token, &message, end_stream),
+            Effect::GrpcClose { token } => shared.grpc.close(token),
+            Effect::GrpcCancel { token } => shared.grpc.cancel(token),
             Effect::TickPeriod { period, .. } => {
                 if let Some(t) = shared.tick.take() {
                     t.abort();
@@ -294,10 +284,7 @@ pub(crate) fn dispatch(cell: &Arc<VmCell>, shared: &mut VmShared) {
                     });
                 }
             }
-            Effect::GrpcSend { .. }
-            | Effect::GrpcCancel { .. }
-            | Effect::GrpcClose { .. }
-            | Effect::ClearRouteCache { .. } => {}
+            Effect::ClearRouteCache { .. } => {}
         }
     }
     if shared.vm.is_failed() && !shared.failure_announced {

@@ -13,7 +13,9 @@
 //!   cluster → PARSE_FAILURE (as Envoy); too many in flight → INTERNAL_FAILURE.
 //!   The gRPC timeout is unsigned milliseconds (0 = none), as in cpp-host.
 //! * `proxy_grpc_send`: OK; not a stream token → BAD_ARGUMENT; unknown → NOT_FOUND.
-//! * `proxy_grpc_cancel`, `proxy_grpc_close`: OK; unknown → NOT_FOUND.
+//! * `proxy_grpc_cancel`, `proxy_grpc_close`: OK; unknown → NOT_FOUND. As in
+//!   Envoy, a stream's token stays valid after `proxy_on_grpc_close` until
+//!   the guest closes (or cancels) it too.
 
 use std::time::Duration;
 
@@ -110,6 +112,8 @@ fn http_call(
             Callout {
                 root,
                 kind: CalloutKind::Http,
+                local_closed: false,
+                remote_closed: false,
             },
         );
         state.effects.push(Effect::HttpCall {
@@ -214,7 +218,15 @@ fn start_grpc(
         }
         let root = state.target_root();
         let token = next_token(state, kind);
-        state.callouts.insert(token.0, Callout { root, kind });
+        state.callouts.insert(
+            token.0,
+            Callout {
+                root,
+                kind,
+                local_closed: false,
+                remote_closed: false,
+            },
+        );
         let call = GrpcCallRequest {
             upstream,
             service,
@@ -267,11 +279,14 @@ fn grpc_cancel(caller: &mut Caller<'_, HostState>, token: i32) -> HostResult {
 fn grpc_close(caller: &mut Caller<'_, HostState>, token: i32) -> HostResult {
     let state = caller.data_mut();
     let token = Token(u(token));
-    let call = *state.callouts.get(&token.0).ok_or(Status::NotFound)?;
-    if call.kind == CalloutKind::GrpcCall {
-        // Closing a unary call cancels it; a stream stays open until the
-        // remote side closes.
+    let call = state.callouts.get_mut(&token.0).ok_or(Status::NotFound)?;
+    if call.kind != CalloutKind::GrpcStream || call.remote_closed {
+        // Closing a unary call cancels it; closing a stream the remote side
+        // already closed releases it (Envoy's `grpcClose`).
         state.callouts.remove(&token.0);
+    } else {
+        // A stream stays open until the remote side closes.
+        call.local_closed = true;
     }
     state.effects.push(Effect::GrpcClose { token });
     Ok(())
