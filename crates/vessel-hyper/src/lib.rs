@@ -34,4 +34,4 @@ pub use cluster::{Cluster, Clusters};
 pub use future::ResponseFuture;
 pub use layer::{ChainConfig, DEFAULT_BUFFER_LIMIT, VesselLayer};
 pub use pool::{FailurePolicy, FilterPool, Runtime};
-pub use service::{ConnectionInfo, VesselService};
+pub use service::{ConnectionInfo, UpstreamInfo, VesselService};

@@ -102,6 +102,17 @@ impl Runtime {
         })
     }
 
+    /// Replaces the endpoints of callout cluster `name` (e.g. after a DNS
+    /// refresh). Returns false if there is no such cluster.
+    pub fn set_cluster_endpoints(&self, name: &str, endpoints: Vec<std::net::SocketAddr>) -> bool {
+        self.clusters.set_endpoints(name, endpoints)
+    }
+
+    /// The endpoints callout cluster `name` uses now.
+    pub fn cluster_endpoints(&self, name: &str) -> Option<Vec<std::net::SocketAddr>> {
+        self.clusters.endpoints(name)
+    }
+
     /// True if callouts may use `cluster`.
     pub fn knows_cluster(&self, cluster: &str) -> bool {
         self.clusters.contains(cluster)

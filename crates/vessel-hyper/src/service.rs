@@ -29,6 +29,58 @@ pub struct ConnectionInfo {
     pub id: u64,
 }
 
+/// Facts about the upstream a response came from, which the inner service
+/// puts in the **response**'s extensions. They become the properties of the
+/// response path (ABI reference §10.2): `upstream.address` (`ip:port`),
+/// `upstream.port` (int), `upstream.local_address` (`ip:port`),
+/// `upstream.transport_failure_reason` (empty), and with a cluster
+/// `xds.cluster_name` and its deprecated alias `cluster_name`.
+///
+/// Without it, the `HttpInfo` that hyper-util's legacy client adds to each
+/// response gives the address and the local address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamInfo {
+    /// The upstream host's address.
+    pub address: SocketAddr,
+    /// The local address of the connection to it.
+    pub local_address: Option<SocketAddr>,
+    /// The cluster the route picked.
+    pub cluster: Option<String>,
+}
+
+impl UpstreamInfo {
+    /// Reads the upstream facts of a response: an [`UpstreamInfo`], else
+    /// hyper-util's `HttpInfo`.
+    pub fn from_extensions(ext: &http::Extensions) -> Option<Self> {
+        if let Some(info) = ext.get::<Self>() {
+            return Some(info.clone());
+        }
+        ext.get::<hyper_util::client::legacy::connect::HttpInfo>()
+            .map(|h| Self {
+                address: h.remote_addr(),
+                local_address: Some(h.local_addr()),
+                cluster: None,
+            })
+    }
+
+    /// The properties, with Envoy's names and encodings.
+    pub fn properties(&self) -> Vec<(&'static str, PropertyValue)> {
+        let mut p = vec![
+            ("upstream.address", self.address.to_string().into()),
+            ("upstream.port", i64::from(self.address.port()).into()),
+            ("upstream.transport_failure_reason", "".into()),
+        ];
+        if let Some(local) = self.local_address {
+            p.push(("upstream.local_address", local.to_string().into()));
+        }
+        if let Some(cluster) = &self.cluster {
+            p.push(("xds.cluster_name", cluster.as_str().into()));
+            p.push(("cluster_name", cluster.as_str().into()));
+        }
+        p
+    }
+}
+
 /// See [`VesselLayer`](crate::VesselLayer).
 #[derive(Debug, Clone)]
 pub struct VesselService<S> {
@@ -199,6 +251,9 @@ where
     };
     let upstream = upstream?;
     let (mut rparts, rbody) = upstream.into_parts();
+    if let Some(info) = UpstreamInfo::from_extensions(&rparts.extensions) {
+        chain.set_properties(&info.properties());
+    }
     let mut rheaders = convert::response_headers(&rparts);
     let end = rbody.is_end_stream();
     match chain

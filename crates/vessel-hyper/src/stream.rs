@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use vessel_host::{
     BufferType, ContextId, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, HeaderMap,
-    LocalResponse, MapType, PropertyMap, StreamType, Vm, VmError,
+    LocalResponse, MapType, PropertyMap, PropertyValue, StreamType, Vm, VmError,
 };
 
 use crate::body::{BoxError, FrameTx};
@@ -234,6 +234,20 @@ impl Chain {
                     };
                 }
                 Some(Signal::Reset) | None => return Flow::Reset,
+            }
+        }
+    }
+
+    /// Sets stream properties on every filter's context (e.g. the
+    /// `upstream.*` attributes once the upstream answered).
+    pub(crate) fn set_properties(&self, props: &[(&str, PropertyValue)]) {
+        for slot in &self.slots {
+            let Some(ctx) = slot.ctx else { continue };
+            let mut shared = slot.cell.lock();
+            for (path, value) in props {
+                if let Err(e) = shared.vm.set_stream_property(ctx, path, value.clone()) {
+                    log::debug!(target: "vessel::hyper", "property {path}: {e}");
+                }
             }
         }
     }
