@@ -883,6 +883,39 @@ fn logical_dns_needs_exactly_one_endpoint() {
     assert_eq!((k, p.as_str()), (ErrorKind::Invalid, C), "{m}");
 }
 
+#[test]
+fn dns_refresh_rate_defaults_to_envoys_and_is_validated() {
+    let b = ok(&base());
+    assert_eq!(
+        b.clusters[0].dns_refresh_rate,
+        config::DEFAULT_DNS_REFRESH_RATE
+    );
+    assert_eq!(
+        config::DEFAULT_DNS_REFRESH_RATE,
+        Duration::from_millis(5000)
+    );
+
+    let mut doc = base();
+    set(&mut doc, &format!("{C}.type"), y("STRICT_DNS"));
+    set(&mut doc, &format!("{C}.dns_refresh_rate"), y("0.25s"));
+    let b = ok(&doc);
+    assert_eq!(b.clusters[0].kind, ClusterKind::StrictDns);
+    assert_eq!(b.clusters[0].dns_refresh_rate, Duration::from_millis(250));
+    // camelCase, as protobuf JSON allows.
+    let mut doc = base();
+    set(&mut doc, &format!("{C}.dnsRefreshRate"), y("2s"));
+    assert_eq!(
+        ok(&doc).clusters[0].dns_refresh_rate,
+        Duration::from_secs(2)
+    );
+
+    // Envoy: greater than 1 ms.
+    let rate = format!("{C}.dns_refresh_rate");
+    for bad in ["0s", "0.001s", "-1s", "5"] {
+        expect_err(&rate, y(bad), ErrorKind::Invalid, &rate);
+    }
+}
+
 // ---------------------------------------------- references and duplicates
 
 #[test]

@@ -506,3 +506,280 @@ static_resources:
         "stderr does not name the file:\n{stderr}"
     );
 }
+
+/// Serves `svc` (HTTP/1.1 and h2c) on `listener` until the test ends.
+fn serve<F, Fut>(listener: TcpListener, svc: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<
+            Output = Result<
+                Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>,
+                Infallible,
+            >,
+        > + Send
+        + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service_fn(svc))
+                    .await;
+            });
+        }
+    });
+}
+
+fn full_body(b: &'static [u8]) -> http_body_util::combinators::BoxBody<Bytes, Infallible> {
+    Full::new(Bytes::from_static(b)).boxed()
+}
+
+/// A listener on `localhost:port` for every address `localhost` resolves to
+/// (the first one picks the port).
+async fn bind_localhost() -> (u16, Vec<TcpListener>, Vec<SocketAddr>) {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(("localhost", 0))
+        .await
+        .unwrap()
+        .collect();
+    let first = TcpListener::bind(addrs[0]).await.unwrap();
+    let port = first.local_addr().unwrap().port();
+    let mut listeners = vec![first];
+    let mut bound = vec![SocketAddr::new(addrs[0].ip(), port)];
+    for a in &addrs[1..] {
+        let a = SocketAddr::new(a.ip(), port);
+        if !bound.contains(&a) {
+            listeners.push(TcpListener::bind(a).await.unwrap());
+            bound.push(a);
+        }
+    }
+    (port, listeners, bound)
+}
+
+fn phase_properties_config(
+    main: SocketAddr,
+    admin: SocketAddr,
+    clusters: &str,
+    routes: &str,
+) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: props
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: "upstream.address,upstream.port:int,upstream.local_address,xds.cluster_name"
+                vm_config:
+                  code: {{ local: {{ filename: "{}" }} }}
+          - name: envoy.filters.http.router
+  clusters:
+{clusters}
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
+"#,
+        main.port(),
+        guest("phase_properties").display(),
+        admin.port(),
+    )
+}
+
+/// The value of stat `name` on the admin `/stats`.
+async fn stat(admin: SocketAddr, name: &str) -> Option<u64> {
+    let (_, _, text) = get(admin, "/stats", false).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_dns_localhost_is_resolved_again_and_upstream_properties_reach_the_filter() {
+    let (port, listeners, bound) = bind_localhost().await;
+    for l in listeners {
+        serve(l, |_req| async { Ok(Response::new(full_body(b"dns\n"))) });
+    }
+    let main = loopback(free_port());
+    let admin = loopback(free_port());
+    let clusters = format!(
+        r#"  - name: backend
+    type: STRICT_DNS
+    dns_refresh_rate: 0.05s
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: localhost, port_value: {port} }} }} }}"#
+    );
+    let routes = r#"              - match: { prefix: "/" }
+                route: { cluster: backend }"#;
+    let mut vessel = Vessel::start(
+        "dns-props",
+        &phase_properties_config(main, admin, &clusters, routes),
+    );
+    vessel.wait_ready(admin).await;
+
+    let (status, h, body) = get(main, "/x", false).await;
+    assert_eq!((status, body.as_str()), (200, "dns\n"));
+    let address: SocketAddr = h["x-resp-upstream-address"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bound.contains(&address), "{address} not in {bound:?}");
+    assert_eq!(h["x-resp-upstream-port"], port.to_string().as_str());
+    let local: SocketAddr = h["x-resp-upstream-local_address"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(local.ip().is_loopback(), "{local}");
+    assert_eq!(h["x-resp-xds-cluster_name"], "backend");
+    // Not on the request path: the route has not reached an upstream yet.
+    assert_eq!(h["x-req-upstream-address"], "<none>");
+
+    // The name is resolved again every 50 ms: the start-up resolution and
+    // at least two refreshes, all successful.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ok = stat(admin, "cluster.backend.update_success")
+            .await
+            .unwrap_or(0);
+        if ok >= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no DNS refresh seen:\n{}",
+            get(admin, "/stats", false).await.2
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stat(admin, "cluster.backend.update_failure").await, Some(0));
+    assert_eq!(
+        stat(admin, "cluster.backend.membership_total").await,
+        Some(bound.len() as u64)
+    );
+    // Requests still go through after the refreshes.
+    let (status, _, _) = get(main, "/y", false).await;
+    assert_eq!(status, 200);
+}
+
+/// A request body sent in `chunks`, `gap` apart.
+struct Trickle {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for Trickle {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_covers_the_whole_response_from_the_end_of_the_request() {
+    // `/slow-body`: the head at once, then `part1`, then (after 1 s) the rest.
+    // Anything else: reads the whole request, answers `got <n> bytes`.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    serve(listener, |req: Request<Incoming>| async move {
+        if req.uri().path() == "/slow-body" {
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from_static(b"part1\n")).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = tx.send(Bytes::from_static(b"part2\n")).await;
+            });
+            return Ok(Response::new(Trickle { rx }.boxed()));
+        }
+        let n = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes().len())
+            .unwrap_or(0);
+        let body: Bytes = format!("got {n} bytes\n").into();
+        Ok(Response::new(Full::new(body).boxed()))
+    });
+    let main = loopback(free_port());
+    let admin = loopback(free_port());
+    let clusters = format!(
+        r#"  - name: backend
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}"#,
+        up.port()
+    );
+    let routes = r#"              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 0.3s }"#;
+    let mut vessel = Vessel::start(
+        "route-timeout",
+        &phase_properties_config(main, admin, &clusters, routes),
+    );
+    vessel.wait_ready(admin).await;
+
+    // The head arrived in time, the body did not: the stream is reset.
+    let outcome = tokio::time::timeout(WAIT, request(main, "/slow-body", &[], false))
+        .await
+        .expect("bounded");
+    assert!(outcome.is_err(), "the body must not complete: {outcome:?}");
+    let outcome = tokio::time::timeout(WAIT, request(main, "/slow-body", &[], true))
+        .await
+        .expect("bounded");
+    assert!(
+        outcome.is_err(),
+        "h2: the body must not complete: {outcome:?}"
+    );
+
+    // A request body that takes longer than the timeout to arrive is fine:
+    // the timeout starts when the request has ended, as in Envoy.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let _ = tx.send(Bytes::from_static(b"0123456789")).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let client: Client<HttpConnector, Trickle> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::post(format!("http://{main}/upload"))
+        .body(Trickle { rx })
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, client.request(req))
+        .await
+        .expect("bounded")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"got 40 bytes\n");
+}

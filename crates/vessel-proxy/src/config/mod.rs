@@ -69,7 +69,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-pub use cluster::{Cluster, ClusterKind, Endpoint};
+pub use cluster::{Cluster, ClusterKind, DEFAULT_DNS_REFRESH_RATE, Endpoint};
 pub use error::{ConfigError, ErrorKind};
 pub use listener::{Codec, Listener};
 pub use route::{

@@ -14,12 +14,15 @@ use http::{Method, Request, Response, StatusCode, header};
 use vessel_host::shared::metrics::{MetricValue, Metrics};
 
 use super::access::ListenerStats;
+use super::dns::DnsStats;
 use vessel_hyper::VesselBody;
 
 /// What the admin endpoints read.
 pub(crate) struct Admin {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) listeners: Vec<Arc<ListenerStats>>,
+    /// Stats of the DNS clusters.
+    pub(crate) clusters: Vec<Arc<DnsStats>>,
 }
 
 /// One stat for rendering: (Envoy name, value).
@@ -36,6 +39,14 @@ impl Admin {
         for l in &self.listeners {
             for (name, value) in l.counters() {
                 out.push((name, false, Stat::Counter(value)));
+            }
+        }
+        for c in &self.clusters {
+            for (name, value) in c.counters() {
+                out.push((name, false, Stat::Counter(value)));
+            }
+            for (name, value) in c.gauges() {
+                out.push((name, false, Stat::Gauge(value)));
             }
         }
         out.push(("server.live".to_owned(), false, Stat::Gauge(1)));
@@ -145,6 +156,7 @@ mod tests {
         Admin {
             metrics,
             listeners: vec![],
+            clusters: vec![Arc::new(DnsStats::new("named"))],
         }
     }
 
@@ -155,6 +167,11 @@ mod tests {
         assert!(text.contains("temp: 0\n"), "{text}");
         assert!(text.contains("lat: count=0 sum=0\n"), "{text}");
         assert!(!text.contains("wasmcustom"), "{text}");
+        assert!(text.contains("cluster.named.update_success: 0\n"), "{text}");
+        assert!(
+            text.contains("cluster.named.membership_total: 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -18,12 +18,16 @@
 //!   finish (bounded by [`RunOptions::drain_timeout`]), so every stream's
 //!   `on_log`/`on_done` runs.
 //!
+//! * STRICT_DNS / LOGICAL_DNS clusters are resolved at start-up and again
+//!   every `dns_refresh_rate` (module `dns`); routes and callouts use the
+//!   new endpoints.
+//!
 //! Not supported yet: `FAIL_RELOAD` (run as `FAIL_CLOSED`, with a warning),
-//! capability restriction (accepted, not enforced), DNS re-resolution
-//! (STRICT_DNS / LOGICAL_DNS names are resolved once at start-up).
+//! capability restriction (accepted, not enforced).
 
 mod access;
 mod admin;
+mod dns;
 mod router;
 
 use std::collections::HashMap;
@@ -189,6 +193,7 @@ async fn serve(
     // Clusters: the router's clients and the callout clusters.
     let mut callout_clusters = vessel_hyper::Clusters::new();
     let mut upstreams = HashMap::new();
+    let mut dns_clusters = Vec::new();
     for c in &boot.clusters {
         let endpoints = resolve(c)?;
         callout_clusters.add(vessel_hyper::Cluster {
@@ -197,13 +202,22 @@ async fn serve(
             connect_timeout: c.connect_timeout,
             http2: c.http2,
         });
-        upstreams.insert(
-            c.name.clone(),
-            Arc::new(Upstream::new(endpoints, c.connect_timeout, c.http2)),
-        );
+        let upstream = Arc::new(Upstream::new(endpoints.clone(), c.connect_timeout, c.http2));
+        if matches!(c.kind, ClusterKind::StrictDns | ClusterKind::LogicalDns) {
+            let stats = Arc::new(dns::DnsStats::new(&c.name));
+            dns::record_startup(&stats, &endpoints);
+            dns_clusters.push((c.clone(), upstream.clone(), stats));
+        }
+        upstreams.insert(c.name.clone(), upstream);
     }
     let upstreams: Upstreams = Arc::new(upstreams);
     let runtime = Runtime::new(callout_clusters);
+    let mut dns_stats = Vec::new();
+    let mut dns_tasks = Vec::new();
+    for (c, upstream, stats) in dns_clusters {
+        dns_stats.push(stats.clone());
+        dns_tasks.push(dns::spawn_refresh(c, upstream, runtime.clone(), stats));
+    }
     let names = runtime.clone();
     let env = HostEnv::builder()
         .known_clusters(move |c| names.knows_cluster(c))
@@ -285,6 +299,7 @@ async fn serve(
         let admin = Arc::new(Admin {
             metrics: env.metrics().clone(),
             listeners: all_stats,
+            clusters: dns_stats,
         });
         let listener = bind(addr).await?;
         log::info!("admin on {}", listener.local_addr().unwrap_or(addr));
@@ -305,6 +320,9 @@ async fn serve(
     }
 
     shutdown.await;
+    for t in dns_tasks {
+        t.abort();
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         if let Err(e) = t.await {
@@ -404,14 +422,6 @@ fn resolve(c: &config::Cluster) -> Result<Vec<SocketAddr>, RunError> {
             ClusterKind::LogicalDns => out.extend(addrs.into_iter().take(1)),
             ClusterKind::Static | ClusterKind::StrictDns => out.extend(addrs),
         }
-    }
-    if matches!(c.kind, ClusterKind::StrictDns | ClusterKind::LogicalDns) {
-        log::warn!(
-            "cluster `{}`: host names resolved once at start-up ({} addresses); \
-             vessel does not re-resolve them",
-            c.name,
-            out.len()
-        );
     }
     Ok(out)
 }

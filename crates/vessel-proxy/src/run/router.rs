@@ -3,27 +3,39 @@
 //! `direct_response` routes itself and forwards the others to their
 //! cluster with a pooled hyper-util client. Upstream failures become the
 //! local replies Envoy sends (503 / 504, `text/plain`).
+//!
+//! The route `timeout` is Envoy's: it covers the whole response and starts
+//! when the downstream request has ended. If it fires before the response
+//! head, the client gets 504 `upstream request timeout`; after the head has
+//! left, the stream is reset.
+//!
+//! Each forwarded response carries a [`vessel_hyper::UpstreamInfo`] (the
+//! endpoint, the local address of the connection, the cluster), which
+//! becomes the `upstream.*` and `xds.cluster_name` properties of the
+//! response path (ABI reference §10.2).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
 use tower::Service;
-use vessel_hyper::{BoxError, VesselBody};
+use vessel_hyper::{BoxError, UpstreamInfo, VesselBody};
 
 use crate::config::{RouteAction, RouteConfig};
 
@@ -53,10 +65,11 @@ const HOP_BY_HOP: [&str; 6] = [
 
 /// One cluster's endpoints and its client.
 pub(crate) struct Upstream {
-    endpoints: Vec<SocketAddr>,
+    /// Replaced when a DNS cluster is resolved again.
+    endpoints: RwLock<Arc<[SocketAddr]>>,
     next: AtomicUsize,
     http2: bool,
-    client: Client<HttpConnector, VesselBody>,
+    client: Client<HttpConnector, NotifyEnd<VesselBody>>,
 }
 
 impl Upstream {
@@ -69,7 +82,7 @@ impl Upstream {
             .http2_only(http2)
             .build(connector);
         Self {
-            endpoints,
+            endpoints: RwLock::new(endpoints.into()),
             next: AtomicUsize::new(0),
             http2,
             client,
@@ -78,11 +91,32 @@ impl Upstream {
 
     /// The next endpoint, round-robin.
     fn pick(&self) -> Option<SocketAddr> {
-        if self.endpoints.is_empty() {
+        let endpoints = self
+            .endpoints
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if endpoints.is_empty() {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        Some(self.endpoints[i])
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
+        Some(endpoints[i])
+    }
+
+    /// The endpoints in use.
+    pub(crate) fn endpoints(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .to_vec()
+    }
+
+    /// Replaces the endpoints (new requests use them).
+    pub(crate) fn set_endpoints(&self, endpoints: Vec<SocketAddr>) {
+        *self
+            .endpoints
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = endpoints.into();
     }
 }
 
@@ -238,12 +272,21 @@ impl Router {
             HeaderValue::from_static("http"),
         );
 
+        // The route timeout starts when the downstream request has ended.
+        let (ended, request_done) = oneshot::channel();
+        let req = req.map(|body| NotifyEnd::new(body, ended));
+        let mut deadline: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = timeout.map(|t| {
+            Box::pin(async move {
+                let _ = request_done.await;
+                tokio::time::sleep(t).await;
+            }) as Pin<Box<dyn Future<Output = ()> + Send>>
+        });
         let call = upstream.client.request(req);
-        let result = match timeout {
-            Some(t) => match tokio::time::timeout(t, call).await {
-                Ok(r) => r,
-                Err(_) => {
-                    log::debug!("upstream {cluster} ({endpoint}): timeout after {t:?}");
+        let result = match deadline.as_mut() {
+            Some(d) => tokio::select! {
+                r = call => r,
+                () = d => {
+                    log::debug!("upstream {cluster} ({endpoint}): route timeout before the response head");
                     return local_reply(StatusCode::GATEWAY_TIMEOUT, UPSTREAM_TIMEOUT);
                 }
             },
@@ -253,7 +296,18 @@ impl Router {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+                let conn = parts.extensions.get::<HttpInfo>();
+                let info = UpstreamInfo {
+                    address: conn.map_or(endpoint, HttpInfo::remote_addr),
+                    local_address: conn.map(HttpInfo::local_addr),
+                    cluster: Some(cluster.clone()),
+                };
+                parts.extensions.insert(info);
+                let body = Deadline {
+                    inner: body.map_err(BoxError::from),
+                    deadline,
+                };
+                Response::from_parts(parts, body.boxed_unsync())
             }
             Err(e) => {
                 log::debug!("upstream {cluster} ({endpoint}): {e:?}");
@@ -265,6 +319,98 @@ impl Router {
                 local_reply(StatusCode::SERVICE_UNAVAILABLE, body)
             }
         }
+    }
+}
+
+/// A request body that reports when it has ended (or was dropped).
+pub(crate) struct NotifyEnd<B> {
+    inner: B,
+    ended: Option<oneshot::Sender<()>>,
+}
+
+impl<B: Body> NotifyEnd<B> {
+    fn new(inner: B, ended: oneshot::Sender<()>) -> Self {
+        let mut this = Self {
+            inner,
+            ended: Some(ended),
+        };
+        if this.inner.is_end_stream() {
+            this.fire();
+        }
+        this
+    }
+
+    fn fire(&mut self) {
+        if let Some(tx) = self.ended.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for NotifyEnd<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None | Some(Err(_))) => self.fire(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.fire(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that fails with `upstream request timeout` when the
+/// route timeout fires before it has ended (the client's stream is reset).
+struct Deadline<B> {
+    inner: B,
+    deadline: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl<B> Body for Deadline<B>
+where
+    B: Body<Error = BoxError> + Unpin,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        if let Some(d) = self.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            self.deadline = None;
+            log::debug!("route timeout while the response body was still flowing");
+            return Poll::Ready(Some(Err(UPSTREAM_TIMEOUT.into())));
+        }
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.deadline = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
