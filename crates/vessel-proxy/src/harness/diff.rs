@@ -81,6 +81,10 @@ pub const NORMALISATIONS: &[Normalisation] = &[
         why: "framing (HTTP/1.1 chunked), the other side of `content-length`",
     },
     Normalisation {
+        what: Rule::Header("connection"),
+        why: "HTTP/1.1 hop-by-hop: whether a proxy keeps the client connection open (Envoy closes it after a local reply that left the request body unread)",
+    },
+    Normalisation {
         what: Rule::Header(":scheme"),
         why: "an HTTP/2 request always carries one; the in-process driver sends only the scripted headers",
     },

@@ -179,6 +179,15 @@ fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// A stream of the scenario has request or response trailers: the client
+/// and the upstream then speak HTTP/2 (HTTP/1.1 elsewhere).
+fn has_trailers(s: &Scenario) -> bool {
+    s.streams.iter().any(|st| {
+        st.request.trailers.is_some()
+            || st.upstream.as_ref().is_some_and(|u| !u.trailers.is_empty())
+    })
+}
+
 /// The generated Envoy bootstrap of a scenario. `admin` adds an admin
 /// listener on an ephemeral port.
 pub(crate) fn bootstrap(
@@ -307,17 +316,18 @@ impl Guard {
             .unwrap_or_default()
     }
 
-    /// Waits until the log stops growing (bounded by `SETTLE` × 4).
+    /// Waits at least `SETTLE`, then until the log has not grown for two
+    /// polls in a row (bounded by `SETTLE` × 8).
     async fn settle(&self) {
         let size = || std::fs::metadata(&self.log).map_or(0, |m| m.len());
-        let deadline = Instant::now() + SETTLE * 4;
+        let deadline = Instant::now() + SETTLE * 8;
+        tokio::time::sleep(SETTLE).await;
         let mut last = size();
-        loop {
+        let mut quiet = 0;
+        while quiet < 2 && Instant::now() < deadline {
             tokio::time::sleep(SETTLE / 3).await;
             let now = size();
-            if now == last || Instant::now() > deadline {
-                return;
-            }
+            quiet = if now == last { quiet + 1 } else { 0 };
             last = now;
         }
     }
@@ -438,8 +448,9 @@ async fn drive(
                 .map(hyper_util::rt::TokioIo::new)
         })
     });
+    // HTTP/1.1, the common client; HTTP/2 when trailers must pass.
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(true)
+        .http2_only(has_trailers(scenario))
         .build::<_, Scripted>(connector);
     let mut out = Vec::new();
     let mut failure: Option<String> = None;

@@ -57,7 +57,9 @@ fn header_map(h: &Headers) -> HeaderMap {
 /// trailers.
 pub(crate) struct Scripted {
     rx: mpsc::Receiver<Frame<Bytes>>,
-    empty: bool,
+    /// Frames not yet yielded: at 0 the body reports its end, so the last
+    /// chunk carries the end of stream (no extra empty frame).
+    left: usize,
 }
 
 /// The pause between two scripted chunks.
@@ -68,7 +70,7 @@ impl Scripted {
     pub(crate) fn new(chunks: Vec<Bytes>, trailers: Option<&Headers>) -> Self {
         let (tx, rx) = mpsc::channel(4);
         let trailers = trailers.map(header_map);
-        let empty = chunks.is_empty() && trailers.is_none();
+        let left = chunks.len() + usize::from(trailers.is_some());
         tokio::spawn(async move {
             for (i, chunk) in chunks.into_iter().enumerate() {
                 if i > 0 {
@@ -83,7 +85,7 @@ impl Scripted {
                 let _ = tx.send(Frame::trailers(t)).await;
             }
         });
-        Self { rx, empty }
+        Self { rx, left }
     }
 }
 
@@ -95,11 +97,18 @@ impl http_body::Body for Scripted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|f| f.map(Ok))
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let frame = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = &frame {
+            self.left -= 1;
+        }
+        frame.map(|f| f.map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.empty
+        self.left == 0
     }
 }
 

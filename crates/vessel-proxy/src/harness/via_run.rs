@@ -38,8 +38,9 @@ pub(crate) fn guest_lines(raw: &[String]) -> (Vec<String>, Option<String>) {
             in_guest = false;
         } else if !line.starts_with('[') && in_guest {
             if let Some(last) = logs.last_mut() {
+                // env_logger indents the lines after the first by four spaces.
                 last.push('\n');
-                last.push_str(line);
+                last.push_str(line.strip_prefix("    ").unwrap_or(line));
             }
         } else {
             in_guest = false;
