@@ -2,7 +2,7 @@
 //! ([`super::via_run`]) or Envoy ([`super::envoy`]). Both get the same
 //! generated Envoy bootstrap (one listener with the wasm filter and the
 //! router; one cluster for the upstream and one per scenario `clusters`
-//! entry), the same loopback servers ([`super::servers`]) and the same
+//! entry), the same loopback servers (`harness/servers.rs`) and the same
 //! HTTP/2 client; only the command line and the shape of the guest log
 //! lines differ ([`Proxy`]).
 //!
