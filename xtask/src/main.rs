@@ -9,6 +9,9 @@
 //! * `cargo xtask bench` — builds the guests and runs the criterion benchmarks
 //!   (the request lifecycle in vessel-host, VM-pool scaling in vessel-hyper).
 //! * `cargo xtask guests` — only builds the guest filters.
+//! * `cargo xtask envoy-diff` — builds the guests, gets Envoy, and runs every
+//!   scenario in-process, through `vessel run` and through Envoy
+//!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -16,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+mod envoy_diff;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -205,8 +210,13 @@ fn test() -> Result<()> {
         "fuzzing",
         "--bins",
     ]))?;
-    run(Command::new(cargo()).args(["test", "--workspace"]))?;
+    // The tests that run real Envoy find it through VESSEL_ENVOY.
+    let envoy = envoy_diff::ensure_envoy()?;
+    run(Command::new(cargo())
+        .args(["test", "--workspace"])
+        .env("VESSEL_ENVOY", &envoy))?;
     vessel_test(&["spec-tests/scenarios", "examples/scenarios"])?;
+    envoy_diff::envoy_diff()?;
     eprintln!("==> all checks passed");
     Ok(())
 }
@@ -324,8 +334,12 @@ fn main() -> Result<()> {
             e2e_bench()
         }
         "guests" => guests(),
+        "envoy-diff" => {
+            guests()?;
+            envoy_diff::envoy_diff()
+        }
         _ => {
-            eprintln!("usage: cargo xtask <test|run|bench|guests>");
+            eprintln!("usage: cargo xtask <test|run|bench|guests|envoy-diff>");
             bail!("unknown task `{task}`")
         }
     }

@@ -52,6 +52,22 @@ enum Command {
         #[arg(long, default_value_t = run::DEFAULT_DRAIN_TIMEOUT.as_secs())]
         drain_time_s: u64,
     },
+    /// Run scenario files in-process, through `vessel run` and through real
+    /// Envoy, and compare each with Envoy (`cargo xtask envoy-diff`).
+    EnvoyDiff {
+        /// The Envoy binary.
+        #[arg(long)]
+        envoy: PathBuf,
+        /// `DEVIATIONS.md`, whose entry ids scenarios may list.
+        #[arg(long)]
+        deviations: PathBuf,
+        /// Write the generated conformance table here.
+        #[arg(long)]
+        conformance: Option<PathBuf>,
+        /// Scenario files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -82,6 +98,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::EnvoyDiff {
+            envoy,
+            deviations,
+            conformance,
+            files,
+        } => envoy_diff(envoy, &deviations, conformance, &files),
         Command::Test { record, files } => {
             let engine = Engine::default();
             if record {
@@ -117,5 +139,60 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// `vessel envoy-diff`: exit 0 when every difference is a listed deviation.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn envoy_diff(
+    envoy: PathBuf,
+    deviations: &std::path::Path,
+    conformance: Option<PathBuf>,
+    files: &[PathBuf],
+) -> ExitCode {
+    let known = match std::fs::read_to_string(deviations) {
+        Ok(md) => harness::diff::deviation_ids(&md),
+        Err(e) => {
+            eprintln!("error: {}: {e}", deviations.display());
+            return ExitCode::from(2);
+        }
+    };
+    let vessel = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find the vessel binary: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = harness::diff::Options {
+        vessel,
+        envoy,
+        known_deviations: known,
+    };
+    let report = match harness::diff::run(&options, files) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}\n{}", report.table(), report.details());
+    if let Some(path) = conformance
+        && let Err(e) = std::fs::write(&path, report.conformance_md())
+    {
+        eprintln!("error: {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if report.ok() {
+        println!("envoy-diff: every difference from Envoy is a listed deviation");
+        ExitCode::SUCCESS
+    } else {
+        let n = report
+            .files
+            .iter()
+            .filter(|f| !f.problems.is_empty())
+            .count();
+        println!("envoy-diff: {n} file(s) differ from Envoy without a listed deviation");
+        ExitCode::FAILURE
     }
 }

@@ -9,8 +9,12 @@
 //! The file format is in `spec-tests/SCENARIOS.md`.
 
 mod compare;
+pub mod diff;
+pub mod envoy;
+pub mod real;
 mod runner;
 pub mod scenario;
+mod servers;
 pub mod via_run;
 
 use std::fmt::Write as _;

@@ -32,6 +32,32 @@ pub struct Scenario {
     pub buffer_limit: Option<usize>,
     /// Streams, run one after another on the same VM.
     pub streams: Vec<Stream>,
+    /// Deliberate differences from Envoy that this scenario shows, by
+    /// backend (the differential runner, `cargo xtask envoy-diff`).
+    #[serde(default, skip_serializing_if = "Deviations::is_empty")]
+    pub deviations: Deviations,
+}
+
+/// The `deviations` key: ids of entries of `spec-tests/DEVIATIONS.md`
+/// (`B1`, `A1`, `E2`, ...) that explain why a backend's observations differ
+/// from Envoy's for this scenario. A backend that differs with none listed
+/// fails the differential runner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deviations {
+    /// Why the in-process driver (`vessel test`) differs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_process: Vec<String>,
+    /// Why `vessel run` differs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vessel_run: Vec<String>,
+}
+
+impl Deviations {
+    /// True when no deviation is listed.
+    pub fn is_empty(&self) -> bool {
+        self.in_process.is_empty() && self.vessel_run.is_empty()
+    }
 }
 
 /// The `plugin` key.

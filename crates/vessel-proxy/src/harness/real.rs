@@ -1,0 +1,630 @@
+//! A scenario run through a real proxy process: `vessel run`
+//! ([`super::via_run`]) or Envoy ([`super::envoy`]). Both get the same
+//! generated Envoy bootstrap (one listener with the wasm filter and the
+//! router; one cluster for the upstream and one per scenario `clusters`
+//! entry), the same loopback servers (`harness/servers.rs`) and the same
+//! HTTP/2 client; only the command line and the shape of the guest log
+//! lines differ ([`Proxy`]).
+//!
+//! Every process is bounded in time: start-up, each request and each
+//! scenario have deadlines, and a guard kills the process (and removes its
+//! files) when the run ends, whether it succeeded, failed or panicked.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioExecutor;
+
+use super::scenario::{CannedResponse, Scenario, Stream};
+use super::servers::{self, Behaviour, Recorded, Scripted};
+use super::{Error, Observation, ObservedMessage};
+
+/// How long a proxy may take to become ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stream may go without a response before it counts as stalled.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the guest's end-of-stream logs (`on_log`, `on_done`,
+/// `on_delete`) may take to appear after the response.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// A proxy binary that scenarios run through.
+#[derive(Debug, Clone, Copy)]
+pub enum Proxy<'a> {
+    /// `vessel run`: the path of the `vessel` binary.
+    VesselRun(&'a Path),
+    /// Envoy with the V8 runtime: the path of the `envoy` binary.
+    Envoy(&'a Path),
+}
+
+/// The outcome of a scenario file on a real proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    /// One observation per stream.
+    Observed(Vec<Observation>),
+    /// The scenario cannot run on this proxy, and why.
+    Skipped(String),
+}
+
+/// Scenario features no real proxy can be driven to reproduce.
+fn unsupported_anywhere(s: &Scenario) -> Option<&'static str> {
+    if !s.properties.is_empty() {
+        return Some("properties");
+    }
+    if !s.foreign_functions.is_empty() {
+        return Some("foreign_functions");
+    }
+    if s.streams.iter().any(|st| st.ticks_before > 0) {
+        return Some("ticks_before");
+    }
+    if s.clusters.values().any(|c| c.grpc_status.is_some()) {
+        return Some("grpc_status clusters");
+    }
+    None
+}
+
+impl Proxy<'_> {
+    /// Why a scenario cannot run on this proxy, if it cannot.
+    pub fn unsupported(&self, s: &Scenario) -> Option<&'static str> {
+        if let Some(why) = unsupported_anywhere(s) {
+            return Some(why);
+        }
+        match self {
+            // `vessel run` reads no `per_connection_buffer_limit_bytes`.
+            Proxy::VesselRun(_) if s.buffer_limit.is_some() => Some("buffer_limit"),
+            _ => None,
+        }
+    }
+
+    fn command(&self, config: &Path, log: &Path, admin: &Path, s: &Scenario) -> Command {
+        let level = level_of(s);
+        match self {
+            Proxy::VesselRun(bin) => {
+                let mut cmd = Command::new(bin);
+                let level = match level {
+                    "warning" => "warn",
+                    "critical" => "error",
+                    l => l,
+                };
+                cmd.args(["run", "-c"])
+                    .arg(config)
+                    .args(["--concurrency", "1", "-l"])
+                    .arg(format!("warn,vessel::guest={level}"))
+                    .stdout(Stdio::null());
+                match std::fs::File::create(log) {
+                    Ok(f) => cmd.stderr(f),
+                    Err(_) => cmd.stderr(Stdio::null()),
+                };
+                cmd
+            }
+            Proxy::Envoy(bin) => {
+                let mut cmd = Command::new(bin);
+                cmd.arg("-c")
+                    .arg(config)
+                    .args(["--concurrency", "1", "--base-id"])
+                    .arg(unique_base_id().to_string())
+                    .args(["-l", "warning", "--component-log-level"])
+                    .arg(format!("wasm:{level}"))
+                    .args(["--log-format", super::envoy::LOG_FORMAT, "--log-path"])
+                    .arg(log)
+                    // Flush the log file often, so each stream's lines are
+                    // on disk when the stream is done.
+                    .args(["--file-flush-interval-msec", "10"])
+                    .arg("--admin-address-path")
+                    .arg(admin)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                cmd
+            }
+        }
+    }
+
+    /// The guest's log lines among the proxy's log lines, and the first VM
+    /// failure they report.
+    fn guest_lines(&self, raw: &[String]) -> (Vec<String>, Option<String>) {
+        match self {
+            Proxy::VesselRun(_) => super::via_run::guest_lines(raw),
+            Proxy::Envoy(_) => super::envoy::guest_lines(raw),
+        }
+    }
+
+    /// The proxy refused the plugin at start-up (as Envoy refuses a config
+    /// whose plugin fails to start).
+    fn refused(&self, log: &str) -> bool {
+        match self {
+            Proxy::VesselRun(_) => log.contains("cannot start the VM"),
+            Proxy::Envoy(_) => super::envoy::refused(log),
+        }
+    }
+
+    fn uses_admin(&self) -> bool {
+        matches!(self, Proxy::Envoy(_))
+    }
+}
+
+/// Envoy's `--base-id` must differ between Envoys running at once (it names
+/// the hot-restart shared memory): the process id and a counter.
+fn unique_base_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 1000;
+    (std::process::id() % 100_000) * 1000 + n
+}
+
+/// The guest log level of the scenario, in Envoy's words.
+fn level_of(s: &Scenario) -> &'static str {
+    match s
+        .plugin
+        .log_level
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("debug") => "debug",
+        Some("info") => "info",
+        Some("warn" | "warning") => "warning",
+        Some("error") => "error",
+        Some("critical") => "critical",
+        _ => "trace",
+    }
+}
+
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A stream of the scenario has request or response trailers: the client
+/// and the upstream then speak HTTP/2 (HTTP/1.1 elsewhere).
+fn has_trailers(s: &Scenario) -> bool {
+    s.streams.iter().any(|st| {
+        st.request.trailers.is_some()
+            || st.upstream.as_ref().is_some_and(|u| !u.trailers.is_empty())
+    })
+}
+
+/// The generated Envoy bootstrap of a scenario. `admin` adds an admin
+/// listener on an ephemeral port.
+pub(crate) fn bootstrap(
+    s: &Scenario,
+    wasm: &Path,
+    name: &str,
+    port: u16,
+    upstream: SocketAddr,
+    clusters: &[(String, SocketAddr)],
+    admin: bool,
+) -> String {
+    let p = &s.plugin;
+    let mut out = String::new();
+    if admin {
+        out.push_str(
+            "admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }\n",
+        );
+    }
+    let limit = s
+        .buffer_limit
+        .map(|l| format!("    per_connection_buffer_limit_bytes: {l}\n"))
+        .unwrap_or_default();
+    out.push_str(&format!(
+        r#"static_resources:
+  listeners:
+  - name: scenario
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+{limit}    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: scenario
+          codec_type: AUTO
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: vessel_test_upstream }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                root_id: {root_id}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {config}
+                vm_config:
+                  vm_id: {vm_id}
+                  runtime: envoy.wasm.runtime.v8
+                  configuration:
+                    "@type": type.googleapis.com/google.protobuf.StringValue
+                    value: {vm_config}
+                  code: {{ local: {{ filename: {wasm} }} }}
+{allow}          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+"#,
+        name = yaml_str(name),
+        root_id = yaml_str(&p.root_id),
+        vm_id = yaml_str(&p.vm_id),
+        config = yaml_str(&p.configuration),
+        vm_config = yaml_str(&p.vm_configuration),
+        wasm = yaml_str(&wasm.to_string_lossy()),
+        allow = if p.allow_on_headers_stop_iteration {
+            "              allow_on_headers_stop_iteration: true\n"
+        } else {
+            ""
+        },
+    ));
+    // HTTP/1.1 to the clusters (Envoy's default), except HTTP/2 to the
+    // upstream when a stream has trailers, so they pass both ways.
+    let trailers = s.streams.iter().any(|st| {
+        st.request.trailers.is_some()
+            || st.upstream.as_ref().is_some_and(|u| !u.trailers.is_empty())
+    });
+    let mut all = vec![("vessel_test_upstream".to_owned(), upstream, trailers)];
+    all.extend(clusters.iter().map(|(n, a)| (n.clone(), *a, false)));
+    for (cname, addr, h2) in all {
+        let h2 = if h2 {
+            "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: { http2_protocol_options: {} }\n"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "  - name: {n}\n    type: STATIC\n    connect_timeout: 1s\n{h2}    load_assignment:\n      cluster_name: {n}\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }}\n",
+            n = yaml_str(&cname),
+            p = addr.port()
+        ));
+    }
+    out
+}
+
+/// The running proxy and its files; dropping it kills the process and
+/// removes the files.
+struct Guard {
+    child: Child,
+    files: Vec<PathBuf>,
+    log: PathBuf,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+impl Guard {
+    fn lines(&self) -> Vec<String> {
+        std::fs::read(&self.log)
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits at least `SETTLE`, then until the log has not grown for two
+    /// polls in a row (bounded by `SETTLE` × 8).
+    async fn settle(&self) {
+        let size = || std::fs::metadata(&self.log).map_or(0, |m| m.len());
+        let deadline = Instant::now() + SETTLE * 8;
+        tokio::time::sleep(SETTLE).await;
+        let mut last = size();
+        let mut quiet = 0;
+        while quiet < 2 && Instant::now() < deadline {
+            tokio::time::sleep(SETTLE / 3).await;
+            let now = size();
+            quiet = if now == last { quiet + 1 } else { 0 };
+            last = now;
+        }
+    }
+}
+
+fn scratch(tag: &str, ext: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "vessel-scenario-{}-{}-{tag}.{ext}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Runs a scenario file through a real proxy.
+pub fn run_file(proxy: Proxy<'_>, path: &Path) -> Result<Run, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let scenario: Scenario = serde_yaml::from_str(&text).map_err(|e| Error::Yaml {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    if let Some(why) = proxy.unsupported(&scenario) {
+        return Ok(Run::Skipped(format!("uses {why}")));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let wasm: PathBuf =
+        std::fs::canonicalize(dir.join(&scenario.plugin.wasm)).map_err(|e| Error::Io {
+            path: dir.join(&scenario.plugin.wasm),
+            message: format!("plugin.wasm: {e}"),
+        })?;
+    let name = scenario.plugin.name.clone().unwrap_or_else(|| {
+        wasm.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    let result = rt.block_on(drive(proxy, path, &scenario, &wasm, &name));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn drive(
+    proxy: Proxy<'_>,
+    path: &Path,
+    scenario: &Scenario,
+    wasm: &Path,
+    name: &str,
+) -> Result<Run, Error> {
+    let io = |message: String| Error::Io {
+        path: path.to_owned(),
+        message,
+    };
+    let answers = Arc::new(Mutex::new(VecDeque::new()));
+    let seen: Recorded = Arc::default();
+    let upstream = servers::canned_server(answers.clone(), seen.clone(), Behaviour::Answer)
+        .await
+        .map_err(|e| io(format!("upstream server: {e}")))?;
+    let mut clusters = Vec::new();
+    for (cname, canned) in &scenario.clusters {
+        let addr = if canned.reset {
+            // Nothing listens there: a connection failure.
+            SocketAddr::from(([127, 0, 0, 1], servers::free_port()))
+        } else {
+            let behaviour = if canned.timeout {
+                Behaviour::Hang
+            } else {
+                Behaviour::Answer
+            };
+            let a = Arc::new(Mutex::new(VecDeque::from([canned.clone()])));
+            servers::canned_server(a, Arc::default(), behaviour)
+                .await
+                .map_err(|e| io(format!("cluster `{cname}` server: {e}")))?
+        };
+        clusters.push((cname.clone(), addr));
+    }
+    let port = servers::free_port();
+    let config = bootstrap(
+        scenario,
+        wasm,
+        name,
+        port,
+        upstream,
+        &clusters,
+        proxy.uses_admin(),
+    );
+    let config_path = scratch("config", "yaml");
+    let log_path = scratch("proxy", "log");
+    let admin_path = scratch("admin", "txt");
+    std::fs::write(&config_path, config).map_err(|e| io(e.to_string()))?;
+    let child = proxy
+        .command(&config_path, &log_path, &admin_path, scenario)
+        .spawn()
+        .map_err(|e| io(format!("starting {proxy:?}: {e}")))?;
+    let mut guard = Guard {
+        child,
+        files: vec![config_path, log_path.clone(), admin_path.clone()],
+        log: log_path,
+    };
+    let front = SocketAddr::from(([127, 0, 0, 1], port));
+    if let Some(refused) = wait_ready(proxy, &mut guard, front, &admin_path).await? {
+        return Ok(refused);
+    }
+    // Every request goes to the listener, whatever authority its URI names.
+    let connector = tower::service_fn(move |_: http::Uri| {
+        Box::pin(async move {
+            tokio::net::TcpStream::connect(front)
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+        })
+    });
+    // HTTP/1.1, the common client; HTTP/2 when trailers must pass.
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(has_trailers(scenario))
+        .build::<_, Scripted>(connector);
+    let mut out = Vec::new();
+    let mut failure: Option<String> = None;
+    for (index, stream) in scenario.streams.iter().enumerate() {
+        // Start-up logs belong to the first stream, as in the in-process driver.
+        let start = if index == 0 { 0 } else { guard.lines().len() };
+        let before = seen.lock().map_or(0, |s| s.len());
+        if let Ok(mut a) = answers.lock() {
+            a.clear();
+            a.push_back(stream.upstream.clone().unwrap_or_else(|| CannedResponse {
+                headers: vec![(":status".into(), "200".into())],
+                ..CannedResponse::default()
+            }));
+        }
+        let mut obs = send(&client, stream)
+            .await
+            .map_err(|e| io(format!("stream {}: {e}", index + 1)))?;
+        guard.settle().await;
+        let lines = guard.lines();
+        let (logs, failed) = proxy.guest_lines(&lines[start.min(lines.len())..]);
+        obs.logs = logs;
+        if failure.is_none() {
+            failure = failed;
+        }
+        obs.vm_failure = failure.clone();
+        obs.upstream_request = seen.lock().ok().and_then(|s| s.get(before).cloned());
+        out.push(obs);
+    }
+    drop(guard);
+    Ok(Run::Observed(out))
+}
+
+/// Waits until the proxy serves. `Some(Skipped)` when it refused the plugin
+/// at start-up.
+async fn wait_ready(
+    proxy: Proxy<'_>,
+    guard: &mut Guard,
+    front: SocketAddr,
+    admin_path: &Path,
+) -> Result<Option<Run>, Error> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(Some(_)) = guard.child.try_wait() {
+            let log = guard.lines().join("\n");
+            if proxy.refused(&log) {
+                return Ok(Some(Run::Skipped(
+                    "the proxy refuses the plugin at start-up".into(),
+                )));
+            }
+            return Err(Error::Io {
+                path: admin_path.to_owned(),
+                message: format!("{proxy:?} exited at start-up:\n{log}"),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Io {
+                path: admin_path.to_owned(),
+                message: format!(
+                    "{proxy:?} did not become ready in {START_TIMEOUT:?}:\n{}",
+                    guard.lines().join("\n")
+                ),
+            });
+        }
+        let ready = if proxy.uses_admin() {
+            admin_ready(admin_path).await
+        } else {
+            tokio::net::TcpStream::connect(front).await.is_ok()
+        };
+        if ready {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Envoy's admin `/ready` answers 200 once the listeners serve.
+async fn admin_ready(admin_path: &Path) -> bool {
+    let Ok(addr) = std::fs::read_to_string(admin_path) else {
+        return false;
+    };
+    let Ok(addr) = addr.trim().parse::<SocketAddr>() else {
+        return false;
+    };
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>();
+    let Ok(uri) = format!("http://{addr}/ready").parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await,
+        Ok(Ok(r)) if r.status() == http::StatusCode::OK
+    )
+}
+
+/// Sends one scripted request and observes the response.
+async fn send<C>(
+    client: &hyper_util::client::legacy::Client<C, Scripted>,
+    stream: &Stream,
+) -> Result<Observation, String>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let get = |k: &str| {
+        stream
+            .request
+            .headers
+            .iter()
+            .find(|(h, _)| h == k)
+            .map(|(_, v)| v.clone())
+    };
+    let method = get(":method").unwrap_or_else(|| "GET".into());
+    let p = get(":path").unwrap_or_else(|| "/".into());
+    let authority = get(":authority").unwrap_or_else(|| "localhost".into());
+    let chunks: Vec<Bytes> = match (&stream.request.body, &stream.request.chunks) {
+        (_, Some(c)) => c.iter().map(|s| Bytes::from(s.clone())).collect(),
+        (Some(b), None) if !b.is_empty() => vec![Bytes::from(b.clone())],
+        _ => Vec::new(),
+    };
+    // The connector sends it to the listener.
+    let mut req = Request::builder()
+        .method(method.as_str())
+        .uri(format!("http://{authority}{p}"));
+    for (k, v) in &stream.request.headers {
+        if !k.starts_with(':') {
+            req = req.header(k.as_str(), v.as_str());
+        }
+    }
+    let request = req
+        .body(Scripted::new(chunks, stream.request.trailers.as_ref()))
+        .map_err(|e| format!("building the request: {e}"))?;
+    let mut obs = Observation::default();
+    let deadline = tokio::time::Instant::now() + STREAM_TIMEOUT;
+    match tokio::time::timeout_at(deadline, client.request(request)).await {
+        Ok(Ok(resp)) => {
+            let (parts, mut body) = resp.into_parts();
+            let mut headers = vec![(":status".to_owned(), parts.status.as_str().to_owned())];
+            headers.extend(servers::pairs(&parts.headers));
+            let mut bytes = Vec::new();
+            let mut trailers = Vec::new();
+            let mut complete = true;
+            loop {
+                match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Ok(None) => break,
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(d) => bytes.extend_from_slice(&d),
+                        Err(f) => {
+                            if let Ok(t) = f.into_trailers() {
+                                trailers = servers::pairs(&t);
+                            }
+                        }
+                    },
+                    Ok(Some(Err(_))) => {
+                        obs.reset = true;
+                        complete = false;
+                        break;
+                    }
+                    Err(_) => {
+                        obs.stalled = Some(format!("the body stalled for {STREAM_TIMEOUT:?}"));
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                obs.response = Some(ObservedMessage {
+                    status: Some(parts.status.as_u16()),
+                    headers,
+                    body: String::from_utf8_lossy(&bytes).into_owned(),
+                    trailers,
+                });
+            }
+        }
+        Ok(Err(_)) => obs.reset = true,
+        Err(_) => obs.stalled = Some(format!("no response within {STREAM_TIMEOUT:?}")),
+    }
+    Ok(obs)
+}

@@ -1,0 +1,254 @@
+//! The loopback peers of a scenario run through a real proxy process
+//! ([`super::real`]): canned servers for the upstream and the callout
+//! clusters, which record what reached them, and the client body that sends
+//! a scripted request chunk by chunk, with its trailers.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::ObservedMessage;
+use super::scenario::{CannedResponse, Headers};
+
+/// What a canned server saw, one entry per request.
+pub(crate) type Recorded = Arc<Mutex<Vec<ObservedMessage>>>;
+
+/// The answers a canned server gives: the front one, again and again.
+pub(crate) type Answers = Arc<Mutex<VecDeque<CannedResponse>>>;
+
+/// Header pairs of an `http` map, values decoded lossily.
+pub(crate) fn pairs(h: &HeaderMap) -> Headers {
+    h.iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn header_map(h: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in h {
+        if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), v.parse()) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
+/// A body sent frame by frame from a channel: the scripted chunks, a short
+/// pause between them so a proxy sees them as separate reads, then the
+/// trailers.
+pub(crate) struct Scripted {
+    rx: mpsc::Receiver<Frame<Bytes>>,
+    /// Frames not yet yielded: at 0 the body reports its end, so the last
+    /// chunk carries the end of stream (no extra empty frame).
+    left: usize,
+}
+
+/// The pause between two scripted chunks.
+const CHUNK_GAP: Duration = Duration::from_millis(30);
+
+impl Scripted {
+    /// A body of `chunks` then `trailers` (if any).
+    pub(crate) fn new(chunks: Vec<Bytes>, trailers: Option<&Headers>) -> Self {
+        let (tx, rx) = mpsc::channel(4);
+        let trailers = trailers.map(header_map);
+        let left = chunks.len() + usize::from(trailers.is_some());
+        tokio::spawn(async move {
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(CHUNK_GAP).await;
+                }
+                if tx.send(Frame::data(chunk)).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(t) = trailers {
+                tokio::time::sleep(CHUNK_GAP).await;
+                let _ = tx.send(Frame::trailers(t)).await;
+            }
+        });
+        Self { rx, left }
+    }
+}
+
+impl http_body::Body for Scripted {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let frame = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = &frame {
+            self.left -= 1;
+        }
+        frame.map(|f| f.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+}
+
+fn response_of(c: &CannedResponse) -> Response<Scripted> {
+    let chunks = if c.body.is_empty() {
+        Vec::new()
+    } else {
+        vec![Bytes::from(c.body.clone())]
+    };
+    let trailers = (!c.trailers.is_empty()).then_some(&c.trailers);
+    let mut resp = Response::new(Scripted::new(chunks, trailers));
+    for (k, v) in &c.headers {
+        if k == ":status" {
+            if let Ok(s) = v.parse::<u16>().map(http::StatusCode::from_u16) {
+                *resp.status_mut() = s.unwrap_or(http::StatusCode::OK);
+            }
+        } else if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), v.parse()) {
+            resp.headers_mut().append(n, v);
+        }
+    }
+    resp
+}
+
+/// What a server does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Behaviour {
+    /// Answer with the front of the answers.
+    Answer,
+    /// Read the request and never answer (a callout that times out).
+    Hang,
+}
+
+/// A loopback server (HTTP/1.1 and HTTP/2 cleartext) answering the front of
+/// `answers` and recording each request with Envoy-style pseudo-headers.
+pub(crate) async fn canned_server(
+    answers: Answers,
+    seen: Recorded,
+    behaviour: Behaviour,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let answers = answers.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let answers = answers.clone();
+                    let seen = seen.clone();
+                    async move {
+                        record(req, &seen).await;
+                        if behaviour == Behaviour::Hang {
+                            std::future::pending::<()>().await;
+                        }
+                        let answer = answers
+                            .lock()
+                            .ok()
+                            .and_then(|a| a.front().cloned())
+                            .unwrap_or_default();
+                        Ok::<_, Infallible>(response_of(&answer))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Records a request: its headers as a proxy's map has them, as soon as
+/// they arrive, then its body and trailers once they are complete (a body
+/// cut short by a reset keeps what arrived before).
+async fn record(req: Request<Incoming>, seen: &Recorded) {
+    let (parts, mut body) = req.into_parts();
+    let mut headers = vec![
+        (":method".to_owned(), parts.method.to_string()),
+        (
+            ":path".to_owned(),
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+        ),
+    ];
+    let authority = parts.uri.authority().map(ToString::to_string).or_else(|| {
+        parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    if let Some(a) = authority {
+        headers.push((":authority".to_owned(), a));
+    }
+    headers.extend(
+        pairs(&parts.headers)
+            .into_iter()
+            .filter(|(k, _)| k != "host"),
+    );
+    let index = match seen.lock() {
+        Ok(mut s) => {
+            s.push(ObservedMessage {
+                status: None,
+                headers,
+                body: String::new(),
+                trailers: Vec::new(),
+            });
+            s.len() - 1
+        }
+        Err(_) => return,
+    };
+    let mut bytes = Vec::new();
+    let mut trailers = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        match frame.into_data() {
+            Ok(d) => bytes.extend_from_slice(&d),
+            Err(f) => {
+                if let Ok(t) = f.into_trailers() {
+                    trailers = pairs(&t);
+                }
+            }
+        }
+        if let Ok(mut s) = seen.lock()
+            && let Some(m) = s.get_mut(index)
+        {
+            m.body = String::from_utf8_lossy(&bytes).into_owned();
+            m.trailers = trailers.clone();
+        }
+    }
+}
+
+/// A loopback port that nothing listens on (the OS just handed it out).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
+}

