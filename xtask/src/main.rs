@@ -8,7 +8,8 @@
 //!   `vessel run` in the foreground (Ctrl-C stops it).
 //! * `cargo xtask bench` — builds the guests and runs the criterion benchmarks
 //!   (the request lifecycle in vessel-host, VM-pool scaling in vessel-hyper).
-//! * `cargo xtask guests` — only builds the guest filters.
+//! * `cargo xtask guests` — only builds the guest filters (the Rust SDK
+//!   guests, and the AssemblyScript guests, which need `node` and `npm`).
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+mod assemblyscript;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -71,7 +74,7 @@ fn ensure_targets() -> Result<()> {
     Ok(())
 }
 
-/// Builds the guest filters of `spec-tests/guests`.
+/// Builds the guest filters of `spec-tests/guests` and `spec-tests/as-guests`.
 fn guests() -> Result<()> {
     ensure_targets()?;
     run(Command::new(cargo()).args([
@@ -103,6 +106,7 @@ fn guests() -> Result<()> {
         "-p",
         "guest-hello",
     ]))?;
+    assemblyscript::build(&root())?;
     Ok(())
 }
 
