@@ -35,6 +35,9 @@ fn files() -> Vec<PathBuf> {
 
 /// Files whose every expectation holds on both backends.
 const FULL: &[&str] = &[
+    "as_headers.yaml",
+    "as_http_call.yaml",
+    "as_http_call_deny.yaml",
     "bodies.yaml",
     "hello.yaml",
     "http_call.yaml",
