@@ -38,6 +38,12 @@ class HeadersFilter extends Context {
         headers, GrpcStatusValues.InvalidCode);
       return FilterHeadersStatusValues.StopIteration;
     }
+    // proxy_get_header_map_pairs: the SDK parses the serialized map itself.
+    const pairs = stream_context.headers.request.get_headers();
+    for (let i = 0; i < pairs.length; i++) {
+      log(LogLevelValues.info, "as_headers: request pair " + String.UTF8.decode(pairs[i].key)
+        + "=" + String.UTF8.decode(pairs[i].value));
+    }
     stream_context.headers.request.add("x-as-config", this.root_context.getConfiguration());
     stream_context.headers.request.replace("x-as-replace", "replaced");
     stream_context.headers.request.remove("x-as-remove");
@@ -49,6 +55,14 @@ class HeadersFilter extends Context {
   onResponseHeaders(num_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
     const status = stream_context.headers.response.get(":status");
     log(LogLevelValues.info, "as_headers: response status=" + status);
+    // (The SDK's set_headers does not compile with asc 0.17, so no
+    // proxy_set_header_map_pairs here.)
+    const pairs = stream_context.headers.response.get_headers();
+    let cookies = 0;
+    for (let i = 0; i < pairs.length; i++) {
+      if (String.UTF8.decode(pairs[i].key) == "set-cookie") cookies++;
+    }
+    log(LogLevelValues.info, "as_headers: response set-cookie count=" + cookies.toString());
     stream_context.headers.response.add("x-as-response", "status-" + status);
     return FilterHeadersStatusValues.Continue;
   }
