@@ -8,10 +8,11 @@
 //!   `vessel run` in the foreground (Ctrl-C stops it).
 //! * `cargo xtask bench` — builds the guests and runs the criterion benchmarks
 //!   (the request lifecycle in vessel-host, VM-pool scaling in vessel-hyper).
-//! * `cargo xtask guests` — only builds the guest filters.
 //! * `cargo xtask envoy-diff` — builds the guests, gets Envoy, and runs every
 //!   scenario in-process, through `vessel run` and through Envoy
 //!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
+//! * `cargo xtask guests` — only builds the guest filters (the Rust SDK
+//!   guests, and the AssemblyScript guests, which need `node` and `npm`).
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -20,6 +21,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod assemblyscript;
 mod envoy_diff;
 
 fn root() -> PathBuf {
@@ -76,7 +78,7 @@ fn ensure_targets() -> Result<()> {
     Ok(())
 }
 
-/// Builds the guest filters of `spec-tests/guests`.
+/// Builds the guest filters of `spec-tests/guests` and `spec-tests/as-guests`.
 fn guests() -> Result<()> {
     ensure_targets()?;
     run(Command::new(cargo()).args([
@@ -108,6 +110,7 @@ fn guests() -> Result<()> {
         "-p",
         "guest-hello",
     ]))?;
+    assemblyscript::build(&root())?;
     Ok(())
 }
 

@@ -35,6 +35,9 @@ fn files() -> Vec<PathBuf> {
 
 /// Files whose every expectation holds on both backends.
 const FULL: &[&str] = &[
+    "as_headers.yaml",
+    "as_http_call.yaml",
+    "as_http_call_deny.yaml",
     "bodies.yaml",
     "hello.yaml",
     // http_call.yaml logs the callout answer's header count: a real server
@@ -42,6 +45,13 @@ const FULL: &[&str] = &[
     "logging.yaml",
     "logging_levels.yaml",
     "queues.yaml",
+    "sdk_body_rewrite.yaml",
+    "sdk_header_rewrite.yaml",
+    "sdk_http_auth.yaml",
+    "sdk_http_auth_deny.yaml",
+    "sdk_route_config.yaml",
+    "sdk_v01_http_auth.yaml",
+    "sdk_v01_http_auth_deny.yaml",
     "shared_data.yaml",
     "trap.yaml",
     "trap_callout.yaml",
