@@ -195,6 +195,8 @@ pub(crate) struct HostState {
     pub(crate) done_requested: Vec<ContextId>,
     /// Bytes logged during the current callback (bounded per callback).
     pub(crate) log_bytes: usize,
+    /// Higress 0.2.100 Redis calls.
+    pub(crate) redis: crate::hostcalls::redis::RedisState,
 }
 
 impl HostState {
@@ -230,6 +232,7 @@ impl HostState {
             next_metric_id: [0, 1, 2],
             done_requested: Vec::new(),
             log_bytes: 0,
+            redis: Default::default(),
         }
     }
 
@@ -339,6 +342,7 @@ impl HostState {
                 }
             }
             BufferType::CallData => Ok(&self.foreign_args),
+            BufferType::RedisCallResponse => Ok(&self.redis.response),
             BufferType::DownstreamData | BufferType::UpstreamData => Err(Status::NotFound),
         }
     }

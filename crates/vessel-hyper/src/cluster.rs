@@ -1,4 +1,4 @@
-//! Named upstream clusters for HTTP and gRPC callouts (ABI reference §4.5),
+//! Named upstream clusters for HTTP, gRPC and Redis callouts (ABI reference §4.5),
 //! registered by the embedder, and the pooled hyper-util clients that reach
 //! them.
 
@@ -52,6 +52,8 @@ pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 pub(crate) struct ClusterEntry {
     pub(crate) cluster: Cluster,
     pub(crate) client: HttpClient,
+    /// Idle Redis connections (Higress `proxy_redis_call`).
+    pub(crate) redis: crate::redis::IdleConnections,
     next: AtomicUsize,
 }
 
@@ -98,6 +100,7 @@ impl Clusters {
             ClusterEntry {
                 cluster,
                 client,
+                redis: Default::default(),
                 next: AtomicUsize::new(0),
             },
         );

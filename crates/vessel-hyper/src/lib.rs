@@ -25,6 +25,7 @@ pub mod convert;
 pub mod future;
 pub mod layer;
 pub mod pool;
+pub mod redis;
 pub mod service;
 mod stream;
 
