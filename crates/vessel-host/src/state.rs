@@ -342,7 +342,12 @@ impl HostState {
                 }
             }
             BufferType::CallData => Ok(&self.foreign_args),
-            BufferType::RedisCallResponse => Ok(&self.redis.response),
+            // Envoy-Higress's buffer 9; upstream Envoy knows no type 9, so
+            // other ABI versions keep getting BAD_ARGUMENT.
+            BufferType::RedisCallResponse if self.plugin.abi.has_higress_extensions() => {
+                Ok(&self.redis.response)
+            }
+            BufferType::RedisCallResponse => Err(Status::BadArgument),
             BufferType::DownstreamData | BufferType::UpstreamData => Err(Status::NotFound),
         }
     }

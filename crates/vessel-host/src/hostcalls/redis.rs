@@ -26,6 +26,10 @@
 //!   `-ERR` is a success too, as in Envoy); status 1 (`NetworkError`) with
 //!   size 0 on connection failure or timeout, and `proxy_get_status` gives
 //!   (BROKEN_CONNECTION, `"reset"`).
+//! * Buffer 9 is readable only by 0.2.100 modules (empty outside the
+//!   callback, as in Envoy-Higress); for other ABI versions it stays
+//!   BAD_ARGUMENT, as in upstream Envoy. The imports themselves are linked
+//!   for every version.
 
 use std::collections::HashMap;
 use std::time::Duration;
