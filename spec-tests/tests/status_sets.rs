@@ -1315,8 +1315,12 @@ fn foreign() {
 fn misc() {
     let specs = [
         spec("envoy_resolve_dns", &[Unimplemented], None),
-        spec("proxy_redis_init", &[Unimplemented], None),
-        spec("proxy_redis_call", &[Unimplemented], None),
+        spec("proxy_redis_init", &[OK, BadArgument], None),
+        spec(
+            "proxy_redis_call",
+            &[OK, BadArgument, InternalFailure],
+            None,
+        ),
     ];
     let mut p = Probe::new();
     let b = p.on(Callback::RequestHeaders);
@@ -1341,7 +1345,7 @@ fn misc() {
         b,
         "proxy_redis_call",
         "doc",
-        "any",
+        "empty_query",
         "(call $proxy_redis_call (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))",
     );
     b.value(
@@ -1353,6 +1357,8 @@ fn misc() {
         "(call $pthread_equal (i32.const 3) (i32.const 4))",
     );
     let r = run(&p, &specs, HostEnv::builder(), config("misc"));
+    assert_eq!(r.value("proxy_redis_init|doc.any"), st(OK));
+    assert_eq!(r.value("proxy_redis_call|doc.empty_query"), st(BadArgument));
     assert_eq!(r.value("pthread_equal.same"), Some(1));
     assert_eq!(r.value("pthread_equal.different"), Some(0));
 }

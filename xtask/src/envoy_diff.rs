@@ -64,7 +64,7 @@ pub(crate) fn ensure_envoy() -> Result<PathBuf> {
 
 /// Runs every scenario on the three backends and writes CONFORMANCE.md.
 /// The guests must be built.
-pub(crate) fn envoy_diff() -> Result<()> {
+pub(crate) fn envoy_diff(redis: Option<&str>) -> Result<()> {
     let envoy = ensure_envoy()?;
     run(Command::new(cargo()).args(["build", "-p", "vessel-proxy", "--bin", "vessel"]))?;
     let files = scenario_files(&root().join("spec-tests/scenarios"))?;
@@ -78,5 +78,8 @@ pub(crate) fn envoy_diff() -> Result<()> {
             "spec-tests/CONFORMANCE.md",
         ])
         .args(files.iter().map(|f| f.strip_prefix(root()).unwrap_or(f)));
+    if let Some(addr) = redis {
+        cmd.env("VESSEL_REDIS", addr);
+    }
     run(&mut cmd)
 }

@@ -13,6 +13,9 @@
 //!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
 //! * `cargo xtask guests` — only builds the guest filters (the Rust SDK
 //!   guests, and the AssemblyScript guests, which need `node` and `npm`).
+//! * `cargo xtask go-plugins` — downloads the Go-built Higress plugins and
+//!   measures their compile time, VM start-up time and memory per VM
+//!   (`examples/go_plugins.rs`, release build).
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -131,7 +134,8 @@ fn go_plugins() -> Result<()> {
             "download",
             "--no-deps",
             "--quiet",
-            "gpustack-higress-plugins",
+            // Pinned: the scenarios name each plugin's version directory.
+            "gpustack-higress-plugins==0.5.1",
             "-d",
         ])
         .arg(&dir)
@@ -148,6 +152,73 @@ fn go_plugins() -> Result<()> {
             "import glob, sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in glob.glob(sys.argv[1] + '/*.whl')]",
         ])
         .arg(&dir))
+}
+
+/// A Redis server started for the tests: loopback, a free port, no
+/// persistence. Stopped (killed) when dropped, even on failure.
+struct RedisServer {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn has_redis_server() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Starts `redis-server` for the Redis scenarios (Higress
+/// `gpustack-rate-limit`), installing it with apt-get when it is missing.
+/// `None` (with a warning) if it cannot run here: those scenarios are then
+/// skipped.
+fn redis() -> Option<RedisServer> {
+    if !has_redis_server() {
+        eprintln!("==> redis-server is missing; trying `apt-get install -y redis-server`");
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "redis-server"])
+            .status();
+    }
+    if !has_redis_server() {
+        eprintln!(
+            "warning: no redis-server (Debian: `apt-get install redis-server`); the Redis scenarios will be skipped"
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .ok()?
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let server = RedisServer {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(&server.addr).is_err() {
+        if std::time::Instant::now() > deadline {
+            eprintln!(
+                "warning: redis-server did not start listening on {}",
+                server.addr
+            );
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("==> redis-server on {} (VESSEL_REDIS)", server.addr);
+    Some(server)
 }
 
 fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -167,11 +238,30 @@ fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn vessel_test(dirs: &[&str]) -> Result<()> {
+fn vessel_test(dirs: &[&str], redis: Option<&RedisServer>) -> Result<()> {
     let mut files = Vec::new();
     for d in dirs {
         files.extend(scenario_files(&root().join(d))?);
     }
+    // Files whose prerequisites this machine lacks: the downloaded Higress
+    // plugins, a Redis server.
+    let plugins = root()
+        .join("target/higress/gpustack_higress_plugins/plugins")
+        .exists();
+    files.retain(|f| {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        let skip = if !plugins && text.contains("target/higress/") {
+            Some("the Higress plugins are not downloaded")
+        } else if redis.is_none() && text.contains("$VESSEL_REDIS") {
+            Some("no Redis server")
+        } else {
+            None
+        };
+        if let Some(why) = skip {
+            eprintln!("warning: skipping {}: {why}", f.display());
+        }
+        skip.is_none()
+    });
     if files.is_empty() {
         bail!("no scenario files under {dirs:?}");
     }
@@ -187,12 +277,16 @@ fn vessel_test(dirs: &[&str]) -> Result<()> {
         "test",
     ]);
     cmd.args(files.iter().map(|f| f.strip_prefix(root()).unwrap_or(f)));
+    if let Some(r) = redis {
+        cmd.env("VESSEL_REDIS", &r.addr);
+    }
     run(&mut cmd)
 }
 
 fn test() -> Result<()> {
     guests()?;
     go_plugins()?;
+    let redis = redis();
     run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
     run(Command::new(cargo()).args([
         "clippy",
@@ -213,13 +307,22 @@ fn test() -> Result<()> {
         "fuzzing",
         "--bins",
     ]))?;
-    // The tests that run real Envoy find it through VESSEL_ENVOY.
+    // The tests that run real Envoy find it through VESSEL_ENVOY, and the
+    // Redis-backed ones find the server through VESSEL_REDIS.
     let envoy = envoy_diff::ensure_envoy()?;
-    run(Command::new(cargo())
+    let mut tests = Command::new(cargo());
+    tests
         .args(["test", "--workspace"])
-        .env("VESSEL_ENVOY", &envoy))?;
-    vessel_test(&["spec-tests/scenarios", "examples/scenarios"])?;
-    envoy_diff::envoy_diff()?;
+        .env("VESSEL_ENVOY", &envoy);
+    if let Some(r) = &redis {
+        tests.env("VESSEL_REDIS", &r.addr);
+    }
+    run(&mut tests)?;
+    vessel_test(
+        &["spec-tests/scenarios", "examples/scenarios"],
+        redis.as_ref(),
+    )?;
+    envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()))?;
     eprintln!("==> all checks passed");
     Ok(())
 }
@@ -299,7 +402,7 @@ fn main() -> Result<()> {
         "test" => test(),
         "run" => {
             guests()?;
-            vessel_test(&["examples/scenarios"])?;
+            vessel_test(&["examples/scenarios"], None)?;
             eprintln!(
                 "==> serving examples/envoy.yaml; try:\n\
                  \x20   curl -i http://127.0.0.1:10000/hello\n\
@@ -339,10 +442,23 @@ fn main() -> Result<()> {
         "guests" => guests(),
         "envoy-diff" => {
             guests()?;
-            envoy_diff::envoy_diff()
+            go_plugins()?;
+            let redis = redis();
+            envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()))
+        }
+        "go-plugins" => {
+            go_plugins()?;
+            run(Command::new(cargo()).args([
+                "run",
+                "--release",
+                "-p",
+                "vessel-examples",
+                "--example",
+                "go_plugins",
+            ]))
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|run|bench|guests|envoy-diff>");
+            eprintln!("usage: cargo xtask <test|run|bench|guests|envoy-diff|go-plugins>");
             bail!("unknown task `{task}`")
         }
     }

@@ -207,6 +207,8 @@ abi_enum! {
         PluginConfiguration = 7 => "PLUGIN_CONFIGURATION",
         /// The arguments of a foreign function call (spec `FOREIGN_FUNCTION_ARGUMENTS`).
         CallData = 8 => "FOREIGN_FUNCTION_ARGUMENTS",
+        /// The reply of a Redis call (Higress 0.2.100 `BufferTypeRedisCallResponse`).
+        RedisCallResponse = 9 => "REDIS_CALL_RESPONSE",
     }
 }
 
@@ -436,7 +438,7 @@ mod tests {
     fn enum_sizes_match_the_abi() {
         assert_eq!(Status::ALL.len(), 13);
         assert_eq!(LogLevel::ALL.len(), 6);
-        assert_eq!(BufferType::ALL.len(), 9);
+        assert_eq!(BufferType::ALL.len(), 10);
         assert_eq!(MapType::ALL.len(), 8);
         assert_eq!(MetricType::ALL.len(), 3);
         assert_eq!(PeerType::ALL.len(), 3);

@@ -57,6 +57,49 @@ pub struct GrpcCallRequest {
     pub timeout: Option<Duration>,
 }
 
+/// How to reach a Redis cluster, as set by Higress's `proxy_redis_init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// `AUTH` user name (empty: none, or password-only `AUTH`).
+    pub username: String,
+    /// `AUTH` password (empty: no `AUTH`).
+    pub password: String,
+    /// Per-command timeout, connecting included (Envoy's `op_timeout`).
+    pub timeout: Duration,
+    /// The database to `SELECT` on a new connection (the `db=N` query
+    /// parameter of the cluster name; 0 = no `SELECT`).
+    pub database: u32,
+}
+
+impl RedisOptions {
+    /// Envoy-Higress's default operation timeout (its `ConfigImpl`).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            username: String::new(),
+            password: String::new(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            database: 0,
+        }
+    }
+}
+
+/// An outgoing Redis command (`proxy_redis_call`, Higress 0.2.100).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisCallRequest {
+    /// The cluster name, without the `?param=...` suffix.
+    pub cluster: String,
+    /// The command exactly as the guest encoded it (RESP: an array of bulk
+    /// strings); the embedder sends it as is and reads one reply.
+    pub query: Vec<u8>,
+    /// The options of the last `proxy_redis_init` for this cluster on this
+    /// VM (defaults if none).
+    pub options: RedisOptions,
+}
+
 /// Something the embedder must do after a callback returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
@@ -99,6 +142,16 @@ pub enum Effect {
         token: Token,
         /// The call.
         call: GrpcCallRequest,
+    },
+    /// Send a Redis command and read one reply (Higress 0.2.100); answer
+    /// with `Vm::on_redis_call_response`.
+    RedisCall {
+        /// The root context that owns the call.
+        root: ContextId,
+        /// The call's token.
+        token: Token,
+        /// The command.
+        call: RedisCallRequest,
     },
     /// Open a gRPC stream.
     GrpcStream {

@@ -30,9 +30,10 @@ id_newtype!(
     ContextId(u32)
 );
 id_newtype!(
-    /// The token of an HTTP call, gRPC call or gRPC stream. The low two bits
-    /// give the kind (0 HTTP, 1 gRPC call, 2 gRPC stream) and tokens step by 4
-    /// per VM, as in Envoy (ABI reference §4.5).
+    /// The token of an HTTP call, gRPC call, gRPC stream or (Higress 0.2.100)
+    /// Redis call. The low two bits give the kind (0 HTTP, 1 gRPC call, 2 gRPC
+    /// stream, 3 Redis) and tokens step by 4 per VM, as in Envoy (ABI
+    /// reference §4.5).
     Token(u32)
 );
 id_newtype!(
@@ -62,16 +63,18 @@ pub enum CalloutKind {
     GrpcCall,
     /// `proxy_grpc_stream`.
     GrpcStream,
+    /// `proxy_redis_call` (Higress 0.2.100).
+    Redis,
 }
 
 impl Token {
-    /// The callout kind this token encodes, or `None` for a value no host hands out.
+    /// The callout kind this token encodes.
     pub const fn kind(self) -> Option<CalloutKind> {
         match self.0 & 3 {
             0 => Some(CalloutKind::Http),
             1 => Some(CalloutKind::GrpcCall),
             2 => Some(CalloutKind::GrpcStream),
-            _ => None,
+            _ => Some(CalloutKind::Redis),
         }
     }
 }
@@ -85,6 +88,6 @@ mod tests {
         assert_eq!(Token(4).kind(), Some(CalloutKind::Http));
         assert_eq!(Token(9).kind(), Some(CalloutKind::GrpcCall));
         assert_eq!(Token(10).kind(), Some(CalloutKind::GrpcStream));
-        assert_eq!(Token(7).kind(), None);
+        assert_eq!(Token(7).kind(), Some(CalloutKind::Redis));
     }
 }

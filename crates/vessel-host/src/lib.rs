@@ -51,7 +51,8 @@ pub mod vm;
 pub mod wasi;
 
 pub use effects::{
-    Effect, GrpcCallRequest, HttpCallRequest, LocalResponse, http_to_grpc_status, is_grpc_request,
+    Effect, GrpcCallRequest, HttpCallRequest, LocalResponse, RedisCallRequest, RedisOptions,
+    http_to_grpc_status, is_grpc_request,
 };
 pub use embedder::{
     Clock, FixedClock, ForeignFunction, LogFacade, LogRecord, LogSink, OsRandom, PropertyProvider,
@@ -69,4 +70,4 @@ pub use vessel_abi::{
     AbiVersion, BufferType, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, LogLevel,
     MapType, MetricType, Status, StreamType,
 };
-pub use vm::{HttpCallOutcome, HttpCallResponse, Vm};
+pub use vm::{HttpCallOutcome, HttpCallResponse, RedisCallOutcome, Vm};

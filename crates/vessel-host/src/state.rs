@@ -200,6 +200,8 @@ pub(crate) struct HostState {
     pub(crate) done_requested: Vec<ContextId>,
     /// Bytes logged during the current callback (bounded per callback).
     pub(crate) log_bytes: usize,
+    /// Higress 0.2.100 Redis calls.
+    pub(crate) redis: crate::hostcalls::redis::RedisState,
 }
 
 impl HostState {
@@ -235,6 +237,7 @@ impl HostState {
             next_metric_id: [0, 1, 2],
             done_requested: Vec::new(),
             log_bytes: 0,
+            redis: Default::default(),
         }
     }
 
@@ -344,6 +347,12 @@ impl HostState {
                 }
             }
             BufferType::CallData => Ok(&self.foreign_args),
+            // Envoy-Higress's buffer 9; upstream Envoy knows no type 9, so
+            // other ABI versions keep getting BAD_ARGUMENT.
+            BufferType::RedisCallResponse if self.plugin.abi.has_higress_extensions() => {
+                Ok(&self.redis.response)
+            }
+            BufferType::RedisCallResponse => Err(Status::BadArgument),
             BufferType::DownstreamData | BufferType::UpstreamData => Err(Status::NotFound),
         }
     }

@@ -61,12 +61,26 @@ pub enum HttpCallOutcome {
     },
 }
 
+/// How a Redis call (Higress 0.2.100) ended, delivered with
+/// [`Vm::on_redis_call_response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisCallOutcome {
+    /// One RESP reply, raw (an error reply such as `-ERR ...` included).
+    /// The guest gets status 0 and reads it as buffer 9.
+    Reply(Vec<u8>),
+    /// No reply: connection failure or timeout. The guest gets status 1
+    /// (`NetworkError`) and size 0; `proxy_get_status` gives
+    /// `(BROKEN_CONNECTION, "reset")`, as in Envoy-Higress.
+    Failed,
+}
+
 type F1 = TypedFunc<i32, ()>;
 type F2 = TypedFunc<(i32, i32), ()>;
 type F3 = TypedFunc<(i32, i32, i32), ()>;
 type B1 = TypedFunc<i32, i32>;
 type B2 = TypedFunc<(i32, i32), i32>;
 type B3 = TypedFunc<(i32, i32, i32), i32>;
+type F4 = TypedFunc<(i32, i32, i32, i32), ()>;
 type F5 = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
 #[derive(Clone)]
@@ -90,6 +104,7 @@ struct Funcs {
     response_body: Option<B3>,
     response_trailers: Option<B2>,
     http_call_response: Option<F5>,
+    redis_call_response: Option<F4>,
     grpc_initial_metadata: Option<F3>,
     grpc_receive: Option<F3>,
     grpc_trailing_metadata: Option<F3>,
@@ -137,6 +152,7 @@ impl Funcs {
             response_body: get!("proxy_on_response_body"),
             response_trailers: get!("proxy_on_response_trailers"),
             http_call_response: get!("proxy_on_http_call_response"),
+            redis_call_response: get!("proxy_on_redis_call_response"),
             grpc_initial_metadata: get!("proxy_on_grpc_receive_initial_metadata"),
             grpc_receive: get!("proxy_on_grpc_receive"),
             grpc_trailing_metadata: get!("proxy_on_grpc_receive_trailing_metadata"),
@@ -931,6 +947,44 @@ impl Vm {
             None => Ok(()),
         };
         self.store.data_mut().callout_data = Default::default();
+        result
+    }
+
+    /// Delivers the end of a Redis call to its root context
+    /// (`proxy_on_redis_call_response(root, token, status, size)`; see
+    /// [`hostcalls::redis`](crate::hostcalls::redis)).
+    pub fn on_redis_call_response(
+        &mut self,
+        token: Token,
+        outcome: RedisCallOutcome,
+    ) -> Result<(), VmError> {
+        self.alive()?;
+        if token.kind() != Some(CalloutKind::Redis) {
+            return Err(VmError::UnknownToken(token));
+        }
+        let root = self.take_callout(token)?.root;
+        let (status, size) = match outcome {
+            RedisCallOutcome::Reply(reply) => {
+                let n = len_i32(reply.len());
+                self.store.data_mut().redis.response = reply;
+                (0, n)
+            }
+            RedisCallOutcome::Failed => {
+                self.set_status(root, Status::BrokenConnection.as_u32(), b"reset");
+                (1, 0)
+            }
+        };
+        let result = match self.funcs.redis_call_response.clone() {
+            Some(f) => self.call(
+                "proxy_on_redis_call_response",
+                f,
+                root,
+                Phase::Callback,
+                (root.0 as i32, token.0 as i32, status, size),
+            ),
+            None => Ok(()),
+        };
+        self.store.data_mut().redis.response = Vec::new();
         result
     }
 

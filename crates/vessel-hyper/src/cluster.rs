@@ -1,4 +1,4 @@
-//! Named upstream clusters for HTTP and gRPC callouts (ABI reference §4.5),
+//! Named upstream clusters for HTTP, gRPC and Redis callouts (ABI reference §4.5),
 //! registered by the embedder, and the pooled hyper-util clients that reach
 //! them.
 //!
@@ -64,6 +64,8 @@ pub(crate) struct ClusterEntry {
     pub(crate) client: HttpClient,
     /// The endpoints in use (starts as `cluster.endpoints`).
     endpoints: RwLock<Arc<[SocketAddr]>>,
+    /// Idle Redis connections (Higress `proxy_redis_call`).
+    pub(crate) redis: crate::redis::IdleConnections,
     next: AtomicUsize,
 }
 
@@ -116,6 +118,7 @@ impl Clusters {
                 endpoints: RwLock::new(cluster.endpoints.clone().into()),
                 cluster,
                 client,
+                redis: Default::default(),
                 next: AtomicUsize::new(0),
             },
         );

@@ -26,6 +26,7 @@ pub mod future;
 mod grpc;
 pub mod layer;
 pub mod pool;
+pub mod redis;
 pub mod service;
 mod stream;
 

@@ -6,7 +6,7 @@
 //! the length of the callback only. After each callback the effects the
 //! guest queued are dispatched here, still under the lock but without
 //! calling the guest: stream effects go to the stream's task over a
-//! channel, callouts start as tokio tasks, tick periods (re)arm a timer, and
+//! channel, callouts (HTTP, gRPC, Redis) start as tokio tasks, tick periods (re)arm a timer, and
 //! queue notifications go to the VM that registered the queue. gRPC calls
 //! and streams are tracked per VM (module `grpc`) so that
 //! `proxy_grpc_send`, `proxy_grpc_close` and `proxy_grpc_cancel` reach them.
@@ -265,6 +265,20 @@ pub(crate) fn dispatch(cell: &Arc<VmCell>, shared: &mut VmShared) {
             }
             Effect::GrpcCall { token, call, .. } => {
                 grpc::start_call(cell, shared, token, call);
+            }
+            Effect::RedisCall { token, call, .. } => {
+                let weak = Arc::downgrade(cell);
+                let clusters = cell.runtime.clusters.clone();
+                tokio::spawn(async move {
+                    let outcome = crate::redis::cluster_call(&clusters, &call).await;
+                    if let Some(cell) = weak.upgrade() {
+                        let mut shared = cell.lock();
+                        if let Err(e) = shared.vm.on_redis_call_response(token, outcome) {
+                            log::debug!(target: "vessel::hyper", "redis call response: {e}");
+                        }
+                        dispatch(&cell, &mut shared);
+                    }
+                });
             }
             Effect::GrpcStream { token, call, .. } => {
                 grpc::start_stream(cell, shared, token, call);

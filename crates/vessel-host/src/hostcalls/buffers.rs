@@ -2,7 +2,7 @@
 //! `proxy_get_buffer_status`, and 0.1.0's `proxy_get_configuration`
 //! (ABI reference §4.2, §11.2, §11.16, §11.17).
 //!
-//! * `proxy_get_buffer_bytes`: OK; type > 8 → BAD_ARGUMENT; buffer not
+//! * `proxy_get_buffer_bytes`: OK; type > 8 (> 9 for Higress 0.2.100) → BAD_ARGUMENT; buffer not
 //!   available now → NOT_FOUND; bad memory or allocator failure →
 //!   INVALID_MEMORY_ACCESS. The range is clamped to the buffer (start and
 //!   size are added in 64 bits, so `max_size = u32::MAX` reads everything);
@@ -12,7 +12,7 @@
 //!   BAD_ARGUMENT. Configuration, call and foreign-argument buffers are
 //!   immutable → BAD_ARGUMENT. Unavailable body → NOT_FOUND.
 //! * `proxy_get_buffer_status`: OK, writes the length and flags 0 (as
-//!   cpp-host does); type > 8 → BAD_ARGUMENT; unavailable → NOT_FOUND.
+//!   cpp-host does); type > 8 (> 9 for 0.2.100) → BAD_ARGUMENT; unavailable → NOT_FOUND.
 //! * `proxy_get_configuration` (0.1.0): OK; the plugin configuration during
 //!   `proxy_on_configure`, the VM configuration otherwise.
 

@@ -48,11 +48,12 @@ pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn next_token(state: &mut HostState, kind: CalloutKind) -> Token {
+pub(crate) fn next_token(state: &mut HostState, kind: CalloutKind) -> Token {
     let slot = match kind {
         CalloutKind::Http => &mut state.next_http_token,
         CalloutKind::GrpcCall => &mut state.next_grpc_call_token,
         CalloutKind::GrpcStream => &mut state.next_grpc_stream_token,
+        CalloutKind::Redis => &mut state.redis.next_token,
     };
     loop {
         *slot = slot.wrapping_add(4);

@@ -4,7 +4,8 @@
 //! [`HostEnvBuilder::foreign_function`](crate::HostEnvBuilder::foreign_function).
 //!
 //! * OK with the result (allocated in the guest; if `ret_ptr_ptr` is 0 the
-//!   result is dropped, as in cpp-host); unknown name → NOT_FOUND; the
+//!   result is dropped, as in cpp-host); unknown name → NOT_FOUND (after
+//!   the Higress built-ins of [`super::higress`]); the
 //!   function's own error status is passed through; bad memory →
 //!   INVALID_MEMORY_ACCESS.
 
@@ -34,8 +35,10 @@ fn call_foreign_function(
         let name = read(mem, name, name_len)?;
         let args = read(mem, args, args_len)?;
         let name = std::str::from_utf8(name).map_err(|_| Status::NotFound)?;
-        let f = state.env.inner.foreign.get(name).ok_or(Status::NotFound)?;
-        f.call(args)
+        match state.env.inner.foreign.get(name) {
+            Some(f) => f.call(args),
+            None => super::higress::foreign(state, name, args).ok_or(Status::NotFound)?,
+        }
     })??;
     if ret_ptr == 0 {
         return Ok(());

@@ -1,11 +1,10 @@
 //! Imports that Envoy links beyond the ABI text, so that filters importing
-//! them still load (ABI reference §4.7), and Higress's 0.2.100 Redis calls.
+//! them still load (ABI reference §4.7). Higress's 0.2.100 Redis calls are
+//! in [`super::redis`].
 //!
 //! * `env.envoy_resolve_dns`: UNIMPLEMENTED (vessel has no DNS callback yet).
 //! * `env.pthread_equal(a, b)`: returns `a == b` (Emscripten modules).
 //! * `env.emscripten_notify_memory_growth`: no-op.
-//! * `env.proxy_redis_init`, `env.proxy_redis_call` (Higress 0.2.100):
-//!   UNIMPLEMENTED for now.
 
 use vessel_abi::Status;
 use wasmtime::{Caller, ValType};
@@ -16,9 +15,6 @@ use crate::state::HostState;
 
 pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
     hostcall!(reg, "env", "envoy_resolve_dns", unimplemented3, a: i32, b: i32, c: i32);
-    hostcall!(reg, "env", "proxy_redis_init", unimplemented7,
-        a: i32, b: i32, c: i32, d: i32, e: i32, f: i32, g: i32);
-    hostcall!(reg, "env", "proxy_redis_call", unimplemented5, a: i32, b: i32, c: i32, d: i32, e: i32);
     reg.record(
         "env",
         "pthread_equal",
@@ -39,30 +35,5 @@ pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
 }
 
 fn unimplemented3(_: &mut Caller<'_, HostState>, _: i32, _: i32, _: i32) -> HostResult {
-    fixed(Status::Unimplemented)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn unimplemented7(
-    _: &mut Caller<'_, HostState>,
-    _: i32,
-    _: i32,
-    _: i32,
-    _: i32,
-    _: i32,
-    _: i32,
-    _: i32,
-) -> HostResult {
-    fixed(Status::Unimplemented)
-}
-
-fn unimplemented5(
-    _: &mut Caller<'_, HostState>,
-    _: i32,
-    _: i32,
-    _: i32,
-    _: i32,
-    _: i32,
-) -> HostResult {
     fixed(Status::Unimplemented)
 }

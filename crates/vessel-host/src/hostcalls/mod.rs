@@ -8,12 +8,14 @@
 pub mod buffers;
 pub mod callouts;
 pub mod foreign;
+pub mod higress;
 pub mod log;
 pub mod maps;
 pub mod metrics;
 pub mod misc;
 pub mod properties;
 pub mod queues;
+pub mod redis;
 pub mod shared_data;
 pub mod stream_control;
 pub mod time;
@@ -108,6 +110,7 @@ fn add_all(reg: &mut Registry) -> wasmtime::Result<()> {
     stream_control::add_to_linker(reg)?;
     foreign::add_to_linker(reg)?;
     misc::add_to_linker(reg)?;
+    redis::add_to_linker(reg)?;
     crate::wasi::add_to_linker(reg, "wasi_snapshot_preview1")?;
     crate::wasi::add_to_linker(reg, "wasi_unstable")?;
     Ok(())

@@ -397,7 +397,16 @@ async fn drive(
         .map_err(|e| io(format!("upstream server: {e}")))?;
     let mut clusters = Vec::new();
     for (cname, canned) in &scenario.clusters {
-        let addr = if canned.reset {
+        let redis = canned
+            .redis_address()
+            .map_err(|e| io(format!("{cname}: {e}")))?;
+        if let (Some(addr), true) = (redis, canned.redis_flush) {
+            super::runner::flush_redis(addr).map_err(io)?;
+        }
+        let addr = if let Some(addr) = redis {
+            // A Redis cluster points at the real server.
+            addr
+        } else if canned.reset {
             // Nothing listens there: a connection failure.
             SocketAddr::from(([127, 0, 0, 1], servers::free_port()))
         } else {

@@ -4,7 +4,8 @@
 //! header and body pauses, body buffering with a limit (413/500), local
 //! replies from any phase (and the filter's own encode callbacks for them),
 //! fail-closed 503 after a trap, and `on_log`/`on_done`/`on_delete` for
-//! every stream.
+//! every stream. Redis calls (Higress 0.2.100) go to a real Redis server
+//! when the scenario names one for the cluster.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use vessel_host::{
     BufferType, ContextId, Effect, Engine, FilterDataStatus, FilterHeadersStatus,
     FilterTrailersStatus, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse, LocalResponse,
     LogLevel, LogRecord, LogSink, MapType, Plugin, PluginConfig, PropertyMap, PropertyValue,
-    StreamType, Vm, VmError,
+    RedisCallOutcome, RedisCallRequest, StreamType, Vm, VmError,
 };
 
 use super::scenario::{CannedResponse, Headers, PropertyScalar, Scenario, Stream};
@@ -135,6 +136,18 @@ impl Loaded {
             wasm: wasm_path.clone(),
             message: e.to_string(),
         })?;
+        for (cname, c) in &scenario.clusters {
+            let invalid = |message: String| Error::Invalid {
+                path: path.to_owned(),
+                key: format!("clusters.{cname}.redis"),
+                message,
+            };
+            if let Some(addr) = c.redis_address().map_err(invalid)?
+                && c.redis_flush
+            {
+                flush_redis(addr).map_err(invalid)?;
+            }
+        }
         let capture = Arc::new(Capture::default());
         let clusters: Vec<String> = scenario.clusters.keys().cloned().collect();
         let mut env = HostEnv::builder()
@@ -218,6 +231,49 @@ impl Loaded {
         }
         obs.logs = self.capture.since(start);
         obs
+    }
+}
+
+/// Sends `FLUSHALL` to the Redis server at `addr` (a scenario's
+/// `redis_flush`), bounded in time.
+pub(crate) fn flush_redis(addr: std::net::SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let t = std::time::Duration::from_secs(2);
+    let fail = |e: std::io::Error| format!("FLUSHALL on {addr}: {e}");
+    let mut s = std::net::TcpStream::connect_timeout(&addr, t).map_err(fail)?;
+    s.set_read_timeout(Some(t)).map_err(fail)?;
+    s.write_all(b"*1\r\n$8\r\nFLUSHALL\r\n").map_err(fail)?;
+    let mut reply = [0u8; 64];
+    let n = s.read(&mut reply).map_err(fail)?;
+    if reply[..n].starts_with(b"+OK") {
+        Ok(())
+    } else {
+        Err(format!(
+            "FLUSHALL on {addr}: {}",
+            String::from_utf8_lossy(&reply[..n]).trim_end()
+        ))
+    }
+}
+
+/// Carries out a Redis call against the scenario's real server, on a
+/// short-lived runtime of its own (the harness is synchronous).
+fn redis_call(addr: std::net::SocketAddr, call: &RedisCallRequest) -> RedisCallOutcome {
+    let run = || match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(vessel_hyper::redis::call(
+            addr,
+            call,
+            &vessel_hyper::redis::IdleConnections::default(),
+        )),
+        Err(_) => RedisCallOutcome::Failed,
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Inside a runtime (an async caller): block another thread instead.
+        std::thread::scope(|s| s.spawn(run).join().unwrap_or(RedisCallOutcome::Failed))
+    } else {
+        run()
     }
 }
 
@@ -340,6 +396,19 @@ impl Driver<'_> {
                             }
                             None => self.vm.on_grpc_close(token, 14, "no such cluster")?,
                         }
+                    }
+                    Effect::RedisCall { token, call, .. } => {
+                        let addr = self
+                            .scenario
+                            .clusters
+                            .get(&call.cluster)
+                            .and_then(|c| c.redis_address().ok().flatten());
+                        let outcome = match addr {
+                            Some(addr) => redis_call(addr, &call),
+                            None => RedisCallOutcome::Failed,
+                        };
+                        let r = self.vm.on_redis_call_response(token, outcome);
+                        self.root_callback(r);
                     }
                     Effect::GrpcStream { token, .. } => {
                         // `vessel test` has no canned gRPC streams yet.

@@ -127,6 +127,40 @@ pub struct CannedResponse {
     /// (`proxy_on_grpc_close`). Default 0 (an extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc_status: Option<u32>,
+    /// For clusters: a real Redis server (`host:port`, or `$NAME` for the
+    /// address in environment variable `NAME`) that answers
+    /// `proxy_redis_call` (Higress 0.2.100) on this cluster (an extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// For `redis` clusters: send `FLUSHALL` to the server before the
+    /// scenario's first stream, so counters from an earlier run do not leak
+    /// in. Only for a server dedicated to tests (an extension).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redis_flush: bool,
+}
+
+impl CannedResponse {
+    /// The address of the `redis` server, with a `$NAME` reference
+    /// resolved. `Ok(None)` if this is no Redis cluster.
+    pub fn redis_address(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let Some(raw) = &self.redis else {
+            return Ok(None);
+        };
+        let text = match raw.strip_prefix('$') {
+            Some(var) => std::env::var(var).map_err(|_| {
+                format!(
+                    "environment variable `{var}` is not set; it must hold the address of a \
+                     Redis server for tests (`cargo xtask test` starts one and sets VESSEL_REDIS)"
+                )
+            })?,
+            None => raw.clone(),
+        };
+        std::net::ToSocketAddrs::to_socket_addrs(text.as_str())
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(Some)
+            .ok_or_else(|| format!("`{text}` is not a host:port address"))
+    }
 }
 
 /// One stream.
