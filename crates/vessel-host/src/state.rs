@@ -6,12 +6,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use vessel_abi::{BufferType, MapType, Status};
-use wasmtime::{Memory, StoreLimits, TypedFunc};
+use wasmtime::{Memory, TypedFunc};
 
 use crate::effects::Effect;
 use crate::env::HostEnv;
 use crate::headers::HeaderMap;
 use crate::ids::{CalloutKind, ContextId, VmInstanceId};
+use crate::limits::VmLimiter;
 use crate::plugin::PluginShared;
 use crate::properties::PropertyMap;
 use crate::shared::metrics::Metric;
@@ -163,7 +164,7 @@ pub(crate) struct HostState {
     pub(crate) plugin: Arc<PluginShared>,
     pub(crate) env: HostEnv,
     pub(crate) instance: VmInstanceId,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limiter: VmLimiter,
     pub(crate) memory: Option<Memory>,
     pub(crate) allocator: Option<TypedFunc<i32, i32>>,
     pub(crate) phase: Phase,
@@ -195,6 +196,14 @@ pub(crate) struct HostState {
     pub(crate) done_requested: Vec<ContextId>,
     /// Bytes logged during the current callback (bounded per callback).
     pub(crate) log_bytes: usize,
+    /// A log line was dropped during the current callback.
+    pub(crate) log_dropped_in_callback: bool,
+    /// Log lines dropped over the per-callback budget, since the VM started.
+    pub(crate) dropped_log_lines: u64,
+    /// Their bytes.
+    pub(crate) dropped_log_bytes: u64,
+    /// Calls of hostcalls the plugin's capabilities do not allow.
+    pub(crate) denied_calls: u64,
 }
 
 impl HostState {
@@ -202,13 +211,13 @@ impl HostState {
         plugin: Arc<PluginShared>,
         env: HostEnv,
         instance: VmInstanceId,
-        limits: StoreLimits,
+        limiter: VmLimiter,
     ) -> Self {
         Self {
             plugin,
             env,
             instance,
-            limits,
+            limiter,
             memory: None,
             allocator: None,
             phase: Phase::Idle,
@@ -230,6 +239,10 @@ impl HostState {
             next_metric_id: [0, 1, 2],
             done_requested: Vec::new(),
             log_bytes: 0,
+            log_dropped_in_callback: false,
+            dropped_log_lines: 0,
+            dropped_log_bytes: 0,
+            denied_calls: 0,
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod buffers;
 pub mod callouts;
+pub mod capabilities;
 pub mod foreign;
 pub mod log;
 pub mod maps;
