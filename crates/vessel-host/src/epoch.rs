@@ -30,9 +30,11 @@ impl EpochTicker {
     pub(crate) fn start(engine: &wasmtime::Engine, period: Duration) -> std::io::Result<Self> {
         let weak = engine.weak();
         let (stop, stopped) = mpsc::channel::<()>();
+        let (ready, started) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(TICKER_THREAD_NAME.to_owned())
             .spawn(move || {
+                let _ = ready.send(());
                 loop {
                     match stopped.recv_timeout(period) {
                         Err(RecvTimeoutError::Timeout) => match weak.upgrade() {
@@ -44,6 +46,8 @@ impl EpochTicker {
                     }
                 }
             })?;
+        // Return once the thread runs (and carries its name).
+        let _ = started.recv();
         Ok(Self {
             stop: Some(stop),
             thread: Some(thread),
