@@ -148,6 +148,26 @@ fn an_infinite_loop_in_root_callbacks_is_stopped() {
 }
 
 #[test]
+fn an_infinite_loop_in_start_up_is_stopped_by_the_startup_timeout() {
+    let mut p = Probe::new();
+    p.field(r#"(func (export "_initialize") (loop $forever (br $forever)))"#);
+    let cfg = PluginConfig {
+        limits: Limits {
+            startup_timeout: Some(TIMEOUT),
+            ..Limits::default()
+        },
+        ..config("init")
+    };
+    let plugin = p.load(cfg).expect("loads");
+    let err = Vm::new(&plugin, &HostEnv::default()).expect_err("stopped");
+    assert_limit(
+        &err,
+        "_initialize",
+        &LimitExceeded::StartupTimeout { timeout: TIMEOUT },
+    );
+}
+
+#[test]
 fn the_wat_infinite_loop_is_stopped_by_the_default_timeout() {
     let p = plugin(Source::Wat("infinite_loop"), config("loop")).expect("loads");
     assert_eq!(
@@ -203,6 +223,7 @@ fn a_callback_timeout_needs_an_engine_with_epochs() {
     let unlimited = PluginConfig {
         limits: Limits {
             callback_timeout: None,
+            startup_timeout: None,
             ..Limits::default()
         },
         ..PluginConfig::named("noop")
@@ -232,7 +253,6 @@ fn fuel_stops_a_callback_at_the_same_place_every_time() {
     let cfg = PluginConfig {
         limits: Limits {
             fuel_per_callback: Some(fuel),
-            callback_timeout: None,
             ..Limits::default()
         },
         ..PluginConfig::named("burn")
@@ -301,10 +321,13 @@ fn fuel_needs_an_engine_that_meters_it() {
 
 #[test]
 fn a_memory_bomb_fails_only_its_vm() {
-    let cap = 32 << 20;
+    let cap = 16 << 20;
+    // No CPU limit: the bomb ends when the allocator fails, however slow
+    // the machine is.
     let limits = Limits {
         memory_bytes: cap,
-        ..short_timeout()
+        callback_timeout: None,
+        ..Limits::default()
     };
     let p = limits_plugin("", limits);
     let mut h = Harness::new(&p, HostEnv::builder()).expect("starts");
@@ -667,6 +690,7 @@ fn every_limit_has_its_documented_default() {
     let l = Limits::default();
     assert_eq!(l.memory_bytes, 1 << 30);
     assert_eq!(l.callback_timeout, Some(Duration::from_millis(100)));
+    assert_eq!(l.startup_timeout, Some(Duration::from_secs(1)));
     assert_eq!(l.fuel_per_callback, None);
     assert_eq!(l.max_contexts, Limits::DEFAULT_MAX_CONTEXTS);
     assert_eq!(l.max_log_bytes_per_callback, 1 << 20);

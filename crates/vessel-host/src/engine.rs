@@ -28,7 +28,7 @@ pub struct EngineConfig {
     /// so that [`Limits::callback_timeout`](crate::Limits::callback_timeout)
     /// can stop a callback. Default true. Turning it off saves the checks'
     /// cost (see `benches/lifecycle.rs`) but then plugins must set
-    /// `callback_timeout: None`.
+    /// `callback_timeout` and `startup_timeout` to `None`.
     pub epoch_interruption: bool,
     /// How often the ticker advances the epoch. A callback is stopped within
     /// its timeout plus one period. Default:

@@ -30,6 +30,11 @@
 //! # }
 //! ```
 //!
+//! Every VM runs under its plugin's [`Limits`] (memory, CPU time per
+//! callback, contexts, log volume, callouts); a guest that hits one fails
+//! its own VM with a typed [`LimitExceeded`], and the others carry on.
+//! `docs/operations.md` lists every default and knob.
+//!
 //! [proxy-wasm ABI]: https://github.com/proxy-wasm/spec
 
 #![forbid(unsafe_code)]

@@ -7,6 +7,7 @@
 //! |---|---|---|---|
 //! | linear memory per VM | [`Limits::memory_bytes`] | [`Limits::DEFAULT_MEMORY_BYTES`] (1 GiB) | `memory.grow` returns -1; if the guest then traps, the VM fails with [`LimitExceeded::Memory`] |
 //! | CPU time per callback | [`Limits::callback_timeout`] | [`Limits::DEFAULT_CALLBACK_TIMEOUT`] (100 ms) | the callback is interrupted within the timeout plus one [`EngineConfig::epoch_period`](crate::EngineConfig::epoch_period); the VM fails with [`LimitExceeded::CallbackTimeout`] |
+//! | CPU time of start-up (`_initialize`, `_start`, `main`) | [`Limits::startup_timeout`] | [`Limits::DEFAULT_STARTUP_TIMEOUT`] (1 s) | as above; Go runtimes need more than a callback's budget to start |
 //! | fuel per callback (deterministic, for `vessel test`) | [`Limits::fuel_per_callback`] | none | the VM fails with [`LimitExceeded::Fuel`] |
 //! | wasm stack | [`EngineConfig::max_wasm_stack`](crate::EngineConfig::max_wasm_stack) | 1 MiB | the VM fails with [`LimitExceeded::WasmStack`] |
 //! | live contexts per VM | [`Limits::max_contexts`] | [`Limits::DEFAULT_MAX_CONTEXTS`] | creating a stream fails with [`VmError::TooManyContexts`](crate::VmError::TooManyContexts); the VM carries on |
@@ -36,6 +37,11 @@ pub struct Limits {
     /// [`EngineConfig::epoch_interruption`](crate::EngineConfig::epoch_interruption).
     /// Default: [`Limits::DEFAULT_CALLBACK_TIMEOUT`].
     pub callback_timeout: Option<Duration>,
+    /// The same budget for the module's start-up functions (`_initialize`,
+    /// `_start`, `main`, `__main_void`, a wasm start function), which run
+    /// once per VM and, for Go, start a whole runtime. `None` = no limit.
+    /// Default: [`Limits::DEFAULT_STARTUP_TIMEOUT`].
+    pub startup_timeout: Option<Duration>,
     /// Fuel (roughly, wasm instructions) one callback may burn. Deterministic,
     /// unlike [`Limits::callback_timeout`]: meant for `vessel test`, where a
     /// limit must hit at the same place on every machine. Needs an engine
@@ -58,6 +64,8 @@ impl Limits {
     pub const DEFAULT_MEMORY_BYTES: usize = 1 << 30;
     /// 100 ms per callback.
     pub const DEFAULT_CALLBACK_TIMEOUT: Duration = Duration::from_millis(100);
+    /// 1 s for start-up.
+    pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(1);
     /// 100,000 live contexts per VM (a context per stream in flight).
     pub const DEFAULT_MAX_CONTEXTS: usize = 100_000;
     /// 1 MiB of guest log lines per callback.
@@ -71,6 +79,7 @@ impl Default for Limits {
         Self {
             memory_bytes: Self::DEFAULT_MEMORY_BYTES,
             callback_timeout: Some(Self::DEFAULT_CALLBACK_TIMEOUT),
+            startup_timeout: Some(Self::DEFAULT_STARTUP_TIMEOUT),
             fuel_per_callback: None,
             max_contexts: Self::DEFAULT_MAX_CONTEXTS,
             max_log_bytes_per_callback: Self::DEFAULT_MAX_LOG_BYTES_PER_CALLBACK,
@@ -94,6 +103,11 @@ pub enum LimitExceeded {
         /// The timeout.
         timeout: Duration,
     },
+    /// A start-up function ran past [`Limits::startup_timeout`].
+    StartupTimeout {
+        /// The timeout.
+        timeout: Duration,
+    },
     /// A callback burnt all of [`Limits::fuel_per_callback`].
     Fuel {
         /// The fuel each callback gets.
@@ -113,6 +127,7 @@ impl LimitExceeded {
         match self {
             Self::Memory { .. } => "Limits::memory_bytes",
             Self::CallbackTimeout { .. } => "Limits::callback_timeout",
+            Self::StartupTimeout { .. } => "Limits::startup_timeout",
             Self::Fuel { .. } => "Limits::fuel_per_callback",
             Self::WasmStack { .. } => "EngineConfig::max_wasm_stack",
         }
@@ -133,6 +148,11 @@ impl fmt::Display for LimitExceeded {
             Self::CallbackTimeout { timeout } => write!(
                 f,
                 "CPU limit exceeded: the callback ran longer than its timeout of {timeout:?} ({})",
+                self.knob()
+            ),
+            Self::StartupTimeout { timeout } => write!(
+                f,
+                "CPU limit exceeded: start-up ran longer than its timeout of {timeout:?} ({})",
                 self.knob()
             ),
             Self::Fuel { fuel } => write!(

@@ -316,10 +316,14 @@ impl Plugin {
 /// Checks that `engine` can enforce `config.limits`; the message names the knobs.
 pub(crate) fn check_limits(engine: &Engine, config: &PluginConfig) -> Result<(), String> {
     let e = engine.config();
-    if config.limits.callback_timeout.is_some() && !e.epoch_interruption {
-        return Err("Limits::callback_timeout needs an engine built with \
-             EngineConfig::epoch_interruption; set one or the other"
-            .to_owned());
+    let timeouts =
+        config.limits.callback_timeout.is_some() || config.limits.startup_timeout.is_some();
+    if timeouts && !e.epoch_interruption {
+        return Err(
+            "Limits::callback_timeout and Limits::startup_timeout need an engine \
+             built with EngineConfig::epoch_interruption; set both to None or enable epochs"
+                .to_owned(),
+        );
     }
     if config.limits.fuel_per_callback.is_some() && !e.consume_fuel {
         return Err("Limits::fuel_per_callback needs an engine built with \

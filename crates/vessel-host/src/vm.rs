@@ -19,7 +19,7 @@
 //! Every guest call runs under the plugin's [`Limits`](crate::Limits): an
 //! epoch deadline (CPU time per callback), optional fuel, and the store's
 //! memory cap. A limit hit fails the VM with
-//! [`TrapKind::Limit`](crate::TrapKind::Limit), naming the limit and the
+//! [`TrapKind::Limit`], naming the limit and the
 //! callback; other VMs carry on. Callbacks the plugin's
 //! [`allowed_capabilities`](crate::PluginConfig::allowed_capabilities) do
 //! not allow are treated as not exported (ABI reference §6.5).
@@ -177,8 +177,15 @@ pub struct Vm {
     failed: Option<VmError>,
     /// Epoch ticks each callback may run (`None`: the engine has no epochs).
     deadline_ticks: Option<u64>,
+    /// The same for start-up functions.
+    startup_ticks: Option<u64>,
     /// Fuel each callback gets (`None`: the engine does not meter fuel).
     fuel: Option<u64>,
+}
+
+/// True for the module's start-up functions (run with [`Phase::Start`]).
+fn is_startup(callback: &str) -> bool {
+    matches!(callback, "_initialize" | "_start" | "main" | "__main_void")
 }
 
 /// An epoch deadline that never comes (far from overflowing wasmtime's
@@ -216,11 +223,13 @@ impl Vm {
         let limits = &plugin.config().limits;
         let engine = plugin.engine.config();
         let memory_bytes = limits.memory_bytes.min(engine.max_memory_bytes);
-        let deadline_ticks = engine.epoch_interruption.then(|| {
-            limits
-                .callback_timeout
-                .map_or(NO_DEADLINE, |t| plugin.engine.epoch_ticks(t))
-        });
+        let ticks = |timeout: Option<std::time::Duration>| {
+            engine
+                .epoch_interruption
+                .then(|| timeout.map_or(NO_DEADLINE, |t| plugin.engine.epoch_ticks(t)))
+        };
+        let deadline_ticks = ticks(limits.callback_timeout);
+        let startup_ticks = ticks(limits.startup_timeout);
         let fuel = engine
             .consume_fuel
             .then(|| limits.fuel_per_callback.unwrap_or(u64::MAX));
@@ -232,8 +241,8 @@ impl Vm {
         );
         let mut store = Store::new(&plugin.engine.inner, state);
         store.limiter(|s| &mut s.limiter);
-        // A start function runs during instantiation: it gets a callback's budget.
-        if let Some(ticks) = deadline_ticks {
+        // A wasm start function runs during instantiation.
+        if let Some(ticks) = startup_ticks {
             store.set_epoch_deadline(ticks);
         }
         if let Some(fuel) = fuel {
@@ -276,6 +285,7 @@ impl Vm {
             root: ContextId(0),
             failed: None,
             deadline_ticks,
+            startup_ticks,
             fuel,
         };
         vm.run_start(&instance)?;
@@ -389,7 +399,12 @@ impl Vm {
         st.log_bytes = 0;
         st.log_dropped_in_callback = false;
         st.limiter.memory_refused = None;
-        if let Some(ticks) = self.deadline_ticks {
+        let ticks = if phase == Phase::Start {
+            self.startup_ticks
+        } else {
+            self.deadline_ticks
+        };
+        if let Some(ticks) = ticks {
             self.store.set_epoch_deadline(ticks);
         }
         if let Some(fuel) = self.fuel
@@ -424,9 +439,12 @@ impl Vm {
     }
 
     /// The limit behind a trap, if a limit caused it.
-    fn limit_of(&self, trap: Option<&Trap>) -> Option<LimitExceeded> {
+    fn limit_of(&self, callback: &str, trap: Option<&Trap>) -> Option<LimitExceeded> {
         let limits = &self.plugin.config().limits;
         match trap {
+            Some(Trap::Interrupt) if is_startup(callback) => limits
+                .startup_timeout
+                .map(|timeout| LimitExceeded::StartupTimeout { timeout }),
             Some(Trap::Interrupt) => limits
                 .callback_timeout
                 .map(|timeout| LimitExceeded::CallbackTimeout { timeout }),
@@ -453,7 +471,7 @@ impl Vm {
         let trap = e.downcast_ref::<Trap>();
         let kind = if let Some(exit) = e.downcast_ref::<ProcExit>() {
             TrapKind::ProcExit(exit.0)
-        } else if let Some(limit) = self.limit_of(trap) {
+        } else if let Some(limit) = self.limit_of(callback, trap) {
             TrapKind::Limit(limit)
         } else if let Some(trap) = trap {
             TrapKind::Wasm(trap.to_string())
