@@ -5,6 +5,7 @@ use std::sync::Arc;
 use vessel_abi::DetectError;
 
 use crate::ids::{ContextId, Token};
+use crate::limits::LimitExceeded;
 
 /// Why a module could not be loaded as a plugin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +78,16 @@ pub enum LoadError {
     /// Linking failed for another reason.
     #[error("cannot link the module: {0}")]
     Link(String),
+    /// The plugin's [`Limits`](crate::Limits) ask for something the engine
+    /// was not built for (a callback timeout without epoch interruption,
+    /// fuel without fuel metering).
+    #[error("plugin `{plugin}`: {message}")]
+    UnsupportedLimit {
+        /// The plugin's name.
+        plugin: String,
+        /// What is wrong and which knob fixes it.
+        message: String,
+    },
 }
 
 /// What stopped a guest.
@@ -88,6 +99,8 @@ pub enum TrapKind {
     ProcExit(i32),
     /// A hostcall refused to continue (e.g. a forbidden call from the allocator).
     Host(String),
+    /// The guest hit a resource limit ([`Limits`](crate::Limits)).
+    Limit(LimitExceeded),
 }
 
 /// A guest trap, with where it happened.
@@ -139,6 +152,17 @@ pub enum VmError {
     /// The embedder used a root context as a stream, or the reverse.
     #[error("context {0} is not {1}")]
     WrongContextKind(ContextId, &'static str),
+    /// The VM already has [`Limits::max_contexts`](crate::Limits::max_contexts)
+    /// live contexts, so no stream context was created. The VM is not failed.
+    #[error(
+        "plugin `{plugin}`: the VM already has {max} live contexts (Limits::max_contexts); no new stream context"
+    )]
+    TooManyContexts {
+        /// The plugin's name.
+        plugin: String,
+        /// The limit.
+        max: usize,
+    },
     /// The embedder delivered a callout result for an unknown token.
     #[error("no callout with token {0} is in flight")]
     UnknownToken(Token),
@@ -149,6 +173,14 @@ impl VmError {
     pub fn trap(&self) -> Option<&TrapError> {
         match self {
             Self::Trap(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The resource limit that failed the VM, if one did.
+    pub fn limit(&self) -> Option<&LimitExceeded> {
+        match &self.trap()?.kind {
+            TrapKind::Limit(l) => Some(l),
             _ => None,
         }
     }

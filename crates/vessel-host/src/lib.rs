@@ -30,6 +30,11 @@
 //! # }
 //! ```
 //!
+//! Every VM runs under its plugin's [`Limits`] (memory, CPU time per
+//! callback, contexts, log volume, callouts); a guest that hits one fails
+//! its own VM with a typed [`LimitExceeded`], and the others carry on.
+//! `docs/operations.md` lists every default and knob.
+//!
 //! [proxy-wasm ABI]: https://github.com/proxy-wasm/spec
 
 #![forbid(unsafe_code)]
@@ -38,10 +43,12 @@ pub mod effects;
 pub mod embedder;
 pub mod engine;
 pub mod env;
+pub mod epoch;
 pub mod error;
 pub mod headers;
 pub mod hostcalls;
 pub mod ids;
+pub mod limits;
 mod memory;
 pub mod plugin;
 pub mod properties;
@@ -63,6 +70,7 @@ pub use env::{HostEnv, HostEnvBuilder};
 pub use error::{LoadError, TrapError, TrapKind, VmError};
 pub use headers::HeaderMap;
 pub use ids::{CalloutKind, ContextId, GuestPtr, MetricId, QueueToken, Token, VmInstanceId};
+pub use limits::{LimitExceeded, Limits};
 pub use plugin::{Plugin, PluginConfig};
 pub use properties::{PropertyMap, PropertyValue};
 pub use vessel_abi;

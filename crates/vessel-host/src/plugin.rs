@@ -15,7 +15,8 @@ use wasmtime::{ExternType, FuncType, InstancePre, Module, ValType};
 
 use crate::engine::Engine;
 use crate::error::LoadError;
-use crate::hostcalls::{self, ImportTable};
+use crate::hostcalls::{self, ImportTable, capabilities};
+use crate::limits::Limits;
 use crate::properties::PropertyMap;
 use crate::state::HostState;
 
@@ -43,6 +44,14 @@ pub struct PluginConfig {
     pub environment: Vec<(String, String)>,
     /// Properties readable from every context of this plugin (e.g. `node.id`).
     pub properties: PropertyMap,
+    /// Per-VM resource limits (memory, CPU per callback, contexts, log
+    /// volume, callouts). Default: [`Limits::default`].
+    pub limits: Limits,
+    /// Envoy's `capability_restriction_config.allowed_capabilities`: the
+    /// hostcalls, WASI functions and callbacks the plugin may use. `None`
+    /// (the default) or an empty list allows everything, as in Envoy. See
+    /// [`hostcalls::capabilities`] for what a name that is not allowed does.
+    pub allowed_capabilities: Option<Vec<String>>,
 }
 
 impl Default for PluginConfig {
@@ -57,6 +66,8 @@ impl Default for PluginConfig {
             allow_on_headers_stop_iteration: false,
             environment: Vec::new(),
             properties: PropertyMap::new(),
+            limits: Limits::default(),
+            allowed_capabilities: None,
         }
     }
 }
@@ -85,7 +96,10 @@ pub struct Plugin {
     pub(crate) shared: Arc<PluginShared>,
     pub(crate) engine: Engine,
     pub(crate) module: Module,
-    pub(crate) pre: InstancePre<HostState>,
+    /// The module linked for this configuration's capabilities. An `Err`
+    /// only if re-linking in [`Plugin::with_config`] failed; `Vm::new`
+    /// reports it.
+    pub(crate) pre: Result<InstancePre<HostState>, LoadError>,
 }
 
 impl fmt::Debug for Plugin {
@@ -175,15 +189,16 @@ impl Plugin {
         Self::check_exports(&module, abi)?;
         let table = hostcalls::import_table();
         Self::check_imports(&module, table)?;
-        let linker = hostcalls::linker(&engine.inner)?;
-        let pre = linker
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        check_limits(engine, &config).map_err(|message| LoadError::UnsupportedLimit {
+            plugin: config.name.clone(),
+            message,
+        })?;
+        let pre = link(engine, &module, &config)?;
         Ok(Self {
             shared: Arc::new(PluginShared { config, abi }),
             engine: engine.clone(),
             module,
-            pre,
+            pre: Ok(pre),
         })
     }
 
@@ -274,16 +289,70 @@ impl Plugin {
         &self.engine
     }
 
-    /// A copy of this plugin with another configuration, sharing the compiled code.
+    /// A copy of this plugin with another configuration, sharing the
+    /// compiled code. If the allowed capabilities differ, the module is
+    /// linked again (cheap: no compilation). Limits the engine cannot
+    /// enforce are reported by [`Vm::new`](crate::Vm::new).
     pub fn with_config(&self, config: PluginConfig) -> Self {
+        let same_caps = capabilities::restriction(config.allowed_capabilities.as_ref())
+            == capabilities::restriction(self.shared.config.allowed_capabilities.as_ref());
+        let pre = if same_caps {
+            self.pre.clone()
+        } else {
+            link(&self.engine, &self.module, &config)
+        };
         Self {
             shared: Arc::new(PluginShared {
                 config,
                 abi: self.shared.abi,
             }),
-            ..self.clone()
+            engine: self.engine.clone(),
+            module: self.module.clone(),
+            pre,
         }
     }
+}
+
+/// Checks that `engine` can enforce `config.limits`; the message names the knobs.
+pub(crate) fn check_limits(engine: &Engine, config: &PluginConfig) -> Result<(), String> {
+    let e = engine.config();
+    let timeouts =
+        config.limits.callback_timeout.is_some() || config.limits.startup_timeout.is_some();
+    if timeouts && !e.epoch_interruption {
+        return Err(
+            "Limits::callback_timeout and Limits::startup_timeout need an engine \
+             built with EngineConfig::epoch_interruption; set both to None or enable epochs"
+                .to_owned(),
+        );
+    }
+    if config.limits.fuel_per_callback.is_some() && !e.consume_fuel {
+        return Err("Limits::fuel_per_callback needs an engine built with \
+             EngineConfig::consume_fuel"
+            .to_owned());
+    }
+    Ok(())
+}
+
+/// Links `module` with every hostcall, the ones `config` does not allow
+/// replaced by their stubs.
+fn link(
+    engine: &Engine,
+    module: &Module,
+    config: &PluginConfig,
+) -> Result<InstancePre<HostState>, LoadError> {
+    let mut linker = hostcalls::linker(&engine.inner)?;
+    if let Some(allowed) = capabilities::restriction(config.allowed_capabilities.as_ref()) {
+        capabilities::restrict(
+            &mut linker,
+            &engine.inner,
+            hostcalls::import_table(),
+            allowed,
+        )
+        .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+    }
+    linker
+        .instantiate_pre(module)
+        .map_err(|e| LoadError::Link(format!("{e:#}")))
 }
 
 fn unsupported(module: &str, name: &str, kind: &'static str) -> LoadError {

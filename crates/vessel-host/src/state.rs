@@ -6,12 +6,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use vessel_abi::{BufferType, MapType, Status};
-use wasmtime::{Memory, StoreLimits, TypedFunc};
+use wasmtime::{Memory, TypedFunc};
 
 use crate::effects::Effect;
 use crate::env::HostEnv;
 use crate::headers::HeaderMap;
 use crate::ids::{CalloutKind, ContextId, VmInstanceId};
+use crate::limits::VmLimiter;
 use crate::plugin::PluginShared;
 use crate::properties::PropertyMap;
 use crate::shared::metrics::Metric;
@@ -168,7 +169,7 @@ pub(crate) struct HostState {
     pub(crate) plugin: Arc<PluginShared>,
     pub(crate) env: HostEnv,
     pub(crate) instance: VmInstanceId,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limiter: VmLimiter,
     pub(crate) memory: Option<Memory>,
     pub(crate) allocator: Option<TypedFunc<i32, i32>>,
     pub(crate) phase: Phase,
@@ -202,6 +203,14 @@ pub(crate) struct HostState {
     pub(crate) log_bytes: usize,
     /// Higress 0.2.100 Redis calls.
     pub(crate) redis: crate::hostcalls::redis::RedisState,
+    /// A log line was dropped during the current callback.
+    pub(crate) log_dropped_in_callback: bool,
+    /// Log lines dropped over the per-callback budget, since the VM started.
+    pub(crate) dropped_log_lines: u64,
+    /// Their bytes.
+    pub(crate) dropped_log_bytes: u64,
+    /// Calls of hostcalls the plugin's capabilities do not allow.
+    pub(crate) denied_calls: u64,
 }
 
 impl HostState {
@@ -209,13 +218,13 @@ impl HostState {
         plugin: Arc<PluginShared>,
         env: HostEnv,
         instance: VmInstanceId,
-        limits: StoreLimits,
+        limiter: VmLimiter,
     ) -> Self {
         Self {
             plugin,
             env,
             instance,
-            limits,
+            limiter,
             memory: None,
             allocator: None,
             phase: Phase::Idle,
@@ -238,6 +247,10 @@ impl HostState {
             done_requested: Vec::new(),
             log_bytes: 0,
             redis: Default::default(),
+            log_dropped_in_callback: false,
+            dropped_log_lines: 0,
+            dropped_log_bytes: 0,
+            denied_calls: 0,
         }
     }
 

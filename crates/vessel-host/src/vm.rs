@@ -15,22 +15,30 @@
 //! A trap fails the VM: the error names the plugin, the callback and the
 //! trap, and every later call returns the same error without touching the
 //! instance.
+//!
+//! Every guest call runs under the plugin's [`Limits`](crate::Limits): an
+//! epoch deadline (CPU time per callback), optional fuel, and the store's
+//! memory cap. A limit hit fails the VM with
+//! [`TrapKind::Limit`], naming the limit and the
+//! callback; other VMs carry on. Callbacks the plugin's
+//! [`allowed_capabilities`](crate::PluginConfig::allowed_capabilities) do
+//! not allow are treated as not exported (ABI reference §6.5).
 
 use std::sync::Arc;
 
 use vessel_abi::{
     BufferType, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, MapType, Status,
 };
-use wasmtime::{
-    Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults,
-};
+use wasmtime::{Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
 
 use crate::effects::Effect;
 use crate::env::HostEnv;
 use crate::error::{TrapError, TrapKind, VmError};
 use crate::headers::HeaderMap;
+use crate::hostcalls::capabilities;
 use crate::ids::{CalloutKind, ContextId, QueueToken, Token, VmInstanceId};
-use crate::plugin::Plugin;
+use crate::limits::{LimitExceeded, VmLimiter};
+use crate::plugin::{Plugin, check_limits};
 use crate::properties::{PropertyMap, PropertyValue};
 use crate::state::{Context, HostState, HttpContext, Phase, RootContext, body_index, map_index};
 use crate::wasi::ProcExit;
@@ -115,14 +123,26 @@ struct Funcs {
 }
 
 impl Funcs {
-    fn resolve(instance: &Instance, store: &mut Store<HostState>, v01: bool) -> Self {
+    /// Looks up every callback the module exports and `allowed` allows.
+    fn resolve(
+        instance: &Instance,
+        store: &mut Store<HostState>,
+        v01: bool,
+        allowed: Option<&[String]>,
+    ) -> Self {
         macro_rules! get {
             ($name:literal) => {
-                instance.get_typed_func(&mut *store, $name).ok()
+                if capabilities::is_allowed(allowed, $name) {
+                    instance.get_typed_func(&mut *store, $name).ok()
+                } else {
+                    None
+                }
             };
         }
         let headers = |store: &mut Store<HostState>, name: &str| -> Option<HeadersFn> {
-            if v01 {
+            if !capabilities::is_allowed(allowed, name) {
+                None
+            } else if v01 {
                 instance
                     .get_typed_func(&mut *store, name)
                     .ok()
@@ -171,7 +191,22 @@ pub struct Vm {
     funcs: Funcs,
     root: ContextId,
     failed: Option<VmError>,
+    /// Epoch ticks each callback may run (`None`: the engine has no epochs).
+    deadline_ticks: Option<u64>,
+    /// The same for start-up functions.
+    startup_ticks: Option<u64>,
+    /// Fuel each callback gets (`None`: the engine does not meter fuel).
+    fuel: Option<u64>,
 }
+
+/// True for the module's start-up functions (run with [`Phase::Start`]).
+fn is_startup(callback: &str) -> bool {
+    matches!(callback, "_initialize" | "_start" | "main" | "__main_void")
+}
+
+/// An epoch deadline that never comes (far from overflowing wasmtime's
+/// `current + ticks`).
+const NO_DEADLINE: u64 = u64::MAX / 2;
 
 impl std::fmt::Debug for Vm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,28 +227,58 @@ impl Vm {
     /// Instantiates `plugin`, runs start-up and configures the root context.
     pub fn new(plugin: &Plugin, env: &HostEnv) -> Result<Self, VmError> {
         let name = plugin.config().name.clone();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(plugin.engine.config.max_memory_bytes)
-            .instances(1)
-            .memories(1)
-            .tables(4)
-            .table_elements(100_000)
-            .build();
+        let instantiate_error = |message: String| VmError::Instantiate {
+            plugin: name.clone(),
+            message,
+        };
+        check_limits(&plugin.engine, plugin.config()).map_err(instantiate_error)?;
+        let pre = plugin
+            .pre
+            .as_ref()
+            .map_err(|e| instantiate_error(e.to_string()))?;
+        let limits = &plugin.config().limits;
+        let engine = plugin.engine.config();
+        let memory_bytes = limits.memory_bytes.min(engine.max_memory_bytes);
+        let ticks = |timeout: Option<std::time::Duration>| {
+            engine
+                .epoch_interruption
+                .then(|| timeout.map_or(NO_DEADLINE, |t| plugin.engine.epoch_ticks(t)))
+        };
+        let deadline_ticks = ticks(limits.callback_timeout);
+        let startup_ticks = ticks(limits.startup_timeout);
+        let fuel = engine
+            .consume_fuel
+            .then(|| limits.fuel_per_callback.unwrap_or(u64::MAX));
         let state = HostState::new(
             plugin.shared.clone(),
             env.clone(),
             env.next_instance_id(),
-            limits,
+            VmLimiter::new(memory_bytes),
         );
         let mut store = Store::new(&plugin.engine.inner, state);
-        store.limiter(|s| &mut s.limits);
-        let instance = plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| VmError::Instantiate {
-                plugin: name.clone(),
-                message: format!("{e:#}"),
-            })?;
+        store.limiter(|s| &mut s.limiter);
+        // A wasm start function runs during instantiation.
+        if let Some(ticks) = startup_ticks {
+            store.set_epoch_deadline(ticks);
+        }
+        if let Some(fuel) = fuel {
+            store
+                .set_fuel(fuel)
+                .map_err(|e| instantiate_error(format!("{e:#}")))?;
+        }
+        let instance = pre.instantiate(&mut store).map_err(|e| {
+            let mut message = format!("{e:#}");
+            if let Some((limit_bytes, requested_bytes)) = store.data().limiter.memory_refused {
+                message = format!(
+                    "{}: {message}",
+                    LimitExceeded::Memory {
+                        limit_bytes,
+                        requested_bytes
+                    }
+                );
+            }
+            instantiate_error(message)
+        })?;
         let memory = instance.get_memory(&mut store, "memory");
         let allocator = instance
             .get_typed_func::<i32, i32>(&mut store, "malloc")
@@ -223,13 +288,21 @@ impl Vm {
             .ok();
         store.data_mut().memory = memory;
         store.data_mut().allocator = allocator;
-        let funcs = Funcs::resolve(&instance, &mut store, plugin.abi_version().is_v0_1());
+        let funcs = Funcs::resolve(
+            &instance,
+            &mut store,
+            plugin.abi_version().is_v0_1(),
+            capabilities::restriction(plugin.config().allowed_capabilities.as_ref()),
+        );
         let mut vm = Self {
             store,
             plugin: plugin.clone(),
             funcs,
             root: ContextId(0),
             failed: None,
+            deadline_ticks,
+            startup_ticks,
+            fuel,
         };
         vm.run_start(&instance)?;
         vm.start_root()?;
@@ -340,6 +413,21 @@ impl Vm {
         st.stop_next_iteration = false;
         st.phase = phase;
         st.log_bytes = 0;
+        st.log_dropped_in_callback = false;
+        st.limiter.memory_refused = None;
+        let ticks = if phase == Phase::Start {
+            self.startup_ticks
+        } else {
+            self.deadline_ticks
+        };
+        if let Some(ticks) = ticks {
+            self.store.set_epoch_deadline(ticks);
+        }
+        if let Some(fuel) = self.fuel
+            && let Err(e) = self.store.set_fuel(fuel)
+        {
+            return Err(self.fail(name, &e));
+        }
         let result = f.call(&mut self.store, args);
         let st = self.store.data_mut();
         st.current = ContextId(0);
@@ -366,10 +454,42 @@ impl Vm {
         Ok(())
     }
 
+    /// The limit behind a trap, if a limit caused it.
+    fn limit_of(&self, callback: &str, trap: Option<&Trap>) -> Option<LimitExceeded> {
+        let limits = &self.plugin.config().limits;
+        match trap {
+            Some(Trap::Interrupt) if is_startup(callback) => limits
+                .startup_timeout
+                .map(|timeout| LimitExceeded::StartupTimeout { timeout }),
+            Some(Trap::Interrupt) => limits
+                .callback_timeout
+                .map(|timeout| LimitExceeded::CallbackTimeout { timeout }),
+            Some(Trap::OutOfFuel) => limits
+                .fuel_per_callback
+                .map(|fuel| LimitExceeded::Fuel { fuel }),
+            Some(Trap::StackOverflow) => Some(LimitExceeded::WasmStack {
+                max_bytes: self.plugin.engine.config().max_wasm_stack,
+            }),
+            // A trap after a refused `memory.grow`: out of memory.
+            _ => self
+                .store
+                .data()
+                .limiter
+                .memory_refused
+                .map(|(limit_bytes, requested_bytes)| LimitExceeded::Memory {
+                    limit_bytes,
+                    requested_bytes,
+                }),
+        }
+    }
+
     fn fail(&mut self, callback: &'static str, e: &wasmtime::Error) -> VmError {
+        let trap = e.downcast_ref::<Trap>();
         let kind = if let Some(exit) = e.downcast_ref::<ProcExit>() {
             TrapKind::ProcExit(exit.0)
-        } else if let Some(trap) = e.downcast_ref::<Trap>() {
+        } else if let Some(limit) = self.limit_of(callback, trap) {
+            TrapKind::Limit(limit)
+        } else if let Some(trap) = trap {
             TrapKind::Wasm(trap.to_string())
         } else {
             TrapKind::Host(e.root_cause().to_string())
@@ -377,6 +497,13 @@ impl Vm {
         let mut message = match &kind {
             TrapKind::Wasm(m) | TrapKind::Host(m) => m.clone(),
             TrapKind::ProcExit(code) => format!("the guest called proc_exit({code})"),
+            TrapKind::Limit(limit) => match trap {
+                // Out of memory: also say how the guest reacted.
+                Some(t) if matches!(limit, LimitExceeded::Memory { .. }) => {
+                    format!("{limit}; then: {t}")
+                }
+                _ => limit.to_string(),
+            },
         };
         if let Some(bt) = e.downcast_ref::<WasmBacktrace>() {
             message.push('\n');
@@ -431,6 +558,25 @@ impl Vm {
     /// Number of live contexts, the root included.
     pub fn context_count(&self) -> usize {
         self.store.data().contexts.len()
+    }
+
+    /// Guest log lines dropped because a callback logged more than
+    /// [`Limits::max_log_bytes_per_callback`](crate::Limits::max_log_bytes_per_callback),
+    /// since the VM started.
+    pub fn dropped_log_lines(&self) -> u64 {
+        self.store.data().dropped_log_lines
+    }
+
+    /// The bytes of those dropped lines.
+    pub fn dropped_log_bytes(&self) -> u64 {
+        self.store.data().dropped_log_bytes
+    }
+
+    /// Calls of hostcalls that the plugin's
+    /// [`allowed_capabilities`](crate::PluginConfig::allowed_capabilities)
+    /// do not allow (each got its stub's answer), since the VM started.
+    pub fn denied_capability_calls(&self) -> u64 {
+        self.store.data().denied_calls
     }
 
     /// Number of callouts in flight.
@@ -495,6 +641,13 @@ impl Vm {
     ) -> Result<ContextId, VmError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
+        }
+        let max = self.plugin.config().limits.max_contexts;
+        if self.store.data().contexts.len() >= max {
+            return Err(VmError::TooManyContexts {
+                plugin: self.plugin.config().name.clone(),
+                max,
+            });
         }
         let id = self.store.data_mut().alloc_context_id();
         let ctx = HttpContext {

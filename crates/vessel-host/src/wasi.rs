@@ -23,6 +23,11 @@
 //!   with [`TrapKind::ProcExit`](crate::TrapKind::ProcExit). (Envoy only logs
 //!   and returns, which lets the guest run on past a `noreturn` call.)
 //! * sockets → NOTSUP.
+//!
+//! A function left out of
+//! [`PluginConfig::allowed_capabilities`](crate::PluginConfig::allowed_capabilities)
+//! is replaced by a stub returning `ENOTCAPABLE` (76) under both module
+//! names; a restricted `proc_exit` traps ([`crate::hostcalls::capabilities`]).
 
 use vessel_abi::LogLevel;
 use wasmtime::{Caller, ValType};

@@ -8,7 +8,8 @@
 //! * `proxy_http_call`: OK with a token; a cluster the embedder does not
 //!   know (see [`HostEnvBuilder::known_clusters`](crate::HostEnvBuilder::known_clusters)),
 //!   missing `:method`, `:path` or `:authority`, or a negative timeout →
-//!   BAD_ARGUMENT; too many callouts in flight → INTERNAL_FAILURE.
+//!   BAD_ARGUMENT; [`Limits::max_callouts_in_flight`](crate::Limits::max_callouts_in_flight)
+//!   callouts already in flight in this VM → INTERNAL_FAILURE.
 //! * `proxy_grpc_call`, `proxy_grpc_stream`: OK with a token; unknown
 //!   cluster → PARSE_FAILURE (as Envoy); too many in flight → INTERNAL_FAILURE.
 //!   The gRPC timeout is unsigned milliseconds (0 = none), as in cpp-host.
@@ -28,9 +29,6 @@ use crate::headers::HeaderMap;
 use crate::ids::{CalloutKind, Token};
 use crate::memory::{HostResult, range, read, return_u32, u, with_mem};
 use crate::state::{Callout, HostState};
-
-/// Largest number of callouts in flight per VM.
-pub const MAX_CALLOUTS_IN_FLIGHT: usize = 10_000;
 
 pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
     hostcall!(reg, "env", "proxy_http_call", http_call,
@@ -100,7 +98,7 @@ fn http_call(
                 return Err(Status::BadArgument);
             }
         }
-        if state.callouts.len() >= MAX_CALLOUTS_IN_FLIGHT {
+        if state.callouts.len() >= state.plugin.config.limits.max_callouts_in_flight {
             return Err(Status::InternalFailure);
         }
         if !body.is_empty() {
@@ -214,7 +212,7 @@ fn start_grpc(
         if !state.env.knows_cluster(&String::from_utf8_lossy(&upstream)) {
             return Err(Status::ParseFailure);
         }
-        if state.callouts.len() >= MAX_CALLOUTS_IN_FLIGHT {
+        if state.callouts.len() >= state.plugin.config.limits.max_callouts_in_flight {
             return Err(Status::InternalFailure);
         }
         let root = state.target_root();

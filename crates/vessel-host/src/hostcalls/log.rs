@@ -2,8 +2,12 @@
 //!
 //! * `proxy_log`: OK; level > 5 → BAD_ARGUMENT; bad memory → INVALID_MEMORY_ACCESS.
 //!   Lines below the plugin's log level are dropped. At most
-//!   [`MAX_LOG_BYTES_PER_CALLBACK`] bytes are passed on per callback; the rest
-//!   is dropped (still OK, since the SDKs accept only OK here).
+//!   [`Limits::max_log_bytes_per_callback`](crate::Limits::max_log_bytes_per_callback)
+//!   bytes are passed on per callback: a line that does not fit in what is
+//!   left is **dropped whole** (never truncated), still with OK, since the
+//!   SDKs accept only OK here. Dropped lines are counted
+//!   ([`Vm::dropped_log_lines`](crate::Vm::dropped_log_lines)) and the first
+//!   drop of a callback is reported once on the `log` facade.
 //! * `proxy_get_log_level`: OK, writes the plugin's level as u32.
 
 use vessel_abi::{LogLevel, Status};
@@ -14,9 +18,6 @@ use crate::embedder::LogRecord;
 use crate::ids::ContextId;
 use crate::memory::{HostResult, read, return_u32, with_mem};
 use crate::state::HostState;
-
-/// Largest number of guest log bytes passed on during one callback.
-pub const MAX_LOG_BYTES_PER_CALLBACK: usize = 1 << 20;
 
 pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
     hostcall!(reg, "env", "proxy_log", log, level: i32, ptr: i32, len: i32);
@@ -30,7 +31,18 @@ pub(crate) fn emit(state: &mut HostState, level: LogLevel, context: ContextId, m
     if level < state.plugin.config.log_level {
         return;
     }
-    if state.log_bytes >= MAX_LOG_BYTES_PER_CALLBACK {
+    let budget = state.plugin.config.limits.max_log_bytes_per_callback;
+    if message.len() > budget.saturating_sub(state.log_bytes) {
+        if !state.log_dropped_in_callback {
+            log::warn!(
+                target: "vessel::limits",
+                "plugin `{}`: guest log lines over {budget} bytes in one callback are dropped (Limits::max_log_bytes_per_callback)",
+                state.plugin.config.name
+            );
+        }
+        state.log_dropped_in_callback = true;
+        state.dropped_log_lines += 1;
+        state.dropped_log_bytes += message.len() as u64;
         return;
     }
     state.log_bytes += message.len();

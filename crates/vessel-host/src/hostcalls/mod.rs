@@ -4,9 +4,17 @@
 //! Each function is named after its import: `proxy_get_buffer_bytes` is
 //! `buffers::get_buffer_bytes`. Each returns a [`Status`](vessel_abi::Status) the SDKs accept
 //! (ABI reference §11.20) or traps; the module docs list which.
+//!
+//! A plugin may restrict what it can call with
+//! [`PluginConfig::allowed_capabilities`](crate::PluginConfig::allowed_capabilities)
+//! (ABI reference §6.5). A hostcall that is not allowed is linked as a stub:
+//! `proxy_*` stubs return INTERNAL_FAILURE and WASI stubs `ENOTCAPABLE`, as
+//! in Envoy; only `proc_exit`, which has no result to carry a status, traps.
+//! [`capabilities`] has the full table and which SDK calls survive a denial.
 
 pub mod buffers;
 pub mod callouts;
+pub mod capabilities;
 pub mod foreign;
 pub mod higress;
 pub mod log;

@@ -37,7 +37,7 @@ use std::time::Duration;
 use vessel_abi::Status;
 use wasmtime::Caller;
 
-use super::callouts::{MAX_CALLOUTS_IN_FLIGHT, next_token};
+use super::callouts::next_token;
 use super::{Registry, hostcall};
 use crate::effects::{Effect, RedisCallRequest, RedisOptions};
 use crate::ids::CalloutKind;
@@ -141,7 +141,7 @@ fn redis_call(
         if !state.env.knows_cluster(name) || query.is_empty() {
             return Err(Status::BadArgument);
         }
-        if state.callouts.len() >= MAX_CALLOUTS_IN_FLIGHT {
+        if state.callouts.len() >= state.plugin.config.limits.max_callouts_in_flight {
             return Err(Status::InternalFailure);
         }
         let options = state.redis.options.get(name).cloned().unwrap_or_default();

@@ -6,6 +6,11 @@
 //! * `set` with cas 0 is unconditional; a non-zero cas that differs from the
 //!   stored one gives `CAS_MISMATCH`; a non-zero cas for an absent key inserts.
 //! * `get` of an absent key gives `NOT_FOUND`.
+//! * Caps ([`SharedDataLimits`]; Envoy has none): a key over
+//!   `max_key_bytes`, a value over `max_value_bytes`, or a write that would
+//!   take the vm_id's keys and values past `max_bytes_per_vm_id` gives
+//!   `BAD_ARGUMENT` and stores nothing. One plugin filling its namespace
+//!   does not starve the others.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,8 +26,8 @@ pub struct SharedDataLimits {
     pub max_key_bytes: usize,
     /// Largest value, in bytes.
     pub max_value_bytes: usize,
-    /// Largest total of key and value bytes across all vm_ids.
-    pub max_total_bytes: usize,
+    /// Largest total of key and value bytes stored under one vm_id.
+    pub max_bytes_per_vm_id: usize,
 }
 
 impl SharedDataLimits {
@@ -30,8 +35,8 @@ impl SharedDataLimits {
     pub const DEFAULT_MAX_KEY_BYTES: usize = 64 << 10;
     /// Default largest value: 16 MiB.
     pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 << 20;
-    /// Default total: 256 MiB.
-    pub const DEFAULT_MAX_TOTAL_BYTES: usize = 256 << 20;
+    /// Default total per vm_id: 256 MiB.
+    pub const DEFAULT_MAX_BYTES_PER_VM_ID: usize = 256 << 20;
 }
 
 impl Default for SharedDataLimits {
@@ -39,19 +44,22 @@ impl Default for SharedDataLimits {
         Self {
             max_key_bytes: Self::DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: Self::DEFAULT_MAX_VALUE_BYTES,
-            max_total_bytes: Self::DEFAULT_MAX_TOTAL_BYTES,
+            max_bytes_per_vm_id: Self::DEFAULT_MAX_BYTES_PER_VM_ID,
         }
     }
 }
 
-/// One vm_id's entries: key → (value, cas).
-type Space = HashMap<Vec<u8>, (Vec<u8>, u32)>;
+/// One vm_id's entries (key → (value, cas)) and their key and value bytes.
+#[derive(Debug, Default)]
+struct Space {
+    entries: HashMap<Vec<u8>, (Vec<u8>, u32)>,
+    bytes: usize,
+}
 
 #[derive(Debug, Default)]
 struct Inner {
     spaces: HashMap<String, Space>,
     next_cas: u32,
-    total_bytes: usize,
 }
 
 impl Inner {
@@ -86,7 +94,7 @@ impl SharedData {
         inner
             .spaces
             .get(vm_id)
-            .and_then(|space| space.get(key))
+            .and_then(|space| space.entries.get(key))
             .map(|(v, cas)| (v.clone(), *cas))
             .ok_or(Status::NotFound)
     }
@@ -100,7 +108,8 @@ impl SharedData {
         }
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
-        let old_len = match inner.spaces.get(vm_id).and_then(|s| s.get(key)) {
+        let space = inner.spaces.get(vm_id);
+        let old_len = match space.and_then(|s| s.entries.get(key)) {
             Some((old, stored_cas)) => {
                 if cas != 0 && cas != *stored_cas {
                     return Err(Status::CasMismatch);
@@ -110,23 +119,25 @@ impl SharedData {
             None => None,
         };
         let old_entry = old_len.map_or(0, |len| key.len() + len);
-        let new_total = inner.total_bytes - old_entry + key.len() + value.len();
-        if new_total > self.limits.max_total_bytes {
+        let new_bytes = space.map_or(0, |s| s.bytes) - old_entry + key.len() + value.len();
+        if new_bytes > self.limits.max_bytes_per_vm_id {
             return Err(Status::BadArgument);
         }
         let new_cas = inner.next_cas();
         let space = inner.spaces.entry(vm_id.to_owned()).or_default();
-        match space.get_mut(key) {
+        match space.entries.get_mut(key) {
             Some(slot) => {
                 slot.0.clear();
                 slot.0.extend_from_slice(value);
                 slot.1 = new_cas;
             }
             None => {
-                space.insert(key.to_vec(), (value.to_vec(), new_cas));
+                space
+                    .entries
+                    .insert(key.to_vec(), (value.to_vec(), new_cas));
             }
         }
-        inner.total_bytes = new_total;
+        space.bytes = new_bytes;
         Ok(())
     }
 
@@ -136,13 +147,18 @@ impl SharedData {
         inner
             .spaces
             .get(vm_id)
-            .map(|s| s.keys().cloned().collect())
+            .map(|s| s.entries.keys().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Total key and value bytes stored.
+    /// Key and value bytes stored under `vm_id`.
+    pub fn bytes(&self, vm_id: &str) -> usize {
+        lock(&self.inner).spaces.get(vm_id).map_or(0, |s| s.bytes)
+    }
+
+    /// Key and value bytes stored under every vm_id.
     pub fn total_bytes(&self) -> usize {
-        lock(&self.inner).total_bytes
+        lock(&self.inner).spaces.values().map(|s| s.bytes).sum()
     }
 }
 
@@ -173,7 +189,7 @@ mod tests {
         let d = SharedData::new(SharedDataLimits {
             max_key_bytes: 4,
             max_value_bytes: 4,
-            max_total_bytes: 10,
+            max_bytes_per_vm_id: 10,
         });
         assert_eq!(d.set("vm", b"12345", b"", 0), Err(Status::BadArgument));
         assert_eq!(d.set("vm", b"k", b"12345", 0), Err(Status::BadArgument));
@@ -184,5 +200,11 @@ mod tests {
         d.set("vm", b"a", b"", 0).expect("shrink");
         assert_eq!(d.total_bytes(), 6);
         d.set("vm", b"c", b"123", 0).expect("fits again");
+        // The cap is per vm_id: another namespace has its own room.
+        d.set("other", b"a", b"1234", 0).expect("own budget");
+        d.set("other", b"b", b"1234", 0).expect("own budget");
+        assert_eq!(d.bytes("vm"), 10);
+        assert_eq!(d.bytes("other"), 10);
+        assert_eq!(d.total_bytes(), 20);
     }
 }

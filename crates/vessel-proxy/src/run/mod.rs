@@ -469,6 +469,7 @@ fn plugin_config(f: &WasmFilter, boot: &Bootstrap) -> PluginConfig {
         allow_on_headers_stop_iteration: f.allow_on_headers_stop_iteration,
         environment,
         properties,
+        ..PluginConfig::default()
     }
 }
 
