@@ -13,6 +13,7 @@ use std::sync::Arc;
 use vessel_abi::{AbiVersion, LogLevel};
 use wasmtime::{ExternType, FuncType, InstancePre, Module, ValType};
 
+use crate::cache::CacheOutcome;
 use crate::engine::Engine;
 use crate::error::LoadError;
 use crate::hostcalls::{self, ImportTable};
@@ -86,6 +87,7 @@ pub struct Plugin {
     pub(crate) engine: Engine,
     pub(crate) module: Module,
     pub(crate) pre: InstancePre<HostState>,
+    pub(crate) cache: CacheOutcome,
 }
 
 impl fmt::Debug for Plugin {
@@ -170,8 +172,7 @@ impl Plugin {
                 }
             }
         })?;
-        let module =
-            Module::new(&engine.inner, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let (module, cache) = crate::cache::load_module(engine, wasm)?;
         Self::check_exports(&module, abi)?;
         let table = hostcalls::import_table();
         Self::check_imports(&module, table)?;
@@ -184,6 +185,7 @@ impl Plugin {
             engine: engine.clone(),
             module,
             pre,
+            cache,
         })
     }
 
@@ -267,6 +269,12 @@ impl Plugin {
     /// The compiled module.
     pub fn module(&self) -> &Module {
         &self.module
+    }
+
+    /// Whether the compiled code came from the module cache
+    /// ([`EngineConfig::cache`](crate::EngineConfig::cache)).
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
     }
 
     /// The engine the plugin was compiled with.
