@@ -7,7 +7,7 @@
 //!
 //! This is the one place where `vessel-host` touches the file system, and
 //! only when [`CacheConfig::dir`] is set. The crate default is disabled; the
-//! `vessel` CLI uses [`CacheConfig::user_default`].
+//! default meant for the `vessel` CLI is [`CacheConfig::user_default`].
 //!
 //! # Keys and entries
 //!
