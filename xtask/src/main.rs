@@ -6,8 +6,9 @@
 //! * `cargo xtask run`   — builds the guests, runs the example scenarios
 //!   through `vessel test`, then serves `examples/envoy.yaml` with
 //!   `vessel run` in the foreground (Ctrl-C stops it).
-//! * `cargo xtask bench` — builds the guests and runs the criterion benchmarks
-//!   (the request lifecycle in vessel-host, VM-pool scaling in vessel-hyper).
+//! * `cargo xtask bench` — builds the guests, downloads the Go plugins and
+//!   runs the criterion benchmarks (the request lifecycle and start-up costs
+//!   in vessel-host, VM-pool scaling in vessel-hyper).
 //! * `cargo xtask envoy-diff` — builds the guests, gets Envoy, and runs every
 //!   scenario in-process, through `vessel run` and through Envoy
 //!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
@@ -429,12 +430,15 @@ fn main() -> Result<()> {
         }
         "bench" => {
             guests()?;
+            go_plugins()?;
             run(Command::new(cargo()).args([
                 "bench",
                 "-p",
                 "vessel-host",
                 "--bench",
                 "lifecycle",
+                "--bench",
+                "startup",
             ]))?;
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))?;
             e2e_bench()

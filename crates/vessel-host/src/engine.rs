@@ -4,10 +4,18 @@
 //! With [`EngineConfig::epoch_interruption`] (the default) the engine runs
 //! one epoch ticker thread ([`crate::epoch`]), stopped when the last clone
 //! of the engine is dropped. Per-plugin limits are in [`crate::Limits`].
+//!
+//! Start-up speed (see `docs/module-cache.md`): by default the engine uses
+//! wasmtime's pooling instance allocator and copy-on-write memory images, so
+//! a new [`Vm`](crate::Vm) for an already-compiled plugin reuses a
+//! preallocated slot and maps the module's data segments instead of copying
+//! them. Compiled modules can be cached on disk ([`CacheConfig`]), which is
+//! off by default in the crate.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::cache::CacheConfig;
 use crate::epoch::EpochTicker;
 use crate::error::LoadError;
 
@@ -39,6 +47,57 @@ pub struct EngineConfig {
     /// stop a callback deterministically. Default false (it slows guests
     /// down); meant for `vessel test`.
     pub consume_fuel: bool,
+    /// The pooling instance allocator, or `None` for wasmtime's on-demand
+    /// allocator (an `mmap` per VM). Default: `Some(PoolingConfig::default())`.
+    /// The pool's memory slots are [`max_memory_bytes`](Self::max_memory_bytes)
+    /// large, so a per-VM memory cap must not exceed that.
+    pub pooling: Option<PoolingConfig>,
+    /// Initialise linear memory from a copy-on-write image of the module's
+    /// data segments (wasmtime `memory_init_cow`) rather than copying them
+    /// into each VM. Default true.
+    pub memory_init_cow: bool,
+    /// The on-disk compiled-module cache. Default: disabled.
+    pub cache: CacheConfig,
+}
+
+/// Settings of wasmtime's pooling instance allocator: a fixed number of VM
+/// slots (memory, table and instance) reserved when the engine is built and
+/// reused by every [`Vm`](crate::Vm) of every plugin on the engine.
+///
+/// Reservation is virtual address space, not resident memory: each memory
+/// slot reserves wasmtime's default 4 GiB plus guard pages (or
+/// [`EngineConfig::max_memory_bytes`] if larger), so the default 1000 slots
+/// take about 4 TiB of address space per engine. Lower
+/// [`max_vms`](Self::max_vms) when the address space is limited
+/// (`ulimit -v`), or set [`EngineConfig::pooling`] to `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolingConfig {
+    /// How many VMs may be alive at once on this engine. One more fails
+    /// [`Vm::new`](crate::Vm::new) with [`VmError::Instantiate`](crate::VmError::Instantiate).
+    /// Default: [`PoolingConfig::DEFAULT_MAX_VMS`].
+    pub max_vms: u32,
+    /// Largest table a module may define, in elements. Default:
+    /// [`PoolingConfig::DEFAULT_TABLE_ELEMENTS`], the same cap the store
+    /// limits apply.
+    pub table_elements: usize,
+}
+
+impl PoolingConfig {
+    /// 1000 VMs, wasmtime's default pool size on 64-bit hosts.
+    pub const DEFAULT_MAX_VMS: u32 = 1000;
+    /// 100 000 table elements.
+    pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
+    /// Tables per module (the store limits allow 4).
+    const MAX_TABLES_PER_MODULE: u32 = 4;
+}
+
+impl Default for PoolingConfig {
+    fn default() -> Self {
+        Self {
+            max_vms: Self::DEFAULT_MAX_VMS,
+            table_elements: Self::DEFAULT_TABLE_ELEMENTS,
+        }
+    }
 }
 
 impl EngineConfig {
@@ -59,6 +118,9 @@ impl Default for EngineConfig {
             epoch_interruption: true,
             epoch_period: Self::DEFAULT_EPOCH_PERIOD,
             consume_fuel: false,
+            pooling: Some(PoolingConfig::default()),
+            memory_init_cow: true,
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -93,6 +155,10 @@ impl Engine {
         });
         c.epoch_interruption(config.epoch_interruption);
         c.consume_fuel(config.consume_fuel);
+        c.memory_init_cow(config.memory_init_cow);
+        if let Some(pool) = &config.pooling {
+            c.allocation_strategy(pooling_strategy(pool, config.max_memory_bytes));
+        }
         let inner = wasmtime::Engine::new(&c).map_err(|e| LoadError::Engine(e.to_string()))?;
         let ticker = if config.epoch_interruption {
             if config.epoch_period.is_zero() {
@@ -140,6 +206,22 @@ impl Engine {
     pub fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner
     }
+}
+
+/// wasmtime's pooling strategy for `pool`, with memory slots of `max_memory_bytes`.
+fn pooling_strategy(
+    pool: &PoolingConfig,
+    max_memory_bytes: usize,
+) -> wasmtime::InstanceAllocationStrategy {
+    let mut p = wasmtime::PoolingAllocationConfig::new();
+    p.total_core_instances(pool.max_vms)
+        .total_memories(pool.max_vms)
+        .total_tables(pool.max_vms)
+        .max_memories_per_module(1)
+        .max_tables_per_module(PoolingConfig::MAX_TABLES_PER_MODULE)
+        .table_elements(pool.table_elements)
+        .max_memory_size(max_memory_bytes);
+    wasmtime::InstanceAllocationStrategy::Pooling(p)
 }
 
 impl Default for Engine {

@@ -37,8 +37,12 @@
 //!
 //! [proxy-wasm ABI]: https://github.com/proxy-wasm/spec
 
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`, only so that `cache` can allow `unsafe` for
+// wasmtime's `Module::deserialize` (see its module docs). No other module
+// may allow it.
+#![deny(unsafe_code)]
 
+pub mod cache;
 pub mod effects;
 pub mod embedder;
 pub mod engine;
@@ -57,6 +61,7 @@ mod state;
 pub mod vm;
 pub mod wasi;
 
+pub use cache::{CacheConfig, CacheError, CacheOutcome};
 pub use effects::{
     Effect, GrpcCallRequest, HttpCallRequest, LocalResponse, RedisCallRequest, RedisOptions,
     http_to_grpc_status, is_grpc_request,
@@ -65,7 +70,7 @@ pub use embedder::{
     Clock, FixedClock, ForeignFunction, LogFacade, LogRecord, LogSink, OsRandom, PropertyProvider,
     PropertyScope, Random, SystemClock,
 };
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, PoolingConfig};
 pub use env::{HostEnv, HostEnvBuilder};
 pub use error::{LoadError, TrapError, TrapKind, VmError};
 pub use headers::HeaderMap;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use vessel_abi::{AbiVersion, LogLevel};
 use wasmtime::{ExternType, FuncType, InstancePre, Module, ValType};
 
+use crate::cache::CacheOutcome;
 use crate::engine::Engine;
 use crate::error::LoadError;
 use crate::hostcalls::{self, ImportTable, capabilities};
@@ -100,6 +101,7 @@ pub struct Plugin {
     /// only if re-linking in [`Plugin::with_config`] failed; `Vm::new`
     /// reports it.
     pub(crate) pre: Result<InstancePre<HostState>, LoadError>,
+    pub(crate) cache: CacheOutcome,
 }
 
 impl fmt::Debug for Plugin {
@@ -184,8 +186,7 @@ impl Plugin {
                 }
             }
         })?;
-        let module =
-            Module::new(&engine.inner, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let (module, cache) = crate::cache::load_module(engine, wasm)?;
         Self::check_exports(&module, abi)?;
         let table = hostcalls::import_table();
         Self::check_imports(&module, table)?;
@@ -199,6 +200,7 @@ impl Plugin {
             engine: engine.clone(),
             module,
             pre: Ok(pre),
+            cache,
         })
     }
 
@@ -284,6 +286,12 @@ impl Plugin {
         &self.module
     }
 
+    /// Whether the compiled code came from the module cache
+    /// ([`EngineConfig::cache`](crate::EngineConfig::cache)).
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+
     /// The engine the plugin was compiled with.
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -309,6 +317,7 @@ impl Plugin {
             engine: self.engine.clone(),
             module: self.module.clone(),
             pre,
+            cache: self.cache,
         }
     }
 }
