@@ -2,13 +2,21 @@
 //!
 //! The cargo-fuzz targets in `fuzz_targets/` are one-line wrappers around the oracles here,
 //! so that the same checks run on stable Rust: `cargo test -p vessel-fuzz` feeds every
-//! oracle the deterministic inputs of [`seeds`].
+//! oracle the deterministic inputs of [`seeds`] (and structured inputs from [`XorShift`]).
 //!
 //! An oracle takes arbitrary bytes and panics if, and only if, it finds a bug.
+//!
+//! | target | oracle |
+//! |---|---|
+//! | `pairs_codec` | [`codecs::pairs_oracle`] |
+//! | `property_path` | [`codecs::path_oracle`] |
+//! | `hostcalls` | [`hostcalls::hostcalls_oracle`] |
 
 #![forbid(unsafe_code)]
 
 pub mod codecs;
+pub mod documented;
 pub mod generate;
+pub mod hostcalls;
 
 pub use generate::{XorShift, seeds};
