@@ -8,7 +8,7 @@
 //!
 //! Where a module doc lists statuses without naming `INVALID_MEMORY_ACCESS`, the general rule
 //! of `memory.rs` (ABI reference §5.3) applies: every bad guest address or length, and every
-//! failed guest allocation, is `INVALID_MEMORY_ACCESS`. Such hostcalls carry [`MEM`].
+//! failed guest allocation, is `INVALID_MEMORY_ACCESS`. Such hostcalls list `MEM` (that status) in the table.
 
 use vessel_abi::Status;
 use vessel_host::wasi::errno;

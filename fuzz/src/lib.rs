@@ -11,12 +11,16 @@
 //! | `pairs_codec` | [`codecs::pairs_oracle`] |
 //! | `property_path` | [`codecs::path_oracle`] |
 //! | `hostcalls` | [`hostcalls::hostcalls_oracle`] |
+//! | `stream_events` | [`stream_events::stream_events_oracle`] |
+//! | `bad_imports` | [`bad_imports::bad_imports_oracle`] |
 
 #![forbid(unsafe_code)]
 
+pub mod bad_imports;
 pub mod codecs;
 pub mod documented;
 pub mod generate;
 pub mod hostcalls;
+pub mod stream_events;
 
 pub use generate::{XorShift, seeds};
