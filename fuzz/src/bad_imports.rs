@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use arbitrary::{Result as ArbResult, Unstructured};
 use vessel_abi::{AbiVersion, DetectError};
 use vessel_host::hostcalls::import_table;
-use vessel_host::{Engine, HostEnv, LoadError, Plugin, PluginConfig, Vm};
+use vessel_host::{Engine, EngineConfig, HostEnv, LoadError, Plugin, PluginConfig, Vm};
 use wasm_encoder::{
     CodeSection, EntityType, ExportKind, ExportSection, Function, FunctionSection, GlobalType,
     ImportSection, MemorySection, MemoryType, RefType, TableType, TypeSection, ValType,
@@ -560,9 +560,17 @@ fn memory_type() -> MemoryType {
     }
 }
 
+/// An engine without Cranelift's optimisations: the checks do not depend on them, and
+/// every fuzz input compiles a module.
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(Engine::default)
+    ENGINE.get_or_init(|| {
+        Engine::new(EngineConfig {
+            optimize: false,
+            ..EngineConfig::default()
+        })
+        .expect("an engine without optimisations")
+    })
 }
 
 /// Loads `wasm`; if it loads, runs a VM and a stream on it. Never panics on its own.
