@@ -659,14 +659,18 @@ impl Vm {
             .data_mut()
             .contexts
             .insert(id.0, Context::Http(Box::new(ctx)));
-        if let Some(f) = self.funcs.context_create.clone() {
-            self.call(
+        if let Some(f) = self.funcs.context_create.clone()
+            && let Err(e) = self.call(
                 "proxy_on_context_create",
                 f,
                 id,
                 Phase::Callback,
                 (id.0 as i32, self.root.0 as i32),
-            )?;
+            )
+        {
+            // The embedder never learns the id: forget the context.
+            self.store.data_mut().contexts.remove(&id.0);
+            return Err(e);
         }
         Ok(id)
     }
@@ -985,8 +989,12 @@ impl Vm {
 
     /// Ends a stream in Envoy's order: `on_log`, `on_done`, `on_delete`
     /// (ABI reference §11.11). The context is forgotten even if the VM
-    /// failed, so nothing leaks.
+    /// failed, so nothing leaks. A context that is not an HTTP stream (the
+    /// root context, say) is left alone.
     pub fn finish_http_stream(&mut self, ctx: ContextId) -> Result<(), VmError> {
+        if let Err(e) = self.http(ctx) {
+            return Err(self.failed.clone().unwrap_or(e));
+        }
         let result = self
             .on_log(ctx)
             .and_then(|()| self.on_done(ctx).map(|_| ()))
