@@ -715,3 +715,39 @@ fn spawn_ticks(cell: Weak<VmCell>, period: Duration) -> JoinHandle<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_failed_reload_up_to_the_max() {
+        let b = ReloadBackoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let waits: Vec<u128> = (0..6).map(|s| b.interval(s).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(b.interval(u32::MAX), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn backoff_defaults_are_envoys_base_and_a_ten_times_cap() {
+        let b = ReloadBackoff::default();
+        assert_eq!(b.interval(0), Duration::from_secs(1));
+        assert_eq!(b.interval(10), Duration::from_secs(10));
+        // A max below the base is raised to the base.
+        let b = ReloadBackoff::new(Duration::from_secs(2), Duration::from_secs(1));
+        assert_eq!(b.max_interval, Duration::from_secs(2));
+        assert_eq!(
+            ReloadBackoff::new(Duration::ZERO, Duration::ZERO).interval(5),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn policy_names_and_pass_through() {
+        assert_eq!(FailurePolicy::default(), FailurePolicy::FailClosed);
+        assert!(FailurePolicy::FailOpen.passes_through());
+        assert!(!FailurePolicy::FailClosed.passes_through());
+        assert!(!FailurePolicy::fail_reload().passes_through());
+        assert_eq!(FailurePolicy::fail_reload().envoy_name(), "FAIL_RELOAD");
+    }
+}
