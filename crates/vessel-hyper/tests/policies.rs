@@ -4,7 +4,12 @@
 //! 1% of them trapping; run in release by `cargo xtask test`, see
 //! `fail_reload_under_load_*`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    missing_docs
+)]
 
 mod common;
 
