@@ -2,13 +2,15 @@
 //!
 //! * `cargo xtask test`  — everything CI checks, on a new machine: adds the
 //!   wasm targets, builds the guest filters, then fmt, clippy, docs, every
-//!   test and every scenario.
+//!   test (the load tests too) and every scenario.
 //! * `cargo xtask run`   — builds the guests, runs the example scenarios
 //!   through `vessel test`, then serves `examples/envoy.yaml` with
 //!   `vessel run` in the foreground (Ctrl-C stops it).
 //! * `cargo xtask bench` — builds the guests and runs the criterion benchmarks
 //!   (the request lifecycle in vessel-host, VM-pool scaling in vessel-hyper).
 //! * `cargo xtask guests` — only builds the guest filters.
+//! * `cargo xtask load`  — only the load tests (FAIL_RELOAD under load, hot
+//!   reloads under load), with their numbers on stderr.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -206,8 +208,30 @@ fn test() -> Result<()> {
         "--bins",
     ]))?;
     run(Command::new(cargo()).args(["test", "--workspace"]))?;
+    load_tests()?;
     vessel_test(&["spec-tests/scenarios", "examples/scenarios"])?;
     eprintln!("==> all checks passed");
+    Ok(())
+}
+
+/// The load tests (`#[ignore]`d in the plain `cargo test`): FAIL_RELOAD
+/// over 100,000 requests with 1% failing VMs, and 50 hot reloads under
+/// load, in-process and through `vessel run`. One test at a time, since
+/// they measure the process's RSS. The dev profile builds dependencies
+/// (wasmtime) optimised, so no release build is needed (~3 min).
+fn load_tests() -> Result<()> {
+    for (package, tests) in [
+        ("vessel-hyper", &["policies", "reload"][..]),
+        ("vessel-proxy", &["load", "reload"][..]),
+    ] {
+        let mut cmd = Command::new(cargo());
+        cmd.args(["test", "-p", package]);
+        for t in tests {
+            cmd.args(["--test", t]);
+        }
+        cmd.args(["--", "--ignored", "--test-threads", "1", "--nocapture"]);
+        run(&mut cmd)?;
+    }
     Ok(())
 }
 
@@ -324,8 +348,12 @@ fn main() -> Result<()> {
             e2e_bench()
         }
         "guests" => guests(),
+        "load" => {
+            guests()?;
+            load_tests()
+        }
         _ => {
-            eprintln!("usage: cargo xtask <test|run|bench|guests>");
+            eprintln!("usage: cargo xtask <test|run|bench|guests|load>");
             bail!("unknown task `{task}`")
         }
     }
