@@ -1,7 +1,7 @@
 //! Failure policies on real traffic (ABI reference §6.6): FAIL_CLOSED,
 //! FAIL_OPEN and FAIL_RELOAD with `guest_misbehave` behind a loopback proxy,
 //! the per-plugin counters, and the FAIL_RELOAD load test (100,000 requests,
-//! 1% of them trapping; run in release by `cargo xtask test`, see
+//! 1% of them trapping; run by `cargo xtask test`, see
 //! `fail_reload_under_load_*`).
 
 #![allow(
@@ -392,9 +392,9 @@ const RSS_TOLERANCE_KIB: u64 = 8 * 1024;
 
 /// 100,000 requests, one connection, 1% trapping, under FAIL_RELOAD: every
 /// other request succeeds and RSS stays flat. Slow in a debug build:
-/// `cargo xtask test` runs it in release (`--ignored`).
+/// `cargo xtask test` runs it (`--ignored`, one test at a time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "load test: run in release by `cargo xtask test`"]
+#[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
 async fn fail_reload_under_load_trap() {
     let up = ok_upstream().await;
     let (pool, _rt) = misbehave(reload_now(), 2, "");
@@ -430,7 +430,7 @@ async fn fail_reload_under_load_trap() {
 /// without the header may fail only if it shared its VM with a trap:
 /// at most 7 per trap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "load test: run in release by `cargo xtask test`"]
+#[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
 async fn fail_reload_under_load_trap_concurrent() {
     let up = ok_upstream().await;
     let (pool, _rt) = misbehave(reload_now(), 2, "");

@@ -2,7 +2,7 @@
 //! requests on one keep-alive connection, 1% of them making
 //! `guest_misbehave` fail its VM (chosen by the `x-misbehave` header).
 //! Every other request must succeed, the counters in `/stats` must match,
-//! and the vessel process's RSS must stay flat. Run in release by
+//! and the vessel process's RSS must stay flat. Run by
 //! `cargo xtask test` (they are `#[ignore]`d in the debug suite);
 //! `VESSEL_LOAD_REQUESTS` changes the count.
 
@@ -115,7 +115,7 @@ async fn fail_reload_under_load(kind: &str, extra_plugin: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "load test: run in release by `cargo xtask test`"]
+#[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
 async fn fail_reload_under_load_trap() {
     fail_reload_under_load("trap", "").await;
 }

@@ -1,6 +1,6 @@
 //! Hot reload of `vessel run`: `POST /reload` and file watching, refusals
 //! that leave the old config serving, FAIL_RELOAD counters in `/stats`,
-//! and 50 reloads under load (release, `cargo xtask test`).
+//! and 50 reloads under load (`cargo xtask test` or `cargo xtask load`).
 
 #![allow(
     clippy::unwrap_used,
@@ -208,7 +208,7 @@ async fn fail_reload_replaces_the_vm_and_counts_it_in_stats() {
 /// connections send requests: no request fails, and the vessel process's
 /// RSS after them is within 16 MiB of its RSS after 50 warm-up reloads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "load test: run in release by `cargo xtask test`"]
+#[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
 async fn fifty_reloads_under_load_lose_no_request() {
     let module = guest("misbehave");
     let s = Setup::start("fifty", &module, &plugin("gen-0", ""), 2).await;
