@@ -1035,6 +1035,8 @@ fn check_trap(op: &Op, alloc_mode: u32, kind: &TrapKind) {
                 "host trap {message:?} during {sig:?} with allocator mode {alloc_mode}"
             );
         }
+        // The generated guest stays far inside every default limit.
+        TrapKind::Limit(limit) => panic!("limit {limit:?} hit during {sig:?}"),
     }
 }
 

@@ -818,6 +818,7 @@ impl Harness<'_> {
                 | Effect::GrpcSend { .. }
                 | Effect::GrpcCancel { .. }
                 | Effect::GrpcClose { .. }
+                | Effect::RedisCall { .. }
                 | Effect::ClearRouteCache { .. } => {
                     panic!("guest_{}: unexpected effect {effect:?}", self.guest)
                 }

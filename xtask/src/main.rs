@@ -2,7 +2,7 @@
 //!
 //! * `cargo xtask test`  — everything CI checks, on a new machine: adds the
 //!   wasm targets, builds the guest filters, then fmt, clippy, docs, every
-//!   test and every scenario.
+//!   test (the load tests too) and every scenario.
 //! * `cargo xtask run`   — builds the guests, runs the example scenarios
 //!   through `vessel test`, then serves `examples/envoy.yaml` with
 //!   `vessel run` in the foreground (Ctrl-C stops it).
@@ -17,6 +17,8 @@
 //! * `cargo xtask go-plugins` — downloads the Go-built Higress plugins and
 //!   measures their compile time, VM start-up time and memory per VM
 //!   (`examples/go_plugins.rs`, release build).
+//! * `cargo xtask load`  — only the load tests (FAIL_RELOAD under load, hot
+//!   reloads under load), with their numbers on stderr.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -319,12 +321,34 @@ fn test() -> Result<()> {
         tests.env("VESSEL_REDIS", &r.addr);
     }
     run(&mut tests)?;
+    load_tests()?;
     vessel_test(
         &["spec-tests/scenarios", "examples/scenarios"],
         redis.as_ref(),
     )?;
     envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()))?;
     eprintln!("==> all checks passed");
+    Ok(())
+}
+
+/// The load tests (`#[ignore]`d in the plain `cargo test`): FAIL_RELOAD
+/// over 100,000 requests with 1% failing VMs, and 50 hot reloads under
+/// load, in-process and through `vessel run`. One test at a time, since
+/// they measure the process's RSS. The dev profile builds dependencies
+/// (wasmtime) optimised, so no release build is needed (~3 min).
+fn load_tests() -> Result<()> {
+    for (package, tests) in [
+        ("vessel-hyper", &["policies", "reload"][..]),
+        ("vessel-proxy", &["load", "reload"][..]),
+    ] {
+        let mut cmd = Command::new(cargo());
+        cmd.args(["test", "-p", package]);
+        for t in tests {
+            cmd.args(["--test", t]);
+        }
+        cmd.args(["--", "--ignored", "--test-threads", "1", "--nocapture"]);
+        run(&mut cmd)?;
+    }
     Ok(())
 }
 
@@ -461,8 +485,12 @@ fn main() -> Result<()> {
                 "go_plugins",
             ]))
         }
+        "load" => {
+            guests()?;
+            load_tests()
+        }
         _ => {
-            eprintln!("usage: cargo xtask <test|run|bench|guests|envoy-diff|go-plugins>");
+            eprintln!("usage: cargo xtask <test|run|bench|guests|envoy-diff|go-plugins|load>");
             bail!("unknown task `{task}`")
         }
     }

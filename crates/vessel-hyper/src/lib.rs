@@ -5,6 +5,11 @@
 //! front of its upstream service, with VM pools, HTTP callouts to named
 //! [`Cluster`]s, tick timers and queue notifications on tokio.
 //!
+//! A VM that traps or hits a limit follows its plugin's [`FailurePolicy`]
+//! (Envoy's `FAIL_CLOSED`, `FAIL_OPEN`, `FAIL_RELOAD`; counted in
+//! [`PluginStats`]), and [`VesselLayer::reload`] swaps a chain's filters
+//! atomically while streams in flight finish on the old VMs.
+//!
 //! ```no_run
 //! # async fn demo(plugin: vessel_host::Plugin) -> Result<(), Box<dyn std::error::Error>> {
 //! use vessel_hyper::{Clusters, FailurePolicy, FilterPool, Runtime, VesselLayer};
@@ -34,5 +39,7 @@ pub use body::{BoxError, VesselBody};
 pub use cluster::{Cluster, Clusters};
 pub use future::ResponseFuture;
 pub use layer::{ChainConfig, DEFAULT_BUFFER_LIMIT, VesselLayer};
-pub use pool::{FailurePolicy, FilterPool, Runtime};
+pub use pool::{
+    FailurePolicy, FilterPool, FilterPoolBuilder, PluginError, PluginStats, ReloadBackoff, Runtime,
+};
 pub use service::{ConnectionInfo, UpstreamInfo, VesselService};

@@ -1,4 +1,4 @@
-//! VM pools and effect dispatch.
+//! VM pools, failure policies and effect dispatch (ABI reference §6.6).
 //!
 //! Each filter of a chain has a [`FilterPool`]: N VMs of one plugin (by
 //! default one per runtime worker thread). A stream is pinned to one VM per
@@ -10,15 +10,25 @@
 //! queue notifications go to the VM that registered the queue. gRPC calls
 //! and streams are tracked per VM (module `grpc`) so that
 //! `proxy_grpc_send`, `proxy_grpc_close` and `proxy_grpc_cancel` reach them.
+//!
+//! A trap (or a limit hit) fails the VM for good. Its streams then follow
+//! the plugin's [`FailurePolicy`]. Under [`FailurePolicy::FailReload`] the
+//! pool replaces a failed VM with a fresh one, built from the compiled
+//! module and the plugin configuration, when a new stream picks it and its
+//! [`ReloadBackoff`] allows; the failed VM lives on until its last stream
+//! ends. Every failure and reload is counted in [`PluginStats`] and logged
+//! at error level with its cause.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 use vessel_host::{
-    ContextId, Effect, HostEnv, LocalResponse, Plugin, StreamType, Vm, VmError, VmInstanceId,
+    ContextId, Effect, HostEnv, LoadError, LocalResponse, Plugin, StreamType, Vm, VmError,
+    VmInstanceId,
 };
 
 use crate::callout;
@@ -29,11 +39,148 @@ use crate::grpc::{self, GrpcCalls};
 /// `failure_policy`; ABI reference §6.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailurePolicy {
-    /// Every stream on the failed VM gets a 503 local reply (Envoy's default).
+    /// Every stream on the failed VM gets a 503 local reply, once, and so
+    /// does every new stream: the VM stays failed (Envoy's default,
+    /// `FAIL_CLOSED`).
     #[default]
     FailClosed,
-    /// Streams pass through as if the filter were absent.
+    /// Streams pass through as if the filter were absent (`FAIL_OPEN`).
     FailOpen,
+    /// Streams on the failed VM get a 503, as with `FailClosed`; a new
+    /// stream gets a fresh VM, unless the backoff holds the reload back, in
+    /// which case it gets a 503 too (`FAIL_RELOAD`).
+    FailReload(ReloadBackoff),
+}
+
+impl FailurePolicy {
+    /// `FailReload` with the default backoff.
+    pub fn fail_reload() -> Self {
+        Self::FailReload(ReloadBackoff::default())
+    }
+
+    /// True if a stream whose VM failed passes through (only `FailOpen`).
+    pub fn passes_through(self) -> bool {
+        self == Self::FailOpen
+    }
+
+    /// Envoy's name: `FAIL_CLOSED`, `FAIL_OPEN` or `FAIL_RELOAD`.
+    pub fn envoy_name(self) -> &'static str {
+        match self {
+            Self::FailClosed => "FAIL_CLOSED",
+            Self::FailOpen => "FAIL_OPEN",
+            Self::FailReload(_) => "FAIL_RELOAD",
+        }
+    }
+}
+
+/// How soon a failed VM may be replaced (Envoy's `reload_config.backoff`).
+///
+/// A VM slot is reloaded only once `interval` has passed since its last
+/// load (the first start, or the last reload attempt), as in Envoy, so a VM
+/// that served for a while is replaced on the next stream. `interval` is
+/// `base_interval` while the VMs of the slot work; it doubles, up to
+/// `max_interval`, for each reload in a row whose VM failed again before
+/// finishing a single stream, or did not start: a query of death cannot
+/// make vessel rebuild VMs in a tight loop. (Envoy keeps a jittered
+/// `base_interval` and ignores `max_interval`; see spec-tests/DEVIATIONS.md.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReloadBackoff {
+    /// The shortest wait (Envoy's default: 1 s).
+    pub base_interval: Duration,
+    /// The longest wait (default: 10 × the default base).
+    pub max_interval: Duration,
+}
+
+impl ReloadBackoff {
+    /// Envoy's default `base_interval`: 1 s.
+    pub const DEFAULT_BASE_INTERVAL: Duration = Duration::from_secs(1);
+    /// The default `max_interval`: 10 s.
+    pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(10);
+
+    /// A backoff from `base_interval` up to `max_interval` (raised to
+    /// `base_interval` if smaller). A zero base reloads on the next stream,
+    /// always: for tests, not for production.
+    pub fn new(base_interval: Duration, max_interval: Duration) -> Self {
+        Self {
+            base_interval,
+            max_interval: max_interval.max(base_interval),
+        }
+    }
+
+    /// The wait after `streak` reloads in a row that did not give a working
+    /// VM: `base × 2^streak`, at most `max_interval`.
+    pub fn interval(&self, streak: u32) -> Duration {
+        let factor = 1u32.checked_shl(streak.min(31)).unwrap_or(u32::MAX);
+        self.base_interval
+            .checked_mul(factor)
+            .unwrap_or(self.max_interval)
+            .min(self.max_interval)
+    }
+}
+
+impl Default for ReloadBackoff {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_BASE_INTERVAL, Self::DEFAULT_MAX_INTERVAL)
+    }
+}
+
+/// Per-plugin failure and reload counters. Names follow Envoy's
+/// `wasm.<plugin>.*` plugin stats (`vm_reload_success`, `vm_reload_failure`,
+/// `vm_reload_backoff`); `vm_failures` is vessel's own. Share one between
+/// pools (e.g. across hot reloads) to keep counting.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    vm_failures: AtomicU64,
+    vm_reload_success: AtomicU64,
+    vm_reload_failure: AtomicU64,
+    vm_reload_backoff: AtomicU64,
+}
+
+impl PluginStats {
+    /// VMs that failed at run time (a trap or a limit hit).
+    pub fn vm_failures(&self) -> u64 {
+        self.vm_failures.load(Ordering::Relaxed)
+    }
+
+    /// Failed VMs replaced by a fresh one that started.
+    pub fn vm_reload_success(&self) -> u64 {
+        self.vm_reload_success.load(Ordering::Relaxed)
+    }
+
+    /// Reload attempts whose new VM did not start (instantiation, a trap
+    /// in start-up, or `on_vm_start` / `on_configure` returning false).
+    pub fn vm_reload_failure(&self) -> u64 {
+        self.vm_reload_failure.load(Ordering::Relaxed)
+    }
+
+    /// Streams that found their VM failed and the reload held back by the
+    /// backoff (they got a 503).
+    pub fn vm_reload_backoff(&self) -> u64 {
+        self.vm_reload_backoff.load(Ordering::Relaxed)
+    }
+
+    /// Every counter as `(stat name suffix, value)`, for `wasm.<plugin>.<suffix>`.
+    pub fn counters(&self) -> [(&'static str, u64); 4] {
+        [
+            ("vm_failures", self.vm_failures()),
+            ("vm_reload_backoff", self.vm_reload_backoff()),
+            ("vm_reload_failure", self.vm_reload_failure()),
+            ("vm_reload_success", self.vm_reload_success()),
+        ]
+    }
+}
+
+/// Why a plugin could not be made ready to serve: the module did not load,
+/// or a VM did not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    /// The module does not load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A VM does not start (instantiation, a trap in start-up, or
+    /// `on_vm_start` / `on_configure` returning false).
+    #[error(transparent)]
+    Start(#[from] VmError),
 }
 
 /// A message to a stream's task.
@@ -61,13 +208,34 @@ impl Drop for VmShared {
             t.abort();
         }
         self.grpc.abort_all();
+        // A VM retired by a hot reload (or a dropped pool): end its root
+        // context as Envoy does when a plugin goes away (on_done, on_delete).
+        // What it queues now is not carried out.
+        if !self.vm.is_failed()
+            && let Err(e) = self.vm.shutdown()
+        {
+            log::debug!(target: "vessel::hyper", "shutting a VM down: {e}");
+        }
     }
+}
+
+/// What the VMs of one pool share: the plugin's name, policy and counters.
+#[derive(Debug)]
+pub(crate) struct PoolMeta {
+    name: String,
+    policy: FailurePolicy,
+    stats: Arc<PluginStats>,
 }
 
 /// One VM behind a lock.
 pub(crate) struct VmCell {
     pub(crate) inner: Mutex<VmShared>,
     pub(crate) runtime: Arc<Runtime>,
+    meta: Arc<PoolMeta>,
+    /// Set once the VM failed (read without the lock by [`FilterPool::pick`]).
+    failed: AtomicBool,
+    /// Set when a stream finished on this VM while it worked.
+    served: AtomicBool,
 }
 
 impl VmCell {
@@ -75,6 +243,44 @@ impl VmCell {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that a stream finished on this VM; called as it ends.
+    pub(crate) fn stream_finished(&self, vm_ok: bool) {
+        if vm_ok {
+            self.served.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts one VM of `plugin`, registers it and dispatches what its
+    /// start-up queued.
+    fn start(
+        plugin: &Plugin,
+        env: &HostEnv,
+        runtime: &Arc<Runtime>,
+        meta: &Arc<PoolMeta>,
+    ) -> Result<Arc<Self>, VmError> {
+        let vm = Vm::new(plugin, env)?;
+        let id = vm.instance_id();
+        let cell = Arc::new(VmCell {
+            inner: Mutex::new(VmShared {
+                vm,
+                streams: HashMap::new(),
+                tick: None,
+                failure_announced: false,
+                grpc: GrpcCalls::default(),
+            }),
+            runtime: runtime.clone(),
+            meta: meta.clone(),
+            failed: AtomicBool::new(false),
+            served: AtomicBool::new(false),
+        });
+        runtime.register(id, &cell);
+        {
+            let mut shared = cell.lock();
+            dispatch(&cell, &mut shared);
+        }
+        Ok(cell)
     }
 }
 
@@ -119,7 +325,10 @@ impl Runtime {
     }
 
     fn register(&self, id: VmInstanceId, cell: &Arc<VmCell>) {
-        self.lock_vms().insert(id, Arc::downgrade(cell));
+        let mut vms = self.lock_vms();
+        // Forget VMs that are gone, so reloads do not grow the map.
+        vms.retain(|_, w| w.strong_count() > 0);
+        vms.insert(id, Arc::downgrade(cell));
     }
 
     fn lock_vms(&self) -> MutexGuard<'_, HashMap<VmInstanceId, Weak<VmCell>>> {
@@ -138,27 +347,99 @@ impl Runtime {
     }
 }
 
+/// One VM slot of a pool: its current VM and its reload state.
+struct VmSlot {
+    cell: Arc<VmCell>,
+    /// The last load of this slot: its first start or last reload attempt.
+    last_load: Instant,
+    /// Reloads in a row that did not give a VM that finished a stream.
+    streak: u32,
+}
+
 /// The VMs of one filter.
 pub struct FilterPool {
     plugin: Plugin,
-    policy: FailurePolicy,
-    cells: Vec<Arc<VmCell>>,
-    next: std::sync::atomic::AtomicUsize,
+    env: HostEnv,
+    runtime: Arc<Runtime>,
+    meta: Arc<PoolMeta>,
+    slots: Vec<Mutex<VmSlot>>,
+    next: AtomicU64,
 }
 
 impl std::fmt::Debug for FilterPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FilterPool")
             .field("plugin", &self.plugin.config().name)
-            .field("vms", &self.cells.len())
-            .field("policy", &self.policy)
+            .field("vms", &self.slots.len())
+            .field("policy", &self.meta.policy)
             .finish()
+    }
+}
+
+/// Builds a [`FilterPool`]; see [`FilterPool::builder`].
+#[derive(Debug)]
+pub struct FilterPoolBuilder<'a> {
+    plugin: &'a Plugin,
+    env: &'a HostEnv,
+    runtime: &'a Arc<Runtime>,
+    vms: usize,
+    policy: FailurePolicy,
+    stats: Option<Arc<PluginStats>>,
+}
+
+impl FilterPoolBuilder<'_> {
+    /// Number of VMs (at least 1; default 1).
+    pub fn vms(mut self, vms: usize) -> Self {
+        self.vms = vms.max(1);
+        self
+    }
+
+    /// The failure policy (default [`FailurePolicy::FailClosed`]).
+    pub fn policy(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Counts into `stats` instead of new counters (to keep counting across
+    /// hot reloads of the same plugin).
+    pub fn stats(mut self, stats: Arc<PluginStats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// Starts the VMs. Must run inside a tokio runtime (ticks and callouts
+    /// the filter starts during start-up are spawned on it).
+    pub fn build(self) -> Result<Arc<FilterPool>, VmError> {
+        let meta = Arc::new(PoolMeta {
+            name: self.plugin.config().name.clone(),
+            policy: self.policy,
+            stats: self.stats.unwrap_or_default(),
+        });
+        let now = Instant::now();
+        let mut slots = Vec::with_capacity(self.vms);
+        for _ in 0..self.vms {
+            let cell = VmCell::start(self.plugin, self.env, self.runtime, &meta)?;
+            slots.push(Mutex::new(VmSlot {
+                cell,
+                last_load: now,
+                streak: 0,
+            }));
+        }
+        Ok(Arc::new(FilterPool {
+            plugin: self.plugin.clone(),
+            env: self.env.clone(),
+            runtime: self.runtime.clone(),
+            meta,
+            slots,
+            next: AtomicU64::new(0),
+        }))
     }
 }
 
 impl FilterPool {
     /// Starts `vms` VMs of `plugin`. Must run inside a tokio runtime (ticks
     /// and callouts the filter starts during start-up are spawned on it).
+    /// Same as `FilterPool::builder(..).vms(vms).policy(policy).build()`.
     pub fn new(
         plugin: &Plugin,
         env: &HostEnv,
@@ -166,33 +447,26 @@ impl FilterPool {
         vms: usize,
         policy: FailurePolicy,
     ) -> Result<Arc<Self>, VmError> {
-        let mut cells = Vec::with_capacity(vms.max(1));
-        for _ in 0..vms.max(1) {
-            let vm = Vm::new(plugin, env)?;
-            let id = vm.instance_id();
-            let cell = Arc::new(VmCell {
-                inner: Mutex::new(VmShared {
-                    vm,
-                    streams: HashMap::new(),
-                    tick: None,
-                    failure_announced: false,
-                    grpc: GrpcCalls::default(),
-                }),
-                runtime: runtime.clone(),
-            });
-            runtime.register(id, &cell);
-            {
-                let mut shared = cell.lock();
-                dispatch(&cell, &mut shared);
-            }
-            cells.push(cell);
+        Self::builder(plugin, env, runtime)
+            .vms(vms)
+            .policy(policy)
+            .build()
+    }
+
+    /// A builder for a pool of `plugin`.
+    pub fn builder<'a>(
+        plugin: &'a Plugin,
+        env: &'a HostEnv,
+        runtime: &'a Arc<Runtime>,
+    ) -> FilterPoolBuilder<'a> {
+        FilterPoolBuilder {
+            plugin,
+            env,
+            runtime,
+            vms: 1,
+            policy: FailurePolicy::default(),
+            stats: None,
         }
-        Ok(Arc::new(Self {
-            plugin: plugin.clone(),
-            policy,
-            cells,
-            next: Default::default(),
-        }))
     }
 
     /// The plugin.
@@ -202,37 +476,150 @@ impl FilterPool {
 
     /// The failure policy.
     pub fn policy(&self) -> FailurePolicy {
-        self.policy
+        self.meta.policy
+    }
+
+    /// The failure and reload counters.
+    pub fn stats(&self) -> &Arc<PluginStats> {
+        &self.meta.stats
     }
 
     /// Number of VMs.
     pub fn len(&self) -> usize {
-        self.cells.len()
+        self.slots.len()
     }
 
     /// True if the pool has no VMs (never: a pool has at least one).
     pub fn is_empty(&self) -> bool {
-        self.cells.is_empty()
+        self.slots.is_empty()
     }
 
-    /// Live contexts over all VMs (root contexts included).
+    /// The current VM of every slot.
+    fn cells(&self) -> Vec<Arc<VmCell>> {
+        self.slots.iter().map(|s| lock(s).cell.clone()).collect()
+    }
+
+    /// Live contexts over the current VMs (root contexts included).
     pub fn context_count(&self) -> usize {
-        self.cells.iter().map(|c| c.lock().vm.context_count()).sum()
+        self.cells()
+            .iter()
+            .map(|c| c.lock().vm.context_count())
+            .sum()
     }
 
-    /// gRPC calls and streams in flight over all VMs.
+    /// gRPC calls and streams in flight over the current VMs.
     pub fn grpc_in_flight(&self) -> usize {
-        self.cells.iter().map(|c| c.lock().grpc.len()).sum()
+        self.cells().iter().map(|c| c.lock().grpc.len()).sum()
     }
 
-    /// Guest linear memory over all VMs, in bytes.
+    /// Guest linear memory over the current VMs, in bytes.
     pub fn memory_size(&self) -> usize {
-        self.cells.iter().map(|c| c.lock().vm.memory_size()).sum()
+        self.cells().iter().map(|c| c.lock().vm.memory_size()).sum()
     }
 
+    /// Number of current VMs that have failed (and are not replaced yet).
+    pub fn failed_vms(&self) -> usize {
+        self.cells()
+            .iter()
+            .filter(|c| c.failed.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// The VM for a new stream: the next slot's, round-robin. Under
+    /// `FailReload` a failed one is replaced first if the backoff allows.
     pub(crate) fn pick(&self) -> Arc<VmCell> {
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.cells.len();
-        self.cells[i].clone()
+        let i = (self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64) as usize;
+        let mut slot = lock(&self.slots[i]);
+        if !slot.cell.failed.load(Ordering::Acquire) {
+            return slot.cell.clone();
+        }
+        let FailurePolicy::FailReload(backoff) = self.meta.policy else {
+            return slot.cell.clone();
+        };
+        if slot.cell.served.swap(false, Ordering::Relaxed) {
+            // The failed VM had worked: no query of death, start over.
+            slot.streak = 0;
+        }
+        let now = Instant::now();
+        let wait = backoff.interval(slot.streak);
+        if now.duration_since(slot.last_load) < wait {
+            self.meta
+                .stats
+                .vm_reload_backoff
+                .fetch_add(1, Ordering::Relaxed);
+            return slot.cell.clone();
+        }
+        slot.last_load = now;
+        slot.streak = slot.streak.saturating_add(1);
+        match VmCell::start(&self.plugin, &self.env, &self.runtime, &self.meta) {
+            Ok(cell) => {
+                self.meta
+                    .stats
+                    .vm_reload_success
+                    .fetch_add(1, Ordering::Relaxed);
+                log::info!(
+                    target: "vessel::hyper",
+                    "wasm plugin `{}`: a new VM replaces the failed one (FAIL_RELOAD)",
+                    self.meta.name
+                );
+                slot.cell = cell;
+            }
+            Err(e) => {
+                self.meta
+                    .stats
+                    .vm_reload_failure
+                    .fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    target: "vessel::hyper",
+                    "wasm plugin `{}`: reloading the failed VM failed, next attempt in {:?} \
+                     at the earliest: {e}",
+                    self.meta.name,
+                    backoff.interval(slot.streak)
+                );
+            }
+        }
+        slot.cell.clone()
+    }
+}
+
+fn lock(slot: &Mutex<VmSlot>) -> MutexGuard<'_, VmSlot> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// After a callback: if the VM just failed, count and log it once, mark the
+/// cell, and tell the streams waiting on it (they would otherwise wait
+/// forever) to follow the policy.
+fn announce_failure(cell: &Arc<VmCell>, shared: &mut VmShared) {
+    if shared.failure_announced {
+        return;
+    }
+    let Some(error) = shared.vm.failure() else {
+        return;
+    };
+    shared.failure_announced = true;
+    cell.failed.store(true, Ordering::Release);
+    let meta = &cell.meta;
+    meta.stats.vm_failures.fetch_add(1, Ordering::Relaxed);
+    let (callback, cause) = match error.trap() {
+        Some(t) => (t.callback, t.message.as_str()),
+        None => ("?", ""),
+    };
+    let then = match meta.policy {
+        FailurePolicy::FailClosed => "its streams and every new stream get a 503",
+        FailurePolicy::FailOpen => "its streams and every new stream skip the filter",
+        FailurePolicy::FailReload(_) => {
+            "its streams get a 503; new streams get a new VM when the backoff allows"
+        }
+    };
+    log::error!(
+        target: "vessel::hyper",
+        "wasm plugin `{}`: VM failed in `{callback}` ({}): {cause}; {then}",
+        meta.name,
+        meta.policy.envoy_name(),
+    );
+    for tx in shared.streams.values() {
+        let _ = tx.send(Signal::Failed);
     }
 }
 
@@ -312,13 +699,7 @@ pub(crate) fn dispatch(cell: &Arc<VmCell>, shared: &mut VmShared) {
             Effect::ClearRouteCache { .. } => {}
         }
     }
-    if shared.vm.is_failed() && !shared.failure_announced {
-        // Streams paused on this VM would otherwise wait forever.
-        shared.failure_announced = true;
-        for tx in shared.streams.values() {
-            let _ = tx.send(Signal::Failed);
-        }
-    }
+    announce_failure(cell, shared);
 }
 
 fn signal(shared: &VmShared, context: ContextId, s: Signal) {
@@ -345,4 +726,40 @@ fn spawn_ticks(cell: Weak<VmCell>, period: Duration) -> JoinHandle<()> {
             dispatch(&cell, &mut shared);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_failed_reload_up_to_the_max() {
+        let b = ReloadBackoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let waits: Vec<u128> = (0..6).map(|s| b.interval(s).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(b.interval(u32::MAX), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn backoff_defaults_are_envoys_base_and_a_ten_times_cap() {
+        let b = ReloadBackoff::default();
+        assert_eq!(b.interval(0), Duration::from_secs(1));
+        assert_eq!(b.interval(10), Duration::from_secs(10));
+        // A max below the base is raised to the base.
+        let b = ReloadBackoff::new(Duration::from_secs(2), Duration::from_secs(1));
+        assert_eq!(b.max_interval, Duration::from_secs(2));
+        assert_eq!(
+            ReloadBackoff::new(Duration::ZERO, Duration::ZERO).interval(5),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn policy_names_and_pass_through() {
+        assert_eq!(FailurePolicy::default(), FailurePolicy::FailClosed);
+        assert!(FailurePolicy::FailOpen.passes_through());
+        assert!(!FailurePolicy::FailClosed.passes_through());
+        assert!(!FailurePolicy::fail_reload().passes_through());
+        assert_eq!(FailurePolicy::fail_reload().envoy_name(), "FAIL_RELOAD");
+    }
 }

@@ -14,7 +14,7 @@ use vessel_host::{PropertyMap, PropertyValue, StreamType};
 use crate::body::{BoxError, VesselBody};
 use crate::convert;
 use crate::future::ResponseFuture;
-use crate::layer::ChainConfig;
+use crate::layer::{ChainConfig, CurrentChain};
 use crate::stream::{Chain, Flow};
 
 /// Connection facts the embedder puts in the request's extensions; they
@@ -85,11 +85,11 @@ impl UpstreamInfo {
 #[derive(Debug, Clone)]
 pub struct VesselService<S> {
     inner: S,
-    config: Arc<ChainConfig>,
+    config: Arc<CurrentChain>,
 }
 
 impl<S> VesselService<S> {
-    pub(crate) fn new(inner: S, config: Arc<ChainConfig>) -> Self {
+    pub(crate) fn new(inner: S, config: Arc<CurrentChain>) -> Self {
         Self { inner, config }
     }
 }
@@ -149,7 +149,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let config = self.config.clone();
+        // One snapshot per stream: a hot reload does not touch it.
+        let config = self.config.load();
         ResponseFuture {
             inner: Box::pin(run(config, inner, req)),
         }

@@ -11,7 +11,12 @@
 //!   processing the request runs through the response callbacks of the
 //!   filters it passes, as in Envoy;
 //! * `on_log`, `on_done` and `on_delete` run for every stream, also when the
-//!   client or the upstream goes away (see [`Chain`]'s `Drop`).
+//!   client or the upstream goes away (see [`Chain`]'s `Drop`);
+//! * a filter whose VM failed (ABI reference §6.6) answers the stream with
+//!   one 503 local reply (`wasm_fail_stream`), under `FAIL_CLOSED` and
+//!   `FAIL_RELOAD`, or is skipped from then on under `FAIL_OPEN`;
+//! * a stream holds the VMs (and pools) it started on until it ends, so a
+//!   hot reload never moves a stream in flight to another VM.
 
 use std::sync::Arc;
 
@@ -25,7 +30,7 @@ use vessel_host::{
 };
 
 use crate::body::{BoxError, FrameTx};
-use crate::pool::{FailurePolicy, FilterPool, Signal, VmCell, dispatch};
+use crate::pool::{FilterPool, Signal, VmCell, dispatch};
 
 /// What a phase decided.
 #[derive(Debug)]
@@ -67,6 +72,7 @@ impl Drop for Chain {
                 log::debug!(target: "vessel::hyper", "finishing stream {ctx}: {e}");
             }
             dispatch(&slot.cell, &mut shared);
+            slot.cell.stream_finished(!shared.vm.is_failed());
         }
     }
 }
@@ -163,7 +169,7 @@ impl Chain {
                     Err(e) => {
                         log::debug!(target: "vessel::hyper", "stream start: {e}");
                         slot.open = false;
-                        if pool.policy() == FailurePolicy::FailClosed {
+                        if !pool.policy().passes_through() {
                             flow = Some(Flow::Reply(fail_stream(), i));
                         }
                     }
@@ -200,9 +206,10 @@ impl Chain {
             Err(e) => {
                 log::warn!(target: "vessel::hyper", "{e}");
                 slot.open = false;
-                return match slot.pool.policy() {
-                    FailurePolicy::FailOpen => Step::Skip,
-                    FailurePolicy::FailClosed => Step::Stop(Flow::Reply(fail_stream(), i)),
+                return if slot.pool.policy().passes_through() {
+                    Step::Skip
+                } else {
+                    Step::Stop(Flow::Reply(fail_stream(), i))
                 };
             }
         };
@@ -228,9 +235,10 @@ impl Chain {
                 Some(Signal::LocalReply(r)) => return Flow::Reply(r, i),
                 Some(Signal::Failed) => {
                     slot.open = false;
-                    return match slot.pool.policy() {
-                        FailurePolicy::FailOpen => Flow::Go,
-                        FailurePolicy::FailClosed => Flow::Reply(fail_stream(), i),
+                    return if slot.pool.policy().passes_through() {
+                        Flow::Go
+                    } else {
+                        Flow::Reply(fail_stream(), i)
                     };
                 }
                 Some(Signal::Reset) | None => return Flow::Reset,

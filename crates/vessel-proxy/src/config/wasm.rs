@@ -30,7 +30,11 @@ pub struct WasmFilter {
     /// What happens when the VM fails, from `fail_open` and `failure_policy`.
     pub failure_policy: FailurePolicy,
     /// `config.reload_config.backoff`, with Envoy's defaults filled in
-    /// (base 1 s, max 10 × base). Only used with [`FailurePolicy::FailReload`].
+    /// (base 1 s, max 10 × base). Only used with [`FailurePolicy::FailReload`]:
+    /// a failed VM is replaced once `base_interval` has passed since its
+    /// slot's last load, doubling per reload in a row that did not give a
+    /// working VM, up to `max_interval` (Envoy ignores `max_interval`; see
+    /// spec-tests/DEVIATIONS.md A5).
     pub reload_backoff: Backoff,
     /// `config.capability_restriction_config.allowed_capabilities` keys, in
     /// document order. `None` when absent *or empty*: as in Envoy, an empty

@@ -1,5 +1,12 @@
 //! The admin listener: `GET /ready`, `GET /stats` and
-//! `GET /stats/prometheus`, in Envoy's formats.
+//! `GET /stats/prometheus`, in Envoy's formats, and `POST /reload` (hot
+//! reload; see the parent module).
+//!
+//! Besides the listeners' counters, `/stats` has each plugin's failure and
+//! reload counters under Envoy's plugin scope `wasm.<plugin name>.`
+//! (`vm_reload_success`, `vm_reload_failure`, `vm_reload_backoff`, and
+//! vessel's `vm_failures`; ABI reference §6.6), and `vessel.reload.success`
+//! / `vessel.reload.failure` for the hot reloads.
 //!
 //! Guest metrics (ABI reference §4.6) are named `wasmcustom.<name>` in
 //! Envoy, a registered custom stat namespace: `/stats` prints them without
@@ -15,6 +22,7 @@ use vessel_host::shared::metrics::{MetricValue, Metrics};
 
 use super::access::ListenerStats;
 use super::dns::DnsStats;
+use super::{PluginStatsMap, ReloadCounters, ReloadError};
 use vessel_hyper::VesselBody;
 
 /// What the admin endpoints read.
@@ -23,6 +31,8 @@ pub(crate) struct Admin {
     pub(crate) listeners: Vec<Arc<ListenerStats>>,
     /// Stats of the DNS clusters.
     pub(crate) clusters: Vec<Arc<DnsStats>>,
+    pub(crate) plugins: PluginStatsMap,
+    pub(crate) reloads: Arc<ReloadCounters>,
 }
 
 /// One stat for rendering: (Envoy name, value).
@@ -50,6 +60,27 @@ impl Admin {
             }
         }
         out.push(("server.live".to_owned(), false, Stat::Gauge(1)));
+        for (plugin, stats) in self
+            .plugins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            for (name, value) in stats.counters() {
+                out.push((format!("wasm.{plugin}.{name}"), false, Stat::Counter(value)));
+            }
+        }
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        out.push((
+            "vessel.reload.success".to_owned(),
+            false,
+            Stat::Counter(load(&self.reloads.success)),
+        ));
+        out.push((
+            "vessel.reload.failure".to_owned(),
+            false,
+            Stat::Counter(load(&self.reloads.failure)),
+        ));
         for (name, value) in self.metrics.snapshot() {
             let stat = match value {
                 MetricValue::Counter(c) => Stat::Counter(c),
@@ -125,6 +156,36 @@ impl Admin {
     }
 }
 
+fn text_response(status: StatusCode, body: String) -> Response<VesselBody> {
+    let mut resp = Response::new(VesselBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    resp
+}
+
+/// `POST /reload`'s answer: 200 with the summary, or the error's status
+/// (409: needs a restart; 500: anything else) with the error.
+pub(crate) fn reload_response(result: Result<String, ReloadError>) -> Response<VesselBody> {
+    match result {
+        Ok(summary) => text_response(StatusCode::OK, format!("{summary}\n")),
+        Err(e) => text_response(
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            format!("reload refused, the old config keeps serving: {e}\n"),
+        ),
+    }
+}
+
+/// `/reload` with another method than POST.
+pub(crate) fn post_only() -> Response<VesselBody> {
+    text_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "This endpoint is only available via POST\n".to_owned(),
+    )
+}
+
 /// Envoy's Prometheus name: characters outside `[a-zA-Z0-9_]` become `_`;
 /// Envoy's own stats get `envoy_`; custom ones must not start with a digit.
 fn prometheus_name(name: &str, custom: bool) -> Option<String> {
@@ -143,6 +204,7 @@ fn prometheus_name(name: &str, custom: bool) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::expect_used)]
     use vessel_host::MetricType;
 
     use super::*;
@@ -153,10 +215,17 @@ mod tests {
         metrics.define(MetricType::Gauge, "temp");
         metrics.define(MetricType::Histogram, "lat");
         metrics.define(MetricType::Counter, "9lives");
+        let plugins = PluginStatsMap::default();
+        plugins
+            .lock()
+            .expect("not poisoned")
+            .insert("auth".to_owned(), Arc::default());
         Admin {
             metrics,
             listeners: vec![],
             clusters: vec![Arc::new(DnsStats::new("named"))],
+            plugins,
+            reloads: Arc::default(),
         }
     }
 
@@ -186,5 +255,24 @@ mod tests {
         assert!(p.contains("lat_count{} 0\n"), "{p}");
         assert!(p.contains("envoy_server_live{} 1\n"), "{p}");
         assert!(!p.contains("9lives"), "{p}");
+    }
+
+    #[test]
+    fn plugin_counters_use_envoys_wasm_scope() {
+        let text = admin().text();
+        for name in [
+            "vm_failures",
+            "vm_reload_backoff",
+            "vm_reload_failure",
+            "vm_reload_success",
+        ] {
+            assert!(text.contains(&format!("wasm.auth.{name}: 0\n")), "{text}");
+        }
+        assert!(text.contains("vessel.reload.success: 0\n"), "{text}");
+        let p = admin().prometheus();
+        assert!(
+            p.contains("# TYPE envoy_wasm_auth_vm_reload_success counter\n"),
+            "{p}"
+        );
     }
 }

@@ -4,9 +4,23 @@
 //!
 //! * Each `envoy.filters.http.wasm` filter becomes a
 //!   [`vessel_hyper::FilterPool`] of `concurrency` VMs (ABI reference §9:
-//!   plugin and VM configuration; §6.6: failure policy). All filters share
-//!   one [`HostEnv`], so shared data, queues and metrics are process-wide as
-//!   in Envoy.
+//!   plugin and VM configuration; §6.6: failure policy, `FAIL_CLOSED`,
+//!   `FAIL_OPEN` and `FAIL_RELOAD` with `reload_config.backoff`). All
+//!   filters share one [`HostEnv`], so shared data, queues and metrics are
+//!   process-wide as in Envoy. Each plugin's failures and reloads are
+//!   counted as `wasm.<plugin name>.vm_failures`, `.vm_reload_success`,
+//!   `.vm_reload_failure` and `.vm_reload_backoff` in `/stats`.
+//! * Hot reload: on `POST /reload` on the admin listener, and when the
+//!   config file or a module file it names changes (watched with `notify`,
+//!   debounced by [`WATCH_DEBOUNCE`]), the config is read again and the
+//!   wasm filters and routes are swapped atomically
+//!   ([`vessel_hyper::VesselLayer::swap_filters`]): streams in flight
+//!   finish on the old VMs. A filter whose spec and module bytes did not
+//!   change keeps its VMs. If anything fails (the YAML, a module that does
+//!   not load, a VM that does not start or configure) the old config keeps
+//!   serving and the error is logged (and returned by `/reload`). Changes
+//!   to listeners (names, addresses, codecs, stat prefixes), clusters or
+//!   the admin address need a restart and are refused.
 //! * The router (module `router`) answers `direct_response` routes, forwards the
 //!   others round-robin to their cluster's endpoints, and answers upstream
 //!   failures as Envoy does (503 `no healthy upstream`, 503 `upstream
@@ -22,20 +36,20 @@
 //!   every `dns_refresh_rate` (module `dns`); routes and callouts use the
 //!   new endpoints.
 //!
-//! Not supported yet: `FAIL_RELOAD` (run as `FAIL_CLOSED`, with a warning),
-//! capability restriction (accepted, not enforced).
+//! Not supported yet: capability restriction (accepted, not enforced).
 
 mod access;
 mod admin;
 mod dns;
 mod router;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -49,16 +63,22 @@ use tokio::sync::watch;
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 use vessel_host::{Engine, HostEnv, LogLevel, Plugin, PluginConfig, PropertyMap};
-use vessel_hyper::{ConnectionInfo, FilterPool, Runtime, VesselLayer};
+use vessel_hyper::{
+    ConnectionInfo, FilterPool, PluginStats, ReloadBackoff, Runtime, VesselBody, VesselLayer,
+};
 
 use crate::config::{self, Bootstrap, ClusterKind, Codec, ConfigError, WasmCode, WasmFilter};
 use access::{AccessLog, Entry, ListenerStats, LoggedBody};
 use admin::Admin;
-use router::{Router, Upstream, Upstreams};
+use router::{Router, RouterBody, Upstream, Upstreams};
 
 /// How long connections in flight may take to finish after a shutdown
 /// signal, by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the config and module files must stay quiet after a change
+/// before `vessel run` reloads them.
+pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// The options of `vessel run`.
 #[derive(Debug, Clone)]
@@ -72,6 +92,9 @@ pub struct RunOptions {
     pub access_log: bool,
     /// How long in-flight connections may take to finish on shutdown.
     pub drain_timeout: Duration,
+    /// Reload when the config file or a module file it names changes
+    /// (default true). `POST /reload` works either way.
+    pub watch: bool,
 }
 
 impl RunOptions {
@@ -82,6 +105,7 @@ impl RunOptions {
             concurrency: None,
             access_log: false,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            watch: true,
         }
     }
 }
@@ -142,6 +166,34 @@ pub enum RunError {
     Runtime(std::io::Error),
 }
 
+/// Why a hot reload was refused. The config that was serving keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config is invalid or unsupported.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The new config changes what only a restart can change.
+    #[error("{0}; restart vessel to apply it (nothing was changed)")]
+    RestartRequired(String),
+    /// A filter's module cannot be read or loaded, or its VMs do not start.
+    #[error(transparent)]
+    Filter(RunError),
+    /// The reload task died.
+    #[error("the reload task failed: {0}")]
+    Task(String),
+}
+
+impl ReloadError {
+    /// The HTTP status `POST /reload` answers with: 409 when a restart is
+    /// needed, 500 otherwise.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::RestartRequired(_) => 409,
+            _ => 500,
+        }
+    }
+}
+
 /// Loads `options.config` and serves it until SIGTERM or Ctrl-C.
 pub fn run(options: &RunOptions) -> Result<(), RunError> {
     let boot = config::load(&options.config)?;
@@ -183,6 +235,224 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'stati
 /// The per-connection service every listener runs.
 type ConnService = BoxCloneService<Request<Incoming>, Response<LoggedBody>, Infallible>;
 
+/// A filter kept across a reload: its module bytes and pool.
+type Reused = (Arc<Vec<u8>>, Arc<FilterPool>);
+
+/// One wasm filter as it serves: what it was built from, and its pool.
+struct LiveFilter {
+    spec: WasmFilter,
+    code: Arc<Vec<u8>>,
+    pool: Arc<FilterPool>,
+}
+
+/// One listener's swappable parts.
+struct LiveListener {
+    layer: VesselLayer,
+    routes: Arc<RwLock<Router>>,
+    filters: Vec<LiveFilter>,
+}
+
+/// The config that serves.
+struct Live {
+    boot: Bootstrap,
+    listeners: Vec<LiveListener>,
+}
+
+/// The per-plugin counters, by plugin name (Envoy's `wasm.<name>.` scope);
+/// kept across reloads.
+pub(crate) type PluginStatsMap = Arc<Mutex<BTreeMap<String, Arc<PluginStats>>>>;
+
+/// What building filters needs; shared by start-up and reloads.
+#[derive(Clone)]
+struct FilterHost {
+    engine: Engine,
+    env: HostEnv,
+    runtime: Arc<Runtime>,
+    vms: usize,
+    stats: PluginStatsMap,
+}
+
+/// Counts of `vessel run`'s own reloads (`/stats`: `vessel.reload.*`).
+#[derive(Debug, Default)]
+pub(crate) struct ReloadCounters {
+    pub(crate) success: AtomicU64,
+    pub(crate) failure: AtomicU64,
+}
+
+/// Reloads the config: see the module docs.
+struct Reloader {
+    path: PathBuf,
+    host: FilterHost,
+    upstreams: Upstreams,
+    live: tokio::sync::Mutex<Live>,
+    counters: Arc<ReloadCounters>,
+}
+
+impl Reloader {
+    /// Reads the config again and swaps what changed; the summary or why not.
+    async fn reload(&self) -> Result<String, ReloadError> {
+        let mut live = self.live.lock().await;
+        let result = self.try_reload(&mut live).await;
+        match &result {
+            Ok(summary) => {
+                self.counters.success.fetch_add(1, Ordering::Relaxed);
+                log::info!("{summary}");
+            }
+            Err(e) => {
+                self.counters.failure.fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    "reload of {} refused, the old config keeps serving: {e}",
+                    self.path.display()
+                );
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self, live: &mut Live) -> Result<String, ReloadError> {
+        let boot = config::load(&self.path)?;
+        restart_required(&live.boot, &boot)
+            .map_or(Ok(()), |why| Err(ReloadError::RestartRequired(why)))?;
+        // Reuse a filter whose spec and module did not change; build the
+        // others off the async workers (compiling can take seconds).
+        let node_same = live.boot.node == boot.node;
+        let mut reuse: Vec<Vec<Option<Reused>>> = Vec::new();
+        let mut plan = Vec::new();
+        for (li, l) in boot.listeners.iter().enumerate() {
+            let mut row = Vec::new();
+            for (fi, f) in l.wasm_filters.iter().enumerate() {
+                let label = format!("listener `{}` wasm filter #{fi} `{}`", l.name, f.name);
+                let code = Arc::new(read_code(f, &label).map_err(ReloadError::Filter)?);
+                let old = live.listeners[li]
+                    .filters
+                    .get(fi)
+                    .filter(|old| node_same && old.spec == *f && *old.code == *code);
+                row.push(old.map(|o| (o.code.clone(), o.pool.clone())));
+                if old.is_none() {
+                    plan.push((li, fi, f.clone(), code, label));
+                }
+            }
+            reuse.push(row);
+        }
+        let rebuilt = plan.len();
+        let host = self.host.clone();
+        let boot_for_build = boot.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            plan.into_iter()
+                .map(|(li, fi, f, code, label)| {
+                    build_filter(&host, &f, code, &boot_for_build, &label).map(|lf| (li, fi, lf))
+                })
+                .collect::<Result<Vec<_>, RunError>>()
+        })
+        .await
+        .map_err(|e| ReloadError::Task(e.to_string()))?
+        .map_err(ReloadError::Filter)?;
+        let mut built: HashMap<(usize, usize), LiveFilter> = built
+            .into_iter()
+            .map(|(li, fi, lf)| ((li, fi), lf))
+            .collect();
+        // Everything is ready: swap, listener by listener.
+        let mut kept = 0;
+        for (li, l) in boot.listeners.iter().enumerate() {
+            let mut filters = Vec::new();
+            for (fi, f) in l.wasm_filters.iter().enumerate() {
+                let lf = match (built.remove(&(li, fi)), reuse[li][fi].take()) {
+                    (Some(lf), _) => lf,
+                    (None, Some((code, pool))) => {
+                        kept += 1;
+                        LiveFilter {
+                            spec: f.clone(),
+                            code,
+                            pool,
+                        }
+                    }
+                    (None, None) => unreachable!("every filter is built or reused"),
+                };
+                filters.push(lf);
+            }
+            let target = &mut live.listeners[li];
+            *target
+                .routes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) =
+                Router::new(l.routes.clone(), self.upstreams.clone());
+            target
+                .layer
+                .swap_filters(filters.iter().map(|f| f.pool.clone()).collect());
+            target.filters = filters;
+        }
+        live.boot = boot;
+        Ok(format!(
+            "reloaded {}: {rebuilt} wasm filter(s) rebuilt, {kept} unchanged, routes of {} listener(s) replaced",
+            self.path.display(),
+            live.listeners.len()
+        ))
+    }
+
+    /// The files whose changes trigger a reload: the config and every
+    /// module file it names.
+    async fn watched_files(&self) -> Vec<PathBuf> {
+        let live = self.live.lock().await;
+        let mut files = vec![self.path.clone()];
+        for l in &live.boot.listeners {
+            for f in &l.wasm_filters {
+                if let WasmCode::File(p) = &f.code {
+                    files.push(p.clone());
+                }
+            }
+        }
+        files
+    }
+}
+
+/// Why `new` cannot replace `old` without a restart, if it cannot.
+fn restart_required(old: &Bootstrap, new: &Bootstrap) -> Option<String> {
+    let describe = |b: &Bootstrap| -> Vec<(String, SocketAddr, Codec, String)> {
+        b.listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.addr, l.codec, l.stat_prefix.clone()))
+            .collect()
+    };
+    if describe(old) != describe(new) {
+        return Some(
+            "the listeners changed (added, removed, renamed, or a new address, codec or \
+             stat_prefix)"
+                .to_owned(),
+        );
+    }
+    if old.clusters != new.clusters {
+        return Some("the clusters changed".to_owned());
+    }
+    if old.admin != new.admin {
+        return Some("the admin address changed".to_owned());
+    }
+    None
+}
+
+/// Serves a listener's current routes: the router is swapped on reload,
+/// each request uses the one current when it reaches the router.
+#[derive(Clone)]
+struct SwapRouter(Arc<RwLock<Router>>);
+
+impl tower::Service<Request<VesselBody>> for SwapRouter {
+    type Response = Response<RouterBody>;
+    type Error = Infallible;
+    type Future = <Router as tower::Service<Request<VesselBody>>>::Future;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<VesselBody>) -> Self::Future {
+        let mut router = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        router.call(req)
+    }
+}
+
 /// Serves `boot` until `shutdown` resolves, then drains.
 async fn serve(
     boot: Bootstrap,
@@ -222,17 +492,25 @@ async fn serve(
     let env = HostEnv::builder()
         .known_clusters(move |c| names.knows_cluster(c))
         .build();
-    let engine = Engine::default();
+    let host = FilterHost {
+        engine: Engine::default(),
+        env: env.clone(),
+        runtime,
+        vms,
+        stats: PluginStatsMap::default(),
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut all_stats = Vec::new();
     let mut bound = Vec::new();
+    let mut live_listeners = Vec::new();
     for l in &boot.listeners {
-        let mut pools = Vec::new();
+        let mut filters = Vec::new();
         for (i, f) in l.wasm_filters.iter().enumerate() {
             let label = format!("listener `{}` wasm filter #{i} `{}`", l.name, f.name);
-            pools.push(filter_pool(&engine, &env, &runtime, vms, f, &boot, &label)?);
+            let code = Arc::new(read_code(f, &label)?);
+            filters.push(build_filter(&host, f, code, &boot, &label)?);
         }
         let stats = Arc::new(ListenerStats::new(&l.stat_prefix));
         all_stats.push(stats.clone());
@@ -240,9 +518,19 @@ async fn serve(
             enabled: options.access_log,
             stats,
         });
+        let layer = VesselLayer::new(filters.iter().map(|f| f.pool.clone()).collect());
+        let routes = Arc::new(RwLock::new(Router::new(
+            l.routes.clone(),
+            upstreams.clone(),
+        )));
+        live_listeners.push(LiveListener {
+            layer: layer.clone(),
+            routes: routes.clone(),
+            filters,
+        });
         let chain = ServiceBuilder::new()
-            .layer(VesselLayer::new(pools))
-            .service(Router::new(l.routes.clone(), upstreams.clone()));
+            .layer(layer)
+            .service(SwapRouter(routes));
         let make = move |info: ConnectionInfo| -> ConnService {
             let chain = chain.clone();
             let log = log.clone();
@@ -295,19 +583,53 @@ async fn serve(
         )));
     }
 
-    if let Some(addr) = boot.admin {
+    let counters = Arc::new(ReloadCounters::default());
+    let admin_addr = boot.admin;
+    let reloader = Arc::new(Reloader {
+        path: options.config.clone(),
+        host: host.clone(),
+        upstreams,
+        live: tokio::sync::Mutex::new(Live {
+            boot,
+            listeners: live_listeners,
+        }),
+        counters: counters.clone(),
+    });
+    if options.watch {
+        match watch_files(reloader.clone(), stop_rx.clone()).await {
+            Ok(task) => tasks.push(task),
+            Err(e) => log::warn!("cannot watch the config files, reload with POST /reload: {e}"),
+        }
+    }
+
+    if let Some(addr) = admin_addr {
         let admin = Arc::new(Admin {
             metrics: env.metrics().clone(),
             listeners: all_stats,
             clusters: dns_stats,
+            plugins: host.stats.clone(),
+            reloads: counters,
         });
         let listener = bind(addr).await?;
         log::info!("admin on {}", listener.local_addr().unwrap_or(addr));
         let make = move |_info: ConnectionInfo| -> ConnService {
             let admin = admin.clone();
+            let reloader = reloader.clone();
             BoxCloneService::new(tower::service_fn(move |req: Request<Incoming>| {
-                let resp = admin.handle(&req);
-                async move { Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, None))) }
+                let admin = admin.clone();
+                let reloader = reloader.clone();
+                async move {
+                    let resp = if req.uri().path() == "/reload" {
+                        if req.method() == http::Method::POST {
+                            admin::reload_response(reloader.reload().await)
+                        } else {
+                            admin::post_only()
+                        }
+                    } else {
+                        admin.handle(&req)
+                    };
+                    Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, None)))
+                }
             }))
         };
         tasks.push(tokio::spawn(accept_loop(
@@ -331,6 +653,81 @@ async fn serve(
     }
     log::info!("all connections closed");
     Ok(())
+}
+
+/// Watches the config file and the module files (their directories, so
+/// files replaced by a rename are seen) and reloads after changes, once
+/// they have been quiet for [`WATCH_DEBOUNCE`].
+async fn watch_files(
+    reloader: Arc<Reloader>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<notify::Event>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let _ = tx.send(event);
+        }
+    })?;
+    let mut dirs: HashSet<PathBuf> = HashSet::new();
+    let mut files = watch_targets(&reloader.watched_files().await);
+    update_watches(&mut watcher, &mut dirs, &files)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = stop.changed() => return,
+                e = rx.recv() => match e { Some(e) => e, None => return },
+            };
+            if matches!(event.kind, notify::EventKind::Access(_)) || !touches(&event, &files) {
+                continue;
+            }
+            // Debounce: wait until the files have been quiet for a while.
+            while let Ok(Some(_)) = tokio::time::timeout(WATCH_DEBOUNCE, rx.recv()).await {}
+            log::info!("a config or module file changed: reloading");
+            let _ = reloader.reload().await;
+            files = watch_targets(&reloader.watched_files().await);
+            if let Err(e) = update_watches(&mut watcher, &mut dirs, &files) {
+                log::warn!("cannot watch the new config's files: {e}");
+            }
+        }
+    }))
+}
+
+/// `(directory, file name)` of each file, the directory canonicalized.
+fn watch_targets(files: &[PathBuf]) -> Vec<(PathBuf, std::ffi::OsString)> {
+    files
+        .iter()
+        .filter_map(|f| {
+            let name = f.file_name()?.to_owned();
+            let dir = f
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            Some((dir.canonicalize().ok()?, name))
+        })
+        .collect()
+}
+
+fn update_watches(
+    watcher: &mut notify::RecommendedWatcher,
+    dirs: &mut HashSet<PathBuf>,
+    files: &[(PathBuf, std::ffi::OsString)],
+) -> Result<(), notify::Error> {
+    use notify::Watcher as _;
+    for (dir, _) in files {
+        if dirs.insert(dir.clone()) {
+            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+        }
+    }
+    Ok(())
+}
+
+/// True if `event` is about one of `files`.
+fn touches(event: &notify::Event, files: &[(PathBuf, std::ffi::OsString)]) -> bool {
+    event.paths.iter().any(|p| {
+        files.iter().any(|(dir, name)| {
+            p.file_name() == Some(name.as_os_str()) && p.parent() == Some(dir.as_path())
+        })
+    })
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
@@ -473,45 +870,74 @@ fn plugin_config(f: &WasmFilter, boot: &Bootstrap) -> PluginConfig {
     }
 }
 
-/// Loads one filter and starts its VMs.
-fn filter_pool(
-    engine: &Engine,
-    env: &HostEnv,
-    runtime: &Arc<Runtime>,
-    vms: usize,
-    f: &WasmFilter,
-    boot: &Bootstrap,
-    label: &str,
-) -> Result<Arc<FilterPool>, RunError> {
-    let code = match &f.code {
+/// The module bytes of `f`.
+fn read_code(f: &WasmFilter, label: &str) -> Result<Vec<u8>, RunError> {
+    match &f.code {
         WasmCode::File(path) => std::fs::read(path).map_err(|source| RunError::ReadWasm {
             filter: label.to_owned(),
             path: path.clone(),
             source,
-        })?,
-        WasmCode::Inline(bytes) => bytes.clone(),
-    };
-    let plugin =
-        Plugin::load(engine, &code, plugin_config(f, boot)).map_err(|source| RunError::Load {
-            filter: label.to_owned(),
-            source,
-        })?;
-    let policy = match f.failure_policy {
+        }),
+        WasmCode::Inline(bytes) => Ok(bytes.clone()),
+    }
+}
+
+/// The failure policy of `f` in vessel-hyper's terms.
+fn failure_policy(f: &WasmFilter) -> vessel_hyper::FailurePolicy {
+    match f.failure_policy {
         config::FailurePolicy::FailClosed => vessel_hyper::FailurePolicy::FailClosed,
         config::FailurePolicy::FailOpen => vessel_hyper::FailurePolicy::FailOpen,
         config::FailurePolicy::FailReload => {
-            log::warn!("{label}: FAIL_RELOAD is not supported yet; running it as FAIL_CLOSED");
-            vessel_hyper::FailurePolicy::FailClosed
+            vessel_hyper::FailurePolicy::FailReload(ReloadBackoff::new(
+                f.reload_backoff.base_interval,
+                f.reload_backoff.max_interval,
+            ))
         }
-    };
+    }
+}
+
+/// Loads one filter from `code` and starts its VMs.
+fn build_filter(
+    host: &FilterHost,
+    f: &WasmFilter,
+    code: Arc<Vec<u8>>,
+    boot: &Bootstrap,
+    label: &str,
+) -> Result<LiveFilter, RunError> {
+    let plugin = Plugin::load(&host.engine, &code, plugin_config(f, boot)).map_err(|source| {
+        RunError::Load {
+            filter: label.to_owned(),
+            source,
+        }
+    })?;
     if f.allowed_capabilities.is_some() {
         log::warn!("{label}: capability_restriction_config is not enforced by vessel");
     }
-    let pool =
-        FilterPool::new(&plugin, env, runtime, vms, policy).map_err(|source| RunError::Vm {
+    let stats = host
+        .stats
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(f.name.clone())
+        .or_default()
+        .clone();
+    let policy = failure_policy(f);
+    let pool = FilterPool::builder(&plugin, &host.env, &host.runtime)
+        .vms(host.vms)
+        .policy(policy)
+        .stats(stats)
+        .build()
+        .map_err(|source| RunError::Vm {
             filter: label.to_owned(),
             source,
         })?;
-    log::info!("{label}: {vms} VM(s) started");
-    Ok(pool)
+    log::info!(
+        "{label}: {} VM(s) started ({})",
+        host.vms,
+        policy.envoy_name()
+    );
+    Ok(LiveFilter {
+        spec: f.clone(),
+        code,
+        pool,
+    })
 }
