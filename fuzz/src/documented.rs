@@ -165,7 +165,10 @@ fn env(name: &str) -> Option<Expect> {
         // functions fail only with BAD_ARGUMENT (see `hostcalls::Control`).
         "proxy_call_foreign_function" => &[Ok, NotFound, BadArgument, MEM],
         // misc.rs
-        "envoy_resolve_dns" | "proxy_redis_init" | "proxy_redis_call" => &[Unimplemented],
+        "envoy_resolve_dns" => &[Unimplemented],
+        // redis.rs (Higress 0.2.100)
+        "proxy_redis_init" => &[Ok, BadArgument, MEM],
+        "proxy_redis_call" => &[Ok, BadArgument, InternalFailure, MEM],
         "pthread_equal" => return Some(Expect::PthreadEqual),
         "emscripten_notify_memory_growth" => return Some(Expect::NoResult),
         _ => return None,

@@ -827,7 +827,8 @@ impl Harness {
             match effect {
                 Effect::HttpCall { token, root: r, .. }
                 | Effect::GrpcCall { token, root: r, .. }
-                | Effect::GrpcStream { token, root: r, .. } => {
+                | Effect::GrpcStream { token, root: r, .. }
+                | Effect::RedisCall { token, root: r, .. } => {
                     assert_eq!(r, root, "a callout is owned by the root context");
                     self.outstanding.callouts.push(token);
                 }
@@ -950,6 +951,14 @@ impl Harness {
                 };
                 self.vm.on_http_call_response(token, outcome)
             }
+            Some(vessel_host::CalloutKind::Redis) => self.vm.on_redis_call_response(
+                token,
+                if fail {
+                    vessel_host::RedisCallOutcome::Failed
+                } else {
+                    vessel_host::RedisCallOutcome::Reply(b"+OK\r\n".to_vec())
+                },
+            ),
             _ if fail => self.vm.on_grpc_close(token, 14, "unavailable"),
             Some(vessel_host::CalloutKind::GrpcCall) => self.vm.on_grpc_receive(token, vec![1, 2]),
             _ => {
@@ -1157,6 +1166,8 @@ pub fn good_calls() -> HostcallInput {
             "proxy_http_call",
             &[p(0), l(0), p(1), l(1), p(15), 0, p(15), 0, 1000, o(6)],
         ),
+        env("proxy_redis_init", &[p(0), l(0), p(15), 0, p(15), 0, 1000]),
+        env("proxy_redis_call", &[p(0), l(0), p(5), l(5), o(6)]),
         env(
             "proxy_grpc_call",
             &[

@@ -133,7 +133,7 @@ impl Funcs {
         macro_rules! get {
             ($name:literal) => {
                 if capabilities::is_allowed(allowed, $name) {
-                    instance.get_typed_func(&mut *store, $name).ok()
+                    export(instance, store, $name)
                 } else {
                     None
                 }
@@ -142,16 +142,12 @@ impl Funcs {
         let headers = |store: &mut Store<HostState>, name: &str| -> Option<HeadersFn> {
             if !capabilities::is_allowed(allowed, name) {
                 None
-            } else if v01 {
-                instance
-                    .get_typed_func(&mut *store, name)
-                    .ok()
-                    .map(HeadersFn::V1)
             } else {
-                instance
-                    .get_typed_func(&mut *store, name)
-                    .ok()
-                    .map(HeadersFn::V2)
+                if v01 {
+                    export(instance, store, name).map(HeadersFn::V1)
+                } else {
+                    export(instance, store, name).map(HeadersFn::V2)
+                }
             }
         };
         Self {
@@ -280,12 +276,8 @@ impl Vm {
             instantiate_error(message)
         })?;
         let memory = instance.get_memory(&mut store, "memory");
-        let allocator = instance
-            .get_typed_func::<i32, i32>(&mut store, "malloc")
-            .or_else(|_| {
-                instance.get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
-            })
-            .ok();
+        let allocator = export::<i32, i32>(&instance, &mut store, "malloc")
+            .or_else(|| export::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate"));
         store.data_mut().memory = memory;
         store.data_mut().allocator = allocator;
         let funcs = Funcs::resolve(
@@ -311,16 +303,15 @@ impl Vm {
 
     fn run_start(&mut self, instance: &Instance) -> Result<(), VmError> {
         let store = &mut self.store;
-        if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
+        if let Some(init) = export::<(), ()>(instance, store, "_initialize") {
             self.call_start("_initialize", init, ())?;
             let store = &mut self.store;
-            if let Ok(main) = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "main") {
+            if let Some(main) = export::<(i32, i32), i32>(instance, store, "main") {
                 self.call_start("main", main, (0, 0))?;
-            } else if let Ok(main) = instance.get_typed_func::<(), i32>(&mut *store, "__main_void")
-            {
+            } else if let Some(main) = export::<(), i32>(instance, store, "__main_void") {
                 self.call_start("__main_void", main, ())?;
             }
-        } else if let Ok(start) = instance.get_typed_func::<(), ()>(&mut *store, "_start") {
+        } else if let Some(start) = export::<(), ()>(instance, store, "_start") {
             self.call_start("_start", start, ())?;
         }
         Ok(())
@@ -1388,4 +1379,18 @@ mod tests {
             FilterTrailersStatus::StopIteration
         );
     }
+}
+
+/// The export `name` with this signature, or `None`. Looks the export up
+/// with `get_func` first: a missing export is common, and
+/// `get_typed_func`'s error would capture a backtrace (costly when
+/// `RUST_BACKTRACE` is set).
+fn export<P: WasmParams, R: WasmResults>(
+    instance: &Instance,
+    store: &mut Store<HostState>,
+    name: &str,
+) -> Option<TypedFunc<P, R>> {
+    instance
+        .get_func(&mut *store, name)
+        .and_then(|f| f.typed(&*store).ok())
 }
