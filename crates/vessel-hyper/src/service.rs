@@ -1,5 +1,12 @@
 //! [`VesselService`]: runs each request through the filter chain, calls the
 //! inner service (the upstream), and runs the response back through.
+//!
+//! Over HTTP/1.x a body's end reaches the filters as Envoy's HTTP/1 codec
+//! reports it: after the last data, as one more body callback with 0 new
+//! bytes and `end_of_stream = true` ([`SplitEnd`]), whether the message is
+//! framed by length or by chunks. Over HTTP/2, a DATA frame with
+//! END_STREAM carries the end with its data, as in Envoy (ABI reference
+//! §11.2).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -124,6 +131,99 @@ fn local_response(headers: &vessel_host::HeaderMap, body: Vec<u8>) -> Response<V
     Response::from_parts(parts, VesselBody::full(body))
 }
 
+/// A body that never reports its end together with data: after the last
+/// data frame it says "not ended" until the inner body yields `None`, so
+/// the chain sees the end as a separate, empty callback (Envoy's HTTP/1
+/// codec). A body that is empty from the start still reports its end at
+/// once (headers-only messages).
+struct SplitEnd<B> {
+    inner: B,
+    started: bool,
+    done: bool,
+}
+
+impl<B: Body + Unpin> SplitEnd<B> {
+    fn new(inner: B) -> Self {
+        Self {
+            inner,
+            started: false,
+            done: false,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for SplitEnd<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.done = true,
+            Poll::Ready(Some(_)) => this.started = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || (!self.started && self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Either the body itself (HTTP/2 and later) or [`SplitEnd`] (HTTP/1.x).
+enum Framed<B> {
+    Direct(B),
+    Split(SplitEnd<B>),
+}
+
+impl<B: Body + Unpin> Framed<B> {
+    fn new(body: B, version: http::Version) -> Self {
+        if version < http::Version::HTTP_2 {
+            Framed::Split(SplitEnd::new(body))
+        } else {
+            Framed::Direct(body)
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Framed<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        match self.get_mut() {
+            Framed::Direct(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Framed::Split(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Framed::Direct(b) => b.is_end_stream(),
+            Framed::Split(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Framed::Direct(b) => b.size_hint(),
+            Framed::Split(b) => b.size_hint(),
+        }
+    }
+}
+
 fn reset() -> Response<VesselBody> {
     Response::new(VesselBody::error("the filter reset the stream".into()))
 }
@@ -195,6 +295,7 @@ where
 {
     let props = properties(&req);
     let (mut parts, body) = req.into_parts();
+    let body = Framed::new(body, parts.version);
     let mut headers = convert::request_headers(&parts);
     let (mut chain, failed) = Chain::start(&config.pools, props, config.buffer_limit);
     chain.grpc = vessel_host::is_grpc_request(&headers);
@@ -251,7 +352,16 @@ where
     };
     let upstream = upstream?;
     let (mut rparts, rbody) = upstream.into_parts();
-    if let Some(info) = UpstreamInfo::from_extensions(&rparts.extensions) {
+    let info = UpstreamInfo::from_extensions(&rparts.extensions);
+    // Only a response that came over an HTTP/1 connection is framed the
+    // HTTP/1 way; the inner service's own replies (no upstream facts) come
+    // whole, as Envoy's local replies do.
+    let rbody = if info.is_some() {
+        Framed::new(rbody, rparts.version)
+    } else {
+        Framed::Direct(rbody)
+    };
+    if let Some(info) = info {
         chain.set_properties(&info.properties());
     }
     let mut rheaders = convert::response_headers(&rparts);

@@ -241,13 +241,17 @@ async fn serve(
             stats,
         });
         let chain = ServiceBuilder::new()
-            .layer(VesselLayer::new(pools))
-            .service(Router::new(l.routes.clone(), upstreams.clone()));
+            .layer(VesselLayer::new(pools).buffer_limit(l.buffer_limit))
+            .service(
+                Router::new(l.routes.clone(), upstreams.clone())
+                    .suppress_envoy_headers(l.suppress_envoy_headers),
+            );
         let make = move |info: ConnectionInfo| -> ConnService {
             let chain = chain.clone();
             let log = log.clone();
             BoxCloneService::new(tower::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(info);
+                router::connection_manager(&mut req);
                 let start = Instant::now();
                 let head = log.enabled.then(|| {
                     (
