@@ -1,6 +1,10 @@
 //! [`VesselService`]: runs each request through the filter chain, calls the
 //! inner service (the upstream), and runs the response back through.
 //!
+//! The buffer limit of the chain ([`crate::VesselLayer::buffer_limit`])
+//! applies to HTTP/1 streams; an HTTP/2 stream gets
+//! Envoy's default HTTP/2 initial stream window (256 MiB), as in Envoy.
+//!
 //! Over HTTP/1.x a body's end reaches the filters as Envoy's HTTP/1 codec
 //! reports it: after the last data, as one more body callback with 0 new
 //! bytes and `end_of_stream = true` ([`SplitEnd`]), whether the message is
@@ -23,6 +27,12 @@ use crate::convert;
 use crate::future::ResponseFuture;
 use crate::layer::ChainConfig;
 use crate::stream::{Chain, Flow};
+
+/// The buffer limit of an HTTP/2 stream: Envoy's default HTTP/2
+/// `initial_stream_window_size` (256 MiB), which Envoy applies to the L7
+/// buffers of HTTP/2 streams in place of `per_connection_buffer_limit_bytes`
+/// (which limits HTTP/1 streams).
+pub(crate) const HTTP2_STREAM_BUFFER_LIMIT: usize = 256 << 20;
 
 /// Connection facts the embedder puts in the request's extensions; they
 /// become the `source.*`, `destination.*` and `connection.id` properties.
@@ -297,7 +307,15 @@ where
     let (mut parts, body) = req.into_parts();
     let body = Framed::new(body, parts.version);
     let mut headers = convert::request_headers(&parts);
-    let (mut chain, failed) = Chain::start(&config.pools, props, config.buffer_limit);
+    // Envoy limits the L7 buffers of an HTTP/1 stream by the listener's
+    // `per_connection_buffer_limit_bytes`, and those of an HTTP/2 stream by
+    // the HTTP/2 initial stream window instead.
+    let limit = if parts.version >= http::Version::HTTP_2 {
+        HTTP2_STREAM_BUFFER_LIMIT
+    } else {
+        config.buffer_limit
+    };
+    let (mut chain, failed) = Chain::start(&config.pools, props, limit);
     chain.grpc = vessel_host::is_grpc_request(&headers);
     if let Some(flow) = failed {
         return Ok(reply(chain, flow, false).await);

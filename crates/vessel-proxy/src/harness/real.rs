@@ -276,10 +276,14 @@ pub(crate) fn bootstrap(
             || st.upstream.as_ref().is_some_and(|u| !u.trailers.is_empty())
     });
     let mut all = vec![("vessel_test_upstream".to_owned(), upstream, trailers)];
-    // gRPC clusters speak HTTP/2.
+    // gRPC clusters, and clusters whose answers have trailers, speak
+    // HTTP/2 (trailers do not cross HTTP/1.1 to a client that did not ask).
     all.extend(clusters.iter().map(|(n, a)| {
-        let grpc = s.clusters.get(n).is_some_and(|c| c.grpc_status.is_some());
-        (n.clone(), *a, grpc)
+        let h2 = s
+            .clusters
+            .get(n)
+            .is_some_and(|c| c.grpc_status.is_some() || !c.trailers.is_empty());
+        (n.clone(), *a, h2)
     }));
     for (cname, addr, h2) in all {
         let h2 = if h2 {

@@ -68,12 +68,18 @@ const CHUNK_GAP: Duration = Duration::from_millis(30);
 impl Scripted {
     /// A body of `chunks` then `trailers` (if any).
     pub(crate) fn new(chunks: Vec<Bytes>, trailers: Option<&Headers>) -> Self {
-        let (tx, rx) = mpsc::channel(4);
+        // One frame at a time: the gap starts once the previous frame was
+        // taken by the connection, so a slow start cannot bunch chunks
+        // into one write.
+        let (tx, rx) = mpsc::channel(1);
         let trailers = trailers.map(header_map);
         let left = chunks.len() + usize::from(trailers.is_some());
         tokio::spawn(async move {
             for (i, chunk) in chunks.into_iter().enumerate() {
                 if i > 0 {
+                    if tx.reserve().await.is_err() {
+                        return;
+                    }
                     tokio::time::sleep(CHUNK_GAP).await;
                 }
                 if tx.send(Frame::data(chunk)).await.is_err() {
@@ -81,6 +87,9 @@ impl Scripted {
                 }
             }
             if let Some(t) = trailers {
+                if tx.reserve().await.is_err() {
+                    return;
+                }
                 tokio::time::sleep(CHUNK_GAP).await;
                 let _ = tx.send(Frame::trailers(t)).await;
             }
