@@ -347,7 +347,7 @@ async fn serves_routes_filters_admin_and_drains_on_sigterm() {
     assert_eq!(status, 503);
     assert_eq!(
         body,
-        "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+        "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
     );
     let (status, _, body) = get(ports.main, "/empty/x", false).await;
     assert_eq!((status, body.as_str()), (503, "no healthy upstream"));

@@ -840,7 +840,9 @@ mod tests {
     #[test]
     fn run_specific_values_in_log_lines_are_masked() {
         assert_eq!(
-            mask("x-request-id=9dd43912-baba-47f9-abb1-079c863543db date=Sat, 21 Nov 2026 08:13:17 GMT"),
+            mask(
+                "x-request-id=9dd43912-baba-47f9-abb1-079c863543db date=Sat, 21 Nov 2026 08:13:17 GMT"
+            ),
             "x-request-id=<uuid> date=<date>"
         );
         assert_eq!(

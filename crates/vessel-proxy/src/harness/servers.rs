@@ -175,7 +175,11 @@ fn grpc_response(status: u32, c: &CannedResponse) -> Response<Scripted> {
     }
     let mut framed = Vec::with_capacity(c.body.len() + 5);
     framed.push(0);
-    framed.extend_from_slice(&u32::try_from(c.body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    framed.extend_from_slice(
+        &u32::try_from(c.body.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     framed.extend_from_slice(c.body.as_bytes());
     let trailers = vec![("grpc-status".to_owned(), "0".to_owned())];
     let mut resp = Response::new(Scripted::new(vec![Bytes::from(framed)], Some(&trailers)));

@@ -29,8 +29,8 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::hash::{BuildHasher, Hasher};
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,10 +44,10 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::oneshot;
 use tower::Service;
@@ -217,7 +217,10 @@ impl Upstream {
         }
         match self.client.request(req).await {
             Ok(resp) => {
-                let local = resp.extensions().get::<HttpInfo>().map(HttpInfo::local_addr);
+                let local = resp
+                    .extensions()
+                    .get::<HttpInfo>()
+                    .map(HttpInfo::local_addr);
                 Ok((resp, local))
             }
             Err(e) => {
@@ -343,7 +346,10 @@ pub(crate) fn connection_manager<B>(req: &mut Request<B>) {
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
     let h = req.headers_mut();
     for name in ["keep-alive", "proxy-connection", "transfer-encoding"] {
         h.remove(name);
@@ -361,7 +367,11 @@ pub(crate) fn connection_manager<B>(req: &mut Request<B>) {
         h.insert("x-request-id", v);
     }
     if req.version() < Version::HTTP_2 {
-        let scheme = match req.headers().get("x-forwarded-proto").map(HeaderValue::as_bytes) {
+        let scheme = match req
+            .headers()
+            .get("x-forwarded-proto")
+            .map(HeaderValue::as_bytes)
+        {
             Some(b"https") => "https",
             _ => "http",
         };
