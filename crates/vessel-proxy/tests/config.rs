@@ -479,10 +479,17 @@ fn buffer_limit_and_suppress_envoy_headers() {
     assert_eq!(b.listeners[0].buffer_limit, config::DEFAULT_BUFFER_LIMIT);
     assert!(!b.listeners[0].suppress_envoy_headers);
     let mut doc = base();
-    set(&mut doc, &format!("{L}.per_connection_buffer_limit_bytes"), y("16"));
     set(
         &mut doc,
-        &format!("{}.http_filters[1].typed_config.suppress_envoy_headers", hcm()),
+        &format!("{L}.per_connection_buffer_limit_bytes"),
+        y("16"),
+    );
+    set(
+        &mut doc,
+        &format!(
+            "{}.http_filters[1].typed_config.suppress_envoy_headers",
+            hcm()
+        ),
         y("true"),
     );
     let b = ok(&doc);
