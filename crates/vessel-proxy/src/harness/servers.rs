@@ -63,7 +63,7 @@ pub(crate) struct Scripted {
 }
 
 /// The pause between two scripted chunks.
-const CHUNK_GAP: Duration = Duration::from_millis(30);
+const CHUNK_GAP: Duration = Duration::from_millis(80);
 
 impl Scripted {
     /// A body of `chunks` then `trailers` (if any).
