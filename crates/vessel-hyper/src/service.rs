@@ -7,7 +7,7 @@
 //!
 //! Over HTTP/1.x a body's end reaches the filters as Envoy's HTTP/1 codec
 //! reports it: after the last data, as one more body callback with 0 new
-//! bytes and `end_of_stream = true` ([`SplitEnd`]), whether the message is
+//! bytes and `end_of_stream = true` (`SplitEnd`), whether the message is
 //! framed by length or by chunks. Over HTTP/2, a DATA frame with
 //! END_STREAM carries the end with its data, as in Envoy (ABI reference
 //! §11.2).
