@@ -14,7 +14,7 @@
 //! Clusters: a `timeout: true` cluster is a server that never answers, an
 //! `unreachable: true` cluster a port nobody listens on, a `grpc_status`
 //! cluster an HTTP/2 gRPC server answering every unary call with its
-//! canned message or status ([`servers::Behaviour::Grpc`]). Files with
+//! canned message or status (`servers::Behaviour::Grpc`). Files with
 //! `reset: true` clusters or `only_in_process` do not run here.
 //!
 //! Every process is bounded in time: start-up, each request and each
