@@ -1,9 +1,14 @@
 //! Carries out HTTP callouts (`Effect::HttpCall`) over a cluster's pooled
 //! client and reports the outcome as Envoy's async client does (ABI
 //! reference §4.5, §11.6): a timeout is a `504` response ("upstream request
-//! timeout"), an unreachable or unknown upstream is a `503` response, a
-//! response body over the limit is a failure with reason
-//! `response_buffer_limit_exceeded`.
+//! timeout"), an unreachable or unknown upstream is a `503` response with
+//! the body of Envoy's router (`... reset reason: remote connection
+//! failure`), a response body over the limit is a failure with reason
+//! `response_buffer_limit_exceeded`. A response from the cluster carries
+//! `x-envoy-upstream-service-time`, which Envoy's router adds to the
+//! answers of its async client too.
+
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Request, Uri};
@@ -70,18 +75,27 @@ pub(crate) async fn http_call(clusters: &Clusters, req: HttpCallRequest) -> Http
         return local(503, "invalid request");
     };
     let fut = async {
+        let sent = Instant::now();
         let resp = match entry.client.request(request).await {
             Ok(r) => r,
             Err(e) => {
                 log::debug!(target: "vessel::callout", "callout to {} failed: {e}", req.upstream);
                 return local(
                     503,
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                    if e.is_connect() {
+                        "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
+                    } else {
+                        "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+                    },
                 );
             }
         };
         let (parts, body) = resp.into_parts();
-        let headers = convert::response_headers(&parts);
+        let mut headers = convert::response_headers(&parts);
+        headers.append(
+            b"x-envoy-upstream-service-time",
+            sent.elapsed().as_millis().to_string().as_bytes(),
+        );
         match Limited::new(body, MAX_CALLOUT_RESPONSE_BYTES)
             .collect()
             .await

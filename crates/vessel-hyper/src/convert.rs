@@ -1,5 +1,12 @@
 //! Conversions between `http` types and the host's [`HeaderMap`] with
 //! pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`, `:status`).
+//!
+//! A request's map is ordered as Envoy's codecs build it, so a filter that
+//! walks the map sees the same order (ABI reference §11.18): over HTTP/1
+//! `:authority`, `:path`, `:method`, `:scheme`; over HTTP/2 the order
+//! clients send them, `:method`, `:scheme`, `:authority`, `:path`. Over
+//! HTTP/2, several `cookie` headers are joined into one with `"; "`, as
+//! Envoy's HTTP/2 codec does (RFC 9113 §8.2.3).
 
 use http::{HeaderName, HeaderValue, StatusCode, request, response};
 use vessel_host::HeaderMap;
@@ -7,9 +14,7 @@ use vessel_host::HeaderMap;
 /// Request head → header map with pseudo-headers first.
 pub fn request_headers(parts: &request::Parts) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(parts.headers.len() + 4);
-    map.append(b":method", parts.method.as_str().as_bytes());
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    map.append(b":path", path.as_bytes());
     let authority = parts
         .uri
         .authority()
@@ -22,11 +27,35 @@ pub fn request_headers(parts: &request::Parts) -> HeaderMap {
                 .map(str::to_owned)
         })
         .unwrap_or_default();
-    map.append(b":authority", authority.as_bytes());
     let scheme = parts.uri.scheme_str().unwrap_or("http");
-    map.append(b":scheme", scheme.as_bytes());
+    let h2 = parts.version >= http::Version::HTTP_2;
+    if h2 {
+        map.append(b":method", parts.method.as_str().as_bytes());
+        map.append(b":scheme", scheme.as_bytes());
+        map.append(b":authority", authority.as_bytes());
+        map.append(b":path", path.as_bytes());
+    } else {
+        map.append(b":authority", authority.as_bytes());
+        map.append(b":path", path.as_bytes());
+        map.append(b":method", parts.method.as_str().as_bytes());
+        map.append(b":scheme", scheme.as_bytes());
+    }
+    let mut cookies_seen = false;
     for (k, v) in &parts.headers {
         if k == http::header::HOST {
+            continue;
+        }
+        if h2 && k == http::header::COOKIE {
+            if !cookies_seen {
+                cookies_seen = true;
+                let all = parts.headers.get_all(http::header::COOKIE);
+                let joined = all
+                    .iter()
+                    .map(HeaderValue::as_bytes)
+                    .collect::<Vec<_>>()
+                    .join(&b"; "[..]);
+                map.append(b"cookie", &joined);
+            }
             continue;
         }
         map.append(k.as_str().as_bytes(), v.as_bytes());

@@ -1,5 +1,16 @@
 //! [`VesselService`]: runs each request through the filter chain, calls the
 //! inner service (the upstream), and runs the response back through.
+//!
+//! The buffer limit of the chain ([`crate::VesselLayer::buffer_limit`])
+//! applies to HTTP/1 streams; an HTTP/2 stream gets
+//! Envoy's default HTTP/2 initial stream window (256 MiB), as in Envoy.
+//!
+//! Over HTTP/1.x a body's end reaches the filters as Envoy's HTTP/1 codec
+//! reports it: after the last data, as one more body callback with 0 new
+//! bytes and `end_of_stream = true` (`SplitEnd`), whether the message is
+//! framed by length or by chunks. Over HTTP/2, a DATA frame with
+//! END_STREAM carries the end with its data, as in Envoy (ABI reference
+//! §11.2).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +27,12 @@ use crate::convert;
 use crate::future::ResponseFuture;
 use crate::layer::{ChainConfig, CurrentChain};
 use crate::stream::{Chain, Flow};
+
+/// The buffer limit of an HTTP/2 stream: Envoy's default HTTP/2
+/// `initial_stream_window_size` (256 MiB), which Envoy applies to the L7
+/// buffers of HTTP/2 streams in place of `per_connection_buffer_limit_bytes`
+/// (which limits HTTP/1 streams).
+pub(crate) const HTTP2_STREAM_BUFFER_LIMIT: usize = 256 << 20;
 
 /// Connection facts the embedder puts in the request's extensions; they
 /// become the `source.*`, `destination.*` and `connection.id` properties.
@@ -124,6 +141,99 @@ fn local_response(headers: &vessel_host::HeaderMap, body: Vec<u8>) -> Response<V
     Response::from_parts(parts, VesselBody::full(body))
 }
 
+/// A body that never reports its end together with data: after the last
+/// data frame it says "not ended" until the inner body yields `None`, so
+/// the chain sees the end as a separate, empty callback (Envoy's HTTP/1
+/// codec). A body that is empty from the start still reports its end at
+/// once (headers-only messages).
+struct SplitEnd<B> {
+    inner: B,
+    started: bool,
+    done: bool,
+}
+
+impl<B: Body + Unpin> SplitEnd<B> {
+    fn new(inner: B) -> Self {
+        Self {
+            inner,
+            started: false,
+            done: false,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for SplitEnd<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.done = true,
+            Poll::Ready(Some(_)) => this.started = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || (!self.started && self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Either the body itself (HTTP/2 and later) or [`SplitEnd`] (HTTP/1.x).
+enum Framed<B> {
+    Direct(B),
+    Split(SplitEnd<B>),
+}
+
+impl<B: Body + Unpin> Framed<B> {
+    fn new(body: B, version: http::Version) -> Self {
+        if version < http::Version::HTTP_2 {
+            Framed::Split(SplitEnd::new(body))
+        } else {
+            Framed::Direct(body)
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Framed<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        match self.get_mut() {
+            Framed::Direct(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Framed::Split(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Framed::Direct(b) => b.is_end_stream(),
+            Framed::Split(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Framed::Direct(b) => b.size_hint(),
+            Framed::Split(b) => b.size_hint(),
+        }
+    }
+}
+
 fn reset() -> Response<VesselBody> {
     Response::new(VesselBody::error("the filter reset the stream".into()))
 }
@@ -196,8 +306,17 @@ where
 {
     let props = properties(&req);
     let (mut parts, body) = req.into_parts();
+    let body = Framed::new(body, parts.version);
     let mut headers = convert::request_headers(&parts);
-    let (mut chain, failed) = Chain::start(&config.pools, props, config.buffer_limit);
+    // Envoy limits the L7 buffers of an HTTP/1 stream by the listener's
+    // `per_connection_buffer_limit_bytes`, and those of an HTTP/2 stream by
+    // the HTTP/2 initial stream window instead.
+    let limit = if parts.version >= http::Version::HTTP_2 {
+        HTTP2_STREAM_BUFFER_LIMIT
+    } else {
+        config.buffer_limit
+    };
+    let (mut chain, failed) = Chain::start(&config.pools, props, limit);
     chain.grpc = vessel_host::is_grpc_request(&headers);
     if let Some(flow) = failed {
         return Ok(reply(chain, flow, false).await);
@@ -252,7 +371,16 @@ where
     };
     let upstream = upstream?;
     let (mut rparts, rbody) = upstream.into_parts();
-    if let Some(info) = UpstreamInfo::from_extensions(&rparts.extensions) {
+    let info = UpstreamInfo::from_extensions(&rparts.extensions);
+    // Only a response that came over an HTTP/1 connection is framed the
+    // HTTP/1 way; the inner service's own replies (no upstream facts) come
+    // whole, as Envoy's local replies do.
+    let rbody = if info.is_some() {
+        Framed::new(rbody, rparts.version)
+    } else {
+        Framed::Direct(rbody)
+    };
+    if let Some(info) = info {
         chain.set_properties(&info.properties());
     }
     let mut rheaders = convert::response_headers(&rparts);

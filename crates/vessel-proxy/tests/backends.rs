@@ -1,10 +1,10 @@
 //! One scenario runner, two backends: every scenario file that `vessel run`
 //! can express runs both in-process and through a real `vessel run`
-//! process. For every stream both must agree on the response status and
-//! body; the files in [`FULL`] must also meet all their expectations through
-//! `vessel run`. The other files differ for reasons listed in
-//! `spec-tests/DEVIATIONS.md` (harness vs `vessel run`): their differences
-//! are printed, not asserted.
+//! process. Every file must meet all its expectations through `vessel run`
+//! too, and for every stream both must agree on the response status and
+//! body, except where the file lists in-process framing deviations
+//! (`spec-tests/DEVIATIONS.md` H4, H7) and the two streams ended
+//! differently (a response vs a reset).
 
 #![allow(
     clippy::unwrap_used,
@@ -33,35 +33,9 @@ fn files() -> Vec<PathBuf> {
     out
 }
 
-/// Files whose every expectation holds on both backends.
-const FULL: &[&str] = &[
-    "as_headers.yaml",
-    "as_http_call.yaml",
-    "as_http_call_deny.yaml",
-    "bodies.yaml",
-    "hello.yaml",
-    "higress_gpustack_ip_acl.yaml",
-    "higress_gpustack_rate_limit.yaml",
-    "higress_gpustack_set_header_pre_route.yaml",
-    "higress_transformer.yaml",
-    // http_call.yaml logs the callout answer's header count: a real server
-    // adds `date` and framing headers (DEVIATIONS.md H5).
-    "logging.yaml",
-    "logging_levels.yaml",
-    "queues.yaml",
-    "sdk_body_rewrite.yaml",
-    "sdk_header_rewrite.yaml",
-    "sdk_http_auth.yaml",
-    "sdk_http_auth_deny.yaml",
-    "sdk_route_config.yaml",
-    "sdk_v01_http_auth.yaml",
-    "sdk_v01_http_auth_deny.yaml",
-    "shared_data.yaml",
-    "trap.yaml",
-    "trap_callout.yaml",
-    "trap_log.yaml",
-    "trap_response.yaml",
-];
+/// Files whose expectations need not hold through `vessel run` (none:
+/// every file that runs there meets all its expectations).
+const PARTIAL: &[&str] = &[];
 
 /// Why a file cannot run on this machine: the Higress plugins are
 /// downloaded by `cargo xtask test` (into target/higress), and a `redis`
@@ -97,16 +71,15 @@ fn scenarios_agree_in_process_and_through_vessel_run() {
         };
         ran += 1;
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let scenario = serde_yaml::from_str::<vessel_proxy::harness::Scenario>(
+            &std::fs::read_to_string(&file).unwrap(),
+        )
+        .unwrap();
         for (a, b) in in_process.iter().zip(&via) {
-            let expect = &serde_yaml::from_str::<vessel_proxy::harness::Scenario>(
-                &std::fs::read_to_string(&file).unwrap(),
-            )
-            .unwrap()
-            .streams[a.index - 1]
-                .expect;
+            let expect = &scenario.streams[a.index - 1].expect;
             for f in check(expect, b) {
                 let line = format!("{name} [{}] vessel run: {f}", a.index);
-                if FULL.contains(&name.as_str()) {
+                if !PARTIAL.contains(&name.as_str()) {
                     problems.push(line);
                 } else {
                     eprintln!("known difference: {line}");
@@ -121,7 +94,18 @@ fn scenarios_agree_in_process_and_through_vessel_run() {
             // under a paused stream, as in Envoy) gets its failure policy's
             // answer from vessel-hyper: DEVIATIONS.md A1.
             let stalled = a.observation.stalled.is_some();
-            if !stalled && (status(&a.observation) != status(b) || body(&a.observation) != body(b))
+            // Over HTTP/1.1 the end of a body is a callback of its own, so a
+            // filter that buffers to the end may go over the limit where
+            // the in-process driver's last chunk ends the body (H4, H7).
+            let framing = scenario
+                .deviations
+                .in_process
+                .iter()
+                .any(|d| d == "H4" || d == "H7")
+                && a.observation.reset != b.reset;
+            if !stalled
+                && !framing
+                && (status(&a.observation) != status(b) || body(&a.observation) != body(b))
             {
                 problems.push(format!(
                     "{name} [{}]: in-process {:?} {:?}, vessel run {:?} {:?}",
@@ -135,6 +119,6 @@ fn scenarios_agree_in_process_and_through_vessel_run() {
         }
     }
     eprintln!("{ran} scenario files ran on both backends");
-    assert!(ran >= 10, "only {ran} files ran on both backends");
+    assert!(ran >= 30, "only {ran} files ran on both backends");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -474,12 +474,42 @@ fn allow_precompiled_error_names_path_and_supported_keys() {
 }
 
 #[test]
+fn buffer_limit_and_suppress_envoy_headers() {
+    let b = ok(&base());
+    assert_eq!(b.listeners[0].buffer_limit, config::DEFAULT_BUFFER_LIMIT);
+    assert!(!b.listeners[0].suppress_envoy_headers);
+    let mut doc = base();
+    set(
+        &mut doc,
+        &format!("{L}.per_connection_buffer_limit_bytes"),
+        y("16"),
+    );
+    set(
+        &mut doc,
+        &format!(
+            "{}.http_filters[1].typed_config.suppress_envoy_headers",
+            hcm()
+        ),
+        y("true"),
+    );
+    let b = ok(&doc);
+    assert_eq!(b.listeners[0].buffer_limit, 16);
+    assert!(b.listeners[0].suppress_envoy_headers);
+    expect_err(
+        &format!("{L}.per_connection_buffer_limit_bytes"),
+        y("-1"),
+        ErrorKind::Invalid,
+        &format!("{L}.per_connection_buffer_limit_bytes"),
+    );
+}
+
+#[test]
 fn every_unsupported_field_is_named_by_path() {
     let cases: Vec<(String, &str)> = vec![
         ("layered_runtime".into(), "{}"),
         ("stats_sinks".into(), "[]"),
         ("static_resources.secrets".into(), "[]"),
-        (format!("{L}.per_connection_buffer_limit_bytes"), "1024"),
+        (format!("{L}.tcp_backlog_size"), "128"),
         (format!("{L}.listener_filters"), "[]"),
         (format!("{L}.address.socket_address.ipv4_compat"), "true"),
         (format!("{L}.address.pipe"), "{path: /tmp/x}"),

@@ -38,7 +38,8 @@ fn the_scenario_suite_passes() {
         let n = report.results.iter().filter(|r| &r.file == f).count();
         assert!(n >= 1, "{} ran no stream", f.display());
     }
-    assert!(passed >= 3 * files.len(), "only {passed} streams");
+    // Several streams on average (the Envoy-behaviour files have one or two).
+    assert!(passed >= 2 * files.len(), "only {passed} streams");
 }
 
 #[test]
@@ -228,7 +229,7 @@ fn resets_and_stalls_follow_envoy() {
 
     // Over the buffer limit after the filter continued the response headers:
     // they are downstream, so Envoy resets instead of answering 500.
-    let r = result("bodies.yaml", 13);
+    let r = result("bodies_trailers.yaml", 1);
     assert!(r.observation.reset, "{:?}", r.observation);
     assert!(r.observation.response.is_none(), "{:?}", r.observation);
 

@@ -322,11 +322,22 @@ async fn serves_routes_filters_admin_and_drains_on_sigterm() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "upstream\n");
     assert_eq!(headers.get("x-upstream").unwrap(), "1");
+    // Envoy's router adds the upstream's service time (milliseconds).
+    let ms = headers
+        .get("x-envoy-upstream-service-time")
+        .expect("x-envoy-upstream-service-time");
+    assert!(ms.to_str().unwrap().parse::<u64>().is_ok(), "{ms:?}");
     {
         let seen = seen.lock().unwrap();
         let (path, h) = seen.last().expect("the upstream saw the request");
         assert_eq!(path, "/items");
         assert_eq!(h.get("x-hello").expect("x-hello"), "seen");
+        // Envoy's connection manager: added before the filters.
+        assert_eq!(
+            h.get("x-forwarded-proto").expect("x-forwarded-proto"),
+            "http"
+        );
+        assert_eq!(h.get("x-request-id").expect("x-request-id").len(), 36);
     }
 
     // (b) the filter's local reply.
@@ -347,7 +358,7 @@ async fn serves_routes_filters_admin_and_drains_on_sigterm() {
     assert_eq!(status, 503);
     assert_eq!(
         body,
-        "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+        "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
     );
     let (status, _, body) = get(ports.main, "/empty/x", false).await;
     assert_eq!((status, body.as_str()), (503, "no healthy upstream"));

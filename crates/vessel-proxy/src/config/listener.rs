@@ -29,7 +29,17 @@ pub struct Listener {
     pub routes: RouteConfig,
     /// The `envoy.filters.http.wasm` entries of `http_filters`, in order.
     pub wasm_filters: Vec<WasmFilter>,
+    /// `per_connection_buffer_limit_bytes`: the most a stopped filter makes
+    /// the proxy buffer of a body (Envoy's default: 1 MiB). Above it a
+    /// request gets 413 and a response 500 (ABI reference §11.2).
+    pub buffer_limit: usize,
+    /// The router's `suppress_envoy_headers`: when true the router adds no
+    /// `x-envoy-upstream-service-time` to responses.
+    pub suppress_envoy_headers: bool,
 }
+
+/// Envoy's default `per_connection_buffer_limit_bytes`.
+pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
 
 /// Downstream HTTP codec (`codec_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,12 +61,21 @@ const WASM_NAME: &str = "envoy.filters.http.wasm";
 
 /// Reads one listener (`index` names an unnamed one).
 pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Listener> {
-    let o = node.obj(&["name", "address", "filter_chains"])?;
+    let o = node.obj(&[
+        "name",
+        "address",
+        "filter_chains",
+        "per_connection_buffer_limit_bytes",
+    ])?;
     let name = match o.get("name") {
         Some(n) => n.non_empty_str()?.to_owned(),
         None => format!("listener_{index}"),
     };
     let addr = ip_socket_address(&o.req("address")?)?;
+    let buffer_limit = match o.get("per_connection_buffer_limit_bytes") {
+        Some(n) => usize::try_from(n.u32()?).unwrap_or(usize::MAX),
+        None => DEFAULT_BUFFER_LIMIT,
+    };
 
     let chains_node = o.req("filter_chains")?;
     let chains = chains_node.list();
@@ -116,6 +135,7 @@ pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Li
     let hf_node = h.req("http_filters")?;
     let mut wasm_filters = Vec::new();
     let mut router_seen: Option<Node<'_>> = None;
+    let mut suppress_envoy_headers = false;
     for entry in hf_node.list() {
         if let Some(router) = &router_seen {
             return Err(entry.err(
@@ -128,7 +148,10 @@ pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Li
         }
         match http_filter(&entry, base_dir)? {
             HttpFilter::Wasm(w) => wasm_filters.push(*w),
-            HttpFilter::Router => router_seen = Some(entry),
+            HttpFilter::Router { suppress } => {
+                suppress_envoy_headers = suppress;
+                router_seen = Some(entry);
+            }
         }
     }
     if router_seen.is_none() {
@@ -145,12 +168,14 @@ pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Li
         codec,
         routes,
         wasm_filters,
+        buffer_limit,
+        suppress_envoy_headers,
     })
 }
 
 enum HttpFilter {
     Wasm(Box<WasmFilter>),
-    Router,
+    Router { suppress: bool },
 }
 
 /// One `http_filters` entry. The filter is chosen by its typed_config type
@@ -161,7 +186,7 @@ fn http_filter(node: &Node<'_>, base_dir: &Path) -> Res<HttpFilter> {
     let name = name_node.non_empty_str()?;
     let Some(tc) = f.get("typed_config") else {
         return match name {
-            ROUTER_NAME => Ok(HttpFilter::Router),
+            ROUTER_NAME => Ok(HttpFilter::Router { suppress: false }),
             WASM_NAME => Err(f.path.key("typed_config").err(
                 ErrorKind::Missing,
                 "required field is missing (the Wasm plugin config)",
@@ -183,8 +208,12 @@ fn http_filter(node: &Node<'_>, base_dir: &Path) -> Res<HttpFilter> {
             Ok(HttpFilter::Wasm(Box::new(w)))
         }
         ROUTER => {
-            any.body.obj(&any.keys(&[]))?;
-            Ok(HttpFilter::Router)
+            let o = any.body.obj(&any.keys(&["suppress_envoy_headers"]))?;
+            let suppress = match o.get("suppress_envoy_headers") {
+                Some(b) => b.bool()?,
+                None => false,
+            };
+            Ok(HttpFilter::Router { suppress })
         }
         other => Err(any.type_path.err(
             ErrorKind::Unsupported,

@@ -48,6 +48,10 @@ pub enum Rule {
     RepeatedLogLines,
     /// Of a VM failure, only the callback that failed is compared.
     VmFailureText,
+    /// In guest log lines, values that differ on every run are masked: a
+    /// UUID (`<uuid>`), an HTTP date (`<date>`), the number after
+    /// `x-envoy-upstream-service-time` (`<ms>`).
+    LogValues,
 }
 
 /// Everything the comparison normalises: the one list.
@@ -105,6 +109,10 @@ pub const NORMALISATIONS: &[Normalisation] = &[
         why: "Envoy runs `on_vm_start`/`on_configure` once per VM instance (the base VM, the main thread's and each worker's), so start-up lines appear several times",
     },
     Normalisation {
+        what: Rule::LogValues,
+        why: "a guest that logs the headers it sees logs values no two runs share: the random `x-request-id`, the `date` of the response, the timing in `x-envoy-upstream-service-time`",
+    },
+    Normalisation {
         what: Rule::VmFailureText,
         why: "each runtime words a trap its own way (wasmtime vs V8); which callback failed is compared",
     },
@@ -131,12 +139,40 @@ fn headers(h: &[(String, String)]) -> Vec<(String, String)> {
     out
 }
 
+/// [`Rule::LogValues`]: masks the values of a log line that differ on
+/// every run.
+fn mask(line: &str) -> String {
+    static MASKS: std::sync::OnceLock<Vec<(regex::Regex, &'static str)>> =
+        std::sync::OnceLock::new();
+    let masks = MASKS.get_or_init(|| {
+        [
+            (
+                r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+                "<uuid>",
+            ),
+            (
+                r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT",
+                "<date>",
+            ),
+            (r"(x-envoy-upstream-service-time\W+)\d+", "${1}<ms>"),
+        ]
+        .into_iter()
+        .filter_map(|(re, with)| regex::Regex::new(re).ok().map(|r| (r, with)))
+        .collect()
+    });
+    let mut out = line.to_owned();
+    for (re, with) in masks {
+        out = re.replace_all(&out, *with).into_owned();
+    }
+    out
+}
+
 fn logs(lines: &[String]) -> Vec<String> {
     let mut seen = BTreeSet::new();
     lines
         .iter()
-        .filter(|l| seen.insert(l.as_str()))
-        .cloned()
+        .map(|l| mask(l))
+        .filter(|l| seen.insert(l.clone()))
         .collect()
 }
 
@@ -744,6 +780,7 @@ impl Report {
                 Rule::HeaderOrder => "header order".into(),
                 Rule::RepeatedLogLines => "repeated guest log lines".into(),
                 Rule::VmFailureText => "the text of a VM failure".into(),
+                Rule::LogValues => "values in guest log lines".into(),
             };
             let _ = writeln!(out, "- {what}: {}", n.why);
         }
@@ -798,6 +835,21 @@ mod tests {
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d[0].contains("x-a: 1") && d[0].contains("x-a: 2"), "{d:?}");
         assert!(d[1].contains("\"log\" (only in Envoy)"), "{d:?}");
+    }
+
+    #[test]
+    fn run_specific_values_in_log_lines_are_masked() {
+        assert_eq!(
+            mask(
+                "x-request-id=9dd43912-baba-47f9-abb1-079c863543db date=Sat, 21 Nov 2026 08:13:17 GMT"
+            ),
+            "x-request-id=<uuid> date=<date>"
+        );
+        assert_eq!(
+            mask("header x-envoy-upstream-service-time=12, next=3"),
+            "header x-envoy-upstream-service-time=<ms>, next=3"
+        );
+        assert_eq!(mask("size=102"), "size=102");
     }
 
     #[test]

@@ -6,6 +6,17 @@
 //! HTTP/2 client; only the command line and the shape of the guest log
 //! lines differ ([`Proxy`]).
 //!
+//! The router has `suppress_envoy_headers: true`: its
+//! `x-envoy-upstream-service-time` holds a timing, whose number of digits
+//! would change the header map sizes guests log from run to run (callout
+//! answers still carry it, as in Envoy; its value is masked in log lines).
+//!
+//! Clusters: a `timeout: true` cluster is a server that never answers, an
+//! `unreachable: true` cluster a port nobody listens on, a `grpc_status`
+//! cluster an HTTP/2 gRPC server answering every unary call with its
+//! canned message or status (`servers::Behaviour::Grpc`). Files with
+//! `reset: true` clusters or `only_in_process` do not run here.
+//!
 //! Every process is bounded in time: start-up, each request and each
 //! scenario have deadlines, and a guard kills the process (and removes its
 //! files) when the run ends, whether it succeeded, failed or panicked.
@@ -54,33 +65,33 @@ pub enum Run {
 }
 
 /// Scenario features no real proxy can be driven to reproduce.
-fn unsupported_anywhere(s: &Scenario) -> Option<&'static str> {
+fn unsupported_anywhere(s: &Scenario) -> Option<String> {
+    if let Some(why) = &s.only_in_process {
+        return Some(format!("runs only in-process: {why}"));
+    }
     if !s.properties.is_empty() {
-        return Some("properties");
+        return Some("uses properties".into());
     }
     if !s.foreign_functions.is_empty() {
-        return Some("foreign_functions");
+        return Some("uses foreign_functions".into());
     }
     if s.streams.iter().any(|st| st.ticks_before > 0) {
-        return Some("ticks_before");
+        return Some("uses ticks_before".into());
     }
-    if s.clusters.values().any(|c| c.grpc_status.is_some()) {
-        return Some("grpc_status clusters");
+    if s.clusters.values().any(|c| c.reset) {
+        return Some(
+            "uses `reset: true` clusters (no real proxy resets a callout on cue; \
+             `unreachable: true` is the connection failure both proxies show)"
+                .into(),
+        );
     }
     None
 }
 
 impl Proxy<'_> {
     /// Why a scenario cannot run on this proxy, if it cannot.
-    pub fn unsupported(&self, s: &Scenario) -> Option<&'static str> {
-        if let Some(why) = unsupported_anywhere(s) {
-            return Some(why);
-        }
-        match self {
-            // `vessel run` reads no `per_connection_buffer_limit_bytes`.
-            Proxy::VesselRun(_) if s.buffer_limit.is_some() => Some("buffer_limit"),
-            _ => None,
-        }
+    pub fn unsupported(&self, s: &Scenario) -> Option<String> {
+        unsupported_anywhere(s)
     }
 
     fn command(&self, config: &Path, log: &Path, admin: &Path, s: &Scenario) -> Command {
@@ -249,6 +260,7 @@ pub(crate) fn bootstrap(
 {allow}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              suppress_envoy_headers: true
   clusters:
 "#,
         name = yaml_str(name),
@@ -270,7 +282,15 @@ pub(crate) fn bootstrap(
             || st.upstream.as_ref().is_some_and(|u| !u.trailers.is_empty())
     });
     let mut all = vec![("vessel_test_upstream".to_owned(), upstream, trailers)];
-    all.extend(clusters.iter().map(|(n, a)| (n.clone(), *a, false)));
+    // gRPC clusters, and clusters whose answers have trailers, speak
+    // HTTP/2 (trailers do not cross HTTP/1.1 to a client that did not ask).
+    all.extend(clusters.iter().map(|(n, a)| {
+        let h2 = s
+            .clusters
+            .get(n)
+            .is_some_and(|c| c.grpc_status.is_some() || !c.trailers.is_empty());
+        (n.clone(), *a, h2)
+    }));
     for (cname, addr, h2) in all {
         let h2 = if h2 {
             "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: { http2_protocol_options: {} }\n"
@@ -353,7 +373,7 @@ pub fn run_file(proxy: Proxy<'_>, path: &Path) -> Result<Run, Error> {
         message: e.to_string(),
     })?;
     if let Some(why) = proxy.unsupported(&scenario) {
-        return Ok(Run::Skipped(format!("uses {why}")));
+        return Ok(Run::Skipped(why));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let wasm: PathBuf =
@@ -406,12 +426,14 @@ async fn drive(
         let addr = if let Some(addr) = redis {
             // A Redis cluster points at the real server.
             addr
-        } else if canned.reset {
+        } else if canned.unreachable {
             // Nothing listens there: a connection failure.
             SocketAddr::from(([127, 0, 0, 1], servers::free_port()))
         } else {
             let behaviour = if canned.timeout {
                 Behaviour::Hang
+            } else if let Some(status) = canned.grpc_status {
+                Behaviour::Grpc(status)
             } else {
                 Behaviour::Answer
             };

@@ -23,6 +23,10 @@ use super::{Error, Observation, ObservedMessage};
 /// Default buffer limit: Envoy's `per_connection_buffer_limit_bytes` default.
 pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
 
+/// The body of Envoy's 503 for a call to an endpoint that refuses the
+/// connection.
+pub(super) const UNREACHABLE_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
+
 /// Upper bound on effect rounds per callback, so a filter that starts a new
 /// callout from every callout response cannot hang the harness.
 const MAX_EFFECT_ROUNDS: usize = 10_000;
@@ -325,6 +329,20 @@ fn canned_outcome(c: &CannedResponse) -> HttpCallOutcome {
             reason: "reset".into(),
         };
     }
+    if c.unreachable {
+        // Envoy's router answers a call to an endpoint that refuses the
+        // connection itself (the async client's `onSuccess` with a 503).
+        let body = UNREACHABLE_BODY;
+        return HttpCallOutcome::Response(HttpCallResponse {
+            headers: HeaderMap::from_pairs([
+                (":status", "503"),
+                ("content-length", body.len().to_string().as_str()),
+                ("content-type", "text/plain"),
+            ]),
+            body: body.as_bytes().to_vec(),
+            trailers: HeaderMap::new(),
+        });
+    }
     if c.timeout {
         return HttpCallOutcome::Response(HttpCallResponse {
             headers: HeaderMap::from_pairs([(":status", "504"), ("content-type", "text/plain")]),
@@ -591,6 +609,17 @@ impl Driver<'_> {
             self.response_started = true;
         }
         let out_headers = self.vm.headers(self.ctx, hty).cloned().unwrap_or_default();
+        if dir == 0 && !eos {
+            // As in Envoy, request headers the filter continued go upstream
+            // at once, and so does each body chunk it lets pass, even if a
+            // later callback stops the request or answers it locally.
+            self.obs.upstream_request = Some(ObservedMessage {
+                status: None,
+                headers: map_to_headers(&out_headers),
+                body: String::new(),
+                trailers: Vec::new(),
+            });
+        }
         let mut out_body = Vec::new();
         let mut stopped = false;
         for (i, chunk) in chunks.iter().enumerate() {
@@ -609,6 +638,11 @@ impl Driver<'_> {
                 Step::Go => {
                     out_body.extend(self.vm.take_body(self.ctx, bty).unwrap_or_default());
                     stopped = false;
+                    if dir == 0
+                        && let Some(up) = self.obs.upstream_request.as_mut()
+                    {
+                        up.body = String::from_utf8_lossy(&out_body).into_owned();
+                    }
                 }
                 Step::Stop => {
                     stopped = true;

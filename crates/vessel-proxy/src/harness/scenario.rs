@@ -36,6 +36,12 @@ pub struct Scenario {
     /// backend (the differential runner, `cargo xtask envoy-diff`).
     #[serde(default, skip_serializing_if = "Deviations::is_empty")]
     pub deviations: Deviations,
+    /// The file runs only in-process (`vessel test`), and why: it pins an
+    /// in-process behaviour that no real proxy can be driven to show (the
+    /// reason should name the `DEVIATIONS.md` entry). The real backends of
+    /// the differential runner report it as not run, with this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_in_process: Option<String>,
 }
 
 /// The `deviations` key: ids of entries of `spec-tests/DEVIATIONS.md`
@@ -121,6 +127,12 @@ pub struct CannedResponse {
     /// For clusters: answer as a timeout does in Envoy, with a 504 (an extension).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timeout: bool,
+    /// For clusters: nothing listens at the cluster's endpoint. Envoy's
+    /// router answers the call itself with a 503 (`upstream connect error
+    /// or disconnect/reset before headers. reset reason: remote connection
+    /// failure`, `text/plain`) (an extension).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreachable: bool,
     /// For clusters answering `proxy_grpc_call`: the gRPC status. 0 delivers
     /// `body` as the response message (`proxy_on_grpc_receive`); any other
     /// value closes the call with that status and `body` as its message

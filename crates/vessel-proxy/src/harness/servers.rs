@@ -63,17 +63,23 @@ pub(crate) struct Scripted {
 }
 
 /// The pause between two scripted chunks.
-const CHUNK_GAP: Duration = Duration::from_millis(30);
+const CHUNK_GAP: Duration = Duration::from_millis(80);
 
 impl Scripted {
     /// A body of `chunks` then `trailers` (if any).
     pub(crate) fn new(chunks: Vec<Bytes>, trailers: Option<&Headers>) -> Self {
-        let (tx, rx) = mpsc::channel(4);
+        // One frame at a time: the gap starts once the previous frame was
+        // taken by the connection, so a slow start cannot bunch chunks
+        // into one write.
+        let (tx, rx) = mpsc::channel(1);
         let trailers = trailers.map(header_map);
         let left = chunks.len() + usize::from(trailers.is_some());
         tokio::spawn(async move {
             for (i, chunk) in chunks.into_iter().enumerate() {
                 if i > 0 {
+                    if tx.reserve().await.is_err() {
+                        return;
+                    }
                     tokio::time::sleep(CHUNK_GAP).await;
                 }
                 if tx.send(Frame::data(chunk)).await.is_err() {
@@ -81,6 +87,9 @@ impl Scripted {
                 }
             }
             if let Some(t) = trailers {
+                if tx.reserve().await.is_err() {
+                    return;
+                }
                 tokio::time::sleep(CHUNK_GAP).await;
                 let _ = tx.send(Frame::trailers(t)).await;
             }
@@ -139,6 +148,46 @@ pub(crate) enum Behaviour {
     Answer,
     /// Read the request and never answer (a callout that times out).
     Hang,
+    /// Answer a unary gRPC call (over HTTP/2) with this status: 0 sends
+    /// the canned body as the one length-prefixed response message and
+    /// `grpc-status: 0` in the trailers; any other status is a
+    /// trailers-only answer with `grpc-status` and the body as
+    /// `grpc-message`.
+    Grpc(u32),
+}
+
+/// The gRPC answer of a canned cluster (see [`Behaviour::Grpc`]).
+fn grpc_response(status: u32, c: &CannedResponse) -> Response<Scripted> {
+    let grpc_headers = |status: u32, message: Option<&str>| {
+        let mut h: Headers = vec![
+            ("content-type".into(), "application/grpc".into()),
+            ("grpc-status".into(), status.to_string()),
+        ];
+        if let Some(m) = message {
+            h.push(("grpc-message".into(), m.to_owned()));
+        }
+        h
+    };
+    if status != 0 {
+        let mut resp = Response::new(Scripted::new(Vec::new(), None));
+        *resp.headers_mut() = header_map(&grpc_headers(status, Some(&c.body)));
+        return resp;
+    }
+    let mut framed = Vec::with_capacity(c.body.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(
+        &u32::try_from(c.body.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    framed.extend_from_slice(c.body.as_bytes());
+    let trailers = vec![("grpc-status".to_owned(), "0".to_owned())];
+    let mut resp = Response::new(Scripted::new(vec![Bytes::from(framed)], Some(&trailers)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    resp
 }
 
 /// A loopback server (HTTP/1.1 and HTTP/2 cleartext) answering the front of
@@ -171,7 +220,10 @@ pub(crate) async fn canned_server(
                             .ok()
                             .and_then(|a| a.front().cloned())
                             .unwrap_or_default();
-                        Ok::<_, Infallible>(response_of(&answer))
+                        Ok::<_, Infallible>(match behaviour {
+                            Behaviour::Grpc(status) => grpc_response(status, &answer),
+                            _ => response_of(&answer),
+                        })
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

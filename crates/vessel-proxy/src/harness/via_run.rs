@@ -5,8 +5,8 @@
 //! `expect` keys as the in-process driver, so one scenario pins both paths.
 //!
 //! Scenario features that only the in-process driver can express
-//! (`properties`, `foreign_functions`, `ticks_before`, `buffer_limit`, gRPC
-//! clusters) make [`run_file_via_vessel_run`] report the file as
+//! (`properties`, `foreign_functions`, `ticks_before`, `reset: true`
+//! clusters, `only_in_process`) make [`run_file_via_vessel_run`] report the file as
 //! unsupported instead of guessing.
 
 use std::path::Path;
@@ -16,7 +16,7 @@ use super::scenario::Scenario;
 use super::{Error, Observation};
 
 /// Why a scenario cannot run through `vessel run`.
-pub fn unsupported(s: &Scenario) -> Option<&'static str> {
+pub fn unsupported(s: &Scenario) -> Option<String> {
     Proxy::VesselRun(Path::new("vessel")).unsupported(s)
 }
 

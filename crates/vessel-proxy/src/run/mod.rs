@@ -375,7 +375,8 @@ impl Reloader {
                 .routes
                 .write()
                 .unwrap_or_else(PoisonError::into_inner) =
-                Router::new(l.routes.clone(), self.upstreams.clone());
+                Router::new(l.routes.clone(), self.upstreams.clone())
+                    .suppress_envoy_headers(l.suppress_envoy_headers);
             target
                 .layer
                 .swap_filters(filters.iter().map(|f| f.pool.clone()).collect());
@@ -518,11 +519,12 @@ async fn serve(
             enabled: options.access_log,
             stats,
         });
-        let layer = VesselLayer::new(filters.iter().map(|f| f.pool.clone()).collect());
-        let routes = Arc::new(RwLock::new(Router::new(
-            l.routes.clone(),
-            upstreams.clone(),
-        )));
+        let layer = VesselLayer::new(filters.iter().map(|f| f.pool.clone()).collect())
+            .buffer_limit(l.buffer_limit);
+        let routes = Arc::new(RwLock::new(
+            Router::new(l.routes.clone(), upstreams.clone())
+                .suppress_envoy_headers(l.suppress_envoy_headers),
+        ));
         live_listeners.push(LiveListener {
             layer: layer.clone(),
             routes: routes.clone(),
@@ -536,6 +538,7 @@ async fn serve(
             let log = log.clone();
             BoxCloneService::new(tower::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(info);
+                router::connection_manager(&mut req);
                 let start = Instant::now();
                 let head = log.enabled.then(|| {
                     (

@@ -12,17 +12,31 @@
 //! Each forwarded response carries a [`vessel_hyper::UpstreamInfo`] (the
 //! endpoint, the local address of the connection, the cluster), which
 //! becomes the `upstream.*` and `xds.cluster_name` properties of the
-//! response path (ABI reference §10.2).
+//! response path (ABI reference §10.2), and, as Envoy's router adds it,
+//! `x-envoy-upstream-service-time` (milliseconds from the end of the
+//! downstream request to the response head) unless the router's `suppress_envoy_headers` is
+//! set. The filters see it in the response headers.
+//!
+//! The upstream request keeps the client's authority (`Host` over
+//! HTTP/1.1, `:authority` over HTTP/2), as Envoy's router does without a
+//! `host_rewrite`; the endpoint only decides where the connection goes.
+//!
+//! [`connection_manager`] is the part of Envoy's HTTP connection manager
+//! that edits a request before the filter chain (with the defaults:
+//! `use_remote_address: false`, no trusted hops): hop-by-hop headers go,
+//! `x-forwarded-proto` and `x-request-id` (a UUID v4) are added when
+//! absent, and an HTTP/1 request's `:scheme` follows `x-forwarded-proto`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -30,9 +44,11 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::oneshot;
 use tower::Service;
 use vessel_hyper::{BoxError, UpstreamInfo, VesselBody};
@@ -44,14 +60,19 @@ pub(crate) type RouterBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Envoy's body for a 503 when a cluster has no endpoint.
 pub(crate) const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
-/// Envoy's body for a 503 when the upstream connection cannot be made.
-pub(crate) const CONNECT_FAILURE: &str =
-    "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+/// Envoy's body for a 503 when the upstream refuses the connection.
+pub(crate) const CONNECT_FAILURE: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
+/// Envoy's body for a 503 when connecting to the upstream times out.
+pub(crate) const CONNECT_TIMEOUT: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection timeout";
 /// Envoy's body for a 503 when the upstream connection is lost before the
 /// response headers.
 pub(crate) const CONNECTION_TERMINATION: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
 /// Envoy's body for a 504 when the route timeout fires.
 pub(crate) const UPSTREAM_TIMEOUT: &str = "upstream request timeout";
+
+/// The header Envoy's router adds to responses.
+const SERVICE_TIME: &str = "x-envoy-upstream-service-time";
 
 /// Headers that describe one hop and are not forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 6] = [
@@ -69,7 +90,42 @@ pub(crate) struct Upstream {
     endpoints: RwLock<Arc<[SocketAddr]>>,
     next: AtomicUsize,
     http2: bool,
+    connect_timeout: Duration,
+    /// HTTP/1.1 clusters: a pooled client (the URI names the endpoint; the
+    /// `Host` header keeps the client's authority).
     client: Client<HttpConnector, NotifyEnd<VesselBody>>,
+    /// HTTP/2 clusters: one multiplexed connection per endpoint, so that
+    /// `:authority` (taken from the request URI) can be the client's.
+    h2: Mutex<HashMap<SocketAddr, H2Conn>>,
+}
+
+/// An HTTP/2 connection to one endpoint.
+#[derive(Clone)]
+struct H2Conn {
+    send: http2::SendRequest<NotifyEnd<VesselBody>>,
+    local: Option<SocketAddr>,
+}
+
+/// Why a request got no response head from the upstream.
+#[derive(Debug)]
+enum UpstreamError {
+    /// The connection could not be made (refused, or timed out).
+    Connect { timeout: bool },
+    /// The connection was lost before the response head.
+    Terminated,
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl Upstream {
@@ -85,7 +141,98 @@ impl Upstream {
             endpoints: RwLock::new(endpoints.into()),
             next: AtomicUsize::new(0),
             http2,
+            connect_timeout,
             client,
+            h2: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The HTTP/2 connection to `endpoint`, made when there is none (or
+    /// the last one closed).
+    async fn h2_conn(&self, endpoint: SocketAddr) -> Result<H2Conn, UpstreamError> {
+        let cached = self
+            .h2
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&endpoint)
+            .filter(|c| !c.send.is_closed())
+            .cloned();
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let tcp = match tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(endpoint),
+        )
+        .await
+        {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                log::debug!("upstream {endpoint}: {e}");
+                return Err(UpstreamError::Connect {
+                    timeout: e.kind() == std::io::ErrorKind::TimedOut,
+                });
+            }
+            Err(_) => return Err(UpstreamError::Connect { timeout: true }),
+        };
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().ok();
+        let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .map_err(|e| {
+                log::debug!("upstream {endpoint}: HTTP/2 handshake: {e}");
+                UpstreamError::Terminated
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                log::debug!("upstream {endpoint}: HTTP/2 connection: {e}");
+            }
+        });
+        let c = H2Conn { send, local };
+        self.h2
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(endpoint, c.clone());
+        Ok(c)
+    }
+
+    /// Sends `req` to `endpoint`; the response and the local address of
+    /// the connection.
+    async fn send(
+        &self,
+        endpoint: SocketAddr,
+        req: Request<NotifyEnd<VesselBody>>,
+    ) -> Result<(Response<Incoming>, Option<SocketAddr>), UpstreamError> {
+        if self.http2 {
+            let mut c = self.h2_conn(endpoint).await?;
+            c.send
+                .ready()
+                .await
+                .map_err(|_| UpstreamError::Terminated)?;
+            let resp = c.send.send_request(req).await.map_err(|e| {
+                log::debug!("upstream {endpoint}: {e}");
+                UpstreamError::Terminated
+            })?;
+            return Ok((resp, c.local));
+        }
+        match self.client.request(req).await {
+            Ok(resp) => {
+                let local = resp
+                    .extensions()
+                    .get::<HttpInfo>()
+                    .map(HttpInfo::local_addr);
+                Ok((resp, local))
+            }
+            Err(e) => {
+                log::debug!("upstream {endpoint}: {e:?}");
+                Err(if e.is_connect() {
+                    UpstreamError::Connect {
+                        timeout: is_timeout(&e),
+                    }
+                } else {
+                    UpstreamError::Terminated
+                })
+            }
         }
     }
 
@@ -128,6 +275,8 @@ pub(crate) type Upstreams = Arc<HashMap<String, Arc<Upstream>>>;
 pub(crate) struct Router {
     routes: Arc<RouteConfig>,
     upstreams: Upstreams,
+    /// The router's `suppress_envoy_headers`.
+    suppress_envoy_headers: bool,
 }
 
 impl Router {
@@ -135,6 +284,107 @@ impl Router {
         Self {
             routes: Arc::new(routes),
             upstreams,
+            suppress_envoy_headers: false,
+        }
+    }
+
+    /// Sets the router's `suppress_envoy_headers`.
+    pub(crate) fn suppress_envoy_headers(mut self, suppress: bool) -> Self {
+        self.suppress_envoy_headers = suppress;
+        self
+    }
+}
+
+/// A random UUID v4 in its text form (Envoy's `x-request-id`): 122 bits
+/// from the process's random hashing keys, a counter and the clock.
+fn uuid_v4() -> String {
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let word = |salt: u64| {
+        let mut h = keys.build_hasher();
+        h.write_u64(salt);
+        h.write_u64(n);
+        h.write_u128(nanos);
+        h.finish()
+    };
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&word(1).to_be_bytes());
+    b[8..].copy_from_slice(&word(2).to_be_bytes());
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// What Envoy's HTTP connection manager does to a request before the
+/// filter chain, with its defaults (`use_remote_address: false`, no
+/// trusted hops, no tracing):
+///
+/// * the hop-by-hop headers `connection`, `keep-alive`,
+///   `proxy-connection`, `transfer-encoding` and `upgrade` are removed (an
+///   upgrade keeps `connection` and `upgrade`);
+/// * `x-forwarded-proto` is added (`http`) when absent, a client's value is
+///   kept; `x-forwarded-for` is left as the client sent it;
+/// * `x-request-id` is added (a random UUID v4) when absent;
+/// * over HTTP/1, `:scheme` is the `x-forwarded-proto` value when that is
+///   `http` or `https`.
+pub(crate) fn connection_manager<B>(req: &mut Request<B>) {
+    let upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    let h = req.headers_mut();
+    for name in ["keep-alive", "proxy-connection", "transfer-encoding"] {
+        h.remove(name);
+    }
+    if !upgrade {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+    }
+    if !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if !h.contains_key("x-request-id")
+        && let Ok(v) = HeaderValue::from_str(&uuid_v4())
+    {
+        h.insert("x-request-id", v);
+    }
+    if req.version() < Version::HTTP_2 {
+        let scheme = match req
+            .headers()
+            .get("x-forwarded-proto")
+            .map(HeaderValue::as_bytes)
+        {
+            Some(b"https") => "https",
+            _ => "http",
+        };
+        let host = authority(req);
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        if !host.is_empty()
+            && let Ok(u) = format!("{scheme}://{host}{path}").parse()
+        {
+            *req.uri_mut() = u;
         }
     }
 }
@@ -247,7 +497,15 @@ impl Router {
         let Some(endpoint) = upstream.pick() else {
             return local_reply(StatusCode::SERVICE_UNAVAILABLE, NO_HEALTHY_UPSTREAM);
         };
-        let uri = format!("http://{endpoint}{upstream_path}");
+        // HTTP/1.1: the URI names the endpoint (the pool connects there)
+        // and `Host` keeps the client's authority. HTTP/2: the URI names
+        // the client's authority, which becomes `:authority`; the
+        // connection goes to the endpoint all the same.
+        let uri = if upstream.http2 && !host.is_empty() {
+            format!("http://{host}{upstream_path}")
+        } else {
+            format!("http://{endpoint}{upstream_path}")
+        };
         match uri.parse() {
             Ok(u) => *req.uri_mut() = u,
             Err(_) => return local_reply(StatusCode::BAD_REQUEST, ""),
@@ -267,21 +525,18 @@ impl Router {
         {
             req.headers_mut().insert(header::HOST, v);
         }
-        req.headers_mut().insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
-        );
 
         // The route timeout starts when the downstream request has ended.
         let (ended, request_done) = oneshot::channel();
-        let req = req.map(|body| NotifyEnd::new(body, ended));
+        let ended_at = Arc::new(OnceLock::new());
+        let req = req.map(|body| NotifyEnd::new(body, ended, ended_at.clone()));
         let mut deadline: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = timeout.map(|t| {
             Box::pin(async move {
                 let _ = request_done.await;
                 tokio::time::sleep(t).await;
             }) as Pin<Box<dyn Future<Output = ()> + Send>>
         });
-        let call = upstream.client.request(req);
+        let call = upstream.send(endpoint, req);
         let result = match deadline.as_mut() {
             Some(d) => tokio::select! {
                 r = call => r,
@@ -293,13 +548,33 @@ impl Router {
             None => call.await,
         };
         match result {
-            Ok(resp) => {
+            Ok((resp, local)) => {
                 let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                let conn = parts.extensions.get::<HttpInfo>();
+                // `transfer-encoding` stays: Envoy's filters see it on an
+                // HTTP/1.1 chunked response, and the downstream codec
+                // frames the body itself (hyper drops it over HTTP/2).
+                for name in HOP_BY_HOP {
+                    if name != "transfer-encoding" {
+                        parts.headers.remove(HeaderName::from_static(name));
+                    }
+                }
+                if !self.suppress_envoy_headers {
+                    parts.headers.insert(
+                        HeaderName::from_static(SERVICE_TIME),
+                        HeaderValue::from(
+                            u64::try_from(
+                                ended_at
+                                    .get()
+                                    .map_or(Duration::ZERO, Instant::elapsed)
+                                    .as_millis(),
+                            )
+                            .unwrap_or(u64::MAX),
+                        ),
+                    );
+                }
                 let info = UpstreamInfo {
-                    address: conn.map_or(endpoint, HttpInfo::remote_addr),
-                    local_address: conn.map(HttpInfo::local_addr),
+                    address: endpoint,
+                    local_address: local,
                     cluster: Some(cluster.clone()),
                 };
                 parts.extensions.insert(info);
@@ -311,10 +586,10 @@ impl Router {
             }
             Err(e) => {
                 log::debug!("upstream {cluster} ({endpoint}): {e:?}");
-                let body = if e.is_connect() {
-                    CONNECT_FAILURE
-                } else {
-                    CONNECTION_TERMINATION
+                let body = match e {
+                    UpstreamError::Connect { timeout: false } => CONNECT_FAILURE,
+                    UpstreamError::Connect { timeout: true } => CONNECT_TIMEOUT,
+                    UpstreamError::Terminated => CONNECTION_TERMINATION,
                 };
                 local_reply(StatusCode::SERVICE_UNAVAILABLE, body)
             }
@@ -322,17 +597,20 @@ impl Router {
     }
 }
 
-/// A request body that reports when it has ended (or was dropped).
+/// A request body that reports when it has ended (or was dropped), and
+/// records the instant.
 pub(crate) struct NotifyEnd<B> {
     inner: B,
     ended: Option<oneshot::Sender<()>>,
+    at: Arc<OnceLock<Instant>>,
 }
 
 impl<B: Body> NotifyEnd<B> {
-    fn new(inner: B, ended: oneshot::Sender<()>) -> Self {
+    fn new(inner: B, ended: oneshot::Sender<()>, at: Arc<OnceLock<Instant>>) -> Self {
         let mut this = Self {
             inner,
             ended: Some(ended),
+            at,
         };
         if this.inner.is_end_stream() {
             this.fire();
@@ -341,6 +619,7 @@ impl<B: Body> NotifyEnd<B> {
     }
 
     fn fire(&mut self) {
+        let _ = self.at.set(Instant::now());
         if let Some(tx) = self.ended.take() {
             let _ = tx.send(());
         }
