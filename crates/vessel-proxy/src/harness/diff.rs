@@ -488,28 +488,30 @@ pub fn diff_file(engine: &Engine, options: &Options, path: &Path) -> Result<File
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    let (in_process, via, envoy) = std::thread::scope(|s| {
-        let via =
-            s.spawn(|| super::real::run_file(super::real::Proxy::VesselRun(&options.vessel), path));
-        let envoy =
-            s.spawn(|| super::real::run_file(super::real::Proxy::Envoy(&options.envoy), path));
+    let vessel_run = || super::real::run_file(super::real::Proxy::VesselRun(&options.vessel), path);
+    let envoy_run = || super::real::run_file(super::real::Proxy::Envoy(&options.envoy), path);
+    // A file with a Redis cluster keeps state outside the proxies (the
+    // counters on the one Redis server): its backends run one after the
+    // other, each starting from a flushed server. The others run at once.
+    let (in_process, via, envoy) = if scenario.clusters.values().any(|c| c.redis.is_some()) {
         let in_process = super::run_file(engine, path);
-        (
-            in_process,
-            via.join().unwrap_or_else(|_| {
-                Err(Error::Io {
-                    path: path.to_owned(),
-                    message: "the vessel run backend panicked".into(),
-                })
-            }),
-            envoy.join().unwrap_or_else(|_| {
-                Err(Error::Io {
-                    path: path.to_owned(),
-                    message: "the Envoy backend panicked".into(),
-                })
-            }),
-        )
-    });
+        (in_process, vessel_run(), envoy_run())
+    } else {
+        std::thread::scope(|s| {
+            let via = s.spawn(vessel_run);
+            let envoy = s.spawn(envoy_run);
+            let in_process = super::run_file(engine, path);
+            let panicked = |backend: &str| Error::Io {
+                path: path.to_owned(),
+                message: format!("the {backend} backend panicked"),
+            };
+            (
+                in_process,
+                via.join().unwrap_or_else(|_| Err(panicked("vessel run"))),
+                envoy.join().unwrap_or_else(|_| Err(panicked("Envoy"))),
+            )
+        })
+    };
     let in_process = in_process?
         .into_iter()
         .map(|r| r.observation)

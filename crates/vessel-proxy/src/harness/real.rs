@@ -444,33 +444,45 @@ async fn drive(
         };
         clusters.push((cname.clone(), addr));
     }
-    let port = servers::free_port();
-    let config = bootstrap(
-        scenario,
-        wasm,
-        name,
-        port,
-        upstream,
-        &clusters,
-        proxy.uses_admin(),
-    );
-    let config_path = scratch("config", "yaml");
-    let log_path = scratch("proxy", "log");
-    let admin_path = scratch("admin", "txt");
-    std::fs::write(&config_path, config).map_err(|e| io(e.to_string()))?;
-    let child = proxy
-        .command(&config_path, &log_path, &admin_path, scenario)
-        .spawn()
-        .map_err(|e| io(format!("starting {proxy:?}: {e}")))?;
-    let mut guard = Guard {
-        child,
-        files: vec![config_path, log_path.clone(), admin_path.clone()],
-        log: log_path,
+    // A free port can be taken by someone else before the proxy binds it:
+    // then start again on another one (a few times).
+    let mut attempt = 0;
+    let (guard, front) = loop {
+        attempt += 1;
+        let port = servers::free_port();
+        let config = bootstrap(
+            scenario,
+            wasm,
+            name,
+            port,
+            upstream,
+            &clusters,
+            proxy.uses_admin(),
+        );
+        let config_path = scratch("config", "yaml");
+        let log_path = scratch("proxy", "log");
+        let admin_path = scratch("admin", "txt");
+        std::fs::write(&config_path, config).map_err(|e| io(e.to_string()))?;
+        let child = proxy
+            .command(&config_path, &log_path, &admin_path, scenario)
+            .spawn()
+            .map_err(|e| io(format!("starting {proxy:?}: {e}")))?;
+        let mut guard = Guard {
+            child,
+            files: vec![config_path, log_path.clone(), admin_path.clone()],
+            log: log_path,
+        };
+        let front = SocketAddr::from(([127, 0, 0, 1], port));
+        match wait_ready(proxy, &mut guard, front, &admin_path).await {
+            Ok(Some(refused)) => return Ok(refused),
+            Ok(None) => break (guard, front),
+            Err(Error::Io { message, .. })
+                if attempt < 3
+                    && (message.contains("Address already in use")
+                        || message.contains("address in use")) => {}
+            Err(e) => return Err(e),
+        }
     };
-    let front = SocketAddr::from(([127, 0, 0, 1], port));
-    if let Some(refused) = wait_ready(proxy, &mut guard, front, &admin_path).await? {
-        return Ok(refused);
-    }
     // Every request goes to the listener, whatever authority its URI names.
     let connector = tower::service_fn(move |_: http::Uri| {
         Box::pin(async move {
