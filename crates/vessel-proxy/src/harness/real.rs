@@ -176,9 +176,10 @@ fn policy_yaml(s: &Scenario) -> (String, String) {
         ));
         if policy == super::scenario::FailurePolicySpec::FailReload {
             // vessel test reloads on the next stream; Envoy's default backoff
-            // (1 s since the last load) could hold a reload back.
+            // (1 s since the last load) could hold a reload back. Not 1 ms:
+            // Envoy 1.40 then divides by zero computing its jitter (SIGFPE).
             config.push_str(
-                "                reload_config: { backoff: { base_interval: 0.001s } }\n",
+                "                reload_config: { backoff: { base_interval: 0.01s } }\n",
             );
         }
     }

@@ -4,10 +4,11 @@
 //! header and body pauses, body buffering with a limit (413/500), local
 //! replies from any phase (and the filter's own encode callbacks for them),
 //! `on_log`/`on_done`/`on_delete` for every stream, and Envoy's failure
-//! policies once the VM fails (ABI reference §6.6): FAIL_CLOSED (a 503, or
-//! a reset once the response started), FAIL_OPEN (the stream goes on as if
-//! the filter were absent) and FAIL_RELOAD (a 503 for the failed stream, a
-//! fresh VM for the next one, with no backoff). Redis calls (Higress
+//! policies once the VM fails (ABI reference §6.6). The stream whose
+//! callback failed gets a 503 (or a reset once the response started) under
+//! every policy, as in Envoy; later streams get a 503 (FAIL_CLOSED), pass
+//! as if the filter were absent (FAIL_OPEN), or get a fresh VM (FAIL_RELOAD,
+//! with no backoff). Redis calls (Higress
 //! 0.2.100) go to a real Redis server when the scenario names one for the
 //! cluster.
 
@@ -325,16 +326,16 @@ impl Loaded {
         let response_started = driver.response_started;
         if let Err(e) = result {
             obs.vm_failure = Some(e.to_string());
-            if self.policy == FailurePolicySpec::FailOpen {
-                // Envoy's FAIL_OPEN: the failed callback returns Continue and
-                // the filter is skipped from then on.
-                if obs.response.is_none() && !obs.reset {
-                    pass_through(stream, &mut obs);
-                }
+            // The stream whose callback failed fails closed under every
+            // policy, as in Envoy: its in-VM check (cpp-host `CHECK_FAIL`)
+            // reads only the deprecated `fail_open`, and `failure_policy`
+            // acts when the filter is created for a later stream. A 503
+            // local reply, or a reset once response headers went downstream.
+            if ctx == ContextId(0) && self.policy == FailurePolicySpec::FailOpen {
+                // The VM failed before this stream reached the filter (in a
+                // tick): the stream starts on a failed VM.
+                pass_through(stream, &mut obs);
             } else if response_started {
-                // FAIL_CLOSED (and FAIL_RELOAD for the failed stream): a 503
-                // local reply, or a reset once response headers went
-                // downstream.
                 obs.reset = true;
             } else if obs.response.is_none() && !obs.reset {
                 obs.response = Some(fail_closed());
@@ -394,9 +395,9 @@ fn redis_call(addr: std::net::SocketAddr, call: &RedisCallRequest) -> RedisCallO
     }
 }
 
-/// FAIL_OPEN: what is left of the stream goes on as if the filter were
-/// absent. A request the filter had not forwarded yet goes upstream as the
-/// client sent it; the upstream's answer reaches the client unchanged.
+/// FAIL_OPEN for a stream that starts on a failed VM: it passes as if the
+/// filter were absent. The request goes upstream as the client sent it; the
+/// upstream's answer reaches the client unchanged.
 fn pass_through(stream: &Stream, obs: &mut Observation) {
     let req = &stream.request;
     if obs.upstream_request.is_none() {
