@@ -91,6 +91,10 @@ pub struct Loaded {
     plugin: Plugin,
     env: HostEnv,
     policy: FailurePolicySpec,
+    /// The failure of the VM that FAIL_RELOAD replaced, still reported for
+    /// later streams (as the real backends report it: a plugin's failure
+    /// shows in its log for good).
+    last_failure: Option<String>,
 }
 
 /// The plugin's [`Limits`] from `plugin.limits`, checked against the
@@ -259,6 +263,7 @@ impl Loaded {
             plugin,
             env,
             policy,
+            last_failure: None,
         })
     }
 
@@ -288,6 +293,7 @@ impl Loaded {
                     // trap), not one that never started. vessel test uses
                     // no backoff: the next stream gets the fresh VM.
                     self.vm = Vm::new(&self.plugin, &self.env);
+                    self.last_failure = Some(why);
                 }
                 FailurePolicySpec::FailOpen => {
                     obs.vm_failure = Some(why);
@@ -346,6 +352,9 @@ impl Loaded {
             && let Err(e) = vm.finish_http_stream(ctx)
         {
             obs.vm_failure.get_or_insert_with(|| e.to_string());
+        }
+        if obs.vm_failure.is_none() {
+            obs.vm_failure.clone_from(&self.last_failure);
         }
         obs.logs = self.capture.since(start);
         obs
