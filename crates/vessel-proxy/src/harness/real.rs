@@ -178,9 +178,8 @@ fn policy_yaml(s: &Scenario) -> (String, String) {
             // vessel test reloads on the next stream; Envoy's default backoff
             // (1 s since the last load) could hold a reload back. Not 1 ms:
             // Envoy 1.40 then divides by zero computing its jitter (SIGFPE).
-            config.push_str(
-                "                reload_config: { backoff: { base_interval: 0.01s } }\n",
-            );
+            config
+                .push_str("                reload_config: { backoff: { base_interval: 0.01s } }\n");
         }
     }
     if let Some(caps) = &p.allowed_capabilities {

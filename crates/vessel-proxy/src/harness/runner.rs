@@ -17,10 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use vessel_host::{
     BufferType, ContextId, Effect, Engine, EngineConfig, FilterDataStatus, FilterHeadersStatus,
-    FilterTrailersStatus, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse, LocalResponse,
-    Limits, LogLevel, LogRecord, LogSink, MapType, Plugin, PluginConfig, PropertyMap,
-    PropertyValue,
-    RedisCallOutcome, RedisCallRequest, StreamType, Vm, VmError,
+    FilterTrailersStatus, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse, Limits,
+    LocalResponse, LogLevel, LogRecord, LogSink, MapType, Plugin, PluginConfig, PropertyMap,
+    PropertyValue, RedisCallOutcome, RedisCallRequest, StreamType, Vm, VmError,
 };
 
 use super::scenario::{
