@@ -125,6 +125,66 @@ fn errors_are_typed_and_name_the_file() {
 }
 
 #[test]
+fn plugin_policy_limit_capability_and_environment_keys_name_their_path() {
+    let dir = TempDir::new("lib-keys");
+    let file = |name: &str, plugin_extra: &str| {
+        dir.write(
+            name,
+            format!(
+                "plugin:\n  wasm: \"{}\"\n{plugin_extra}streams: []\n",
+                guest("noop")
+            ),
+        )
+    };
+    let yaml_error = |path: &PathBuf| match run_files(&[path]) {
+        Err(Error::Yaml { message, .. }) => message,
+        other => panic!("expected a YAML error, got {other:?}"),
+    };
+    let invalid_key = |path: &PathBuf| match run_files(&[path]) {
+        Err(Error::Invalid { key, .. }) => key,
+        other => panic!("expected an invalid-value error, got {other:?}"),
+    };
+
+    let policy = file("policy.yaml", "  failure_policy: FAIL_SOMETIMES\n");
+    let message = yaml_error(&policy);
+    assert!(message.contains("plugin.failure_policy"), "{message}");
+    assert!(message.contains("FAIL_RELOAD"), "{message}");
+
+    let limit = file("limit.yaml", "  limits:\n    memory_megabytes: 1\n");
+    let message = yaml_error(&limit);
+    assert!(message.contains("plugin.limits"), "{message}");
+    assert!(
+        message.contains("unknown field `memory_megabytes`"),
+        "{message}"
+    );
+
+    let env = file("env.yaml", "  environment:\n    host_env: [PATH]\n");
+    let message = yaml_error(&env);
+    assert!(message.contains("plugin.environment"), "{message}");
+
+    let zero = file("zero.yaml", "  limits:\n    callback_timeout_ms: 0\n");
+    assert_eq!(invalid_key(&zero), "plugin.limits.callback_timeout_ms");
+    let huge = file("huge.yaml", "  limits:\n    memory_bytes: 1099511627776\n");
+    assert_eq!(invalid_key(&huge), "plugin.limits.memory_bytes");
+    let fuel = file("fuel.yaml", "  limits:\n    fuel_per_callback: 0\n");
+    assert_eq!(invalid_key(&fuel), "plugin.limits.fuel_per_callback");
+    let twice = file(
+        "twice.yaml",
+        "  environment:\n    host_env_keys: [A]\n    key_values: { A: x }\n",
+    );
+    assert_eq!(invalid_key(&twice), "plugin.environment.host_env_keys[0]");
+    let empty = file("empty.yaml", "  allowed_capabilities: [proxy_log, \"\"]\n");
+    assert_eq!(invalid_key(&empty), "plugin.allowed_capabilities[1]");
+
+    // Valid values load, fuel included (it needs an engine of its own).
+    let good = file(
+        "good.yaml",
+        "  failure_policy: FAIL_RELOAD\n  limits: { memory_bytes: 16777216, callback_timeout_ms: 20, fuel_per_callback: 1000000 }\n  allowed_capabilities: []\n  environment: { key_values: { A: x } }\n",
+    );
+    assert!(run_files(&[&good]).is_ok());
+}
+
+#[test]
 fn run_files_stops_at_the_first_broken_file() {
     let dir = TempDir::new("lib-stop");
     let good = dir.write("good.yaml", hello_scenario());

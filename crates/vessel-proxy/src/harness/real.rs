@@ -91,7 +91,21 @@ fn unsupported_anywhere(s: &Scenario) -> Option<String> {
 impl Proxy<'_> {
     /// Why a scenario cannot run on this proxy, if it cannot.
     pub fn unsupported(&self, s: &Scenario) -> Option<String> {
-        unsupported_anywhere(s)
+        if let Some(why) = unsupported_anywhere(s) {
+            return Some(why);
+        }
+        match self {
+            // Per-VM limits have no field in Envoy's `PluginConfig` or
+            // `VmConfig`; the generated bootstrap is Envoy's, so it has no
+            // place for them either.
+            Proxy::VesselRun(_) if has_limits(s) => Some(
+                "plugin.limits: the generated bootstrap is an Envoy bootstrap, and Envoy has no per-VM limit fields".into(),
+            ),
+            Proxy::Envoy(_) if has_limits(s) => {
+                Some("plugin.limits: Envoy has no per-VM memory, CPU-time or fuel limit".into())
+            }
+            _ => None,
+        }
     }
 
     fn command(&self, config: &Path, log: &Path, admin: &Path, s: &Scenario) -> Command {
@@ -160,6 +174,65 @@ impl Proxy<'_> {
     }
 }
 
+/// The scenario sets `plugin.limits`.
+fn has_limits(s: &Scenario) -> bool {
+    s.plugin.limits.as_ref().is_some_and(|l| !l.is_empty())
+}
+
+/// The Envoy fields of the scenario's `failure_policy`,
+/// `allowed_capabilities` (in `config`, indented for it) and `environment`
+/// (in `vm_config`).
+fn policy_yaml(s: &Scenario) -> (String, String) {
+    let p = &s.plugin;
+    let mut config = String::new();
+    if let Some(policy) = p.failure_policy {
+        config.push_str(&format!(
+            "                failure_policy: {}\n",
+            policy.envoy_name()
+        ));
+        if policy == super::scenario::FailurePolicySpec::FailReload {
+            // vessel test reloads on the next stream; Envoy's default backoff
+            // (1 s since the last load) could hold a reload back. Not 1 ms:
+            // Envoy 1.40 then divides by zero computing its jitter (SIGFPE).
+            config
+                .push_str("                reload_config: { backoff: { base_interval: 0.01s } }\n");
+        }
+    }
+    if let Some(caps) = &p.allowed_capabilities {
+        config.push_str("                capability_restriction_config:\n");
+        if caps.is_empty() {
+            config.push_str("                  allowed_capabilities: {}\n");
+        } else {
+            config.push_str("                  allowed_capabilities:\n");
+            for c in caps {
+                config.push_str(&format!("                    {}: {{}}\n", yaml_str(c)));
+            }
+        }
+    }
+    let mut vm = String::new();
+    if let Some(env) = &p.environment {
+        vm.push_str("                  environment_variables:\n");
+        if !env.host_env_keys.is_empty() {
+            let keys: Vec<String> = env.host_env_keys.iter().map(|k| yaml_str(k)).collect();
+            vm.push_str(&format!(
+                "                    host_env_keys: [{}]\n",
+                keys.join(", ")
+            ));
+        }
+        if !env.key_values.is_empty() {
+            vm.push_str("                    key_values:\n");
+            for (k, v) in &env.key_values {
+                vm.push_str(&format!(
+                    "                      {}: {}\n",
+                    yaml_str(k),
+                    yaml_str(v)
+                ));
+            }
+        }
+    }
+    (config, vm)
+}
+
 /// Envoy's `--base-id` must differ between Envoys running at once (it names
 /// the hot-restart shared memory): the process id and a counter.
 fn unique_base_id() -> u32 {
@@ -217,6 +290,7 @@ pub(crate) fn bootstrap(
             "admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }\n",
         );
     }
+    let (policy, vm_env) = policy_yaml(s);
     let limit = s
         .buffer_limit
         .map(|l| format!("    per_connection_buffer_limit_bytes: {l}\n"))
@@ -257,7 +331,7 @@ pub(crate) fn bootstrap(
                     "@type": type.googleapis.com/google.protobuf.StringValue
                     value: {vm_config}
                   code: {{ local: {{ filename: {wasm} }} }}
-{allow}          - name: envoy.filters.http.router
+{vm_env}{policy}{allow}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
               suppress_envoy_headers: true

@@ -3,21 +3,28 @@
 //! driver reproduces Envoy's filter-manager behaviour for one filter:
 //! header and body pauses, body buffering with a limit (413/500), local
 //! replies from any phase (and the filter's own encode callbacks for them),
-//! fail-closed 503 after a trap, and `on_log`/`on_done`/`on_delete` for
-//! every stream. Redis calls (Higress 0.2.100) go to a real Redis server
-//! when the scenario names one for the cluster.
+//! `on_log`/`on_done`/`on_delete` for every stream, and Envoy's failure
+//! policies once the VM fails (ABI reference §6.6). The stream whose
+//! callback failed gets a 503 (or a reset once the response started) under
+//! every policy, as in Envoy; later streams get a 503 (FAIL_CLOSED), pass
+//! as if the filter were absent (FAIL_OPEN), or get a fresh VM (FAIL_RELOAD,
+//! with no backoff). Redis calls (Higress
+//! 0.2.100) go to a real Redis server when the scenario names one for the
+//! cluster.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use vessel_host::{
-    BufferType, ContextId, Effect, Engine, FilterDataStatus, FilterHeadersStatus,
-    FilterTrailersStatus, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse, LocalResponse,
-    LogLevel, LogRecord, LogSink, MapType, Plugin, PluginConfig, PropertyMap, PropertyValue,
-    RedisCallOutcome, RedisCallRequest, StreamType, Vm, VmError,
+    BufferType, ContextId, Effect, Engine, EngineConfig, FilterDataStatus, FilterHeadersStatus,
+    FilterTrailersStatus, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse, Limits,
+    LocalResponse, LogLevel, LogRecord, LogSink, MapType, Plugin, PluginConfig, PropertyMap,
+    PropertyValue, RedisCallOutcome, RedisCallRequest, StreamType, Vm, VmError,
 };
 
-use super::scenario::{CannedResponse, Headers, PropertyScalar, Scenario, Stream};
+use super::scenario::{
+    CannedResponse, FailurePolicySpec, Headers, LimitsSpec, PropertyScalar, Scenario, Stream,
+};
 use super::{Error, Observation, ObservedMessage};
 
 /// Default buffer limit: Envoy's `per_connection_buffer_limit_bytes` default.
@@ -83,6 +90,47 @@ pub struct Loaded {
     vm: Result<Vm, VmError>,
     capture: Arc<Capture>,
     properties: PropertyMap,
+    /// Kept to build a fresh VM under FAIL_RELOAD.
+    plugin: Plugin,
+    env: HostEnv,
+    policy: FailurePolicySpec,
+    /// The failure of the VM that FAIL_RELOAD replaced, still reported for
+    /// later streams (as the real backends report it: a plugin's failure
+    /// shows in its log for good).
+    last_failure: Option<String>,
+}
+
+/// The plugin's [`Limits`] from `plugin.limits`, checked against the
+/// engine; the `Err` is `(key, message)`.
+fn limits_of(spec: Option<&LimitsSpec>, engine: &Engine) -> Result<Limits, (String, String)> {
+    let mut limits = Limits::default();
+    let Some(spec) = spec else {
+        return Ok(limits);
+    };
+    let bad = |key: &str, message: String| (format!("plugin.limits.{key}"), message);
+    if let Some(m) = spec.memory_bytes {
+        let max = engine.config().max_memory_bytes;
+        if m == 0 || m > max {
+            return Err(bad(
+                "memory_bytes",
+                format!("{m} is not between 1 and the engine's ceiling of {max} bytes"),
+            ));
+        }
+        limits.memory_bytes = m;
+    }
+    if let Some(ms) = spec.callback_timeout_ms {
+        if ms == 0 {
+            return Err(bad("callback_timeout_ms", "must be at least 1".into()));
+        }
+        limits.callback_timeout = Some(std::time::Duration::from_millis(ms));
+    }
+    if let Some(fuel) = spec.fuel_per_callback {
+        if fuel == 0 {
+            return Err(bad("fuel_per_callback", "must be at least 1".into()));
+        }
+        limits.fuel_per_callback = Some(fuel);
+    }
+    Ok(limits)
 }
 
 impl Loaded {
@@ -125,6 +173,44 @@ impl Loaded {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default()
         });
+        let invalid = |(key, message): (String, String)| Error::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        // Fuel needs an engine compiled with fuel metering: a scenario that
+        // sets `fuel_per_callback` gets an engine of its own.
+        let fuel_engine;
+        let engine = match spec.limits.as_ref().and_then(|l| l.fuel_per_callback) {
+            Some(_) if !engine.config().consume_fuel => {
+                fuel_engine = Engine::new(EngineConfig {
+                    consume_fuel: true,
+                    pooling: None,
+                    ..engine.config().clone()
+                })
+                .map_err(|e| {
+                    invalid((
+                        "plugin.limits.fuel_per_callback".into(),
+                        format!("cannot build an engine with fuel metering: {e}"),
+                    ))
+                })?;
+                &fuel_engine
+            }
+            _ => engine,
+        };
+        let limits = limits_of(spec.limits.as_ref(), engine).map_err(invalid)?;
+        let environment = match &spec.environment {
+            Some(e) => e.resolve().map_err(invalid)?,
+            None => Vec::new(),
+        };
+        if let Some(caps) = &spec.allowed_capabilities
+            && let Some(i) = caps.iter().position(String::is_empty)
+        {
+            return Err(invalid((
+                format!("plugin.allowed_capabilities[{i}]"),
+                "a capability name must not be empty".into(),
+            )));
+        }
         let config = PluginConfig {
             name,
             root_id: spec.root_id.clone(),
@@ -133,6 +219,9 @@ impl Loaded {
             configuration: spec.configuration.clone().into_bytes(),
             log_level,
             allow_on_headers_stop_iteration: spec.allow_on_headers_stop_iteration,
+            environment,
+            limits,
+            allowed_capabilities: spec.allowed_capabilities.clone(),
             ..PluginConfig::default()
         };
         let plugin = Plugin::load(engine, &wasm, config).map_err(|e| Error::Plugin {
@@ -167,12 +256,17 @@ impl Loaded {
             properties.insert_dotted(k, property(v));
         }
         let vm = Vm::new(&plugin, &env);
+        let policy = scenario.plugin.failure_policy.unwrap_or_default();
         Ok(Self {
             scenario,
             path: path.to_owned(),
             vm,
             capture,
             properties,
+            plugin,
+            env,
+            policy,
+            last_failure: None,
         })
     }
 
@@ -191,6 +285,28 @@ impl Loaded {
     fn run_stream(&mut self, stream: &Stream, first: bool) -> Observation {
         let start = if first { 0 } else { self.capture.len() };
         let mut obs = Observation::default();
+        let failed = match &self.vm {
+            Ok(vm) => vm.failure().map(ToString::to_string),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = failed {
+            match self.policy {
+                FailurePolicySpec::FailReload if self.vm.is_ok() => {
+                    // Envoy reloads only a VM that failed at run time (a
+                    // trap), not one that never started. vessel test uses
+                    // no backoff: the next stream gets the fresh VM.
+                    self.vm = Vm::new(&self.plugin, &self.env);
+                    self.last_failure = Some(why);
+                }
+                FailurePolicySpec::FailOpen => {
+                    obs.vm_failure = Some(why);
+                    pass_through(stream, &mut obs);
+                    obs.logs = self.capture.since(start);
+                    return obs;
+                }
+                _ => {}
+            }
+        }
         let vm = match &mut self.vm {
             Ok(vm) => vm,
             Err(e) => {
@@ -219,9 +335,16 @@ impl Loaded {
         let response_started = driver.response_started;
         if let Err(e) = result {
             obs.vm_failure = Some(e.to_string());
-            // Envoy's default failure policy (FAIL_CLOSED): a 503 local reply,
-            // or a reset once response headers went downstream.
-            if response_started {
+            // The stream whose callback failed fails closed under every
+            // policy, as in Envoy: its in-VM check (cpp-host `CHECK_FAIL`)
+            // reads only the deprecated `fail_open`, and `failure_policy`
+            // acts when the filter is created for a later stream. A 503
+            // local reply, or a reset once response headers went downstream.
+            if ctx == ContextId(0) && self.policy == FailurePolicySpec::FailOpen {
+                // The VM failed before this stream reached the filter (in a
+                // tick): the stream starts on a failed VM.
+                pass_through(stream, &mut obs);
+            } else if response_started {
                 obs.reset = true;
             } else if obs.response.is_none() && !obs.reset {
                 obs.response = Some(fail_closed());
@@ -232,6 +355,9 @@ impl Loaded {
             && let Err(e) = vm.finish_http_stream(ctx)
         {
             obs.vm_failure.get_or_insert_with(|| e.to_string());
+        }
+        if obs.vm_failure.is_none() {
+            obs.vm_failure.clone_from(&self.last_failure);
         }
         obs.logs = self.capture.since(start);
         obs
@@ -279,6 +405,40 @@ fn redis_call(addr: std::net::SocketAddr, call: &RedisCallRequest) -> RedisCallO
     } else {
         run()
     }
+}
+
+/// FAIL_OPEN for a stream that starts on a failed VM: it passes as if the
+/// filter were absent. The request goes upstream as the client sent it; the
+/// upstream's answer reaches the client unchanged.
+fn pass_through(stream: &Stream, obs: &mut Observation) {
+    let req = &stream.request;
+    if obs.upstream_request.is_none() {
+        let body = match (&req.body, &req.chunks) {
+            (_, Some(c)) => c.concat(),
+            (Some(b), None) => b.clone(),
+            (None, None) => String::new(),
+        };
+        obs.upstream_request = Some(ObservedMessage {
+            status: None,
+            headers: req.headers.clone(),
+            body,
+            trailers: req.trailers.clone().unwrap_or_default(),
+        });
+    }
+    let up = stream.upstream.clone().unwrap_or_else(|| CannedResponse {
+        headers: vec![(":status".into(), "200".into())],
+        ..CannedResponse::default()
+    });
+    obs.response = Some(ObservedMessage {
+        status: up
+            .headers
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| v.parse().ok()),
+        headers: up.headers.clone(),
+        body: up.body.clone(),
+        trailers: up.trailers.clone(),
+    });
 }
 
 /// Envoy's fail-closed answer for a failed VM (`wasm_fail_stream`): a 503

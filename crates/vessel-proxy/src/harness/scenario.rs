@@ -93,6 +93,122 @@ pub struct PluginSpec {
     /// Envoy's `allow_on_headers_stop_iteration` (default false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_on_headers_stop_iteration: bool,
+    /// What happens to streams once the VM failed (Envoy's
+    /// `failure_policy`; default FAIL_CLOSED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicySpec>,
+    /// Per-VM resource limits (vessel's `Limits`; no Envoy equivalent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+    /// Host function names the guest may call (Envoy's
+    /// `capability_restriction_config.allowed_capabilities`). Absent or
+    /// empty: everything is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_capabilities: Option<Vec<String>>,
+    /// The guest's WASI environment (Envoy's
+    /// `vm_config.environment_variables`). Absent: an empty environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentSpec>,
+}
+
+/// The `plugin.failure_policy` key, with Envoy's names (ABI reference §6.6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailurePolicySpec {
+    /// Streams on a failed VM get a 503 local reply (the default).
+    #[default]
+    #[serde(rename = "FAIL_CLOSED")]
+    FailClosed,
+    /// Streams on a failed VM pass through as if the filter were absent.
+    #[serde(rename = "FAIL_OPEN")]
+    FailOpen,
+    /// The stream that failed gets a 503; a later stream gets a fresh VM.
+    #[serde(rename = "FAIL_RELOAD")]
+    FailReload,
+}
+
+impl FailurePolicySpec {
+    /// Envoy's name of the policy.
+    pub fn envoy_name(self) -> &'static str {
+        match self {
+            Self::FailClosed => "FAIL_CLOSED",
+            Self::FailOpen => "FAIL_OPEN",
+            Self::FailReload => "FAIL_RELOAD",
+        }
+    }
+}
+
+/// The `plugin.limits` key: per-VM resource limits. Every field is optional
+/// and falls back to vessel's default (`vessel_host::Limits`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Largest linear memory of the VM, in bytes (default 1 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<usize>,
+    /// CPU budget of one callback, in milliseconds (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_timeout_ms: Option<u64>,
+    /// Fuel one callback may burn: a deterministic CPU limit (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_per_callback: Option<u64>,
+}
+
+impl LimitsSpec {
+    /// True if no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.memory_bytes.is_none()
+            && self.callback_timeout_ms.is_none()
+            && self.fuel_per_callback.is_none()
+    }
+}
+
+/// The `plugin.environment` key, as Envoy's
+/// `vm_config.environment_variables`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSpec {
+    /// Variables copied from the host process's environment, when set there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_env_keys: Vec<String>,
+    /// Variables with fixed values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_values: BTreeMap<String, String>,
+}
+
+impl EnvironmentSpec {
+    /// The guest's environment as `(name, value)` pairs: `key_values`, then
+    /// each `host_env_keys` entry that is set in this process. A name given
+    /// twice is an error, as in Envoy; the `Err` names the key.
+    pub fn resolve(&self) -> Result<Vec<(String, String)>, (String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (k, v) in &self.key_values {
+            if k.is_empty() || k.contains('=') {
+                return Err((
+                    format!("plugin.environment.key_values.{k}"),
+                    "a variable name must be non-empty and hold no `=`".into(),
+                ));
+            }
+            out.push((k.clone(), v.clone()));
+        }
+        for (i, k) in self.host_env_keys.iter().enumerate() {
+            if k.is_empty() || k.contains('=') {
+                return Err((
+                    format!("plugin.environment.host_env_keys[{i}]"),
+                    "a variable name must be non-empty and hold no `=`".into(),
+                ));
+            }
+            if self.key_values.contains_key(k) || self.host_env_keys[..i].contains(k) {
+                return Err((
+                    format!("plugin.environment.host_env_keys[{i}]"),
+                    format!("`{k}` is given twice"),
+                ));
+            }
+            if let Ok(v) = std::env::var(k) {
+                out.push((k.clone(), v));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A property value in a scenario.
