@@ -911,7 +911,6 @@ fn plugin_config(f: &WasmFilter, boot: &Bootstrap) -> PluginConfig {
         properties,
         limits: f.limits.clone(),
         allowed_capabilities: f.allowed_capabilities.clone(),
-        ..PluginConfig::default()
     }
 }
 
