@@ -858,7 +858,8 @@ async fn denied_capability_takes_effect_in_vessel_run() {
 
 /// `vm_config.vessel_limits.memory_bytes` takes effect in `vessel run`: a
 /// memory bomb fails its VM at the 64 MiB cap (FAIL_CLOSED: 503), and the
-/// log names the limit and its knob.
+/// log names the limit. Also: `--module-cache-dir` puts the compiled module
+/// in that directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_cap_from_vessel_limits_takes_effect_in_vessel_run() {
     let up = support::upstream().await;
@@ -873,6 +874,16 @@ async fn memory_cap_from_vessel_limits_takes_effect_in_vessel_run() {
     );
     let mut vessel = support::Vessel::start("memory-cap", &cfg, 1);
     vessel.wait_ready(loopback(admin_port)).await;
+    // `--module-cache-dir` (given by `Vessel::start`) took effect too: the
+    // compiled module is in that directory.
+    let cached = std::fs::read_dir(vessel.dir.join("module-cache"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "vmc"))
+        })
+        .count();
+    assert_eq!(cached, 1, "one module cache entry");
     let c = support::client();
     assert_eq!(
         support::send(&c, loopback(port), "/", &[]).await.status,
