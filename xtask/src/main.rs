@@ -17,8 +17,9 @@
 //! * `cargo xtask go-plugins` — downloads the Go-built Higress plugins and
 //!   measures their compile time, VM start-up time and memory per VM
 //!   (`examples/go_plugins.rs`, release build).
-//! * `cargo xtask load`  — only the load tests (FAIL_RELOAD under load, hot
-//!   reloads under load), with their numbers on stderr.
+//! * `cargo xtask load`  — only the load tests (FAIL_RELOAD under load with
+//!   traps, endless loops and memory bombs; hot reloads under load), with
+//!   their numbers and timings on stderr.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -332,10 +333,14 @@ fn test() -> Result<()> {
 }
 
 /// The load tests (`#[ignore]`d in the plain `cargo test`): FAIL_RELOAD
-/// over 100,000 requests with 1% failing VMs, and 50 hot reloads under
-/// load, in-process and through `vessel run`. One test at a time, since
-/// they measure the process's RSS. The dev profile builds dependencies
-/// (wasmtime) optimised, so no release build is needed (~3 min).
+/// over 100,000 requests with 1% failing VMs (a trap, an endless loop
+/// under a 50 ms callback timeout, a memory bomb under a 64 MiB cap), and
+/// 50 hot reloads under load, in-process and through `vessel run`. One test
+/// at a time, since they measure the process's RSS. The dev profile builds
+/// dependencies (wasmtime) optimised, so no release build is needed; the
+/// loop and memory-bomb tests take about two minutes each, so the whole
+/// step takes about ten minutes on a busy 2-core machine (the trap and
+/// reload tests alone, under three).
 fn load_tests() -> Result<()> {
     for (package, tests) in [
         ("vessel-hyper", &["policies", "reload"][..]),
@@ -347,7 +352,12 @@ fn load_tests() -> Result<()> {
             cmd.args(["--test", t]);
         }
         cmd.args(["--", "--ignored", "--test-threads", "1", "--nocapture"]);
+        let start = std::time::Instant::now();
         run(&mut cmd)?;
+        eprintln!(
+            "==> {package} load tests: {:.0} s",
+            start.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The on-disk compiled-module cache (`docs/module-cache.md`).
+//! The on-disk compiled-module cache (`docs/operations.md`, "Module cache").
 //!
 //! Compiling a module with Cranelift takes from milliseconds (a small
 //! Rust-SDK filter) to many seconds (a 10 MB Go plugin). The cache stores

@@ -5,7 +5,7 @@
 //! one epoch ticker thread ([`crate::epoch`]), stopped when the last clone
 //! of the engine is dropped. Per-plugin limits are in [`crate::Limits`].
 //!
-//! Start-up speed (see `docs/module-cache.md`): by default the engine uses
+//! Start-up speed (see `docs/operations.md`, "Module cache"): by default the engine uses
 //! wasmtime's pooling instance allocator and copy-on-write memory images, so
 //! a new [`Vm`](crate::Vm) for an already-compiled plugin reuses a
 //! preallocated slot and maps the module's data segments instead of copying

@@ -1,8 +1,8 @@
 //! Failure policies on real traffic (ABI reference §6.6): FAIL_CLOSED,
 //! FAIL_OPEN and FAIL_RELOAD with `guest_misbehave` behind a loopback proxy,
-//! the per-plugin counters, and the FAIL_RELOAD load test (100,000 requests,
-//! 1% of them trapping; run by `cargo xtask test`, see
-//! `fail_reload_under_load_*`).
+//! the per-plugin counters, and the FAIL_RELOAD load tests (100,000 requests,
+//! 1% of them trapping, looping forever or growing memory without end; run
+//! by `cargo xtask test` and `cargo xtask load`, see `fail_reload_under_load_*`).
 
 #![allow(
     clippy::unwrap_used,
@@ -24,7 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
-use vessel_host::{Engine, HostEnv, Plugin, PluginConfig};
+use vessel_host::{Engine, HostEnv, Limits, Plugin, PluginConfig};
 use vessel_hyper::{Clusters, FailurePolicy, FilterPool, ReloadBackoff, Runtime, VesselLayer};
 
 /// A pool of `vms` VMs of `guest_misbehave`.
@@ -33,6 +33,16 @@ fn misbehave(
     vms: usize,
     vm_config: &str,
 ) -> (Arc<FilterPool>, Arc<Runtime>) {
+    misbehave_limited(policy, vms, vm_config, Limits::default())
+}
+
+/// [`misbehave`] with per-VM `limits`.
+fn misbehave_limited(
+    policy: FailurePolicy,
+    vms: usize,
+    vm_config: &str,
+    limits: Limits,
+) -> (Arc<FilterPool>, Arc<Runtime>) {
     let engine = Engine::default();
     let plugin = Plugin::load(
         &engine,
@@ -40,6 +50,7 @@ fn misbehave(
         PluginConfig {
             configuration: b"v1".to_vec(),
             vm_configuration: vm_config.as_bytes().to_vec(),
+            limits,
             ..PluginConfig::named("misbehave")
         },
     )
@@ -390,28 +401,42 @@ fn load_requests() -> u64 {
 /// by far.
 const RSS_TOLERANCE_KIB: u64 = 8 * 1024;
 
-/// 100,000 requests, one connection, 1% trapping, under FAIL_RELOAD: every
-/// other request succeeds and RSS stays flat. Slow in a debug build:
-/// `cargo xtask test` runs it (`--ignored`, one test at a time).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
-async fn fail_reload_under_load_trap() {
+/// The callback timeout of the `loop` load test: 1,100 endless loops cost
+/// 1,100 × (this + up to one 10 ms epoch period) of wall-clock time, about
+/// 66 s, instead of 120 s at the 100 ms default. The timeout is wall-clock
+/// time: at 20 ms, on a loaded 2-core machine, a well-behaved callback was
+/// once descheduled past it and failed its VM.
+const LOOP_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// The per-VM memory cap of the `grow` load test; each memory bomb fills it
+/// (the guest writes every page) before `memory.grow` fails.
+const GROW_MEMORY_BYTES: usize = 64 << 20;
+
+/// 100,000 requests, one connection, 1% of them misbehaving (`kind`), under
+/// FAIL_RELOAD with two VMs under `limits`: every other request succeeds,
+/// every misbehaving one gets a 503, each failed VM is replaced, and RSS
+/// stays flat. Slow in a debug build: `cargo xtask test` and `cargo xtask
+/// load` run these (`--ignored`, one test at a time).
+async fn fail_reload_under_load(kind: &'static str, limits: Limits) {
     let up = ok_upstream().await;
-    let (pool, _rt) = misbehave(reload_now(), 2, "");
+    let (pool, _rt) = misbehave_limited(reload_now(), 2, "", limits);
     let proxy = proxy(VesselLayer::new(vec![pool.clone()]), up).await;
     let n = load_requests();
-    let warm = load(proxy, n / 10, 1, "trap").await;
+    let start = std::time::Instant::now();
+    let warm = load(proxy, n / 10, 1, kind).await;
     assert_eq!(warm.other_failures, 0, "{warm:?}");
     let before = rss_kib();
-    let run = load(proxy, n, 1, "trap").await;
+    let run = load(proxy, n, 1, kind).await;
     let after = rss_kib();
     let s = pool.stats();
     eprintln!(
-        "fail_reload_under_load_trap: {n} requests after a {} warm-up: {run:?}; \
-         vm_failures={} vm_reload_success={}; RSS {before} KiB -> {after} KiB",
+        "fail_reload_under_load_{kind}: {n} requests after a {} warm-up: {run:?}; \
+         vm_failures={} vm_reload_success={}; RSS {before} KiB -> {after} KiB; \
+         {:.1} s in all",
         n / 10,
         s.vm_failures(),
-        s.vm_reload_success()
+        s.vm_reload_success(),
+        start.elapsed().as_secs_f64()
     );
     assert_eq!(run.other_failures, 0, "{run:?}");
     assert_eq!(run.misbehaved_other, 0, "{run:?}");
@@ -423,6 +448,37 @@ async fn fail_reload_under_load_trap() {
         "RSS grew from {before} KiB to {after} KiB"
     );
     assert_eq!(pool.context_count(), pool.len(), "no leaked contexts");
+}
+
+/// 1% of requests trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
+async fn fail_reload_under_load_trap() {
+    fail_reload_under_load("trap", Limits::default()).await;
+}
+
+/// 1% of requests loop forever; the CPU deadline ([`LOOP_TIMEOUT`]) stops
+/// each loop and fails its VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
+async fn fail_reload_under_load_loop() {
+    let limits = Limits {
+        callback_timeout: Some(LOOP_TIMEOUT),
+        ..Limits::default()
+    };
+    fail_reload_under_load("loop", limits).await;
+}
+
+/// 1% of requests allocate until the memory cap ([`GROW_MEMORY_BYTES`])
+/// makes the guest's allocator fail, which traps and fails the VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
+async fn fail_reload_under_load_grow() {
+    let limits = Limits {
+        memory_bytes: GROW_MEMORY_BYTES,
+        ..Limits::default()
+    };
+    fail_reload_under_load("grow", limits).await;
 }
 
 /// The same with 8 connections at once. A stream in flight on a VM when

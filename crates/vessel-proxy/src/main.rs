@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vessel_host::Engine;
+use vessel_host::{CacheConfig, Engine};
 use vessel_proxy::harness;
 use vessel_proxy::run::{self, RunOptions};
 
@@ -51,6 +51,13 @@ enum Command {
         /// Seconds connections in flight may take to finish on shutdown.
         #[arg(long, default_value_t = run::DEFAULT_DRAIN_TIMEOUT.as_secs())]
         drain_time_s: u64,
+        /// Cache compiled modules in DIR (default: $XDG_CACHE_HOME/vessel/modules,
+        /// else ~/.cache/vessel/modules).
+        #[arg(long, value_name = "DIR", conflicts_with = "no_module_cache")]
+        module_cache_dir: Option<PathBuf>,
+        /// Compile every module afresh; read and write no module cache.
+        #[arg(long)]
+        no_module_cache: bool,
     },
     /// Run scenario files in-process, through `vessel run` and through real
     /// Envoy, and compare each with Envoy (`cargo xtask envoy-diff`).
@@ -83,11 +90,19 @@ fn main() -> ExitCode {
             concurrency,
             access_log,
             drain_time_s,
+            module_cache_dir,
+            no_module_cache,
         } => {
+            let module_cache = match (module_cache_dir, no_module_cache) {
+                (_, true) => CacheConfig::disabled(),
+                (Some(dir), false) => CacheConfig::in_dir(dir),
+                (None, false) => CacheConfig::user_default(),
+            };
             let options = RunOptions {
                 concurrency,
                 access_log,
                 drain_timeout: Duration::from_secs(drain_time_s),
+                module_cache,
                 ..RunOptions::new(config)
             };
             match run::run(&options) {

@@ -468,7 +468,7 @@ fn allow_precompiled_error_names_path_and_supported_keys() {
         e.to_string(),
         "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.\
          http_filters[0].typed_config.config.vm_config.allow_precompiled: not supported; \
-         supported keys here: vm_id, runtime, code, configuration, environment_variables"
+         supported keys here: vm_id, runtime, code, configuration, environment_variables, vessel_limits"
     );
     assert_eq!(e.kind(), Some(ErrorKind::Unsupported));
 }
@@ -1644,4 +1644,179 @@ virtual_hosts:
     assert_eq!(timeout("/old/"), Some(config::DEFAULT_ROUTE_TIMEOUT));
     assert_eq!(timeout("/exact"), Some(Duration::from_secs(3)));
     assert_eq!(timeout("/re/1"), None);
+}
+
+/// `plugin_with` plus `vm_config.vessel_limits: limits`.
+fn limits_with(limits: &str) -> vessel_host::Limits {
+    let mut doc = base();
+    set(&mut doc, &format!("{}.vessel_limits", vm()), y(limits));
+    ok(&doc).listeners[0].wasm_filters[0].limits.clone()
+}
+
+#[test]
+fn vessel_limits_every_field_and_defaults() {
+    use vessel_host::Limits;
+    // Absent: every default.
+    assert_eq!(
+        ok(&base()).listeners[0].wasm_filters[0].limits,
+        Limits::default()
+    );
+    assert_eq!(limits_with("{}"), Limits::default());
+    let l = limits_with(
+        "{memory_bytes: 67108864, callback_timeout: 0.05s, startup_timeout: 2s, \
+         fuel_per_callback: 1000000, max_contexts: 16, max_log_bytes_per_callback: 4096, \
+         max_callouts_in_flight: 3}",
+    );
+    assert_eq!(
+        l,
+        Limits {
+            memory_bytes: 64 << 20,
+            callback_timeout: Some(Duration::from_millis(50)),
+            startup_timeout: Some(Duration::from_secs(2)),
+            fuel_per_callback: Some(1_000_000),
+            max_contexts: 16,
+            max_log_bytes_per_callback: 4096,
+            max_callouts_in_flight: 3,
+        }
+    );
+    // One field leaves the others at their defaults; quoted (protobuf JSON
+    // uint64) numbers and camelCase keys are accepted as elsewhere.
+    assert_eq!(
+        limits_with("{memoryBytes: \"65536\"}"),
+        Limits {
+            memory_bytes: 65536,
+            ..Limits::default()
+        }
+    );
+    assert_eq!(
+        limits_with("{max_contexts: 2}").max_contexts,
+        2,
+        "the smallest allowed"
+    );
+    assert_eq!(
+        limits_with("{memory_bytes: 1073741824}").memory_bytes,
+        1 << 30
+    );
+}
+
+#[test]
+fn vessel_limits_bad_values_are_rejected_with_their_path() {
+    let at = |field: &str| format!("{}.vessel_limits.{field}", vm());
+    let cases: &[(&str, &str, ErrorKind, &str)] = &[
+        (
+            "memory_bytes",
+            "65535",
+            ErrorKind::Invalid,
+            "at least one wasm page",
+        ),
+        (
+            "memory_bytes",
+            "1073741825",
+            ErrorKind::Invalid,
+            "engine's ceiling",
+        ),
+        (
+            "memory_bytes",
+            "-1",
+            ErrorKind::Invalid,
+            "non-negative integer",
+        ),
+        ("memory_bytes", "64MiB", ErrorKind::Invalid, "integer"),
+        (
+            "callback_timeout",
+            "0s",
+            ErrorKind::Invalid,
+            "greater than 0s",
+        ),
+        ("callback_timeout", "50", ErrorKind::Invalid, "duration"),
+        ("callback_timeout", "-1s", ErrorKind::Invalid, "negative"),
+        (
+            "startup_timeout",
+            "0s",
+            ErrorKind::Invalid,
+            "greater than 0s",
+        ),
+        (
+            "fuel_per_callback",
+            "0",
+            ErrorKind::Invalid,
+            "greater than 0",
+        ),
+        ("fuel_per_callback", "lots", ErrorKind::Invalid, "integer"),
+        ("max_contexts", "1", ErrorKind::Invalid, "at least 2"),
+        ("max_contexts", "[]", ErrorKind::Invalid, "integer"),
+        (
+            "max_log_bytes_per_callback",
+            "x",
+            ErrorKind::Invalid,
+            "integer",
+        ),
+        (
+            "max_callouts_in_flight",
+            "1.5",
+            ErrorKind::Invalid,
+            "integer",
+        ),
+    ];
+    for (field, value, kind, needle) in cases {
+        let m = expect_err(
+            &format!("{}.vessel_limits.{field}", vm()),
+            y(value),
+            *kind,
+            &at(field),
+        );
+        assert!(m.contains(needle), "{field}: {value}: {m}");
+    }
+    // An unknown key inside vessel_limits is named by its path.
+    let mut doc = base();
+    set(
+        &mut doc,
+        &format!("{}.vessel_limits", vm()),
+        y("{memory_bytes: 65536, stack_bytes: 1}"),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(k, ErrorKind::Unsupported);
+    assert_eq!(p, at("stack_bytes"));
+    // vessel_limits must be a mapping.
+    expect_err(
+        &format!("{}.vessel_limits", vm()),
+        y("64"),
+        ErrorKind::Invalid,
+        &format!("{}.vessel_limits", vm()),
+    );
+}
+
+#[test]
+fn allowed_capabilities_bad_values_are_rejected_with_their_path() {
+    let restriction = format!("{}.capability_restriction_config", plugin());
+    // A list, not a map of name -> {}.
+    expect_err(
+        &format!("{restriction}.allowed_capabilities"),
+        y("[proxy_log]"),
+        ErrorKind::Invalid,
+        &format!("{restriction}.allowed_capabilities"),
+    );
+    // An empty name.
+    let m = expect_err(
+        &format!("{restriction}.allowed_capabilities"),
+        y("{'': {}}"),
+        ErrorKind::Invalid,
+        &format!("{restriction}.allowed_capabilities."),
+    );
+    assert!(m.contains("must not be empty"), "{m}");
+    // A SanitizationConfig has no fields.
+    let (k, p, _) = {
+        let mut doc = base();
+        set(
+            &mut doc,
+            &format!("{restriction}.allowed_capabilities"),
+            y("{proxy_log: {sanitize: true}}"),
+        );
+        field_err(&doc)
+    };
+    assert_eq!(k, ErrorKind::Unsupported);
+    assert_eq!(
+        p,
+        format!("{restriction}.allowed_capabilities.proxy_log.sanitize")
+    );
 }

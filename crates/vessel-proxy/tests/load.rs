@@ -1,9 +1,12 @@
 //! FAIL_RELOAD under load through the real `vessel run` binary: 100,000
 //! requests on one keep-alive connection, 1% of them making
-//! `guest_misbehave` fail its VM (chosen by the `x-misbehave` header).
+//! `guest_misbehave` fail its VM (chosen by the `x-misbehave` header): a
+//! trap, an endless loop stopped by the CPU deadline, or a memory bomb
+//! stopped by the memory cap (both set through `vm_config.vessel_limits`).
 //! Every other request must succeed, the counters in `/stats` must match,
 //! and the vessel process's RSS must stay flat. Run by
-//! `cargo xtask test` (they are `#[ignore]`d in the debug suite);
+//! `cargo xtask test` and `cargo xtask load` (they are `#[ignore]`d in the
+//! debug suite);
 //! `VESSEL_LOAD_REQUESTS` changes the count.
 
 #![allow(
@@ -64,19 +67,21 @@ async fn run(main: SocketAddr, from: u64, to: u64, kind: &str) -> Run {
 /// Serves `guest_misbehave` under FAIL_RELOAD (backoff base 1 ms, the
 /// smallest Envoy accepts; a reload happens ~100 requests after the last
 /// one) and sends the load; `kind` is what 1% of requests ask for.
-async fn fail_reload_under_load(kind: &str, extra_plugin: &str) {
+async fn fail_reload_under_load(kind: &str, vm_extra: &str, extra_plugin: &str) {
     let up = upstream().await;
     let (port, admin_port) = (free_port(), free_port());
     let extra = format!(
         "failure_policy: FAIL_RELOAD\nreload_config: {{ backoff: {{ base_interval: 0.001s }} }}\n{extra_plugin}"
     );
-    let cfg = config(
+    let cfg = config_vm(
         port,
         admin_port,
         up,
         &guest("misbehave"),
+        vm_extra,
         &plugin("load", &extra),
     );
+    let start = std::time::Instant::now();
     let mut vessel = Vessel::start(&format!("load-{kind}"), &cfg, 1);
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     let main: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -99,7 +104,8 @@ async fn fail_reload_under_load(kind: &str, extra_plugin: &str) {
     eprintln!(
         "vessel run FAIL_RELOAD load ({kind}): {n} requests after a {warm}-request warm-up: {r:?}; \
          vm_failures={failures} vm_reload_success={reloads} vm_reload_backoff={backoffs}; \
-         vessel RSS {before} KiB -> {after} KiB"
+         vessel RSS {before} KiB -> {after} KiB; {:.1} s in all",
+        start.elapsed().as_secs_f64()
     );
     let bad = misbehaving(warm, warm + n);
     assert_eq!(r.misbehaved_503, bad, "{r:?}");
@@ -117,5 +123,22 @@ async fn fail_reload_under_load(kind: &str, extra_plugin: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
 async fn fail_reload_under_load_trap() {
-    fail_reload_under_load("trap", "").await;
+    fail_reload_under_load("trap", "", "").await;
+}
+
+/// 1% of requests loop forever; `vessel_limits.callback_timeout: 0.05s`
+/// stops each loop (1,100 loops × ≤ 60 ms: about a minute of the run; the
+/// 100 ms default would double it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
+async fn fail_reload_under_load_loop() {
+    fail_reload_under_load("loop", "vessel_limits: { callback_timeout: 0.05s }", "").await;
+}
+
+/// 1% of requests allocate (and write) memory until
+/// `vessel_limits.memory_bytes` (64 MiB) makes the guest's allocator fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
+async fn fail_reload_under_load_grow() {
+    fail_reload_under_load("grow", "vessel_limits: { memory_bytes: 67108864 }", "").await;
 }

@@ -21,6 +21,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+/// The reload/load tests' helpers, for the limits and capabilities tests.
+mod support;
+
 /// Every wait in these tests is bounded by this.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -793,4 +796,119 @@ async fn route_timeout_covers_the_whole_response_from_the_end_of_the_request() {
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"got 40 bytes\n");
+}
+
+/// Every host import vessel links (`env.proxy_*`, WASI) and the callbacks
+/// `guest_misbehave` exports, except `proxy_on_request_headers`.
+fn all_but_request_headers() -> String {
+    let mut names: Vec<String> = vessel_host::hostcalls::import_table()
+        .iter()
+        .map(|s| s.name.to_owned())
+        .collect();
+    names.extend(
+        [
+            "proxy_on_context_create",
+            "proxy_on_vm_start",
+            "proxy_on_configure",
+            "proxy_on_response_headers",
+            "proxy_on_request_body",
+            "proxy_on_response_body",
+            "proxy_on_log",
+            "proxy_on_done",
+            "proxy_on_delete",
+            "proxy_on_tick",
+            "proxy_on_memory_allocate",
+        ]
+        .map(str::to_owned),
+    );
+    names.sort();
+    names.dedup();
+    let map: Vec<String> = names.iter().map(|n| format!("{n}: {{}}")).collect();
+    format!(
+        "capability_restriction_config: {{ allowed_capabilities: {{ {} }} }}",
+        map.join(", ")
+    )
+}
+
+/// `capability_restriction_config` takes effect in `vessel run`: without
+/// `proxy_on_request_headers` allowed, the guest's request-headers callback
+/// never runs, so `x-misbehave: trap` cannot trap (with everything allowed
+/// it fails the VM: 503), and the response callback sees no request counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_capability_takes_effect_in_vessel_run() {
+    let up = support::upstream().await;
+    for (name, restriction, trap_status) in [
+        ("caps-all", String::new(), 503),
+        ("caps-denied", all_but_request_headers(), 200),
+    ] {
+        let (port, admin_port) = (support::free_port(), support::free_port());
+        let cfg = support::config(
+            port,
+            admin_port,
+            up,
+            &guest("misbehave"),
+            &support::plugin("caps", &restriction),
+        );
+        let mut vessel = support::Vessel::start(name, &cfg, 1);
+        vessel.wait_ready(loopback(admin_port)).await;
+        let c = support::client();
+        let a = support::send(&c, loopback(port), "/", &[("x-misbehave", "trap")]).await;
+        assert_eq!(a.status, trap_status, "{name}:\n{}", vessel.stderr());
+        if trap_status == 200 {
+            assert_eq!(
+                a.header("x-vm-requests"),
+                Some("0"),
+                "on_request_headers never ran"
+            );
+            let again = support::send(&c, loopback(port), "/", &[]).await;
+            assert_eq!(again.status, 200);
+            assert_eq!(again.header("x-vm-requests"), Some("0"));
+        }
+    }
+}
+
+/// `vm_config.vessel_limits.memory_bytes` takes effect in `vessel run`: a
+/// memory bomb fails its VM at the 64 MiB cap (FAIL_CLOSED: 503), and the
+/// log names the limit. Also: `--module-cache-dir` puts the compiled module
+/// in that directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_cap_from_vessel_limits_takes_effect_in_vessel_run() {
+    let up = support::upstream().await;
+    let (port, admin_port) = (support::free_port(), support::free_port());
+    let cfg = support::config_vm(
+        port,
+        admin_port,
+        up,
+        &guest("misbehave"),
+        "vessel_limits: { memory_bytes: 67108864 }",
+        &support::plugin("capped", ""),
+    );
+    let mut vessel = support::Vessel::start("memory-cap", &cfg, 1);
+    vessel.wait_ready(loopback(admin_port)).await;
+    // `--module-cache-dir` (given by `Vessel::start`) took effect too: the
+    // compiled module is in that directory.
+    let cached = std::fs::read_dir(vessel.dir.join("module-cache"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "vmc"))
+        })
+        .count();
+    assert_eq!(cached, 1, "one module cache entry");
+    let c = support::client();
+    assert_eq!(
+        support::send(&c, loopback(port), "/", &[]).await.status,
+        200
+    );
+    let a = support::send(&c, loopback(port), "/", &[("x-misbehave", "grow")]).await;
+    assert_eq!(a.status, 503, "{}", vessel.stderr());
+    support::eventually("the failure is logged", || {
+        let log = vessel.stderr();
+        async move { log.contains("the limit is 67108864 bytes") }
+    })
+    .await;
+    assert_eq!(
+        support::stat(loopback(admin_port), "wasm.misbehave.vm_failures").await,
+        Some(1)
+    );
 }

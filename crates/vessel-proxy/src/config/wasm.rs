@@ -1,9 +1,15 @@
 //! `envoy.extensions.wasm.v3.PluginConfig` and `VmConfig` (ABI reference §9;
-//! failure policies §6.6; capability restriction §6.5).
+//! failure policies §6.6; capability restriction §6.5; resource limits §6.6).
+//!
+//! One key here is vessel's own: `vm_config.vessel_limits` sets the per-VM
+//! [`Limits`] (docs/envoy-config.md, "vessel extensions"). Envoy's
+//! `VmConfig` has no such field, so Envoy rejects a config that uses it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use vessel_host::{EngineConfig, Limits};
 
 use super::any::configuration_bytes;
 use super::error::ErrorKind;
@@ -44,6 +50,10 @@ pub struct WasmFilter {
     pub environment: EnvSpec,
     /// `config.allow_on_headers_stop_iteration` (default false).
     pub allow_on_headers_stop_iteration: bool,
+    /// `config.vm_config.vessel_limits` (a vessel extension that Envoy
+    /// rejects): the per-VM limits, [`Limits::default`] for every field not
+    /// given.
+    pub limits: Limits,
 }
 
 /// Where the module comes from.
@@ -114,7 +124,22 @@ const VM_KEYS: &[&str] = &[
     "code",
     "configuration",
     "environment_variables",
+    "vessel_limits",
 ];
+
+/// The fields of `vm_config.vessel_limits`.
+const LIMIT_KEYS: &[&str] = &[
+    "memory_bytes",
+    "callback_timeout",
+    "startup_timeout",
+    "fuel_per_callback",
+    "max_contexts",
+    "max_log_bytes_per_callback",
+    "max_callouts_in_flight",
+];
+
+/// The smallest `vessel_limits.memory_bytes`: one wasm page.
+const WASM_PAGE: u64 = 64 * 1024;
 
 /// Runtimes that may be named; vessel always uses wasmtime.
 const RUNTIMES: &[&str] = &[
@@ -167,6 +192,11 @@ pub(crate) fn plugin_config(node: &Node<'_>, base_dir: &Path) -> Res<WasmFilter>
         .map(|e| environment(&e))
         .transpose()?
         .unwrap_or_default();
+    let limits = vm
+        .get("vessel_limits")
+        .map(|l| limits(&l))
+        .transpose()?
+        .unwrap_or_default();
 
     let failure_policy = failure_policy(&o)?;
     let reload_backoff = o
@@ -197,7 +227,77 @@ pub(crate) fn plugin_config(node: &Node<'_>, base_dir: &Path) -> Res<WasmFilter>
         allowed_capabilities,
         environment,
         allow_on_headers_stop_iteration,
+        limits,
     })
+}
+
+/// `vm_config.vessel_limits`: vessel's per-VM [`Limits`]. Every field is
+/// optional; absent ones keep their [`Limits`] default.
+///
+/// * `memory_bytes`: integer, 64 KiB (one wasm page) ..= 1 GiB
+///   ([`EngineConfig::DEFAULT_MAX_MEMORY_BYTES`], the engine's ceiling);
+/// * `callback_timeout`, `startup_timeout`: durations (`"0.05s"`), > 0;
+/// * `fuel_per_callback`: integer > 0 (turns on fuel metering in the
+///   engine; see `vessel run`);
+/// * `max_contexts`: integer ≥ 2 (the root context and one stream);
+/// * `max_log_bytes_per_callback`, `max_callouts_in_flight`: integers.
+fn limits(node: &Node<'_>) -> Res<Limits> {
+    let o = node.obj(LIMIT_KEYS)?;
+    let mut l = Limits::default();
+    let size = |n: &Node<'_>| -> Res<usize> {
+        usize::try_from(n.u64()?)
+            .map_err(|_| n.err(ErrorKind::Invalid, "too large for this platform"))
+    };
+    if let Some(m) = o.get("memory_bytes") {
+        let bytes = m.u64()?;
+        let max = EngineConfig::DEFAULT_MAX_MEMORY_BYTES as u64;
+        if !(WASM_PAGE..=max).contains(&bytes) {
+            return Err(m.err(
+                ErrorKind::Invalid,
+                format!(
+                    "{bytes} bytes is out of range: the memory cap must be at least one \
+                     wasm page ({WASM_PAGE}) and at most the engine's ceiling ({max})"
+                ),
+            ));
+        }
+        l.memory_bytes = size(&m)?;
+    }
+    for (key, slot) in [
+        ("callback_timeout", &mut l.callback_timeout),
+        ("startup_timeout", &mut l.startup_timeout),
+    ] {
+        if let Some(t) = o.get(key) {
+            let d = t.duration()?;
+            if d.is_zero() {
+                return Err(t.err(ErrorKind::Invalid, "must be greater than 0s"));
+            }
+            *slot = Some(d);
+        }
+    }
+    if let Some(f) = o.get("fuel_per_callback") {
+        let fuel = f.u64()?;
+        if fuel == 0 {
+            return Err(f.err(ErrorKind::Invalid, "must be greater than 0"));
+        }
+        l.fuel_per_callback = Some(fuel);
+    }
+    if let Some(c) = o.get("max_contexts") {
+        let n = size(&c)?;
+        if n < 2 {
+            return Err(c.err(
+                ErrorKind::Invalid,
+                "must be at least 2 (the root context and one stream)",
+            ));
+        }
+        l.max_contexts = n;
+    }
+    if let Some(b) = o.get("max_log_bytes_per_callback") {
+        l.max_log_bytes_per_callback = size(&b)?;
+    }
+    if let Some(c) = o.get("max_callouts_in_flight") {
+        l.max_callouts_in_flight = size(&c)?;
+    }
+    Ok(l)
 }
 
 /// `vm_config.code`: an `AsyncDataSource`; only `local` is supported.

@@ -261,6 +261,22 @@ impl<'a> Node<'a> {
         })
     }
 
+    /// Reads a `uint64` field (a number, or a quoted number, as protobuf
+    /// JSON writes 64-bit integers).
+    pub(crate) fn u64(&self) -> Res<u64> {
+        let n = match self.v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse::<u64>().ok(),
+            _ => return Err(self.expected("a non-negative integer")),
+        };
+        n.ok_or_else(|| {
+            self.err(
+                ErrorKind::Invalid,
+                "expected a non-negative integer below 2^64",
+            )
+        })
+    }
+
     /// Reads a port number (0..=65535).
     pub(crate) fn port(&self) -> Res<u16> {
         let n = self.u32()?;

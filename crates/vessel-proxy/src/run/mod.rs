@@ -36,7 +36,14 @@
 //!   every `dns_refresh_rate` (module `dns`); routes and callouts use the
 //!   new endpoints.
 //!
-//! Not supported yet: capability restriction (accepted, not enforced).
+//! * Per plugin, `capability_restriction_config.allowed_capabilities`
+//!   restricts the hostcalls the module may use (ABI reference §6.5;
+//!   [`vessel_host::hostcalls::capabilities`]), and vessel's own
+//!   `vm_config.vessel_limits` sets its per-VM [`vessel_host::Limits`]
+//!   (§6.6). One engine serves every filter: it has epoch interruption,
+//!   fuel metering if any filter sets `fuel_per_callback` at start-up, and
+//!   the on-disk module cache of [`RunOptions::module_cache`]
+//!   (`docs/operations.md`, "vessel run knobs").
 
 mod access;
 mod admin;
@@ -62,7 +69,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
-use vessel_host::{Engine, HostEnv, LogLevel, Plugin, PluginConfig, PropertyMap};
+use vessel_host::{
+    CacheConfig, Engine, EngineConfig, HostEnv, LogLevel, Plugin, PluginConfig, PropertyMap,
+};
 use vessel_hyper::{
     ConnectionInfo, FilterPool, PluginStats, ReloadBackoff, Runtime, VesselBody, VesselLayer,
 };
@@ -95,6 +104,11 @@ pub struct RunOptions {
     /// Reload when the config file or a module file it names changes
     /// (default true). `POST /reload` works either way.
     pub watch: bool,
+    /// The on-disk compiled-module cache. Default:
+    /// [`CacheConfig::user_default`] (`$XDG_CACHE_HOME/vessel/modules` or
+    /// `~/.cache/vessel/modules`); `--module-cache-dir` and
+    /// `--no-module-cache` change it.
+    pub module_cache: CacheConfig,
 }
 
 impl RunOptions {
@@ -106,6 +120,7 @@ impl RunOptions {
             access_log: false,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             watch: true,
+            module_cache: CacheConfig::user_default(),
         }
     }
 }
@@ -143,6 +158,9 @@ pub enum RunError {
         /// Why.
         source: vessel_host::VmError,
     },
+    /// The wasm engine cannot be built.
+    #[error("cannot build the wasm engine: {0}")]
+    Engine(vessel_host::LoadError),
     /// A cluster endpoint's host name does not resolve.
     #[error("cluster `{cluster}`: cannot resolve {host}: {source}")]
     Resolve {
@@ -313,6 +331,13 @@ impl Reloader {
         let boot = config::load(&self.path)?;
         restart_required(&live.boot, &boot)
             .map_or(Ok(()), |why| Err(ReloadError::RestartRequired(why)))?;
+        if needs_fuel(&boot) && !self.host.engine.config().consume_fuel {
+            return Err(ReloadError::RestartRequired(
+                "a wasm filter now sets vm_config.vessel_limits.fuel_per_callback, which \
+                 needs fuel metering in the engine"
+                    .to_owned(),
+            ));
+        }
         // Reuse a filter whose spec and module did not change; build the
         // others off the async workers (compiling can take seconds).
         let node_same = live.boot.node == boot.node;
@@ -493,8 +518,17 @@ async fn serve(
     let env = HostEnv::builder()
         .known_clusters(move |c| names.knows_cluster(c))
         .build();
+    let engine = Engine::new(EngineConfig {
+        consume_fuel: needs_fuel(&boot),
+        cache: options.module_cache.clone(),
+        ..EngineConfig::default()
+    })
+    .map_err(RunError::Engine)?;
+    if let Some(dir) = &options.module_cache.dir {
+        log::info!("module cache: {}", dir.display());
+    }
     let host = FilterHost {
-        engine: Engine::default(),
+        engine,
         env: env.clone(),
         runtime,
         vms,
@@ -826,6 +860,15 @@ fn resolve(c: &config::Cluster) -> Result<Vec<SocketAddr>, RunError> {
     Ok(out)
 }
 
+/// Whether a filter of `boot` sets `vessel_limits.fuel_per_callback`, so
+/// the engine must meter fuel (which slows every guest down a little).
+fn needs_fuel(boot: &Bootstrap) -> bool {
+    boot.listeners
+        .iter()
+        .flat_map(|l| &l.wasm_filters)
+        .any(|f| f.limits.fuel_per_callback.is_some())
+}
+
 /// The guest log level matching the host's `-l`.
 fn guest_log_level() -> LogLevel {
     match log::max_level() {
@@ -869,7 +912,8 @@ fn plugin_config(f: &WasmFilter, boot: &Bootstrap) -> PluginConfig {
         allow_on_headers_stop_iteration: f.allow_on_headers_stop_iteration,
         environment,
         properties,
-        ..PluginConfig::default()
+        limits: f.limits.clone(),
+        allowed_capabilities: f.allowed_capabilities.clone(),
     }
 }
 
@@ -913,9 +957,6 @@ fn build_filter(
             source,
         }
     })?;
-    if f.allowed_capabilities.is_some() {
-        log::warn!("{label}: capability_restriction_config is not enforced by vessel");
-    }
     let stats = host
         .stats
         .lock()

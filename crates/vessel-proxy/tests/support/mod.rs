@@ -54,7 +54,7 @@ pub struct Vessel {
 
 impl Vessel {
     /// Writes `config` to a fresh directory and starts `vessel run` on it
-    /// with `--concurrency <workers>`.
+    /// with `--concurrency <workers>` and a module cache in that directory.
     pub fn start(name: &str, config: &str, workers: usize) -> Self {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vessel-reload-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -69,8 +69,10 @@ impl Vessel {
                 "info",
                 "--concurrency",
                 &workers.to_string(),
-                "-c",
+                "--module-cache-dir",
             ])
+            .arg(dir.join("module-cache"))
+            .arg("-c")
             .arg(dir.join("envoy.yaml"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -266,6 +268,24 @@ pub async fn stat(admin: SocketAddr, name: &str) -> Option<u64> {
 /// `misbehave` (`plugin` is the YAML of its `config` minus name and
 /// vm_config), routing everything to `upstream`, and an admin listener.
 pub fn config(port: u16, admin: u16, upstream: SocketAddr, module: &Path, plugin: &str) -> String {
+    config_vm(port, admin, upstream, module, "", plugin)
+}
+
+/// [`config`] with `vm_extra` (YAML lines, e.g. `vessel_limits: {...}`)
+/// added to the filter's `vm_config`.
+pub fn config_vm(
+    port: u16,
+    admin: u16,
+    upstream: SocketAddr,
+    module: &Path,
+    vm_extra: &str,
+    plugin: &str,
+) -> String {
+    let vm_extra: String = vm_extra
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("                  {}\n", l.trim_start()))
+        .collect();
     format!(
         r#"
 admin:
@@ -295,7 +315,7 @@ static_resources:
                 name: misbehave
                 vm_config:
                   code: {{ local: {{ filename: "{module}" }} }}
-{plugin}
+{vm_extra}{plugin}
           - name: envoy.filters.http.router
   clusters:
   - name: backend
