@@ -410,7 +410,7 @@ const LOOP_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// The per-VM memory cap of the `grow` load test; each memory bomb fills it
 /// (the guest writes every page) before `memory.grow` fails.
-const GROW_MEMORY_BYTES: usize = 64 << 20;
+const GROW_MEMORY_BYTES: usize = 16 << 20;
 
 /// 100,000 requests, one connection, 1% of them misbehaving (`kind`), under
 /// FAIL_RELOAD with two VMs under `limits`: every other request succeeds,

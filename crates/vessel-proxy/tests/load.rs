@@ -136,9 +136,9 @@ async fn fail_reload_under_load_loop() {
 }
 
 /// 1% of requests allocate (and write) memory until
-/// `vessel_limits.memory_bytes` (64 MiB) makes the guest's allocator fail.
+/// `vessel_limits.memory_bytes` (16 MiB) makes the guest's allocator fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
 async fn fail_reload_under_load_grow() {
-    fail_reload_under_load("grow", "vessel_limits: { memory_bytes: 67108864 }", "").await;
+    fail_reload_under_load("grow", "vessel_limits: { memory_bytes: 16777216 }", "").await;
 }
