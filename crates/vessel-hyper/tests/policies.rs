@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guest, upstream};
+use common::{guest, proxy, upstream};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -63,48 +63,6 @@ fn misbehave_limited(
         .build()
         .unwrap();
     (pool, runtime)
-}
-
-/// Serves `layer` in front of `upstream` on a loopback port, with
-/// TCP_NODELAY on every socket as `vessel run` does (without it, a response
-/// whose head and body leave in two writes waits for a delayed ACK).
-async fn proxy(layer: VesselLayer, upstream: SocketAddr) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    let forward: Client<HttpConnector, vessel_hyper::VesselBody> =
-        Client::builder(TokioExecutor::new()).build(http);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let _ = tcp.set_nodelay(true);
-            let forward = forward.clone();
-            let inner =
-                tower::service_fn(move |mut req: http::Request<vessel_hyper::VesselBody>| {
-                    let forward = forward.clone();
-                    let path = req
-                        .uri()
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .to_owned();
-                    *req.uri_mut() = format!("http://{upstream}{path}").parse().unwrap();
-                    async move { forward.request(req).await }
-                });
-            let svc = tower::ServiceBuilder::new()
-                .layer(layer.clone())
-                .service(inner);
-            tokio::spawn(async move {
-                let svc = hyper_util::service::TowerToHyperService::new(svc);
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 /// A loopback upstream that answers 200 `ok` and keeps nothing (for the

@@ -20,16 +20,14 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::guest;
+use common::{guest, proxy};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Notify;
 use vessel_host::{Engine, HostEnv, Plugin, PluginConfig, VmError};
-use vessel_hyper::{
-    Clusters, FailurePolicy, FilterPool, PluginError, Runtime, VesselBody, VesselLayer,
-};
+use vessel_hyper::{Clusters, FailurePolicy, FilterPool, PluginError, Runtime, VesselLayer};
 
 /// What the plugins of one test share: the engine, env and runtime.
 struct Host {
@@ -102,45 +100,6 @@ async fn upstream() -> (SocketAddr, Arc<Notify>) {
         }
     });
     (addr, release)
-}
-
-/// Serves `layer` in front of `upstream` (TCP_NODELAY everywhere).
-async fn proxy(layer: VesselLayer, upstream: SocketAddr) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    let forward: Client<HttpConnector, VesselBody> =
-        Client::builder(TokioExecutor::new()).build(http);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let _ = tcp.set_nodelay(true);
-            let forward = forward.clone();
-            let inner = tower::service_fn(move |mut req: http::Request<VesselBody>| {
-                let forward = forward.clone();
-                let path = req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned();
-                *req.uri_mut() = format!("http://{upstream}{path}").parse().unwrap();
-                async move { forward.request(req).await }
-            });
-            let svc = tower::ServiceBuilder::new()
-                .layer(layer.clone())
-                .service(inner);
-            tokio::spawn(async move {
-                let svc = hyper_util::service::TowerToHyperService::new(svc);
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 type TestClient = Client<HttpConnector, Full<Bytes>>;

@@ -113,7 +113,9 @@ pub fn forwarder(
 > + Clone
 + Send
 + 'static {
-    let client: UpstreamClient = Client::builder(TokioExecutor::new()).build_http();
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let client: UpstreamClient = Client::builder(TokioExecutor::new()).build(http);
     tower::service_fn(move |mut req: Request<VesselBody>| {
         let client = client.clone();
         let path = req
@@ -126,18 +128,22 @@ pub fn forwarder(
     })
 }
 
-/// Serves `layer` in front of `upstream_addr` on a loopback port.
+/// Serves `layer` in front of `upstream_addr` on a loopback port, with
+/// TCP_NODELAY on every socket as `vessel run` does (without it, a response
+/// whose head and body leave in two writes waits for a delayed ACK).
 pub async fn proxy(layer: VesselLayer, upstream_addr: SocketAddr) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let forward = forwarder(upstream_addr);
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            let _ = tcp.set_nodelay(true);
             let svc = ServiceBuilder::new()
                 .layer(layer.clone())
-                .service(forwarder(upstream_addr));
+                .service(forward.clone());
             tokio::spawn(async move {
                 let svc = hyper_util::service::TowerToHyperService::new(svc);
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
