@@ -193,82 +193,100 @@ where
     RB: Body<Data = Bytes> + Send + Unpin + 'static,
     RB::Error: Into<BoxError> + Send,
 {
-    let props = properties(&req);
+    // With no filter, nothing reads the properties or the header maps.
+    let filtered = !config.pools.is_empty();
+    let props = if filtered {
+        properties(&req)
+    } else {
+        PropertyMap::new()
+    };
     let (mut parts, body) = req.into_parts();
-    let mut headers = convert::request_headers(&parts);
     let (mut chain, failed) = Chain::start(&config.pools, props, config.buffer_limit);
-    chain.grpc = vessel_host::is_grpc_request(&headers);
-    if let Some(flow) = failed {
-        return Ok(reply(chain, flow, false).await);
-    }
     let end = body.is_end_stream();
-    match chain
-        .headers(StreamType::HttpRequest, &mut headers, end, 0)
-        .await
-    {
-        Flow::Go => {}
-        flow => return Ok(reply(chain, flow, true).await),
+    if filtered {
+        let input = convert::request_headers(&parts);
+        chain.grpc = vessel_host::is_grpc_request(&input);
+        if let Some(flow) = failed {
+            return Ok(reply(chain, flow, false).await);
+        }
+        let mut headers = input.clone();
+        match chain
+            .headers(StreamType::HttpRequest, &mut headers, end, 0)
+            .await
+        {
+            Flow::Go => {}
+            flow => return Ok(reply(chain, flow, true).await),
+        }
+        // Filters that only add headers (or change nothing) leave the
+        // parts as they are, plus the new headers.
+        convert::update_request(&input, &headers, &mut parts);
+    } else {
+        convert::unchanged_request(&mut parts);
     }
-    convert::apply_request(&headers, &mut parts);
 
     // Send the request upstream while its body flows through the chain.
-    let (tx, upstream_body) = VesselBody::channel(16);
-    let upstream_body = if end {
-        VesselBody::empty()
+    let (tx, upstream_body) = if end {
+        (None, VesselBody::empty())
     } else {
-        upstream_body
+        let (tx, body) = VesselBody::channel(16);
+        (Some(tx), body)
     };
     let mut response = Box::pin(inner.call(Request::from_parts(parts, upstream_body)));
-    let upstream = if end {
-        drop(tx);
-        response.await
-    } else {
-        let outcome = {
-            let pump = chain.pump(StreamType::HttpRequest, body, tx);
-            tokio::pin!(pump);
-            let mut pumped = false;
-            loop {
-                tokio::select! {
-                    flow = &mut pump, if !pumped => {
-                        pumped = true;
-                        if !matches!(flow, Flow::Go) {
-                            break Err(flow);
+    let upstream = match tx {
+        None => response.await,
+        Some(tx) => {
+            let outcome = {
+                let pump = chain.pump(StreamType::HttpRequest, body, tx);
+                tokio::pin!(pump);
+                let mut pumped = false;
+                loop {
+                    tokio::select! {
+                        flow = &mut pump, if !pumped => {
+                            pumped = true;
+                            if !matches!(flow, Flow::Go) {
+                                break Err(flow);
+                            }
                         }
+                        r = &mut response => break Ok(r),
                     }
-                    r = &mut response => break Ok(r),
                 }
-            }
-        };
-        match outcome {
-            Ok(r) => r,
-            Err(flow) => {
-                // A local reply after the request went upstream: the
-                // upstream call is abandoned.
-                drop(response);
-                return Ok(reply(chain, flow, true).await);
+            };
+            match outcome {
+                Ok(r) => r,
+                Err(flow) => {
+                    // A local reply after the request went upstream: the
+                    // upstream call is abandoned.
+                    drop(response);
+                    return Ok(reply(chain, flow, true).await);
+                }
             }
         }
     };
     let upstream = upstream?;
     let (mut rparts, rbody) = upstream.into_parts();
-    if let Some(info) = UpstreamInfo::from_extensions(&rparts.extensions) {
-        chain.set_properties(&info.properties());
-    }
-    let mut rheaders = convert::response_headers(&rparts);
     let end = rbody.is_end_stream();
-    match chain
-        .headers(StreamType::HttpResponse, &mut rheaders, end, 0)
-        .await
-    {
-        Flow::Go => {}
-        flow => return Ok(reply(chain, flow, false).await),
+    if filtered {
+        if let Some(info) = UpstreamInfo::from_extensions(&rparts.extensions) {
+            chain.set_properties(&info.properties());
+        }
+        let input = convert::response_headers(&rparts);
+        let mut rheaders = input.clone();
+        match chain
+            .headers(StreamType::HttpResponse, &mut rheaders, end, 0)
+            .await
+        {
+            Flow::Go => {}
+            flow => return Ok(reply(chain, flow, false).await),
+        }
+        convert::update_response(&input, &rheaders, &mut rparts);
     }
-    convert::apply_response(&rheaders, &mut rparts);
     if end {
         return Ok(Response::from_parts(rparts, VesselBody::empty()).with_guard(chain));
     }
-    let (tx, body) = VesselBody::channel(16);
-    tokio::spawn(async move {
+    // The body runs the chain itself as the client reads it: no task and
+    // no channel per response. The chain (and so the stream's contexts)
+    // ends with the pump, or when the client drops the body.
+    let body = VesselBody::pumped(move |tx| async move {
         let flow = chain
             .pump(StreamType::HttpResponse, rbody, tx.clone())
             .await;

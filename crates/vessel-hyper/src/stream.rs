@@ -95,11 +95,10 @@ fn too_large(dir: StreamType) -> LocalResponse {
     }
 }
 
-fn order(n: usize, dir: StreamType) -> Vec<usize> {
-    match dir {
-        StreamType::HttpRequest => (0..n).collect(),
-        _ => (0..n).rev().collect(),
-    }
+/// Filter positions in callback order (no allocation).
+fn order(n: usize, dir: StreamType) -> impl Iterator<Item = usize> {
+    let rev = dir != StreamType::HttpRequest;
+    (0..n).map(move |k| if rev { n - 1 - k } else { k })
 }
 
 fn types(dir: StreamType) -> (MapType, BufferType, MapType) {
@@ -281,7 +280,7 @@ impl Chain {
         skip: usize,
     ) -> Flow {
         let (hty, _, _) = types(dir);
-        for i in order(self.slots.len(), dir).into_iter().skip(skip) {
+        for i in order(self.slots.len(), dir).skip(skip) {
             // The VM keeps the map it is given; what the filter left is
             // cloned back out below, so the input can be moved in.
             let input = if self.slots[i].open && self.slots[i].ctx.is_some() {
@@ -329,7 +328,7 @@ impl Chain {
         tx: &FrameTx,
     ) -> Flow {
         let (_, bty, _) = types(dir);
-        for i in order(self.slots.len(), dir).into_iter().skip(from) {
+        for i in order(self.slots.len(), dir).skip(from) {
             let step = self.call(i, dir, |vm, ctx| match dir {
                 StreamType::HttpRequest => vm.on_request_body(ctx, &data, end_of_stream),
                 _ => vm.on_response_body(ctx, &data, end_of_stream),
@@ -369,8 +368,7 @@ impl Chain {
     /// buffered flows on to the filters after it.
     async fn trailers(&mut self, dir: StreamType, mut map: HeaderMap, tx: &FrameTx) -> Flow {
         let (_, bty, tty) = types(dir);
-        let ord = order(self.slots.len(), dir);
-        for (pos, &i) in ord.iter().enumerate() {
+        for (pos, i) in order(self.slots.len(), dir).enumerate() {
             let input = map.clone();
             let step = self.call(i, dir, |vm, ctx| match dir {
                 StreamType::HttpRequest => vm.on_request_trailers(ctx, input),
@@ -493,6 +491,7 @@ impl Chain {
                 return (headers, body);
             }
             let (tx, mut rx) = mpsc::channel(4);
+            let tx = FrameTx::Channel(tx);
             if let Flow::Go = self
                 .data(StreamType::HttpResponse, body.clone(), true, skip, &tx)
                 .await
