@@ -94,23 +94,30 @@ impl<S> VesselService<S> {
     }
 }
 
+/// The stream properties of a request (`request.protocol`, and from its
+/// [`ConnectionInfo`] `source.*`, `destination.*` and `connection.id`),
+/// computed only when a guest reads one: most filters never do, and
+/// formatting addresses for every request costs more than the filter.
 fn properties<B>(req: &Request<B>) -> PropertyMap {
-    let mut p = PropertyMap::new();
-    let protocol = match req.version() {
+    let protocol: &'static str = match req.version() {
         http::Version::HTTP_10 => "HTTP/1.0",
         http::Version::HTTP_2 => "HTTP/2",
         http::Version::HTTP_3 => "HTTP/3",
         _ => "HTTP/1.1",
     };
-    p.insert_dotted("request.protocol", protocol);
-    if let Some(c) = req.extensions().get::<ConnectionInfo>() {
-        p.insert_dotted("source.address", c.source.to_string());
-        p.insert_dotted("source.port", i64::from(c.source.port()));
-        p.insert_dotted("destination.address", c.destination.to_string());
-        p.insert_dotted("destination.port", i64::from(c.destination.port()));
-        p.insert_dotted("connection.id", PropertyValue::Uint(c.id));
-    }
-    p
+    let conn = req.extensions().get::<ConnectionInfo>().copied();
+    PropertyMap::with_source(move |path| {
+        let value: PropertyValue = match (path, conn) {
+            (b"request\0protocol", _) => protocol.into(),
+            (b"source\0address", Some(c)) => c.source.to_string().into(),
+            (b"source\0port", Some(c)) => i64::from(c.source.port()).into(),
+            (b"destination\0address", Some(c)) => c.destination.to_string().into(),
+            (b"destination\0port", Some(c)) => i64::from(c.destination.port()).into(),
+            (b"connection\0id", Some(c)) => PropertyValue::Uint(c.id),
+            _ => return None,
+        };
+        Some(value.encode())
+    })
 }
 
 fn local_response(headers: &vessel_host::HeaderMap, body: Vec<u8>) -> Response<VesselBody> {
