@@ -214,7 +214,7 @@ where
         let input = convert::request_headers(&parts);
         chain.grpc = vessel_host::is_grpc_request(&input);
         if let Some(flow) = failed {
-            return Ok(reply(chain, flow, false).await);
+            return Ok(Box::pin(reply(chain, flow, false)).await);
         }
         let mut headers = input.clone();
         match chain
@@ -222,7 +222,7 @@ where
             .await
         {
             Flow::Go => {}
-            flow => return Ok(reply(chain, flow, true).await),
+            flow => return Ok(Box::pin(reply(chain, flow, true)).await),
         }
         // Filters that only add headers (or change nothing) leave the
         // parts as they are, plus the new headers.
@@ -243,8 +243,9 @@ where
         None => response.await,
         Some(tx) => {
             let outcome = {
-                let pump = chain.pump(StreamType::HttpRequest, body, tx);
-                tokio::pin!(pump);
+                // Boxed, like the local replies: the rare paths would
+                // otherwise grow the future of every stream.
+                let mut pump = Box::pin(chain.pump(StreamType::HttpRequest, body, tx));
                 let mut pumped = false;
                 loop {
                     tokio::select! {
@@ -264,7 +265,7 @@ where
                     // A local reply after the request went upstream: the
                     // upstream call is abandoned.
                     drop(response);
-                    return Ok(reply(chain, flow, true).await);
+                    return Ok(Box::pin(reply(chain, flow, true)).await);
                 }
             }
         }
@@ -283,7 +284,7 @@ where
             .await
         {
             Flow::Go => {}
-            flow => return Ok(reply(chain, flow, false).await),
+            flow => return Ok(Box::pin(reply(chain, flow, false)).await),
         }
         convert::update_response(&input, &rheaders, &mut rparts);
     }

@@ -434,7 +434,9 @@ impl Chain {
                     }
                     Err(frame) => {
                         if let Ok(t) = frame.into_trailers() {
-                            return self.trailers(dir, crate::convert::trailers(&t), &tx).await;
+                            let t = crate::convert::trailers(&t);
+                            // Boxed: rare, and it would grow every pump.
+                            return Box::pin(self.trailers(dir, t, &tx)).await;
                         }
                     }
                 },
