@@ -27,6 +27,7 @@ mod grpc;
 pub mod layer;
 pub mod pool;
 pub mod service;
+mod signal;
 mod stream;
 
 pub use body::{BoxError, VesselBody};

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 use vessel_host::{
     ContextId, Effect, HostEnv, LocalResponse, Plugin, StreamType, Vm, VmError, VmInstanceId,
@@ -24,6 +23,7 @@ use vessel_host::{
 use crate::callout;
 use crate::cluster::Clusters;
 use crate::grpc::{self, GrpcCalls};
+use crate::signal::SignalTx;
 
 /// What happens to a stream when its filter's VM has failed (Envoy's
 /// `failure_policy`; ABI reference §6.6).
@@ -48,7 +48,7 @@ pub(crate) enum Signal {
 
 pub(crate) struct VmShared {
     pub(crate) vm: Vm,
-    pub(crate) streams: HashMap<ContextId, UnboundedSender<Signal>>,
+    pub(crate) streams: HashMap<ContextId, SignalTx>,
     tick: Option<JoinHandle<()>>,
     failure_announced: bool,
     /// gRPC calls and streams in flight.

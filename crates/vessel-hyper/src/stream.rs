@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::sync::mpsc;
 use vessel_host::{
     BufferType, ContextId, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, HeaderMap,
     LocalResponse, MapType, PropertyMap, PropertyValue, StreamType, Vm, VmError,
@@ -26,6 +26,7 @@ use vessel_host::{
 
 use crate::body::{BoxError, FrameTx};
 use crate::pool::{FailurePolicy, FilterPool, Signal, VmCell, dispatch};
+use crate::signal::{self, SignalRx};
 
 /// What a phase decided.
 #[derive(Debug)]
@@ -43,7 +44,7 @@ pub(crate) struct Slot {
     pub(crate) pool: Arc<FilterPool>,
     cell: Arc<VmCell>,
     ctx: Option<ContextId>,
-    rx: UnboundedReceiver<Signal>,
+    rx: SignalRx,
     /// False once the filter failed open: the stream skips it.
     open: bool,
 }
@@ -139,7 +140,7 @@ impl Chain {
         let mut flow = None;
         for (i, pool) in pools.iter().enumerate() {
             let cell = pool.pick();
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = signal::channel();
             let mut slot = Slot {
                 pool: pool.clone(),
                 cell: cell.clone(),
