@@ -1,7 +1,8 @@
 //! Adapter overhead: one request through [`VesselLayer`] over an in-memory
 //! inner service that answers like `vessel run`'s direct response (status,
 //! `content-type`, `content-length`, an 18-byte body), with no sockets.
-//! Run with `cargo xtask bench`.
+//! Run with `cargo xtask bench`. Times are the benchmark thread's CPU time,
+//! which other load on the machine barely moves.
 //!
 //! * `direct`: the inner service alone (the floor);
 //! * `no_filter`: the layer with an empty chain;
@@ -23,7 +24,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -72,7 +73,16 @@ fn direct_response<B>(_req: Request<B>) -> Response<Full<Bytes>> {
     resp
 }
 
-/// Times `iters` requests, one after the other, inside one `block_on`.
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), so that
+/// other load on a shared machine does not count.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Times `iters` requests, one after the other, inside one `block_on` on a
+/// current-thread runtime: every task of a request runs on this thread, so
+/// its CPU time is the cost.
 fn time<S, B>(rt: &tokio::runtime::Runtime, service: &S, iters: u64) -> Duration
 where
     S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible> + Clone,
@@ -80,7 +90,7 @@ where
     B::Error: std::fmt::Debug,
 {
     rt.block_on(async {
-        let start = Instant::now();
+        let start = thread_cpu_time();
         for _ in 0..iters {
             let resp = service.clone().oneshot(request()).await.unwrap();
             let (parts, body) = resp.into_parts();
@@ -88,7 +98,7 @@ where
             assert_eq!(body.len(), BODY.len());
             std::hint::black_box(parts);
         }
-        start.elapsed()
+        thread_cpu_time().saturating_sub(start)
     })
 }
 
