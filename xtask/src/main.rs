@@ -7,7 +7,9 @@
 //!   through `vessel test`, then serves `examples/envoy.yaml` with
 //!   `vessel run` in the foreground (Ctrl-C stops it).
 //! * `cargo xtask bench` — builds the guests and runs the criterion benchmarks
-//!   (the request lifecycle in vessel-host, VM-pool scaling in vessel-hyper).
+//!   (the request lifecycle in vessel-host, VM-pool scaling and the
+//!   per-request adapter overhead in vessel-hyper), then the wrk end-to-end
+//!   benchmark.
 //! * `cargo xtask guests` — only builds the guest filters.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
@@ -321,6 +323,7 @@ fn main() -> Result<()> {
                 "lifecycle",
             ]))?;
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))?;
+            run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "adapter"]))?;
             e2e_bench()
         }
         "guests" => guests(),
