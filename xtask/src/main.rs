@@ -8,7 +8,8 @@
 //!   `vessel run` in the foreground (Ctrl-C stops it).
 //! * `cargo xtask bench` — builds the guests, downloads the Go plugins and
 //!   runs the criterion benchmarks (the request lifecycle and start-up costs
-//!   in vessel-host, VM-pool scaling in vessel-hyper).
+//!   in vessel-host, VM-pool scaling and the per-request adapter overhead in
+//!   vessel-hyper), then the wrk end-to-end benchmark.
 //! * `cargo xtask envoy-diff` — builds the guests, gets Envoy, and runs every
 //!   scenario in-process, through `vessel run` and through Envoy
 //!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
@@ -475,6 +476,7 @@ fn main() -> Result<()> {
                 "startup",
             ]))?;
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))?;
+            run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "adapter"]))?;
             e2e_bench()
         }
         "guests" => guests(),

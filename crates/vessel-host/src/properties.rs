@@ -4,10 +4,13 @@
 //! the built-ins `plugin_name`, `plugin_root_id`, `plugin_vm_id` and
 //! `plugin_vm_configuration`; then `request.*`/`response.*` attributes derived
 //! from the header maps the stream still holds; then the values set on the
-//! context (by the embedder or by `proxy_set_property`); then the root
+//! context (by the embedder or by `proxy_set_property`), then the stream's
+//! lazy source if the embedder gave one ([`PropertyMap::with_source`]); then the root
 //! context's values; then the embedder's [`PropertyProvider`](crate::PropertyProvider).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use vessel_abi::pairs;
 
@@ -71,12 +74,42 @@ impl From<bool> for PropertyValue {
     }
 }
 
+/// Computes properties on demand: given an encoded path, the encoded value
+/// or `None`. See [`PropertyMap::with_source`].
+type PropertySource = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
 /// Properties keyed by their encoded path (segments joined by NUL), holding
-/// encoded values.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// encoded values; optionally backed by a source (see
+/// [`with_source`](Self::with_source)) that computes the others when a
+/// guest first asks (so a stream whose filters never read
+/// `source.address` does not format it).
+#[derive(Clone, Default)]
 pub struct PropertyMap {
     values: HashMap<Vec<u8>, Vec<u8>>,
+    source: Option<PropertySource>,
 }
+
+impl std::fmt::Debug for PropertyMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PropertyMap")
+            .field("values", &self.values)
+            .field("source", &self.source.is_some())
+            .finish()
+    }
+}
+
+impl PartialEq for PropertyMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+            && match (&self.source, &other.source) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for PropertyMap {}
 
 impl PropertyMap {
     /// An empty map.
@@ -95,12 +128,29 @@ impl PropertyMap {
         self.values.insert(path, value);
     }
 
-    /// Looks up an encoded path.
+    /// A map whose values come from `source` when first asked for (values
+    /// inserted later take precedence).
+    pub fn with_source(source: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
+        Self {
+            values: HashMap::new(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// Looks up an encoded path among the inserted values (not the source).
     pub fn get(&self, path: &[u8]) -> Option<&[u8]> {
         self.values.get(path).map(Vec::as_slice)
     }
 
-    /// Number of entries.
+    /// Looks up an encoded path: the inserted values, then the source.
+    pub fn lookup(&self, path: &[u8]) -> Option<Cow<'_, [u8]>> {
+        match self.get(path) {
+            Some(v) => Some(Cow::Borrowed(v)),
+            None => self.source.as_ref().and_then(|s| s(path)).map(Cow::Owned),
+        }
+    }
+
+    /// Number of inserted entries (the source's are not counted).
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -128,5 +178,25 @@ mod tests {
         let mut m = PropertyMap::new();
         m.insert_dotted("source.port", 80i64);
         assert_eq!(m.get(b"source\0port"), Some(&80i64.to_le_bytes()[..]));
+    }
+
+    #[test]
+    fn source_is_asked_after_the_inserted_values() {
+        let mut m = PropertyMap::with_source(|path| {
+            (path == b"source\0address").then(|| b"10.0.0.1:5000".to_vec())
+        });
+        assert_eq!(
+            m.lookup(b"source\0address").as_deref(),
+            Some(&b"10.0.0.1:5000"[..])
+        );
+        assert_eq!(m.get(b"source\0address"), None);
+        assert_eq!(m.lookup(b"source\0port"), None);
+        m.insert_dotted("source.address", "set by the guest");
+        assert_eq!(
+            m.lookup(b"source\0address").as_deref(),
+            Some(&b"set by the guest"[..])
+        );
+        assert_eq!(m.clone(), m);
+        assert_ne!(m, PropertyMap::new());
     }
 }

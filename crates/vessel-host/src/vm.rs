@@ -1322,6 +1322,20 @@ pub fn translate_trailers(raw: u32, stop_next: bool) -> FilterTrailersStatus {
     FilterTrailersStatus::try_from(raw).unwrap_or(FilterTrailersStatus::StopIteration)
 }
 
+/// The export `name` with this signature, or `None`. Looks the export up
+/// with `get_func` first: a missing export is common, and
+/// `get_typed_func`'s error would capture a backtrace (costly when
+/// `RUST_BACKTRACE` is set).
+fn export<P: WasmParams, R: WasmResults>(
+    instance: &Instance,
+    store: &mut Store<HostState>,
+    name: &str,
+) -> Option<TypedFunc<P, R>> {
+    instance
+        .get_func(&mut *store, name)
+        .and_then(|f| f.typed(&*store).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1379,18 +1393,4 @@ mod tests {
             FilterTrailersStatus::StopIteration
         );
     }
-}
-
-/// The export `name` with this signature, or `None`. Looks the export up
-/// with `get_func` first: a missing export is common, and
-/// `get_typed_func`'s error would capture a backtrace (costly when
-/// `RUST_BACKTRACE` is set).
-fn export<P: WasmParams, R: WasmResults>(
-    instance: &Instance,
-    store: &mut Store<HostState>,
-    name: &str,
-) -> Option<TypedFunc<P, R>> {
-    instance
-        .get_func(&mut *store, name)
-        .and_then(|f| f.typed(&*store).ok())
 }

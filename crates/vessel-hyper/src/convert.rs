@@ -11,22 +11,27 @@
 use http::{HeaderName, HeaderValue, StatusCode, request, response};
 use vessel_host::HeaderMap;
 
-/// Request head → header map with pseudo-headers first.
-pub fn request_headers(parts: &request::Parts) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(parts.headers.len() + 4);
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let authority = parts
+/// The request's `:authority`: the URI's, else the first `Host` header
+/// (if it is a string), else empty.
+fn authority(parts: &request::Parts) -> &str {
+    parts
         .uri
         .authority()
-        .map(|a| a.as_str().to_owned())
+        .map(http::uri::Authority::as_str)
         .or_else(|| {
             parts
                 .headers
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Request head → header map with pseudo-headers first.
+pub fn request_headers(parts: &request::Parts) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(parts.headers.len() + 4);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let authority = authority(parts);
     let scheme = parts.uri.scheme_str().unwrap_or("http");
     let h2 = parts.version >= http::Version::HTTP_2;
     if h2 {
@@ -128,9 +133,236 @@ pub fn apply_response(map: &HeaderMap, parts: &mut response::Parts) {
     to_http_headers(map, &mut parts.headers);
 }
 
+/// The entries a filter appended to `input`, if `output` is `input` with
+/// entries added at the end and nothing else changed (the common case of a
+/// filter that only reads or adds headers).
+fn appended<'a>(input: &HeaderMap, output: &'a HeaderMap) -> Option<Vec<(&'a [u8], &'a [u8])>> {
+    let n = input.len();
+    if output.len() < n || !output.iter().take(n).eq(input.iter()) {
+        return None;
+    }
+    Some(output.iter().skip(n).collect())
+}
+
+/// Appends entries as [`to_http_headers`] would: pseudo-headers and invalid
+/// entries are skipped.
+fn append_http(entries: &[(&[u8], &[u8])], out: &mut http::HeaderMap) {
+    for (k, v) in entries {
+        if k.starts_with(b":") {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k), HeaderValue::from_bytes(v)) {
+            out.append(name, value);
+        }
+    }
+}
+
+/// Puts request parts in the shape [`apply_request`] gives them when the
+/// map is the unchanged [`request_headers`] of the parts, without
+/// rebuilding them: `Host` becomes the `:authority` (or goes away if that
+/// is empty). Returns false (and changes nothing) for the rare URIs whose
+/// shape a rebuild would change; the caller then applies the map.
+fn normalize_request(parts: &mut request::Parts) -> bool {
+    let uri = &parts.uri;
+    if uri.path_and_query().is_none() || uri.scheme().is_some() != uri.authority().is_some() {
+        return false;
+    }
+    // Several HTTP/2 `cookie` headers are joined in the map (and so
+    // upstream): only a rebuild does that.
+    if parts.version >= http::Version::HTTP_2
+        && parts
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .nth(1)
+            .is_some()
+    {
+        return false;
+    }
+    let authority = authority(parts);
+    // None: leave `Host` as it is; Some(None): remove it; Some(Some(v)): set it.
+    let host = if authority.is_empty() {
+        Some(None)
+    } else {
+        let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+        let unchanged = hosts
+            .next()
+            .is_some_and(|h| h.as_bytes() == authority.as_bytes())
+            && hosts.next().is_none();
+        (!unchanged).then(|| HeaderValue::from_str(authority).ok())
+    };
+    match host {
+        None => {}
+        Some(Some(v)) => {
+            parts.headers.insert(http::header::HOST, v);
+        }
+        Some(None) => {
+            parts.headers.remove(http::header::HOST);
+        }
+    }
+    true
+}
+
+/// Applies the request map a chain returned onto the parts it was built
+/// from ([`request_headers`] of `parts` is `input`). Same result as
+/// [`apply_request`], but when the filters only added headers (or changed
+/// nothing) the parts are kept and the new headers appended.
+pub(crate) fn update_request(input: &HeaderMap, output: &HeaderMap, parts: &mut request::Parts) {
+    match appended(input, output) {
+        Some(added)
+            if !added.iter().any(|(k, _)| k.eq_ignore_ascii_case(b"host"))
+                && normalize_request(parts) =>
+        {
+            append_http(&added, &mut parts.headers);
+        }
+        _ => apply_request(output, parts),
+    }
+}
+
+/// [`update_request`] for a request no filter saw.
+pub(crate) fn unchanged_request(parts: &mut request::Parts) {
+    if !normalize_request(parts) {
+        apply_request(&request_headers(parts), parts);
+    }
+}
+
+/// Applies the response map a chain returned onto the parts it was built
+/// from ([`response_headers`] of `parts` is `input`). Same result as
+/// [`apply_response`], but when the filters only added headers (or changed
+/// nothing) the parts are kept and the new headers appended.
+pub(crate) fn update_response(input: &HeaderMap, output: &HeaderMap, parts: &mut response::Parts) {
+    match appended(input, output) {
+        Some(added) => append_http(&added, &mut parts.headers),
+        None => apply_response(output, parts),
+    }
+}
+
 /// Header map → `http` trailers.
 pub fn to_trailers(map: &HeaderMap) -> http::HeaderMap {
     let mut out = http::HeaderMap::new();
     to_http_headers(map, &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &[u8])]) -> request::Parts {
+        let mut b = http::Request::builder().method("GET").uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    fn same(a: &request::Parts, b: &request::Parts) -> bool {
+        a.method == b.method && a.uri == b.uri && a.headers == b.headers
+    }
+
+    /// Requests with every `Host` / URI shape the fast path must treat as
+    /// the full rebuild does.
+    fn requests() -> Vec<request::Parts> {
+        vec![
+            parts("/x?q=1", &[("host", b"a.test"), ("x-bench", b"1")]),
+            parts("/x", &[]),
+            parts("http://a.test/x", &[]),
+            parts("http://a.test/x", &[("host", b"other.test")]),
+            parts("/x", &[("host", b"a.test"), ("host", b"b.test")]),
+            parts("/x", &[("host", b"\xffbad")]),
+            parts("a.test:443", &[("host", b"a.test:443")]),
+            parts(
+                "/x",
+                &[
+                    ("host", b"a.test"),
+                    ("x-a", b"1"),
+                    ("x-b", b"2"),
+                    ("x-a", b"3"),
+                ],
+            ),
+        ]
+    }
+
+    #[test]
+    fn unchanged_request_matches_the_full_apply() {
+        for original in requests() {
+            let mut full = original.clone();
+            apply_request(&request_headers(&original), &mut full);
+            let mut fast = original.clone();
+            unchanged_request(&mut fast);
+            assert!(same(&full, &fast), "{original:?}: {full:?} vs {fast:?}");
+        }
+    }
+
+    #[test]
+    fn update_request_matches_the_full_apply() {
+        let edits: [fn(&mut HeaderMap); 6] = [
+            |_| {},
+            |m| m.append(b"x-added", b"1"),
+            |m| m.append(b"x-a", b"4"),
+            |m| m.append(b"host", b"filter.test"),
+            |m| m.append(b":pseudo", b"skipped"),
+            |m| {
+                m.append(b"x-added", b"1");
+                m.append(b"x-bad", b"\n");
+            },
+        ];
+        for original in requests() {
+            for edit in edits {
+                let input = request_headers(&original);
+                let mut output = input.clone();
+                edit(&mut output);
+                let mut full = original.clone();
+                apply_request(&output, &mut full);
+                let mut fast = original.clone();
+                update_request(&input, &output, &mut fast);
+                assert!(same(&full, &fast), "{output:?}: {full:?} vs {fast:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn update_request_applies_changes_that_are_not_appends() {
+        let original = parts("/x", &[("host", b"a.test"), ("x-bench", b"1")]);
+        let input = request_headers(&original);
+        let mut output = HeaderMap::new();
+        for (k, v) in input.iter() {
+            match k {
+                b":path" => output.append(k, b"/rewritten"),
+                b"x-bench" => {}
+                _ => output.append(k, v),
+            }
+        }
+        let mut fast = original.clone();
+        update_request(&input, &output, &mut fast);
+        assert_eq!(fast.uri, "/rewritten");
+        assert!(!fast.headers.contains_key("x-bench"));
+        assert_eq!(fast.headers["host"], "a.test");
+    }
+
+    #[test]
+    fn update_response_matches_the_full_apply() {
+        let mut original = http::Response::builder()
+            .status(200)
+            .header("content-type", "text/plain")
+            .header("content-length", "18")
+            .body(())
+            .expect("response")
+            .into_parts()
+            .0;
+        let input = response_headers(&original);
+        let mut output = input.clone();
+        output.append(b"x-bench-response", b"1");
+        let mut full = original.clone();
+        apply_response(&output, &mut full);
+        update_response(&input, &output, &mut original);
+        assert_eq!(full.status, original.status);
+        assert_eq!(full.headers, original.headers);
+        assert_eq!(original.headers["x-bench-response"], "1");
+
+        output.insert(b":status", b"503");
+        let mut changed = full.clone();
+        update_response(&input, &output, &mut changed);
+        assert_eq!(changed.status, 503);
+    }
 }

@@ -33,6 +33,7 @@ pub mod layer;
 pub mod pool;
 pub mod redis;
 pub mod service;
+mod signal;
 mod stream;
 
 pub use body::{BoxError, VesselBody};

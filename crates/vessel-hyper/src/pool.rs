@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 use vessel_host::{
     ContextId, Effect, HostEnv, LoadError, LocalResponse, Plugin, StreamType, Vm, VmError,
@@ -34,6 +33,7 @@ use vessel_host::{
 use crate::callout;
 use crate::cluster::Clusters;
 use crate::grpc::{self, GrpcCalls};
+use crate::signal::SignalTx;
 
 /// What happens to a stream when its filter's VM has failed (Envoy's
 /// `failure_policy`; ABI reference §6.6).
@@ -195,7 +195,7 @@ pub(crate) enum Signal {
 
 pub(crate) struct VmShared {
     pub(crate) vm: Vm,
-    pub(crate) streams: HashMap<ContextId, UnboundedSender<Signal>>,
+    pub(crate) streams: HashMap<ContextId, SignalTx>,
     tick: Option<JoinHandle<()>>,
     failure_announced: bool,
     /// gRPC calls and streams in flight.

@@ -111,23 +111,30 @@ impl<S> VesselService<S> {
     }
 }
 
+/// The stream properties of a request (`request.protocol`, and from its
+/// [`ConnectionInfo`] `source.*`, `destination.*` and `connection.id`),
+/// computed only when a guest reads one: most filters never do, and
+/// formatting addresses for every request costs more than the filter.
 fn properties<B>(req: &Request<B>) -> PropertyMap {
-    let mut p = PropertyMap::new();
-    let protocol = match req.version() {
+    let protocol: &'static str = match req.version() {
         http::Version::HTTP_10 => "HTTP/1.0",
         http::Version::HTTP_2 => "HTTP/2",
         http::Version::HTTP_3 => "HTTP/3",
         _ => "HTTP/1.1",
     };
-    p.insert_dotted("request.protocol", protocol);
-    if let Some(c) = req.extensions().get::<ConnectionInfo>() {
-        p.insert_dotted("source.address", c.source.to_string());
-        p.insert_dotted("source.port", i64::from(c.source.port()));
-        p.insert_dotted("destination.address", c.destination.to_string());
-        p.insert_dotted("destination.port", i64::from(c.destination.port()));
-        p.insert_dotted("connection.id", PropertyValue::Uint(c.id));
-    }
-    p
+    let conn = req.extensions().get::<ConnectionInfo>().copied();
+    PropertyMap::with_source(move |path| {
+        let value: PropertyValue = match (path, conn) {
+            (b"request\0protocol", _) => protocol.into(),
+            (b"source\0address", Some(c)) => c.source.to_string().into(),
+            (b"source\0port", Some(c)) => i64::from(c.source.port()).into(),
+            (b"destination\0address", Some(c)) => c.destination.to_string().into(),
+            (b"destination\0port", Some(c)) => i64::from(c.destination.port()).into(),
+            (b"connection\0id", Some(c)) => PropertyValue::Uint(c.id),
+            _ => return None,
+        };
+        Some(value.encode())
+    })
 }
 
 fn local_response(headers: &vessel_host::HeaderMap, body: Vec<u8>) -> Response<VesselBody> {
@@ -304,10 +311,15 @@ where
     RB: Body<Data = Bytes> + Send + Unpin + 'static,
     RB::Error: Into<BoxError> + Send,
 {
-    let props = properties(&req);
+    // With no filter, nothing reads the properties or the header maps.
+    let filtered = !config.pools.is_empty();
+    let props = if filtered {
+        properties(&req)
+    } else {
+        PropertyMap::new()
+    };
     let (mut parts, body) = req.into_parts();
     let body = Framed::new(body, parts.version);
-    let mut headers = convert::request_headers(&parts);
     // Envoy limits the L7 buffers of an HTTP/1 stream by the listener's
     // `per_connection_buffer_limit_bytes`, and those of an HTTP/2 stream by
     // the HTTP/2 initial stream window instead.
@@ -317,55 +329,64 @@ where
         config.buffer_limit
     };
     let (mut chain, failed) = Chain::start(&config.pools, props, limit);
-    chain.grpc = vessel_host::is_grpc_request(&headers);
-    if let Some(flow) = failed {
-        return Ok(reply(chain, flow, false).await);
-    }
     let end = body.is_end_stream();
-    match chain
-        .headers(StreamType::HttpRequest, &mut headers, end, 0)
-        .await
-    {
-        Flow::Go => {}
-        flow => return Ok(reply(chain, flow, true).await),
+    if filtered {
+        let input = convert::request_headers(&parts);
+        chain.grpc = vessel_host::is_grpc_request(&input);
+        if let Some(flow) = failed {
+            return Ok(Box::pin(reply(chain, flow, false)).await);
+        }
+        let mut headers = input.clone();
+        match chain
+            .headers(StreamType::HttpRequest, &mut headers, end, 0)
+            .await
+        {
+            Flow::Go => {}
+            flow => return Ok(Box::pin(reply(chain, flow, true)).await),
+        }
+        // Filters that only add headers (or change nothing) leave the
+        // parts as they are, plus the new headers.
+        convert::update_request(&input, &headers, &mut parts);
+    } else {
+        convert::unchanged_request(&mut parts);
     }
-    convert::apply_request(&headers, &mut parts);
 
     // Send the request upstream while its body flows through the chain.
-    let (tx, upstream_body) = VesselBody::channel(16);
-    let upstream_body = if end {
-        VesselBody::empty()
+    let (tx, upstream_body) = if end {
+        (None, VesselBody::empty())
     } else {
-        upstream_body
+        let (tx, body) = VesselBody::channel(16);
+        (Some(tx), body)
     };
     let mut response = Box::pin(inner.call(Request::from_parts(parts, upstream_body)));
-    let upstream = if end {
-        drop(tx);
-        response.await
-    } else {
-        let outcome = {
-            let pump = chain.pump(StreamType::HttpRequest, body, tx);
-            tokio::pin!(pump);
-            let mut pumped = false;
-            loop {
-                tokio::select! {
-                    flow = &mut pump, if !pumped => {
-                        pumped = true;
-                        if !matches!(flow, Flow::Go) {
-                            break Err(flow);
+    let upstream = match tx {
+        None => response.await,
+        Some(tx) => {
+            let outcome = {
+                // Boxed, like the local replies: the rare paths would
+                // otherwise grow the future of every stream.
+                let mut pump = Box::pin(chain.pump(StreamType::HttpRequest, body, tx));
+                let mut pumped = false;
+                loop {
+                    tokio::select! {
+                        flow = &mut pump, if !pumped => {
+                            pumped = true;
+                            if !matches!(flow, Flow::Go) {
+                                break Err(flow);
+                            }
                         }
+                        r = &mut response => break Ok(r),
                     }
-                    r = &mut response => break Ok(r),
                 }
-            }
-        };
-        match outcome {
-            Ok(r) => r,
-            Err(flow) => {
-                // A local reply after the request went upstream: the
-                // upstream call is abandoned.
-                drop(response);
-                return Ok(reply(chain, flow, true).await);
+            };
+            match outcome {
+                Ok(r) => r,
+                Err(flow) => {
+                    // A local reply after the request went upstream: the
+                    // upstream call is abandoned.
+                    drop(response);
+                    return Ok(Box::pin(reply(chain, flow, true)).await);
+                }
             }
         }
     };
@@ -380,24 +401,29 @@ where
     } else {
         Framed::Direct(rbody)
     };
-    if let Some(info) = info {
-        chain.set_properties(&info.properties());
-    }
-    let mut rheaders = convert::response_headers(&rparts);
     let end = rbody.is_end_stream();
-    match chain
-        .headers(StreamType::HttpResponse, &mut rheaders, end, 0)
-        .await
-    {
-        Flow::Go => {}
-        flow => return Ok(reply(chain, flow, false).await),
+    if filtered {
+        if let Some(info) = &info {
+            chain.set_properties(&info.properties());
+        }
+        let input = convert::response_headers(&rparts);
+        let mut rheaders = input.clone();
+        match chain
+            .headers(StreamType::HttpResponse, &mut rheaders, end, 0)
+            .await
+        {
+            Flow::Go => {}
+            flow => return Ok(Box::pin(reply(chain, flow, false)).await),
+        }
+        convert::update_response(&input, &rheaders, &mut rparts);
     }
-    convert::apply_response(&rheaders, &mut rparts);
     if end {
         return Ok(Response::from_parts(rparts, VesselBody::empty()).with_guard(chain));
     }
-    let (tx, body) = VesselBody::channel(16);
-    tokio::spawn(async move {
+    // The body runs the chain itself as the client reads it: no task and
+    // no channel per response. The chain (and so the stream's contexts)
+    // ends with the pump, or when the client drops the body.
+    let body = VesselBody::pumped(move |tx| async move {
         let flow = chain
             .pump(StreamType::HttpResponse, rbody, tx.clone())
             .await;

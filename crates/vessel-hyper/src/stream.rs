@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::sync::mpsc;
 use vessel_host::{
     BufferType, ContextId, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, HeaderMap,
     LocalResponse, MapType, PropertyMap, PropertyValue, StreamType, Vm, VmError,
@@ -31,6 +31,7 @@ use vessel_host::{
 
 use crate::body::{BoxError, FrameTx};
 use crate::pool::{FilterPool, Signal, VmCell, dispatch};
+use crate::signal::{self, SignalRx};
 
 /// What a phase decided.
 #[derive(Debug)]
@@ -48,7 +49,7 @@ pub(crate) struct Slot {
     pub(crate) pool: Arc<FilterPool>,
     cell: Arc<VmCell>,
     ctx: Option<ContextId>,
-    rx: UnboundedReceiver<Signal>,
+    rx: SignalRx,
     /// False once the filter failed open: the stream skips it.
     open: bool,
 }
@@ -101,11 +102,10 @@ fn too_large(dir: StreamType) -> LocalResponse {
     }
 }
 
-fn order(n: usize, dir: StreamType) -> Vec<usize> {
-    match dir {
-        StreamType::HttpRequest => (0..n).collect(),
-        _ => (0..n).rev().collect(),
-    }
+/// Filter positions in callback order (no allocation).
+fn order(n: usize, dir: StreamType) -> impl Iterator<Item = usize> {
+    let rev = dir != StreamType::HttpRequest;
+    (0..n).map(move |k| if rev { n - 1 - k } else { k })
 }
 
 fn types(dir: StreamType) -> (MapType, BufferType, MapType) {
@@ -146,7 +146,7 @@ impl Chain {
         let mut flow = None;
         for (i, pool) in pools.iter().enumerate() {
             let cell = pool.pick();
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = signal::channel();
             let mut slot = Slot {
                 pool: pool.clone(),
                 cell: cell.clone(),
@@ -289,7 +289,7 @@ impl Chain {
         skip: usize,
     ) -> Flow {
         let (hty, _, _) = types(dir);
-        for i in order(self.slots.len(), dir).into_iter().skip(skip) {
+        for i in order(self.slots.len(), dir).skip(skip) {
             // The VM keeps the map it is given; what the filter left is
             // cloned back out below, so the input can be moved in.
             let input = if self.slots[i].open && self.slots[i].ctx.is_some() {
@@ -337,7 +337,7 @@ impl Chain {
         tx: &FrameTx,
     ) -> Flow {
         let (_, bty, _) = types(dir);
-        for i in order(self.slots.len(), dir).into_iter().skip(from) {
+        for i in order(self.slots.len(), dir).skip(from) {
             let step = self.call(i, dir, |vm, ctx| match dir {
                 StreamType::HttpRequest => vm.on_request_body(ctx, &data, end_of_stream),
                 _ => vm.on_response_body(ctx, &data, end_of_stream),
@@ -377,8 +377,7 @@ impl Chain {
     /// buffered flows on to the filters after it.
     async fn trailers(&mut self, dir: StreamType, mut map: HeaderMap, tx: &FrameTx) -> Flow {
         let (_, bty, tty) = types(dir);
-        let ord = order(self.slots.len(), dir);
-        for (pos, &i) in ord.iter().enumerate() {
+        for (pos, i) in order(self.slots.len(), dir).enumerate() {
             let input = map.clone();
             let step = self.call(i, dir, |vm, ctx| match dir {
                 StreamType::HttpRequest => vm.on_request_trailers(ctx, input),
@@ -444,7 +443,9 @@ impl Chain {
                     }
                     Err(frame) => {
                         if let Ok(t) = frame.into_trailers() {
-                            return self.trailers(dir, crate::convert::trailers(&t), &tx).await;
+                            let t = crate::convert::trailers(&t);
+                            // Boxed: rare, and it would grow every pump.
+                            return Box::pin(self.trailers(dir, t, &tx)).await;
                         }
                     }
                 },
@@ -501,6 +502,7 @@ impl Chain {
                 return (headers, body);
             }
             let (tx, mut rx) = mpsc::channel(4);
+            let tx = FrameTx::Channel(tx);
             if let Flow::Go = self
                 .data(StreamType::HttpResponse, body.clone(), true, skip, &tx)
                 .await

@@ -84,8 +84,8 @@ pub(crate) fn resolve(state: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>,
         if let Some(v) = derived(h, &segs) {
             return Ok(Some(v));
         }
-        if let Some(v) = h.properties.get(path) {
-            return Ok(Some(v.to_vec()));
+        if let Some(v) = h.properties.lookup(path) {
+            return Ok(Some(v.into_owned()));
         }
     }
     if let Some(Context::Root(r)) = state.contexts.get(&root.0)

@@ -1,0 +1,146 @@
+//! Adapter overhead: one request through [`VesselLayer`] over an in-memory
+//! inner service that answers like `vessel run`'s direct response (status,
+//! `content-type`, `content-length`, an 18-byte body), with no sockets.
+//! Run with `cargo xtask bench`. Times are the benchmark thread's CPU time,
+//! which other load on the machine barely moves.
+//!
+//! * `direct`: the inner service alone (the floor);
+//! * `no_filter`: the layer with an empty chain;
+//! * `bench_headers`: the layer with the benchmark header filter
+//!   (`guest_bench_headers`: reads a request header, adds one request and
+//!   one response header).
+//!
+//! `bench_headers − no_filter` is what one filter costs per request through
+//! the adapter; compare it with vessel-host's `lifecycle/bench_headers`
+//! (the same guest callbacks with no adapter) to see the adapter's share.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout
+)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response, header};
+use http_body_util::{BodyExt, Empty, Full};
+use tower::{Layer, Service, ServiceExt};
+use vessel_host::{Engine, HostEnv, Plugin, PluginConfig};
+use vessel_hyper::{
+    Clusters, ConnectionInfo, FailurePolicy, FilterPool, Runtime, VesselBody, VesselLayer,
+};
+
+const BODY: &[u8] = b"hello from vessel\n";
+
+fn guest() -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../spec-tests/guests/target/wasm32-wasip1/release/guest_bench_headers.wasm");
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask guests`", path.display()))
+}
+
+/// The request wrk sends (`-H 'x-bench: 1'`), with the connection facts
+/// `vessel run` adds.
+fn request() -> Request<Empty<Bytes>> {
+    let source: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let destination: SocketAddr = "127.0.0.1:10010".parse().unwrap();
+    let mut req = Request::get("/x")
+        .header("host", "127.0.0.1:10010")
+        .header("x-bench", "1")
+        .body(Empty::new())
+        .unwrap();
+    req.extensions_mut().insert(ConnectionInfo {
+        source,
+        destination,
+        id: 1,
+    });
+    req
+}
+
+/// `vessel run`'s direct response.
+fn direct_response<B>(_req: Request<B>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(BODY)));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, BODY.len().into());
+    resp
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), so that
+/// other load on a shared machine does not count.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Times `iters` requests, one after the other, inside one `block_on` on a
+/// current-thread runtime: every task of a request runs on this thread, so
+/// its CPU time is the cost.
+fn time<S, B>(rt: &tokio::runtime::Runtime, service: &S, iters: u64) -> Duration
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible> + Clone,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let start = thread_cpu_time();
+        for _ in 0..iters {
+            let resp = service.clone().oneshot(request()).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            assert_eq!(body.len(), BODY.len());
+            std::hint::black_box(parts);
+        }
+        thread_cpu_time().saturating_sub(start)
+    })
+}
+
+fn adapter(c: &mut Criterion) {
+    // One worker thread, like `vessel run --concurrency 1`; a current-thread
+    // runtime keeps every task of a request on the timing thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = Engine::default();
+    let plugin =
+        Plugin::load(&engine, &guest(), PluginConfig::named("bench_headers")).expect("loads");
+    let pool = rt.block_on(async {
+        let runtime = Runtime::new(Clusters::new());
+        FilterPool::new(
+            &plugin,
+            &HostEnv::default(),
+            &runtime,
+            1,
+            FailurePolicy::FailClosed,
+        )
+        .unwrap()
+    });
+    let inner = tower::service_fn(|req: Request<VesselBody>| async move {
+        Ok::<_, Infallible>(direct_response(req))
+    });
+
+    let mut group = c.benchmark_group("adapter");
+    let direct = tower::service_fn(|req: Request<Empty<Bytes>>| async move {
+        Ok::<_, Infallible>(direct_response(req))
+    });
+    group.bench_function("direct", |b| b.iter_custom(|n| time(&rt, &direct, n)));
+    let no_filter = VesselLayer::new(Vec::new()).layer(inner);
+    group.bench_function("no_filter", |b| b.iter_custom(|n| time(&rt, &no_filter, n)));
+    let with_filter = VesselLayer::new(vec![pool.clone()]).layer(inner);
+    group.bench_function("bench_headers", |b| {
+        b.iter_custom(|n| time(&rt, &with_filter, n))
+    });
+    group.finish();
+    assert_eq!(pool.context_count(), 1, "every stream context was deleted");
+}
+
+criterion_group!(benches, adapter);
+criterion_main!(benches);
