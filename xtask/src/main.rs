@@ -317,7 +317,7 @@ fn test() -> Result<()> {
     let envoy = envoy_diff::ensure_envoy()?;
     let mut tests = Command::new(cargo());
     tests
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .env("VESSEL_ENVOY", &envoy);
     if let Some(r) = &redis {
         tests.env("VESSEL_REDIS", &r.addr);
