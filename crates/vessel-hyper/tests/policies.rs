@@ -18,12 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guest, proxy, upstream};
+use common::{eventually, gated_upstream, guest, proxy, upstream};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::Notify;
 use vessel_host::{Engine, HostEnv, Limits, Plugin, PluginConfig};
 use vessel_hyper::{Clusters, FailurePolicy, FilterPool, ReloadBackoff, Runtime, VesselLayer};
 
@@ -219,51 +218,6 @@ async fn fail_reload_whose_new_vm_does_not_start_keeps_failing_closed() {
     let s = pool.stats();
     assert_eq!((s.vm_failures(), s.vm_reload_failure()), (1, 3));
     assert_eq!(s.vm_reload_success(), 0);
-}
-
-/// An upstream whose `/slow` requests wait until `release` is notified.
-async fn gated_upstream() -> (SocketAddr, Arc<Notify>) {
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let release = Arc::new(Notify::new());
-    let gate = release.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let gate = gate.clone();
-                    async move {
-                        if req.uri().path() == "/slow" {
-                            gate.notified().await;
-                        }
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from_static(b"ok"),
-                        )))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, release)
-}
-
-/// Waits (bounded) until `f` holds.
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

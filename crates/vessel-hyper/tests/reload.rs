@@ -13,19 +13,17 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guest, proxy};
+use common::{eventually, gated_upstream, guest, proxy};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::Notify;
+use hyper_util::rt::TokioExecutor;
 use vessel_host::{Engine, HostEnv, Plugin, PluginConfig, VmError};
 use vessel_hyper::{Clusters, FailurePolicy, FilterPool, PluginError, Runtime, VesselLayer};
 
@@ -67,41 +65,6 @@ impl Host {
     }
 }
 
-/// An upstream answering 200 `ok`; `/slow` waits until `release` fires.
-async fn upstream() -> (SocketAddr, Arc<Notify>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let release = Arc::new(Notify::new());
-    let gate = release.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let _ = tcp.set_nodelay(true);
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let gate = gate.clone();
-                        async move {
-                            if req.uri().path() == "/slow" {
-                                gate.notified().await;
-                            }
-                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
-                                b"ok",
-                            ))))
-                        }
-                    });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, release)
-}
-
 type TestClient = Client<HttpConnector, Full<Bytes>>;
 
 fn client() -> TestClient {
@@ -134,21 +97,11 @@ async fn send(c: &TestClient, addr: SocketAddr, path: &str) -> (u16, String) {
     }
 }
 
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_stream_finishes_on_the_old_vm_which_is_dropped_after_it() {
     let host = Host::new();
     let wasm = guest("misbehave");
-    let (up, release) = upstream().await;
+    let (up, release) = gated_upstream().await;
     let v1 = host.pool(&wasm, "v1").unwrap();
     let layer = VesselLayer::new(vec![v1.clone()]);
     let proxy = proxy(layer.clone(), up).await;
@@ -189,7 +142,7 @@ async fn in_flight_stream_finishes_on_the_old_vm_which_is_dropped_after_it() {
 async fn a_plugin_that_does_not_load_or_start_leaves_the_old_one_serving() {
     let host = Host::new();
     let wasm = guest("misbehave");
-    let (up, _) = upstream().await;
+    let (up, _) = gated_upstream().await;
     let layer = VesselLayer::new(vec![host.pool(&wasm, "v1").unwrap()]);
     let proxy = proxy(layer.clone(), up).await;
     let c = client();
@@ -217,7 +170,7 @@ async fn a_plugin_that_does_not_load_or_start_leaves_the_old_one_serving() {
 async fn replace_filter_swaps_one_filter_of_a_chain() {
     let host = Host::new();
     let wasm = guest("misbehave");
-    let (up, _) = upstream().await;
+    let (up, _) = gated_upstream().await;
     let first = host.pool(&wasm, "a").unwrap();
     let layer = VesselLayer::new(vec![first.clone()]);
     let proxy = proxy(layer.clone(), up).await;
@@ -253,7 +206,7 @@ async fn fifty_reloads_under_load_lose_no_request() {
         PluginConfig::named("misbehave"),
     )
     .unwrap();
-    let (up, _) = upstream().await;
+    let (up, _) = gated_upstream().await;
     let layer = VesselLayer::new(vec![host.pool(&guest("misbehave"), "gen-0").unwrap()]);
     let proxy = proxy(layer.clone(), up).await;
 

@@ -286,3 +286,47 @@ pub async fn resetting_upstream() -> SocketAddr {
     });
     addr
 }
+
+/// An upstream answering 200 `ok`; its `/slow` requests wait until
+/// `release` is notified.
+pub async fn gated_upstream() -> (SocketAddr, Arc<tokio::sync::Notify>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = tcp.set_nodelay(true);
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let gate = gate.clone();
+                    async move {
+                        if req.uri().path() == "/slow" {
+                            gate.notified().await;
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, release)
+}
+
+/// Waits (bounded, 5 s) until `f` holds.
+pub async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
