@@ -269,10 +269,11 @@ impl HttpContext {
     }
 }
 
-/// One context of a VM.
+/// One context of a VM. Both kinds are boxed, so that the context table
+/// moves only pointers.
 #[derive(Debug)]
 pub(crate) enum Context {
-    Root(RootContext),
+    Root(Box<RootContext>),
     Http(Box<HttpContext>),
 }
 
@@ -421,6 +422,9 @@ pub(crate) struct HostState {
     pub(crate) in_allocator: bool,
     pub(crate) contexts: IdMap<Context>,
     pub(crate) next_context_id: u32,
+    /// The box of the last HTTP context removed, emptied, for the next
+    /// stream (saves an allocation and a copy per stream).
+    spare_http: Option<Box<HttpContext>>,
     pub(crate) effects: Vec<Effect>,
     pub(crate) callouts: Callouts,
     /// The argument buffer of `proxy_on_foreign_function` being delivered.
@@ -451,6 +455,7 @@ impl HostState {
             in_allocator: false,
             contexts: IdMap::default(),
             next_context_id: 0,
+            spare_http: None,
             effects: Vec::new(),
             callouts: Callouts::default(),
             foreign_args: Vec::new(),
@@ -469,6 +474,38 @@ impl HostState {
             if id != 0 && !self.contexts.contains_key(&id) {
                 return ContextId(id);
             }
+        }
+    }
+
+    /// A new HTTP stream context of root context `root`.
+    pub(crate) fn new_http_context(
+        &mut self,
+        root: ContextId,
+        properties: PropertyMap,
+    ) -> Box<HttpContext> {
+        let mut h = self.spare_http.take().unwrap_or_default();
+        h.root = root;
+        h.properties = properties;
+        h
+    }
+
+    /// Forgets a context (if it exists). An HTTP context's box is emptied
+    /// and kept for the next stream.
+    pub(crate) fn remove_context(&mut self, id: ContextId) {
+        if let Some(Context::Http(mut h)) = self.contexts.remove(&id.0) {
+            let HttpContext {
+                root,
+                request,
+                response,
+                local_response_sent,
+                properties,
+            } = &mut *h;
+            *root = ContextId(0);
+            *request = Direction::default();
+            *response = Direction::default();
+            *local_response_sent = false;
+            *properties = PropertyMap::new();
+            self.spare_http = Some(h);
         }
     }
 

@@ -343,7 +343,7 @@ impl Vm {
     fn after_call(&mut self) -> Result<(), VmError> {
         while let Some(root) = self.store.data_mut().done_requested.pop() {
             self.call::<OnDelete>(root, Phase::Callback, root.0 as i32)?;
-            self.store.data_mut().contexts.remove(&root.0);
+            self.store.data_mut().remove_context(root);
         }
         Ok(())
     }

@@ -42,20 +42,15 @@ impl Vm {
             });
         }
         let id = self.store.data_mut().alloc_context_id();
-        let ctx = HttpContext {
-            root: self.root,
-            properties,
-            ..HttpContext::default()
-        };
-        self.store
-            .data_mut()
-            .contexts
-            .insert(id.0, Context::Http(Box::new(ctx)));
+        let root = self.root;
+        let st = self.store.data_mut();
+        let ctx = st.new_http_context(root, properties);
+        st.contexts.insert(id.0, Context::Http(ctx));
         if let Err(e) =
             self.call::<OnContextCreate>(id, Phase::Callback, (id.0 as i32, self.root.0 as i32))
         {
             // The embedder never learns the id: forget the context.
-            self.store.data_mut().contexts.remove(&id.0);
+            self.store.data_mut().remove_context(id);
             return Err(e);
         }
         Ok(id)
@@ -347,7 +342,7 @@ impl Vm {
         } else {
             Ok(())
         };
-        self.store.data_mut().contexts.remove(&ctx.0);
+        self.store.data_mut().remove_context(ctx);
         result
     }
 
@@ -363,7 +358,7 @@ impl Vm {
             .on_log(ctx)
             .and_then(|()| self.on_done(ctx).map(|_| ()))
             .and_then(|()| self.on_delete(ctx));
-        self.store.data_mut().contexts.remove(&ctx.0);
+        self.store.data_mut().remove_context(ctx);
         result
     }
 }
