@@ -10,7 +10,8 @@
 //!   runs the criterion benchmarks (the request lifecycle and start-up costs
 //!   in vessel-host, vessel's WASI against wasmtime-wasi's in
 //!   `benches/wasi`, VM-pool scaling and the per-request adapter overhead in
-//!   vessel-hyper), then the wrk end-to-end benchmark.
+//!   vessel-hyper), then the wrk end-to-end benchmark. `cargo xtask bench
+//!   wasi` runs only the WASI comparison (`docs/wasi.md`).
 //! * `cargo xtask envoy-diff` — builds the guests, gets Envoy, and runs every
 //!   scenario in-process, through `vessel run` and through Envoy
 //!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
@@ -489,6 +490,10 @@ fn main() -> Result<()> {
                 "info",
             ]))
         }
+        "bench" if std::env::args().nth(2).as_deref() == Some("wasi") => {
+            go_plugins()?;
+            wasi_bench()
+        }
         "bench" => {
             guests()?;
             go_plugins()?;
@@ -529,7 +534,9 @@ fn main() -> Result<()> {
             load_tests()
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|run|bench|guests|envoy-diff|go-plugins|load>");
+            eprintln!(
+                "usage: cargo xtask <test|run|bench [wasi]|guests|envoy-diff|go-plugins|load>"
+            );
             bail!("unknown task `{task}`")
         }
     }

@@ -4,9 +4,9 @@
 //! decision.
 //!
 //! ```text
-//! cargo xtask bench                # everything, this bench included
-//! CARGO_TARGET_DIR=target cargo bench --manifest-path benches/wasi/Cargo.toml
-//! CARGO_TARGET_DIR=target cargo bench --manifest-path benches/wasi/Cargo.toml -- wasi_call
+//! cargo xtask bench wasi           # this bench only (also a step of `cargo xtask bench`)
+//! CARGO_TARGET_DIR=target cargo bench --locked --manifest-path benches/wasi/Cargo.toml --bench wasi
+//! CARGO_TARGET_DIR=target cargo bench --locked --manifest-path benches/wasi/Cargo.toml --bench wasi -- wasi_call
 //! ```
 //!
 //! Group `wasi_call/<impl>/<call>`: a WAT proxy-wasm module whose
@@ -19,6 +19,9 @@
 //! * `clock_time_get`: the MONOTONIC clock (Go's `nanotime`);
 //! * `random_get`: 32 bytes;
 //! * `empty`: the same loop without a call, the baseline.
+//!
+//! `wasi_call/wasmtime_wasi/build_p1` is the per-VM cost of wasmtime-wasi's
+//! context (built and dropped); vessel's WASI keeps no state of its own.
 //!
 //! `vessel` runs the tick through [`Vm::on_tick`]; `wasmtime_wasi` calls
 //! the export directly on an instance linked by
@@ -42,6 +45,11 @@
 //! and `proxy_call_foreign_function` answer NOT_FOUND, everything else OK.
 //! The start runs the same guest code on both sides; the difference is
 //! the WASI calls plus vessel's hostcalls and set-up against the stubs.
+//!
+//! Besides criterion's two groups, which run one after the other, a paired
+//! pass alternates vessel and wasmtime-wasi starts [`PAIRED_ROUNDS`] times
+//! and prints both medians and the median difference, which a load that
+//! drifts over the run cannot bias.
 //!
 //! Before timing, a count pass runs one start and [`REQUESTS`] requests
 //! (context create, `proxy_on_request_headers`, `on_log`, `on_done`,
@@ -277,6 +285,12 @@ fn micro(c: &mut Criterion, engine: &Engine, summary: &Summary) {
             summary.iter(b, &key, || tick.call(&mut store, 1).expect("tick"));
         });
     }
+    // wasmtime-wasi's per-store state, which every VM needs; vessel's WASI
+    // has none beyond the VM's own.
+    let key = "wasmtime_wasi/build_p1";
+    group.bench_function(key, |b| {
+        summary.iter(b, key, || drop(wasmtime_wasi_ctx()));
+    });
     group.finish();
 }
 
@@ -294,8 +308,10 @@ const GO_PLUGINS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The vessel repository.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// `target/higress/.../plugins/<name>/<version>/plugin.wasm`, if downloaded.
@@ -745,6 +761,54 @@ fn count_calls(name: &str, plugin: &Plugin, pre: &InstancePre<Stub>, configurati
     );
 }
 
+/// Rounds of the paired start measurement.
+const PAIRED_ROUNDS: u32 = 200;
+
+/// Starts (and drops) a VM on each side in turn, [`PAIRED_ROUNDS`] times,
+/// alternating which goes first, and prints the medians: unlike two
+/// criterion runs one after the other, load that changes over time on a
+/// shared machine falls on both sides alike.
+fn paired_start(name: &str, plugin: &Plugin, pre: &InstancePre<Stub>, configuration: &[u8]) {
+    let env = HostEnv::builder().log_sink(CountingSink::default()).build();
+    let vessel = || {
+        let t = Instant::now();
+        drop(Vm::new(plugin, &env).expect("starts"));
+        t.elapsed()
+    };
+    let wasmtime_wasi = || {
+        let t = Instant::now();
+        drop(StubVm::start(pre, wasmtime_wasi_ctx(), configuration).expect("starts"));
+        t.elapsed()
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..PAIRED_ROUNDS {
+        if round % 2 == 0 {
+            a.push(vessel());
+            b.push(wasmtime_wasi());
+        } else {
+            b.push(wasmtime_wasi());
+            a.push(vessel());
+        }
+    }
+    let diffs: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(a, b)| b.as_secs_f64() - a.as_secs_f64())
+        .collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e6
+    };
+    let secs = |v: &[Duration]| v.iter().map(Duration::as_secs_f64).collect::<Vec<_>>();
+    println!(
+        "wasi_go/{name}: paired start, {PAIRED_ROUNDS} rounds: vessel {:.0} us, wasmtime_wasi {:.0} us, \
+         median of (wasmtime_wasi - vessel) {:+.0} us",
+        median(secs(&a)),
+        median(secs(&b)),
+        median(diffs)
+    );
+}
+
 fn go(c: &mut Criterion, engine: &Engine, summary: &Summary) {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     for &(name, configuration) in GO_PLUGINS {
@@ -766,6 +830,7 @@ fn go(c: &mut Criterion, engine: &Engine, summary: &Summary) {
             .instantiate_pre(plugin.module())
             .expect("wasmtime-wasi and the stubs link every import");
         count_calls(name, &plugin, &pre, configuration.as_bytes());
+        paired_start(name, &plugin, &pre, configuration.as_bytes());
 
         let env = HostEnv::builder().log_sink(CountingSink::default()).build();
         let mut group = c.benchmark_group(format!("wasi_go/{name}"));
@@ -810,6 +875,11 @@ fn print_summary(summary: &Summary) {
                 ));
             }
         }
+    }
+    if let Some(t) = summary.median("wasmtime_wasi/build_p1") {
+        lines.push(format!(
+            "wasi_call wasmtime_wasi WasiCtxBuilder::new().build_p1() and drop: {t:>7.0} ns per VM"
+        ));
     }
     for &(name, _) in GO_PLUGINS {
         for imp in ["vessel", "wasmtime_wasi"] {
