@@ -596,6 +596,12 @@ impl Vm {
         self.store.data_mut().effects.drain(..)
     }
 
+    /// The effects queued so far, to take some and leave the rest (the
+    /// filter manager takes a stream's own signals this way).
+    pub(crate) fn effects_mut(&mut self) -> &mut Vec<Effect> {
+        &mut self.store.data_mut().effects
+    }
+
     /// True if effects are waiting.
     pub fn has_effects(&self) -> bool {
         !self.store.data().effects.is_empty()
