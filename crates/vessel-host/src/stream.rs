@@ -91,11 +91,7 @@ pub trait FilterVms {
     /// Creates filter `i`'s context for this stream. The default runs
     /// [`Vm::create_http_context_with`]; an embedder that routes signals
     /// by context registers the new context here, under the same lock.
-    fn create_context(
-        &mut self,
-        i: usize,
-        properties: PropertyMap,
-    ) -> Result<ContextId, VmError> {
+    fn create_context(&mut self, i: usize, properties: PropertyMap) -> Result<ContextId, VmError> {
         self.with_vm(i, |vm| vm.create_http_context_with(properties))
     }
 
@@ -612,7 +608,11 @@ impl HttpStream {
                 continue;
             };
             let r = vms.with_vm(i, |vm| {
-                let r = if vm.is_failed() { Ok(()) } else { vm.on_log(ctx) };
+                let r = if vm.is_failed() {
+                    Ok(())
+                } else {
+                    vm.on_log(ctx)
+                };
                 take_own(vm, ctx);
                 r
             });
@@ -1178,7 +1178,8 @@ impl HttpStream {
         if headers_waiting {
             let headers = self.headers_of(vms, i, hty);
             let has_body = vms.with_vm(i, |vm| {
-                ctx.and_then(|c| vm.body(c, bty)).is_some_and(|b| !b.is_empty())
+                ctx.and_then(|c| vm.body(c, bty))
+                    .is_some_and(|b| !b.is_empty())
             });
             let headers_end = end && !has_body && !pending_data && trailers.is_none();
             if self.run_headers(vms, dir, p + 1, headers, headers_end) == Flow::Done {
@@ -1292,8 +1293,7 @@ impl HttpStream {
         let trailers = trailers.or(if trailers_stopped { own_trailers } else { None });
         if headers_waiting {
             let headers_end = end && body.is_empty() && trailers.is_none();
-            if self.run_headers(vms, dir, p + 1, headers, headers_end) == Flow::Done
-                || headers_end
+            if self.run_headers(vms, dir, p + 1, headers, headers_end) == Flow::Done || headers_end
             {
                 return;
             }
