@@ -221,6 +221,9 @@ pub enum StreamSignal {
 impl StreamSignal {
     /// Splits an effect into the context it targets and its signal, or
     /// gives it back if it is not for a stream.
+    // The `Err` hands the effect back unchanged, it is no error path:
+    // boxing it would cost an allocation per routed effect.
+    #[allow(clippy::result_large_err)]
     pub fn from_effect(effect: Effect) -> Result<(ContextId, Self), Effect> {
         match effect {
             Effect::ContinueStream { context, stream } => match stream {
@@ -728,9 +731,7 @@ impl HttpStream {
         dir: Direction,
         continued: &mut bool,
     ) -> Option<Call<T>> {
-        let Some(ctx) = self.filters[i].ctx else {
-            return None;
-        };
+        let ctx = self.filters[i].ctx?;
         let own = vms.with_vm(i, |vm| take_own(vm, ctx));
         for s in own {
             if let Some(flow) = self.own_signal(vms, i, dir, s, continued) {
