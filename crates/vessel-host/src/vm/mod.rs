@@ -19,7 +19,7 @@
 //! Every guest call runs under the plugin's [`Limits`](crate::Limits): an
 //! epoch deadline (CPU time per callback), optional fuel, and the store's
 //! memory cap. A limit hit fails the VM with
-//! [`TrapKind::Limit`], naming the limit and the
+//! [`TrapKind::Limit`](crate::TrapKind::Limit), naming the limit and the
 //! callback; other VMs carry on. Callbacks the plugin's
 //! [`allowed_capabilities`](crate::PluginConfig::allowed_capabilities) do
 //! not allow are treated as not exported (ABI reference §6.5).
@@ -168,6 +168,12 @@ impl Vm {
     /// Takes the effects queued so far, oldest first.
     pub fn drain_effects(&mut self) -> std::vec::Drain<'_, Effect> {
         self.store.data_mut().effects.drain(..)
+    }
+
+    /// The effects queued so far, to take some and leave the rest (the
+    /// filter manager takes a stream's own signals this way).
+    pub(crate) fn effects_mut(&mut self) -> &mut Vec<Effect> {
+        &mut self.store.data_mut().effects
     }
 
     /// True if effects are waiting.
