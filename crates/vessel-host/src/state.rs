@@ -5,7 +5,7 @@
 //!   effective context, phase, its stop request, its log budget, a refused
 //!   memory grow), reset in one assignment before every guest call;
 //! * the contexts: [`RootContext`]s and [`HttpContext`]s, each stream with a
-//!   `request` and a `response` [`Direction`] (headers, trailers, body);
+//!   `request` and a `response` [`DirectionState`] (headers, trailers, body);
 //! * [`Callouts`]: callouts in flight, token counters, the answer being
 //!   delivered; [`Metrics`]; [`LogStats`]; the effect queue.
 
@@ -24,6 +24,7 @@ use crate::limits::VmLimiter;
 use crate::plugin::PluginShared;
 use crate::properties::PropertyMap;
 use crate::shared::metrics::Metric;
+use crate::stream::Direction;
 
 /// Identity hasher for small integer keys (context ids, tokens).
 #[derive(Default, Clone, Copy)]
@@ -141,7 +142,7 @@ impl MapSlot {
 /// One direction of an HTTP stream (request or response): its headers,
 /// body and trailers as the host holds them.
 #[derive(Debug, Default)]
-pub(crate) struct Direction {
+pub(crate) struct DirectionState {
     pub(crate) headers: MapSlot,
     pub(crate) trailers: MapSlot,
     /// The buffered body: `Some` while the host holds it (during the body
@@ -151,7 +152,7 @@ pub(crate) struct Direction {
     pub(crate) may_add_trailers: bool,
 }
 
-impl Direction {
+impl DirectionState {
     /// Seals headers and trailers, as when the stream continues past them.
     pub(crate) fn seal(&mut self) {
         self.headers.seal();
@@ -163,8 +164,8 @@ impl Direction {
 #[derive(Debug, Default)]
 pub(crate) struct HttpContext {
     pub(crate) root: ContextId,
-    pub(crate) request: Direction,
-    pub(crate) response: Direction,
+    pub(crate) request: DirectionState,
+    pub(crate) response: DirectionState,
     pub(crate) local_response_sent: bool,
     pub(crate) properties: PropertyMap,
 }
@@ -179,33 +180,36 @@ pub(crate) enum MapPart {
 impl HttpContext {
     /// The direction of a stream map type and which of its maps it is;
     /// `None` for maps that are not a stream's (4–7).
-    pub(crate) fn map_part(ty: MapType) -> Option<(bool, MapPart)> {
+    pub(crate) fn map_part(ty: MapType) -> Option<(Direction, MapPart)> {
         match ty {
-            MapType::HttpRequestHeaders => Some((true, MapPart::Headers)),
-            MapType::HttpRequestTrailers => Some((true, MapPart::Trailers)),
-            MapType::HttpResponseHeaders => Some((false, MapPart::Headers)),
-            MapType::HttpResponseTrailers => Some((false, MapPart::Trailers)),
+            MapType::HttpRequestHeaders => Some((Direction::Request, MapPart::Headers)),
+            MapType::HttpRequestTrailers => Some((Direction::Request, MapPart::Trailers)),
+            MapType::HttpResponseHeaders => Some((Direction::Response, MapPart::Headers)),
+            MapType::HttpResponseTrailers => Some((Direction::Response, MapPart::Trailers)),
             _ => None,
         }
     }
 
-    /// The direction a stream map type or body buffer type belongs to.
-    pub(crate) fn direction_mut(&mut self, request: bool) -> &mut Direction {
-        if request {
-            &mut self.request
-        } else {
-            &mut self.response
+    /// One direction of the stream.
+    pub(crate) fn direction(&self, direction: Direction) -> &DirectionState {
+        match direction {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        }
+    }
+
+    /// One direction of the stream, mutably.
+    pub(crate) fn direction_mut(&mut self, direction: Direction) -> &mut DirectionState {
+        match direction {
+            Direction::Request => &mut self.request,
+            Direction::Response => &mut self.response,
         }
     }
 
     /// The slot of a stream map (0–3).
     pub(crate) fn slot(&self, ty: MapType) -> Option<&MapSlot> {
-        let (request, part) = Self::map_part(ty)?;
-        let d = if request {
-            &self.request
-        } else {
-            &self.response
-        };
+        let (direction, part) = Self::map_part(ty)?;
+        let d = self.direction(direction);
         Some(match part {
             MapPart::Headers => &d.headers,
             MapPart::Trailers => &d.trailers,
@@ -214,8 +218,8 @@ impl HttpContext {
 
     /// The slot of a stream map (0–3), mutably.
     pub(crate) fn slot_mut(&mut self, ty: MapType) -> Option<&mut MapSlot> {
-        let (request, part) = Self::map_part(ty)?;
-        let d = self.direction_mut(request);
+        let (direction, part) = Self::map_part(ty)?;
+        let d = self.direction_mut(direction);
         Some(match part {
             MapPart::Headers => &mut d.headers,
             MapPart::Trailers => &mut d.trailers,
@@ -227,8 +231,8 @@ impl HttpContext {
     }
 
     pub(crate) fn map_mut(&mut self, ty: MapType) -> Option<&mut HeaderMap> {
-        let (request, part) = Self::map_part(ty)?;
-        let d = self.direction_mut(request);
+        let (direction, part) = Self::map_part(ty)?;
+        let d = self.direction_mut(direction);
         let slot = match part {
             MapPart::Headers => &mut d.headers,
             MapPart::Trailers => {
@@ -243,25 +247,22 @@ impl HttpContext {
     }
 
     /// The direction of a body buffer type (`None` for other buffers).
-    pub(crate) fn body_direction(ty: BufferType) -> Option<bool> {
+    pub(crate) fn body_direction(ty: BufferType) -> Option<Direction> {
         match ty {
-            BufferType::HttpRequestBody => Some(true),
-            BufferType::HttpResponseBody => Some(false),
+            BufferType::HttpRequestBody => Some(Direction::Request),
+            BufferType::HttpResponseBody => Some(Direction::Response),
             _ => None,
         }
     }
 
     /// The body buffer slot of a direction (`None` for other buffer types).
     pub(crate) fn body_slot(&mut self, ty: BufferType) -> Option<&mut Option<Vec<u8>>> {
-        let request = Self::body_direction(ty)?;
-        Some(&mut self.direction_mut(request).body)
+        let direction = Self::body_direction(ty)?;
+        Some(&mut self.direction_mut(direction).body)
     }
 
     pub(crate) fn body(&self, ty: BufferType) -> Option<&Vec<u8>> {
-        match Self::body_direction(ty)? {
-            true => self.request.body.as_ref(),
-            false => self.response.body.as_ref(),
-        }
+        self.direction(Self::body_direction(ty)?).body.as_ref()
     }
 
     pub(crate) fn body_mut(&mut self, ty: BufferType) -> Option<&mut Vec<u8>> {
@@ -501,8 +502,8 @@ impl HostState {
                 properties,
             } = &mut *h;
             *root = ContextId(0);
-            *request = Direction::default();
-            *response = Direction::default();
+            *request = DirectionState::default();
+            *response = DirectionState::default();
             *local_response_sent = false;
             *properties = PropertyMap::new();
             self.spare_http = Some(h);
