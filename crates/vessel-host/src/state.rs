@@ -620,3 +620,81 @@ impl HostState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::PluginConfig;
+    use vessel_abi::AbiVersion;
+
+    fn headers() -> HeaderMap {
+        HeaderMap::from_pairs([(":path", "/"), ("x-a", "1")])
+    }
+
+    #[test]
+    fn a_sealed_map_is_read_only_in_on_log_and_never_writable() {
+        let mut h = HttpContext::default();
+        let ty = MapType::HttpRequestHeaders;
+        assert!(
+            h.map(ty, false).is_none(),
+            "no map before the stream has one"
+        );
+        h.request.headers.open(headers());
+        assert_eq!(h.map(ty, false), Some(&headers()));
+        assert!(h.map_mut(ty).is_some());
+        h.request.seal();
+        assert!(h.map(ty, false).is_none());
+        assert_eq!(h.map(ty, true), Some(&headers()), "on_log reads it");
+        assert!(h.map_mut(ty).is_none());
+        // The host still has it; the response side is untouched.
+        assert_eq!(h.slot(ty).and_then(MapSlot::get), Some(&headers()));
+        assert!(h.map(MapType::HttpResponseHeaders, true).is_none());
+        assert_eq!(h.slot_mut(ty).and_then(MapSlot::take), Some(headers()));
+        assert!(h.map(ty, true).is_none(), "taken");
+    }
+
+    #[test]
+    fn trailers_may_be_added_only_while_allowed() {
+        let mut h = HttpContext::default();
+        let ty = MapType::HttpResponseTrailers;
+        assert!(h.map_mut(ty).is_none());
+        h.response.may_add_trailers = true;
+        h.map_mut(ty).expect("may add").append(b"grpc-status", b"0");
+        h.response.may_add_trailers = false;
+        assert_eq!(
+            h.map(ty, false).and_then(|m| m.get(b"grpc-status")),
+            Some(&b"0"[..])
+        );
+        assert!(h.map(MapType::HttpRequestTrailers, false).is_none());
+    }
+
+    #[test]
+    fn a_removed_stream_leaves_nothing_in_the_next_one() {
+        let plugin = Arc::new(PluginShared {
+            config: PluginConfig::named("t"),
+            abi: AbiVersion::V0_2_1,
+        });
+        let env = HostEnv::default();
+        let mut st = HostState::new(
+            plugin,
+            env.clone(),
+            env.next_instance_id(),
+            VmLimiter::new(1),
+        );
+        let mut props = PropertyMap::new();
+        props.insert_dotted("source.address", "10.0.0.1:1");
+        let mut h = st.new_http_context(ContextId(1), props);
+        h.request.headers.open(headers());
+        h.response.body = Some(b"body".to_vec());
+        h.local_response_sent = true;
+        st.contexts.insert(7, Context::Http(h));
+        st.remove_context(ContextId(7));
+        assert!(st.contexts.is_empty());
+        let h = st.new_http_context(ContextId(2), PropertyMap::new());
+        assert_eq!(h.root, ContextId(2));
+        assert!(h.request.headers.get().is_none());
+        assert!(h.response.body.is_none());
+        assert!(!h.local_response_sent);
+        assert_eq!(h.properties, PropertyMap::new());
+    }
+}
