@@ -73,7 +73,7 @@ pub use embedder::{
 pub use engine::{Engine, EngineConfig, PoolingConfig};
 pub use env::{HostEnv, HostEnvBuilder};
 pub use error::{LoadError, TrapError, TrapKind, VmError};
-pub use headers::HeaderMap;
+pub use headers::{HeaderMap, HeaderMapFull, HeaderMapLimits};
 pub use ids::{CalloutKind, ContextId, GuestPtr, MetricId, QueueToken, Token, VmInstanceId};
 pub use limits::{LimitExceeded, Limits};
 pub use plugin::{Plugin, PluginConfig};

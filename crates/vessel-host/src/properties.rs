@@ -87,6 +87,8 @@ type PropertySource = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 pub struct PropertyMap {
     values: HashMap<Vec<u8>, Vec<u8>>,
     source: Option<PropertySource>,
+    /// Path and value bytes of the inserted values.
+    bytes: usize,
 }
 
 impl std::fmt::Debug for PropertyMap {
@@ -119,13 +121,32 @@ impl PropertyMap {
 
     /// Sets the value at a dotted path (`"source.address"`).
     pub fn insert_dotted(&mut self, dotted: &str, value: impl Into<PropertyValue>) {
-        self.values
-            .insert(vessel_abi::path_from_dotted(dotted), value.into().encode());
+        self.insert_raw(vessel_abi::path_from_dotted(dotted), value.into().encode());
     }
 
     /// Sets encoded bytes at an encoded path.
     pub fn insert_raw(&mut self, path: Vec<u8>, value: Vec<u8>) {
+        self.bytes = self.bytes_after_insert(&path, value.len());
         self.values.insert(path, value);
+    }
+
+    /// Path and value bytes of the inserted values (the source's are not
+    /// counted).
+    pub fn byte_size(&self) -> usize {
+        self.bytes
+    }
+
+    /// What [`byte_size`](Self::byte_size) would be after inserting a value
+    /// of `value_len` bytes at `path`.
+    pub fn bytes_after_insert(&self, path: &[u8], value_len: usize) -> usize {
+        let old = self
+            .values
+            .get(path)
+            .map_or(0, |v| path.len().saturating_add(v.len()));
+        self.bytes
+            .saturating_sub(old)
+            .saturating_add(path.len())
+            .saturating_add(value_len)
     }
 
     /// A map whose values come from `source` when first asked for (values
@@ -134,6 +155,7 @@ impl PropertyMap {
         Self {
             values: HashMap::new(),
             source: Some(Arc::new(source)),
+            bytes: 0,
         }
     }
 
@@ -178,6 +200,19 @@ mod tests {
         let mut m = PropertyMap::new();
         m.insert_dotted("source.port", 80i64);
         assert_eq!(m.get(b"source\0port"), Some(&80i64.to_le_bytes()[..]));
+    }
+
+    #[test]
+    fn byte_size_counts_paths_and_values_once() {
+        let mut m = PropertyMap::new();
+        m.insert_raw(b"a\0b".to_vec(), b"12345".to_vec());
+        assert_eq!(m.byte_size(), 3 + 5);
+        assert_eq!(m.bytes_after_insert(b"a\0b", 1), 3 + 1);
+        assert_eq!(m.bytes_after_insert(b"c", 1), 3 + 5 + 2);
+        m.insert_raw(b"a\0b".to_vec(), b"1".to_vec());
+        assert_eq!(m.byte_size(), 4);
+        m.insert_dotted("c", "xy");
+        assert_eq!(m.byte_size(), 4 + 3);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use wasmtime::{Memory, TypedFunc};
 use crate::effects::Effect;
 use crate::env::HostEnv;
 use crate::headers::HeaderMap;
-use crate::ids::{CalloutKind, ContextId, VmInstanceId};
-use crate::limits::VmLimiter;
+use crate::ids::{CalloutKind, ContextId, Token, VmInstanceId};
+use crate::limits::{LimitExceeded, VmLimiter};
 use crate::plugin::PluginShared;
 use crate::properties::PropertyMap;
 use crate::shared::metrics::Metric;
@@ -162,6 +162,9 @@ pub(crate) struct Callout {
     /// gRPC stream: `proxy_on_grpc_close` was delivered. As in Envoy, the
     /// token stays valid until the guest closes it too.
     pub(crate) remote_closed: bool,
+    /// Bytes of its request, held against `Limits::max_effect_bytes`
+    /// until the callout ends (set by [`HostState::start_callout`]).
+    pub(crate) bytes: usize,
 }
 
 /// The store data of one VM.
@@ -211,6 +214,14 @@ pub(crate) struct HostState {
     pub(crate) dropped_log_bytes: u64,
     /// Calls of hostcalls the plugin's capabilities do not allow.
     pub(crate) denied_calls: u64,
+    /// Bytes of the effects queued since the embedder last took them.
+    pub(crate) effect_bytes: usize,
+    /// Bytes of the requests of the callouts in flight.
+    pub(crate) callout_bytes: usize,
+    /// A refusal for a limit was logged during the current callback.
+    pub(crate) limit_logged_in_callback: bool,
+    /// Hostcalls refused with an error status because of a limit.
+    pub(crate) limit_refusals: u64,
 }
 
 impl HostState {
@@ -251,7 +262,79 @@ impl HostState {
             dropped_log_lines: 0,
             dropped_log_bytes: 0,
             denied_calls: 0,
+            effect_bytes: 0,
+            callout_bytes: 0,
+            limit_logged_in_callback: false,
+            limit_refusals: 0,
         }
+    }
+
+    /// What the VM holds for its embedder: queued effects and the requests
+    /// of callouts in flight (`Limits::max_effect_bytes`).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.effect_bytes.saturating_add(self.callout_bytes)
+    }
+
+    /// `Err` if `extra` more held bytes would pass `Limits::max_effect_bytes`.
+    pub(crate) fn effect_room(&self, extra: usize) -> Result<(), LimitExceeded> {
+        let limit = self.plugin.config.limits.max_effect_bytes;
+        let after = self.held_bytes().saturating_add(extra);
+        if after > limit {
+            return Err(LimitExceeded::EffectBytes {
+                limit_bytes: limit,
+                requested_bytes: after,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues an effect for the embedder; its bytes count until the
+    /// embedder takes the effects.
+    pub(crate) fn queue_effect(&mut self, effect: Effect) -> Result<(), LimitExceeded> {
+        let bytes = effect.held_bytes();
+        self.effect_room(bytes)?;
+        self.effect_bytes += bytes;
+        self.effects.push(effect);
+        Ok(())
+    }
+
+    /// Records a callout in flight and queues the effect that starts it;
+    /// its request's bytes count until [`end_callout`](Self::end_callout).
+    pub(crate) fn start_callout(
+        &mut self,
+        token: Token,
+        mut callout: Callout,
+        effect: Effect,
+    ) -> Result<(), LimitExceeded> {
+        let bytes = effect.held_bytes();
+        self.effect_room(bytes)?;
+        callout.bytes = bytes;
+        self.callout_bytes += bytes;
+        self.callouts.insert(token.0, callout);
+        self.effects.push(effect);
+        Ok(())
+    }
+
+    /// Forgets a callout that ended and releases its bytes.
+    pub(crate) fn end_callout(&mut self, token: Token) -> Option<Callout> {
+        let call = self.callouts.remove(&token.0)?;
+        self.callout_bytes = self.callout_bytes.saturating_sub(call.bytes);
+        Some(call)
+    }
+
+    /// A hostcall refused because of `limit`, with an error status the
+    /// SDKs accept for it: counted, and logged once per callback.
+    pub(crate) fn refuse(&mut self, limit: &LimitExceeded, status: Status) -> Status {
+        self.limit_refusals += 1;
+        if !self.limit_logged_in_callback {
+            self.limit_logged_in_callback = true;
+            log::warn!(
+                target: "vessel::limits",
+                "plugin `{}`: a hostcall got {status:?}: {limit}",
+                self.plugin.config.name
+            );
+        }
+        status
     }
 
     /// Allocates the next context id, skipping 0 and live ids.

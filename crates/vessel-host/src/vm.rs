@@ -405,6 +405,7 @@ impl Vm {
         st.phase = phase;
         st.log_bytes = 0;
         st.log_dropped_in_callback = false;
+        st.limit_logged_in_callback = false;
         st.limiter.memory_refused = None;
         let ticks = if phase == Phase::Start {
             self.startup_ticks
@@ -478,6 +479,9 @@ impl Vm {
         let trap = e.downcast_ref::<Trap>();
         let kind = if let Some(exit) = e.downcast_ref::<ProcExit>() {
             TrapKind::ProcExit(exit.0)
+        } else if let Some(limit) = e.downcast_ref::<LimitExceeded>() {
+            // A hostcall refused to hold more for the guest.
+            TrapKind::Limit(limit.clone())
         } else if let Some(limit) = self.limit_of(callback, trap) {
             TrapKind::Limit(limit)
         } else if let Some(trap) = trap {
@@ -591,9 +595,26 @@ impl Vm {
         }
     }
 
-    /// Takes the effects queued so far, oldest first.
+    /// Takes the effects queued so far, oldest first. From then on they no
+    /// longer count against [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes)
+    /// (callouts count until they end).
     pub fn drain_effects(&mut self) -> std::vec::Drain<'_, Effect> {
-        self.store.data_mut().effects.drain(..)
+        let state = self.store.data_mut();
+        state.effect_bytes = 0;
+        state.effects.drain(..)
+    }
+
+    /// Bytes this VM holds for its embedder: effects not taken yet and the
+    /// requests of callouts in flight (bounded by
+    /// [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes)).
+    pub fn held_effect_bytes(&self) -> usize {
+        self.store.data().held_bytes()
+    }
+
+    /// Hostcalls refused with an error status because of a limit (see
+    /// [`Limits`](crate::Limits)), since the VM started.
+    pub fn limit_refusals(&self) -> u64 {
+        self.store.data().limit_refusals
     }
 
     /// True if effects are waiting.
@@ -759,6 +780,7 @@ impl Vm {
     ) -> Result<FilterDataStatus, VmError> {
         self.alive()?;
         let i = body_index(ty).unwrap_or(0);
+        self.check_body_room(ctx, ty, data.len())?;
         let size = {
             let h = self.http_mut(ctx)?;
             let buf = h.bodies[i].get_or_insert_with(Vec::new);
@@ -935,10 +957,24 @@ impl Vm {
         data: &[u8],
     ) -> Result<(), VmError> {
         let i = body_index(ty).ok_or(VmError::WrongContextKind(ctx, "a body buffer"))?;
+        self.check_body_room(ctx, ty, data.len())?;
         self.http_mut(ctx)?.bodies[i]
             .get_or_insert_with(Vec::new)
             .extend_from_slice(data);
         Ok(())
+    }
+
+    /// `Err(StreamLimit)` if `extra` more bytes would take the body this
+    /// filter holds for `ctx` past [`Limits::max_body_bytes`](crate::Limits::max_body_bytes).
+    fn check_body_room(&self, ctx: ContextId, ty: BufferType, extra: usize) -> Result<(), VmError> {
+        let held = self.http(ctx)?.body(ty).map_or(0, Vec::len);
+        let limit = self.plugin.config().limits.max_body_bytes;
+        crate::hostcalls::buffers::check_body_growth(ty, held, held.saturating_add(extra), limit)
+            .map_err(|limit| VmError::StreamLimit {
+                plugin: self.plugin.config().name.clone(),
+                context: ctx,
+                limit,
+            })
     }
 
     /// True if the guest sent a local response on this stream.
@@ -1044,8 +1080,7 @@ impl Vm {
     fn take_callout(&mut self, token: Token) -> Result<crate::state::Callout, VmError> {
         self.store
             .data_mut()
-            .callouts
-            .remove(&token.0)
+            .end_callout(token)
             .ok_or(VmError::UnknownToken(token))
     }
 
@@ -1158,7 +1193,7 @@ impl Vm {
             .get(&token.0)
             .ok_or(VmError::UnknownToken(token))?;
         if finished {
-            self.store.data_mut().callouts.remove(&token.0);
+            self.store.data_mut().end_callout(token);
         }
         let result = match f {
             Some(f) => self.call(
