@@ -513,5 +513,53 @@ mod tests {
             requested_bytes: 20,
         };
         assert!(e.to_string().contains("Limits::memory_bytes"));
+        let guest_limits = [
+            LimitExceeded::header_map(
+                "request headers",
+                crate::HeaderMapFull::Bytes {
+                    limit: 1,
+                    requested: 2,
+                },
+            ),
+            LimitExceeded::header_map(
+                "request headers",
+                crate::HeaderMapFull::Entries {
+                    limit: 1,
+                    requested: 2,
+                },
+            ),
+            LimitExceeded::BodyBytes {
+                body: "request body",
+                limit_bytes: 1,
+                requested_bytes: 2,
+            },
+            LimitExceeded::PropertyBytes {
+                limit_bytes: 1,
+                requested_bytes: 2,
+            },
+            LimitExceeded::EffectBytes {
+                limit_bytes: 1,
+                requested_bytes: 2,
+            },
+            LimitExceeded::Metrics { limit: 1 },
+            LimitExceeded::MetricName {
+                limit_bytes: 1,
+                requested_bytes: 2,
+            },
+            LimitExceeded::SharedQueues { limit: 1 },
+            LimitExceeded::SharedQueueName {
+                limit_bytes: 1,
+                requested_bytes: 2,
+            },
+        ];
+        let mut knobs = std::collections::HashSet::new();
+        for e in guest_limits {
+            let text = e.to_string();
+            assert!(text.contains(e.knob()), "{text}");
+            assert!(knobs.insert(e.knob()), "one knob per limit: {}", e.knob());
+        }
+        let defaults = Limits::default();
+        assert_eq!(defaults.header_map().max_bytes, 8 << 20);
+        assert_eq!(defaults.header_map().max_entries, 10_000);
     }
 }

@@ -453,3 +453,95 @@ impl HostState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::effects::LocalResponse;
+    use crate::plugin::PluginConfig;
+
+    fn state(max_effect_bytes: usize) -> HostState {
+        let config = PluginConfig {
+            limits: crate::Limits {
+                max_effect_bytes,
+                ..crate::Limits::default()
+            },
+            ..PluginConfig::named("t")
+        };
+        let plugin = Arc::new(PluginShared {
+            config,
+            abi: vessel_abi::AbiVersion::V0_2_1,
+        });
+        HostState::new(
+            plugin,
+            HostEnv::default(),
+            VmInstanceId(1),
+            VmLimiter::new(1 << 20),
+        )
+    }
+
+    fn reply(body: usize) -> Effect {
+        Effect::LocalResponse {
+            context: ContextId(2),
+            response: LocalResponse {
+                status: 200,
+                details: String::new(),
+                body: vec![0; body],
+                headers: HeaderMap::new(),
+                grpc_status: None,
+            },
+        }
+    }
+
+    #[test]
+    fn queued_effects_count_until_taken_and_refuse_past_the_limit() {
+        let one = reply(1000).held_bytes();
+        assert_eq!(one, 1000 + std::mem::size_of::<Effect>());
+        let mut st = state(2 * one + 10);
+        st.queue_effect(reply(1000)).expect("first");
+        st.queue_effect(reply(1000)).expect("second");
+        assert_eq!(st.held_bytes(), 2 * one);
+        assert_eq!(
+            st.queue_effect(reply(1000)),
+            Err(LimitExceeded::EffectBytes {
+                limit_bytes: 2 * one + 10,
+                requested_bytes: 3 * one
+            })
+        );
+        assert_eq!(st.effects.len(), 2, "the refused effect is not queued");
+        // What Vm::drain_effects does.
+        st.effect_bytes = 0;
+        st.effects.clear();
+        st.queue_effect(reply(1000)).expect("room again");
+    }
+
+    #[test]
+    fn callouts_hold_their_request_until_they_end() {
+        let call = |token: u32| Effect::GrpcSend {
+            token: Token(token),
+            message: vec![0; 500],
+            end_stream: false,
+        };
+        let size = call(0).held_bytes();
+        let mut st = state(2 * size);
+        let c = || Callout {
+            root: ContextId(1),
+            kind: CalloutKind::Http,
+            local_closed: false,
+            remote_closed: false,
+            bytes: 0,
+        };
+        st.start_callout(Token(4), c(), call(4)).expect("fits");
+        // Taking the effects does not release a callout in flight.
+        st.effect_bytes = 0;
+        st.effects.clear();
+        st.start_callout(Token(8), c(), call(8)).expect("fits");
+        assert!(st.start_callout(Token(12), c(), call(12)).is_err());
+        assert!(!st.callouts.contains_key(&12));
+        assert_eq!(st.end_callout(Token(4)).map(|c| c.bytes), Some(size));
+        assert_eq!(st.held_bytes(), size);
+        assert!(st.end_callout(Token(4)).is_none());
+        st.start_callout(Token(12), c(), call(12))
+            .expect("room again");
+    }
+}

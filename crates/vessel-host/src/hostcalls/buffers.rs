@@ -154,3 +154,25 @@ fn get_configuration(
         fill(dst, state.buffer(ty)?)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_may_not_grow_past_the_limit_but_may_shrink() {
+        let ty = BufferType::HttpRequestBody;
+        assert_eq!(check_body_growth(ty, 0, 10, 10), Ok(()));
+        assert_eq!(
+            check_body_growth(ty, 10, 11, 10),
+            Err(LimitExceeded::BodyBytes {
+                body: "request body",
+                limit_bytes: 10,
+                requested_bytes: 11
+            })
+        );
+        // Already over (an embedder with a larger limit): no growth passes.
+        assert_eq!(check_body_growth(ty, 20, 15, 10), Ok(()));
+        assert!(check_body_growth(BufferType::HttpResponseBody, 20, 21, 10).is_err());
+    }
+}
