@@ -383,9 +383,13 @@ pub fn fuzz_limits() -> Limits {
         max_header_map_entries: 64,
         max_body_bytes: 64 << 10,
         max_property_bytes: 16 << 10,
-        max_effect_bytes: 256 << 10,
+        max_effect_bytes: 64 << 10,
         max_metrics: 32,
         max_metric_name_bytes: 1 << 10,
+        // The interpreter never loops forever; a long case (a call repeated in a loop,
+        // each a round trip through the control function) must not hit the CPU limit on
+        // a slow machine.
+        callback_timeout: Some(std::time::Duration::from_secs(5)),
         ..Limits::default()
     }
 }
@@ -1575,7 +1579,7 @@ mod tests {
 
         let cont = op("proxy_continue_stream", &[0]);
         let input = HostcallInput {
-            segments: vec![vec![], vec![], vec![], vec![], vec![cont; 5000]],
+            segments: vec![vec![], vec![], vec![], vec![], vec![cont; 2000]],
             events: input.events,
         };
         let (_, failure) = run_outcome(&input);
@@ -1585,6 +1589,21 @@ mod tests {
             Some("Limits::max_effect_bytes"),
             "{failure}"
         );
+    }
+
+    /// The fixed seeds reach some of the limits (so the oracle's check of limit traps runs).
+    #[test]
+    fn seeds_reach_limits() {
+        let mut rng = XorShift::new(0x4057_CA11);
+        let mut knobs = HashSet::new();
+        for _ in 0..150 {
+            if let (_, Some(failure)) = run_outcome(&random_input(&mut rng)) {
+                if let Some(limit) = failure.limit() {
+                    knobs.insert(limit.knob());
+                }
+            }
+        }
+        assert!(!knobs.is_empty(), "no seed hit a limit");
     }
 
     #[test]
