@@ -1597,10 +1597,10 @@ mod tests {
         let mut rng = XorShift::new(0x4057_CA11);
         let mut knobs = HashSet::new();
         for _ in 0..150 {
-            if let (_, Some(failure)) = run_outcome(&random_input(&mut rng)) {
-                if let Some(limit) = failure.limit() {
-                    knobs.insert(limit.knob());
-                }
+            if let (_, Some(failure)) = run_outcome(&random_input(&mut rng))
+                && let Some(limit) = failure.limit()
+            {
+                knobs.insert(limit.knob());
             }
         }
         assert!(!knobs.is_empty(), "no seed hit a limit");

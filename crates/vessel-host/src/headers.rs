@@ -29,10 +29,17 @@ use vessel_abi::pairs;
 pub struct HeaderMap {
     buf: Vec<u8>,
     entries: Vec<Entry>,
-    /// Bytes in `buf` no entry refers to any more.
-    garbage: usize,
+    /// Bytes in `buf` no entry refers to any more. Like `live`, at most
+    /// `buf.len()`, so a `u32` (which keeps the map as small as before).
+    garbage: u32,
     /// Key and value bytes of the entries (Envoy's `byteSize()`).
-    live: usize,
+    live: u32,
+}
+
+/// A byte count of the buffer as stored: at most `buf.len()`, which the
+/// checked offsets keep within `u32::MAX` (saturating, never wrapping).
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Where a key or a value lives in [`HeaderMap::buf`]: start and length.
@@ -238,7 +245,7 @@ impl HeaderMap {
         }
         Err(HeaderMapFull::Bytes {
             limit: Self::MAX_STORAGE_BYTES,
-            requested: self.live.saturating_add(extra),
+            requested: (self.live as usize).saturating_add(extra),
         })
     }
 
@@ -255,7 +262,7 @@ impl HeaderMap {
         let Some((key_span, value_span)) = spans else {
             return Err(HeaderMapFull::Bytes {
                 limit: Self::MAX_STORAGE_BYTES,
-                requested: self.live.saturating_add(extra),
+                requested: (self.live as usize).saturating_add(extra),
             });
         };
         self.buf.reserve(extra);
@@ -272,7 +279,7 @@ impl HeaderMap {
         self.make_room(value.len())?;
         let s = span(self.buf.len(), value.len()).ok_or(HeaderMapFull::Bytes {
             limit: Self::MAX_STORAGE_BYTES,
-            requested: self.live.saturating_add(value.len()),
+            requested: (self.live as usize).saturating_add(value.len()),
         })?;
         self.buf.extend_from_slice(value);
         Ok(s)
@@ -283,7 +290,7 @@ impl HeaderMap {
     /// an edit that does not grow the map is never refused.
     fn allowance(&self, limits: HeaderMapLimits) -> HeaderMapLimits {
         HeaderMapLimits {
-            max_bytes: limits.max_bytes.max(self.live),
+            max_bytes: limits.max_bytes.max(self.live as usize),
             max_entries: limits.max_entries.max(self.entries.len()),
         }
     }
@@ -359,15 +366,14 @@ impl HeaderMap {
         value: &[u8],
         limits: HeaderMapLimits,
     ) -> Result<(), HeaderMapFull> {
-        let bytes = self
-            .live
+        let bytes = (self.live as usize)
             .saturating_add(key.len())
             .saturating_add(value.len());
         self.allowance(limits)
             .check(bytes, self.entries.len().saturating_add(1))?;
         let entry = self.push_entry(key, value)?;
         self.entries.push(entry);
-        self.live = bytes;
+        self.live = count(bytes);
         Ok(())
     }
 
@@ -401,8 +407,7 @@ impl HeaderMap {
             }
         }
         let old_len = self.entries[first].value.len();
-        let bytes = self
-            .live
+        let bytes = (self.live as usize)
             .saturating_sub(dup_bytes)
             .saturating_sub(old_len)
             .saturating_add(value.len());
@@ -415,12 +420,12 @@ impl HeaderMap {
                 requested: bytes,
             })?;
             self.buf[new.range()].copy_from_slice(value);
-            self.garbage += old_len - value.len();
+            self.garbage = count(self.garbage as usize + (old_len - value.len()));
             self.entries[first].value = new;
         } else {
             // May compact, which moves every entry but keeps their order.
             let new = self.push_value(value)?;
-            self.garbage += old_len;
+            self.garbage = count(self.garbage as usize + old_len);
             self.entries[first].value = new;
         }
         if dups > 0 {
@@ -428,13 +433,13 @@ impl HeaderMap {
             while i < self.entries.len() {
                 if self.slice(self.entries[i].key).eq_ignore_ascii_case(key) {
                     let e = self.entries.remove(i);
-                    self.garbage += e.bytes();
+                    self.garbage = count(self.garbage as usize + e.bytes());
                 } else {
                     i += 1;
                 }
             }
         }
-        self.live = bytes;
+        self.live = count(bytes);
         self.maybe_compact();
         Ok(())
     }
@@ -451,14 +456,15 @@ impl HeaderMap {
             }
             keep
         });
-        self.garbage += freed;
-        self.live = self.live.saturating_sub(freed);
+        self.garbage = count(self.garbage as usize + freed);
+        self.live = count((self.live as usize).saturating_sub(freed));
         self.maybe_compact();
         before - self.entries.len()
     }
 
     fn maybe_compact(&mut self) {
-        if self.garbage < 1024 || self.garbage * 2 < self.buf.len() {
+        let garbage = self.garbage as usize;
+        if garbage < 1024 || garbage * 2 < self.buf.len() {
             return;
         }
         self.compact();
@@ -467,7 +473,7 @@ impl HeaderMap {
     /// Copies the live entries into a fresh buffer. Their bytes fit: they
     /// are part of the present buffer.
     fn compact(&mut self) {
-        let mut buf = Vec::with_capacity(self.live);
+        let mut buf = Vec::with_capacity(self.live as usize);
         let mut entries = Vec::with_capacity(self.entries.len());
         for e in &self.entries {
             let start = buf.len();
@@ -500,15 +506,14 @@ impl HeaderMap {
     /// Sum of key and value bytes: Envoy's `HeaderMap::byteSize()`, which is
     /// what Envoy's `proxy_get_header_map_size` returns (ABI reference §4.3).
     pub fn byte_size(&self) -> usize {
-        self.live
+        self.live as usize
     }
 
     /// The host memory the map's entries account for: key and value bytes
     /// plus the bookkeeping of each entry (used to bound what a guest
     /// queues for the embedder).
     pub(crate) fn footprint(&self) -> usize {
-        self.live
-            .saturating_add(self.entries.len() * std::mem::size_of::<Entry>())
+        (self.live as usize).saturating_add(self.entries.len() * std::mem::size_of::<Entry>())
     }
 
     /// The size of the serialized pair map (0 for an empty map).

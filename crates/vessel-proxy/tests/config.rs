@@ -1772,12 +1772,27 @@ fn vessel_limits_bad_values_are_rejected_with_their_path() {
             ErrorKind::Invalid,
             "at least 1",
         ),
-        ("max_header_map_entries", "0", ErrorKind::Invalid, "at least 1"),
+        (
+            "max_header_map_entries",
+            "0",
+            ErrorKind::Invalid,
+            "at least 1",
+        ),
         ("max_body_bytes", "big", ErrorKind::Invalid, "integer"),
         ("max_property_bytes", "0", ErrorKind::Invalid, "at least 1"),
-        ("max_effect_bytes", "-5", ErrorKind::Invalid, "non-negative integer"),
+        (
+            "max_effect_bytes",
+            "-5",
+            ErrorKind::Invalid,
+            "non-negative integer",
+        ),
         ("max_metrics", "0", ErrorKind::Invalid, "at least 1"),
-        ("max_metric_name_bytes", "0", ErrorKind::Invalid, "at least 1"),
+        (
+            "max_metric_name_bytes",
+            "0",
+            ErrorKind::Invalid,
+            "at least 1",
+        ),
     ];
     for (field, value, kind, needle) in cases {
         let m = expect_err(
