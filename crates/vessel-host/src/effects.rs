@@ -205,6 +205,18 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// True for the effects that start a callout (their bytes count until
+    /// the callout ends, not until the embedder takes them).
+    pub(crate) fn starts_callout(&self) -> bool {
+        matches!(
+            self,
+            Self::HttpCall { .. }
+                | Self::GrpcCall { .. }
+                | Self::GrpcStream { .. }
+                | Self::RedisCall { .. }
+        )
+    }
+
     /// The host memory this effect holds: the effect itself plus the bytes
     /// it carries. Counted against
     /// [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes).

@@ -87,8 +87,106 @@ type PropertySource = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 pub struct PropertyMap {
     values: HashMap<Vec<u8>, Vec<u8>>,
     source: Option<PropertySource>,
-    /// Path and value bytes of the inserted values.
+    filter_state: Option<FilterState>,
+    /// What the inserted values account for ([`entry_bytes`]).
     bytes: usize,
+}
+
+/// Bookkeeping each stored property counts besides its path and value (a
+/// map entry and two vectors), so that many tiny properties are bounded
+/// too ([`Limits::max_property_bytes`](crate::Limits::max_property_bytes)).
+pub const PROPERTY_ENTRY_OVERHEAD: usize = 64;
+
+/// What one stored property accounts for.
+fn entry_bytes(path_len: usize, value_len: usize) -> usize {
+    path_len
+        .saturating_add(value_len)
+        .saturating_add(PROPERTY_ENTRY_OVERHEAD)
+}
+
+/// `bytes` after `path` is set to a value of `value_len` bytes in `values`.
+fn bytes_after(
+    values: &HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+    path: &[u8],
+    value_len: usize,
+) -> usize {
+    let old = values.get(path).map_or(0, |v| entry_bytes(path.len(), v.len()));
+    bytes
+        .saturating_sub(old)
+        .saturating_add(entry_bytes(path.len(), value_len))
+}
+
+/// Per-stream filter state, shared by the filters of one stream (each in
+/// its own VM), as Envoy's `StreamInfo::FilterState`: what a filter sets
+/// with `proxy_set_property` on a stream, later filters of the same stream
+/// read with `proxy_get_property` (ABI reference §10). Cheap to clone (one
+/// `Arc`). The [`HttpStream`](crate::stream::HttpStream) gives every filter
+/// context of a stream the same one.
+#[derive(Clone, Default)]
+pub struct FilterState {
+    inner: Arc<std::sync::Mutex<StateInner>>,
+}
+
+#[derive(Default)]
+struct StateInner {
+    values: HashMap<Vec<u8>, Vec<u8>>,
+    /// What the values account for ([`entry_bytes`]).
+    bytes: usize,
+}
+
+impl std::fmt::Debug for FilterState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterState")
+            .field("entries", &self.lock().values.len())
+            .finish()
+    }
+}
+
+impl FilterState {
+    /// An empty filter state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StateInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The value at an encoded path (segments joined by NUL).
+    pub fn get(&self, path: &[u8]) -> Option<Vec<u8>> {
+        self.lock().values.get(path).cloned()
+    }
+
+    /// Sets the value at an encoded path.
+    pub fn set(&self, path: Vec<u8>, value: Vec<u8>) {
+        let mut inner = self.lock();
+        inner.bytes = bytes_after(&inner.values, inner.bytes, &path, value.len());
+        inner.values.insert(path, value);
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.lock().values.len()
+    }
+
+    /// True if empty.
+    pub fn is_empty(&self) -> bool {
+        self.lock().values.is_empty()
+    }
+
+    /// What the values account for: paths, values and
+    /// [`PROPERTY_ENTRY_OVERHEAD`] per entry.
+    pub fn byte_size(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// True if both handles share one state.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
 }
 
 impl std::fmt::Debug for PropertyMap {
@@ -106,6 +204,11 @@ impl PartialEq for PropertyMap {
             && match (&self.source, &other.source) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+            && match (&self.filter_state, &other.filter_state) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.same(b),
                 _ => false,
             }
     }
@@ -126,27 +229,63 @@ impl PropertyMap {
 
     /// Sets encoded bytes at an encoded path.
     pub fn insert_raw(&mut self, path: Vec<u8>, value: Vec<u8>) {
-        self.bytes = self.bytes_after_insert(&path, value.len());
+        self.bytes = bytes_after(&self.values, self.bytes, &path, value.len());
         self.values.insert(path, value);
     }
 
-    /// Path and value bytes of the inserted values (the source's are not
-    /// counted).
+    /// What the inserted values account for: paths, values and
+    /// [`PROPERTY_ENTRY_OVERHEAD`] per entry (the source's are not counted).
     pub fn byte_size(&self) -> usize {
         self.bytes
     }
 
-    /// What [`byte_size`](Self::byte_size) would be after inserting a value
-    /// of `value_len` bytes at `path`.
-    pub fn bytes_after_insert(&self, path: &[u8], value_len: usize) -> usize {
-        let old = self
-            .values
-            .get(path)
-            .map_or(0, |v| path.len().saturating_add(v.len()));
-        self.bytes
-            .saturating_sub(old)
-            .saturating_add(path.len())
-            .saturating_add(value_len)
+    /// Where [`set_by_guest`](Self::set_by_guest) of a value of `value_len`
+    /// bytes at `path` would store it, as `(bytes before, bytes after)`
+    /// of that store: the filter state if one is attached, else this map.
+    pub fn guest_set_bytes(&self, path: &[u8], value_len: usize) -> (usize, usize) {
+        match &self.filter_state {
+            Some(state) => {
+                let inner = state.lock();
+                (
+                    inner.bytes,
+                    bytes_after(&inner.values, inner.bytes, path, value_len),
+                )
+            }
+            None => (
+                self.bytes,
+                bytes_after(&self.values, self.bytes, path, value_len),
+            ),
+        }
+    }
+
+    /// Attaches a stream's shared [`FilterState`]: from then on
+    /// [`set_by_guest`](Self::set_by_guest) writes there, and
+    /// [`lookup`](Self::lookup) reads it after the inserted values.
+    pub fn set_filter_state(&mut self, state: FilterState) {
+        self.filter_state = Some(state);
+    }
+
+    /// The attached filter state, if any.
+    pub fn filter_state(&self) -> Option<&FilterState> {
+        self.filter_state.as_ref()
+    }
+
+    /// What `proxy_set_property` stores: into the stream's filter state if
+    /// one is attached (so the stream's other filters see it), else into
+    /// this map.
+    pub fn set_by_guest(&mut self, path: Vec<u8>, value: Vec<u8>) {
+        match &self.filter_state {
+            Some(state) => {
+                // A later local value would shadow the shared one.
+                if let Some(old) = self.values.remove(&path) {
+                    self.bytes = self
+                        .bytes
+                        .saturating_sub(entry_bytes(path.len(), old.len()));
+                }
+                state.set(path, value);
+            }
+            None => self.insert_raw(path, value),
+        }
     }
 
     /// A map whose values come from `source` when first asked for (values
@@ -155,6 +294,7 @@ impl PropertyMap {
         Self {
             values: HashMap::new(),
             source: Some(Arc::new(source)),
+            filter_state: None,
             bytes: 0,
         }
     }
@@ -164,12 +304,16 @@ impl PropertyMap {
         self.values.get(path).map(Vec::as_slice)
     }
 
-    /// Looks up an encoded path: the inserted values, then the source.
+    /// Looks up an encoded path: the inserted values, the filter state,
+    /// then the source.
     pub fn lookup(&self, path: &[u8]) -> Option<Cow<'_, [u8]>> {
-        match self.get(path) {
-            Some(v) => Some(Cow::Borrowed(v)),
-            None => self.source.as_ref().and_then(|s| s(path)).map(Cow::Owned),
+        if let Some(v) = self.get(path) {
+            return Some(Cow::Borrowed(v));
         }
+        if let Some(v) = self.filter_state.as_ref().and_then(|s| s.get(path)) {
+            return Some(Cow::Owned(v));
+        }
+        self.source.as_ref().and_then(|s| s(path)).map(Cow::Owned)
     }
 
     /// Number of inserted entries (the source's are not counted).
@@ -203,16 +347,26 @@ mod tests {
     }
 
     #[test]
-    fn byte_size_counts_paths_and_values_once() {
+    fn byte_size_counts_each_property_once_with_its_overhead() {
+        let e = |path: usize, value: usize| path + value + PROPERTY_ENTRY_OVERHEAD;
         let mut m = PropertyMap::new();
         m.insert_raw(b"a\0b".to_vec(), b"12345".to_vec());
-        assert_eq!(m.byte_size(), 3 + 5);
-        assert_eq!(m.bytes_after_insert(b"a\0b", 1), 3 + 1);
-        assert_eq!(m.bytes_after_insert(b"c", 1), 3 + 5 + 2);
-        m.insert_raw(b"a\0b".to_vec(), b"1".to_vec());
-        assert_eq!(m.byte_size(), 4);
+        assert_eq!(m.byte_size(), e(3, 5));
+        assert_eq!(m.guest_set_bytes(b"a\0b", 1), (e(3, 5), e(3, 1)));
+        assert_eq!(m.guest_set_bytes(b"c", 1), (e(3, 5), e(3, 5) + e(1, 1)));
+        m.set_by_guest(b"a\0b".to_vec(), b"1".to_vec());
+        assert_eq!(m.byte_size(), e(3, 1));
         m.insert_dotted("c", "xy");
-        assert_eq!(m.byte_size(), 4 + 3);
+        assert_eq!(m.byte_size(), e(3, 1) + e(1, 2));
+        // With a filter state attached, guest values count there.
+        let state = FilterState::new();
+        m.set_filter_state(state.clone());
+        assert_eq!(m.guest_set_bytes(b"c", 4), (0, e(1, 4)));
+        m.set_by_guest(b"c".to_vec(), b"wxyz".to_vec());
+        assert_eq!(state.byte_size(), e(1, 4));
+        assert_eq!(m.byte_size(), e(3, 1), "the shadowing local value went");
+        state.set(b"c".to_vec(), b"".to_vec());
+        assert_eq!(state.byte_size(), e(1, 0));
     }
 
     #[test]

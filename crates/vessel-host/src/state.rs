@@ -315,6 +315,18 @@ impl HostState {
         Ok(())
     }
 
+    /// Recomputes [`effect_bytes`](Self::effect_bytes) from the queue, after
+    /// some effects were taken out of it (callout starts count in
+    /// `callout_bytes` instead).
+    pub(crate) fn recount_effects(&mut self) {
+        self.effect_bytes = self
+            .effects
+            .iter()
+            .filter(|e| !e.starts_callout())
+            .map(Effect::held_bytes)
+            .sum();
+    }
+
     /// Forgets a callout that ended and releases its bytes.
     pub(crate) fn end_callout(&mut self, token: Token) -> Option<Callout> {
         let call = self.callouts.remove(&token.0)?;

@@ -10,7 +10,10 @@
 //!   `proxy_get_property` with the same path); from a root context, which
 //!   has no stream information → NOT_FOUND, as in Envoy. A (0, 0) value is an
 //!   empty value. A value that would take the stream's stored properties
-//!   (paths and values) past [`Limits::max_property_bytes`](crate::Limits::max_property_bytes)
+//!   (the filter state the stream's filters share, if it has one; each
+//!   property counts its path, its value and
+//!   [`PROPERTY_ENTRY_OVERHEAD`](crate::properties::PROPERTY_ENTRY_OVERHEAD))
+//!   past [`Limits::max_property_bytes`](crate::Limits::max_property_bytes)
 //!   is not stored and fails the VM with
 //!   [`LimitExceeded::PropertyBytes`](crate::LimitExceeded::PropertyBytes)
 //!   (the Rust SDK accepts only OK here, §11.20).
@@ -61,15 +64,14 @@ fn set_property(
         let limit = state.plugin.config.limits.max_property_bytes;
         match state.contexts.get_mut(&target.0) {
             Some(Context::Http(h)) => {
-                let before = h.properties.byte_size();
-                let after = h.properties.bytes_after_insert(path, val.len());
+                let (before, after) = h.properties.guest_set_bytes(path, val.len());
                 if after > limit && after > before {
                     return Err(Fail::from(LimitExceeded::PropertyBytes {
                         limit_bytes: limit,
                         requested_bytes: after,
                     }));
                 }
-                h.properties.insert_raw(path.to_vec(), val.to_vec());
+                h.properties.set_by_guest(path.to_vec(), val.to_vec());
                 Ok(())
             }
             _ => Err(Status::NotFound.into()),
