@@ -111,7 +111,9 @@ fn bytes_after(
     path: &[u8],
     value_len: usize,
 ) -> usize {
-    let old = values.get(path).map_or(0, |v| entry_bytes(path.len(), v.len()));
+    let old = values
+        .get(path)
+        .map_or(0, |v| entry_bytes(path.len(), v.len()));
     bytes
         .saturating_sub(old)
         .saturating_add(entry_bytes(path.len(), value_len))

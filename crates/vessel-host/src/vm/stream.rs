@@ -342,12 +342,7 @@ impl Vm {
 
     /// `Err(StreamLimit)` if `extra` more bytes would take the body this
     /// filter holds for `ctx` past [`Limits::max_body_bytes`](crate::Limits::max_body_bytes).
-    fn check_body_room(
-        &self,
-        ctx: ContextId,
-        ty: BufferType,
-        extra: usize,
-    ) -> Result<(), VmError> {
+    fn check_body_room(&self, ctx: ContextId, ty: BufferType, extra: usize) -> Result<(), VmError> {
         let held = self.http(ctx)?.body(ty).map_or(0, Vec::len);
         let limit = self.plugin.config().limits.max_body_bytes;
         crate::hostcalls::buffers::check_body_growth(ty, held, held.saturating_add(extra), limit)
