@@ -930,9 +930,10 @@ fn a_guest_setting_properties_in_a_loop_fails_its_vm_at_the_property_limit() {
         panic!("{limit:?}")
     };
     assert_eq!(*limit_bytes, cap);
-    // Two 1 MiB values fit with their paths (`misbehave\0<n>`, 11 bytes);
-    // the third does not.
-    assert_eq!(*requested_bytes, 3 * ((1 << 20) + 11));
+    // Two 1 MiB values fit with their paths (`misbehave\0<n>`, 11 bytes)
+    // and their bookkeeping; the third does not.
+    let each = (1 << 20) + 11 + vessel_host::properties::PROPERTY_ENTRY_OVERHEAD;
+    assert_eq!(*requested_bytes, 3 * each);
 }
 
 #[test]
@@ -1254,7 +1255,7 @@ fn properties_metrics_and_queue_names_past_their_limits_fail_the_vm() {
     type Setup = fn(&mut Probe) -> (String, String);
     let cases: [(&str, &str, Setup); 3] = [
         ("property", "Limits::max_property_bytes", |p| {
-            // 3 + 240 bytes, then 3 + 260 more: past 500.
+            // 3 + 240 bytes (+ 64 of bookkeeping), then 3 + 260 (+ 64) more: past 500.
             let (a, b) = (p.bytes(b"a\0b"), p.bytes(b"a\0c"));
             let (v, w) = (p.bytes(&[b'p'; 240]), p.bytes(&[b'p'; 260]));
             (
