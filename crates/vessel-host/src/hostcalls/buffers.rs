@@ -13,7 +13,7 @@
 //!   immutable → BAD_ARGUMENT. Unavailable body → NOT_FOUND. A write that
 //!   would grow the body past [`Limits::max_body_bytes`](crate::Limits::max_body_bytes)
 //!   changes nothing and fails the VM with
-//!   [`LimitExceeded::BodyBytes`](crate::LimitExceeded::BodyBytes) (the
+//!   [`LimitExceeded::BodyBytes`] (the
 //!   Rust SDK accepts only OK here, §11.20).
 //! * `proxy_get_buffer_status`: OK, writes the length and flags 0 (as
 //!   cpp-host does); type > 8 (> 9 for 0.2.100) → BAD_ARGUMENT; unavailable → NOT_FOUND.

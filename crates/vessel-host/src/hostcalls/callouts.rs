@@ -33,7 +33,7 @@
 //!   callback (target `vessel::limits`).
 //! * `proxy_grpc_cancel` and `proxy_grpc_close` queue a small effect each;
 //!   past the same limit they fail the VM with
-//!   [`LimitExceeded::EffectBytes`](crate::LimitExceeded::EffectBytes) (the
+//!   [`LimitExceeded::EffectBytes`] (the
 //!   SDKs accept no status for it).
 
 use std::time::Duration;

@@ -18,7 +18,7 @@
 //!   [`Limits::max_header_map_bytes`](crate::Limits::max_header_map_bytes)
 //!   or [`Limits::max_header_map_entries`](crate::Limits::max_header_map_entries)
 //!   changes nothing and fails the VM with
-//!   [`LimitExceeded::HeaderMapBytes`](crate::LimitExceeded::HeaderMapBytes) /
+//!   [`LimitExceeded::HeaderMapBytes`] /
 //!   [`HeaderMapEntries`](crate::LimitExceeded::HeaderMapEntries): the Rust
 //!   SDK accepts only OK from these calls (§11.20), so a status would panic
 //!   the guest with a message that names no limit. An edit that does not

@@ -6,8 +6,8 @@
 //!   [`Limits::max_metric_name_bytes`](crate::Limits::max_metric_name_bytes),
 //!   or a new metric past [`Limits::max_metrics`](crate::Limits::max_metrics)
 //!   in this VM, fails the VM with
-//!   [`LimitExceeded::MetricName`](crate::LimitExceeded::MetricName) /
-//!   [`LimitExceeded::Metrics`](crate::LimitExceeded::Metrics) (the Rust SDK
+//!   [`LimitExceeded::MetricName`] /
+//!   [`LimitExceeded::Metrics`] (the Rust SDK
 //!   accepts only OK here, §11.20), and nothing is registered.
 //! * `proxy_increment_metric`: OK; counter needs offset > 0, else
 //!   BAD_ARGUMENT; gauge adds; histogram → BAD_ARGUMENT; unknown → NOT_FOUND.

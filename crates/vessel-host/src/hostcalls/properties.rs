@@ -15,7 +15,7 @@
 //!   [`PROPERTY_ENTRY_OVERHEAD`](crate::properties::PROPERTY_ENTRY_OVERHEAD))
 //!   past [`Limits::max_property_bytes`](crate::Limits::max_property_bytes)
 //!   is not stored and fails the VM with
-//!   [`LimitExceeded::PropertyBytes`](crate::LimitExceeded::PropertyBytes)
+//!   [`LimitExceeded::PropertyBytes`]
 //!   (the Rust SDK accepts only OK here, §11.20).
 
 use vessel_abi::{Status, split_path};

@@ -23,12 +23,12 @@
 //! [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes) until the
 //! embedder takes it; past it (a guest that continues or replies in a
 //! loop) the VM fails with
-//! [`LimitExceeded::EffectBytes`](crate::LimitExceeded::EffectBytes), since
+//! [`LimitExceeded::EffectBytes`], since
 //! the SDKs accept only OK from these calls (§11.20). Local reply headers
 //! over [`Limits::max_header_map_bytes`](crate::Limits::max_header_map_bytes)
 //! or [`Limits::max_header_map_entries`](crate::Limits::max_header_map_entries)
 //! fail the VM the same way, with
-//! [`LimitExceeded::HeaderMapBytes`](crate::LimitExceeded::HeaderMapBytes) /
+//! [`LimitExceeded::HeaderMapBytes`] /
 //! [`HeaderMapEntries`](crate::LimitExceeded::HeaderMapEntries).
 
 use vessel_abi::{Status, StreamType, pairs};
