@@ -266,6 +266,46 @@ fn wasi(name: &str) -> Option<Expect> {
     Some(Expect::Errno(set))
 }
 
+/// The limits a call of `module.name` may fail its VM with, by knob
+/// ([`LimitExceeded::knob`](vessel_host::LimitExceeded::knob)), as the module docs of
+/// `hostcalls/*.rs` say. Every other import never traps on a limit.
+pub fn limit_traps(module: &str, name: &str) -> &'static [&'static str] {
+    const MAP: &[&str] = &[
+        "Limits::max_header_map_bytes",
+        "Limits::max_header_map_entries",
+    ];
+    const EFFECT: &[&str] = &["Limits::max_effect_bytes"];
+    if module != "env" {
+        return &[];
+    }
+    match name {
+        "proxy_add_header_map_value"
+        | "proxy_replace_header_map_value"
+        | "proxy_set_header_map_pairs" => MAP,
+        "proxy_set_buffer_bytes" => &["Limits::max_body_bytes"],
+        "proxy_set_property" => &["Limits::max_property_bytes"],
+        "proxy_send_local_response" => &[
+            "Limits::max_header_map_bytes",
+            "Limits::max_header_map_entries",
+            "Limits::max_effect_bytes",
+        ],
+        "proxy_continue_stream"
+        | "proxy_close_stream"
+        | "proxy_continue_request"
+        | "proxy_continue_response"
+        | "proxy_clear_route_cache"
+        | "proxy_set_tick_period_milliseconds"
+        | "proxy_grpc_cancel"
+        | "proxy_grpc_close" => EFFECT,
+        "proxy_define_metric" => &["Limits::max_metrics", "Limits::max_metric_name_bytes"],
+        "proxy_register_shared_queue" => &[
+            "SharedQueueLimits::max_queues_per_vm_id",
+            "SharedQueueLimits::max_name_bytes",
+        ],
+        _ => &[],
+    }
+}
+
 impl Expect {
     /// Whether `result` is allowed for a call with arguments `args`. `result` is the i32
     /// result zero-extended, or [`NO_RESULT`] for an import without a result.

@@ -35,7 +35,14 @@
 //! * A call either returns or stops the guest with a trap of a known kind: `proc_exit(code)`
 //!   gives [`TrapKind::ProcExit(code)`](TrapKind::ProcExit); a trapping allocator gives a wasm
 //!   trap; an allocator that calls a restricted hostcall gives a `restricted_callback` host
-//!   trap. No trap happens outside an operation.
+//!   trap; a call that would make the host hold more than the plugin's (deliberately small,
+//!   [`fuzz_limits`]) limits allow gives [`TrapKind::Limit`] naming one of the knobs its
+//!   module docs list ([`limit_traps`]). No trap happens outside an operation.
+//! * What the guest makes the host hold stays bounded: operations may repeat (up to 64
+//!   times in a row, as a guest's loop would), and the effects the VM holds never pass
+//!   [`Limits::max_effect_bytes`](vessel_host::Limits::max_effect_bytes).
+//! * Body data the harness delivers past the filter's own limit gets
+//!   [`VmError::StreamLimit`] and the VM carries on.
 //! * After a trap the VM stays failed with the same error; other embedder errors are the
 //!   typed ones the call can give.
 //! * After every stream ends and the root shuts down, no context is left (only the root if
@@ -48,14 +55,15 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use arbitrary::{Result as ArbResult, Unstructured};
 use vessel_abi::{Status, pairs};
 use vessel_host::hostcalls::{ImportSig, import_table};
+use vessel_host::shared::queues::SharedQueueLimits;
 use vessel_host::{
     ContextId, Effect, Engine, FixedClock, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse,
-    LogRecord, LogSink, Plugin, PluginConfig, PropertyProvider, PropertyScope, QueueToken, Random,
-    Token, TrapKind, Vm, VmError,
+    LimitExceeded, Limits, LogRecord, LogSink, Plugin, PluginConfig, PropertyProvider,
+    PropertyScope, QueueToken, Random, Token, TrapKind, Vm, VmError,
 };
 use wasmtime::ValType;
 
-use crate::documented::{Expect, NO_RESULT, documented};
+use crate::documented::{Expect, NO_RESULT, documented, limit_traps};
 
 /// The name of the harness's control foreign function (16 bytes, written by the guest).
 pub const CONTROL_NAME: &[u8; 16] = b"vessel-fuzz-ctl!";
@@ -366,6 +374,36 @@ pub fn guest_wat() -> String {
     w
 }
 
+/// The fuzz plugin's limits: small enough that a few calls with long arguments (the guest
+/// has 256 KiB of memory) or one call repeated in a loop reach each of them, large enough
+/// that every import still returns OK with the data items.
+pub fn fuzz_limits() -> Limits {
+    Limits {
+        max_header_map_bytes: 16 << 10,
+        max_header_map_entries: 64,
+        max_body_bytes: 64 << 10,
+        max_property_bytes: 16 << 10,
+        max_effect_bytes: 64 << 10,
+        max_metrics: 32,
+        max_metric_name_bytes: 1 << 10,
+        // The interpreter never loops forever; a long case (a call repeated in a loop,
+        // each a round trip through the control function) must not hit the CPU limit on
+        // a slow machine.
+        callback_timeout: Some(std::time::Duration::from_secs(5)),
+        ..Limits::default()
+    }
+}
+
+/// The fuzz environment's shared-queue limits (small, as [`fuzz_limits`]).
+pub fn fuzz_queue_limits() -> SharedQueueLimits {
+    SharedQueueLimits {
+        max_len: 64,
+        max_bytes: 64 << 10,
+        max_queues_per_vm_id: 16,
+        max_name_bytes: 1 << 10,
+    }
+}
+
 /// The compiled fuzz guest, shared by every run in the process.
 pub fn guest_plugin() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
@@ -377,6 +415,7 @@ pub fn guest_plugin() -> &'static Plugin {
             root_id: "fuzz-root".into(),
             vm_configuration: b"vm-config".to_vec(),
             configuration: b"plugin-config".to_vec(),
+            limits: fuzz_limits(),
             ..PluginConfig::named("fuzz-hostcalls")
         };
         Plugin::load(&engine, &wasm, config).expect("the generated guest loads")
@@ -558,7 +597,15 @@ impl HostcallInput {
                 for (slot, wide) in args.iter_mut().zip(params) {
                     *slot = reader.arg(u, wide)?;
                 }
-                seg.push(Op { op, args });
+                // Sometimes a loop: the same call again and again.
+                let times = if u.ratio(1u8, 8)? {
+                    u.int_in_range(2..=64u8)?
+                } else {
+                    1
+                };
+                for _ in 0..times {
+                    seg.push(Op { op, args });
+                }
             }
             self.segments.push(seg);
         }
@@ -709,6 +756,7 @@ fn env(control: &Arc<Mutex<Control>>) -> HostEnv {
         .random(Counter)
         .property_provider(Props)
         .known_clusters(|c| c == "auth")
+        .queue_limits(fuzz_queue_limits())
         .foreign_function(
             std::str::from_utf8(CONTROL_NAME).expect("ASCII"),
             move |args: &[u8]| lock(&c).request(args),
@@ -775,6 +823,14 @@ impl Harness {
                 if let Some(failure) = &self.failure {
                     panic!("{what} on a failed VM gave {e:?}, not the failure {failure:?}");
                 }
+                if let VmError::StreamLimit { limit, .. } = &e {
+                    assert!(
+                        matches!(limit, LimitExceeded::BodyBytes { .. }) && what == "body",
+                        "{what}: unexpected stream limit {e:?}"
+                    );
+                    assert!(!self.vm.is_failed(), "a stream limit failed the VM");
+                    return None;
+                }
                 assert!(
                     matches!(
                         e,
@@ -821,6 +877,11 @@ impl Harness {
     }
 
     fn collect_effects(&mut self) {
+        let held = self.vm.held_effect_bytes();
+        assert!(
+            held <= fuzz_limits().max_effect_bytes,
+            "the VM holds {held} bytes for the embedder"
+        );
         let root = self.vm.root_context();
         let instance = self.vm.instance_id();
         for effect in self.vm.drain_effects() {
@@ -971,7 +1032,7 @@ impl Harness {
         self.check("callout answer", r);
     }
 
-    fn finish(mut self) -> Vec<(u32, i64)> {
+    fn finish(mut self) -> (Vec<(u32, i64)>, Option<VmError>) {
         for s in std::mem::take(&mut self.streams) {
             let r = self.vm.finish_http_stream(s);
             self.check("final finish_http_stream", r);
@@ -1012,7 +1073,7 @@ impl Harness {
             None => assert!(self.vm.context_count() <= 1, "contexts leaked"),
         }
         self.check_done();
-        self.seen
+        (self.seen, self.failure)
     }
 }
 
@@ -1044,14 +1105,26 @@ fn check_trap(op: &Op, alloc_mode: u32, kind: &TrapKind) {
                 "host trap {message:?} during {sig:?} with allocator mode {alloc_mode}"
             );
         }
-        // The generated guest stays far inside every default limit.
-        TrapKind::Limit(limit) => panic!("limit {limit:?} hit during {sig:?}"),
+        // Only the limits its module docs name, and only from a call (the generated guest
+        // stays far inside the memory, CPU and stack limits).
+        TrapKind::Limit(limit) => {
+            let knobs = sig.map_or(&[][..], |s| limit_traps(s.module, s.name));
+            assert!(
+                knobs.contains(&limit.knob()),
+                "limit {limit:?} hit during {sig:?}, which documents only {knobs:?}"
+            );
+        }
     }
 }
 
 /// Runs `input` against a fresh VM of the fuzz guest and checks it (see the module docs).
 /// Returns every (operation, result) after start-up.
 pub fn run(input: &HostcallInput) -> Vec<(u32, i64)> {
+    run_outcome(input).0
+}
+
+/// [`run`], also returning the error that failed the VM, if one did.
+pub fn run_outcome(input: &HostcallInput) -> (Vec<(u32, i64)>, Option<VmError>) {
     let control = Arc::new(Mutex::new(Control {
         segments: input.segments.iter().cloned().collect(),
         ..Control::default()
@@ -1077,7 +1150,7 @@ pub fn run(input: &HostcallInput) -> Vec<(u32, i64)> {
                     );
                 }
             }
-            match e {
+            match &e {
                 VmError::Trap(t) => check_trap(
                     &pending.unwrap_or_else(|| panic!("start-up trap outside operations: {t:?}")),
                     mode,
@@ -1088,7 +1161,7 @@ pub fn run(input: &HostcallInput) -> Vec<(u32, i64)> {
                 }
                 other => panic!("unexpected start-up error {other:?}"),
             }
-            return Vec::new();
+            return (Vec::new(), Some(e));
         }
     };
     let mut h = Harness {
@@ -1467,6 +1540,70 @@ mod tests {
             segments: vec![vec![], vec![], vec![], vec![op("proc_exit", &[792])]],
             events: vec![Event::NewStream, Event::NewStream, Event::Tick],
         });
+    }
+
+    /// Issue 9: a guest that adds large header values in a loop fails its VM with the map
+    /// limit, named, and the host holds no more than the limit; the same loop of
+    /// `proxy_continue_stream` stops at the effect limit.
+    #[test]
+    fn header_values_added_in_a_loop_stop_at_the_map_limit() {
+        let key = &data_items()[3];
+        let add = op(
+            "proxy_add_header_map_value",
+            &[
+                0,
+                u64::from(key.ptr),
+                key.bytes.len() as u64,
+                u64::from(HEAP),
+                4096,
+            ],
+        );
+        let input = HostcallInput {
+            segments: vec![vec![], vec![], vec![], vec![], vec![add; 64]],
+            events: vec![
+                Event::NewStream,
+                Event::Headers {
+                    stream: 0,
+                    response: false,
+                    eos: true,
+                },
+            ],
+        };
+        let (seen, failure) = run_outcome(&input);
+        let failure = failure.expect("the VM failed");
+        let limit = failure.limit().expect("on a limit");
+        assert_eq!(limit.knob(), "Limits::max_header_map_bytes", "{failure}");
+        assert!(failure.to_string().contains("Limits::max_header_map_bytes"));
+        // 16 KiB hold three 4 KiB values and the request's headers; the fourth add traps.
+        assert_eq!(seen.iter().filter(|(_, r)| *r == 0).count(), 3, "{seen:?}");
+
+        let cont = op("proxy_continue_stream", &[0]);
+        let input = HostcallInput {
+            segments: vec![vec![], vec![], vec![], vec![], vec![cont; 2000]],
+            events: input.events,
+        };
+        let (_, failure) = run_outcome(&input);
+        let failure = failure.expect("the VM failed");
+        assert_eq!(
+            failure.limit().map(LimitExceeded::knob),
+            Some("Limits::max_effect_bytes"),
+            "{failure}"
+        );
+    }
+
+    /// The fixed seeds reach some of the limits (so the oracle's check of limit traps runs).
+    #[test]
+    fn seeds_reach_limits() {
+        let mut rng = XorShift::new(0x4057_CA11);
+        let mut knobs = HashSet::new();
+        for _ in 0..150 {
+            if let (_, Some(failure)) = run_outcome(&random_input(&mut rng))
+                && let Some(limit) = failure.limit()
+            {
+                knobs.insert(limit.knob());
+            }
+        }
+        assert!(!knobs.is_empty(), "no seed hit a limit");
     }
 
     #[test]

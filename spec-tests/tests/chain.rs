@@ -268,3 +268,43 @@ fn a_trap_in_the_middle_fails_its_stream_under_every_policy() {
         );
     }
 }
+
+/// A body past what one filter may hold (`Limits::max_body_bytes`, far
+/// below the stream's buffer limit): the filter manager answers 413 as for
+/// its own buffer limit, and the filter's VM is not failed (issue 9).
+#[test]
+fn body_data_past_the_filters_own_limit_is_a_413_and_the_vm_carries_on() {
+    let (env, _logs) = env_with_logs(HostEnv::builder());
+    let cfg = vessel_host::PluginConfig {
+        configuration: br#"{"request": [{"from": "a", "to": "b"}]}"#.to_vec(),
+        limits: vessel_host::Limits {
+            max_body_bytes: 16,
+            ..vessel_host::Limits::default()
+        },
+        ..config("rewrite")
+    };
+    let p = plugin(Source::Guest("sdk_body_rewrite"), cfg).expect("guest_sdk_body_rewrite");
+    let mut chain = Chain {
+        vms: vec![Vm::new(&p, &env).expect("starts")],
+        policies: vec![FailurePolicy::FailClosed],
+        effects: Vec::new(),
+        finished: Vec::new(),
+    };
+    let mut config = StreamConfig::new(1);
+    config.buffer_limit = 1 << 20;
+    let mut s = HttpStream::new(config);
+    let text = headers(&[
+        (":method", "POST"),
+        (":path", "/big"),
+        (":authority", "example.com"),
+        ("content-type", "text/plain"),
+    ]);
+    s.request_headers(&mut chain, text, false);
+    s.request_data(&mut chain, b"0123456789".to_vec(), false);
+    s.request_data(&mut chain, b"0123456789".to_vec(), false);
+    assert_eq!(status_of(&actions(&mut s)).as_deref(), Some("413"));
+    assert!(s.is_done());
+    assert!(!chain.vms[0].is_failed(), "only the stream is over");
+    s.finish(&mut chain);
+    assert!(!chain.vms[0].is_failed());
+}

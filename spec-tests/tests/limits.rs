@@ -2,7 +2,11 @@
 //! the memory cap and the CPU deadline per callback fail only the VM that
 //! hit them, with a typed error naming the limit and the callback; fuel,
 //! the wasm stack, contexts, log volume, shared data, queues and callouts
-//! each have a cap with a clear status or error.
+//! each have a cap with a clear status or error. What a guest makes the
+//! host hold (header maps, bodies, properties, effects and callouts,
+//! metrics, queues) is bounded too: past a limit the call gets an error
+//! status its SDKs accept, or the VM fails with a `LimitExceeded` naming
+//! the knob; never a panic, never unbounded host memory.
 
 use std::time::Duration;
 
@@ -695,10 +699,630 @@ fn every_limit_has_its_documented_default() {
     assert_eq!(l.max_contexts, Limits::DEFAULT_MAX_CONTEXTS);
     assert_eq!(l.max_log_bytes_per_callback, 1 << 20);
     assert_eq!(l.max_callouts_in_flight, 10_000);
+    assert_eq!(l.max_header_map_bytes, 8 << 20);
+    assert_eq!(l.max_header_map_entries, 10_000);
+    assert_eq!(l.max_body_bytes, 64 << 20);
+    assert_eq!(l.max_property_bytes, 8 << 20);
+    assert_eq!(l.max_effect_bytes, 256 << 20);
+    assert_eq!(l.max_metrics, 10_000);
+    assert_eq!(l.max_metric_name_bytes, 16 << 10);
     assert_eq!(PluginConfig::default().limits, l);
+    let q = vessel_host::shared::queues::SharedQueueLimits::default();
+    assert_eq!(q.max_len, 10_000);
+    assert_eq!(q.max_bytes, 64 << 20);
+    assert_eq!(q.max_queues_per_vm_id, 10_000);
+    assert_eq!(q.max_name_bytes, 64 << 10);
     let e = EngineConfig::default();
     assert!(e.epoch_interruption);
     assert!(!e.consume_fuel);
     assert_eq!(e.epoch_period, Duration::from_millis(10));
     assert_eq!(e.max_wasm_stack, 1 << 20);
+}
+
+// ---- host memory held for a guest ---------------------------------------
+
+fn misbehave(limits: Limits) -> Plugin {
+    plugin(
+        Source::Guest("misbehave"),
+        PluginConfig {
+            limits,
+            ..config("misbehave")
+        },
+    )
+    .expect("guest_misbehave loads")
+}
+
+fn bomb(kind: &str) -> vessel_host::HeaderMap {
+    request("/", &[("x-misbehave", kind)])
+}
+
+/// Asserts `err` failed the VM in `callback` with a limit of `knob`, and
+/// returns the limit.
+fn assert_knob<'e>(err: &'e VmError, callback: &str, knob: &str) -> &'e LimitExceeded {
+    let trap = err.trap().unwrap_or_else(|| panic!("a trap, got {err}"));
+    assert_eq!(trap.callback, callback, "{err}");
+    let limit = err.limit().unwrap_or_else(|| panic!("a limit, got {err}"));
+    assert_eq!(limit.knob(), knob, "{err}");
+    assert!(err.to_string().contains(knob), "{err}");
+    limit
+}
+
+#[test]
+fn a_guest_adding_1_mib_headers_in_a_loop_fails_its_vm_at_the_map_limit() {
+    // No CPU limit: only the map limit can stop the loop.
+    let p = misbehave(Limits {
+        callback_timeout: None,
+        ..Limits::default()
+    });
+    let mut h = Harness::new(&p, HostEnv::builder()).expect("starts");
+    let mut healthy = h.sibling(&p).expect("a second VM");
+    let ctx = h.vm.create_http_context().expect("stream");
+    let err =
+        h.vm.on_request_headers(ctx, bomb("header-bomb"), true)
+            .expect_err("stopped");
+    let limit = assert_knob(
+        &err,
+        "proxy_on_request_headers",
+        "Limits::max_header_map_bytes",
+    );
+    let LimitExceeded::HeaderMapBytes {
+        map,
+        limit_bytes,
+        requested_bytes,
+    } = limit
+    else {
+        panic!("{limit:?}")
+    };
+    assert_eq!(*map, "request headers");
+    assert_eq!(*limit_bytes, Limits::DEFAULT_MAX_HEADER_MAP_BYTES);
+    assert!(*requested_bytes > *limit_bytes);
+    // The refused value was not added: the map stays within the limit.
+    let held =
+        h.vm.headers(ctx, vessel_host::MapType::HttpRequestHeaders)
+            .expect("the map")
+            .byte_size();
+    assert!(held <= Limits::DEFAULT_MAX_HEADER_MAP_BYTES, "{held}");
+    assert!(held > Limits::DEFAULT_MAX_HEADER_MAP_BYTES - (1 << 20) - 64);
+    assert!(h.vm.is_failed());
+    // The other VM serves.
+    let s = healthy.create_http_context().expect("healthy");
+    assert_eq!(
+        healthy
+            .on_request_headers(s, request("/", &[]), true)
+            .expect("runs"),
+        FilterHeadersStatus::Continue
+    );
+}
+
+#[test]
+fn header_entries_are_capped_too() {
+    let p = misbehave(Limits {
+        max_header_map_entries: 5,
+        ..Limits::default()
+    });
+    let mut h = Harness::new(&p, HostEnv::builder()).expect("starts");
+    // `request()` gives 4 entries and `x-misbehave` one more: the first add
+    // is the 6th entry.
+    let err = h
+        .request_headers(bomb("header-bomb"), true)
+        .expect_err("stopped");
+    let limit = assert_knob(
+        &err,
+        "proxy_on_request_headers",
+        "Limits::max_header_map_entries",
+    );
+    assert_eq!(
+        limit,
+        &LimitExceeded::HeaderMapEntries {
+            map: "request headers",
+            limit: 5,
+            requested: 6
+        }
+    );
+}
+
+#[test]
+fn a_guest_growing_its_body_fails_its_vm_at_the_body_limit() {
+    let cap = 4 << 20;
+    let p = misbehave(Limits {
+        max_body_bytes: cap,
+        ..Limits::default()
+    });
+    let mut h = Harness::new(&p, HostEnv::builder()).expect("starts");
+    let (ctx, status) = h
+        .request_headers(bomb("body-bomb"), false)
+        .expect("headers");
+    assert_eq!(status, FilterHeadersStatus::Continue);
+    let err =
+        h.vm.on_request_body(ctx, b"abc", true)
+            .expect_err("stopped");
+    let limit = assert_knob(&err, "proxy_on_request_body", "Limits::max_body_bytes");
+    assert_eq!(
+        limit,
+        &LimitExceeded::BodyBytes {
+            body: "request body",
+            limit_bytes: cap,
+            requested_bytes: 3 + (4 << 20)
+        },
+    );
+    let held = h.vm.body(ctx, vessel_host::BufferType::HttpRequestBody);
+    assert_eq!(held.map(<[u8]>::len), Some(3 + (3 << 20)));
+}
+
+#[test]
+fn body_data_past_the_per_filter_limit_is_refused_without_failing_the_vm() {
+    let cap = 1000;
+    let p = misbehave(Limits {
+        max_body_bytes: cap,
+        ..Limits::default()
+    });
+    let mut h = Harness::new(&p, HostEnv::builder()).expect("starts");
+    let (ctx, _) = h.request_headers(request("/", &[]), false).expect("ok");
+    // The guest continues every chunk and the embedder forwards it, so
+    // nothing stays held: chunks of any size up to the cap pass.
+    h.vm.on_request_body(ctx, &[1; 1000], false)
+        .expect("within the cap");
+    assert_eq!(
+        h.vm.take_body(ctx, vessel_host::BufferType::HttpRequestBody)
+            .map(|b| b.len()),
+        Some(1000)
+    );
+    h.vm.append_body(ctx, vessel_host::BufferType::HttpRequestBody, &[2; 600])
+        .expect("held: 600");
+    let err =
+        h.vm.on_request_body(ctx, &[3; 401], false)
+            .expect_err("1001");
+    assert_eq!(
+        err,
+        VmError::StreamLimit {
+            plugin: "misbehave".into(),
+            context: ctx,
+            limit: LimitExceeded::BodyBytes {
+                body: "request body",
+                limit_bytes: cap,
+                requested_bytes: 1001
+            }
+        }
+    );
+    assert!(err.to_string().contains("Limits::max_body_bytes"), "{err}");
+    assert_eq!(
+        err.limit().map(LimitExceeded::knob),
+        Some("Limits::max_body_bytes")
+    );
+    assert!(err.trap().is_none());
+    assert!(!h.vm.is_failed(), "only the stream is over");
+    assert_eq!(
+        h.vm.body(ctx, vessel_host::BufferType::HttpRequestBody)
+            .map(<[u8]>::len),
+        Some(600),
+        "nothing appended"
+    );
+    let err =
+        h.vm.append_body(ctx, vessel_host::BufferType::HttpRequestBody, &[4; 401])
+            .expect_err("paused appends are capped too");
+    assert!(matches!(err, VmError::StreamLimit { .. }), "{err}");
+    h.vm.finish_http_stream(ctx).expect("ends");
+    let (ctx, _) = h.request_headers(request("/", &[]), false).expect("next");
+    h.vm.on_request_body(ctx, b"ok", true).expect("served");
+}
+
+#[test]
+fn a_guest_setting_properties_in_a_loop_fails_its_vm_at_the_property_limit() {
+    let cap = 3 << 20;
+    let p = misbehave(Limits {
+        max_property_bytes: cap,
+        ..Limits::default()
+    });
+    let mut h = Harness::new(&p, HostEnv::builder()).expect("starts");
+    let err = h
+        .request_headers(bomb("property-bomb"), true)
+        .expect_err("stopped");
+    let limit = assert_knob(
+        &err,
+        "proxy_on_request_headers",
+        "Limits::max_property_bytes",
+    );
+    let LimitExceeded::PropertyBytes {
+        limit_bytes,
+        requested_bytes,
+    } = limit
+    else {
+        panic!("{limit:?}")
+    };
+    assert_eq!(*limit_bytes, cap);
+    // Two 1 MiB values fit with their paths (`misbehave\0<n>`, 11 bytes)
+    // and their bookkeeping; the third does not.
+    let each = (1 << 20) + 11 + vessel_host::properties::PROPERTY_ENTRY_OVERHEAD;
+    assert_eq!(*requested_bytes, 3 * each);
+}
+
+#[test]
+fn a_guest_queueing_effects_in_a_loop_fails_its_vm_at_the_effect_limit() {
+    let cap = 1 << 20;
+    let p = misbehave(Limits {
+        max_effect_bytes: cap,
+        ..Limits::default()
+    });
+    let mut h = Harness::new(&p, HostEnv::builder()).expect("starts");
+    let err = h
+        .request_headers(bomb("effect-bomb"), true)
+        .expect_err("stopped");
+    assert_knob(&err, "proxy_on_request_headers", "Limits::max_effect_bytes");
+    assert!(h.vm.held_effect_bytes() <= cap);
+    assert!(h.vm.held_effect_bytes() > cap - 1024);
+    // The embedder takes them: the VM holds nothing any more.
+    let n = h.effects().len();
+    assert!(n > 1000, "{n} continue effects");
+    assert_eq!(h.vm.held_effect_bytes(), 0);
+}
+
+/// Small limits for the probe tests below.
+fn small() -> Limits {
+    Limits {
+        max_header_map_bytes: 1000,
+        max_header_map_entries: 10,
+        max_body_bytes: 2000,
+        max_property_bytes: 500,
+        max_effect_bytes: 20_000,
+        max_metrics: 2,
+        max_metric_name_bytes: 64,
+        ..Limits::default()
+    }
+}
+
+/// Runs a probe whose request-headers callback is `build`'s, with
+/// `limits`; returns the harness, the callback's outcome and the results.
+fn probe_run(
+    limits: Limits,
+    body: bool,
+    build: impl FnOnce(&mut Probe),
+) -> (Harness, Result<(), VmError>, ProbeResults) {
+    let mut p = Probe::new();
+    build(&mut p);
+    let plugin = p
+        .load(PluginConfig {
+            limits,
+            ..config("bounds")
+        })
+        .expect("loads");
+    let mut h = Harness::new(&plugin, HostEnv::builder()).expect("starts");
+    let result = h
+        .request_headers(request("/", &[]), !body)
+        .and_then(|(ctx, _)| {
+            if body {
+                h.vm.on_request_body(ctx, b"body", true).map(|_| ())
+            } else {
+                Ok(())
+            }
+        });
+    let r = ProbeResults::from_logs(&h.logs);
+    (h, result, r)
+}
+
+fn pairs_of(n: usize, value_len: usize) -> Vec<u8> {
+    let value = vec![b'v'; value_len];
+    let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    vessel_abi::pairs::encode(keys.iter().map(|k| (k.as_bytes(), value.as_slice())))
+}
+
+#[test]
+fn map_edits_past_the_limit_fail_the_vm_and_change_nothing() {
+    // add: 3 entries of the request + 1 of 990 bytes is over 1000 bytes.
+    let (h, result, r) = probe_run(small(), false, |p| {
+        let k = p.bytes(b"x-big");
+        let v = p.bytes(&[b'v'; 990]);
+        let small_v = p.bytes(b"1");
+        p.on(Callback::RequestHeaders)
+            .status(
+                "add.small",
+                format!("(call $proxy_add_header_map_value (i32.const 0) {k} {small_v})"),
+            )
+            .status(
+                "add.big",
+                format!("(call $proxy_add_header_map_value (i32.const 0) {k} {v})"),
+            );
+    });
+    let err = result.expect_err("trap");
+    assert_knob(
+        &err,
+        "proxy_on_request_headers",
+        "Limits::max_header_map_bytes",
+    );
+    assert_eq!(r.value("add.small"), Some(0));
+    assert_eq!(r.value("add.big"), None, "the call never returned");
+    assert!(h.vm.is_failed());
+
+    // replace with a longer value, and set pairs with too many entries.
+    for (label, knob) in [
+        ("replace", "Limits::max_header_map_bytes"),
+        ("set_pairs", "Limits::max_header_map_entries"),
+    ] {
+        let (_, result, _) = probe_run(small(), false, |p| {
+            let k = p.bytes(b":path");
+            let v = p.bytes(&[b'/'; 995]);
+            let many = p.bytes(&pairs_of(11, 1));
+            let call = if label == "replace" {
+                format!("(call $proxy_replace_header_map_value (i32.const 0) {k} {v})")
+            } else {
+                format!("(call $proxy_set_header_map_pairs (i32.const 0) {many})")
+            };
+            p.on(Callback::RequestHeaders).status(label, call);
+        });
+        let err = result.expect_err(label);
+        assert_knob(&err, "proxy_on_request_headers", knob);
+    }
+
+    // Edits that do not grow the map pass, whatever its size.
+    let (h, result, r) = probe_run(small(), false, |p| {
+        let k = p.bytes(b":path");
+        let ten = p.bytes(&pairs_of(10, 90));
+        p.on(Callback::RequestHeaders)
+            .status(
+                "set_pairs.at_limit",
+                format!("(call $proxy_set_header_map_pairs (i32.const 0) {ten})"),
+            )
+            .status(
+                "remove",
+                format!("(call $proxy_remove_header_map_value (i32.const 0) {k})"),
+            );
+    });
+    result.expect("no limit hit");
+    assert_eq!(r.value("set_pairs.at_limit"), Some(0));
+    assert_eq!(r.value("remove"), Some(0));
+    assert!(!h.vm.is_failed());
+}
+
+#[test]
+fn set_buffer_bytes_past_the_body_limit_fails_the_vm() {
+    let (h, result, r) = probe_run(small(), true, |p| {
+        let chunk = p.bytes(&[b'b'; 1000]);
+        let append = format!(
+            "(call $proxy_set_buffer_bytes (i32.const 0) (i32.const -1) (i32.const 0) {chunk})"
+        );
+        let replace = format!(
+            "(call $proxy_set_buffer_bytes (i32.const 0) (i32.const 0) (i32.const -1) {chunk})"
+        );
+        p.on(Callback::RequestBody)
+            .status("append.1", append.clone())
+            .status("replace", replace)
+            .status("append.2", append.clone())
+            .status("append.3", append);
+    });
+    let err = result.expect_err("trap");
+    let limit = assert_knob(&err, "proxy_on_request_body", "Limits::max_body_bytes");
+    assert_eq!(
+        limit,
+        &LimitExceeded::BodyBytes {
+            body: "request body",
+            limit_bytes: 2000,
+            requested_bytes: 3000
+        }
+    );
+    // 4 + 1000, replaced by 1000, then 2000: all within 2000 bytes.
+    assert_eq!(r.value("append.1"), Some(0));
+    assert_eq!(r.value("replace"), Some(0));
+    assert_eq!(r.value("append.2"), Some(0));
+    assert_eq!(r.value("append.3"), None);
+    let _ = h;
+}
+
+#[test]
+fn callouts_past_the_limits_get_internal_failure_and_the_vm_carries_on() {
+    let (mut h, result, r) = probe_run(small(), false, |p| {
+        let up = p.bytes(b"upstream");
+        let mut good = vec![
+            (&b":method"[..], &b"GET"[..]),
+            (&b":path"[..], &b"/"[..]),
+            (&b":authority"[..], &b"upstream"[..]),
+        ];
+        let hdrs = p.bytes(&vessel_abi::pairs::encode(good.iter().copied()));
+        let big = vec![b'h'; 990];
+        good.push((b"x-big", &big));
+        let big_hdrs = p.bytes(&vessel_abi::pairs::encode(good.iter().copied()));
+        let body = p.bytes(&[b'B'; 8000]);
+        let call = |h: vessel_spec_tests::probe::Blob| {
+            format!(
+                "(call $proxy_http_call {up} {h} {body} (i32.const 0) (i32.const 0) (i32.const 1000) {})",
+                c(OUT)
+            )
+        };
+        let grpc = format!(
+            "(call $proxy_grpc_call {up} {up} {up} (i32.const 0) (i32.const 0) {body} (i32.const 1000) {})",
+            c(OUT)
+        );
+        let redis = format!("(call $proxy_redis_call {up} {body} {})", c(OUT));
+        p.on(Callback::RequestHeaders)
+            .status("http.big_headers", call(big_hdrs))
+            .status("http.1", call(hdrs))
+            .status("http.2", call(hdrs))
+            .status("http.3_no_room", call(hdrs))
+            .status("grpc.no_room", grpc)
+            .status("redis.no_room", redis);
+    });
+    result.expect("no trap");
+    let refused = Some(Status::InternalFailure.as_u32());
+    assert_eq!(r.value("http.big_headers"), refused);
+    assert_eq!(r.value("http.1"), Some(0));
+    assert_eq!(r.value("http.2"), Some(0));
+    assert_eq!(r.value("http.3_no_room"), refused);
+    assert_eq!(r.value("grpc.no_room"), refused);
+    assert_eq!(r.value("redis.no_room"), refused);
+    assert_eq!(h.vm.limit_refusals(), 4);
+    assert_eq!(h.vm.callouts_in_flight(), 2);
+    assert!(!h.vm.is_failed());
+    // The two requests stay held after the embedder takes the effects,
+    // until their answers come.
+    let held = h.vm.held_effect_bytes();
+    assert!(held > 16_000, "{held}");
+    let tokens: Vec<_> = h
+        .effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::HttpCall { token, .. } => Some(token),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(h.vm.held_effect_bytes(), held);
+    for token in tokens {
+        h.vm.on_http_call_response(
+            token,
+            HttpCallOutcome::Failed {
+                reason: "reset".into(),
+            },
+        )
+        .expect("delivered");
+    }
+    assert_eq!(h.vm.held_effect_bytes(), 0);
+}
+
+#[test]
+fn grpc_messages_past_the_effect_limit_get_bad_argument() {
+    let (h, result, r) = probe_run(small(), false, |p| {
+        let up = p.bytes(b"upstream");
+        let msg = p.bytes(&[b'm'; 8000]);
+        let stream = format!(
+            "(call $proxy_grpc_stream {up} {up} {up} (i32.const 0) (i32.const 0) {})",
+            c(OUT)
+        );
+        let send = format!(
+            "(call $proxy_grpc_send (i32.load {}) {msg} (i32.const 0))",
+            c(OUT)
+        );
+        p.on(Callback::RequestHeaders)
+            .status("stream", stream)
+            .status("send.1", send.clone())
+            .status("send.2", send.clone())
+            .status("send.3", send);
+    });
+    result.expect("no trap");
+    assert_eq!(r.value("stream"), Some(0));
+    assert_eq!(r.value("send.1"), Some(0));
+    assert_eq!(r.value("send.2"), Some(0));
+    assert_eq!(r.value("send.3"), Some(Status::BadArgument.as_u32()));
+    assert_eq!(h.vm.limit_refusals(), 1);
+}
+
+#[test]
+fn stream_controls_in_a_loop_fail_the_vm_at_the_effect_limit() {
+    for (label, call) in [
+        ("continue", "(call $proxy_continue_stream (i32.const 0))"),
+        ("close", "(call $proxy_close_stream (i32.const 0))"),
+        (
+            "tick",
+            "(call $proxy_set_tick_period_milliseconds (i32.const 5))",
+        ),
+    ] {
+        let (h, result, _) = probe_run(small(), false, |p| {
+            p.on(Callback::RequestHeaders)
+                .raw(format!("(loop $again (drop {call}) (br $again))"));
+        });
+        let err = result.expect_err(label);
+        assert_knob(&err, "proxy_on_request_headers", "Limits::max_effect_bytes");
+        assert!(h.vm.held_effect_bytes() <= 20_000, "{label}");
+    }
+}
+
+#[test]
+fn local_replies_past_the_limits_fail_the_vm() {
+    for (label, headers_over) in [("headers", true), ("body", false)] {
+        let (_, result, _) = probe_run(small(), false, |p| {
+            let hdrs = p.bytes(&pairs_of(11, 1));
+            let body = p.bytes(&[b'r'; 30_000]);
+            let call = if headers_over {
+                format!(
+                    "(call $proxy_send_local_response (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) {hdrs} (i32.const -1))"
+                )
+            } else {
+                format!(
+                    "(call $proxy_send_local_response (i32.const 403) (i32.const 0) (i32.const 0) {body} (i32.const 0) (i32.const 0) (i32.const -1))"
+                )
+            };
+            p.on(Callback::RequestHeaders).status(label, call);
+        });
+        let err = result.expect_err(label);
+        let knob = if headers_over {
+            "Limits::max_header_map_entries"
+        } else {
+            "Limits::max_effect_bytes"
+        };
+        assert_knob(&err, "proxy_on_request_headers", knob);
+    }
+}
+
+#[test]
+fn properties_metrics_and_queue_names_past_their_limits_fail_the_vm() {
+    // (label, knob, the call within the limit, the call past it)
+    type Setup = fn(&mut Probe) -> (String, String);
+    let cases: [(&str, &str, Setup); 3] = [
+        ("property", "Limits::max_property_bytes", |p| {
+            // 3 + 240 bytes (+ 64 of bookkeeping), then 3 + 260 (+ 64) more: past 500.
+            let (a, b) = (p.bytes(b"a\0b"), p.bytes(b"a\0c"));
+            let (v, w) = (p.bytes(&[b'p'; 240]), p.bytes(&[b'p'; 260]));
+            (
+                format!("(call $proxy_set_property {a} {v})"),
+                format!("(call $proxy_set_property {b} {w})"),
+            )
+        }),
+        ("metric_name", "Limits::max_metric_name_bytes", |p| {
+            let ok = p.bytes(&[b'm'; 64]);
+            let long = p.bytes(&[b'm'; 65]);
+            (
+                format!("(call $proxy_define_metric (i32.const 0) {ok} {})", c(OUT)),
+                format!(
+                    "(call $proxy_define_metric (i32.const 0) {long} {})",
+                    c(OUT)
+                ),
+            )
+        }),
+        ("metrics", "Limits::max_metrics", |p| {
+            let (a, b) = (p.bytes(b"a"), p.bytes(b"b"));
+            let o = c(OUT);
+            (
+                format!(
+                    "(drop (call $proxy_define_metric (i32.const 0) {a} {o})) (call $proxy_define_metric (i32.const 1) {a} {o})"
+                ),
+                format!("(call $proxy_define_metric (i32.const 0) {b} {o})"),
+            )
+        }),
+    ];
+    for (label, knob, setup) in cases {
+        let (_, result, r) = probe_run(small(), false, |p| {
+            let (first, over) = setup(p);
+            p.on(Callback::RequestHeaders)
+                .status("first", first)
+                .status("over", over);
+        });
+        let err = result.expect_err(label);
+        assert_knob(&err, "proxy_on_request_headers", knob);
+        assert_eq!(r.value("first"), Some(0), "{label}");
+        assert_eq!(r.value("over"), None, "{label}");
+    }
+    // Queue names, with a small registry limit (a process-wide one).
+    let mut p = Probe::new();
+    let short = p.bytes(b"q");
+    let long = p.bytes(b"qqqq");
+    p.on(Callback::RequestHeaders)
+        .status(
+            "first",
+            format!("(call $proxy_register_shared_queue {short} {})", c(OUT)),
+        )
+        .status(
+            "over",
+            format!("(call $proxy_register_shared_queue {long} {})", c(OUT)),
+        );
+    let plugin = p.load(config("queues")).expect("loads");
+    let limits = vessel_host::shared::queues::SharedQueueLimits {
+        max_name_bytes: 3,
+        ..Default::default()
+    };
+    let mut h = Harness::new(&plugin, HostEnv::builder().queue_limits(limits)).expect("starts");
+    let err = h
+        .request_headers(request("/", &[]), true)
+        .expect_err("trap");
+    assert_knob(
+        &err,
+        "proxy_on_request_headers",
+        "SharedQueueLimits::max_name_bytes",
+    );
+    assert_eq!(ProbeResults::from_logs(&h.logs).value("first"), Some(0));
 }

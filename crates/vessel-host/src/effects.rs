@@ -204,6 +204,61 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// True for the effects that start a callout (their bytes count until
+    /// the callout ends, not until the embedder takes them).
+    pub(crate) fn starts_callout(&self) -> bool {
+        matches!(
+            self,
+            Self::HttpCall { .. }
+                | Self::GrpcCall { .. }
+                | Self::GrpcStream { .. }
+                | Self::RedisCall { .. }
+        )
+    }
+
+    /// The host memory this effect holds: the effect itself plus the bytes
+    /// it carries. Counted against
+    /// [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes).
+    pub(crate) fn held_bytes(&self) -> usize {
+        let payload = match self {
+            Self::LocalResponse { response: r, .. } => r
+                .details
+                .len()
+                .saturating_add(r.body.len())
+                .saturating_add(r.headers.footprint()),
+            Self::HttpCall { request: r, .. } => r
+                .upstream
+                .len()
+                .saturating_add(r.headers.footprint())
+                .saturating_add(r.body.len())
+                .saturating_add(r.trailers.footprint()),
+            Self::GrpcCall { call, .. } | Self::GrpcStream { call, .. } => call
+                .upstream
+                .len()
+                .saturating_add(call.service.len())
+                .saturating_add(call.method.len())
+                .saturating_add(call.initial_metadata.footprint())
+                .saturating_add(call.message.len()),
+            Self::RedisCall { call, .. } => call
+                .cluster
+                .len()
+                .saturating_add(call.query.len())
+                .saturating_add(call.options.username.len())
+                .saturating_add(call.options.password.len()),
+            Self::GrpcSend { message, .. } => message.len(),
+            Self::ContinueStream { .. }
+            | Self::CloseStream { .. }
+            | Self::GrpcCancel { .. }
+            | Self::GrpcClose { .. }
+            | Self::TickPeriod { .. }
+            | Self::QueueReady { .. }
+            | Self::ClearRouteCache { .. } => 0,
+        };
+        payload.saturating_add(std::mem::size_of::<Self>())
+    }
+}
+
 /// Envoy's `Grpc::Common::isGrpcRequestHeaders`: a `:path` and a
 /// content-type of `application/grpc` or `application/grpc+...`.
 pub fn is_grpc_request(headers: &HeaderMap) -> bool {

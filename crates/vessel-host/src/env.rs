@@ -15,7 +15,7 @@ use crate::embedder::{
 use crate::ids::VmInstanceId;
 use crate::shared::data::{SharedData, SharedDataLimits};
 use crate::shared::metrics::Metrics;
-use crate::shared::queues::SharedQueues;
+use crate::shared::queues::{SharedQueueLimits, SharedQueues};
 
 pub(crate) struct EnvInner {
     pub(crate) clock: Arc<dyn Clock>,
@@ -97,7 +97,7 @@ pub struct HostEnvBuilder {
     random: Arc<dyn Random>,
     foreign: HashMap<String, ForeignFn>,
     shared_data_limits: SharedDataLimits,
-    queue_max_len: usize,
+    queue_limits: SharedQueueLimits,
     shared_data: Option<Arc<SharedData>>,
     queues: Option<Arc<SharedQueues>>,
     metrics: Option<Arc<Metrics>>,
@@ -119,7 +119,7 @@ impl Default for HostEnvBuilder {
             random: Arc::new(OsRandom),
             foreign: HashMap::new(),
             shared_data_limits: SharedDataLimits::default(),
-            queue_max_len: SharedQueues::DEFAULT_MAX_LEN,
+            queue_limits: SharedQueueLimits::default(),
             shared_data: None,
             queues: None,
             metrics: None,
@@ -166,7 +166,12 @@ impl HostEnvBuilder {
     }
     /// Largest number of items waiting in one shared queue.
     pub fn queue_max_len(mut self, max_len: usize) -> Self {
-        self.queue_max_len = max_len;
+        self.queue_limits.max_len = max_len;
+        self
+    }
+    /// Limits of the shared-queue registry.
+    pub fn queue_limits(mut self, limits: SharedQueueLimits) -> Self {
+        self.queue_limits = limits;
         self
     }
     /// Shares an existing shared-data store (e.g. with another `HostEnv`).
@@ -193,7 +198,7 @@ impl HostEnvBuilder {
     /// Finishes the builder.
     pub fn build(self) -> HostEnv {
         let limits = self.shared_data_limits;
-        let max_len = self.queue_max_len;
+        let queue_limits = self.queue_limits;
         HostEnv {
             inner: Arc::new(EnvInner {
                 clock: self.clock,
@@ -206,7 +211,7 @@ impl HostEnvBuilder {
                     .unwrap_or_else(|| Arc::new(SharedData::new(limits))),
                 queues: self
                     .queues
-                    .unwrap_or_else(|| Arc::new(SharedQueues::new(max_len))),
+                    .unwrap_or_else(|| Arc::new(SharedQueues::with_limits(queue_limits))),
                 metrics: self.metrics.unwrap_or_default(),
                 clusters: self.clusters,
                 next_instance: AtomicU64::new(0),

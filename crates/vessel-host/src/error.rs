@@ -166,6 +166,20 @@ pub enum VmError {
     /// The embedder delivered a callout result for an unknown token.
     #[error("no callout with token {0} is in flight")]
     UnknownToken(Token),
+    /// Data the embedder delivered would take one stream past a per-filter
+    /// limit (the body a filter holds: [`Limits::max_body_bytes`](crate::Limits::max_body_bytes)).
+    /// Nothing was appended and the guest was not called. The VM is **not**
+    /// failed: only this stream is over. Envoy's answer to a buffer over
+    /// its limit fits it: 413 for a request, 500 for a response.
+    #[error("plugin `{plugin}`: stream {context}: {limit}")]
+    StreamLimit {
+        /// The plugin's name.
+        plugin: String,
+        /// The stream.
+        context: ContextId,
+        /// The limit.
+        limit: LimitExceeded,
+    },
 }
 
 impl VmError {
@@ -177,8 +191,13 @@ impl VmError {
         }
     }
 
-    /// The resource limit that failed the VM, if one did.
+    /// The resource limit behind this error: one that failed the VM (a
+    /// [`TrapKind::Limit`] trap), or one that refused a single stream's
+    /// data ([`VmError::StreamLimit`], the VM carries on).
     pub fn limit(&self) -> Option<&LimitExceeded> {
+        if let Self::StreamLimit { limit, .. } = self {
+            return Some(limit);
+        }
         match &self.trap()?.kind {
             TrapKind::Limit(l) => Some(l),
             _ => None,

@@ -3,7 +3,21 @@
 //!
 //! Keys are stored lower-cased, as Envoy stores them; lookups ignore ASCII
 //! case. Values are arbitrary bytes (non-UTF-8 values are kept as they are).
-//! Pseudo-headers (`:path`, `:status`, ...) are ordinary entries.
+//! Pseudo-headers (`:path`, `:method`, ...) are ordinary entries.
+//!
+//! # Size
+//!
+//! All keys and values live in one byte buffer addressed by `u32` offsets,
+//! so a map holds at most [`HeaderMap::MAX_STORAGE_BYTES`] (4 GiB) of keys
+//! and values. Every offset is computed with checked arithmetic: an entry
+//! that would not fit is refused, never wrapped. What a *guest* may add is
+//! bounded far lower by [`HeaderMapLimits`] (the plugin's
+//! [`Limits::max_header_map_bytes`](crate::Limits::max_header_map_bytes) and
+//! [`Limits::max_header_map_entries`](crate::Limits::max_header_map_entries)):
+//! the `try_*` methods refuse an edit that would take the map past them with
+//! [`HeaderMapFull`], and leave the map as it was.
+
+use std::ops::Range;
 
 use vessel_abi::pairs;
 
@@ -15,14 +29,121 @@ use vessel_abi::pairs;
 pub struct HeaderMap {
     buf: Vec<u8>,
     entries: Vec<Entry>,
-    /// Bytes in `buf` no entry refers to any more.
-    garbage: usize,
+    /// Bytes in `buf` no entry refers to any more. Like `live`, at most
+    /// `buf.len()`, so a `u32` (which keeps the map as small as before).
+    garbage: u32,
+    /// Key and value bytes of the entries (Envoy's `byteSize()`).
+    live: u32,
+}
+
+/// A byte count of the buffer as stored: at most `buf.len()`, which the
+/// checked offsets keep within `u32::MAX` (saturating, never wrapping).
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Where a key or a value lives in [`HeaderMap::buf`]: start and length.
+/// Built only by [`span`], so `start + len` never exceeds `u32::MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    fn range(self) -> Range<usize> {
+        let start = self.start as usize;
+        start..start + self.len as usize
+    }
+
+    fn len(self) -> usize {
+        self.len as usize
+    }
+}
+
+/// The span of `len` bytes at `start`, if its end fits in a `u32` offset
+/// (checked: `start + len` never wraps).
+fn span(start: usize, len: usize) -> Option<Span> {
+    let end = start.checked_add(len)?;
+    u32::try_from(end).ok()?;
+    Some(Span {
+        start: u32::try_from(start).ok()?,
+        len: u32::try_from(len).ok()?,
+    })
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    key: (u32, u32),
-    value: (u32, u32),
+    key: Span,
+    value: Span,
+}
+
+impl Entry {
+    fn bytes(self) -> usize {
+        self.key.len() + self.value.len()
+    }
+}
+
+/// The most a guest may grow one map to (see the module docs). Built from
+/// the plugin's [`Limits`](crate::Limits) by the map hostcalls; an embedder
+/// may use it with the `try_*` methods too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderMapLimits {
+    /// Largest sum of key and value bytes (Envoy's `byteSize()`, what
+    /// `proxy_get_header_map_size` returns).
+    pub max_bytes: usize,
+    /// Largest number of entries (a repeated key counts once per value).
+    pub max_entries: usize,
+}
+
+impl HeaderMapLimits {
+    /// No limit but the map's own 4 GiB of storage.
+    pub const UNLIMITED: Self = Self {
+        max_bytes: usize::MAX,
+        max_entries: usize::MAX,
+    };
+}
+
+/// An edit refused because the map would grow past a limit. The map is
+/// left as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderMapFull {
+    /// Past [`HeaderMapLimits::max_bytes`], or past the 4 GiB a map's `u32`
+    /// offsets address ([`HeaderMap::MAX_STORAGE_BYTES`]).
+    #[error("the map would hold {requested} bytes of keys and values; the limit is {limit}")]
+    Bytes {
+        /// The limit.
+        limit: usize,
+        /// The size the edit would give the map.
+        requested: usize,
+    },
+    /// Past [`HeaderMapLimits::max_entries`].
+    #[error("the map would hold {requested} entries; the limit is {limit}")]
+    Entries {
+        /// The limit.
+        limit: usize,
+        /// The entry count the edit would give the map.
+        requested: usize,
+    },
+}
+
+impl HeaderMapLimits {
+    /// Checks a map of `bytes` key and value bytes in `entries` entries.
+    fn check(self, bytes: usize, entries: usize) -> Result<(), HeaderMapFull> {
+        if bytes > self.max_bytes {
+            return Err(HeaderMapFull::Bytes {
+                limit: self.max_bytes,
+                requested: bytes,
+            });
+        }
+        if entries > self.max_entries {
+            return Err(HeaderMapFull::Entries {
+                limit: self.max_entries,
+                requested: entries,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for HeaderMap {
@@ -44,26 +165,40 @@ impl PartialEq for HeaderMap {
 
 impl Eq for HeaderMap {}
 
+/// Whether `extra` more bytes fit after `len` bytes of storage.
+fn storage_fits(len: usize, extra: usize) -> bool {
+    len.checked_add(extra)
+        .is_some_and(|end| end <= HeaderMap::MAX_STORAGE_BYTES)
+}
+
 impl HeaderMap {
+    /// The most key and value bytes one map can store: its offsets are
+    /// `u32`s (4 GiB).
+    pub const MAX_STORAGE_BYTES: usize = u32::MAX as usize;
+
     /// An empty map.
     pub const fn new() -> Self {
         Self {
             buf: Vec::new(),
             entries: Vec::new(),
             garbage: 0,
+            live: 0,
         }
     }
 
     /// An empty map with room for `n` entries.
     pub fn with_capacity(n: usize) -> Self {
         Self {
-            buf: Vec::with_capacity(n * 32),
+            buf: Vec::with_capacity(n.saturating_mul(32)),
             entries: Vec::with_capacity(n),
             garbage: 0,
+            live: 0,
         }
     }
 
     /// Builds a map from pairs, lower-casing the keys and keeping duplicates.
+    /// Like [`append`](Self::append), it drops (and logs) an entry that
+    /// would take the map past its 4 GiB of storage.
     pub fn from_pairs<I, K, V>(pairs: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,
@@ -77,19 +212,87 @@ impl HeaderMap {
         map
     }
 
-    fn slice(&self, (start, len): (u32, u32)) -> &[u8] {
-        &self.buf[start as usize..(start + len) as usize]
+    /// Builds a map from pairs as [`from_pairs`](Self::from_pairs) does, but
+    /// refuses pairs that add up to more than `limits`.
+    pub fn try_from_pairs<I, K, V>(pairs: I, limits: HeaderMapLimits) -> Result<Self, HeaderMapFull>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let mut map = Self::new();
+        for (k, v) in pairs {
+            map.try_append(k.as_ref(), v.as_ref(), limits)?;
+        }
+        Ok(map)
     }
 
-    fn push_bytes(&mut self, bytes: &[u8], lowercase: bool) -> (u32, u32) {
-        let start = self.buf.len();
-        if lowercase {
-            self.buf.extend(bytes.iter().map(u8::to_ascii_lowercase));
-        } else {
-            self.buf.extend_from_slice(bytes);
+    fn slice(&self, s: Span) -> &[u8] {
+        &self.buf[s.range()]
+    }
+
+    /// Makes `extra` more bytes addressable at the end of the buffer,
+    /// compacting it first if that is what it takes.
+    fn make_room(&mut self, extra: usize) -> Result<(), HeaderMapFull> {
+        if storage_fits(self.buf.len(), extra) {
+            return Ok(());
         }
-        // Maps are bounded far below 4 GiB by the callers' limits.
-        (start as u32, bytes.len() as u32)
+        if self.garbage > 0 {
+            self.compact();
+            if storage_fits(self.buf.len(), extra) {
+                return Ok(());
+            }
+        }
+        Err(HeaderMapFull::Bytes {
+            limit: Self::MAX_STORAGE_BYTES,
+            requested: (self.live as usize).saturating_add(extra),
+        })
+    }
+
+    /// Stores a key (lower-cased) and a value; the entry is not linked in.
+    fn push_entry(&mut self, key: &[u8], value: &[u8]) -> Result<Entry, HeaderMapFull> {
+        let extra = key.len().saturating_add(value.len());
+        self.make_room(extra)?;
+        let start = self.buf.len();
+        let spans = span(start, key.len()).zip(
+            start
+                .checked_add(key.len())
+                .and_then(|at| span(at, value.len())),
+        );
+        let Some((key_span, value_span)) = spans else {
+            return Err(HeaderMapFull::Bytes {
+                limit: Self::MAX_STORAGE_BYTES,
+                requested: (self.live as usize).saturating_add(extra),
+            });
+        };
+        self.buf.reserve(extra);
+        self.buf.extend(key.iter().map(u8::to_ascii_lowercase));
+        self.buf.extend_from_slice(value);
+        Ok(Entry {
+            key: key_span,
+            value: value_span,
+        })
+    }
+
+    /// Stores a value for an existing entry.
+    fn push_value(&mut self, value: &[u8]) -> Result<Span, HeaderMapFull> {
+        self.make_room(value.len())?;
+        let s = span(self.buf.len(), value.len()).ok_or(HeaderMapFull::Bytes {
+            limit: Self::MAX_STORAGE_BYTES,
+            requested: (self.live as usize).saturating_add(value.len()),
+        })?;
+        self.buf.extend_from_slice(value);
+        Ok(s)
+    }
+
+    /// The limits an edit of this map must keep to: `limits`, or the map's
+    /// present size if it is already larger (an embedder's map may be), so
+    /// an edit that does not grow the map is never refused.
+    fn allowance(&self, limits: HeaderMapLimits) -> HeaderMapLimits {
+        HeaderMapLimits {
+            max_bytes: limits.max_bytes.max(self.live as usize),
+            max_entries: limits.max_entries.max(self.entries.len()),
+        }
     }
 
     /// Number of entries (a repeated key counts once per value).
@@ -145,40 +348,100 @@ impl HeaderMap {
         self.position(key).is_some()
     }
 
-    /// Adds another entry (Envoy `addCopy`).
+    /// Adds another entry (Envoy `addCopy`). An entry that would take the
+    /// map past its 4 GiB of storage ([`MAX_STORAGE_BYTES`](Self::MAX_STORAGE_BYTES))
+    /// is dropped and logged (target `vessel::headers`); use
+    /// [`try_append`](Self::try_append) where that must be seen.
     pub fn append(&mut self, key: &[u8], value: &[u8]) {
-        let key = self.push_bytes(key, true);
-        let value = self.push_bytes(value, false);
-        self.entries.push(Entry { key, value });
+        if let Err(e) = self.try_append(key, value, HeaderMapLimits::UNLIMITED) {
+            dropped(key, &e);
+        }
+    }
+
+    /// Adds another entry (Envoy `addCopy`), unless the map would then hold
+    /// more than `limits` allow; a refused edit leaves the map as it was.
+    pub fn try_append(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        limits: HeaderMapLimits,
+    ) -> Result<(), HeaderMapFull> {
+        let bytes = (self.live as usize)
+            .saturating_add(key.len())
+            .saturating_add(value.len());
+        self.allowance(limits)
+            .check(bytes, self.entries.len().saturating_add(1))?;
+        let entry = self.push_entry(key, value)?;
+        self.entries.push(entry);
+        self.live = count(bytes);
+        Ok(())
     }
 
     /// Sets `key` to one value (Envoy `setCopy`): the first entry is updated in
-    /// place and later duplicates are removed; an absent key is appended.
+    /// place and later duplicates are removed; an absent key is appended. As
+    /// with [`append`](Self::append), an edit past 4 GiB of storage is
+    /// dropped and logged.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) {
-        let Some(first) = self.position(key) else {
-            self.append(key, value);
-            return;
-        };
-        let old = self.entries[first].value;
-        if value.len() <= old.1 as usize {
-            let start = old.0 as usize;
-            self.buf[start..start + value.len()].copy_from_slice(value);
-            self.garbage += old.1 as usize - value.len();
-            self.entries[first].value = (old.0, value.len() as u32);
-        } else {
-            self.garbage += old.1 as usize;
-            self.entries[first].value = self.push_bytes(value, false);
+        if let Err(e) = self.try_insert(key, value, HeaderMapLimits::UNLIMITED) {
+            dropped(key, &e);
         }
-        let mut i = first + 1;
-        while i < self.entries.len() {
-            if self.slice(self.entries[i].key).eq_ignore_ascii_case(key) {
-                let e = self.entries.remove(i);
-                self.garbage += (e.key.1 + e.value.1) as usize;
-            } else {
-                i += 1;
+    }
+
+    /// [`insert`](Self::insert), unless the map would then hold more than
+    /// `limits` allow; a refused edit leaves the map as it was.
+    pub fn try_insert(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        limits: HeaderMapLimits,
+    ) -> Result<(), HeaderMapFull> {
+        let Some(first) = self.position(key) else {
+            return self.try_append(key, value, limits);
+        };
+        // The first entry keeps its key and takes `value`; later ones go.
+        let (mut dup_bytes, mut dups) = (0usize, 0usize);
+        for e in &self.entries[first + 1..] {
+            if self.slice(e.key).eq_ignore_ascii_case(key) {
+                dup_bytes += e.bytes();
+                dups += 1;
             }
         }
+        let old_len = self.entries[first].value.len();
+        let bytes = (self.live as usize)
+            .saturating_sub(dup_bytes)
+            .saturating_sub(old_len)
+            .saturating_add(value.len());
+        self.allowance(limits)
+            .check(bytes, self.entries.len() - dups)?;
+        if value.len() <= old_len {
+            let old = self.entries[first].value;
+            let new = span(old.start as usize, value.len()).ok_or(HeaderMapFull::Bytes {
+                limit: Self::MAX_STORAGE_BYTES,
+                requested: bytes,
+            })?;
+            self.buf[new.range()].copy_from_slice(value);
+            self.garbage = count(self.garbage as usize + (old_len - value.len()));
+            self.entries[first].value = new;
+        } else {
+            // May compact, which moves every entry but keeps their order.
+            let new = self.push_value(value)?;
+            self.garbage = count(self.garbage as usize + old_len);
+            self.entries[first].value = new;
+        }
+        if dups > 0 {
+            let mut i = first + 1;
+            while i < self.entries.len() {
+                if self.slice(self.entries[i].key).eq_ignore_ascii_case(key) {
+                    let e = self.entries.remove(i);
+                    self.garbage = count(self.garbage as usize + e.bytes());
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        self.live = count(bytes);
         self.maybe_compact();
+        Ok(())
     }
 
     /// Removes every entry of `key`; returns how many were removed.
@@ -187,29 +450,49 @@ impl HeaderMap {
         let mut freed = 0;
         let buf = &self.buf;
         self.entries.retain(|e| {
-            let k = &buf[e.key.0 as usize..(e.key.0 + e.key.1) as usize];
-            let keep = !k.eq_ignore_ascii_case(key);
+            let keep = !buf[e.key.range()].eq_ignore_ascii_case(key);
             if !keep {
-                freed += (e.key.1 + e.value.1) as usize;
+                freed += e.bytes();
             }
             keep
         });
-        self.garbage += freed;
+        self.garbage = count(self.garbage as usize + freed);
+        self.live = count((self.live as usize).saturating_sub(freed));
         self.maybe_compact();
         before - self.entries.len()
     }
 
     fn maybe_compact(&mut self) {
-        if self.garbage < 1024 || self.garbage * 2 < self.buf.len() {
+        let garbage = self.garbage as usize;
+        if garbage < 1024 || garbage * 2 < self.buf.len() {
             return;
         }
-        let mut fresh = Self::with_capacity(self.entries.len());
-        for (k, v) in self.iter() {
-            let key = fresh.push_bytes(k, false);
-            let value = fresh.push_bytes(v, false);
-            fresh.entries.push(Entry { key, value });
+        self.compact();
+    }
+
+    /// Copies the live entries into a fresh buffer. Their bytes fit: they
+    /// are part of the present buffer.
+    fn compact(&mut self) {
+        let mut buf = Vec::with_capacity(self.live as usize);
+        let mut entries = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            let start = buf.len();
+            let spans = span(start, e.key.len()).zip(
+                start
+                    .checked_add(e.key.len())
+                    .and_then(|at| span(at, e.value.len())),
+            );
+            let Some((key, value)) = spans else {
+                // Unreachable (the live bytes fit in the old buffer); keep it.
+                return;
+            };
+            buf.extend_from_slice(&self.buf[e.key.range()]);
+            buf.extend_from_slice(&self.buf[e.value.range()]);
+            entries.push(Entry { key, value });
         }
-        *self = fresh;
+        self.buf = buf;
+        self.entries = entries;
+        self.garbage = 0;
     }
 
     /// Removes every entry.
@@ -217,15 +500,20 @@ impl HeaderMap {
         self.entries.clear();
         self.buf.clear();
         self.garbage = 0;
+        self.live = 0;
     }
 
     /// Sum of key and value bytes: Envoy's `HeaderMap::byteSize()`, which is
     /// what Envoy's `proxy_get_header_map_size` returns (ABI reference §4.3).
     pub fn byte_size(&self) -> usize {
-        self.entries
-            .iter()
-            .map(|e| (e.key.1 + e.value.1) as usize)
-            .sum()
+        self.live as usize
+    }
+
+    /// The host memory the map's entries account for: key and value bytes
+    /// plus the bookkeeping of each entry (used to bound what a guest
+    /// queues for the embedder).
+    pub(crate) fn footprint(&self) -> usize {
+        (self.live as usize).saturating_add(self.entries.len() * std::mem::size_of::<Entry>())
     }
 
     /// The size of the serialized pair map (0 for an empty map).
@@ -254,10 +542,31 @@ impl HeaderMap {
         }
     }
 
+    /// [`replace_with`](Self::replace_with), unless the new map would hold
+    /// more than `limits` allow (or more than the map holds now, if that is
+    /// larger); a refused edit leaves the map as it was.
+    pub fn try_replace_with<'a, I>(
+        &mut self,
+        pairs: I,
+        limits: HeaderMapLimits,
+    ) -> Result<(), HeaderMapFull>
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    {
+        *self = Self::try_from_pairs(pairs, self.allowance(limits))?;
+        Ok(())
+    }
+
     /// The entries as owned `(key, value)` pairs.
     pub fn to_pairs(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
     }
+}
+
+/// Reports an entry an infallible edit could not store.
+fn dropped(key: &[u8], e: &HeaderMapFull) {
+    let shown = String::from_utf8_lossy(&key[..key.len().min(64)]);
+    log::error!(target: "vessel::headers", "header `{shown}` dropped: {e}");
 }
 
 impl<K: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(K, V)> for HeaderMap {
@@ -277,6 +586,11 @@ mod tests {
             ("x", "1"),
             ("set-cookie", "b=2"),
         ])
+    }
+
+    /// The size kept up to date equals the sum over the entries.
+    fn recount(m: &HeaderMap) -> usize {
+        m.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
     #[test]
@@ -299,6 +613,7 @@ mod tests {
         assert_eq!(m.iter().nth(1).map(|(_, v)| v), Some(&b"c=3"[..]));
         m.insert(b"New", b"v");
         assert_eq!(m.iter().last(), Some((&b"new"[..], &b"v"[..])));
+        assert_eq!(m.byte_size(), recount(&m));
     }
 
     #[test]
@@ -311,6 +626,7 @@ mod tests {
             );
             m.append(b"tmp", b"12345678");
             m.remove(b"tmp");
+            assert_eq!(m.byte_size(), recount(&m));
         }
         assert_eq!(m.len(), 1);
         assert_eq!(m.get(b"k"), Some(&b"value-1999-xxxx"[..]));
@@ -324,8 +640,110 @@ mod tests {
         assert_eq!(m.remove(b"SET-cookie"), 2);
         assert_eq!(m.remove(b"absent"), 0);
         assert_eq!(m.len(), 2);
+        assert_eq!(m.byte_size(), recount(&m));
         let encoded = m.encode();
         assert_eq!(encoded.len(), m.encoded_len());
         assert_eq!(HeaderMap::new().encoded_len(), 0);
+        m.clear();
+        assert_eq!(m.byte_size(), 0);
+    }
+
+    /// Regression (issue 9): offsets were truncated with `as u32`, so a map
+    /// past 4 GiB wrapped its offsets and read the wrong bytes. Every span
+    /// is now checked; this tests the arithmetic without allocating 4 GiB.
+    #[test]
+    fn offsets_past_4_gib_are_refused_not_wrapped() {
+        let max = u32::MAX as usize;
+        assert_eq!(span(0, 5), Some(Span { start: 0, len: 5 }));
+        assert_eq!(
+            span(max - 5, 5),
+            Some(Span {
+                start: u32::MAX - 5,
+                len: 5
+            })
+        );
+        // One byte past the last addressable offset.
+        assert_eq!(span(max - 5, 6), None);
+        // The old code turned start 4 GiB into offset 0.
+        assert_eq!(span(max + 1, 5), None);
+        assert_eq!(span(0, max + 1), None);
+        assert_eq!(span(usize::MAX, 1), None, "start + len overflows usize");
+        assert_eq!(span(1, usize::MAX), None);
+        assert!(storage_fits(max - 10, 10));
+        assert!(!storage_fits(max - 10, 11));
+        assert!(!storage_fits(usize::MAX, 1));
+        let s = Span {
+            start: u32::MAX - 5,
+            len: 5,
+        };
+        assert_eq!(s.range(), max - 5..max);
+    }
+
+    #[test]
+    fn limits_refuse_growth_and_leave_the_map_unchanged() {
+        let limits = HeaderMapLimits {
+            max_bytes: 20,
+            max_entries: 3,
+        };
+        let mut m = HeaderMap::new();
+        m.try_append(b"a", b"123456789", limits).expect("10 bytes");
+        m.try_append(b"b", b"123456789", limits).expect("20 bytes");
+        let before = m.clone();
+        assert_eq!(
+            m.try_append(b"c", b"", limits),
+            Err(HeaderMapFull::Bytes {
+                limit: 20,
+                requested: 21
+            })
+        );
+        assert_eq!(m, before);
+        assert_eq!(
+            m.try_insert(b"a", b"1234567890", limits),
+            Err(HeaderMapFull::Bytes {
+                limit: 20,
+                requested: 21
+            })
+        );
+        assert_eq!(m, before);
+        // Shrinking and same-size edits pass.
+        m.try_insert(b"a", b"1", limits).expect("smaller");
+        m.try_append(b"", b"", limits)
+            .expect("a third, empty entry");
+        assert_eq!(
+            m.try_append(b"", b"", limits),
+            Err(HeaderMapFull::Entries {
+                limit: 3,
+                requested: 4
+            })
+        );
+        assert_eq!(m.byte_size(), recount(&m));
+        // A whole new map over the limit is refused, the old one kept.
+        let big = [(&b"k"[..], &[b'v'; 40][..])];
+        let kept = m.clone();
+        assert!(m.try_replace_with(big, limits).is_err());
+        assert_eq!(m, kept);
+        assert!(HeaderMap::try_from_pairs(big, limits).is_err());
+        assert!(HeaderMap::try_from_pairs(big, HeaderMapLimits::UNLIMITED).is_ok());
+    }
+
+    #[test]
+    fn a_map_already_past_the_limit_may_shrink_but_not_grow() {
+        // An embedder's map may be larger than what a guest may build.
+        let mut m = HeaderMap::from_pairs([("big", "x".repeat(100)), ("y", "1".into())]);
+        let limits = HeaderMapLimits {
+            max_bytes: 10,
+            max_entries: 1,
+        };
+        assert!(m.try_append(b"z", b"", limits).is_err());
+        assert!(m.try_insert(b"y", b"12", limits).is_err());
+        m.try_insert(b"y", b"", limits).expect("no growth");
+        // Writing the same pairs back (get_pairs, then set_pairs) passes.
+        let same = m.to_pairs();
+        m.try_replace_with(
+            same.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            limits,
+        )
+        .expect("same size");
+        assert_eq!(m.len(), 2);
     }
 }

@@ -31,8 +31,10 @@
 //! ```
 //!
 //! Every VM runs under its plugin's [`Limits`] (memory, CPU time per
-//! callback, contexts, log volume, callouts); a guest that hits one fails
-//! its own VM with a typed [`LimitExceeded`], and the others carry on.
+//! callback, contexts, log volume, callouts, and everything a guest can
+//! make the host hold: header maps, bodies, properties, queued effects,
+//! metrics); a guest that hits one gets an error status its SDKs accept or
+//! fails its own VM with a typed [`LimitExceeded`], and the others carry on.
 //! `docs/operations.md` lists every default and knob.
 //!
 //! [proxy-wasm ABI]: https://github.com/proxy-wasm/spec
@@ -75,7 +77,7 @@ pub use embedder::{
 pub use engine::{Engine, EngineConfig, PoolingConfig};
 pub use env::{HostEnv, HostEnvBuilder};
 pub use error::{LoadError, TrapError, TrapKind, VmError};
-pub use headers::HeaderMap;
+pub use headers::{HeaderMap, HeaderMapFull, HeaderMapLimits};
 pub use ids::{CalloutKind, ContextId, GuestPtr, MetricId, QueueToken, Token, VmInstanceId};
 pub use limits::{LimitExceeded, Limits};
 pub use plugin::{Plugin, PluginConfig};

@@ -13,10 +13,25 @@
 //! | live contexts per VM | [`Limits::max_contexts`] | [`Limits::DEFAULT_MAX_CONTEXTS`] | creating a stream fails with [`VmError::TooManyContexts`](crate::VmError::TooManyContexts); the VM carries on |
 //! | guest log bytes per callback | [`Limits::max_log_bytes_per_callback`] | [`Limits::DEFAULT_MAX_LOG_BYTES_PER_CALLBACK`] (1 MiB) | lines past the budget are **dropped whole** (`proxy_log` still returns OK) and counted ([`Vm::dropped_log_lines`](crate::Vm::dropped_log_lines)) |
 //! | callouts in flight per VM | [`Limits::max_callouts_in_flight`] | [`Limits::DEFAULT_MAX_CALLOUTS_IN_FLIGHT`] | `proxy_http_call` / `proxy_grpc_call` / `proxy_grpc_stream` / `proxy_redis_call` return INTERNAL_FAILURE |
+//! | key and value bytes of one header map a guest edits or builds | [`Limits::max_header_map_bytes`] | [`Limits::DEFAULT_MAX_HEADER_MAP_BYTES`] (8 MiB) | the VM fails with [`LimitExceeded::HeaderMapBytes`] (add, replace, set pairs, local reply headers); a callout whose headers, trailers or metadata are over it is refused with its call's error status |
+//! | entries of one header map | [`Limits::max_header_map_entries`] | [`Limits::DEFAULT_MAX_HEADER_MAP_ENTRIES`] (10,000) | the same, with [`LimitExceeded::HeaderMapEntries`] |
+//! | body bytes one filter holds per stream direction | [`Limits::max_body_bytes`] | [`Limits::DEFAULT_MAX_BODY_BYTES`] (64 MiB) | `proxy_set_buffer_bytes` past it fails the VM ([`LimitExceeded::BodyBytes`]); body data the embedder delivers past it is refused with [`VmError::StreamLimit`](crate::VmError::StreamLimit), and the VM carries on |
+//! | bytes of properties a guest sets on one stream | [`Limits::max_property_bytes`] | [`Limits::DEFAULT_MAX_PROPERTY_BYTES`] (8 MiB) | the VM fails with [`LimitExceeded::PropertyBytes`] |
+//! | bytes queued for the embedder and held by callouts in flight | [`Limits::max_effect_bytes`] | [`Limits::DEFAULT_MAX_EFFECT_BYTES`] (256 MiB) | a callout or gRPC message is refused with its call's error status; a hostcall whose SDKs accept only OK fails the VM with [`LimitExceeded::EffectBytes`] |
+//! | metrics a VM defines | [`Limits::max_metrics`] | [`Limits::DEFAULT_MAX_METRICS`] (10,000) | the VM fails with [`LimitExceeded::Metrics`] |
+//! | bytes of one metric name | [`Limits::max_metric_name_bytes`] | [`Limits::DEFAULT_MAX_METRIC_NAME_BYTES`] (16 KiB) | the VM fails with [`LimitExceeded::MetricName`] |
+//!
+//! A guest's hostcall past a limit either returns an error status (only
+//! where the SDKs accept one for that call: ABI reference §11.20) and the
+//! host logs the [`LimitExceeded`] once per callback on the `log` facade
+//! (target `vessel::limits`), or fails the VM with
+//! [`TrapKind::Limit`](crate::TrapKind::Limit). It is never a panic of the
+//! host and never unbounded host memory.
 //!
 //! Shared data and queues are process-wide, so their caps live on the
 //! [`HostEnv`](crate::HostEnv): [`SharedDataLimits`](crate::shared::data::SharedDataLimits)
-//! and [`SharedQueues::DEFAULT_MAX_LEN`](crate::shared::queues::SharedQueues::DEFAULT_MAX_LEN).
+//! and [`SharedQueueLimits`](crate::shared::queues::SharedQueueLimits)
+//! (items and bytes per queue, queues per vm_id, name length).
 
 use std::fmt;
 use std::time::Duration;
@@ -59,6 +74,38 @@ pub struct Limits {
     /// Largest number of HTTP and gRPC callouts in flight in one VM.
     /// Default: [`Limits::DEFAULT_MAX_CALLOUTS_IN_FLIGHT`].
     pub max_callouts_in_flight: usize,
+    /// Largest sum of key and value bytes (Envoy's `byteSize()`) a guest
+    /// may grow one header, trailer or metadata map to: a stream's maps
+    /// (add, replace, set pairs) and the maps it builds for callouts and
+    /// local replies. A map the embedder handed over larger than this may
+    /// shrink but not grow. Default: [`Limits::DEFAULT_MAX_HEADER_MAP_BYTES`].
+    pub max_header_map_bytes: usize,
+    /// Largest number of entries in such a map. Default:
+    /// [`Limits::DEFAULT_MAX_HEADER_MAP_ENTRIES`].
+    pub max_header_map_entries: usize,
+    /// Largest request or response body one filter holds for one stream:
+    /// what it buffers (body callbacks, [`Vm::append_body`](crate::Vm::append_body))
+    /// and what it writes with `proxy_set_buffer_bytes`. The embedder's own
+    /// buffer limit (Envoy's 413/500) usually stops a stream first.
+    /// Default: [`Limits::DEFAULT_MAX_BODY_BYTES`].
+    pub max_body_bytes: usize,
+    /// Largest sum of path and value bytes of the properties a guest sets
+    /// on one stream (`proxy_set_property`). Default:
+    /// [`Limits::DEFAULT_MAX_PROPERTY_BYTES`].
+    pub max_property_bytes: usize,
+    /// Largest number of bytes a VM holds in the host for its embedder:
+    /// the effects it queued that the embedder has not taken yet
+    /// ([`Vm::drain_effects`](crate::Vm::drain_effects)): local replies,
+    /// gRPC messages, stream controls), plus the requests of its callouts
+    /// in flight (HTTP, gRPC, Redis), which count until the callout ends.
+    /// Default: [`Limits::DEFAULT_MAX_EFFECT_BYTES`].
+    pub max_effect_bytes: usize,
+    /// Largest number of metrics one VM defines. Default:
+    /// [`Limits::DEFAULT_MAX_METRICS`].
+    pub max_metrics: usize,
+    /// Largest metric name, in bytes. Default:
+    /// [`Limits::DEFAULT_MAX_METRIC_NAME_BYTES`].
+    pub max_metric_name_bytes: usize,
 }
 
 impl Limits {
@@ -74,6 +121,33 @@ impl Limits {
     pub const DEFAULT_MAX_LOG_BYTES_PER_CALLBACK: usize = 1 << 20;
     /// 10,000 callouts in flight per VM.
     pub const DEFAULT_MAX_CALLOUTS_IN_FLIGHT: usize = 10_000;
+    /// 8 MiB: Envoy's largest `max_request_headers_kb` (8192 KiB). No
+    /// peer of an Envoy accepts a larger map, so no filter needs one.
+    pub const DEFAULT_MAX_HEADER_MAP_BYTES: usize = 8 << 20;
+    /// 10,000 entries: 100 times Envoy's default `max_headers_count`.
+    pub const DEFAULT_MAX_HEADER_MAP_ENTRIES: usize = 10_000;
+    /// 64 MiB: twice the largest request body the big LLM APIs accept
+    /// (about 32 MB), and far above Envoy's default HTTP/1 buffer limit
+    /// (1 MiB).
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
+    /// 8 MiB of guest-set properties per stream.
+    pub const DEFAULT_MAX_PROPERTY_BYTES: usize = 8 << 20;
+    /// 256 MiB: room for a few callouts that each carry a whole buffered
+    /// body ([`Limits::DEFAULT_MAX_BODY_BYTES`]).
+    pub const DEFAULT_MAX_EFFECT_BYTES: usize = 256 << 20;
+    /// 10,000 metrics per VM.
+    pub const DEFAULT_MAX_METRICS: usize = 10_000;
+    /// 16 KiB per metric name (Istio-style names that carry their tags
+    /// stay below 1 KiB).
+    pub const DEFAULT_MAX_METRIC_NAME_BYTES: usize = 16 << 10;
+
+    /// The header-map limits a guest's edits keep to.
+    pub fn header_map(&self) -> crate::HeaderMapLimits {
+        crate::HeaderMapLimits {
+            max_bytes: self.max_header_map_bytes,
+            max_entries: self.max_header_map_entries,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -86,11 +160,20 @@ impl Default for Limits {
             max_contexts: Self::DEFAULT_MAX_CONTEXTS,
             max_log_bytes_per_callback: Self::DEFAULT_MAX_LOG_BYTES_PER_CALLBACK,
             max_callouts_in_flight: Self::DEFAULT_MAX_CALLOUTS_IN_FLIGHT,
+            max_header_map_bytes: Self::DEFAULT_MAX_HEADER_MAP_BYTES,
+            max_header_map_entries: Self::DEFAULT_MAX_HEADER_MAP_ENTRIES,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            max_property_bytes: Self::DEFAULT_MAX_PROPERTY_BYTES,
+            max_effect_bytes: Self::DEFAULT_MAX_EFFECT_BYTES,
+            max_metrics: Self::DEFAULT_MAX_METRICS,
+            max_metric_name_bytes: Self::DEFAULT_MAX_METRIC_NAME_BYTES,
         }
     }
 }
 
-/// A limit a guest hit, which failed its VM.
+/// A limit a guest hit. Most fail its VM ([`TrapKind::Limit`](crate::TrapKind::Limit));
+/// [`LimitExceeded::BodyBytes`] from data the embedder delivers fails only
+/// that call ([`VmError::StreamLimit`](crate::VmError::StreamLimit)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitExceeded {
     /// The guest asked for more linear memory than [`Limits::memory_bytes`].
@@ -121,6 +204,77 @@ pub enum LimitExceeded {
         /// The stack size in bytes.
         max_bytes: usize,
     },
+    /// A header map would hold more key and value bytes than
+    /// [`Limits::max_header_map_bytes`].
+    HeaderMapBytes {
+        /// Which map (`request headers`, `http_call headers`, ...).
+        map: &'static str,
+        /// The limit in bytes.
+        limit_bytes: usize,
+        /// The size the edit would have given the map.
+        requested_bytes: usize,
+    },
+    /// A header map would hold more entries than
+    /// [`Limits::max_header_map_entries`].
+    HeaderMapEntries {
+        /// Which map.
+        map: &'static str,
+        /// The limit.
+        limit: usize,
+        /// The entry count the edit would have given the map.
+        requested: usize,
+    },
+    /// A body would grow past [`Limits::max_body_bytes`].
+    BodyBytes {
+        /// Which body (`request body` or `response body`).
+        body: &'static str,
+        /// The limit in bytes.
+        limit_bytes: usize,
+        /// The size the body would have had.
+        requested_bytes: usize,
+    },
+    /// The properties set on a stream would pass
+    /// [`Limits::max_property_bytes`].
+    PropertyBytes {
+        /// The limit in bytes.
+        limit_bytes: usize,
+        /// The size they would have had.
+        requested_bytes: usize,
+    },
+    /// What the VM holds for its embedder would pass
+    /// [`Limits::max_effect_bytes`].
+    EffectBytes {
+        /// The limit in bytes.
+        limit_bytes: usize,
+        /// What the VM would have held.
+        requested_bytes: usize,
+    },
+    /// The VM would define more than [`Limits::max_metrics`] metrics.
+    Metrics {
+        /// The limit.
+        limit: usize,
+    },
+    /// A metric name is longer than [`Limits::max_metric_name_bytes`].
+    MetricName {
+        /// The limit in bytes.
+        limit_bytes: usize,
+        /// The name's length.
+        requested_bytes: usize,
+    },
+    /// The vm_id would register more shared queues than
+    /// [`SharedQueueLimits::max_queues_per_vm_id`](crate::shared::queues::SharedQueueLimits::max_queues_per_vm_id).
+    SharedQueues {
+        /// The limit.
+        limit: usize,
+    },
+    /// A shared-queue name is longer than
+    /// [`SharedQueueLimits::max_name_bytes`](crate::shared::queues::SharedQueueLimits::max_name_bytes).
+    SharedQueueName {
+        /// The limit in bytes.
+        limit_bytes: usize,
+        /// The name's length.
+        requested_bytes: usize,
+    },
 }
 
 impl LimitExceeded {
@@ -132,6 +286,31 @@ impl LimitExceeded {
             Self::StartupTimeout { .. } => "Limits::startup_timeout",
             Self::Fuel { .. } => "Limits::fuel_per_callback",
             Self::WasmStack { .. } => "EngineConfig::max_wasm_stack",
+            Self::HeaderMapBytes { .. } => "Limits::max_header_map_bytes",
+            Self::HeaderMapEntries { .. } => "Limits::max_header_map_entries",
+            Self::BodyBytes { .. } => "Limits::max_body_bytes",
+            Self::PropertyBytes { .. } => "Limits::max_property_bytes",
+            Self::EffectBytes { .. } => "Limits::max_effect_bytes",
+            Self::Metrics { .. } => "Limits::max_metrics",
+            Self::MetricName { .. } => "Limits::max_metric_name_bytes",
+            Self::SharedQueues { .. } => "SharedQueueLimits::max_queues_per_vm_id",
+            Self::SharedQueueName { .. } => "SharedQueueLimits::max_name_bytes",
+        }
+    }
+
+    /// The limit a header-map edit of `map` ran into.
+    pub(crate) fn header_map(map: &'static str, full: crate::HeaderMapFull) -> Self {
+        match full {
+            crate::HeaderMapFull::Bytes { limit, requested } => Self::HeaderMapBytes {
+                map,
+                limit_bytes: limit,
+                requested_bytes: requested,
+            },
+            crate::HeaderMapFull::Entries { limit, requested } => Self::HeaderMapEntries {
+                map,
+                limit,
+                requested,
+            },
         }
     }
 }
@@ -167,9 +346,80 @@ impl fmt::Display for LimitExceeded {
                 "wasm stack limit exceeded: the guest overflowed its {max_bytes}-byte stack ({})",
                 self.knob()
             ),
+            Self::HeaderMapBytes {
+                map,
+                limit_bytes,
+                requested_bytes,
+            } => write!(
+                f,
+                "header map limit exceeded: the {map} would hold {requested_bytes} bytes of keys and values, the limit is {limit_bytes} bytes ({})",
+                self.knob()
+            ),
+            Self::HeaderMapEntries {
+                map,
+                limit,
+                requested,
+            } => write!(
+                f,
+                "header map limit exceeded: the {map} would hold {requested} entries, the limit is {limit} ({})",
+                self.knob()
+            ),
+            Self::BodyBytes {
+                body,
+                limit_bytes,
+                requested_bytes,
+            } => write!(
+                f,
+                "body limit exceeded: the {body} would hold {requested_bytes} bytes, the limit is {limit_bytes} bytes ({})",
+                self.knob()
+            ),
+            Self::PropertyBytes {
+                limit_bytes,
+                requested_bytes,
+            } => write!(
+                f,
+                "property limit exceeded: the stream's properties would hold {requested_bytes} bytes, the limit is {limit_bytes} bytes ({})",
+                self.knob()
+            ),
+            Self::EffectBytes {
+                limit_bytes,
+                requested_bytes,
+            } => write!(
+                f,
+                "effect limit exceeded: the VM would hold {requested_bytes} bytes of queued effects and callouts in flight, the limit is {limit_bytes} bytes ({})",
+                self.knob()
+            ),
+            Self::Metrics { limit } => write!(
+                f,
+                "metric limit exceeded: the VM would define more than {limit} metrics ({})",
+                self.knob()
+            ),
+            Self::MetricName {
+                limit_bytes,
+                requested_bytes,
+            } => write!(
+                f,
+                "metric limit exceeded: a metric name of {requested_bytes} bytes is longer than {limit_bytes} bytes ({})",
+                self.knob()
+            ),
+            Self::SharedQueues { limit } => write!(
+                f,
+                "shared queue limit exceeded: the vm_id would have more than {limit} queues ({})",
+                self.knob()
+            ),
+            Self::SharedQueueName {
+                limit_bytes,
+                requested_bytes,
+            } => write!(
+                f,
+                "shared queue limit exceeded: a queue name of {requested_bytes} bytes is longer than {limit_bytes} bytes ({})",
+                self.knob()
+            ),
         }
     }
 }
+
+impl std::error::Error for LimitExceeded {}
 
 /// The store's resource limits: one instance, one memory, a memory cap.
 /// [`HostState`] is the store's `ResourceLimiter`: it asks this and records
@@ -274,5 +524,53 @@ mod tests {
             requested_bytes: 20,
         };
         assert!(e.to_string().contains("Limits::memory_bytes"));
+        let guest_limits = [
+            LimitExceeded::header_map(
+                "request headers",
+                crate::HeaderMapFull::Bytes {
+                    limit: 1,
+                    requested: 2,
+                },
+            ),
+            LimitExceeded::header_map(
+                "request headers",
+                crate::HeaderMapFull::Entries {
+                    limit: 1,
+                    requested: 2,
+                },
+            ),
+            LimitExceeded::BodyBytes {
+                body: "request body",
+                limit_bytes: 1,
+                requested_bytes: 2,
+            },
+            LimitExceeded::PropertyBytes {
+                limit_bytes: 1,
+                requested_bytes: 2,
+            },
+            LimitExceeded::EffectBytes {
+                limit_bytes: 1,
+                requested_bytes: 2,
+            },
+            LimitExceeded::Metrics { limit: 1 },
+            LimitExceeded::MetricName {
+                limit_bytes: 1,
+                requested_bytes: 2,
+            },
+            LimitExceeded::SharedQueues { limit: 1 },
+            LimitExceeded::SharedQueueName {
+                limit_bytes: 1,
+                requested_bytes: 2,
+            },
+        ];
+        let mut knobs = std::collections::HashSet::new();
+        for e in guest_limits {
+            let text = e.to_string();
+            assert!(text.contains(e.knob()), "{text}");
+            assert!(knobs.insert(e.knob()), "one knob per limit: {}", e.knob());
+        }
+        let defaults = Limits::default();
+        assert_eq!(defaults.header_map().max_bytes, 8 << 20);
+        assert_eq!(defaults.header_map().max_entries, 10_000);
     }
 }

@@ -34,6 +34,14 @@ impl From<wasmtime::Error> for Fail {
     }
 }
 
+/// A limit a hostcall cannot report with a status the SDKs accept: it
+/// stops the guest, and the VM fails with [`TrapKind::Limit`](crate::TrapKind::Limit).
+impl From<crate::limits::LimitExceeded> for Fail {
+    fn from(limit: crate::limits::LimitExceeded) -> Self {
+        Self::Trap(wasmtime::Error::new(limit))
+    }
+}
+
 /// The result of a hostcall body.
 pub(crate) type HostResult<T = ()> = Result<T, Fail>;
 

@@ -88,6 +88,35 @@ pub struct PropertyMap {
     values: HashMap<Vec<u8>, Vec<u8>>,
     source: Option<PropertySource>,
     filter_state: Option<FilterState>,
+    /// What the inserted values account for ([`entry_bytes`]).
+    bytes: usize,
+}
+
+/// Bookkeeping each stored property counts besides its path and value (a
+/// map entry and two vectors), so that many tiny properties are bounded
+/// too ([`Limits::max_property_bytes`](crate::Limits::max_property_bytes)).
+pub const PROPERTY_ENTRY_OVERHEAD: usize = 64;
+
+/// What one stored property accounts for.
+fn entry_bytes(path_len: usize, value_len: usize) -> usize {
+    path_len
+        .saturating_add(value_len)
+        .saturating_add(PROPERTY_ENTRY_OVERHEAD)
+}
+
+/// `bytes` after `path` is set to a value of `value_len` bytes in `values`.
+fn bytes_after(
+    values: &HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+    path: &[u8],
+    value_len: usize,
+) -> usize {
+    let old = values
+        .get(path)
+        .map_or(0, |v| entry_bytes(path.len(), v.len()));
+    bytes
+        .saturating_sub(old)
+        .saturating_add(entry_bytes(path.len(), value_len))
 }
 
 /// Per-stream filter state, shared by the filters of one stream (each in
@@ -98,13 +127,20 @@ pub struct PropertyMap {
 /// context of a stream the same one.
 #[derive(Clone, Default)]
 pub struct FilterState {
-    inner: Arc<std::sync::Mutex<HashMap<Vec<u8>, Vec<u8>>>>,
+    inner: Arc<std::sync::Mutex<StateInner>>,
+}
+
+#[derive(Default)]
+struct StateInner {
+    values: HashMap<Vec<u8>, Vec<u8>>,
+    /// What the values account for ([`entry_bytes`]).
+    bytes: usize,
 }
 
 impl std::fmt::Debug for FilterState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FilterState")
-            .field("entries", &self.lock().len())
+            .field("entries", &self.lock().values.len())
             .finish()
     }
 }
@@ -115,7 +151,7 @@ impl FilterState {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<u8>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StateInner> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -123,22 +159,30 @@ impl FilterState {
 
     /// The value at an encoded path (segments joined by NUL).
     pub fn get(&self, path: &[u8]) -> Option<Vec<u8>> {
-        self.lock().get(path).cloned()
+        self.lock().values.get(path).cloned()
     }
 
     /// Sets the value at an encoded path.
     pub fn set(&self, path: Vec<u8>, value: Vec<u8>) {
-        self.lock().insert(path, value);
+        let mut inner = self.lock();
+        inner.bytes = bytes_after(&inner.values, inner.bytes, &path, value.len());
+        inner.values.insert(path, value);
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values.len()
     }
 
     /// True if empty.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().values.is_empty()
+    }
+
+    /// What the values account for: paths, values and
+    /// [`PROPERTY_ENTRY_OVERHEAD`] per entry.
+    pub fn byte_size(&self) -> usize {
+        self.lock().bytes
     }
 
     /// True if both handles share one state.
@@ -182,13 +226,38 @@ impl PropertyMap {
 
     /// Sets the value at a dotted path (`"source.address"`).
     pub fn insert_dotted(&mut self, dotted: &str, value: impl Into<PropertyValue>) {
-        self.values
-            .insert(vessel_abi::path_from_dotted(dotted), value.into().encode());
+        self.insert_raw(vessel_abi::path_from_dotted(dotted), value.into().encode());
     }
 
     /// Sets encoded bytes at an encoded path.
     pub fn insert_raw(&mut self, path: Vec<u8>, value: Vec<u8>) {
+        self.bytes = bytes_after(&self.values, self.bytes, &path, value.len());
         self.values.insert(path, value);
+    }
+
+    /// What the inserted values account for: paths, values and
+    /// [`PROPERTY_ENTRY_OVERHEAD`] per entry (the source's are not counted).
+    pub fn byte_size(&self) -> usize {
+        self.bytes
+    }
+
+    /// Where [`set_by_guest`](Self::set_by_guest) of a value of `value_len`
+    /// bytes at `path` would store it, as `(bytes before, bytes after)`
+    /// of that store: the filter state if one is attached, else this map.
+    pub fn guest_set_bytes(&self, path: &[u8], value_len: usize) -> (usize, usize) {
+        match &self.filter_state {
+            Some(state) => {
+                let inner = state.lock();
+                (
+                    inner.bytes,
+                    bytes_after(&inner.values, inner.bytes, path, value_len),
+                )
+            }
+            None => (
+                self.bytes,
+                bytes_after(&self.values, self.bytes, path, value_len),
+            ),
+        }
     }
 
     /// Attaches a stream's shared [`FilterState`]: from then on
@@ -210,12 +279,14 @@ impl PropertyMap {
         match &self.filter_state {
             Some(state) => {
                 // A later local value would shadow the shared one.
-                self.values.remove(&path);
+                if let Some(old) = self.values.remove(&path) {
+                    self.bytes = self
+                        .bytes
+                        .saturating_sub(entry_bytes(path.len(), old.len()));
+                }
                 state.set(path, value);
             }
-            None => {
-                self.values.insert(path, value);
-            }
+            None => self.insert_raw(path, value),
         }
     }
 
@@ -226,6 +297,7 @@ impl PropertyMap {
             values: HashMap::new(),
             source: Some(Arc::new(source)),
             filter_state: None,
+            bytes: 0,
         }
     }
 
@@ -274,6 +346,29 @@ mod tests {
         let mut m = PropertyMap::new();
         m.insert_dotted("source.port", 80i64);
         assert_eq!(m.get(b"source\0port"), Some(&80i64.to_le_bytes()[..]));
+    }
+
+    #[test]
+    fn byte_size_counts_each_property_once_with_its_overhead() {
+        let e = |path: usize, value: usize| path + value + PROPERTY_ENTRY_OVERHEAD;
+        let mut m = PropertyMap::new();
+        m.insert_raw(b"a\0b".to_vec(), b"12345".to_vec());
+        assert_eq!(m.byte_size(), e(3, 5));
+        assert_eq!(m.guest_set_bytes(b"a\0b", 1), (e(3, 5), e(3, 1)));
+        assert_eq!(m.guest_set_bytes(b"c", 1), (e(3, 5), e(3, 5) + e(1, 1)));
+        m.set_by_guest(b"a\0b".to_vec(), b"1".to_vec());
+        assert_eq!(m.byte_size(), e(3, 1));
+        m.insert_dotted("c", "xy");
+        assert_eq!(m.byte_size(), e(3, 1) + e(1, 2));
+        // With a filter state attached, guest values count there.
+        let state = FilterState::new();
+        m.set_filter_state(state.clone());
+        assert_eq!(m.guest_set_bytes(b"c", 4), (0, e(1, 4)));
+        m.set_by_guest(b"c".to_vec(), b"wxyz".to_vec());
+        assert_eq!(state.byte_size(), e(1, 4));
+        assert_eq!(m.byte_size(), e(3, 1), "the shadowing local value went");
+        state.set(b"c".to_vec(), b"".to_vec());
+        assert_eq!(state.byte_size(), e(1, 0));
     }
 
     #[test]

@@ -19,8 +19,8 @@ use wasmtime::{Memory, TypedFunc};
 use crate::effects::Effect;
 use crate::env::HostEnv;
 use crate::headers::HeaderMap;
-use crate::ids::{CalloutKind, ContextId, VmInstanceId};
-use crate::limits::VmLimiter;
+use crate::ids::{CalloutKind, ContextId, Token, VmInstanceId};
+use crate::limits::{LimitExceeded, VmLimiter};
 use crate::plugin::PluginShared;
 use crate::properties::PropertyMap;
 use crate::shared::metrics::Metric;
@@ -305,6 +305,9 @@ pub(crate) struct Callout {
     /// gRPC stream: `proxy_on_grpc_close` was delivered. As in Envoy, the
     /// token stays valid until the guest closes it too.
     pub(crate) remote_closed: bool,
+    /// Bytes of its request, held against `Limits::max_effect_bytes`
+    /// until the callout ends (set by [`HostState::start_callout`]).
+    pub(crate) bytes: usize,
 }
 
 /// What one guest callback sees and leaves behind. [`Vm`](crate::Vm)
@@ -331,6 +334,8 @@ pub(crate) struct Frame {
     /// during instantiation): `(limit, requested)`, so that a following
     /// trap can name the limit.
     pub(crate) memory_refused: Option<(usize, usize)>,
+    /// A refusal for a limit was logged during this callback.
+    pub(crate) limit_logged: bool,
 }
 
 impl Frame {
@@ -347,6 +352,7 @@ impl Frame {
             log_bytes: 0,
             log_dropped: false,
             memory_refused: None,
+            limit_logged: false,
         }
     }
 }
@@ -436,6 +442,12 @@ pub(crate) struct HostState {
     pub(crate) log: LogStats,
     /// Calls of hostcalls the plugin's capabilities do not allow.
     pub(crate) denied_calls: u64,
+    /// Bytes of the effects queued since the embedder last took them.
+    pub(crate) effect_bytes: usize,
+    /// Bytes of the requests of the callouts in flight.
+    pub(crate) callout_bytes: usize,
+    /// Hostcalls refused with an error status because of a limit.
+    pub(crate) limit_refusals: u64,
 }
 
 impl HostState {
@@ -464,7 +476,90 @@ impl HostState {
             done_requested: Vec::new(),
             log: LogStats::default(),
             denied_calls: 0,
+            effect_bytes: 0,
+            callout_bytes: 0,
+            limit_refusals: 0,
         }
+    }
+
+    /// What the VM holds for its embedder: queued effects and the requests
+    /// of callouts in flight (`Limits::max_effect_bytes`).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.effect_bytes.saturating_add(self.callout_bytes)
+    }
+
+    /// `Err` if `extra` more held bytes would pass `Limits::max_effect_bytes`.
+    pub(crate) fn effect_room(&self, extra: usize) -> Result<(), LimitExceeded> {
+        let limit = self.plugin.config.limits.max_effect_bytes;
+        let after = self.held_bytes().saturating_add(extra);
+        if after > limit {
+            return Err(LimitExceeded::EffectBytes {
+                limit_bytes: limit,
+                requested_bytes: after,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues an effect for the embedder; its bytes count until the
+    /// embedder takes the effects.
+    pub(crate) fn queue_effect(&mut self, effect: Effect) -> Result<(), LimitExceeded> {
+        let bytes = effect.held_bytes();
+        self.effect_room(bytes)?;
+        self.effect_bytes += bytes;
+        self.effects.push(effect);
+        Ok(())
+    }
+
+    /// Records a callout in flight and queues the effect that starts it;
+    /// its request's bytes count until [`end_callout`](Self::end_callout).
+    pub(crate) fn start_callout(
+        &mut self,
+        token: Token,
+        mut callout: Callout,
+        effect: Effect,
+    ) -> Result<(), LimitExceeded> {
+        let bytes = effect.held_bytes();
+        self.effect_room(bytes)?;
+        callout.bytes = bytes;
+        self.callout_bytes += bytes;
+        self.callouts.in_flight.insert(token.0, callout);
+        self.effects.push(effect);
+        Ok(())
+    }
+
+    /// Recomputes [`effect_bytes`](Self::effect_bytes) from the queue, after
+    /// some effects were taken out of it (callout starts count in
+    /// `callout_bytes` instead).
+    pub(crate) fn recount_effects(&mut self) {
+        self.effect_bytes = self
+            .effects
+            .iter()
+            .filter(|e| !e.starts_callout())
+            .map(Effect::held_bytes)
+            .sum();
+    }
+
+    /// Forgets a callout that ended and releases its bytes.
+    pub(crate) fn end_callout(&mut self, token: Token) -> Option<Callout> {
+        let call = self.callouts.in_flight.remove(&token.0)?;
+        self.callout_bytes = self.callout_bytes.saturating_sub(call.bytes);
+        Some(call)
+    }
+
+    /// A hostcall refused because of `limit`, with an error status the
+    /// SDKs accept for it: counted, and logged once per callback.
+    pub(crate) fn refuse(&mut self, limit: &LimitExceeded, status: Status) -> Status {
+        self.limit_refusals += 1;
+        if !self.frame.limit_logged {
+            self.frame.limit_logged = true;
+            log::warn!(
+                target: "vessel::limits",
+                "plugin `{}`: a hostcall got {status:?}: {limit}",
+                self.plugin.config.name
+            );
+        }
+        status
     }
 
     /// Allocates the next context id, skipping 0 and live ids.
@@ -624,6 +719,7 @@ impl HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::effects::LocalResponse;
     use crate::plugin::PluginConfig;
     use vessel_abi::AbiVersion;
 
@@ -696,5 +792,90 @@ mod tests {
         assert!(h.response.body.is_none());
         assert!(!h.local_response_sent);
         assert_eq!(h.properties, PropertyMap::new());
+    }
+
+    fn state(max_effect_bytes: usize) -> HostState {
+        let config = PluginConfig {
+            limits: crate::Limits {
+                max_effect_bytes,
+                ..crate::Limits::default()
+            },
+            ..PluginConfig::named("t")
+        };
+        let plugin = Arc::new(PluginShared {
+            config,
+            abi: vessel_abi::AbiVersion::V0_2_1,
+        });
+        HostState::new(
+            plugin,
+            HostEnv::default(),
+            VmInstanceId(1),
+            VmLimiter::new(1 << 20),
+        )
+    }
+
+    fn reply(body: usize) -> Effect {
+        Effect::LocalResponse {
+            context: ContextId(2),
+            response: LocalResponse {
+                status: 200,
+                details: String::new(),
+                body: vec![0; body],
+                headers: HeaderMap::new(),
+                grpc_status: None,
+            },
+        }
+    }
+
+    #[test]
+    fn queued_effects_count_until_taken_and_refuse_past_the_limit() {
+        let one = reply(1000).held_bytes();
+        assert_eq!(one, 1000 + std::mem::size_of::<Effect>());
+        let mut st = state(2 * one + 10);
+        st.queue_effect(reply(1000)).expect("first");
+        st.queue_effect(reply(1000)).expect("second");
+        assert_eq!(st.held_bytes(), 2 * one);
+        assert_eq!(
+            st.queue_effect(reply(1000)),
+            Err(LimitExceeded::EffectBytes {
+                limit_bytes: 2 * one + 10,
+                requested_bytes: 3 * one
+            })
+        );
+        assert_eq!(st.effects.len(), 2, "the refused effect is not queued");
+        // What Vm::drain_effects does.
+        st.effect_bytes = 0;
+        st.effects.clear();
+        st.queue_effect(reply(1000)).expect("room again");
+    }
+
+    #[test]
+    fn callouts_hold_their_request_until_they_end() {
+        let call = |token: u32| Effect::GrpcSend {
+            token: Token(token),
+            message: vec![0; 500],
+            end_stream: false,
+        };
+        let size = call(0).held_bytes();
+        let mut st = state(2 * size);
+        let c = || Callout {
+            root: ContextId(1),
+            kind: CalloutKind::Http,
+            local_closed: false,
+            remote_closed: false,
+            bytes: 0,
+        };
+        st.start_callout(Token(4), c(), call(4)).expect("fits");
+        // Taking the effects does not release a callout in flight.
+        st.effect_bytes = 0;
+        st.effects.clear();
+        st.start_callout(Token(8), c(), call(8)).expect("fits");
+        assert!(st.start_callout(Token(12), c(), call(12)).is_err());
+        assert!(!st.callouts.in_flight.contains_key(&12));
+        assert_eq!(st.end_callout(Token(4)).map(|c| c.bytes), Some(size));
+        assert_eq!(st.held_bytes(), size);
+        assert!(st.end_callout(Token(4)).is_none());
+        st.start_callout(Token(12), c(), call(12))
+            .expect("room again");
     }
 }

@@ -709,6 +709,13 @@ impl HttpStream {
         });
         let value = match result {
             Ok(v) => v,
+            Err(VmError::StreamLimit { .. }) => {
+                // Body data over what the filter may hold
+                // (`Limits::max_body_bytes`): this stream is over its
+                // buffer limit; the VM is fine.
+                self.local_reply(vms, None, too_large(dir));
+                return Call::Done;
+            }
             Err(e) => {
                 log::debug!(target: "vessel::stream", "filter {i}: {e}");
                 return self.fail(vms, i);
@@ -1051,6 +1058,10 @@ impl HttpStream {
         let r = vms.with_vm(i, |vm| vm.append_body(ctx, bty, data));
         if let Err(e) = r {
             log::debug!(target: "vessel::stream", "buffering for filter {i}: {e}");
+            if matches!(e, VmError::StreamLimit { .. }) {
+                self.local_reply(vms, None, too_large(dir));
+                return Flow::Done;
+            }
         }
         let at = &mut self.filters[i].at[d];
         at.pending_data = true;
@@ -1347,6 +1358,7 @@ fn take_own(vm: &mut Vm, ctx: ContextId) -> Vec<StreamSignal> {
         }
     }
     *effects = rest;
+    vm.recount_effects();
     own
 }
 

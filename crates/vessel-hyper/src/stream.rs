@@ -203,6 +203,12 @@ impl Chain {
         };
         let value = match result {
             Ok(v) => v,
+            Err(VmError::StreamLimit { .. }) => {
+                // Body data over what the filter may hold
+                // (`Limits::max_body_bytes`): this stream is over its
+                // buffer limit; the VM is fine.
+                return Step::Stop(Flow::Reply(too_large(dir), i));
+            }
             Err(e) => {
                 log::warn!(target: "vessel::hyper", "{e}");
                 slot.open = false;

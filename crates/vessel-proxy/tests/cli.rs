@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{TempDir, guest, hello_scenario, wat};
+use common::{TempDir, guest, hello_scenario, scenarios_dir, wat};
 use vessel_proxy::harness::Scenario;
 
 /// Runs `vessel test` (with `args` before the files) and returns its output.
@@ -448,4 +448,33 @@ fn record_of_a_bad_file_exits_two() {
         "{err}"
     );
     no_panic(&out);
+}
+
+/// Issue 9: `spec-tests/scenarios/limits_header_bomb.yaml` runs a guest that
+/// adds 1 MiB header values in an endless loop under an 8 s callback
+/// deadline. The VM fails at the header-map limit, which its error names;
+/// the next stream is served by a fresh VM; and the `vessel test` process
+/// never holds 512 MiB. Its peak RSS is the kernel's high-water mark of the
+/// reaped child (`getrusage(RUSAGE_CHILDREN)`), which covers every child
+/// this test binary reaped so far: another test's child can only make the
+/// check stricter.
+#[test]
+fn a_header_bomb_under_a_long_deadline_stays_under_512_mib() {
+    // The prerequisite, loudly (the scenario names it by a relative path).
+    guest("misbehave");
+    let file = scenarios_dir().join("limits_header_bomb.yaml");
+    let out = vessel(&[], &[&file]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.ends_with("2 passed, 0 failed\n"), "{text}");
+    no_panic(&out);
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    // Linux reports ru_maxrss in KiB.
+    let peak_kib = usage.max_rss();
+    assert!(peak_kib > 0, "no child was measured");
+    assert!(
+        peak_kib < 512 * 1024,
+        "vessel test peaked at {peak_kib} KiB of RSS"
+    );
 }

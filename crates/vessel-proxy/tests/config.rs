@@ -1665,7 +1665,9 @@ fn vessel_limits_every_field_and_defaults() {
     let l = limits_with(
         "{memory_bytes: 67108864, callback_timeout: 0.05s, startup_timeout: 2s, \
          fuel_per_callback: 1000000, max_contexts: 16, max_log_bytes_per_callback: 4096, \
-         max_callouts_in_flight: 3}",
+         max_callouts_in_flight: 3, max_header_map_bytes: 65536, max_header_map_entries: 200, \
+         max_body_bytes: 1048576, max_property_bytes: 4096, max_effect_bytes: 2097152, \
+         max_metrics: 50, max_metric_name_bytes: 256}",
     );
     assert_eq!(
         l,
@@ -1677,6 +1679,13 @@ fn vessel_limits_every_field_and_defaults() {
             max_contexts: 16,
             max_log_bytes_per_callback: 4096,
             max_callouts_in_flight: 3,
+            max_header_map_bytes: 64 << 10,
+            max_header_map_entries: 200,
+            max_body_bytes: 1 << 20,
+            max_property_bytes: 4096,
+            max_effect_bytes: 2 << 20,
+            max_metrics: 50,
+            max_metric_name_bytes: 256,
         }
     );
     // One field leaves the others at their defaults; quoted (protobuf JSON
@@ -1756,6 +1765,33 @@ fn vessel_limits_bad_values_are_rejected_with_their_path() {
             "1.5",
             ErrorKind::Invalid,
             "integer",
+        ),
+        (
+            "max_header_map_bytes",
+            "0",
+            ErrorKind::Invalid,
+            "at least 1",
+        ),
+        (
+            "max_header_map_entries",
+            "0",
+            ErrorKind::Invalid,
+            "at least 1",
+        ),
+        ("max_body_bytes", "big", ErrorKind::Invalid, "integer"),
+        ("max_property_bytes", "0", ErrorKind::Invalid, "at least 1"),
+        (
+            "max_effect_bytes",
+            "-5",
+            ErrorKind::Invalid,
+            "non-negative integer",
+        ),
+        ("max_metrics", "0", ErrorKind::Invalid, "at least 1"),
+        (
+            "max_metric_name_bytes",
+            "0",
+            ErrorKind::Invalid,
+            "at least 1",
         ),
     ];
     for (field, value, kind, needle) in cases {

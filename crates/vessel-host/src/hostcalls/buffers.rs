@@ -10,7 +10,11 @@
 //! * `proxy_set_buffer_bytes`: Envoy's rules. `start == 0` drains `size`
 //!   bytes then prepends the data; `start >= len` appends; anything else →
 //!   BAD_ARGUMENT. Configuration, call and foreign-argument buffers are
-//!   immutable → BAD_ARGUMENT. Unavailable body → NOT_FOUND.
+//!   immutable → BAD_ARGUMENT. Unavailable body → NOT_FOUND. A write that
+//!   would grow the body past [`Limits::max_body_bytes`](crate::Limits::max_body_bytes)
+//!   changes nothing and fails the VM with
+//!   [`LimitExceeded::BodyBytes`] (the
+//!   Rust SDK accepts only OK here, §11.20).
 //! * `proxy_get_buffer_status`: OK, writes the length and flags 0 (as
 //!   cpp-host does); type > 8 (> 9 for 0.2.100) → BAD_ARGUMENT; unavailable → NOT_FOUND.
 //! * `proxy_get_configuration` (0.1.0): OK; the plugin configuration during
@@ -20,7 +24,8 @@ use vessel_abi::{BufferType, Status};
 use wasmtime::Caller;
 
 use super::{Registry, hostcall};
-use crate::memory::{HostResult, fill, read, return_blob, u, with_mem, write_u32};
+use crate::limits::LimitExceeded;
+use crate::memory::{Fail, HostResult, fill, read, return_blob, u, with_mem, write_u32};
 use crate::state::{HostState, Phase};
 
 pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
@@ -66,25 +71,56 @@ fn set_buffer_bytes(
     with_mem(caller, |mem, state| {
         let bytes = read(mem, data, data_len)?;
         let target = state.target();
+        let limit = state.plugin.config.limits.max_body_bytes;
         let body = match ty {
             BufferType::HttpRequestBody | BufferType::HttpResponseBody => state
                 .http_mut(target)
                 .and_then(|h| h.body_mut(ty))
                 .ok_or(Status::NotFound)?,
-            _ => return Err(Status::BadArgument),
+            _ => return Err(Status::BadArgument.into()),
         };
         let start = u(start) as usize;
-        if start == 0 {
-            let drain = (u(size) as usize).min(body.len());
-            body.splice(0..drain, bytes.iter().copied());
-            Ok(())
+        let drain = if start == 0 {
+            (u(size) as usize).min(body.len())
         } else if start >= body.len() {
-            body.extend_from_slice(bytes);
-            Ok(())
+            0
         } else {
-            Err(Status::BadArgument)
+            return Err(Status::BadArgument.into());
+        };
+        let new_len = (body.len() - drain).saturating_add(bytes.len());
+        check_body_growth(ty, body.len(), new_len, limit)?;
+        if start == 0 {
+            body.splice(0..drain, bytes.iter().copied());
+        } else {
+            body.extend_from_slice(bytes);
         }
-    })??;
+        Ok::<(), Fail>(())
+    })?
+}
+
+/// How a limit message names a body buffer.
+pub(crate) fn body_name(ty: BufferType) -> &'static str {
+    match ty {
+        BufferType::HttpResponseBody => "response body",
+        _ => "request body",
+    }
+}
+
+/// `Err` if a body of `old` bytes may not grow to `new` bytes: past
+/// `limit`, unless it does not grow.
+pub(crate) fn check_body_growth(
+    ty: BufferType,
+    old: usize,
+    new: usize,
+    limit: usize,
+) -> Result<(), LimitExceeded> {
+    if new > limit && new > old {
+        return Err(LimitExceeded::BodyBytes {
+            body: body_name(ty),
+            limit_bytes: limit,
+            requested_bytes: new,
+        });
+    }
     Ok(())
 }
 
@@ -117,4 +153,26 @@ fn get_configuration(
     return_blob(caller, ret_ptr, ret_size, len, |dst, state| {
         fill(dst, state.buffer(ty)?)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_may_not_grow_past_the_limit_but_may_shrink() {
+        let ty = BufferType::HttpRequestBody;
+        assert_eq!(check_body_growth(ty, 0, 10, 10), Ok(()));
+        assert_eq!(
+            check_body_growth(ty, 10, 11, 10),
+            Err(LimitExceeded::BodyBytes {
+                body: "request body",
+                limit_bytes: 10,
+                requested_bytes: 11
+            })
+        );
+        // Already over (an embedder with a larger limit): no growth passes.
+        assert_eq!(check_body_growth(ty, 20, 15, 10), Ok(()));
+        assert!(check_body_growth(BufferType::HttpResponseBody, 20, 21, 10).is_err());
+    }
 }

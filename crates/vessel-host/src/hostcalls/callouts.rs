@@ -17,6 +17,24 @@
 //! * `proxy_grpc_cancel`, `proxy_grpc_close`: OK; unknown → NOT_FOUND. As in
 //!   Envoy, a stream's token stays valid after `proxy_on_grpc_close` until
 //!   the guest closes (or cancels) it too.
+//!
+//! Bounds on what a guest makes the host hold ([`Limits`](crate::Limits)):
+//!
+//! * Request headers and trailers (`proxy_http_call`) and initial metadata
+//!   (gRPC) over [`Limits::max_header_map_bytes`](crate::Limits::max_header_map_bytes)
+//!   or [`Limits::max_header_map_entries`](crate::Limits::max_header_map_entries)
+//!   → INTERNAL_FAILURE.
+//! * A call's request counts against [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes)
+//!   until the call ends; a call that does not fit → INTERNAL_FAILURE. A
+//!   `proxy_grpc_send` message counts until the embedder takes it
+//!   ([`Vm::drain_effects`](crate::Vm::drain_effects)); one that does not
+//!   fit → BAD_ARGUMENT. These are the error statuses the SDKs accept from
+//!   each call (ABI reference §11.20); the host logs the limit once per
+//!   callback (target `vessel::limits`).
+//! * `proxy_grpc_cancel` and `proxy_grpc_close` queue a small effect each;
+//!   past the same limit they fail the VM with
+//!   [`LimitExceeded::EffectBytes`] (the
+//!   SDKs accept no status for it).
 
 use std::time::Duration;
 
@@ -27,6 +45,7 @@ use super::{Registry, hostcall};
 use crate::effects::{Effect, GrpcCallRequest, HttpCallRequest};
 use crate::headers::HeaderMap;
 use crate::ids::{CalloutKind, Token};
+use crate::limits::LimitExceeded;
 use crate::memory::{HostResult, range, read, return_u32, u, with_mem};
 use crate::state::{Callout, HostState};
 
@@ -44,6 +63,33 @@ pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
     hostcall!(reg, "env", "proxy_grpc_cancel", grpc_cancel, token: i32);
     hostcall!(reg, "env", "proxy_grpc_close", grpc_close, token: i32);
     Ok(())
+}
+
+/// A new callout record owned by `root`.
+pub(crate) fn callout(root: crate::ids::ContextId, kind: CalloutKind) -> Callout {
+    Callout {
+        root,
+        kind,
+        local_closed: false,
+        remote_closed: false,
+        bytes: 0,
+    }
+}
+
+/// A map a guest builds for a callout, within the header-map limits, or
+/// INTERNAL_FAILURE (logged) if it is over them.
+fn request_map(
+    state: &mut HostState,
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<HeaderMap, Status> {
+    let limits = state.plugin.config.limits.header_map();
+    HeaderMap::try_from_pairs(pairs::decode_lenient(bytes), limits).map_err(|full| {
+        state.refuse(
+            &LimitExceeded::header_map(what, full),
+            Status::InternalFailure,
+        )
+    })
 }
 
 pub(crate) fn next_token(state: &mut HostState, kind: CalloutKind) -> Token {
@@ -87,13 +133,15 @@ fn http_call(
     let token = with_mem(caller, |mem, state| {
         range(mem.len(), ret, 4)?;
         let upstream = String::from_utf8_lossy(read(mem, up, up_len)?).into_owned();
-        let mut headers = HeaderMap::from_pairs(pairs::decode_lenient(read(mem, hdr, hdr_len)?));
-        let body = read(mem, body, body_len)?.to_vec();
-        let trailers = HeaderMap::from_pairs(pairs::decode_lenient(read(mem, trl, trl_len)?));
+        let header_bytes = read(mem, hdr, hdr_len)?;
+        let body = read(mem, body, body_len)?;
+        let trailer_bytes = read(mem, trl, trl_len)?;
         let timeout = timeout(timeout_ms)?;
         if !state.env.knows_cluster(&upstream) {
             return Err(Status::BadArgument);
         }
+        let mut headers = request_map(state, "http_call headers", header_bytes)?;
+        let trailers = request_map(state, "http_call trailers", trailer_bytes)?;
         for required in [&b":method"[..], b":path", b":authority"] {
             if headers.get(required).is_none_or(<[u8]>::is_empty) {
                 return Err(Status::BadArgument);
@@ -107,27 +155,21 @@ fn http_call(
         }
         let root = state.target_root();
         let token = next_token(state, CalloutKind::Http);
-        state.callouts.in_flight.insert(
-            token.0,
-            Callout {
-                root,
-                kind: CalloutKind::Http,
-                local_closed: false,
-                remote_closed: false,
-            },
-        );
-        state.effects.push(Effect::HttpCall {
+        let effect = Effect::HttpCall {
             root,
             token,
             request: HttpCallRequest {
                 upstream,
                 headers,
-                body,
+                body: body.to_vec(),
                 trailers,
                 timeout,
             },
-        });
-        Ok(token)
+        };
+        match state.start_callout(token, callout(root, CalloutKind::Http), effect) {
+            Ok(()) => Ok(token),
+            Err(limit) => Err(state.refuse(&limit, Status::InternalFailure)),
+        }
     })??;
     return_u32(caller, ret, token.0)
 }
@@ -204,8 +246,8 @@ fn start_grpc(
         let upstream = read(mem, up.0, up.1)?.to_vec();
         let service = String::from_utf8_lossy(read(mem, svc.0, svc.1)?).into_owned();
         let method = String::from_utf8_lossy(read(mem, method.0, method.1)?).into_owned();
-        let initial_metadata = HeaderMap::from_pairs(pairs::decode_lenient(read(mem, md.0, md.1)?));
-        let message = read(mem, msg.0, msg.1)?.to_vec();
+        let metadata_bytes = read(mem, md.0, md.1)?;
+        let message = read(mem, msg.0, msg.1)?;
         // cpp-host reads the gRPC timeout as an unsigned word: unlike
         // `proxy_http_call`, no value is a BAD_ARGUMENT (which the SDKs
         // would not accept here). 0 = no timeout.
@@ -216,30 +258,25 @@ fn start_grpc(
         if state.callouts.in_flight.len() >= state.plugin.config.limits.max_callouts_in_flight {
             return Err(Status::InternalFailure);
         }
+        let initial_metadata = request_map(state, "gRPC initial metadata", metadata_bytes)?;
         let root = state.target_root();
         let token = next_token(state, kind);
-        state.callouts.in_flight.insert(
-            token.0,
-            Callout {
-                root,
-                kind,
-                local_closed: false,
-                remote_closed: false,
-            },
-        );
         let call = GrpcCallRequest {
             upstream,
             service,
             method,
             initial_metadata,
-            message,
+            message: message.to_vec(),
             timeout,
         };
-        state.effects.push(match kind {
+        let effect = match kind {
             CalloutKind::GrpcStream => Effect::GrpcStream { root, token, call },
             _ => Effect::GrpcCall { root, token, call },
-        });
-        Ok(token)
+        };
+        match state.start_callout(token, callout(root, kind), effect) {
+            Ok(()) => Ok(token),
+            Err(limit) => Err(state.refuse(&limit, Status::InternalFailure)),
+        }
     })??;
     return_u32(caller, ret, token.0)
 }
@@ -261,13 +298,15 @@ fn grpc_send(
         if call.kind != CalloutKind::GrpcStream {
             return Err(Status::BadArgument);
         }
-        let message = read(mem, msg, msg_len)?.to_vec();
-        state.effects.push(Effect::GrpcSend {
+        let message = read(mem, msg, msg_len)?;
+        let effect = Effect::GrpcSend {
             token,
-            message,
+            message: message.to_vec(),
             end_stream: end != 0,
-        });
-        Ok(())
+        };
+        state
+            .queue_effect(effect)
+            .map_err(|limit| state.refuse(&limit, Status::BadArgument))
     })??;
     Ok(())
 }
@@ -275,12 +314,8 @@ fn grpc_send(
 fn grpc_cancel(caller: &mut Caller<'_, HostState>, token: i32) -> HostResult {
     let state = caller.data_mut();
     let token = Token(u(token));
-    state
-        .callouts
-        .in_flight
-        .remove(&token.0)
-        .ok_or(Status::NotFound)?;
-    state.effects.push(Effect::GrpcCancel { token });
+    state.end_callout(token).ok_or(Status::NotFound)?;
+    state.queue_effect(Effect::GrpcCancel { token })?;
     Ok(())
 }
 
@@ -295,11 +330,11 @@ fn grpc_close(caller: &mut Caller<'_, HostState>, token: i32) -> HostResult {
     if call.kind != CalloutKind::GrpcStream || call.remote_closed {
         // Closing a unary call cancels it; closing a stream the remote side
         // already closed releases it (Envoy's `grpcClose`).
-        state.callouts.in_flight.remove(&token.0);
+        state.end_callout(token);
     } else {
         // A stream stays open until the remote side closes.
         call.local_closed = true;
     }
-    state.effects.push(Effect::GrpcClose { token });
+    state.queue_effect(Effect::GrpcClose { token })?;
     Ok(())
 }

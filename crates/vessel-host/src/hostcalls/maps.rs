@@ -14,6 +14,15 @@
 //! * `proxy_add_header_map_value` (append), `proxy_replace_header_map_value`
 //!   (set), `proxy_remove_header_map_value` (OK even if absent): unavailable →
 //!   BAD_ARGUMENT. Keys are lower-cased.
+//! * An add, replace or set-pairs that would take a map past
+//!   [`Limits::max_header_map_bytes`](crate::Limits::max_header_map_bytes)
+//!   or [`Limits::max_header_map_entries`](crate::Limits::max_header_map_entries)
+//!   changes nothing and fails the VM with
+//!   [`LimitExceeded::HeaderMapBytes`] /
+//!   [`HeaderMapEntries`](crate::LimitExceeded::HeaderMapEntries): the Rust
+//!   SDK accepts only OK from these calls (§11.20), so a status would panic
+//!   the guest with a message that names no limit. An edit that does not
+//!   grow the map (a remove, a shorter value) always passes.
 //!
 //! Maps 0–3 belong to the target stream and are available while the host
 //! holds them: after the embedder takes request headers (on Continue) they
@@ -24,7 +33,9 @@ use vessel_abi::{MapType, Status, pairs};
 use wasmtime::Caller;
 
 use super::{Registry, hostcall};
-use crate::memory::{HostResult, fill, read, return_blob, u, with_mem, write_u32};
+use crate::headers::{HeaderMap, HeaderMapFull, HeaderMapLimits};
+use crate::limits::LimitExceeded;
+use crate::memory::{Fail, HostResult, fill, read, return_blob, u, with_mem, write_u32};
 use crate::state::{HostState, Phase};
 
 pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
@@ -40,6 +51,20 @@ pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
 
 fn map_type(ty: i32) -> Result<MapType, Status> {
     MapType::try_from(u(ty)).map_err(|_| Status::BadArgument)
+}
+
+/// How a limit message names a stream map.
+pub(crate) fn map_name(ty: MapType) -> &'static str {
+    match ty {
+        MapType::HttpRequestHeaders => "request headers",
+        MapType::HttpRequestTrailers => "request trailers",
+        MapType::HttpResponseHeaders => "response headers",
+        MapType::HttpResponseTrailers => "response trailers",
+        MapType::GrpcReceiveInitialMetadata => "gRPC initial metadata",
+        MapType::GrpcReceiveTrailingMetadata => "gRPC trailing metadata",
+        MapType::HttpCallResponseHeaders => "HTTP call response headers",
+        MapType::HttpCallResponseTrailers => "HTTP call response trailers",
+    }
 }
 
 fn get_header_map_pairs(
@@ -67,11 +92,11 @@ fn set_header_map_pairs(
     let ty = map_type(ty)?;
     with_mem(caller, |mem, state| {
         let bytes = read(mem, ptr, size)?;
+        let limits = state.plugin.config.limits.header_map();
         let map = state.map_mut(ty)?;
-        map.replace_with(pairs::decode_lenient(bytes));
-        Ok::<(), Status>(())
-    })??;
-    Ok(())
+        map.try_replace_with(pairs::decode_lenient(bytes), limits)
+            .map_err(|full| LimitExceeded::header_map(map_name(ty), full).into())
+    })?
 }
 
 fn get_header_map_size(caller: &mut Caller<'_, HostState>, ty: i32, ret: i32) -> HostResult {
@@ -132,8 +157,8 @@ fn add_header_map_value(
     val: i32,
     val_len: i32,
 ) -> HostResult {
-    edit(caller, ty, key, key_len, val, val_len, |m, k, v| {
-        m.append(k, v)
+    edit(caller, ty, key, key_len, val, val_len, |m, k, v, limits| {
+        m.try_append(k, v, limits)
     })
 }
 
@@ -145,8 +170,8 @@ fn replace_header_map_value(
     val: i32,
     val_len: i32,
 ) -> HostResult {
-    edit(caller, ty, key, key_len, val, val_len, |m, k, v| {
-        m.insert(k, v)
+    edit(caller, ty, key, key_len, val, val_len, |m, k, v, limits| {
+        m.try_insert(k, v, limits)
     })
 }
 
@@ -156,8 +181,9 @@ fn remove_header_map_value(
     key: i32,
     key_len: i32,
 ) -> HostResult {
-    edit(caller, ty, key, key_len, 0, 0, |m, k, _| {
+    edit(caller, ty, key, key_len, 0, 0, |m, k, _, _| {
         m.remove(k);
+        Ok(())
     })
 }
 
@@ -168,14 +194,14 @@ fn edit(
     key_len: i32,
     val: i32,
     val_len: i32,
-    op: impl FnOnce(&mut crate::HeaderMap, &[u8], &[u8]),
+    op: impl FnOnce(&mut HeaderMap, &[u8], &[u8], HeaderMapLimits) -> Result<(), HeaderMapFull>,
 ) -> HostResult {
     let ty = map_type(ty)?;
     with_mem(caller, |mem, state| {
         let key = read(mem, key, key_len)?;
         let val = read(mem, val, val_len)?;
-        op(state.map_mut(ty)?, key, val);
-        Ok::<(), Status>(())
-    })??;
-    Ok(())
+        let limits = state.plugin.config.limits.header_map();
+        op(state.map_mut(ty)?, key, val, limits)
+            .map_err(|full| Fail::from(LimitExceeded::header_map(map_name(ty), full)))
+    })?
 }

@@ -2,7 +2,13 @@
 //!
 //! * `proxy_define_metric`: OK with an id (type in the low two bits,
 //!   stepping by 4 per VM; the same type and name give the same id); type > 2
-//!   → BAD_ARGUMENT.
+//!   → BAD_ARGUMENT. A name longer than
+//!   [`Limits::max_metric_name_bytes`](crate::Limits::max_metric_name_bytes),
+//!   or a new metric past [`Limits::max_metrics`](crate::Limits::max_metrics)
+//!   in this VM, fails the VM with
+//!   [`LimitExceeded::MetricName`] /
+//!   [`LimitExceeded::Metrics`] (the Rust SDK
+//!   accepts only OK here, §11.20), and nothing is registered.
 //! * `proxy_increment_metric`: OK; counter needs offset > 0, else
 //!   BAD_ARGUMENT; gauge adds; histogram → BAD_ARGUMENT; unknown → NOT_FOUND.
 //! * `proxy_record_metric`: OK; counter adds, gauge sets, histogram
@@ -16,7 +22,8 @@ use vessel_abi::{MetricType, Status};
 use wasmtime::Caller;
 
 use super::{Registry, hostcall};
-use crate::memory::{HostResult, range, read, return_u32, return_u64, u, with_mem};
+use crate::limits::LimitExceeded;
+use crate::memory::{Fail, HostResult, range, read, return_u32, return_u64, u, with_mem};
 use crate::shared::metrics::Metric;
 use crate::state::HostState;
 
@@ -39,9 +46,21 @@ fn define_metric(
     let id = with_mem(caller, |mem, state| {
         range(mem.len(), ret, 4)?;
         let name = read(mem, name, name_len)?;
+        let limits = &state.plugin.config.limits;
+        if name.len() > limits.max_metric_name_bytes {
+            return Err(Fail::from(LimitExceeded::MetricName {
+                limit_bytes: limits.max_metric_name_bytes,
+                requested_bytes: name.len(),
+            }));
+        }
         let key = (ty.as_u32(), name.to_vec());
         if let Some(id) = state.metrics.ids.get(&key) {
             return Ok(*id);
+        }
+        if state.metrics.ids.len() >= limits.max_metrics {
+            return Err(Fail::from(LimitExceeded::Metrics {
+                limit: limits.max_metrics,
+            }));
         }
         let slot = &mut state.metrics.next_id[ty.as_u32() as usize];
         *slot = slot.wrapping_add(4);
@@ -53,7 +72,7 @@ fn define_metric(
             .define(ty, &String::from_utf8_lossy(name));
         state.metrics.by_id.insert(id, cell);
         state.metrics.ids.insert(key, id);
-        Ok::<u32, Status>(id)
+        Ok::<u32, Fail>(id)
     })??;
     return_u32(caller, ret, id)
 }

@@ -9,14 +9,22 @@
 //! * `proxy_set_property`: OK, stored on the target stream (read back by
 //!   `proxy_get_property` with the same path); from a root context, which
 //!   has no stream information → NOT_FOUND, as in Envoy. A (0, 0) value is an
-//!   empty value.
+//!   empty value. A value that would take the stream's stored properties
+//!   (the filter state the stream's filters share, if it has one; each
+//!   property counts its path, its value and
+//!   [`PROPERTY_ENTRY_OVERHEAD`](crate::properties::PROPERTY_ENTRY_OVERHEAD))
+//!   past [`Limits::max_property_bytes`](crate::Limits::max_property_bytes)
+//!   is not stored and fails the VM with
+//!   [`LimitExceeded::PropertyBytes`]
+//!   (the Rust SDK accepts only OK here, §11.20).
 
 use vessel_abi::{Status, split_path};
 use wasmtime::Caller;
 
 use super::{Registry, hostcall};
 use crate::embedder::PropertyScope;
-use crate::memory::{HostResult, read, return_bytes, with_mem};
+use crate::limits::LimitExceeded;
+use crate::memory::{Fail, HostResult, read, return_bytes, with_mem};
 use crate::state::{Context, HostState, HttpContext};
 
 pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
@@ -50,18 +58,25 @@ fn set_property(
     val_len: i32,
 ) -> HostResult {
     with_mem(caller, |mem, state| {
-        let path = read(mem, path, path_len)?.to_vec();
-        let val = read(mem, val, val_len)?.to_vec();
+        let path = read(mem, path, path_len)?;
+        let val = read(mem, val, val_len)?;
         let target = state.target();
+        let limit = state.plugin.config.limits.max_property_bytes;
         match state.contexts.get_mut(&target.0) {
             Some(Context::Http(h)) => {
-                h.properties.set_by_guest(path, val);
+                let (before, after) = h.properties.guest_set_bytes(path, val.len());
+                if after > limit && after > before {
+                    return Err(Fail::from(LimitExceeded::PropertyBytes {
+                        limit_bytes: limit,
+                        requested_bytes: after,
+                    }));
+                }
+                h.properties.set_by_guest(path.to_vec(), val.to_vec());
                 Ok(())
             }
-            _ => Err(Status::NotFound),
+            _ => Err(Status::NotFound.into()),
         }
-    })??;
-    Ok(())
+    })?
 }
 
 /// Resolves a property path for the target context.

@@ -1,13 +1,20 @@
 //! Shared queues (ABI reference §4.6, §11.15; registry in
 //! [`SharedQueues`](crate::shared::queues::SharedQueues)).
 //!
-//! * `proxy_register_shared_queue`: always OK; the caller's root context in
-//!   this VM becomes the queue's delivery target.
+//! * `proxy_register_shared_queue`: OK; the caller's root context in
+//!   this VM becomes the queue's delivery target. A name or a new queue
+//!   past [`SharedQueueLimits`](crate::shared::queues::SharedQueueLimits)
+//!   fails the VM with [`LimitExceeded::SharedQueueName`](crate::LimitExceeded::SharedQueueName)
+//!   / [`LimitExceeded::SharedQueues`](crate::LimitExceeded::SharedQueues)
+//!   (the Rust SDK accepts only OK here, §11.20).
 //! * `proxy_resolve_shared_queue`: OK; unknown → NOT_FOUND; an empty vm_id
 //!   means the caller's own.
 //! * `proxy_enqueue_shared_queue`: OK, and emits
 //!   [`Effect::QueueReady`] for the registering
-//!   VM; unknown → NOT_FOUND; a full queue → INTERNAL_FAILURE.
+//!   VM; unknown → NOT_FOUND; a full queue (items or bytes, see
+//!   [`SharedQueues`](crate::shared::queues::SharedQueues)), or no room for
+//!   the notification in [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes)
+//!   → INTERNAL_FAILURE, and nothing is queued.
 //! * `proxy_dequeue_shared_queue`: OK; unknown → NOT_FOUND; empty → EMPTY.
 
 use wasmtime::Caller;
@@ -15,7 +22,7 @@ use wasmtime::Caller;
 use super::{Registry, hostcall};
 use crate::effects::Effect;
 use crate::ids::QueueToken;
-use crate::memory::{HostResult, range, read, return_bytes, return_u32, u, with_mem};
+use crate::memory::{Fail, HostResult, range, read, return_bytes, return_u32, u, with_mem};
 use crate::shared::queues::QueueOwner;
 use crate::state::HostState;
 
@@ -40,11 +47,12 @@ fn register_shared_queue(
             vm: state.instance,
             root: state.target_root(),
         };
-        Ok::<_, vessel_abi::Status>(state.env.inner.queues.register(
-            &state.plugin.config.vm_id,
-            name,
-            owner,
-        ))
+        state
+            .env
+            .inner
+            .queues
+            .register(&state.plugin.config.vm_id, name, owner)
+            .map_err(Fail::from)
     })??;
     return_u32(caller, ret, token.0)
 }
@@ -85,13 +93,19 @@ fn enqueue_shared_queue(
     with_mem(caller, |mem, state| {
         let val = read(mem, val, val_len)?;
         let token = QueueToken(u(token));
+        // Room for the notification first, so a refusal queues nothing.
+        let notice = std::mem::size_of::<Effect>();
+        if let Err(limit) = state.effect_room(notice) {
+            return Err(state.refuse(&limit, vessel_abi::Status::InternalFailure));
+        }
         let owner = state.env.inner.queues.enqueue(token, val)?;
-        state.effects.push(Effect::QueueReady {
-            vm: owner.vm,
-            root: owner.root,
-            token,
-        });
-        Ok::<(), vessel_abi::Status>(())
+        state
+            .queue_effect(Effect::QueueReady {
+                vm: owner.vm,
+                root: owner.root,
+                token,
+            })
+            .map_err(|limit| state.refuse(&limit, vessel_abi::Status::InternalFailure))
     })??;
     Ok(())
 }

@@ -26,6 +26,13 @@
 //!   `-ERR` is a success too, as in Envoy); status 1 (`NetworkError`) with
 //!   size 0 on connection failure or timeout, and `proxy_get_status` gives
 //!   (BROKEN_CONNECTION, `"reset"`).
+//! * Bounds: a call's query (with the cluster's options) counts against
+//!   [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes) until its
+//!   answer; one that does not fit → INTERNAL_FAILURE (logged once per
+//!   callback, target `vessel::limits`). `proxy_redis_init` keeps at most
+//!   [`MAX_REDIS_CLUSTERS`] clusters' options per VM, each cluster name,
+//!   user name and password at most [`MAX_REDIS_OPTION_BYTES`]; past
+//!   either → BAD_ARGUMENT.
 //! * Buffer 9 is readable only by 0.2.100 modules (empty outside the
 //!   callback, as in Envoy-Higress); for other ABI versions it stays
 //!   BAD_ARGUMENT, as in upstream Envoy. The imports themselves are linked
@@ -37,12 +44,17 @@ use std::time::Duration;
 use vessel_abi::Status;
 use wasmtime::Caller;
 
-use super::callouts::next_token;
+use super::callouts::{callout, next_token};
 use super::{Registry, hostcall};
 use crate::effects::{Effect, RedisCallRequest, RedisOptions};
 use crate::ids::CalloutKind;
 use crate::memory::{HostResult, range, read, return_u32, u, with_mem};
-use crate::state::{Callout, HostState};
+use crate::state::HostState;
+
+/// Most clusters whose `proxy_redis_init` options one VM keeps.
+pub const MAX_REDIS_CLUSTERS: usize = 1_000;
+/// Longest cluster name, user name or password `proxy_redis_init` takes.
+pub const MAX_REDIS_OPTION_BYTES: usize = 64 << 10;
 
 /// Per-VM Redis state: the token counter, the options of each initialized
 /// cluster and the reply being delivered.
@@ -102,11 +114,25 @@ fn redis_init(
     timeout_ms: i32,
 ) -> HostResult {
     with_mem(caller, |mem, state| {
-        let raw = String::from_utf8_lossy(read(mem, cluster, cluster_len)?).into_owned();
-        let username = String::from_utf8_lossy(read(mem, user, user_len)?).into_owned();
-        let password = String::from_utf8_lossy(read(mem, pass, pass_len)?).into_owned();
+        let raw = read(mem, cluster, cluster_len)?;
+        let username = read(mem, user, user_len)?;
+        let password = read(mem, pass, pass_len)?;
+        if [raw, username, password]
+            .iter()
+            .any(|b| b.len() > MAX_REDIS_OPTION_BYTES)
+        {
+            return Err(Status::BadArgument);
+        }
+        let raw = String::from_utf8_lossy(raw).into_owned();
+        let username = String::from_utf8_lossy(username).into_owned();
+        let password = String::from_utf8_lossy(password).into_owned();
         let (name, params) = split_cluster(&raw);
         if !state.env.knows_cluster(name) {
+            return Err(Status::BadArgument);
+        }
+        if state.callouts.redis.options.len() >= MAX_REDIS_CLUSTERS
+            && !state.callouts.redis.options.contains_key(name)
+        {
             return Err(Status::BadArgument);
         }
         let timeout = match u(timeout_ms) {
@@ -140,7 +166,7 @@ fn redis_call(
     let token = with_mem(caller, |mem, state| {
         range(mem.len(), ret, 4)?;
         let raw = String::from_utf8_lossy(read(mem, cluster, cluster_len)?).into_owned();
-        let query = read(mem, query, query_len)?.to_vec();
+        let query = read(mem, query, query_len)?;
         let (name, _) = split_cluster(&raw);
         if !state.env.knows_cluster(name) || query.is_empty() {
             return Err(Status::BadArgument);
@@ -157,25 +183,19 @@ fn redis_call(
             .unwrap_or_default();
         let root = state.target_root();
         let token = next_token(state, CalloutKind::Redis);
-        state.callouts.in_flight.insert(
-            token.0,
-            Callout {
-                root,
-                kind: CalloutKind::Redis,
-                local_closed: false,
-                remote_closed: false,
-            },
-        );
-        state.effects.push(Effect::RedisCall {
+        let effect = Effect::RedisCall {
             root,
             token,
             call: RedisCallRequest {
                 cluster: name.to_owned(),
-                query,
+                query: query.to_vec(),
                 options,
             },
-        });
-        Ok(token)
+        };
+        match state.start_callout(token, callout(root, CalloutKind::Redis), effect) {
+            Ok(()) => Ok(token),
+            Err(limit) => Err(state.refuse(&limit, Status::InternalFailure)),
+        }
     })??;
     return_u32(caller, ret, token.0)
 }

@@ -18,6 +18,18 @@
 //!   (its `on_delete` runs after the current call); else NOT_FOUND.
 //! * `proxy_get_status`: OK with the root context's last callout status
 //!   (code, message).
+//!
+//! Each effect these queue counts against
+//! [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes) until the
+//! embedder takes it; past it (a guest that continues or replies in a
+//! loop) the VM fails with
+//! [`LimitExceeded::EffectBytes`], since
+//! the SDKs accept only OK from these calls (§11.20). Local reply headers
+//! over [`Limits::max_header_map_bytes`](crate::Limits::max_header_map_bytes)
+//! or [`Limits::max_header_map_entries`](crate::Limits::max_header_map_entries)
+//! fail the VM the same way, with
+//! [`LimitExceeded::HeaderMapBytes`] /
+//! [`HeaderMapEntries`](crate::LimitExceeded::HeaderMapEntries).
 
 use vessel_abi::{Status, StreamType, pairs};
 use wasmtime::Caller;
@@ -26,7 +38,8 @@ use super::{Registry, hostcall};
 use crate::effects::{Effect, LocalResponse};
 use crate::headers::HeaderMap;
 use crate::ids::ContextId;
-use crate::memory::{HostResult, range, read, return_bytes, return_u32, u, with_mem};
+use crate::limits::LimitExceeded;
+use crate::memory::{Fail, HostResult, range, read, return_bytes, return_u32, u, with_mem};
 use crate::state::{Context, HostState};
 
 pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
@@ -48,39 +61,38 @@ fn stream_type(ty: i32) -> Result<StreamType, Status> {
     StreamType::try_from(u(ty)).map_err(|_| Status::BadArgument)
 }
 
-pub(crate) fn do_continue(state: &mut HostState, stream: StreamType) -> Result<(), Status> {
+pub(crate) fn do_continue(state: &mut HostState, stream: StreamType) -> HostResult {
     if stream == StreamType::Upstream {
-        return Err(Status::Unimplemented);
+        return Err(Status::Unimplemented.into());
     }
     let target = state.target();
+    if state.http(target).is_some() {
+        state.queue_effect(Effect::ContinueStream {
+            context: target,
+            stream,
+        })?;
+    }
     if let Some(h) = state.http_mut(target) {
         match stream {
             StreamType::HttpRequest => h.request.seal(),
             StreamType::HttpResponse => h.response.seal(),
             _ => {}
         }
-        state.effects.push(Effect::ContinueStream {
-            context: target,
-            stream,
-        });
     }
     Ok(())
 }
 
 fn continue_stream(caller: &mut Caller<'_, HostState>, ty: i32) -> HostResult {
     let ty = stream_type(ty)?;
-    do_continue(caller.data_mut(), ty)?;
-    Ok(())
+    do_continue(caller.data_mut(), ty)
 }
 
 fn continue_request(caller: &mut Caller<'_, HostState>) -> HostResult {
-    do_continue(caller.data_mut(), StreamType::HttpRequest)?;
-    Ok(())
+    do_continue(caller.data_mut(), StreamType::HttpRequest)
 }
 
 fn continue_response(caller: &mut Caller<'_, HostState>) -> HostResult {
-    do_continue(caller.data_mut(), StreamType::HttpResponse)?;
-    Ok(())
+    do_continue(caller.data_mut(), StreamType::HttpResponse)
 }
 
 fn close_stream(caller: &mut Caller<'_, HostState>, ty: i32) -> HostResult {
@@ -88,7 +100,7 @@ fn close_stream(caller: &mut Caller<'_, HostState>, ty: i32) -> HostResult {
     let state = caller.data_mut();
     let context = state.target();
     if state.http(context).is_some() {
-        state.effects.push(Effect::CloseStream { context, stream });
+        state.queue_effect(Effect::CloseStream { context, stream })?;
     }
     Ok(())
 }
@@ -96,7 +108,7 @@ fn close_stream(caller: &mut Caller<'_, HostState>, ty: i32) -> HostResult {
 fn clear_route_cache(caller: &mut Caller<'_, HostState>) -> HostResult {
     let state = caller.data_mut();
     let context = state.target();
-    state.effects.push(Effect::ClearRouteCache { context });
+    state.queue_effect(Effect::ClearRouteCache { context })?;
     Ok(())
 }
 
@@ -117,27 +129,31 @@ fn send_local_response(
             .chars()
             .map(|c| if c.is_whitespace() { '_' } else { c })
             .collect();
-        let body = read(mem, body, body_len)?.to_vec();
-        let headers = HeaderMap::from_pairs(pairs::decode_lenient(read(mem, hdr, hdr_len)?));
+        let body = read(mem, body, body_len)?;
+        let header_bytes = read(mem, hdr, hdr_len)?;
         let target = state.target();
-        let Some(h) = state.http_mut(target) else {
+        if state.http(target).is_none() {
             return Ok(());
-        };
-        h.local_response_sent = true;
-        state.frame.stop_next_iteration = true;
-        state.effects.push(Effect::LocalResponse {
+        }
+        let limits = state.plugin.config.limits.header_map();
+        let headers = HeaderMap::try_from_pairs(pairs::decode_lenient(header_bytes), limits)
+            .map_err(|full| Fail::from(LimitExceeded::header_map("local reply headers", full)))?;
+        state.queue_effect(Effect::LocalResponse {
             context: target,
             response: LocalResponse {
                 status: u(status),
                 details,
-                body,
+                body: body.to_vec(),
                 headers,
                 grpc_status: (0..=16).contains(&grpc).then_some(u(grpc)),
             },
-        });
-        Ok::<(), Status>(())
-    })??;
-    Ok(())
+        })?;
+        if let Some(h) = state.http_mut(target) {
+            h.local_response_sent = true;
+        }
+        state.frame.stop_next_iteration = true;
+        Ok::<(), Fail>(())
+    })?
 }
 
 fn set_effective_context(caller: &mut Caller<'_, HostState>, id: i32) -> HostResult {

@@ -5,7 +5,11 @@
 //!   [`Clock`](crate::Clock)'s wall time as u64.
 //! * `proxy_set_tick_period_milliseconds`: OK; sets the period of the
 //!   caller's **root** context (0 stops ticks) and emits
-//!   [`Effect::TickPeriod`].
+//!   [`Effect::TickPeriod`]. Past
+//!   [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes) of effects
+//!   the embedder has not taken (a guest calling it in a loop), the VM fails
+//!   with [`LimitExceeded::EffectBytes`](crate::LimitExceeded::EffectBytes):
+//!   the SDKs accept only OK from it.
 
 use std::time::Duration;
 
@@ -31,12 +35,12 @@ fn set_tick_period_milliseconds(caller: &mut Caller<'_, HostState>, period: i32)
     let state = caller.data_mut();
     let root = state.target_root();
     let period = u(period);
+    state.queue_effect(Effect::TickPeriod {
+        root,
+        period: (period != 0).then(|| Duration::from_millis(u64::from(period))),
+    })?;
     if let Some(r) = state.root_mut(root) {
         r.tick_period_ms = period;
     }
-    state.effects.push(Effect::TickPeriod {
-        root,
-        period: (period != 0).then(|| Duration::from_millis(u64::from(period))),
-    });
     Ok(())
 }

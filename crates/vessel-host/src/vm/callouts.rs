@@ -90,9 +90,7 @@ impl Vm {
     fn take_callout(&mut self, token: Token) -> Result<crate::state::Callout, VmError> {
         self.store
             .data_mut()
-            .callouts
-            .in_flight
-            .remove(&token.0)
+            .end_callout(token)
             .ok_or(VmError::UnknownToken(token))
     }
 
@@ -193,7 +191,7 @@ impl Vm {
             .get(&token.0)
             .ok_or(VmError::UnknownToken(token))?;
         if finished {
-            self.store.data_mut().callouts.in_flight.remove(&token.0);
+            self.store.data_mut().end_callout(token);
         }
         let result = self.call::<C>(
             call.root,

@@ -200,6 +200,9 @@ impl Vm {
         let trap = e.downcast_ref::<Trap>();
         let kind = if let Some(exit) = e.downcast_ref::<ProcExit>() {
             TrapKind::ProcExit(exit.0)
+        } else if let Some(limit) = e.downcast_ref::<LimitExceeded>() {
+            // A hostcall refused to hold more for the guest.
+            TrapKind::Limit(limit.clone())
         } else if let Some(limit) = self.limit_of(callback, trap) {
             TrapKind::Limit(limit)
         } else if let Some(trap) = trap {

@@ -165,15 +165,39 @@ impl Vm {
         }
     }
 
-    /// Takes the effects queued so far, oldest first.
+    /// Takes the effects queued so far, oldest first. From then on they no
+    /// longer count against [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes)
+    /// (callouts count until they end).
     pub fn drain_effects(&mut self) -> std::vec::Drain<'_, Effect> {
-        self.store.data_mut().effects.drain(..)
+        let state = self.store.data_mut();
+        state.effect_bytes = 0;
+        state.effects.drain(..)
     }
 
     /// The effects queued so far, to take some and leave the rest (the
-    /// filter manager takes a stream's own signals this way).
+    /// filter manager takes a stream's own signals this way). Call
+    /// [`Vm::recount_effects`] after taking some.
     pub(crate) fn effects_mut(&mut self) -> &mut Vec<Effect> {
         &mut self.store.data_mut().effects
+    }
+
+    /// Recounts what the queued effects hold after some were taken through
+    /// [`Vm::effects_mut`].
+    pub(crate) fn recount_effects(&mut self) {
+        self.store.data_mut().recount_effects();
+    }
+
+    /// Bytes this VM holds for its embedder: effects not taken yet and the
+    /// requests of callouts in flight (bounded by
+    /// [`Limits::max_effect_bytes`](crate::Limits::max_effect_bytes)).
+    pub fn held_effect_bytes(&self) -> usize {
+        self.store.data().held_bytes()
+    }
+
+    /// Hostcalls refused with an error status because of a limit (see
+    /// [`Limits`](crate::Limits)), since the VM started.
+    pub fn limit_refusals(&self) -> u64 {
+        self.store.data().limit_refusals
     }
 
     /// True if effects are waiting.

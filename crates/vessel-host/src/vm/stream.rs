@@ -159,6 +159,11 @@ impl Vm {
         C: Callback<Params = (i32, i32, i32), Results = i32>,
     {
         self.alive()?;
+        let ty = match direction {
+            Direction::Request => BufferType::HttpRequestBody,
+            Direction::Response => BufferType::HttpResponseBody,
+        };
+        self.check_body_room(ctx, ty, data.len())?;
         let size = {
             let d = self.http_mut(ctx)?.direction_mut(direction);
             let buf = d.body.get_or_insert_with(Vec::new);
@@ -312,12 +317,26 @@ impl Vm {
         if HttpContext::body_direction(ty).is_none() {
             return Err(not_a_body);
         }
+        self.check_body_room(ctx, ty, data.len())?;
         self.http_mut(ctx)?
             .body_slot(ty)
             .ok_or(not_a_body)?
             .get_or_insert_with(Vec::new)
             .extend_from_slice(data);
         Ok(())
+    }
+
+    /// `Err(StreamLimit)` if `extra` more bytes would take the body this
+    /// filter holds for `ctx` past [`Limits::max_body_bytes`](crate::Limits::max_body_bytes).
+    fn check_body_room(&self, ctx: ContextId, ty: BufferType, extra: usize) -> Result<(), VmError> {
+        let held = self.http(ctx)?.body(ty).map_or(0, Vec::len);
+        let limit = self.plugin.config().limits.max_body_bytes;
+        crate::hostcalls::buffers::check_body_growth(ty, held, held.saturating_add(extra), limit)
+            .map_err(|limit| VmError::StreamLimit {
+                plugin: self.plugin.config().name.clone(),
+                context: ctx,
+                limit,
+            })
     }
 
     /// True if the guest sent a local response on this stream.

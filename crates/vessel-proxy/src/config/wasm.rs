@@ -136,6 +136,13 @@ const LIMIT_KEYS: &[&str] = &[
     "max_contexts",
     "max_log_bytes_per_callback",
     "max_callouts_in_flight",
+    "max_header_map_bytes",
+    "max_header_map_entries",
+    "max_body_bytes",
+    "max_property_bytes",
+    "max_effect_bytes",
+    "max_metrics",
+    "max_metric_name_bytes",
 ];
 
 /// The smallest `vessel_limits.memory_bytes`: one wasm page.
@@ -241,6 +248,9 @@ pub(crate) fn plugin_config(node: &Node<'_>, base_dir: &Path) -> Res<WasmFilter>
 ///   engine; see `vessel run`);
 /// * `max_contexts`: integer ≥ 2 (the root context and one stream);
 /// * `max_log_bytes_per_callback`, `max_callouts_in_flight`: integers.
+/// * `max_header_map_bytes`, `max_header_map_entries`, `max_body_bytes`,
+///   `max_property_bytes`, `max_effect_bytes`, `max_metrics`,
+///   `max_metric_name_bytes`: integers ≥ 1.
 fn limits(node: &Node<'_>) -> Res<Limits> {
     let o = node.obj(LIMIT_KEYS)?;
     let mut l = Limits::default();
@@ -296,6 +306,23 @@ fn limits(node: &Node<'_>) -> Res<Limits> {
     }
     if let Some(c) = o.get("max_callouts_in_flight") {
         l.max_callouts_in_flight = size(&c)?;
+    }
+    for (key, slot) in [
+        ("max_header_map_bytes", &mut l.max_header_map_bytes),
+        ("max_header_map_entries", &mut l.max_header_map_entries),
+        ("max_body_bytes", &mut l.max_body_bytes),
+        ("max_property_bytes", &mut l.max_property_bytes),
+        ("max_effect_bytes", &mut l.max_effect_bytes),
+        ("max_metrics", &mut l.max_metrics),
+        ("max_metric_name_bytes", &mut l.max_metric_name_bytes),
+    ] {
+        if let Some(n) = o.get(key) {
+            let v = size(&n)?;
+            if v == 0 {
+                return Err(n.err(ErrorKind::Invalid, "must be at least 1"));
+            }
+            *slot = v;
+        }
     }
     Ok(l)
 }

@@ -130,6 +130,45 @@ fn limits_of(spec: Option<&LimitsSpec>, engine: &Engine) -> Result<Limits, (Stri
         }
         limits.fuel_per_callback = Some(fuel);
     }
+    for (key, value, slot) in [
+        (
+            "max_header_map_bytes",
+            spec.max_header_map_bytes,
+            &mut limits.max_header_map_bytes,
+        ),
+        (
+            "max_header_map_entries",
+            spec.max_header_map_entries,
+            &mut limits.max_header_map_entries,
+        ),
+        (
+            "max_body_bytes",
+            spec.max_body_bytes,
+            &mut limits.max_body_bytes,
+        ),
+        (
+            "max_property_bytes",
+            spec.max_property_bytes,
+            &mut limits.max_property_bytes,
+        ),
+        (
+            "max_effect_bytes",
+            spec.max_effect_bytes,
+            &mut limits.max_effect_bytes,
+        ),
+        ("max_metrics", spec.max_metrics, &mut limits.max_metrics),
+        (
+            "max_metric_name_bytes",
+            spec.max_metric_name_bytes,
+            &mut limits.max_metric_name_bytes,
+        ),
+    ] {
+        match value {
+            Some(0) => return Err(bad(key, "must be at least 1".into())),
+            Some(v) => *slot = v,
+            None => {}
+        }
+    }
     Ok(limits)
 }
 
@@ -760,7 +799,10 @@ impl Driver<'_> {
             // Paused on headers: Envoy buffers what arrives without calling
             // the filter; nothing else can resume it here.
             for c in chunks {
-                self.vm.append_body(self.ctx, bty, c)?;
+                if over_limit(self.vm.append_body(self.ctx, bty, c))? {
+                    self.too_large(dir);
+                    return Ok(None);
+                }
             }
             return Ok(None);
         }
@@ -786,9 +828,17 @@ impl Driver<'_> {
             let eos = i + 1 == chunks.len() && !has_trailers;
             self.continued[dir] = false;
             let st = if dir == 0 {
-                self.vm.on_request_body(self.ctx, chunk, eos)?
+                self.vm.on_request_body(self.ctx, chunk, eos)
             } else {
-                self.vm.on_response_body(self.ctx, chunk, eos)?
+                self.vm.on_response_body(self.ctx, chunk, eos)
+            };
+            let st = match st {
+                Err(VmError::StreamLimit { .. }) => {
+                    // More than the filter may hold (`Limits::max_body_bytes`).
+                    self.too_large(dir);
+                    return Ok(None);
+                }
+                other => other?,
             };
             self.pump()?;
             if self.local.is_some() || self.reset {
@@ -853,25 +903,40 @@ impl Driver<'_> {
         // Only `StopIterationAndBuffer` is limited; `StopIterationAndWatermark`
         // applies flow control instead (ABI reference §11.2).
         if st == FilterDataStatus::StopIterationAndBuffer && buffered > self.limit {
-            // Envoy: 413 for a request, 500 for a response; the filter is not
-            // called again for this direction.
-            let (status, body) = if dir == 0 {
-                (413, "Payload Too Large")
-            } else {
-                (500, "Internal Server Error")
-            };
-            self.local = Some(LocalResponse {
-                status,
-                details: if dir == 0 {
-                    "request_payload_too_large".into()
-                } else {
-                    "response_payload_too_large".into()
-                },
-                body: body.as_bytes().to_vec(),
-                headers: HeaderMap::new(),
-                grpc_status: None,
-            });
+            self.too_large(dir);
         }
         Ok(Step::Stop)
+    }
+
+    /// A body over the buffer limit: Envoy answers 413 for a request, 500
+    /// for a response, and the filter is not called again for this
+    /// direction.
+    fn too_large(&mut self, dir: usize) {
+        let (status, body) = if dir == 0 {
+            (413, "Payload Too Large")
+        } else {
+            (500, "Internal Server Error")
+        };
+        self.local = Some(LocalResponse {
+            status,
+            details: if dir == 0 {
+                "request_payload_too_large".into()
+            } else {
+                "response_payload_too_large".into()
+            },
+            body: body.as_bytes().to_vec(),
+            headers: HeaderMap::new(),
+            grpc_status: None,
+        });
+    }
+}
+
+/// `Ok(true)` if `r` is body data over the filter's own limit
+/// ([`VmError::StreamLimit`]: the stream, not the VM, is over).
+fn over_limit(r: Result<(), VmError>) -> Result<bool, VmError> {
+    match r {
+        Ok(()) => Ok(false),
+        Err(VmError::StreamLimit { .. }) => Ok(true),
+        Err(e) => Err(e),
     }
 }

@@ -151,6 +151,27 @@ pub struct LimitsSpec {
     /// Fuel one callback may burn: a deterministic CPU limit (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel_per_callback: Option<u64>,
+    /// Key and value bytes a guest may grow one header map to (default 8 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_map_bytes: Option<usize>,
+    /// Entries a guest may grow one header map to (default 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_map_entries: Option<usize>,
+    /// Body bytes the filter holds per stream direction (default 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    /// Bytes of properties a guest sets on one stream (default 8 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_property_bytes: Option<usize>,
+    /// Bytes of queued effects and callouts in flight (default 256 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_effect_bytes: Option<usize>,
+    /// Metrics the VM may define (default 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_metrics: Option<usize>,
+    /// Longest metric name in bytes (default 16 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_metric_name_bytes: Option<usize>,
 }
 
 impl LimitsSpec {
@@ -159,6 +180,13 @@ impl LimitsSpec {
         self.memory_bytes.is_none()
             && self.callback_timeout_ms.is_none()
             && self.fuel_per_callback.is_none()
+            && self.max_header_map_bytes.is_none()
+            && self.max_header_map_entries.is_none()
+            && self.max_body_bytes.is_none()
+            && self.max_property_bytes.is_none()
+            && self.max_effect_bytes.is_none()
+            && self.max_metrics.is_none()
+            && self.max_metric_name_bytes.is_none()
     }
 }
 

@@ -4,7 +4,12 @@
 //! again at 1) from a reused one. Contract: `spec-tests/guests/README.md`.
 //!
 //! * request header `x-misbehave: trap` panics (a trap), `loop` loops
-//!   forever, `grow` allocates until memory runs out;
+//!   forever, `grow` allocates until memory runs out; `header-bomb` adds
+//!   1 MiB request header values in an endless loop, `property-bomb` sets
+//!   1 MiB stream properties under new paths in an endless loop,
+//!   `effect-bomb` calls `proxy_continue_stream` in an endless loop, and
+//!   `body-bomb` appends 1 MiB to the request body in an endless loop from
+//!   `on_http_request_body` (each until the host stops it);
 //! * response headers `x-vm-requests` (this VM's request count) and
 //!   `x-plugin-config` (the plugin configuration);
 //! * plugin configuration `fail-configure` makes `on_configure` return
@@ -75,6 +80,7 @@ impl RootContext for Root {
             config: self.config.clone(),
             requests: self.requests.clone(),
             seen: 0,
+            body_bomb: false,
         }))
     }
 
@@ -87,6 +93,13 @@ struct Stream {
     config: Rc<String>,
     requests: Rc<Cell<u64>>,
     seen: u64,
+    body_bomb: bool,
+}
+
+/// 1 MiB of `x`, allocated once: the loops below reuse it, so the guest's
+/// own memory stays small and only the host could grow.
+fn mebibyte() -> String {
+    "x".repeat(1 << 20)
 }
 
 impl Context for Stream {}
@@ -112,7 +125,46 @@ impl HttpContext for Stream {
                     hoard.push(std::hint::black_box(vec![0x5a; 1 << 20]));
                 }
             }
+            Some("header-bomb") => {
+                info!("misbehave: adding 1 MiB header values until the host refuses");
+                let value = mebibyte();
+                loop {
+                    self.add_http_request_header("x-bomb", &value);
+                }
+            }
+            Some("property-bomb") => {
+                info!("misbehave: setting 1 MiB properties until the host refuses");
+                let value = mebibyte();
+                let mut n: u64 = 0;
+                loop {
+                    n += 1;
+                    let name = n.to_string();
+                    self.set_property(vec!["misbehave", &name], Some(value.as_bytes()));
+                }
+            }
+            Some("effect-bomb") => {
+                info!("misbehave: continuing the request until the host refuses");
+                loop {
+                    self.resume_http_request();
+                }
+            }
+            Some("body-bomb") => {
+                self.body_bomb = true;
+                Action::Continue
+            }
             _ => Action::Continue,
+        }
+    }
+
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        if !self.body_bomb {
+            return Action::Continue;
+        }
+        info!("misbehave: appending 1 MiB to the request body until the host refuses");
+        let value = mebibyte();
+        loop {
+            // A start past the end appends (Envoy's rule).
+            self.set_http_request_body(usize::MAX, 0, value.as_bytes());
         }
     }
 
