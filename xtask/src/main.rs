@@ -173,6 +173,35 @@ impl Drop for RedisServer {
     }
 }
 
+/// `examples/pingora` needs `cmake`: pingora-core always builds zlib-ng
+/// from C source with it (flate2's `zlib-ng` feature, not optional).
+/// Installs it with apt-get when it is missing.
+fn ensure_cmake() -> Result<()> {
+    let has_cmake = || {
+        Command::new("cmake")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has_cmake() {
+        return Ok(());
+    }
+    eprintln!(
+        "==> cmake is missing (examples/pingora builds zlib-ng with it); installing it with apt-get"
+    );
+    for args in [
+        &["install", "-y", "cmake"][..],
+        &["update"],
+        &["install", "-y", "cmake"],
+    ] {
+        let _ = Command::new("apt-get").args(args).status();
+        if has_cmake() {
+            return Ok(());
+        }
+    }
+    bail!("cmake is needed to build examples/pingora (Debian: `apt-get install cmake`)")
+}
+
 fn has_redis_server() -> bool {
     Command::new("redis-server")
         .arg("--version")
@@ -291,6 +320,7 @@ fn vessel_test(dirs: &[&str], redis: Option<&RedisServer>) -> Result<()> {
 fn test() -> Result<()> {
     guests()?;
     go_plugins()?;
+    ensure_cmake()?;
     let redis = redis();
     run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
     run(Command::new(cargo()).args([
