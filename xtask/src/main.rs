@@ -175,6 +175,65 @@ impl Drop for RedisServer {
     }
 }
 
+/// `examples/pingora`: its own workspace, so that Pingora's dependencies
+/// (and the features they turn on in tokio, libc, hashbrown, ...) stay out
+/// of the main workspace's builds.
+const PINGORA_MANIFEST: &str = "examples/pingora/Cargo.toml";
+
+/// Lints, documents and tests `examples/pingora` (installing cmake first),
+/// in the workspace's target directory, which shares the compiled
+/// dependencies it has in common with the workspace.
+fn pingora_example() -> Result<()> {
+    ensure_cmake()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let manifest = ["--locked", "--manifest-path", PINGORA_MANIFEST];
+    run(Command::new(cargo())
+        .arg("clippy")
+        .args(manifest)
+        .args(["--all-targets", "--", "-D", "warnings"])
+        .env("CARGO_TARGET_DIR", &target))?;
+    run(Command::new(cargo())
+        .args(["doc", "--no-deps"])
+        .args(manifest)
+        .env("RUSTDOCFLAGS", "-Dwarnings")
+        .env("CARGO_TARGET_DIR", &target))?;
+    run(Command::new(cargo())
+        .arg("test")
+        .args(manifest)
+        .env("CARGO_TARGET_DIR", &target))
+}
+
+/// `examples/pingora` needs `cmake`: pingora-core always builds zlib-ng
+/// from C source with it (flate2's `zlib-ng` feature, not optional).
+/// Installs it with apt-get when it is missing.
+fn ensure_cmake() -> Result<()> {
+    let has_cmake = || {
+        Command::new("cmake")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has_cmake() {
+        return Ok(());
+    }
+    eprintln!(
+        "==> cmake is missing (examples/pingora builds zlib-ng with it); installing it with apt-get"
+    );
+    for args in [
+        &["install", "-y", "cmake"][..],
+        &["update"],
+        &["install", "-y", "cmake"],
+    ] {
+        let _ = Command::new("apt-get").args(args).status();
+        if has_cmake() {
+            return Ok(());
+        }
+    }
+    bail!("cmake is needed to build examples/pingora (Debian: `apt-get install cmake`)")
+}
+
 fn has_redis_server() -> bool {
     Command::new("redis-server")
         .arg("--version")
@@ -296,6 +355,7 @@ fn test() -> Result<()> {
     let redis = redis();
     run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
     run(Command::new(cargo()).args(["fmt", "--check", "--manifest-path", WASI_BENCH_MANIFEST]))?;
+    run(Command::new(cargo()).args(["fmt", "--check", "--manifest-path", PINGORA_MANIFEST]))?;
     run(Command::new(cargo()).args([
         "clippy",
         "--workspace",
@@ -326,6 +386,7 @@ fn test() -> Result<()> {
         tests.env("VESSEL_REDIS", &r.addr);
     }
     run(&mut tests)?;
+    pingora_example()?;
     load_tests()?;
     vessel_test(
         &["spec-tests/scenarios", "examples/scenarios"],

@@ -7,3 +7,6 @@
 pub mod config;
 pub mod harness;
 pub mod run;
+mod yaml;
+
+pub use yaml::YamlError;

@@ -42,8 +42,8 @@ const PARTIAL: &[&str] = &[];
 /// cluster needs the server whose address `cargo xtask test` puts in
 /// VESSEL_REDIS.
 fn missing_prerequisite(file: &Path) -> Option<String> {
-    let scenario: vessel_proxy::harness::Scenario =
-        serde_yaml::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
+    let scenario =
+        vessel_proxy::harness::Scenario::from_yaml(&std::fs::read_to_string(file).ok()?).ok()?;
     let wasm = file.parent()?.join(&scenario.plugin.wasm);
     if !wasm.exists() {
         return Some(format!("{} is not downloaded", wasm.display()));
@@ -71,10 +71,9 @@ fn scenarios_agree_in_process_and_through_vessel_run() {
         };
         ran += 1;
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        let scenario = serde_yaml::from_str::<vessel_proxy::harness::Scenario>(
-            &std::fs::read_to_string(&file).unwrap(),
-        )
-        .unwrap();
+        let scenario =
+            vessel_proxy::harness::Scenario::from_yaml(&std::fs::read_to_string(&file).unwrap())
+                .unwrap();
         // A file whose `deviations.vessel_run` names DEVIATIONS.md entries
         // may differ through `vessel run` (the differential runner checks
         // that the entries exist).

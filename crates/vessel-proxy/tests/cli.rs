@@ -170,7 +170,8 @@ fn missing_scenario_file_is_an_error() {
 fn malformed_yaml_is_an_error_with_a_position() {
     let dir = TempDir::new("yaml");
     let file = dir.write("bad.yaml", "plugin:\n  wasm: x.wasm\nstreams: [\n");
-    assert_bad_input(&file, &["line 4"]);
+    // The position of the bracket that is never closed.
+    assert_bad_input(&file, &["line 3 column 10", "unclosed bracket"]);
 }
 
 #[test]
@@ -201,7 +202,11 @@ fn wrong_type_is_an_error_naming_the_key() {
     let file = dir.write("type.yaml", scenario);
     assert_bad_input(
         &file,
-        &["streams[0].expect.response.status", "invalid type"],
+        &[
+            "line 8 column 17",
+            "streams[0].expect.response.status",
+            "expected u16, found `ok`",
+        ],
     );
 
     let scenario = format!(
@@ -364,8 +369,8 @@ fn record_round_trip(dir: &TempDir, name: &str, scenario: &str) -> Scenario {
         recorded.starts_with(&format!("---\n# {}\n", file.display())),
         "{recorded}"
     );
-    let parsed: Scenario = serde_yaml::from_str(&recorded).expect("--record output is a scenario");
-    let original: Scenario = serde_yaml::from_str(scenario).expect("the input is a scenario");
+    let parsed = Scenario::from_yaml(&recorded).expect("--record output is a scenario");
+    let original = Scenario::from_yaml(scenario).expect("the input is a scenario");
     assert_eq!(parsed.streams.len(), original.streams.len());
     for (got, input) in parsed.streams.iter().zip(&original.streams) {
         assert_eq!(got.request, input.request, "the requests are kept");

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_yaml::Value;
+use serde_json::Value;
 use vessel_proxy::config::{
     self, Backoff, Bootstrap, ClusterKind, Codec, ConfigError, Endpoint, ErrorKind, FailurePolicy,
     HeaderMatch, PathMatch, RouteAction, WasmCode,
@@ -32,12 +32,29 @@ fn load_fixture(name: &str) -> Bootstrap {
 /// The `minimal.yaml` document, to be edited.
 fn base() -> Value {
     let text = std::fs::read_to_string(configs_dir().join("minimal.yaml")).expect("read fixture");
-    serde_yaml::from_str(&text).expect("fixture is YAML")
+    yaml(&text)
 }
 
 /// A YAML snippet.
 fn y(s: &str) -> Value {
-    serde_yaml::from_str(s).expect("snippet is YAML")
+    yaml(s)
+}
+
+/// Reads YAML into an editable tree (JSON's: the probes need no tags and no
+/// non-string keys; its mappings sort their keys), with YAML 1.2 core scalars
+/// as the reader uses them.
+fn yaml(text: &str) -> Value {
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+    };
+    serde_saphyr::from_str_with_options(text, options).expect("YAML")
+}
+
+/// Writes the tree as YAML text.
+fn to_yaml(doc: &Value) -> String {
+    serde_saphyr::to_string(doc).expect("serialize")
 }
 
 enum Seg {
@@ -74,17 +91,17 @@ fn set(doc: &mut Value, path: &str, v: Value) {
         match s {
             Seg::Key(k) => {
                 if cur.is_null() {
-                    *cur = Value::Mapping(Default::default());
+                    *cur = Value::Object(Default::default());
                 }
-                let m = cur.as_mapping_mut().expect("mapping on the path");
+                let m = cur.as_object_mut().expect("mapping on the path");
                 if last {
-                    m.insert(Value::String(k.clone()), v);
+                    m.insert(k.clone(), v);
                     return;
                 }
-                cur = m.entry(Value::String(k.clone())).or_insert(Value::Null);
+                cur = m.entry(k.clone()).or_insert(Value::Null);
             }
             Seg::Index(n) => {
-                let s = cur.as_sequence_mut().expect("list on the path");
+                let s = cur.as_array_mut().expect("list on the path");
                 if last {
                     s[*n] = v;
                     return;
@@ -105,14 +122,14 @@ fn remove(doc: &mut Value, path: &str) {
             Seg::Index(n) => cur.get_mut(n).expect("index on the path"),
         };
     }
-    cur.as_mapping_mut()
+    cur.as_object_mut()
         .expect("mapping")
         .remove(key)
         .expect("key present");
 }
 
 fn parse_doc(doc: &Value) -> Result<Bootstrap, ConfigError> {
-    let text = serde_yaml::to_string(doc).expect("serialize");
+    let text = to_yaml(doc);
     config::parse(&text, Path::new("/cfg"))
 }
 
@@ -126,10 +143,7 @@ fn ok(doc: &Value) -> Bootstrap {
 /// The field error of `doc`: (kind, path, message).
 fn field_err(doc: &Value) -> (ErrorKind, String, String) {
     match parse_doc(doc) {
-        Ok(_) => panic!(
-            "accepted: {}",
-            serde_yaml::to_string(doc).unwrap_or_default()
-        ),
+        Ok(_) => panic!("accepted: {}", to_yaml(doc)),
         Err(e) => match (e.kind(), e.path(), e.message()) {
             (Some(k), Some(p), Some(m)) => (k, p.to_owned(), m.to_owned()),
             _ => panic!("not a field error: {e}"),
@@ -701,19 +715,19 @@ fn unsupported_filter_and_any_types() {
     let chain = format!("{L}.filter_chains[0].filters");
     let mut doc = base();
     let filters = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"].clone();
-    let mut two = filters.as_sequence().expect("list").clone();
+    let mut two = filters.as_array().expect("list").clone();
     two.push(two[0].clone());
-    set(&mut doc, &chain, Value::Sequence(two));
+    set(&mut doc, &chain, Value::Array(two));
     let (k, p, _) = field_err(&doc);
     assert_eq!((k, p), (ErrorKind::Unsupported, chain));
     let mut doc = base();
     let chains = format!("{L}.filter_chains");
     let mut two = doc["static_resources"]["listeners"][0]["filter_chains"]
-        .as_sequence()
+        .as_array()
         .expect("list")
         .clone();
     two.push(two[0].clone());
-    set(&mut doc, &chains, Value::Sequence(two));
+    set(&mut doc, &chains, Value::Array(two));
     let (k, p, _) = field_err(&doc);
     assert_eq!((k, p), (ErrorKind::Unsupported, chains));
 }
@@ -908,7 +922,7 @@ fn logical_dns_needs_exactly_one_endpoint() {
         doc["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
             [0]
         .clone();
-    set(&mut doc, &eps, Value::Sequence(vec![one.clone(), one]));
+    set(&mut doc, &eps, Value::Array(vec![one.clone(), one]));
     let (k, p, m) = field_err(&doc);
     assert_eq!((k, p.as_str()), (ErrorKind::Invalid, C), "{m}");
 }
@@ -975,7 +989,7 @@ fn router_placement() {
     set(
         &mut d,
         &filters,
-        Value::Sequence(vec![router.clone(), wasm.clone()]),
+        Value::Array(vec![router.clone(), wasm.clone()]),
     );
     let (k, p, _) = field_err(&d);
     assert_eq!((k, p), (ErrorKind::Invalid, format!("{filters}[1]")));
@@ -984,28 +998,24 @@ fn router_placement() {
     set(
         &mut d,
         &filters,
-        Value::Sequence(vec![wasm.clone(), router.clone(), router.clone()]),
+        Value::Array(vec![wasm.clone(), router.clone(), router.clone()]),
     );
     let (k, p, _) = field_err(&d);
     assert_eq!((k, p), (ErrorKind::Invalid, format!("{filters}[2]")));
     // No router.
     let mut d = base();
-    set(&mut d, &filters, Value::Sequence(vec![wasm.clone()]));
+    set(&mut d, &filters, Value::Array(vec![wasm.clone()]));
     let (k, p, _) = field_err(&d);
     assert_eq!((k, p), (ErrorKind::Invalid, filters.clone()));
     // Only a router: zero wasm filters is fine.
     let mut d = base();
-    set(&mut d, &filters, Value::Sequence(vec![router.clone()]));
+    set(&mut d, &filters, Value::Array(vec![router.clone()]));
     assert!(ok(&d).listeners[0].wasm_filters.is_empty());
     // Several wasm filters keep their order.
     let mut second = wasm.clone();
     second["typed_config"]["config"]["name"] = y("second");
     let mut d = base();
-    set(
-        &mut d,
-        &filters,
-        Value::Sequence(vec![wasm, second, router]),
-    );
+    set(&mut d, &filters, Value::Array(vec![wasm, second, router]));
     let names: Vec<String> = ok(&d).listeners[0]
         .wasm_filters
         .iter()
@@ -1024,7 +1034,7 @@ fn duplicates_are_rejected() {
     set(
         &mut doc,
         "static_resources.listeners",
-        Value::Sequence(vec![l0.clone(), l1]),
+        Value::Array(vec![l0.clone(), l1]),
     );
     let (k, p, _) = field_err(&doc);
     assert_eq!(
@@ -1036,7 +1046,7 @@ fn duplicates_are_rejected() {
     set(
         &mut doc,
         "static_resources.listeners",
-        Value::Sequence(vec![l0, l2]),
+        Value::Array(vec![l0, l2]),
     );
     let (k, p, _) = field_err(&doc);
     assert_eq!(
@@ -1052,7 +1062,7 @@ fn duplicates_are_rejected() {
     set(
         &mut doc,
         "static_resources.clusters",
-        Value::Sequence(vec![c.clone(), c]),
+        Value::Array(vec![c.clone(), c]),
     );
     let (k, p, _) = field_err(&doc);
     assert_eq!(
@@ -1097,13 +1107,22 @@ fn duplicates_are_rejected() {
         ErrorKind::Duplicate,
         &format!("{env}.host_env_keys[2]"),
     );
-    // A field given in both spellings.
-    let mut doc = base();
-    set(&mut doc, &format!("{}.rootId", plugin()), y("other"));
-    let (k, p, _) = field_err(&doc);
+    // A field given in both spellings: the second one in the document is
+    // named. (Edited as text: the JSON trees above sort their keys.)
+    let text = std::fs::read_to_string(configs_dir().join("minimal.yaml")).expect("read fixture");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start() == "root_id: root")
+        .expect("root_id in the fixture");
+    let indent = &line[..line.len() - line.trim_start().len()];
+    let text = text.replacen(line, &format!("{line}\n{indent}rootId: other"), 1);
+    let e = config::parse(&text, Path::new("/cfg")).unwrap_err();
     assert_eq!(
-        (k, p),
-        (ErrorKind::Duplicate, format!("{}.rootId", plugin()))
+        (e.kind(), e.path()),
+        (
+            Some(ErrorKind::Duplicate),
+            Some(format!("{}.rootId", plugin()).as_str())
+        )
     );
 }
 

@@ -78,9 +78,14 @@ fn errors_are_typed_and_name_the_file() {
         format!("plugin:\n  wasm: \"{}\"\nstreamz: []\n", guest("noop")),
     );
     match run_files(&[&unknown]) {
-        Err(Error::Yaml { path, message }) => {
+        Err(Error::Yaml { path, error }) => {
             assert_eq!(path, unknown);
-            assert!(message.contains("unknown field `streamz`"), "{message}");
+            assert!(
+                error.message().contains("unknown field `streamz`"),
+                "{error}"
+            );
+            // `streamz` is the third line.
+            assert_eq!((error.line(), error.column()), (Some(3), Some(1)));
         }
         other => panic!("expected a YAML error, got {other:?}"),
     }
@@ -137,7 +142,7 @@ fn plugin_policy_limit_capability_and_environment_keys_name_their_path() {
         )
     };
     let yaml_error = |path: &PathBuf| match run_files(&[path]) {
-        Err(Error::Yaml { message, .. }) => message,
+        Err(Error::Yaml { error, .. }) => error.message().to_owned(),
         other => panic!("expected a YAML error, got {other:?}"),
     };
     let invalid_key = |path: &PathBuf| match run_files(&[path]) {
@@ -270,7 +275,7 @@ fn one_engine_serves_several_files() {
         );
     }
     let yaml = harness::record_file(&engine, &a).expect("records");
-    let recorded: Scenario = serde_yaml::from_str(&yaml).expect("parses");
+    let recorded = Scenario::from_yaml(&yaml).expect("parses");
     assert_eq!(recorded.streams.len(), 2);
 }
 

@@ -2,8 +2,6 @@
 //! (ABI reference §9, "same Any rules"), and the `TypedStruct` wrapper of
 //! `typed_config`.
 
-use std::sync::LazyLock;
-
 use super::error::ErrorKind;
 use super::yaml::{Node, Res, YamlPath, any_type};
 
@@ -118,8 +116,7 @@ pub(crate) fn open_typed<'a>(node: &Node<'a>) -> Res<Opened<'a>> {
                 format!("`{url}` is not a type URL (expected type.googleapis.com/<message name>)"),
             )
         })?;
-    static EMPTY: LazyLock<serde_yaml::Value> =
-        LazyLock::new(|| serde_yaml::Value::Mapping(serde_yaml::Mapping::new()));
+    static EMPTY: crate::yaml::Value = crate::yaml::Value::Mapping(Vec::new());
     let body = o.get("value").unwrap_or_else(|| Node {
         v: &EMPTY,
         path: o.path.key("value"),

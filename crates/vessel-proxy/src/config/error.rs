@@ -50,9 +50,10 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The text is not valid YAML (or has duplicate keys, or a bad merge key).
+    /// The text is not valid YAML (or has duplicate keys, a bad merge key,
+    /// or an unsupported tag); the error has the line and column.
     #[error("invalid YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] crate::YamlError),
     /// A field is unsupported, missing, invalid, duplicated, or refers to
     /// something unknown.
     #[error("{path}: {message}")]

@@ -125,8 +125,8 @@ pub fn load(path: &Path) -> Result<Bootstrap, ConfigError> {
 /// Parses and validates a bootstrap from YAML `text`. Relative wasm file
 /// names are resolved against `base_dir`.
 pub fn parse(text: &str, base_dir: &Path) -> Result<Bootstrap, ConfigError> {
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(text)?;
-    doc.apply_merge()?;
+    // Merge keys are applied and duplicate keys rejected by the reader.
+    let doc: crate::yaml::Value = crate::yaml::from_str(text)?;
     bootstrap(&YNode::root(&doc), base_dir)
 }
 

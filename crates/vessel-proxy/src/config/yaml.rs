@@ -1,4 +1,4 @@
-//! A strict walker over `serde_yaml::Value` that follows Envoy's protobuf-JSON
+//! A strict walker over the YAML tree ([`crate::yaml::Value`]) that follows Envoy's protobuf-JSON
 //! reading rules closely enough for the supported subset, and names every
 //! problem by its YAML path.
 //!
@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use serde_yaml::Value;
+use crate::yaml::Value;
 
 use super::error::{ConfigError, ErrorKind};
 
@@ -80,11 +80,10 @@ pub(crate) fn describe(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
+        Value::UInt(_) | Value::Int(_) | Value::Float(_) => "a number",
         Value::String(_) => "a string",
         Value::Sequence(_) => "a list",
         Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
     }
 }
 
@@ -212,7 +211,9 @@ impl<'a> Node<'a> {
     pub(crate) fn str(&self) -> Res<&'a str> {
         match self.v {
             Value::String(s) => Ok(s),
-            Value::Number(_) | Value::Bool(_) => Err(self.expected("a string (quote the value)")),
+            Value::UInt(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) => {
+                Err(self.expected("a string (quote the value)"))
+            }
             _ => Err(self.expected("a string")),
         }
     }
@@ -249,7 +250,7 @@ impl<'a> Node<'a> {
     /// Reads a `uint32` field (a number, or a quoted number).
     pub(crate) fn u32(&self) -> Res<u32> {
         let n = match self.v {
-            Value::Number(n) => n.as_u64(),
+            Value::UInt(_) | Value::Int(_) | Value::Float(_) => self.v.as_u64(),
             Value::String(s) => s.trim().parse::<u64>().ok(),
             _ => return Err(self.expected("a non-negative integer")),
         };
@@ -265,7 +266,7 @@ impl<'a> Node<'a> {
     /// JSON writes 64-bit integers).
     pub(crate) fn u64(&self) -> Res<u64> {
         let n = match self.v {
-            Value::Number(n) => n.as_u64(),
+            Value::UInt(_) | Value::Int(_) | Value::Float(_) => self.v.as_u64(),
             Value::String(s) => s.trim().parse::<u64>().ok(),
             _ => return Err(self.expected("a non-negative integer")),
         };
@@ -344,7 +345,7 @@ impl<'a> Node<'a> {
         Ok(match self.v {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
-            Value::Number(n) => {
+            n @ (Value::UInt(_) | Value::Int(_) | Value::Float(_)) => {
                 // Struct numbers are doubles; integral ones print without a
                 // fraction, as protobuf's JSON printer does.
                 if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= 1 << 53) {
@@ -373,9 +374,6 @@ impl<'a> Node<'a> {
                     m.insert(k.to_owned(), v.to_json()?);
                 }
                 serde_json::Value::Object(m)
-            }
-            Value::Tagged(_) => {
-                return Err(self.err(ErrorKind::Invalid, "YAML tags are not supported"));
             }
         })
     }
@@ -426,7 +424,7 @@ pub(crate) fn type_name(url: &str) -> Option<&str> {
 /// The `@type` of an `Any` (as a type name), read without checking the other
 /// keys.
 pub(crate) fn any_type<'a>(node: &Node<'a>) -> Res<&'a str> {
-    let Value::Mapping(m) = node.v else {
+    let Value::Mapping(_) = node.v else {
         return Err(node.err(
             ErrorKind::Invalid,
             format!(
@@ -435,7 +433,7 @@ pub(crate) fn any_type<'a>(node: &Node<'a>) -> Res<&'a str> {
             ),
         ));
     };
-    let Some(t) = m.get("@type") else {
+    let Some(t) = node.v.get("@type") else {
         return Err(node
             .path
             .key("@type")

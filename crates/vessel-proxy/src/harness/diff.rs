@@ -484,9 +484,9 @@ pub fn diff_file(engine: &Engine, options: &Options, path: &Path) -> Result<File
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    let scenario: Scenario = serde_yaml::from_str(&text).map_err(|e| Error::Yaml {
+    let scenario: Scenario = Scenario::from_yaml(&text).map_err(|error| Error::Yaml {
         path: path.to_owned(),
-        message: e.to_string(),
+        error,
     })?;
     let vessel_run = || super::real::run_file(super::real::Proxy::VesselRun(&options.vessel), path);
     let envoy_run = || super::real::run_file(super::real::Proxy::Envoy(&options.envoy), path);

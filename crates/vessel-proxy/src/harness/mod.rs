@@ -38,13 +38,14 @@ pub enum Error {
         /// The OS error.
         message: String,
     },
-    /// The YAML is malformed or has an unknown key.
-    #[error("{path}: {message}")]
+    /// The YAML is malformed, has an unknown key or a value of the wrong
+    /// type.
+    #[error("{path}: {error}")]
     Yaml {
         /// The scenario file.
         path: PathBuf,
-        /// serde's message, with the key and position.
-        message: String,
+        /// What is wrong, with the key path, line and column.
+        error: crate::YamlError,
     },
     /// A value is invalid.
     #[error("{path}: {key}: {message}")]
@@ -218,8 +219,8 @@ pub fn record_file(engine: &Engine, path: &Path) -> Result<String, Error> {
     for (stream, obs) in scenario.streams.iter_mut().zip(&observations) {
         stream.expect = compare::expectation_from(obs);
     }
-    serde_yaml::to_string(&scenario).map_err(|e| Error::Yaml {
+    scenario.to_yaml().map_err(|error| Error::Yaml {
         path: path.to_owned(),
-        message: e.to_string(),
+        error,
     })
 }

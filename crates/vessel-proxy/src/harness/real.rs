@@ -442,9 +442,9 @@ pub fn run_file(proxy: Proxy<'_>, path: &Path) -> Result<Run, Error> {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    let scenario: Scenario = serde_yaml::from_str(&text).map_err(|e| Error::Yaml {
+    let scenario: Scenario = Scenario::from_yaml(&text).map_err(|error| Error::Yaml {
         path: path.to_owned(),
-        message: e.to_string(),
+        error,
     })?;
     if let Some(why) = proxy.unsupported(&scenario) {
         return Ok(Run::Skipped(why));

@@ -181,9 +181,9 @@ impl Loaded {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let scenario: Scenario = serde_yaml::from_str(&text).map_err(|e| Error::Yaml {
+        let scenario: Scenario = Scenario::from_yaml(&text).map_err(|error| Error::Yaml {
             path: path.to_owned(),
-            message: e.to_string(),
+            error,
         })?;
         Self::new(engine, path, scenario)
     }

@@ -44,6 +44,20 @@ pub struct Scenario {
     pub only_in_process: Option<String>,
 }
 
+impl Scenario {
+    /// Reads a scenario file's text. Unknown keys and values of the wrong
+    /// type are errors that name the key path, with the line and column.
+    pub fn from_yaml(text: &str) -> Result<Self, crate::YamlError> {
+        crate::yaml::from_str(text)
+    }
+
+    /// Writes the scenario in the file format (what `vessel test --record`
+    /// prints).
+    pub fn to_yaml(&self) -> Result<String, crate::YamlError> {
+        crate::yaml::to_string(self)
+    }
+}
+
 /// The `deviations` key: ids of entries of `spec-tests/DEVIATIONS.md`
 /// (`B1`, `A1`, `E2`, ...) that explain why a backend's observations differ
 /// from Envoy's for this scenario. A backend that differs with none listed
