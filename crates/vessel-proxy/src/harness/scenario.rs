@@ -302,13 +302,14 @@ pub struct EnvironmentSpec {
 impl EnvironmentSpec {
     /// The guest's environment as `(name, value)` pairs: `key_values`, then
     /// each `host_env_keys` entry that is set in this process. A name given
-    /// twice is an error, as in Envoy; the `Err` names the key.
+    /// twice is an error, as in Envoy; the `Err` names the key, relative to
+    /// the plugin (`environment.key_values.NAME`).
     pub fn resolve(&self) -> Result<Vec<(String, String)>, (String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         for (k, v) in &self.key_values {
             if k.is_empty() || k.contains('=') {
                 return Err((
-                    format!("plugin.environment.key_values.{k}"),
+                    format!("environment.key_values.{k}"),
                     "a variable name must be non-empty and hold no `=`".into(),
                 ));
             }
@@ -317,13 +318,13 @@ impl EnvironmentSpec {
         for (i, k) in self.host_env_keys.iter().enumerate() {
             if k.is_empty() || k.contains('=') {
                 return Err((
-                    format!("plugin.environment.host_env_keys[{i}]"),
+                    format!("environment.host_env_keys[{i}]"),
                     "a variable name must be non-empty and hold no `=`".into(),
                 ));
             }
             if self.key_values.contains_key(k) || self.host_env_keys[..i].contains(k) {
                 return Err((
-                    format!("plugin.environment.host_env_keys[{i}]"),
+                    format!("environment.host_env_keys[{i}]"),
                     format!("`{k}` is given twice"),
                 ));
             }
