@@ -538,6 +538,13 @@ fn carry_out(chain: &mut Chain<'_>, world: &mut World, i: usize, effect: Effect)
     }
 }
 
+/// A piece of one direction of the script.
+enum Part {
+    Headers(HeaderMap, bool),
+    Data(Vec<u8>, bool),
+    Trailers(HeaderMap),
+}
+
 /// What left the stream so far.
 #[derive(Default)]
 struct Seen {
@@ -604,10 +611,14 @@ impl Pump<'_, '_> {
         }
     }
 
-    /// Sends one direction's script: the headers, the body chunks and the
-    /// end, framed as the HTTP/1.1 codec frames them for Envoy's filters
-    /// (the end of a body arrives on its own, after the data), or the
-    /// trailers.
+    /// Sends one direction's script as the real backends' client and
+    /// upstream send it, and as Envoy's HTTP/1.1 codec hands it to the
+    /// filters. The headers and the first body chunk arrive together, each
+    /// later chunk and the trailers 80 ms after the one before; the end of
+    /// a body arrives with its last chunk, after the data (a body callback
+    /// with no new bytes and `end_of_stream`). What arrives together reaches
+    /// the filters before anything the VMs asked for is carried out (a
+    /// callout answer comes in a later turn of the event loop).
     fn send(
         &mut self,
         request: bool,
@@ -617,36 +628,40 @@ impl Pump<'_, '_> {
     ) {
         let body: Vec<&[u8]> = body.iter().copied().filter(|c| !c.is_empty()).collect();
         let headers_end = body.is_empty() && trailers.is_none();
-        if request {
-            self.http.request_headers(self.chain, headers, headers_end);
-        } else {
-            self.http.response_headers(self.chain, headers, headers_end);
-        }
-        self.after_event();
-        if headers_end {
-            return;
-        }
-        for chunk in body {
-            if self.http.is_done() || self.http.is_local_reply() {
-                return;
+        let mut reads = Vec::new();
+        let mut read = vec![Part::Headers(headers, headers_end)];
+        for (k, chunk) in body.into_iter().enumerate() {
+            if k > 0 {
+                reads.push(std::mem::take(&mut read));
             }
-            if request {
-                self.http.request_data(self.chain, chunk.to_vec(), false);
-            } else {
-                self.http.response_data(self.chain, chunk.to_vec(), false);
+            read.push(Part::Data(chunk.to_vec(), false));
+        }
+        match trailers {
+            Some(t) => {
+                reads.push(std::mem::take(&mut read));
+                read.push(Part::Trailers(t));
+            }
+            None if !headers_end => read.push(Part::Data(Vec::new(), true)),
+            None => {}
+        }
+        reads.push(read);
+        for read in reads {
+            for part in read {
+                if self.http.is_done() || self.http.is_local_reply() {
+                    break;
+                }
+                let (http, chain) = (&mut *self.http, &mut *self.chain);
+                match (part, request) {
+                    (Part::Headers(h, end), true) => http.request_headers(chain, h, end),
+                    (Part::Headers(h, end), false) => http.response_headers(chain, h, end),
+                    (Part::Data(d, end), true) => http.request_data(chain, d, end),
+                    (Part::Data(d, end), false) => http.response_data(chain, d, end),
+                    (Part::Trailers(t), true) => http.request_trailers(chain, t),
+                    (Part::Trailers(t), false) => http.response_trailers(chain, t),
+                }
             }
             self.after_event();
         }
-        if self.http.is_done() || self.http.is_local_reply() {
-            return;
-        }
-        match (trailers, request) {
-            (Some(t), true) => self.http.request_trailers(self.chain, t),
-            (Some(t), false) => self.http.response_trailers(self.chain, t),
-            (None, true) => self.http.request_data(self.chain, Vec::new(), true),
-            (None, false) => self.http.response_data(self.chain, Vec::new(), true),
-        }
-        self.after_event();
     }
 
     fn drive(&mut self, stream: &Stream) {
