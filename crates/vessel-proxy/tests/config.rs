@@ -490,7 +490,10 @@ fn allow_precompiled_error_names_path_and_supported_keys() {
 #[test]
 fn buffer_limit_and_suppress_envoy_headers() {
     let b = ok(&base());
-    assert_eq!(b.listeners[0].buffer_limit, config::DEFAULT_BUFFER_LIMIT);
+    assert_eq!(
+        b.listeners[0].buffer_limit,
+        vessel_host::DEFAULT_BUFFER_LIMIT
+    );
     assert!(!b.listeners[0].suppress_envoy_headers);
     let mut doc = base();
     set(

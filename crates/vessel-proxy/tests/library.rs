@@ -181,12 +181,62 @@ fn plugin_policy_limit_capability_and_environment_keys_name_their_path() {
     let empty = file("empty.yaml", "  allowed_capabilities: [proxy_log, \"\"]\n");
     assert_eq!(invalid_key(&empty), "plugin.allowed_capabilities[1]");
 
+    let backoff = file(
+        "backoff.yaml",
+        "  failure_policy: FAIL_OPEN\n  reload_backoff: { base_ms: 100 }\n",
+    );
+    assert_eq!(invalid_key(&backoff), "plugin.reload_backoff");
+    let base = file(
+        "base.yaml",
+        "  failure_policy: FAIL_RELOAD\n  reload_backoff: { base_ms: 0 }\n",
+    );
+    assert_eq!(invalid_key(&base), "plugin.reload_backoff.base_ms");
+    let max = file(
+        "max.yaml",
+        "  failure_policy: FAIL_RELOAD\n  reload_backoff: { base_ms: 100, max_ms: 50 }\n",
+    );
+    assert_eq!(invalid_key(&max), "plugin.reload_backoff.max_ms");
+    let unknown = file(
+        "unknown-backoff.yaml",
+        "  failure_policy: FAIL_RELOAD\n  reload_backoff: { base: 100 }\n",
+    );
+    let message = yaml_error(&unknown);
+    assert!(message.contains("plugin.reload_backoff"), "{message}");
+
     // Valid values load, fuel included (it needs an engine of its own).
     let good = file(
         "good.yaml",
-        "  failure_policy: FAIL_RELOAD\n  limits: { memory_bytes: 16777216, callback_timeout_ms: 20, fuel_per_callback: 1000000 }\n  allowed_capabilities: []\n  environment: { key_values: { A: x } }\n",
+        "  failure_policy: FAIL_RELOAD\n  reload_backoff: { base_ms: 10, max_ms: 20 }\n  limits: { memory_bytes: 16777216, callback_timeout_ms: 20, fuel_per_callback: 1000000 }\n  allowed_capabilities: []\n  environment: { key_values: { A: x } }\n",
     );
     assert!(run_files(&[&good]).is_ok());
+}
+
+#[test]
+fn a_chain_is_plugin_or_plugins_not_both() {
+    let dir = TempDir::new("lib-chain");
+    let wasm = guest("noop");
+    let invalid_key = |name: &str, text: String| match run_files(&[dir.write(name, text)]) {
+        Err(Error::Invalid { key, message, .. }) => (key, message),
+        other => panic!("expected an invalid-value error, got {other:?}"),
+    };
+    let (key, message) = invalid_key(
+        "both.yaml",
+        format!("plugin:\n  wasm: \"{wasm}\"\nplugins:\n  - wasm: \"{wasm}\"\nstreams: []\n"),
+    );
+    assert_eq!(key, "plugin, plugins");
+    assert!(message.contains("not both"), "{message}");
+    let (key, _) = invalid_key("neither.yaml", "streams: []\n".into());
+    assert_eq!(key, "plugin");
+    let (key, _) = invalid_key("empty.yaml", "plugins: []\nstreams: []\n".into());
+    assert_eq!(key, "plugins");
+    // A key of a chain entry is named by its index.
+    let (key, _) = invalid_key(
+        "level.yaml",
+        format!(
+            "plugins:\n  - wasm: \"{wasm}\"\n  - wasm: \"{wasm}\"\n    log_level: loud\nstreams: []\n"
+        ),
+    );
+    assert_eq!(key, "plugins[1].log_level");
 }
 
 #[test]
@@ -211,10 +261,10 @@ fn scenarios_can_be_built_in_code() {
         ..Message::default()
     };
     let scenario = Scenario {
-        plugin: PluginSpec {
+        plugin: Some(PluginSpec {
             wasm: guest("hello"),
             ..PluginSpec::default()
-        },
+        }),
         streams: vec![
             Stream {
                 request: request("/hello"),
@@ -398,4 +448,125 @@ streams:
     let upstream = obs.upstream_request.as_ref().expect("reached the upstream");
     assert_eq!(upstream.body, "0123456789".repeat(3));
     assert_eq!(obs.response.as_ref().and_then(|r| r.status), Some(200));
+}
+
+/// A chain of three filters, each with its own VM and policy: a trap in the
+/// middle one under FAIL_OPEN answers its own stream 503 through the first
+/// filter's response callbacks, and later streams skip it.
+#[test]
+fn a_chain_runs_in_order_and_each_filter_follows_its_own_policy() {
+    let dir = TempDir::new("lib-chain-run");
+    let file = dir.write(
+        "chain.yaml",
+        format!(
+            r#"plugins:
+  - wasm: "{headers}"
+  - wasm: "{trap}"
+    failure_policy: FAIL_OPEN
+  - wasm: "{hello}"
+streams:
+  - request:
+      headers: [[":method", "GET"], [":path", "/a"], ["x-trap-in", "request_headers"]]
+  - request:
+      headers: [[":method", "GET"], [":path", "/b"]]
+  - request:
+      headers: [[":method", "GET"], [":path", "/hello"]]
+"#,
+            headers = guest("headers"),
+            trap = guest("trap"),
+            hello = guest("hello"),
+        ),
+    );
+    let results = run_file(&Engine::default(), &file).expect("runs");
+    let [trapped, skipped, local] = [0, 1, 2].map(|i| &results[i].observation);
+
+    assert_eq!(trapped.response.as_ref().and_then(|r| r.status), Some(503));
+    assert!(trapped.upstream_request.is_none(), "{trapped:?}");
+    let failure = trapped.vm_failure.as_deref().unwrap_or_default();
+    assert!(failure.contains("proxy_on_request_headers"), "{failure}");
+    // The 503 passed the first filter's response callback; the third
+    // filter never saw the request.
+    let logs = &trapped.logs;
+    assert!(logs.iter().any(|l| l.starts_with("status=503")), "{logs:?}");
+    assert!(!logs.iter().any(|l| l.contains("hello:")), "{logs:?}");
+
+    // FAIL_OPEN: the failed filter is skipped; the others still run.
+    let up = skipped
+        .upstream_request
+        .as_ref()
+        .expect("reached the upstream");
+    assert!(
+        up.headers.contains(&("x-hello".into(), "seen".into())),
+        "{up:?}"
+    );
+    assert!(
+        !skipped.logs.iter().any(|l| l.starts_with("trap:")),
+        "{:?}",
+        skipped.logs
+    );
+    assert!(
+        skipped.logs.iter().any(|l| l == "path=/b"),
+        "{:?}",
+        skipped.logs
+    );
+    assert!(skipped.vm_failure.is_some());
+
+    // The last filter's local reply runs through the first filter's
+    // response callback.
+    let response = local.response.as_ref().expect("a response");
+    assert_eq!(response.body, "Hello, World!\n");
+    assert!(local.upstream_request.is_none());
+    assert!(
+        local.logs.iter().any(|l| l.starts_with("status=200")),
+        "{:?}",
+        local.logs
+    );
+    assert!(local.errors.is_empty(), "{:?}", local.errors);
+}
+
+/// Calls `proxy_continue_stream(2)` (downstream) from an HTTP context: an
+/// effect `vessel test` cannot carry out.
+const CONTINUE_DOWNSTREAM_WAT: &str = r#"(module
+  (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 0x8000))
+  (func (export "malloc") (param $n i32) (result i32) (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $continue (i32.const 2)))
+    (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))
+"#;
+
+#[test]
+fn an_effect_the_runner_cannot_carry_out_fails_the_stream() {
+    let dir = TempDir::new("lib-unsupported");
+    dir.write("downstream.wat", CONTINUE_DOWNSTREAM_WAT);
+    let file = dir.write(
+        "downstream.yaml",
+        "plugin:\n  wasm: downstream.wat\nstreams:\n  - request:\n      headers: [[\":method\", \"GET\"], [\":path\", \"/\"]]\n",
+    );
+    let results = run_file(&Engine::default(), &file).expect("runs");
+    let r = &results[0];
+    // The stream itself went on ...
+    assert_eq!(
+        r.observation.response.as_ref().and_then(|r| r.status),
+        Some(200)
+    );
+    // ... but the effect is reported, and fails it.
+    assert_eq!(r.observation.errors.len(), 1, "{:?}", r.observation);
+    assert!(
+        r.observation.errors[0].contains("Downstream"),
+        "{:?}",
+        r.observation.errors
+    );
+    assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+    assert!(r.failures[0].starts_with("vessel test could not run this:"));
 }

@@ -38,9 +38,6 @@ pub struct Listener {
     pub suppress_envoy_headers: bool,
 }
 
-/// Envoy's default `per_connection_buffer_limit_bytes`.
-pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
-
 /// Downstream HTTP codec (`codec_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
@@ -74,7 +71,7 @@ pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Li
     let addr = ip_socket_address(&o.req("address")?)?;
     let buffer_limit = match o.get("per_connection_buffer_limit_bytes") {
         Some(n) => usize::try_from(n.u32()?).unwrap_or(usize::MAX),
-        None => DEFAULT_BUFFER_LIMIT,
+        None => vessel_host::DEFAULT_BUFFER_LIMIT,
     };
 
     let chains_node = o.req("filter_chains")?;

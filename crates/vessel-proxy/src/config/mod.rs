@@ -71,7 +71,7 @@ use std::path::Path;
 
 pub use cluster::{Cluster, ClusterKind, DEFAULT_DNS_REFRESH_RATE, Endpoint};
 pub use error::{ConfigError, ErrorKind};
-pub use listener::{Codec, DEFAULT_BUFFER_LIMIT, Listener};
+pub use listener::{Codec, Listener};
 pub use route::{
     DEFAULT_ROUTE_TIMEOUT, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction, RouteConfig,
     RouteMatch, SafeRegex, StringMatchKind, VirtualHost,

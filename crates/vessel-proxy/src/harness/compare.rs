@@ -70,6 +70,9 @@ fn check_body(what: &str, expected: &Option<String>, got: &str, out: &mut Vec<St
 /// Returns one message per failed expectation; empty means PASS.
 pub fn check(expect: &Expect, obs: &Observation) -> Vec<String> {
     let mut out = Vec::new();
+    for e in &obs.errors {
+        out.push(format!("vessel test could not run this: {e}"));
+    }
     match (&expect.vm_failed, &obs.vm_failure) {
         (Some(want), Some(got)) if !got.contains(want.as_str()) => out.push(format!(
             "vm_failed: expected a failure containing {want:?}, got {got:?}"

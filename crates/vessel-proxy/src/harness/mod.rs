@@ -8,9 +8,11 @@
 //!
 //! The file format is in `spec-tests/SCENARIOS.md`.
 
+mod canned;
 mod compare;
 pub mod diff;
 pub mod envoy;
+mod load;
 pub mod real;
 mod runner;
 pub mod scenario;
@@ -24,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use vessel_host::Engine;
 
 pub use compare::check;
-pub use runner::{DEFAULT_BUFFER_LIMIT, Loaded};
+pub use runner::Loaded;
 pub use scenario::Scenario;
 
 /// Why a scenario could not run at all.
@@ -58,10 +60,12 @@ pub enum Error {
         message: String,
     },
     /// The wasm is not a loadable filter.
-    #[error("{path}: plugin.wasm `{wasm}`: {message}")]
+    #[error("{path}: {key} `{wasm}`: {message}")]
     Plugin {
         /// The scenario file.
         path: PathBuf,
+        /// The key that names the wasm (`plugin.wasm`, `plugins[1].wasm`).
+        key: String,
         /// The wasm file.
         wasm: PathBuf,
         /// The load error.
@@ -97,8 +101,10 @@ pub struct Observation {
     pub reset: bool,
     /// The stream never finished, and why.
     pub stalled: Option<String>,
-    #[serde(skip)]
-    pub(crate) in_response_phase: bool,
+    /// What the in-process runner could not carry out for this stream (an
+    /// effect it has no canned answer for, say). Each one fails the stream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// The result of one stream.

@@ -34,7 +34,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioExecutor;
 
-use super::scenario::{CannedResponse, Scenario, Stream};
+use super::scenario::{CannedResponse, PluginSpec, Scenario, Stream};
 use super::servers::{self, Behaviour, Recorded, Scripted};
 use super::{Error, Observation, ObservedMessage};
 
@@ -68,6 +68,13 @@ pub enum Run {
 fn unsupported_anywhere(s: &Scenario) -> Option<String> {
     if let Some(why) = &s.only_in_process {
         return Some(format!("runs only in-process: {why}"));
+    }
+    match s.chain() {
+        Err((key, message)) => return Some(format!("{key}: {message}")),
+        Ok(chain) if chain.len() > 1 => {
+            return Some("a chain of several plugins (not generated yet)".into());
+        }
+        Ok(_) => {}
     }
     if !s.properties.is_empty() {
         return Some("uses properties".into());
@@ -174,23 +181,31 @@ impl Proxy<'_> {
     }
 }
 
+/// The scenario's (first) plugin.
+fn plugin_of(s: &Scenario) -> PluginSpec {
+    s.chain()
+        .ok()
+        .and_then(|c| c.first().cloned())
+        .unwrap_or_default()
+}
+
 /// The scenario sets `plugin.limits`.
 fn has_limits(s: &Scenario) -> bool {
-    s.plugin.limits.as_ref().is_some_and(|l| !l.is_empty())
+    plugin_of(s).limits.as_ref().is_some_and(|l| !l.is_empty())
 }
 
 /// The Envoy fields of the scenario's `failure_policy`,
 /// `allowed_capabilities` (in `config`, indented for it) and `environment`
 /// (in `vm_config`).
 fn policy_yaml(s: &Scenario) -> (String, String) {
-    let p = &s.plugin;
+    let p = &plugin_of(s);
     let mut config = String::new();
     if let Some(policy) = p.failure_policy {
         config.push_str(&format!(
             "                failure_policy: {}\n",
             policy.envoy_name()
         ));
-        if policy == super::scenario::FailurePolicySpec::FailReload {
+        if matches!(policy, vessel_host::FailurePolicy::FailReload(_)) {
             // vessel test reloads on the next stream; Envoy's default backoff
             // (1 s since the last load) could hold a reload back. Not 1 ms:
             // Envoy 1.40 then divides by zero computing its jitter (SIGFPE).
@@ -243,8 +258,7 @@ fn unique_base_id() -> u32 {
 
 /// The guest log level of the scenario, in Envoy's words.
 fn level_of(s: &Scenario) -> &'static str {
-    match s
-        .plugin
+    match plugin_of(s)
         .log_level
         .as_deref()
         .map(str::to_ascii_lowercase)
@@ -283,7 +297,7 @@ pub(crate) fn bootstrap(
     clusters: &[(String, SocketAddr)],
     admin: bool,
 ) -> String {
-    let p = &s.plugin;
+    let p = &plugin_of(s);
     let mut out = String::new();
     if admin {
         out.push_str(
@@ -450,12 +464,12 @@ pub fn run_file(proxy: Proxy<'_>, path: &Path) -> Result<Run, Error> {
         return Ok(Run::Skipped(why));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let wasm: PathBuf =
-        std::fs::canonicalize(dir.join(&scenario.plugin.wasm)).map_err(|e| Error::Io {
-            path: dir.join(&scenario.plugin.wasm),
-            message: format!("plugin.wasm: {e}"),
-        })?;
-    let name = scenario.plugin.name.clone().unwrap_or_else(|| {
+    let plugin = plugin_of(&scenario);
+    let wasm: PathBuf = std::fs::canonicalize(dir.join(&plugin.wasm)).map_err(|e| Error::Io {
+        path: dir.join(&plugin.wasm),
+        message: format!("plugin.wasm: {e}"),
+    })?;
+    let name = plugin.name.clone().unwrap_or_else(|| {
         wasm.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()

@@ -1,181 +1,99 @@
-//! Runs scenarios in-process: one VM per scenario file, the streams one
-//! after another, with a canned upstream and canned callouts. The stream
-//! driver reproduces Envoy's filter-manager behaviour for one filter:
-//! header and body pauses, body buffering with a limit (413/500), local
-//! replies from any phase (and the filter's own encode callbacks for them),
-//! `on_log`/`on_done`/`on_delete` for every stream, and Envoy's failure
-//! policies once the VM fails (ABI reference §6.6). The stream whose
-//! callback failed gets a 503 (or a reset once the response started) under
-//! every policy, as in Envoy; later streams get a 503 (FAIL_CLOSED), pass
-//! as if the filter were absent (FAIL_OPEN), or get a fresh VM (FAIL_RELOAD,
-//! with no backoff). Redis calls (Higress
-//! 0.2.100) go to a real Redis server when the scenario names one for the
-//! cluster.
+//! Runs scenarios in-process: one VM per filter of the scenario's chain,
+//! the streams one after another, with a canned upstream and canned
+//! callouts. Envoy's stream rules (iteration, pauses, buffering and its
+//! limit, local replies, the end callbacks, the failure policies) are
+//! vessel-host's [`HttpStream`]; this runner only pumps the script into it
+//! and its actions out, and carries out the VM-level effects (callouts,
+//! gRPC, Redis against the scenario's real server, ticks, queues) with the
+//! scenario's canned answers. Time is a scenario clock that starts when the
+//! VMs load and moves only by each stream's `wait_ms`: the FAIL_RELOAD
+//! backoff ([`ReloadGate`]) and the tick timers run on it, so nothing
+//! sleeps.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use vessel_host::{
-    BufferType, ContextId, Effect, Engine, EngineConfig, FilterDataStatus, FilterHeadersStatus,
-    FilterTrailersStatus, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse, Limits,
-    LocalResponse, LogLevel, LogRecord, LogSink, MapType, Plugin, PluginConfig, PropertyMap,
-    PropertyValue, RedisCallOutcome, RedisCallRequest, StreamType, Vm, VmError,
+    Action, ContextId, DEFAULT_BUFFER_LIMIT, Direction, Effect, Engine, FailurePolicy, FilterVms,
+    HeaderMap, HostEnv, HttpCallOutcome, HttpStream, Plugin, PropertyMap, RedisCallOutcome,
+    ReloadDecision, ReloadGate, StreamConfig, StreamSignal, Token, Vm, VmError, VmInstanceId,
 };
 
-use super::scenario::{
-    CannedResponse, FailurePolicySpec, Headers, LimitsSpec, PropertyScalar, Scenario, Stream,
-};
+pub(crate) use super::canned::flush_redis;
+use super::canned::{canned_outcome, grpc_answer, map_to_headers, redis_call, to_map};
+use super::load::{Capture, Setup, setup};
+use super::scenario::{CannedResponse, Scenario, Stream};
 use super::{Error, Observation, ObservedMessage};
 
-/// Default buffer limit: Envoy's `per_connection_buffer_limit_bytes` default.
-pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
-
-/// The body of Envoy's 503 for a call to an endpoint that refuses the
-/// connection.
-pub(super) const UNREACHABLE_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
-
-/// Upper bound on effect rounds per callback, so a filter that starts a new
-/// callout from every callout response cannot hang the harness.
+/// Upper bound on the effects carried out per stream event, so a filter
+/// that starts a new callout from every callout response cannot hang the
+/// harness.
 const MAX_EFFECT_ROUNDS: usize = 10_000;
 
-#[derive(Default)]
-struct Capture {
-    lines: Mutex<Vec<(LogLevel, String)>>,
+/// Upper bound on the ticks one `wait_ms` fires (a 1 ms period and a long
+/// wait would otherwise run for ever).
+const MAX_TICKS_PER_WAIT: usize = 10_000;
+
+/// A root context's timer, as its last `proxy_set_tick_period_milliseconds`
+/// left it, on the scenario clock.
+#[derive(Debug, Clone, Copy)]
+struct Timer {
+    period: Duration,
+    /// When it last fired (or was set).
+    last: Instant,
 }
 
-impl LogSink for Capture {
-    fn log(&self, record: &LogRecord<'_>) {
-        let line = String::from_utf8_lossy(record.message).into_owned();
-        if let Ok(mut l) = self.lines.lock() {
-            l.push((record.level, line));
-        }
-    }
+/// One filter of the chain: its plugin, its VM and its policy.
+struct Filter {
+    plugin: Plugin,
+    policy: FailurePolicy,
+    /// `Err`: the VM never started, and why.
+    vm: Result<Vm, VmError>,
+    /// The reload gate (FAIL_RELOAD only).
+    gate: Option<ReloadGate>,
+    timer: Option<Timer>,
 }
 
-impl Capture {
-    fn len(&self) -> usize {
-        self.lines.lock().map_or(0, |l| l.len())
-    }
-    fn since(&self, start: usize) -> Vec<String> {
-        self.lines
-            .lock()
-            .map(|l| {
-                l[start.min(l.len())..]
-                    .iter()
-                    .map(|(_, m)| m.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
+/// What a scenario's streams share besides the VMs.
+struct World {
+    env: HostEnv,
+    capture: Arc<Capture>,
+    properties: PropertyMap,
+    buffer_limit: usize,
+    clusters: BTreeMap<String, CannedResponse>,
+    /// The scenario clock.
+    now: Instant,
+    /// gRPC calls and streams the runner has seen, by filter and token.
+    grpc: HashMap<(usize, Token), GrpcKind>,
+    /// The first VM failure of the file: every backend reports it from then
+    /// on (a plugin's failure shows in its log for good).
+    failure: Option<String>,
+    /// Effects the runner could not carry out, for the next observation.
+    errors: Vec<String>,
 }
 
-fn to_map(h: &Headers) -> HeaderMap {
-    HeaderMap::from_pairs(h.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GrpcKind {
+    Unary,
+    Stream,
 }
 
-fn property(v: &PropertyScalar) -> PropertyValue {
-    match v {
-        PropertyScalar::Bool(b) => PropertyValue::Bool(*b),
-        PropertyScalar::Int(i) => PropertyValue::Int(*i),
-        PropertyScalar::Str(s) => PropertyValue::from(s.as_str()),
-    }
-}
-
-/// A loaded scenario: its file, its VM and its captured logs.
+/// A loaded scenario: its file, its chain of VMs and its captured logs.
 pub struct Loaded {
     /// The scenario.
     pub scenario: Scenario,
     /// Where it was read from.
     pub path: PathBuf,
-    vm: Result<Vm, VmError>,
-    capture: Arc<Capture>,
-    properties: PropertyMap,
-    /// Kept to build a fresh VM under FAIL_RELOAD.
-    plugin: Plugin,
-    env: HostEnv,
-    policy: FailurePolicySpec,
-    /// The failure of the VM that FAIL_RELOAD replaced, still reported for
-    /// later streams (as the real backends report it: a plugin's failure
-    /// shows in its log for good).
-    last_failure: Option<String>,
-}
-
-/// The plugin's [`Limits`] from `plugin.limits`, checked against the
-/// engine; the `Err` is `(key, message)`.
-fn limits_of(spec: Option<&LimitsSpec>, engine: &Engine) -> Result<Limits, (String, String)> {
-    let mut limits = Limits::default();
-    let Some(spec) = spec else {
-        return Ok(limits);
-    };
-    let bad = |key: &str, message: String| (format!("plugin.limits.{key}"), message);
-    if let Some(m) = spec.memory_bytes {
-        let max = engine.config().max_memory_bytes;
-        if m == 0 || m > max {
-            return Err(bad(
-                "memory_bytes",
-                format!("{m} is not between 1 and the engine's ceiling of {max} bytes"),
-            ));
-        }
-        limits.memory_bytes = m;
-    }
-    if let Some(ms) = spec.callback_timeout_ms {
-        if ms == 0 {
-            return Err(bad("callback_timeout_ms", "must be at least 1".into()));
-        }
-        limits.callback_timeout = Some(std::time::Duration::from_millis(ms));
-    }
-    if let Some(fuel) = spec.fuel_per_callback {
-        if fuel == 0 {
-            return Err(bad("fuel_per_callback", "must be at least 1".into()));
-        }
-        limits.fuel_per_callback = Some(fuel);
-    }
-    for (key, value, slot) in [
-        (
-            "max_header_map_bytes",
-            spec.max_header_map_bytes,
-            &mut limits.max_header_map_bytes,
-        ),
-        (
-            "max_header_map_entries",
-            spec.max_header_map_entries,
-            &mut limits.max_header_map_entries,
-        ),
-        (
-            "max_body_bytes",
-            spec.max_body_bytes,
-            &mut limits.max_body_bytes,
-        ),
-        (
-            "max_property_bytes",
-            spec.max_property_bytes,
-            &mut limits.max_property_bytes,
-        ),
-        (
-            "max_effect_bytes",
-            spec.max_effect_bytes,
-            &mut limits.max_effect_bytes,
-        ),
-        ("max_metrics", spec.max_metrics, &mut limits.max_metrics),
-        (
-            "max_metric_name_bytes",
-            spec.max_metric_name_bytes,
-            &mut limits.max_metric_name_bytes,
-        ),
-    ] {
-        match value {
-            Some(0) => return Err(bad(key, "must be at least 1".into())),
-            Some(v) => *slot = v,
-            None => {}
-        }
-    }
-    Ok(limits)
+    filters: Vec<Filter>,
+    world: World,
 }
 
 impl Loaded {
-    /// Parses and loads a scenario file: reads the YAML, loads the plugin
-    /// and starts its VM. A VM that fails to start is kept as an error so
-    /// each stream can report it.
+    /// Parses and loads a scenario file: reads the YAML, loads the plugins
+    /// and starts their VMs. A VM that fails to start is kept as an error
+    /// so each stream can report it.
     pub fn from_file(engine: &Engine, path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
             path: path.to_owned(),
@@ -188,125 +106,61 @@ impl Loaded {
         Self::new(engine, path, scenario)
     }
 
-    /// Loads an already parsed scenario; `path` anchors the relative wasm path.
+    /// Loads an already parsed scenario; `path` anchors the relative wasm
+    /// paths.
     pub fn new(engine: &Engine, path: &Path, scenario: Scenario) -> Result<Self, Error> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let wasm_path = dir.join(&scenario.plugin.wasm);
-        let wasm = std::fs::read(&wasm_path).map_err(|e| Error::Plugin {
-            path: path.to_owned(),
-            wasm: wasm_path.clone(),
-            message: format!("cannot read it: {e}"),
-        })?;
-        let spec = &scenario.plugin;
-        let log_level = match &spec.log_level {
-            Some(l) => l.parse::<LogLevel>().map_err(|_| Error::Invalid {
-                path: path.to_owned(),
-                key: "plugin.log_level".into(),
-                message: format!("`{l}` is not one of trace, debug, info, warn, error, critical"),
-            })?,
-            None => LogLevel::Trace,
-        };
-        let name = spec.name.clone().unwrap_or_else(|| {
-            wasm_path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
-        let invalid = |(key, message): (String, String)| Error::Invalid {
-            path: path.to_owned(),
-            key,
-            message,
-        };
-        // Fuel needs an engine compiled with fuel metering: a scenario that
-        // sets `fuel_per_callback` gets an engine of its own.
-        let fuel_engine;
-        let engine = match spec.limits.as_ref().and_then(|l| l.fuel_per_callback) {
-            Some(_) if !engine.config().consume_fuel => {
-                fuel_engine = Engine::new(EngineConfig {
-                    consume_fuel: true,
-                    pooling: None,
-                    ..engine.config().clone()
-                })
-                .map_err(|e| {
-                    invalid((
-                        "plugin.limits.fuel_per_callback".into(),
-                        format!("cannot build an engine with fuel metering: {e}"),
-                    ))
-                })?;
-                &fuel_engine
-            }
-            _ => engine,
-        };
-        let limits = limits_of(spec.limits.as_ref(), engine).map_err(invalid)?;
-        let environment = match &spec.environment {
-            Some(e) => e.resolve().map_err(invalid)?,
-            None => Vec::new(),
-        };
-        if let Some(caps) = &spec.allowed_capabilities
-            && let Some(i) = caps.iter().position(String::is_empty)
-        {
-            return Err(invalid((
-                format!("plugin.allowed_capabilities[{i}]"),
-                "a capability name must not be empty".into(),
-            )));
-        }
-        let config = PluginConfig {
-            name,
-            root_id: spec.root_id.clone(),
-            vm_id: spec.vm_id.clone(),
-            vm_configuration: spec.vm_configuration.clone().into_bytes(),
-            configuration: spec.configuration.clone().into_bytes(),
-            log_level,
-            allow_on_headers_stop_iteration: spec.allow_on_headers_stop_iteration,
-            environment,
-            limits,
-            allowed_capabilities: spec.allowed_capabilities.clone(),
-            ..PluginConfig::default()
-        };
-        let plugin = Plugin::load(engine, &wasm, config).map_err(|e| Error::Plugin {
-            path: path.to_owned(),
-            wasm: wasm_path.clone(),
-            message: e.to_string(),
-        })?;
-        for (cname, c) in &scenario.clusters {
-            let invalid = |message: String| Error::Invalid {
-                path: path.to_owned(),
-                key: format!("clusters.{cname}.redis"),
-                message,
-            };
-            if let Some(addr) = c.redis_address().map_err(invalid)?
-                && c.redis_flush
-            {
-                flush_redis(addr).map_err(invalid)?;
-            }
-        }
-        let capture = Arc::new(Capture::default());
-        let clusters: Vec<String> = scenario.clusters.keys().cloned().collect();
-        let mut env = HostEnv::builder()
-            .log_sink_arc(capture.clone())
-            .known_clusters(move |c| clusters.iter().any(|k| k == c));
-        for (name, result) in &scenario.foreign_functions {
-            let bytes = result.clone().into_bytes();
-            env = env.foreign_function(name.clone(), move |_: &[u8]| Ok(bytes.clone()));
-        }
-        let env = env.build();
-        let mut properties = PropertyMap::new();
-        for (k, v) in &scenario.properties {
-            properties.insert_dotted(k, property(v));
-        }
-        let vm = Vm::new(&plugin, &env);
-        let policy = scenario.plugin.failure_policy.unwrap_or_default();
-        Ok(Self {
-            scenario,
-            path: path.to_owned(),
-            vm,
+        let Setup {
+            plugins,
+            env,
             capture,
             properties,
-            plugin,
-            env,
-            policy,
-            last_failure: None,
-        })
+        } = setup(engine, path, &scenario)?;
+        // The VMs start in chain order, as Envoy starts its filters'.
+        let filters: Vec<Filter> = plugins
+            .into_iter()
+            .map(|(plugin, policy)| {
+                let vm = Vm::new(&plugin, &env);
+                Filter {
+                    plugin,
+                    policy,
+                    vm,
+                    gate: None,
+                    timer: None,
+                }
+            })
+            .collect();
+        // The scenario clock starts now, with the VMs loaded.
+        let now = Instant::now();
+        let mut loaded = Self {
+            path: path.to_owned(),
+            filters,
+            world: World {
+                env,
+                capture,
+                properties,
+                buffer_limit: scenario.buffer_limit.unwrap_or(DEFAULT_BUFFER_LIMIT),
+                clusters: scenario.clusters.clone(),
+                now,
+                grpc: HashMap::new(),
+                failure: None,
+                errors: Vec::new(),
+            },
+            scenario,
+        };
+        for f in &mut loaded.filters {
+            if let FailurePolicy::FailReload(backoff) = f.policy {
+                f.gate = Some(ReloadGate::new(backoff, now));
+            }
+        }
+        // What the VMs asked for while they started (tick periods,
+        // callouts from `on_configure`, ...).
+        let mut chain = Chain::new(&mut loaded.filters);
+        chain.collect_all();
+        if let Err(e) = settle(&mut chain, &mut loaded.world, None) {
+            loaded.world.errors.push(e);
+        }
+        loaded.note_failures();
+        Ok(loaded)
     }
 
     /// Runs every stream and returns one observation per stream.
@@ -319,624 +173,543 @@ impl Loaded {
             .collect()
     }
 
-    /// Runs one stream. The first stream's logs also hold what the VM
-    /// logged while it started (`on_vm_start`, `on_configure`).
-    fn run_stream(&mut self, stream: &Stream, first: bool) -> Observation {
-        let start = if first { 0 } else { self.capture.len() };
-        let mut obs = Observation::default();
-        let failed = match &self.vm {
+    /// The first failure of the file, once a VM failed.
+    fn note_failures(&mut self) {
+        if self.world.failure.is_some() {
+            return;
+        }
+        self.world.failure = self.filters.iter().find_map(|f| match &f.vm {
             Ok(vm) => vm.failure().map(ToString::to_string),
             Err(e) => Some(e.to_string()),
+        });
+    }
+
+    /// Runs one stream. The first stream's logs also hold what the VMs
+    /// logged while they started (`on_vm_start`, `on_configure`).
+    fn run_stream(&mut self, stream: &Stream, first: bool) -> Observation {
+        let start = if first { 0 } else { self.world.capture.len() };
+        let mut obs = Observation {
+            errors: std::mem::take(&mut self.world.errors),
+            ..Observation::default()
         };
-        if let Some(why) = failed {
-            match self.policy {
-                FailurePolicySpec::FailReload if self.vm.is_ok() => {
-                    // Envoy reloads only a VM that failed at run time (a
-                    // trap), not one that never started. vessel test uses
-                    // no backoff: the next stream gets the fresh VM.
-                    self.vm = Vm::new(&self.plugin, &self.env);
-                    self.last_failure = Some(why);
-                }
-                FailurePolicySpec::FailOpen => {
-                    obs.vm_failure = Some(why);
-                    pass_through(stream, &mut obs);
-                    obs.logs = self.capture.since(start);
-                    return obs;
-                }
-                _ => {}
-            }
-        }
-        let vm = match &mut self.vm {
-            Ok(vm) => vm,
-            Err(e) => {
-                // The VM never started: every stream fails closed, as it
-                // would after a trap.
-                obs.vm_failure = Some(e.to_string());
-                obs.response = Some(fail_closed());
-                obs.logs = self.capture.since(start);
-                return obs;
-            }
-        };
-        let mut driver = Driver {
-            vm,
-            ctx: ContextId(0),
-            scenario: &self.scenario,
-            continued: [false; 2],
-            local: None,
-            grpc: vessel_host::is_grpc_request(&to_map(&stream.request.headers)),
-            response_started: false,
-            reset: false,
-            limit: self.scenario.buffer_limit.unwrap_or(DEFAULT_BUFFER_LIMIT),
+        self.pass_time(Duration::from_millis(stream.wait_ms), &mut obs);
+        self.ticks_before(stream.ticks_before, &mut obs);
+        self.reload_failed_vms(&mut obs);
+        let mut chain = Chain::new(&mut self.filters);
+        let mut http = HttpStream::new(StreamConfig {
+            buffer_limit: self.world.buffer_limit,
+            properties: self.world.properties.clone(),
+            ..StreamConfig::new(chain.filters.len())
+        });
+        let mut pump = Pump {
+            chain: &mut chain,
+            world: &mut self.world,
+            http: &mut http,
+            seen: Seen::default(),
             obs: &mut obs,
         };
-        let result = driver.run(stream, &self.properties);
-        let ctx = driver.ctx;
-        let response_started = driver.response_started;
-        if let Err(e) = result {
-            obs.vm_failure = Some(e.to_string());
-            // The stream whose callback failed fails closed under every
-            // policy, as in Envoy: its in-VM check (cpp-host `CHECK_FAIL`)
-            // reads only the deprecated `fail_open`, and `failure_policy`
-            // acts when the filter is created for a later stream. A 503
-            // local reply, or a reset once response headers went downstream.
-            if ctx == ContextId(0) && self.policy == FailurePolicySpec::FailOpen {
-                // The VM failed before this stream reached the filter (in a
-                // tick): the stream starts on a failed VM.
-                pass_through(stream, &mut obs);
-            } else if response_started {
-                obs.reset = true;
-            } else if obs.response.is_none() && !obs.reset {
-                obs.response = Some(fail_closed());
-            }
-        }
-        if ctx != ContextId(0)
-            && let Ok(vm) = &mut self.vm
-            && let Err(e) = vm.finish_http_stream(ctx)
-        {
-            obs.vm_failure.get_or_insert_with(|| e.to_string());
-        }
-        if obs.vm_failure.is_none() {
-            obs.vm_failure.clone_from(&self.last_failure);
-        }
-        obs.logs = self.capture.since(start);
+        pump.drive(stream);
+        self.note_failures();
+        obs.vm_failure.clone_from(&self.world.failure);
+        obs.logs = self.world.capture.since(start);
         obs
     }
-}
 
-/// Sends `FLUSHALL` to the Redis server at `addr` (a scenario's
-/// `redis_flush`), bounded in time.
-pub(crate) fn flush_redis(addr: std::net::SocketAddr) -> Result<(), String> {
-    use std::io::{Read, Write};
-    let t = std::time::Duration::from_secs(2);
-    let fail = |e: std::io::Error| format!("FLUSHALL on {addr}: {e}");
-    let mut s = std::net::TcpStream::connect_timeout(&addr, t).map_err(fail)?;
-    s.set_read_timeout(Some(t)).map_err(fail)?;
-    s.write_all(b"*1\r\n$8\r\nFLUSHALL\r\n").map_err(fail)?;
-    let mut reply = [0u8; 64];
-    let n = s.read(&mut reply).map_err(fail)?;
-    if reply[..n].starts_with(b"+OK") {
-        Ok(())
-    } else {
-        Err(format!(
-            "FLUSHALL on {addr}: {}",
-            String::from_utf8_lossy(&reply[..n]).trim_end()
-        ))
-    }
-}
-
-/// Carries out a Redis call against the scenario's real server, on a
-/// short-lived runtime of its own (the harness is synchronous).
-fn redis_call(addr: std::net::SocketAddr, call: &RedisCallRequest) -> RedisCallOutcome {
-    let run = || match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(vessel_hyper::redis::call(
-            addr,
-            call,
-            &vessel_hyper::redis::IdleConnections::default(),
-        )),
-        Err(_) => RedisCallOutcome::Failed,
-    };
-    if tokio::runtime::Handle::try_current().is_ok() {
-        // Inside a runtime (an async caller): block another thread instead.
-        std::thread::scope(|s| s.spawn(run).join().unwrap_or(RedisCallOutcome::Failed))
-    } else {
-        run()
-    }
-}
-
-/// FAIL_OPEN for a stream that starts on a failed VM: it passes as if the
-/// filter were absent. The request goes upstream as the client sent it; the
-/// upstream's answer reaches the client unchanged.
-fn pass_through(stream: &Stream, obs: &mut Observation) {
-    let req = &stream.request;
-    if obs.upstream_request.is_none() {
-        let body = match (&req.body, &req.chunks) {
-            (_, Some(c)) => c.concat(),
-            (Some(b), None) => b.clone(),
-            (None, None) => String::new(),
+    /// `wait_ms`: the clock moves on, and the ticks that fall due meanwhile
+    /// fire, in time order.
+    fn pass_time(&mut self, wait: Duration, obs: &mut Observation) {
+        let Some(target) = self.world.now.checked_add(wait) else {
+            obs.errors
+                .push(format!("wait_ms: {} ms is too long", wait.as_millis()));
+            return;
         };
-        obs.upstream_request = Some(ObservedMessage {
-            status: None,
-            headers: req.headers.clone(),
-            body,
-            trailers: req.trailers.clone().unwrap_or_default(),
-        });
-    }
-    let up = stream.upstream.clone().unwrap_or_else(|| CannedResponse {
-        headers: vec![(":status".into(), "200".into())],
-        ..CannedResponse::default()
-    });
-    obs.response = Some(ObservedMessage {
-        status: up
-            .headers
-            .iter()
-            .find(|(k, _)| k == ":status")
-            .and_then(|(_, v)| v.parse().ok()),
-        headers: up.headers.clone(),
-        body: up.body.clone(),
-        trailers: up.trailers.clone(),
-    });
-}
-
-/// Envoy's fail-closed answer for a failed VM (`wasm_fail_stream`): a 503
-/// with no body that skips the filter's encode callbacks.
-fn fail_closed() -> ObservedMessage {
-    ObservedMessage {
-        status: Some(503),
-        headers: vec![(":status".into(), "503".into())],
-        ..ObservedMessage::default()
-    }
-}
-
-struct Driver<'a> {
-    vm: &'a mut Vm,
-    ctx: ContextId,
-    scenario: &'a Scenario,
-    /// A `ContinueStream` arrived for the request / response direction.
-    continued: [bool; 2],
-    local: Option<LocalResponse>,
-    /// The client's request is gRPC (local replies become gRPC replies).
-    grpc: bool,
-    /// Response headers went downstream (the filter continued them).
-    response_started: bool,
-    reset: bool,
-    limit: usize,
-    obs: &'a mut Observation,
-}
-
-enum Step {
-    Go,
-    Stop,
-}
-
-fn map_to_headers(map: &HeaderMap) -> Headers {
-    map.iter()
-        .map(|(k, v)| {
-            (
-                String::from_utf8_lossy(k).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            )
-        })
-        .collect()
-}
-
-fn canned_outcome(c: &CannedResponse) -> HttpCallOutcome {
-    if c.reset {
-        return HttpCallOutcome::Failed {
-            reason: "reset".into(),
-        };
-    }
-    if c.unreachable {
-        // Envoy's router answers a call to an endpoint that refuses the
-        // connection itself (the async client's `onSuccess` with a 503).
-        let body = UNREACHABLE_BODY;
-        return HttpCallOutcome::Response(HttpCallResponse {
-            headers: HeaderMap::from_pairs([
-                (":status", "503"),
-                ("content-length", body.len().to_string().as_str()),
-                ("content-type", "text/plain"),
-            ]),
-            body: body.as_bytes().to_vec(),
-            trailers: HeaderMap::new(),
-        });
-    }
-    if c.timeout {
-        return HttpCallOutcome::Response(HttpCallResponse {
-            headers: HeaderMap::from_pairs([(":status", "504"), ("content-type", "text/plain")]),
-            body: b"upstream request timeout".to_vec(),
-            trailers: HeaderMap::new(),
-        });
-    }
-    HttpCallOutcome::Response(HttpCallResponse {
-        headers: to_map(&c.headers),
-        body: c.body.clone().into_bytes(),
-        trailers: to_map(&c.trailers),
-    })
-}
-
-impl Driver<'_> {
-    /// A trap in a root-context callback (callout response, queue) fails
-    /// the VM but not this stream at once: as in Envoy, the stream fails
-    /// closed at its own next callback, or stays paused.
-    fn root_callback(&mut self, result: Result<(), VmError>) {
-        if let Err(e) = result {
-            self.obs.vm_failure.get_or_insert_with(|| e.to_string());
-        }
-    }
-
-    fn pump(&mut self) -> Result<(), VmError> {
-        for _ in 0..MAX_EFFECT_ROUNDS {
-            let effects: Vec<Effect> = self.vm.drain_effects().collect();
-            if effects.is_empty() {
-                return Ok(());
+        let mut chain = Chain::new(&mut self.filters);
+        for _ in 0..MAX_TICKS_PER_WAIT {
+            let due = chain
+                .filters
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.vm.as_ref().is_ok_and(|vm| !vm.is_failed()))
+                .filter_map(|(i, f)| {
+                    let t = f.timer?;
+                    let at = t.last.checked_add(t.period)?;
+                    (at <= target).then_some((at, i))
+                })
+                .min();
+            let Some((at, i)) = due else {
+                self.world.now = target;
+                return;
+            };
+            self.world.now = at;
+            if let Some(t) = &mut chain.filters[i].timer {
+                t.last = at;
             }
-            for effect in effects {
-                match effect {
-                    Effect::ContinueStream { context, stream } if context == self.ctx => {
-                        match stream {
-                            StreamType::HttpRequest => self.continued[0] = true,
-                            StreamType::HttpResponse => self.continued[1] = true,
-                            _ => {}
-                        }
-                    }
-                    Effect::CloseStream { context, .. } if context == self.ctx => self.reset = true,
-                    Effect::LocalResponse { context, response } if context == self.ctx => {
-                        self.local.get_or_insert(response);
-                    }
-                    Effect::HttpCall { token, request, .. } => {
-                        let outcome = match self.scenario.clusters.get(&request.upstream) {
-                            Some(c) => canned_outcome(c),
-                            None => HttpCallOutcome::Failed {
-                                reason: "reset".into(),
-                            },
-                        };
-                        let r = self.vm.on_http_call_response(token, outcome);
-                        self.root_callback(r);
-                    }
-                    Effect::GrpcCall { token, call, .. } => {
-                        let cluster = String::from_utf8_lossy(&call.upstream).into_owned();
-                        match self.scenario.clusters.get(&cluster) {
-                            Some(c) if !c.reset && c.grpc_status.unwrap_or(0) == 0 => {
-                                // Envoy's unary success: the message, no close.
-                                self.vm
-                                    .on_grpc_receive(token, c.body.clone().into_bytes())?;
-                            }
-                            Some(c) => {
-                                let status = if c.reset {
-                                    14
-                                } else {
-                                    c.grpc_status.unwrap_or(14)
-                                };
-                                self.vm.on_grpc_close(token, status, &c.body)?;
-                            }
-                            None => self.vm.on_grpc_close(token, 14, "no such cluster")?,
-                        }
-                    }
-                    Effect::RedisCall { token, call, .. } => {
-                        let addr = self
-                            .scenario
-                            .clusters
-                            .get(&call.cluster)
-                            .and_then(|c| c.redis_address().ok().flatten());
-                        let outcome = match addr {
-                            Some(addr) => redis_call(addr, &call),
-                            None => RedisCallOutcome::Failed,
-                        };
-                        let r = self.vm.on_redis_call_response(token, outcome);
-                        self.root_callback(r);
-                    }
-                    Effect::GrpcStream { token, .. } => {
-                        // `vessel test` has no canned gRPC streams yet.
-                        self.vm
-                            .on_grpc_close(token, 14, "vessel test: no gRPC streams")?;
-                    }
-                    Effect::QueueReady { vm, root, token } if vm == self.vm.instance_id() => {
-                        let r = self.vm.on_queue_ready(root, token);
-                        self.root_callback(r);
-                    }
-                    _ => {}
+            tick(&mut chain, &mut self.world, i, obs);
+        }
+        self.world.now = target;
+        obs.errors.push(format!(
+            "wait_ms: the wait of {} ms would fire more than {MAX_TICKS_PER_WAIT} ticks",
+            wait.as_millis()
+        ));
+    }
+
+    /// `ticks_before`: each root context with a tick period gets this many
+    /// ticks, in chain order, without the clock moving.
+    fn ticks_before(&mut self, n: u32, obs: &mut Observation) {
+        let mut chain = Chain::new(&mut self.filters);
+        for _ in 0..n {
+            for i in 0..chain.filters.len() {
+                let f = &chain.filters[i];
+                if f.timer.is_some() && f.vm.as_ref().is_ok_and(|vm| !vm.is_failed()) {
+                    tick(&mut chain, &mut self.world, i, obs);
                 }
             }
         }
-        self.obs.stalled = Some(format!(
-            "the filter kept starting callouts; gave up after {MAX_EFFECT_ROUNDS} rounds"
-        ));
-        Ok(())
     }
 
-    fn run(&mut self, stream: &Stream, properties: &PropertyMap) -> Result<(), VmError> {
-        for _ in 0..stream.ticks_before {
-            // A timer fires only while the root context has a tick period
-            // (ABI reference §11.13: a period of 0 cancels it).
-            if self.vm.tick_period_ms() == 0 {
+    /// FAIL_RELOAD: a VM that failed at run time is replaced for the next
+    /// stream once its [`ReloadGate`] allows it; until then the stream gets
+    /// the policy's 503 (Envoy's `vm_reload_backoff`). A VM that never
+    /// started is not reloaded, as in Envoy.
+    fn reload_failed_vms(&mut self, obs: &mut Observation) {
+        let now = self.world.now;
+        let mut reloaded = false;
+        for f in &mut self.filters {
+            let (Ok(vm), Some(gate)) = (&f.vm, &mut f.gate) else {
+                continue;
+            };
+            if !vm.is_failed() {
                 continue;
             }
-            self.vm.on_tick()?;
-            self.pump()?;
+            match gate.decide(now) {
+                ReloadDecision::Reload => match Vm::new(&f.plugin, &self.world.env) {
+                    Ok(vm) => {
+                        log::debug!(target: "vessel::test", "FAIL_RELOAD: a fresh VM for `{}`", f.plugin.config().name);
+                        f.vm = Ok(vm);
+                        f.timer = None;
+                        reloaded = true;
+                    }
+                    Err(e) => {
+                        // The failed VM stays; the next stream asks again,
+                        // after a longer wait.
+                        log::debug!(target: "vessel::test", "FAIL_RELOAD: the new VM did not start: {e}");
+                    }
+                },
+                ReloadDecision::Backoff { until } => {
+                    log::debug!(
+                        target: "vessel::test",
+                        "FAIL_RELOAD: backoff holds the reload of `{}` back for {:?}",
+                        f.plugin.config().name,
+                        until.saturating_duration_since(now)
+                    );
+                }
+                other => obs
+                    .errors
+                    .push(format!("FAIL_RELOAD: unknown reload decision {other:?}")),
+            }
         }
-        self.ctx = self.vm.create_http_context_with(properties.clone())?;
-        self.pump()?;
+        if reloaded {
+            let mut chain = Chain::new(&mut self.filters);
+            chain.collect_all();
+            if let Err(e) = settle(&mut chain, &mut self.world, None) {
+                obs.errors.push(e);
+            }
+        }
+    }
+}
+
+/// One `on_tick` on filter `i`'s root context, and what it asked for.
+fn tick(chain: &mut Chain<'_>, world: &mut World, i: usize, obs: &mut Observation) {
+    chain.root_event(i, Vm::on_tick);
+    if let Err(e) = settle(chain, world, None) {
+        obs.errors.push(e);
+    }
+}
+
+/// The chain's VMs as the [`HttpStream`] reaches them; the effects each
+/// callback leaves (after the stream took its own signals) are queued with
+/// the filter and VM they came from.
+struct Chain<'a> {
+    filters: &'a mut [Filter],
+    effects: VecDeque<(usize, VmInstanceId, Effect)>,
+}
+
+impl<'a> Chain<'a> {
+    fn new(filters: &'a mut [Filter]) -> Self {
+        Self {
+            filters,
+            effects: VecDeque::new(),
+        }
+    }
+
+    /// Queues what every VM left.
+    fn collect_all(&mut self) {
+        for (i, f) in self.filters.iter_mut().enumerate() {
+            if let Ok(vm) = &mut f.vm {
+                let id = vm.instance_id();
+                self.effects
+                    .extend(vm.drain_effects().map(|e| (i, id, e)).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    /// Runs a root-context event on filter `i`'s VM and queues its effects.
+    /// A failure is the VM's (it shows in [`Vm::failure`]): as in Envoy,
+    /// the streams paused on it stay paused, and the next callback of a
+    /// stream on it fails that stream. A token the guest cancelled first
+    /// gets no event.
+    fn root_event(&mut self, i: usize, f: impl FnOnce(&mut Vm) -> Result<(), VmError>) {
+        let Some(Ok(vm)) = self.filters.get_mut(i).map(|f| f.vm.as_mut()) else {
+            return;
+        };
+        let was_failed = vm.is_failed();
+        match f(vm) {
+            Ok(()) | Err(VmError::UnknownToken(_)) => {}
+            Err(_) if was_failed => {}
+            Err(e) => log::debug!(target: "vessel::test", "a root callback failed the VM: {e}"),
+        }
+        let id = vm.instance_id();
+        let left: Vec<Effect> = vm.drain_effects().collect();
+        self.effects.extend(left.into_iter().map(|e| (i, id, e)));
+    }
+}
+
+impl FilterVms for Chain<'_> {
+    fn with_vm<R>(&mut self, i: usize, f: impl FnOnce(&mut Vm) -> R) -> R {
+        // The stream reaches a filter's VM only through a context that
+        // `create_context` made, which needs a started VM.
+        let Ok(vm) = self.filters[i].vm.as_mut() else {
+            unreachable!("HttpStream used filter {i}, whose VM never started, without a context")
+        };
+        let r = f(vm);
+        let id = vm.instance_id();
+        let left: Vec<Effect> = vm.drain_effects().collect();
+        self.effects.extend(left.into_iter().map(|e| (i, id, e)));
+        r
+    }
+
+    fn policy(&self, i: usize) -> FailurePolicy {
+        self.filters[i].policy
+    }
+
+    fn create_context(&mut self, i: usize, properties: PropertyMap) -> Result<ContextId, VmError> {
+        match &mut self.filters[i].vm {
+            // What `on_context_create` asked for stays in the VM: the
+            // stream takes its own signals next.
+            Ok(vm) => vm.create_http_context_with(properties),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    fn context_finished(&mut self, i: usize, _context: ContextId, vm_ok: bool) {
+        if vm_ok && let Some(gate) = &mut self.filters[i].gate {
+            gate.served();
+        }
+    }
+}
+
+/// Carries out the queued effects with the canned answers, and routes the
+/// signals for `http` (continue, local reply, close) to it. Bounded by
+/// [`MAX_EFFECT_ROUNDS`]; the `Err` says why it gave up.
+fn settle(
+    chain: &mut Chain<'_>,
+    world: &mut World,
+    mut http: Option<&mut HttpStream>,
+) -> Result<(), String> {
+    let mut rounds = 0;
+    while let Some((i, id, effect)) = chain.effects.pop_front() {
+        rounds += 1;
+        if rounds > MAX_EFFECT_ROUNDS {
+            chain.effects.clear();
+            return Err(format!(
+                "the filters kept starting callouts; gave up after {MAX_EFFECT_ROUNDS} effects"
+            ));
+        }
+        if chain.filters[i].vm.as_ref().map(Vm::instance_id).ok() != Some(id) {
+            // Left by a VM that FAIL_RELOAD has replaced since: gone with it.
+            continue;
+        }
+        match StreamSignal::from_effect(effect) {
+            Ok((ctx, signal)) => match http.as_deref_mut() {
+                Some(s) if s.context(i) == Some(ctx) => s.signal(chain, i, signal),
+                // The stream ended (a callout answered after its end):
+                // Envoy ignores the signal too.
+                Some(s) if s.is_done() => {}
+                None => {}
+                Some(_) => world.errors.push(format!(
+                    "filter {i} signalled {signal:?} for context {ctx:?}, which is not this stream's"
+                )),
+            },
+            Err(effect) => carry_out(chain, world, i, effect),
+        }
+    }
+    Ok(())
+}
+
+/// One VM-level effect of filter `i`, with the scenario's canned answers.
+fn carry_out(chain: &mut Chain<'_>, world: &mut World, i: usize, effect: Effect) {
+    match effect {
+        Effect::HttpCall { token, request, .. } => {
+            let outcome = match world.clusters.get(&request.upstream) {
+                Some(c) => canned_outcome(c),
+                None => HttpCallOutcome::Failed {
+                    reason: "reset".into(),
+                },
+            };
+            chain.root_event(i, |vm| vm.on_http_call_response(token, outcome));
+        }
+        Effect::GrpcCall { token, call, .. } => {
+            world.grpc.insert((i, token), GrpcKind::Unary);
+            let cluster = world
+                .clusters
+                .get(&*String::from_utf8_lossy(&call.upstream));
+            chain.root_event(i, |vm| grpc_answer(vm, token, cluster));
+        }
+        Effect::RedisCall { token, call, .. } => {
+            let addr = world
+                .clusters
+                .get(&call.cluster)
+                .and_then(|c| c.redis_address().ok().flatten());
+            let outcome = match addr {
+                Some(addr) => redis_call(addr, &call),
+                None => RedisCallOutcome::Failed,
+            };
+            chain.root_event(i, |vm| vm.on_redis_call_response(token, outcome));
+        }
+        Effect::GrpcStream { token, .. } => {
+            // No canned stream messages yet (DEVIATIONS.md H1): the stream
+            // is closed at once with UNAVAILABLE, unless the guest cancelled
+            // it first.
+            world.grpc.insert((i, token), GrpcKind::Stream);
+            chain.root_event(i, |vm| {
+                vm.on_grpc_close(token, 14, "vessel test: no gRPC streams")
+            });
+        }
+        Effect::GrpcSend { token, .. } => {
+            // The canned stream is closed: the message goes nowhere, as it
+            // would to a server that has ended the stream.
+            if world.grpc.get(&(i, token)) != Some(&GrpcKind::Stream) {
+                world.errors.push(format!(
+                    "filter {i}: a gRPC message on token {} that is no open stream",
+                    token.0
+                ));
+            }
+        }
+        Effect::GrpcClose { token } | Effect::GrpcCancel { token } => {
+            // The guest is done with the call or stream: it gets no more
+            // events (a unary call it cancelled got none).
+            if world.grpc.remove(&(i, token)).is_none() {
+                world.errors.push(format!(
+                    "filter {i}: a gRPC close or cancel of token {}, which is no gRPC call",
+                    token.0
+                ));
+            }
+        }
+        Effect::TickPeriod { root, period } => {
+            let now = world.now;
+            let f = &mut chain.filters[i];
+            if f.vm.as_ref().map(Vm::root_context).ok() != Some(root) {
+                world.errors.push(format!(
+                    "filter {i}: a tick period for root context {}, which is not the VM's root",
+                    root.0
+                ));
+                return;
+            }
+            f.timer = period.map(|period| Timer { period, last: now });
+        }
+        Effect::QueueReady { vm, root, token } => {
+            // A queue registered by a VM that FAIL_RELOAD replaced has no
+            // reader left, as in Envoy.
+            if let Some(j) = chain
+                .filters
+                .iter()
+                .position(|f| f.vm.as_ref().map(Vm::instance_id).ok() == Some(vm))
+            {
+                chain.root_event(j, |vm| vm.on_queue_ready(root, token));
+            }
+        }
+        // A script has no routes to pick again.
+        Effect::ClearRouteCache { .. } => {}
+        other @ (Effect::ContinueStream { .. }
+        | Effect::CloseStream { .. }
+        | Effect::LocalResponse { .. }) => world.errors.push(format!(
+            "filter {i}: {other:?} is for no HTTP stream; vessel test runs HTTP streams only"
+        )),
+    }
+}
+
+/// A piece of one direction of the script.
+enum Part {
+    Headers(HeaderMap, bool),
+    Data(Vec<u8>, bool),
+    Trailers(HeaderMap),
+}
+
+/// What left the stream so far.
+#[derive(Default)]
+struct Seen {
+    response_headers: Option<HeaderMap>,
+    response_body: Vec<u8>,
+    response_trailers: HeaderMap,
+    upstream_body: Vec<u8>,
+}
+
+/// One stream: the script in, the actions out, the effects carried out
+/// after each event.
+struct Pump<'p, 'a> {
+    chain: &'p mut Chain<'a>,
+    world: &'p mut World,
+    http: &'p mut HttpStream,
+    seen: Seen,
+    obs: &'p mut Observation,
+}
+
+impl Pump<'_, '_> {
+    /// Carries out what the last event left, and records the actions.
+    fn after_event(&mut self) {
+        if let Err(e) = settle(self.chain, self.world, Some(self.http)) {
+            self.obs.stalled = Some(e);
+        }
+        while let Some(action) = self.http.poll_action() {
+            self.record(action);
+        }
+        self.obs.errors.append(&mut self.world.errors);
+    }
+
+    fn record(&mut self, action: Action) {
+        let obs = &mut *self.obs;
+        let seen = &mut self.seen;
+        match action {
+            Action::UpstreamHeaders { headers, .. } => {
+                obs.upstream_request = Some(ObservedMessage {
+                    status: None,
+                    headers: map_to_headers(&headers),
+                    ..ObservedMessage::default()
+                });
+            }
+            Action::UpstreamData { data, .. } => {
+                seen.upstream_body.extend_from_slice(&data);
+                if let Some(up) = &mut obs.upstream_request {
+                    up.body = String::from_utf8_lossy(&seen.upstream_body).into_owned();
+                }
+            }
+            Action::UpstreamTrailers { trailers } => {
+                if let Some(up) = &mut obs.upstream_request {
+                    up.trailers = map_to_headers(&trailers);
+                }
+            }
+            // The canned upstream is only asked once the request is whole,
+            // and a local reply answers instead.
+            Action::CancelUpstream => {}
+            Action::DownstreamHeaders { headers, .. } => seen.response_headers = Some(headers),
+            Action::DownstreamData { data, .. } => seen.response_body.extend_from_slice(&data),
+            Action::DownstreamTrailers { trailers } => seen.response_trailers = trailers,
+            Action::Reset { .. } => obs.reset = true,
+            other => obs
+                .errors
+                .push(format!("vessel test cannot carry out {other:?}")),
+        }
+    }
+
+    /// Sends one direction's script as the real backends' client and
+    /// upstream send it, and as Envoy's HTTP/1.1 codec hands it to the
+    /// filters. The headers and the first body chunk arrive together, each
+    /// later chunk and the trailers 80 ms after the one before; the end of
+    /// a body arrives with its last chunk, after the data (a body callback
+    /// with no new bytes and `end_of_stream`). What arrives together reaches
+    /// the filters before anything the VMs asked for is carried out (a
+    /// callout answer comes in a later turn of the event loop).
+    fn send(
+        &mut self,
+        request: bool,
+        headers: HeaderMap,
+        body: &[&[u8]],
+        trailers: Option<HeaderMap>,
+    ) {
+        let body: Vec<&[u8]> = body.iter().copied().filter(|c| !c.is_empty()).collect();
+        let headers_end = body.is_empty() && trailers.is_none();
+        let mut reads = Vec::new();
+        let mut read = vec![Part::Headers(headers, headers_end)];
+        for (k, chunk) in body.into_iter().enumerate() {
+            if k > 0 {
+                reads.push(std::mem::take(&mut read));
+            }
+            read.push(Part::Data(chunk.to_vec(), false));
+        }
+        match trailers {
+            Some(t) => {
+                reads.push(std::mem::take(&mut read));
+                read.push(Part::Trailers(t));
+            }
+            None if !headers_end => read.push(Part::Data(Vec::new(), true)),
+            None => {}
+        }
+        reads.push(read);
+        for read in reads {
+            for part in read {
+                if self.http.is_done() || self.http.is_local_reply() {
+                    break;
+                }
+                let (http, chain) = (&mut *self.http, &mut *self.chain);
+                match (part, request) {
+                    (Part::Headers(h, end), true) => http.request_headers(chain, h, end),
+                    (Part::Headers(h, end), false) => http.response_headers(chain, h, end),
+                    (Part::Data(d, end), true) => http.request_data(chain, d, end),
+                    (Part::Data(d, end), false) => http.response_data(chain, d, end),
+                    (Part::Trailers(t), true) => http.request_trailers(chain, t),
+                    (Part::Trailers(t), false) => http.response_trailers(chain, t),
+                }
+            }
+            self.after_event();
+        }
+    }
+
+    fn drive(&mut self, stream: &Stream) {
         let req = &stream.request;
-        let chunks: Vec<&[u8]> = match (&req.body, &req.chunks) {
-            (_, Some(c)) => c.iter().map(|s| s.as_bytes()).collect(),
+        let body: Vec<&[u8]> = match (&req.body, &req.chunks) {
+            (_, Some(c)) => c.iter().map(String::as_bytes).collect(),
             (Some(b), None) => vec![b.as_bytes()],
             (None, None) => Vec::new(),
         };
-        let trailers = req.trailers.as_ref().map(to_map);
-        let forwarded = self.direction(0, to_map(&req.headers), &chunks, trailers)?;
-        let Some((headers, body, trailers)) = forwarded else {
-            return self.finish_without_upstream();
-        };
-        self.obs.upstream_request = Some(ObservedMessage {
-            status: None,
-            headers: map_to_headers(&headers),
-            body: String::from_utf8_lossy(&body).into_owned(),
-            trailers: map_to_headers(&trailers),
-        });
-        let default = CannedResponse {
-            headers: vec![(":status".into(), "200".into())],
-            ..CannedResponse::default()
-        };
-        let up = stream.upstream.as_ref().unwrap_or(&default);
-        let body = up.body.as_bytes();
-        let chunks: Vec<&[u8]> = if body.is_empty() {
-            Vec::new()
-        } else {
-            vec![body]
-        };
-        let trailers = (!up.trailers.is_empty()).then(|| to_map(&up.trailers));
-        let response = self.direction(1, to_map(&up.headers), &chunks, trailers)?;
-        match response {
-            Some((h, b, t)) => self.respond(h, b, t),
-            None => self.finish_without_upstream(),
+        self.send(
+            true,
+            to_map(&req.headers),
+            &body,
+            req.trailers.as_ref().map(to_map),
+        );
+        // The upstream answers a request that reached it whole.
+        if !self.http.is_done()
+            && !self.http.is_local_reply()
+            && self.http.is_complete(Direction::Request)
+        {
+            let default = CannedResponse {
+                headers: vec![(":status".into(), "200".into())],
+                ..CannedResponse::default()
+            };
+            let up = stream.upstream.as_ref().unwrap_or(&default);
+            let trailers = (!up.trailers.is_empty()).then(|| to_map(&up.trailers));
+            self.send(false, to_map(&up.headers), &[up.body.as_bytes()], trailers);
         }
-    }
-
-    /// After the request or response direction stopped for good: a local
-    /// reply, a reset, or a stall.
-    fn finish_without_upstream(&mut self) -> Result<(), VmError> {
-        if let Some(reply) = self.local.take() {
-            return self.local_reply(reply);
-        }
-        if self.reset {
-            self.obs.reset = true;
-            return Ok(());
-        }
-        if self.obs.stalled.is_none() {
+        let complete = self.http.is_complete(Direction::Response);
+        if !complete && !self.obs.reset && self.obs.stalled.is_none() {
             self.obs.stalled = Some("the filter paused the stream and nothing resumed it".into());
         }
-        Ok(())
-    }
-
-    fn respond(
-        &mut self,
-        headers: HeaderMap,
-        body: Vec<u8>,
-        trailers: HeaderMap,
-    ) -> Result<(), VmError> {
-        let status = headers
-            .get_str(":status")
-            .and_then(|s| s.parse::<u16>().ok());
-        self.obs.response = Some(ObservedMessage {
-            status,
-            headers: map_to_headers(&headers),
-            body: String::from_utf8_lossy(&body).into_owned(),
-            trailers: map_to_headers(&trailers),
-        });
-        Ok(())
-    }
-
-    /// Sends a local reply through the filter's encode callbacks, as Envoy
-    /// does (ABI reference §11.3). Shaped as Envoy's
-    /// `Utility::prepareLocalReply`: for a gRPC request a headers-only
-    /// `200` with `grpc-status` and `grpc-message` (the body), otherwise the
-    /// status and body with `content-type: text/plain` if the guest set
-    /// none (the gRPC status is then ignored).
-    fn local_reply(&mut self, reply: LocalResponse) -> Result<(), VmError> {
-        let (headers, body) = reply.to_response(self.grpc);
-        if self.response_started {
-            // Envoy's `sendLocalReply` once response headers were sent
-            // downstream: it can only reset the stream.
-            self.obs.reset = true;
-            return Ok(());
-        }
-        if self.obs.in_response_phase {
-            // The reply replaces a response the filter was processing
-            // (Envoy's `sendDirectLocalReply`).
-            return self.respond(headers, body, HeaderMap::new());
-        }
-        self.obs.in_response_phase = true;
-        let chunks: Vec<&[u8]> = if body.is_empty() {
-            Vec::new()
-        } else {
-            vec![&body]
-        };
-        match self.direction(1, headers.clone(), &chunks, None)? {
-            Some((h, b, t)) => self.respond(h, b, t),
-            None => self.respond(headers, body.clone(), HeaderMap::new()),
-        }
-    }
-
-    /// Runs one direction (0 request, 1 response) through the filter.
-    /// Returns what passes the filter, or `None` if the filter stopped it
-    /// for good (local reply, reset, stall).
-    fn direction(
-        &mut self,
-        dir: usize,
-        headers: HeaderMap,
-        chunks: &[&[u8]],
-        trailers: Option<HeaderMap>,
-    ) -> Result<Option<(HeaderMap, Vec<u8>, HeaderMap)>, VmError> {
-        let (hty, bty, tty) = if dir == 0 {
-            (
-                MapType::HttpRequestHeaders,
-                BufferType::HttpRequestBody,
-                MapType::HttpRequestTrailers,
-            )
-        } else {
-            self.obs.in_response_phase = true;
-            (
-                MapType::HttpResponseHeaders,
-                BufferType::HttpResponseBody,
-                MapType::HttpResponseTrailers,
-            )
-        };
-        let has_trailers = trailers.is_some();
-        let eos = chunks.is_empty() && !has_trailers;
-        self.continued[dir] = false;
-        let st = if dir == 0 {
-            self.vm.on_request_headers(self.ctx, headers, eos)?
-        } else {
-            self.vm.on_response_headers(self.ctx, headers, eos)?
-        };
-        self.pump()?;
-        if self.local.is_some() || self.reset {
-            return Ok(None);
-        }
-        if st != FilterHeadersStatus::Continue && !self.continued[dir] {
-            // Paused on headers: Envoy buffers what arrives without calling
-            // the filter; nothing else can resume it here.
-            for c in chunks {
-                if over_limit(self.vm.append_body(self.ctx, bty, c))? {
-                    self.too_large(dir);
-                    return Ok(None);
-                }
-            }
-            return Ok(None);
-        }
-        self.vm.seal(self.ctx, hty)?;
-        if dir == 1 {
-            self.response_started = true;
-        }
-        let out_headers = self.vm.headers(self.ctx, hty).cloned().unwrap_or_default();
-        if dir == 0 && !eos {
-            // As in Envoy, request headers the filter continued go upstream
-            // at once, and so does each body chunk it lets pass, even if a
-            // later callback stops the request or answers it locally.
-            self.obs.upstream_request = Some(ObservedMessage {
-                status: None,
-                headers: map_to_headers(&out_headers),
-                body: String::new(),
-                trailers: Vec::new(),
+        if complete
+            && !self.obs.reset
+            && let Some(headers) = self.seen.response_headers.take()
+        {
+            self.obs.response = Some(ObservedMessage {
+                status: headers
+                    .get_str(":status")
+                    .and_then(|s| s.parse::<u16>().ok()),
+                headers: map_to_headers(&headers),
+                body: String::from_utf8_lossy(&self.seen.response_body).into_owned(),
+                trailers: map_to_headers(&self.seen.response_trailers),
             });
         }
-        let mut out_body = Vec::new();
-        let mut stopped = false;
-        for (i, chunk) in chunks.iter().enumerate() {
-            let eos = i + 1 == chunks.len() && !has_trailers;
-            self.continued[dir] = false;
-            let st = if dir == 0 {
-                self.vm.on_request_body(self.ctx, chunk, eos)
-            } else {
-                self.vm.on_response_body(self.ctx, chunk, eos)
-            };
-            let st = match st {
-                Err(VmError::StreamLimit { .. }) => {
-                    // More than the filter may hold (`Limits::max_body_bytes`).
-                    self.too_large(dir);
-                    return Ok(None);
-                }
-                other => other?,
-            };
-            self.pump()?;
-            if self.local.is_some() || self.reset {
-                return Ok(None);
-            }
-            match self.body_step(dir, st, bty)? {
-                Step::Go => {
-                    out_body.extend(self.vm.take_body(self.ctx, bty).unwrap_or_default());
-                    stopped = false;
-                    if dir == 0
-                        && let Some(up) = self.obs.upstream_request.as_mut()
-                    {
-                        up.body = String::from_utf8_lossy(&out_body).into_owned();
-                    }
-                }
-                Step::Stop => {
-                    stopped = true;
-                    if self.local.is_some() {
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-        let mut out_trailers = HeaderMap::new();
-        if let Some(t) = trailers {
-            self.continued[dir] = false;
-            let st = if dir == 0 {
-                self.vm.on_request_trailers(self.ctx, t)?
-            } else {
-                self.vm.on_response_trailers(self.ctx, t)?
-            };
-            self.pump()?;
-            if self.local.is_some() || self.reset {
-                return Ok(None);
-            }
-            if st != FilterTrailersStatus::Continue && !self.continued[dir] {
-                return Ok(None);
-            }
-            stopped = false;
-            out_body.extend(self.vm.take_body(self.ctx, bty).unwrap_or_default());
-            out_trailers = self.vm.headers(self.ctx, tty).cloned().unwrap_or_default();
-        } else if let Some(t) = self.vm.headers(self.ctx, tty) {
-            // Trailers the filter added from its last body callback.
-            out_trailers = t.clone();
-        }
-        if stopped {
-            return Ok(None);
-        }
-        Ok(Some((out_headers, out_body, out_trailers)))
-    }
-
-    fn body_step(
-        &mut self,
-        dir: usize,
-        st: FilterDataStatus,
-        bty: BufferType,
-    ) -> Result<Step, VmError> {
-        if st == FilterDataStatus::Continue || self.continued[dir] {
-            return Ok(Step::Go);
-        }
-        let buffered = self.vm.body(self.ctx, bty).map_or(0, <[u8]>::len);
-        // Only `StopIterationAndBuffer` is limited; `StopIterationAndWatermark`
-        // applies flow control instead (ABI reference §11.2).
-        if st == FilterDataStatus::StopIterationAndBuffer && buffered > self.limit {
-            self.too_large(dir);
-        }
-        Ok(Step::Stop)
-    }
-
-    /// A body over the buffer limit: Envoy answers 413 for a request, 500
-    /// for a response, and the filter is not called again for this
-    /// direction.
-    fn too_large(&mut self, dir: usize) {
-        let (status, body) = if dir == 0 {
-            (413, "Payload Too Large")
-        } else {
-            (500, "Internal Server Error")
-        };
-        self.local = Some(LocalResponse {
-            status,
-            details: if dir == 0 {
-                "request_payload_too_large".into()
-            } else {
-                "response_payload_too_large".into()
-            },
-            body: body.as_bytes().to_vec(),
-            headers: HeaderMap::new(),
-            grpc_status: None,
-        });
-    }
-}
-
-/// `Ok(true)` if `r` is body data over the filter's own limit
-/// ([`VmError::StreamLimit`]: the stream, not the VM, is over).
-fn over_limit(r: Result<(), VmError>) -> Result<bool, VmError> {
-    match r {
-        Ok(()) => Ok(false),
-        Err(VmError::StreamLimit { .. }) => Ok(true),
-        Err(e) => Err(e),
+        // on_log, on_done, on_delete for every filter; what they ask for is
+        // carried out, but the stream is over.
+        self.http.finish(self.chain);
+        self.after_event();
     }
 }

@@ -1,0 +1,275 @@
+//! Building a scenario's filters from its `plugin` / `plugins` keys: each
+//! plugin's configuration, limits and policy, checked, with errors that
+//! name the key (`plugins[1].limits.memory_bytes`); and the log capture
+//! the VMs write to.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vessel_host::{
+    Engine, EngineConfig, FailurePolicy, HostEnv, Limits, LogLevel, LogRecord, LogSink, Plugin,
+    PluginConfig, PropertyMap, PropertyValue,
+};
+
+use super::Error;
+use super::canned::flush_redis;
+use super::scenario::{LimitsSpec, PluginSpec, PropertyScalar, Scenario};
+
+/// What a scenario's keys give its streams, checked.
+pub(super) struct Setup {
+    /// The chain's plugins, in order, with their policies.
+    pub(super) plugins: Vec<(Plugin, FailurePolicy)>,
+    /// The host environment the VMs share.
+    pub(super) env: HostEnv,
+    /// The guest log lines.
+    pub(super) capture: Arc<Capture>,
+    /// `properties`.
+    pub(super) properties: PropertyMap,
+}
+
+/// Loads the chain's plugins, empties the `redis_flush` servers and builds
+/// the host environment (log capture, `clusters`, `foreign_functions`).
+pub(super) fn setup(engine: &Engine, path: &Path, scenario: &Scenario) -> Result<Setup, Error> {
+    let chain = scenario.chain().map_err(|(key, message)| Error::Invalid {
+        path: path.to_owned(),
+        key,
+        message,
+    })?;
+    let mut plugins = Vec::with_capacity(chain.len());
+    for (i, spec) in chain.iter().enumerate() {
+        plugins.push(load_plugin(engine, path, &scenario.plugin_key(i), spec)?);
+    }
+    for (cname, c) in &scenario.clusters {
+        let invalid = |message: String| Error::Invalid {
+            path: path.to_owned(),
+            key: format!("clusters.{cname}.redis"),
+            message,
+        };
+        if let Some(addr) = c.redis_address().map_err(invalid)?
+            && c.redis_flush
+        {
+            flush_redis(addr).map_err(invalid)?;
+        }
+    }
+    let capture = Arc::new(Capture::default());
+    let clusters: Vec<String> = scenario.clusters.keys().cloned().collect();
+    let mut env = HostEnv::builder()
+        .log_sink_arc(capture.clone())
+        .known_clusters(move |c| clusters.iter().any(|k| k == c));
+    for (name, result) in &scenario.foreign_functions {
+        let bytes = result.clone().into_bytes();
+        env = env.foreign_function(name.clone(), move |_: &[u8]| Ok(bytes.clone()));
+    }
+    let mut properties = PropertyMap::new();
+    for (k, v) in &scenario.properties {
+        properties.insert_dotted(k, property(v));
+    }
+    Ok(Setup {
+        plugins,
+        env: env.build(),
+        capture,
+        properties,
+    })
+}
+
+/// The guest log lines of a scenario, from every VM of its chain.
+#[derive(Default)]
+pub(super) struct Capture {
+    lines: Mutex<Vec<(LogLevel, String)>>,
+}
+
+impl LogSink for Capture {
+    fn log(&self, record: &LogRecord<'_>) {
+        let line = String::from_utf8_lossy(record.message).into_owned();
+        if let Ok(mut l) = self.lines.lock() {
+            l.push((record.level, line));
+        }
+    }
+}
+
+impl Capture {
+    pub(super) fn len(&self) -> usize {
+        self.lines.lock().map_or(0, |l| l.len())
+    }
+    pub(super) fn since(&self, start: usize) -> Vec<String> {
+        self.lines
+            .lock()
+            .map(|l| {
+                l[start.min(l.len())..]
+                    .iter()
+                    .map(|(_, m)| m.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn property(v: &PropertyScalar) -> PropertyValue {
+    match v {
+        PropertyScalar::Bool(b) => PropertyValue::Bool(*b),
+        PropertyScalar::Int(i) => PropertyValue::Int(*i),
+        PropertyScalar::Str(s) => PropertyValue::from(s.as_str()),
+    }
+}
+
+/// The plugin's [`Limits`] from `limits`, checked against the engine; the
+/// `Err` is `(key, message)`, the key relative to the plugin.
+fn limits_of(spec: Option<&LimitsSpec>, engine: &Engine) -> Result<Limits, (String, String)> {
+    let mut limits = Limits::default();
+    let Some(spec) = spec else {
+        return Ok(limits);
+    };
+    let bad = |key: &str, message: String| (format!("limits.{key}"), message);
+    if let Some(m) = spec.memory_bytes {
+        let max = engine.config().max_memory_bytes;
+        if m == 0 || m > max {
+            return Err(bad(
+                "memory_bytes",
+                format!("{m} is not between 1 and the engine's ceiling of {max} bytes"),
+            ));
+        }
+        limits.memory_bytes = m;
+    }
+    if let Some(ms) = spec.callback_timeout_ms {
+        if ms == 0 {
+            return Err(bad("callback_timeout_ms", "must be at least 1".into()));
+        }
+        limits.callback_timeout = Some(Duration::from_millis(ms));
+    }
+    if let Some(fuel) = spec.fuel_per_callback {
+        if fuel == 0 {
+            return Err(bad("fuel_per_callback", "must be at least 1".into()));
+        }
+        limits.fuel_per_callback = Some(fuel);
+    }
+    for (key, value, slot) in [
+        (
+            "max_header_map_bytes",
+            spec.max_header_map_bytes,
+            &mut limits.max_header_map_bytes,
+        ),
+        (
+            "max_header_map_entries",
+            spec.max_header_map_entries,
+            &mut limits.max_header_map_entries,
+        ),
+        (
+            "max_body_bytes",
+            spec.max_body_bytes,
+            &mut limits.max_body_bytes,
+        ),
+        (
+            "max_property_bytes",
+            spec.max_property_bytes,
+            &mut limits.max_property_bytes,
+        ),
+        (
+            "max_effect_bytes",
+            spec.max_effect_bytes,
+            &mut limits.max_effect_bytes,
+        ),
+        ("max_metrics", spec.max_metrics, &mut limits.max_metrics),
+        (
+            "max_metric_name_bytes",
+            spec.max_metric_name_bytes,
+            &mut limits.max_metric_name_bytes,
+        ),
+    ] {
+        match value {
+            Some(0) => return Err(bad(key, "must be at least 1".into())),
+            Some(v) => *slot = v,
+            None => {}
+        }
+    }
+    Ok(limits)
+}
+
+/// Loads one plugin of the chain; `key` names it in errors (`plugin`,
+/// `plugins[1]`).
+fn load_plugin(
+    engine: &Engine,
+    path: &Path,
+    key: &str,
+    spec: &PluginSpec,
+) -> Result<(Plugin, FailurePolicy), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let invalid = |(k, message): (String, String)| Error::Invalid {
+        path: path.to_owned(),
+        key: format!("{key}.{k}"),
+        message,
+    };
+    let wasm_path = dir.join(&spec.wasm);
+    let plugin_error = |message: String| Error::Plugin {
+        path: path.to_owned(),
+        key: format!("{key}.wasm"),
+        wasm: wasm_path.clone(),
+        message,
+    };
+    let wasm =
+        std::fs::read(&wasm_path).map_err(|e| plugin_error(format!("cannot read it: {e}")))?;
+    let log_level = match &spec.log_level {
+        Some(l) => l.parse::<LogLevel>().map_err(|_| {
+            invalid((
+                "log_level".into(),
+                format!("`{l}` is not one of trace, debug, info, warn, error, critical"),
+            ))
+        })?,
+        None => LogLevel::Trace,
+    };
+    let policy = spec.policy().map_err(invalid)?;
+    let name = spec.name.clone().unwrap_or_else(|| {
+        wasm_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    // Fuel needs an engine compiled with fuel metering: a plugin that sets
+    // `fuel_per_callback` gets an engine of its own.
+    let fuel_engine;
+    let engine = match spec.limits.as_ref().and_then(|l| l.fuel_per_callback) {
+        Some(_) if !engine.config().consume_fuel => {
+            fuel_engine = Engine::new(EngineConfig {
+                consume_fuel: true,
+                pooling: None,
+                ..engine.config().clone()
+            })
+            .map_err(|e| {
+                invalid((
+                    "limits.fuel_per_callback".into(),
+                    format!("cannot build an engine with fuel metering: {e}"),
+                ))
+            })?;
+            &fuel_engine
+        }
+        _ => engine,
+    };
+    let limits = limits_of(spec.limits.as_ref(), engine).map_err(invalid)?;
+    let environment = match &spec.environment {
+        Some(e) => e.resolve().map_err(invalid)?,
+        None => Vec::new(),
+    };
+    if let Some(caps) = &spec.allowed_capabilities
+        && let Some(i) = caps.iter().position(String::is_empty)
+    {
+        return Err(invalid((
+            format!("allowed_capabilities[{i}]"),
+            "a capability name must not be empty".into(),
+        )));
+    }
+    let config = PluginConfig {
+        name,
+        root_id: spec.root_id.clone(),
+        vm_id: spec.vm_id.clone(),
+        vm_configuration: spec.vm_configuration.clone().into_bytes(),
+        configuration: spec.configuration.clone().into_bytes(),
+        log_level,
+        allow_on_headers_stop_iteration: spec.allow_on_headers_stop_iteration,
+        environment,
+        limits,
+        allowed_capabilities: spec.allowed_capabilities.clone(),
+        ..PluginConfig::default()
+    };
+    let plugin = Plugin::load(engine, &wasm, config).map_err(|e| plugin_error(e.to_string()))?;
+    Ok((plugin, policy))
+}
