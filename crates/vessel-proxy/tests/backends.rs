@@ -44,9 +44,11 @@ const PARTIAL: &[&str] = &[];
 fn missing_prerequisite(file: &Path) -> Option<String> {
     let scenario: vessel_proxy::harness::Scenario =
         serde_yaml::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
-    let wasm = file.parent()?.join(&scenario.plugin.wasm);
-    if !wasm.exists() {
-        return Some(format!("{} is not downloaded", wasm.display()));
+    for plugin in scenario.chain().ok()? {
+        let wasm = file.parent()?.join(&plugin.wasm);
+        if !wasm.exists() {
+            return Some(format!("{} is not downloaded", wasm.display()));
+        }
     }
     scenario
         .clusters

@@ -206,10 +206,10 @@ fn scenarios_can_be_built_in_code() {
         ..Message::default()
     };
     let scenario = Scenario {
-        plugin: PluginSpec {
+        plugin: Some(PluginSpec {
             wasm: guest("hello"),
             ..PluginSpec::default()
-        },
+        }),
         streams: vec![
             Stream {
                 request: request("/hello"),

@@ -151,14 +151,33 @@ impl Loaded {
 
     /// Loads an already parsed scenario; `path` anchors the relative wasm path.
     pub fn new(engine: &Engine, path: &Path, scenario: Scenario) -> Result<Self, Error> {
+        let spec = match scenario.chain() {
+            Ok([one]) => one.clone(),
+            Ok(_) => {
+                return Err(Error::Invalid {
+                    path: path.to_owned(),
+                    key: "plugins".into(),
+                    message: "the in-process runner runs one filter; a chain needs the \
+                              filter manager (`vessel_host::stream::HttpStream`)"
+                        .into(),
+                });
+            }
+            Err((key, message)) => {
+                return Err(Error::Invalid {
+                    path: path.to_owned(),
+                    key,
+                    message,
+                });
+            }
+        };
         let dir = path.parent().unwrap_or(Path::new("."));
-        let wasm_path = dir.join(&scenario.plugin.wasm);
+        let wasm_path = dir.join(&spec.wasm);
         let wasm = std::fs::read(&wasm_path).map_err(|e| Error::Plugin {
             path: path.to_owned(),
             wasm: wasm_path.clone(),
             message: format!("cannot read it: {e}"),
         })?;
-        let spec = &scenario.plugin;
+        let spec = &spec;
         let log_level = match &spec.log_level {
             Some(l) => l.parse::<LogLevel>().map_err(|_| Error::Invalid {
                 path: path.to_owned(),
@@ -256,7 +275,7 @@ impl Loaded {
             properties.insert_dotted(k, property(v));
         }
         let vm = Vm::new(&plugin, &env);
-        let policy = scenario.plugin.failure_policy.unwrap_or_default();
+        let policy = spec.failure_policy.unwrap_or_default();
         Ok(Self {
             scenario,
             path: path.to_owned(),

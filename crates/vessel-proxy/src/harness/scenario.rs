@@ -13,8 +13,14 @@ pub type Headers = Vec<(String, String)>;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
-    /// The filter under test.
-    pub plugin: PluginSpec,
+    /// The filter under test: a chain of one. Give this or `plugins`, not
+    /// both ([`Scenario::chain`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginSpec>,
+    /// The filters under test, as a chain in Envoy's `http_filters` order:
+    /// requests pass them first to last, responses last to first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<Vec<PluginSpec>>,
     /// Properties, by dotted path, visible to every stream. Strings are
     /// raw bytes; integers are 8-byte little-endian; booleans are one byte.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -44,6 +50,37 @@ pub struct Scenario {
     pub only_in_process: Option<String>,
 }
 
+impl Scenario {
+    /// The filter chain: `plugins`, or `plugin` as a chain of one. The
+    /// `Err` is `(key, message)`: neither key, both keys, or an empty
+    /// `plugins` list.
+    pub fn chain(&self) -> Result<&[PluginSpec], (String, String)> {
+        match (&self.plugin, &self.plugins) {
+            (Some(_), Some(_)) => Err((
+                "plugin, plugins".into(),
+                "give either `plugin` (one filter) or `plugins` (a chain), not both".into(),
+            )),
+            (Some(p), None) => Ok(std::slice::from_ref(p)),
+            (None, Some(chain)) if !chain.is_empty() => Ok(chain),
+            (None, Some(_)) => Err(("plugins".into(), "the chain is empty".into())),
+            (None, None) => Err((
+                "plugin".into(),
+                "no filter: give `plugin` (one filter) or `plugins` (a chain)".into(),
+            )),
+        }
+    }
+
+    /// The key path of filter `i` of the chain in error messages:
+    /// `plugin` for a chain given with `plugin`, else `plugins[i]`.
+    pub fn plugin_key(&self, i: usize) -> String {
+        if self.plugin.is_some() {
+            "plugin".into()
+        } else {
+            format!("plugins[{i}]")
+        }
+    }
+}
+
 /// The `deviations` key: ids of entries of `spec-tests/DEVIATIONS.md`
 /// (`B1`, `A1`, `E2`, ...) that explain why a backend's observations differ
 /// from Envoy's for this scenario. A backend that differs with none listed
@@ -66,7 +103,7 @@ impl Deviations {
     }
 }
 
-/// The `plugin` key.
+/// The `plugin` key, or one entry of `plugins`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSpec {
