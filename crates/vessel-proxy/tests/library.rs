@@ -176,12 +176,54 @@ fn plugin_policy_limit_capability_and_environment_keys_name_their_path() {
     let empty = file("empty.yaml", "  allowed_capabilities: [proxy_log, \"\"]\n");
     assert_eq!(invalid_key(&empty), "plugin.allowed_capabilities[1]");
 
+    let backoff = file(
+        "backoff.yaml",
+        "  failure_policy: FAIL_OPEN\n  reload_backoff: { base_ms: 100 }\n",
+    );
+    assert_eq!(invalid_key(&backoff), "plugin.reload_backoff");
+    let base = file(
+        "base.yaml",
+        "  failure_policy: FAIL_RELOAD\n  reload_backoff: { base_ms: 0 }\n",
+    );
+    assert_eq!(invalid_key(&base), "plugin.reload_backoff.base_ms");
+    let max = file(
+        "max.yaml",
+        "  failure_policy: FAIL_RELOAD\n  reload_backoff: { base_ms: 100, max_ms: 50 }\n",
+    );
+    assert_eq!(invalid_key(&max), "plugin.reload_backoff.max_ms");
+    let unknown = file(
+        "unknown-backoff.yaml",
+        "  failure_policy: FAIL_RELOAD\n  reload_backoff: { base: 100 }\n",
+    );
+    let message = yaml_error(&unknown);
+    assert!(message.contains("plugin.reload_backoff"), "{message}");
+
     // Valid values load, fuel included (it needs an engine of its own).
     let good = file(
         "good.yaml",
-        "  failure_policy: FAIL_RELOAD\n  limits: { memory_bytes: 16777216, callback_timeout_ms: 20, fuel_per_callback: 1000000 }\n  allowed_capabilities: []\n  environment: { key_values: { A: x } }\n",
+        "  failure_policy: FAIL_RELOAD\n  reload_backoff: { base_ms: 10, max_ms: 20 }\n  limits: { memory_bytes: 16777216, callback_timeout_ms: 20, fuel_per_callback: 1000000 }\n  allowed_capabilities: []\n  environment: { key_values: { A: x } }\n",
     );
     assert!(run_files(&[&good]).is_ok());
+}
+
+#[test]
+fn a_chain_is_plugin_or_plugins_not_both() {
+    let dir = TempDir::new("lib-chain");
+    let wasm = guest("noop");
+    let invalid_key = |name: &str, text: String| match run_files(&[dir.write(name, text)]) {
+        Err(Error::Invalid { key, message, .. }) => (key, message),
+        other => panic!("expected an invalid-value error, got {other:?}"),
+    };
+    let (key, message) = invalid_key(
+        "both.yaml",
+        format!("plugin:\n  wasm: \"{wasm}\"\nplugins:\n  - wasm: \"{wasm}\"\nstreams: []\n"),
+    );
+    assert_eq!(key, "plugin, plugins");
+    assert!(message.contains("not both"), "{message}");
+    let (key, _) = invalid_key("neither.yaml", "streams: []\n".into());
+    assert_eq!(key, "plugin");
+    let (key, _) = invalid_key("empty.yaml", "plugins: []\nstreams: []\n".into());
+    assert_eq!(key, "plugins");
 }
 
 #[test]

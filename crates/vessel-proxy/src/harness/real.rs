@@ -33,6 +33,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioExecutor;
+use vessel_host::FailurePolicy;
 
 use super::scenario::{CannedResponse, PluginSpec, Scenario, Stream};
 use super::servers::{self, Behaviour, Recorded, Scripted};
@@ -104,6 +105,9 @@ impl Proxy<'_> {
             Proxy::Envoy(_) if has_limits(s) => {
                 Some("plugin.limits: Envoy has no per-VM memory, CPU-time or fuel limit".into())
             }
+            Proxy::Envoy(_) if tiny_reload_base(s) => Some(
+                "reload_backoff.base_ms 1: Envoy 1.40 divides by zero computing the jitter of a 1 ms backoff (SIGFPE)".into(),
+            ),
             _ => None,
         }
     }
@@ -182,23 +186,33 @@ fn has_limits(s: &Scenario) -> bool {
         .any(|p| p.limits.as_ref().is_some_and(|l| !l.is_empty()))
 }
 
+/// A FAIL_RELOAD filter with a 1 ms `reload_backoff.base_ms`.
+fn tiny_reload_base(s: &Scenario) -> bool {
+    s.chain().unwrap_or_default().iter().any(|p| {
+        p.reload_backoff.is_some()
+            && matches!(p.policy(), Ok(FailurePolicy::FailReload(b)) if b.base_interval < Duration::from_millis(2))
+    })
+}
+
 /// The Envoy fields of a filter's `failure_policy`, `allowed_capabilities`
 /// and `allow_on_headers_stop_iteration` (in `config`, indented for it) and
 /// `environment` (in `vm_config`).
-fn policy_yaml(p: &PluginSpec) -> (String, String) {
+fn policy_yaml(f: &Filter<'_>) -> (String, String) {
+    let p = f.spec;
     let mut config = String::new();
-    if let Some(policy) = p.failure_policy {
+    if p.failure_policy.is_some() {
         config.push_str(&format!(
             "                failure_policy: {}\n",
-            policy.envoy_name()
+            f.policy.envoy_name()
         ));
-        if policy == super::scenario::FailurePolicySpec::FailReload {
-            // vessel test reloads on the next stream; Envoy's default backoff
-            // (1 s since the last load) could hold a reload back. Not 1 ms:
-            // Envoy 1.40 then divides by zero computing its jitter (SIGFPE).
-            config
-                .push_str("                reload_config: { backoff: { base_interval: 0.01s } }\n");
-        }
+    }
+    if let (Some(_), FailurePolicy::FailReload(b)) = (&p.reload_backoff, f.policy) {
+        // Absent, Envoy's default (1 s base, 10 s max) is also vessel's.
+        config.push_str(&format!(
+            "                reload_config: {{ backoff: {{ base_interval: {}s, max_interval: {}s }} }}\n",
+            b.base_interval.as_secs_f64(),
+            b.max_interval.as_secs_f64()
+        ));
     }
     if let Some(caps) = &p.allowed_capabilities {
         config.push_str("                capability_restriction_config:\n");
@@ -290,6 +304,8 @@ fn has_trailers(s: &Scenario) -> bool {
 pub(crate) struct Filter<'a> {
     /// The scenario's entry.
     pub(crate) spec: &'a PluginSpec,
+    /// Its failure policy, with the `reload_backoff` of a FAIL_RELOAD.
+    pub(crate) policy: FailurePolicy,
     /// The module, absolute.
     pub(crate) wasm: PathBuf,
     /// `name`, else the module's file stem.
@@ -318,7 +334,17 @@ pub(crate) fn filters<'a>(s: &'a Scenario, path: &Path) -> Result<Vec<Filter<'a>
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default()
             });
-            Ok(Filter { spec, wasm, name })
+            let policy = spec.policy().map_err(|(key, message)| Error::Invalid {
+                path: path.to_owned(),
+                key: format!("{}.{key}", s.plugin_key(i)),
+                message,
+            })?;
+            Ok(Filter {
+                spec,
+                policy,
+                wasm,
+                name,
+            })
         })
         .collect()
 }
@@ -326,7 +352,7 @@ pub(crate) fn filters<'a>(s: &'a Scenario, path: &Path) -> Result<Vec<Filter<'a>
 /// One `envoy.filters.http.wasm` entry of `http_filters`.
 fn wasm_filter_yaml(f: &Filter<'_>) -> String {
     let p = f.spec;
-    let (policy, vm_env) = policy_yaml(p);
+    let (policy, vm_env) = policy_yaml(f);
     format!(
         r#"          - name: envoy.filters.http.wasm
             typed_config:
@@ -616,6 +642,11 @@ async fn drive(
     for (index, stream) in scenario.streams.iter().enumerate() {
         // Start-up logs belong to the first stream, as in the in-process driver.
         let start = if index == 0 { 0 } else { guard.lines().len() };
+        // The time that passes before the stream (the in-process clock
+        // moves by as much); what the guest logs meanwhile is the stream's.
+        if stream.wait_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(stream.wait_ms)).await;
+        }
         let before = seen.lock().map_or(0, |s| s.len());
         if let Ok(mut a) = answers.lock() {
             a.clear();
@@ -807,9 +838,13 @@ plugins:
     configuration: "tag=b"
     vm_configuration: "vm b"
     failure_policy: FAIL_RELOAD
+    reload_backoff: { base_ms: 10, max_ms: 40 }
   - wasm: a.wasm
     name: third
     log_level: info
+  - wasm: b.wasm
+    name: fourth
+    failure_policy: FAIL_RELOAD
 streams: []
 "#;
 
@@ -853,9 +888,9 @@ streams: []
         let (dir, yaml) = chain_bootstrap(CHAIN);
         let b = config::parse(&yaml, dir.path()).expect("vessel run reads the bootstrap");
         let f = &b.listeners[0].wasm_filters;
-        assert_eq!(f.len(), 3, "{yaml}");
+        assert_eq!(f.len(), 4, "{yaml}");
         let names: Vec<&str> = f.iter().map(|w| w.name.as_str()).collect();
-        assert_eq!(names, ["first", "b", "third"]);
+        assert_eq!(names, ["first", "b", "third", "fourth"]);
         assert_eq!(f[0].root_id, "r1");
         assert_eq!(
             [
@@ -871,15 +906,17 @@ streams: []
         assert_eq!(f[0].failure_policy, FailurePolicy::FailOpen);
         assert_eq!(f[1].failure_policy, FailurePolicy::FailReload);
         assert_eq!(f[2].failure_policy, FailurePolicy::FailClosed);
-        assert_eq!(
-            f[1].reload_backoff.base_interval,
-            std::time::Duration::from_millis(10)
-        );
+        assert_eq!(f[3].failure_policy, FailurePolicy::FailReload);
+        let ms = Duration::from_millis;
+        assert_eq!(f[1].reload_backoff.base_interval, ms(10));
+        assert_eq!(f[1].reload_backoff.max_interval, ms(40));
+        // No `reload_backoff`: Envoy's default, which is vessel's too.
+        assert_eq!(f[3].reload_backoff.base_interval, ms(1000));
         let knobs: Vec<bool> = f
             .iter()
             .map(|w| w.allow_on_headers_stop_iteration)
             .collect();
-        assert_eq!(knobs, [true, false, false]);
+        assert_eq!(knobs, [true, false, false, false]);
         let code = |w: &config::WasmFilter| match &w.code {
             WasmCode::File(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
             WasmCode::Inline(_) => None,

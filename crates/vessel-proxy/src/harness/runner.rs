@@ -16,15 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use vessel_host::{
-    BufferType, ContextId, Effect, Engine, EngineConfig, FilterDataStatus, FilterHeadersStatus,
-    FilterTrailersStatus, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse, Limits,
-    LocalResponse, LogLevel, LogRecord, LogSink, MapType, Plugin, PluginConfig, PropertyMap,
-    PropertyValue, RedisCallOutcome, RedisCallRequest, StreamType, Vm, VmError,
+    BufferType, ContextId, Effect, Engine, EngineConfig, FailurePolicy, FilterDataStatus,
+    FilterHeadersStatus, FilterTrailersStatus, HeaderMap, HostEnv, HttpCallOutcome,
+    HttpCallResponse, Limits, LocalResponse, LogLevel, LogRecord, LogSink, MapType, Plugin,
+    PluginConfig, PropertyMap, PropertyValue, RedisCallOutcome, RedisCallRequest, StreamType, Vm,
+    VmError,
 };
 
-use super::scenario::{
-    CannedResponse, FailurePolicySpec, Headers, LimitsSpec, PropertyScalar, Scenario, Stream,
-};
+use super::scenario::{CannedResponse, Headers, LimitsSpec, PropertyScalar, Scenario, Stream};
 use super::{Error, Observation, ObservedMessage};
 
 /// Default buffer limit: Envoy's `per_connection_buffer_limit_bytes` default.
@@ -93,7 +92,7 @@ pub struct Loaded {
     /// Kept to build a fresh VM under FAIL_RELOAD.
     plugin: Plugin,
     env: HostEnv,
-    policy: FailurePolicySpec,
+    policy: FailurePolicy,
     /// The failure of the VM that FAIL_RELOAD replaced, still reported for
     /// later streams (as the real backends report it: a plugin's failure
     /// shows in its log for good).
@@ -151,33 +150,30 @@ impl Loaded {
 
     /// Loads an already parsed scenario; `path` anchors the relative wasm path.
     pub fn new(engine: &Engine, path: &Path, scenario: Scenario) -> Result<Self, Error> {
-        let spec = match scenario.chain() {
-            Ok([one]) => one.clone(),
-            Ok(_) => {
-                return Err(Error::Invalid {
-                    path: path.to_owned(),
-                    key: "plugins".into(),
-                    message: "the in-process runner runs one filter; a chain needs the \
-                              filter manager (`vessel_host::stream::HttpStream`)"
-                        .into(),
-                });
-            }
-            Err((key, message)) => {
-                return Err(Error::Invalid {
-                    path: path.to_owned(),
-                    key,
-                    message,
-                });
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let invalid = |(key, message): (String, String)| Error::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let spec = match scenario.chain().map_err(invalid)? {
+            [one] => one.clone(),
+            _ => {
+                return Err(invalid((
+                    "plugins".into(),
+                    "a chain of several plugins is not supported yet".into(),
+                )));
             }
         };
-        let dir = path.parent().unwrap_or(Path::new("."));
+        let policy = spec
+            .policy()
+            .map_err(|(k, m)| invalid((format!("plugin.{k}"), m)))?;
         let wasm_path = dir.join(&spec.wasm);
         let wasm = std::fs::read(&wasm_path).map_err(|e| Error::Plugin {
             path: path.to_owned(),
             wasm: wasm_path.clone(),
             message: format!("cannot read it: {e}"),
         })?;
-        let spec = &spec;
         let log_level = match &spec.log_level {
             Some(l) => l.parse::<LogLevel>().map_err(|_| Error::Invalid {
                 path: path.to_owned(),
@@ -192,11 +188,6 @@ impl Loaded {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default()
         });
-        let invalid = |(key, message): (String, String)| Error::Invalid {
-            path: path.to_owned(),
-            key,
-            message,
-        };
         // Fuel needs an engine compiled with fuel metering: a scenario that
         // sets `fuel_per_callback` gets an engine of its own.
         let fuel_engine;
@@ -275,7 +266,6 @@ impl Loaded {
             properties.insert_dotted(k, property(v));
         }
         let vm = Vm::new(&plugin, &env);
-        let policy = spec.failure_policy.unwrap_or_default();
         Ok(Self {
             scenario,
             path: path.to_owned(),
@@ -310,14 +300,14 @@ impl Loaded {
         };
         if let Some(why) = failed {
             match self.policy {
-                FailurePolicySpec::FailReload if self.vm.is_ok() => {
+                FailurePolicy::FailReload(_) if self.vm.is_ok() => {
                     // Envoy reloads only a VM that failed at run time (a
                     // trap), not one that never started. vessel test uses
                     // no backoff: the next stream gets the fresh VM.
                     self.vm = Vm::new(&self.plugin, &self.env);
                     self.last_failure = Some(why);
                 }
-                FailurePolicySpec::FailOpen => {
+                FailurePolicy::FailOpen => {
                     obs.vm_failure = Some(why);
                     pass_through(stream, &mut obs);
                     obs.logs = self.capture.since(start);
@@ -359,7 +349,7 @@ impl Loaded {
             // reads only the deprecated `fail_open`, and `failure_policy`
             // acts when the filter is created for a later stream. A 503
             // local reply, or a reset once response headers went downstream.
-            if ctx == ContextId(0) && self.policy == FailurePolicySpec::FailOpen {
+            if ctx == ContextId(0) && self.policy == FailurePolicy::FailOpen {
                 // The VM failed before this stream reached the filter (in a
                 // tick): the stream starts on a failed VM.
                 pass_through(stream, &mut obs);

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use vessel_host::{FailurePolicy, ReloadBackoff};
 
 /// A header list: `[[name, value], ...]`. Order and repeats are kept.
 pub type Headers = Vec<(String, String)>;
@@ -131,9 +132,20 @@ pub struct PluginSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_on_headers_stop_iteration: bool,
     /// What happens to streams once the VM failed (Envoy's
-    /// `failure_policy`; default FAIL_CLOSED).
+    /// `failure_policy`, by its Envoy name; default FAIL_CLOSED). A
+    /// `FAIL_RELOAD` read from YAML carries the default backoff;
+    /// [`PluginSpec::policy`] gives it `reload_backoff`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "policy_name::serialize",
+        deserialize_with = "policy_name::deserialize"
+    )]
+    pub failure_policy: Option<FailurePolicy>,
+    /// The FAIL_RELOAD backoff (Envoy's `reload_config.backoff`; default
+    /// Envoy's 1 s base). Only with `failure_policy: FAIL_RELOAD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_policy: Option<FailurePolicySpec>,
+    pub reload_backoff: Option<ReloadBackoffSpec>,
     /// Per-VM resource limits (vessel's `Limits`; no Envoy equivalent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,
@@ -148,29 +160,104 @@ pub struct PluginSpec {
     pub environment: Option<EnvironmentSpec>,
 }
 
-/// The `plugin.failure_policy` key, with Envoy's names (ABI reference §6.6).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FailurePolicySpec {
-    /// Streams on a failed VM get a 503 local reply (the default).
-    #[default]
-    #[serde(rename = "FAIL_CLOSED")]
-    FailClosed,
-    /// Streams on a failed VM pass through as if the filter were absent.
-    #[serde(rename = "FAIL_OPEN")]
-    FailOpen,
-    /// The stream that failed gets a 503; a later stream gets a fresh VM.
-    #[serde(rename = "FAIL_RELOAD")]
-    FailReload,
+impl PluginSpec {
+    /// The failure policy, with `reload_backoff` for FAIL_RELOAD. The `Err`
+    /// is `(key, message)`, the key relative to the plugin
+    /// (`reload_backoff.base_ms`).
+    pub fn policy(&self) -> Result<FailurePolicy, (String, String)> {
+        let policy = self.failure_policy.unwrap_or_default();
+        let Some(spec) = &self.reload_backoff else {
+            return Ok(policy);
+        };
+        if !matches!(policy, FailurePolicy::FailReload(_)) {
+            return Err((
+                "reload_backoff".into(),
+                format!(
+                    "only with `failure_policy: FAIL_RELOAD` (the policy is {})",
+                    policy.envoy_name()
+                ),
+            ));
+        }
+        Ok(FailurePolicy::FailReload(spec.backoff()?))
+    }
 }
 
-impl FailurePolicySpec {
-    /// Envoy's name of the policy.
-    pub fn envoy_name(self) -> &'static str {
-        match self {
-            Self::FailClosed => "FAIL_CLOSED",
-            Self::FailOpen => "FAIL_OPEN",
-            Self::FailReload => "FAIL_RELOAD",
+/// Reads and writes `failure_policy` by Envoy's names (`FAIL_CLOSED`,
+/// `FAIL_OPEN`, `FAIL_RELOAD`), into vessel-host's one [`FailurePolicy`].
+mod policy_name {
+    use super::{Deserialize, Deserializer, FailurePolicy, ReloadBackoff, Serializer};
+
+    /// The names as serde reads them, so a bad one is an error at the
+    /// key's own position (`plugin.failure_policy: unknown variant ...`).
+    #[derive(Deserialize)]
+    #[allow(clippy::enum_variant_names)]
+    enum Name {
+        #[serde(rename = "FAIL_CLOSED")]
+        FailClosed,
+        #[serde(rename = "FAIL_OPEN")]
+        FailOpen,
+        #[serde(rename = "FAIL_RELOAD")]
+        FailReload,
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        policy: &Option<FailurePolicy>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match policy {
+            Some(p) => s.serialize_str(p.envoy_name()),
+            None => s.serialize_none(),
         }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<FailurePolicy>, D::Error> {
+        Ok(Some(match Name::deserialize(d)? {
+            Name::FailClosed => FailurePolicy::FailClosed,
+            Name::FailOpen => FailurePolicy::FailOpen,
+            Name::FailReload => FailurePolicy::FailReload(ReloadBackoff::default()),
+        }))
+    }
+}
+
+/// The `plugin.reload_backoff` key: how soon a failed VM may be replaced
+/// under FAIL_RELOAD (vessel-host's [`ReloadBackoff`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadBackoffSpec {
+    /// The shortest wait since the VM's last load, in milliseconds (Envoy's
+    /// `base_interval`; default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ms: Option<u64>,
+    /// The longest wait, in milliseconds (default 10 × the default base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<u64>,
+}
+
+impl ReloadBackoffSpec {
+    /// The backoff; the `Err` is `(key, message)`, the key relative to the
+    /// plugin.
+    pub fn backoff(&self) -> Result<ReloadBackoff, (String, String)> {
+        let ms = std::time::Duration::from_millis;
+        let base = match self.base_ms {
+            Some(0) => {
+                return Err(("reload_backoff.base_ms".into(), "must be at least 1".into()));
+            }
+            Some(b) => ms(b),
+            None => ReloadBackoff::DEFAULT_BASE_INTERVAL,
+        };
+        let max = match self.max_ms {
+            Some(m) if ms(m) < base => {
+                return Err((
+                    "reload_backoff.max_ms".into(),
+                    format!("{m} is below the base of {} ms", base.as_millis()),
+                ));
+            }
+            Some(m) => ms(m),
+            None => ReloadBackoff::DEFAULT_MAX_INTERVAL.max(base),
+        };
+        Ok(ReloadBackoff::new(base, max))
     }
 }
 
@@ -332,8 +419,14 @@ impl CannedResponse {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stream {
-    /// Fire the root context's `on_tick` this many times before the stream
-    /// (an extension).
+    /// Time that passes before this stream, in milliseconds: the scenario
+    /// clock (which starts when the VMs load) advances by this much, and
+    /// the ticks that fall due meanwhile fire. What the FAIL_RELOAD backoff
+    /// measures. Real backends sleep it.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub wait_ms: u64,
+    /// Fire each root context's `on_tick` this many times before the stream
+    /// (after `wait_ms`), without the clock moving (an extension).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ticks_before: u32,
     /// The client's request.
@@ -347,6 +440,10 @@ pub struct Stream {
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
