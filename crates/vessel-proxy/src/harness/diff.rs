@@ -492,6 +492,9 @@ pub struct Options {
     pub backends: Vec<Backend>,
 }
 
+/// Why a backend that `Options::backends` leaves out did not run a file.
+const NOT_SELECTED: &str = "not selected (`vessel envoy-diff --backends`)";
+
 impl Options {
     fn runs(&self, b: Backend) -> bool {
         self.backends.is_empty() || self.backends.contains(&b)
@@ -517,11 +520,7 @@ pub fn diff_file(engine: &Engine, options: &Options, path: &Path) -> Result<File
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    let not_selected = || {
-        Ok(Run::Skipped(
-            "not selected (`vessel envoy-diff --backends`)".into(),
-        ))
-    };
+    let not_selected = || Ok(Run::Skipped(NOT_SELECTED.into()));
     let vessel_run = || match options.runs(Backend::VesselRun) {
         true => super::real::run_file(super::real::Proxy::VesselRun(&options.vessel), path),
         false => not_selected(),
@@ -753,9 +752,11 @@ impl Report {
         for f in &self.files {
             let any = f.details.iter().any(|d| !d.is_empty())
                 || !f.problems.is_empty()
-                || f.verdicts
-                    .iter()
-                    .any(|v| matches!(v, Verdict::NotRun(_) | Verdict::Error(_)));
+                || f.verdicts.iter().any(|v| match v {
+                    Verdict::NotRun(why) => why != NOT_SELECTED,
+                    Verdict::Error(_) => true,
+                    _ => false,
+                });
             if !any {
                 continue;
             }
@@ -765,7 +766,7 @@ impl Report {
             }
             for (i, b) in Backend::ALL.iter().enumerate() {
                 match &f.verdicts[i] {
-                    Verdict::NotRun(why) => {
+                    Verdict::NotRun(why) if why != NOT_SELECTED => {
                         let _ = writeln!(out, "{}: not run: {why}", b.title());
                     }
                     Verdict::Error(e) => {
@@ -903,6 +904,28 @@ mod tests {
         let b = Some("`proxy_on_log` trapped: Uncaught RuntimeError: unreachable".to_owned());
         assert_eq!(vm_failure(&a), vm_failure(&b));
         assert_eq!(vm_failure(&a).as_deref(), Some("`proxy_on_log`"));
+    }
+
+    #[test]
+    fn backends_are_chosen_by_their_command_line_names() {
+        for b in Backend::ALL {
+            assert_eq!(b.name().parse::<Backend>(), Ok(b));
+        }
+        let e = "Envoy".parse::<Backend>().unwrap_err();
+        assert!(e.contains("in-process, vessel-run or envoy"), "{e}");
+        let only_envoy = Options {
+            vessel: PathBuf::new(),
+            envoy: PathBuf::new(),
+            known_deviations: BTreeSet::new(),
+            backends: vec![Backend::Envoy],
+        };
+        assert!(only_envoy.runs(Backend::Envoy));
+        assert!(!only_envoy.runs(Backend::InProcess));
+        let all = Options {
+            backends: Vec::new(),
+            ..only_envoy
+        };
+        assert!(Backend::ALL.iter().all(|b| all.runs(*b)));
     }
 
     #[test]

@@ -526,10 +526,10 @@ pub fn run_file(proxy: Proxy<'_>, path: &Path) -> Result<Run, Error> {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    let filters = filters(&scenario, path)?;
     if let Some(why) = proxy.unsupported(&scenario) {
         return Ok(Run::Skipped(why));
     }
+    let filters = filters(&scenario, path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
