@@ -911,7 +911,9 @@ mod tests {
         for b in Backend::ALL {
             assert_eq!(b.name().parse::<Backend>(), Ok(b));
         }
-        let e = "Envoy".parse::<Backend>().unwrap_err();
+        let Err(e) = "Envoy".parse::<Backend>() else {
+            panic!("backend names are lower-case");
+        };
         assert!(e.contains("in-process, vessel-run or envoy"), "{e}");
         let only_envoy = Options {
             vessel: PathBuf::new(),
