@@ -7,6 +7,12 @@
 //! through Envoy. It prints the table and the differences, writes
 //! `spec-tests/CONFORMANCE.md`, and fails when a difference from Envoy is
 //! not a deviation the file lists (`spec-tests/DEVIATIONS.md`).
+//!
+//! `cargo xtask envoy-diff [--backends envoy,vessel-run,in-process]
+//! [FILE...]` runs only the files given and
+//! only those backends, and then writes no CONFORMANCE.md; e.g.
+//! `cargo xtask envoy-diff --backends envoy spec-tests/scenarios/chain_*.yaml`
+//! checks new scenarios against the oracle alone.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -62,22 +68,42 @@ pub(crate) fn ensure_envoy() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Runs every scenario on the three backends and writes CONFORMANCE.md.
-/// The guests must be built.
-pub(crate) fn envoy_diff(redis: Option<&str>) -> Result<()> {
+/// Runs the scenarios on the backends. With no `args`, every scenario on
+/// the three backends, and writes CONFORMANCE.md; `args` are
+/// `[--backends LIST] [FILE...]` (see the module docs). The guests must be
+/// built.
+pub(crate) fn envoy_diff(redis: Option<&str>, args: &[String]) -> Result<()> {
+    let mut backends = None;
+    let mut chosen = Vec::new();
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        if a == "--backends" {
+            backends = Some(rest.next().context("--backends needs a list")?.clone());
+        } else if let Some(list) = a.strip_prefix("--backends=") {
+            backends = Some(list.to_owned());
+        } else {
+            chosen.push(std::env::current_dir()?.join(a));
+        }
+    }
     let envoy = ensure_envoy()?;
     run(Command::new(cargo()).args(["build", "-p", "vessel-proxy", "--bin", "vessel"]))?;
-    let files = scenario_files(&root().join("spec-tests/scenarios"))?;
+    let whole = backends.is_none() && chosen.is_empty();
+    let files = if chosen.is_empty() {
+        scenario_files(&root().join("spec-tests/scenarios"))?
+    } else {
+        chosen
+    };
     let mut cmd = Command::new(root().join("target/debug/vessel"));
     cmd.args(["-l", "error", "envoy-diff", "--envoy"])
         .arg(&envoy)
-        .args([
-            "--deviations",
-            "spec-tests/DEVIATIONS.md",
-            "--conformance",
-            "spec-tests/CONFORMANCE.md",
-        ])
-        .args(files.iter().map(|f| f.strip_prefix(root()).unwrap_or(f)));
+        .args(["--deviations", "spec-tests/DEVIATIONS.md"]);
+    if whole {
+        cmd.args(["--conformance", "spec-tests/CONFORMANCE.md"]);
+    }
+    if let Some(b) = backends {
+        cmd.args(["--backends", &b]);
+    }
+    cmd.args(files.iter().map(|f| f.strip_prefix(root()).unwrap_or(f)));
     if let Some(addr) = redis {
         cmd.env("VESSEL_REDIS", addr);
     }

@@ -392,7 +392,7 @@ fn test() -> Result<()> {
         &["spec-tests/scenarios", "examples/scenarios"],
         redis.as_ref(),
     )?;
-    envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()))?;
+    envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()), &[])?;
     eprintln!("==> all checks passed");
     Ok(())
 }
@@ -577,7 +577,8 @@ fn main() -> Result<()> {
             guests()?;
             go_plugins()?;
             let redis = redis();
-            envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()))
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()), &args)
         }
         "go-plugins" => {
             go_plugins()?;

@@ -71,6 +71,10 @@ enum Command {
         /// Write the generated conformance table here.
         #[arg(long)]
         conformance: Option<PathBuf>,
+        /// Run only these backends (comma-separated: in-process, vessel-run,
+        /// envoy); the others report every file as not run. Default: all.
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<harness::diff::Backend>,
         /// Scenario files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -117,8 +121,9 @@ fn main() -> ExitCode {
             envoy,
             deviations,
             conformance,
+            backends,
             files,
-        } => envoy_diff(envoy, &deviations, conformance, &files),
+        } => envoy_diff(envoy, &deviations, conformance, backends, &files),
         Command::Test { record, files } => {
             let engine = Engine::default();
             if record {
@@ -163,6 +168,7 @@ fn envoy_diff(
     envoy: PathBuf,
     deviations: &std::path::Path,
     conformance: Option<PathBuf>,
+    backends: Vec<harness::diff::Backend>,
     files: &[PathBuf],
 ) -> ExitCode {
     let known = match std::fs::read_to_string(deviations) {
@@ -183,6 +189,7 @@ fn envoy_diff(
         vessel,
         envoy,
         known_deviations: known,
+        backends,
     };
     let report = match harness::diff::run(&options, files) {
         Ok(r) => r,

@@ -367,6 +367,26 @@ impl Backend {
             Backend::Envoy => "Envoy",
         }
     }
+
+    /// The name on the command line (`vessel envoy-diff --backends`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::InProcess => "in-process",
+            Backend::VesselRun => "vessel-run",
+            Backend::Envoy => "envoy",
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Backend::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| format!("`{s}` is not a backend: in-process, vessel-run or envoy"))
+    }
 }
 
 /// One backend's verdict on one file.
@@ -467,6 +487,18 @@ pub struct Options {
     pub envoy: PathBuf,
     /// The ids of `DEVIATIONS.md` ([`deviation_ids`]).
     pub known_deviations: BTreeSet<String>,
+    /// The backends to run (the others report the file as not run); all
+    /// three when empty. Without Envoy, nothing is compared with it.
+    pub backends: Vec<Backend>,
+}
+
+/// Why a backend that `Options::backends` leaves out did not run a file.
+const NOT_SELECTED: &str = "not selected (`vessel envoy-diff --backends`)";
+
+impl Options {
+    fn runs(&self, b: Backend) -> bool {
+        self.backends.is_empty() || self.backends.contains(&b)
+    }
 }
 
 fn observed(r: Result<Run, Error>) -> Result<Vec<Observation>, Verdict> {
@@ -488,19 +520,31 @@ pub fn diff_file(engine: &Engine, options: &Options, path: &Path) -> Result<File
         path: path.to_owned(),
         error,
     })?;
-    let vessel_run = || super::real::run_file(super::real::Proxy::VesselRun(&options.vessel), path);
-    let envoy_run = || super::real::run_file(super::real::Proxy::Envoy(&options.envoy), path);
+    let not_selected = || Ok(Run::Skipped(NOT_SELECTED.into()));
+    let vessel_run = || match options.runs(Backend::VesselRun) {
+        true => super::real::run_file(super::real::Proxy::VesselRun(&options.vessel), path),
+        false => not_selected(),
+    };
+    let envoy_run = || match options.runs(Backend::Envoy) {
+        true => super::real::run_file(super::real::Proxy::Envoy(&options.envoy), path),
+        false => not_selected(),
+    };
+    let in_process_run = || match options.runs(Backend::InProcess) {
+        true => super::run_file(engine, path)
+            .map(|results| Run::Observed(results.into_iter().map(|r| r.observation).collect())),
+        false => not_selected(),
+    };
     // A file with a Redis cluster keeps state outside the proxies (the
     // counters on the one Redis server): its backends run one after the
     // other, each starting from a flushed server. The others run at once.
     let (in_process, via, envoy) = if scenario.clusters.values().any(|c| c.redis.is_some()) {
-        let in_process = super::run_file(engine, path);
+        let in_process = in_process_run();
         (in_process, vessel_run(), envoy_run())
     } else {
         std::thread::scope(|s| {
             let via = s.spawn(vessel_run);
             let envoy = s.spawn(envoy_run);
-            let in_process = super::run_file(engine, path);
+            let in_process = in_process_run();
             let panicked = |backend: &str| Error::Io {
                 path: path.to_owned(),
                 message: format!("the {backend} backend panicked"),
@@ -512,15 +556,13 @@ pub fn diff_file(engine: &Engine, options: &Options, path: &Path) -> Result<File
             )
         })
     };
-    let in_process = in_process?
-        .into_iter()
-        .map(|r| r.observation)
-        .collect::<Vec<_>>();
+    // A file the in-process runner cannot load is that backend's error,
+    // not the end of the run.
     Ok(judge(
         path,
         &scenario,
         options,
-        [Ok(in_process), observed(via), observed(envoy)],
+        [observed(in_process), observed(via), observed(envoy)],
     ))
 }
 
@@ -710,9 +752,11 @@ impl Report {
         for f in &self.files {
             let any = f.details.iter().any(|d| !d.is_empty())
                 || !f.problems.is_empty()
-                || f.verdicts
-                    .iter()
-                    .any(|v| matches!(v, Verdict::NotRun(_) | Verdict::Error(_)));
+                || f.verdicts.iter().any(|v| match v {
+                    Verdict::NotRun(why) => why != NOT_SELECTED,
+                    Verdict::Error(_) => true,
+                    _ => false,
+                });
             if !any {
                 continue;
             }
@@ -722,7 +766,7 @@ impl Report {
             }
             for (i, b) in Backend::ALL.iter().enumerate() {
                 match &f.verdicts[i] {
-                    Verdict::NotRun(why) => {
+                    Verdict::NotRun(why) if why != NOT_SELECTED => {
                         let _ = writeln!(out, "{}: not run: {why}", b.title());
                     }
                     Verdict::Error(e) => {
@@ -860,6 +904,30 @@ mod tests {
         let b = Some("`proxy_on_log` trapped: Uncaught RuntimeError: unreachable".to_owned());
         assert_eq!(vm_failure(&a), vm_failure(&b));
         assert_eq!(vm_failure(&a).as_deref(), Some("`proxy_on_log`"));
+    }
+
+    #[test]
+    fn backends_are_chosen_by_their_command_line_names() {
+        for b in Backend::ALL {
+            assert_eq!(b.name().parse::<Backend>(), Ok(b));
+        }
+        let Err(e) = "Envoy".parse::<Backend>() else {
+            panic!("backend names are lower-case");
+        };
+        assert!(e.contains("in-process, vessel-run or envoy"), "{e}");
+        let only_envoy = Options {
+            vessel: PathBuf::new(),
+            envoy: PathBuf::new(),
+            known_deviations: BTreeSet::new(),
+            backends: vec![Backend::Envoy],
+        };
+        assert!(only_envoy.runs(Backend::Envoy));
+        assert!(!only_envoy.runs(Backend::InProcess));
+        let all = Options {
+            backends: Vec::new(),
+            ..only_envoy
+        };
+        assert!(Backend::ALL.iter().all(|b| all.runs(*b)));
     }
 
     #[test]

@@ -33,6 +33,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioExecutor;
+use vessel_host::FailurePolicy;
 
 use super::scenario::{CannedResponse, PluginSpec, Scenario, Stream};
 use super::servers::{self, Behaviour, Recorded, Scripted};
@@ -69,13 +70,6 @@ fn unsupported_anywhere(s: &Scenario) -> Option<String> {
     if let Some(why) = &s.only_in_process {
         return Some(format!("runs only in-process: {why}"));
     }
-    match s.chain() {
-        Err((key, message)) => return Some(format!("{key}: {message}")),
-        Ok(chain) if chain.len() > 1 => {
-            return Some("a chain of several plugins (not generated yet)".into());
-        }
-        Ok(_) => {}
-    }
     if !s.properties.is_empty() {
         return Some("uses properties".into());
     }
@@ -111,6 +105,9 @@ impl Proxy<'_> {
             Proxy::Envoy(_) if has_limits(s) => {
                 Some("plugin.limits: Envoy has no per-VM memory, CPU-time or fuel limit".into())
             }
+            Proxy::Envoy(_) if tiny_reload_base(s) => Some(
+                "reload_backoff.base_ms 1: Envoy 1.40 divides by zero computing the jitter of a 1 ms backoff (SIGFPE)".into(),
+            ),
             _ => None,
         }
     }
@@ -181,37 +178,41 @@ impl Proxy<'_> {
     }
 }
 
-/// The scenario's (first) plugin.
-fn plugin_of(s: &Scenario) -> PluginSpec {
-    s.chain()
-        .ok()
-        .and_then(|c| c.first().cloned())
-        .unwrap_or_default()
-}
-
-/// The scenario sets `plugin.limits`.
+/// A filter of the scenario sets `limits`.
 fn has_limits(s: &Scenario) -> bool {
-    plugin_of(s).limits.as_ref().is_some_and(|l| !l.is_empty())
+    s.chain()
+        .unwrap_or_default()
+        .iter()
+        .any(|p| p.limits.as_ref().is_some_and(|l| !l.is_empty()))
 }
 
-/// The Envoy fields of the scenario's `failure_policy`,
-/// `allowed_capabilities` (in `config`, indented for it) and `environment`
-/// (in `vm_config`).
-fn policy_yaml(s: &Scenario) -> (String, String) {
-    let p = &plugin_of(s);
+/// A FAIL_RELOAD filter with a 1 ms `reload_backoff.base_ms`.
+fn tiny_reload_base(s: &Scenario) -> bool {
+    s.chain().unwrap_or_default().iter().any(|p| {
+        p.reload_backoff.is_some()
+            && matches!(p.policy(), Ok(FailurePolicy::FailReload(b)) if b.base_interval < Duration::from_millis(2))
+    })
+}
+
+/// The Envoy fields of a filter's `failure_policy`, `allowed_capabilities`
+/// and `allow_on_headers_stop_iteration` (in `config`, indented for it) and
+/// `environment` (in `vm_config`).
+fn policy_yaml(f: &Filter<'_>) -> (String, String) {
+    let p = f.spec;
     let mut config = String::new();
-    if let Some(policy) = p.failure_policy {
+    if p.failure_policy.is_some() {
         config.push_str(&format!(
             "                failure_policy: {}\n",
-            policy.envoy_name()
+            f.policy.envoy_name()
         ));
-        if matches!(policy, vessel_host::FailurePolicy::FailReload(_)) {
-            // vessel test reloads on the next stream; Envoy's default backoff
-            // (1 s since the last load) could hold a reload back. Not 1 ms:
-            // Envoy 1.40 then divides by zero computing its jitter (SIGFPE).
-            config
-                .push_str("                reload_config: { backoff: { base_interval: 0.01s } }\n");
-        }
+    }
+    if let (Some(_), FailurePolicy::FailReload(b)) = (&p.reload_backoff, f.policy) {
+        // Absent, Envoy's default (1 s base, 10 s max) is also vessel's.
+        config.push_str(&format!(
+            "                reload_config: {{ backoff: {{ base_interval: {}s, max_interval: {}s }} }}\n",
+            b.base_interval.as_secs_f64(),
+            b.max_interval.as_secs_f64()
+        ));
     }
     if let Some(caps) = &p.allowed_capabilities {
         config.push_str("                capability_restriction_config:\n");
@@ -223,6 +224,10 @@ fn policy_yaml(s: &Scenario) -> (String, String) {
                 config.push_str(&format!("                    {}: {{}}\n", yaml_str(c)));
             }
         }
+    }
+    if p.allow_on_headers_stop_iteration {
+        // A field of `PluginConfig` (Envoy >= 1.33), as `failure_policy`.
+        config.push_str("                allow_on_headers_stop_iteration: true\n");
     }
     let mut vm = String::new();
     if let Some(env) = &p.environment {
@@ -256,21 +261,28 @@ fn unique_base_id() -> u32 {
     (std::process::id() % 100_000) * 1000 + n
 }
 
-/// The guest log level of the scenario, in Envoy's words.
+/// Envoy's log levels, most verbose first.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warning", "error", "critical"];
+
+/// The guest log level of the scenario, in Envoy's words. A real proxy has
+/// one level for the guest lines of every filter (Envoy's `wasm` logger):
+/// for a chain, the most verbose level any of its filters asks for.
 fn level_of(s: &Scenario) -> &'static str {
-    match plugin_of(s)
+    let rank = |p: &PluginSpec| match p
         .log_level
         .as_deref()
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        Some("debug") => "debug",
-        Some("info") => "info",
-        Some("warn" | "warning") => "warning",
-        Some("error") => "error",
-        Some("critical") => "critical",
-        _ => "trace",
-    }
+        Some("debug") => 1,
+        Some("info") => 2,
+        Some("warn" | "warning") => 3,
+        Some("error") => 4,
+        Some("critical") => 5,
+        _ => 0,
+    };
+    let min = s.chain().unwrap_or_default().iter().map(rank).min();
+    LEVELS[min.unwrap_or(0)]
 }
 
 fn yaml_str(s: &str) -> String {
@@ -286,25 +298,106 @@ fn has_trailers(s: &Scenario) -> bool {
     })
 }
 
-/// The generated Envoy bootstrap of a scenario. `admin` adds an admin
-/// listener on an ephemeral port.
+/// One filter of a generated bootstrap: an entry of the scenario's chain,
+/// with its module's absolute path and its plugin name.
+#[derive(Debug, Clone)]
+pub(crate) struct Filter<'a> {
+    /// The scenario's entry.
+    pub(crate) spec: &'a PluginSpec,
+    /// Its failure policy, with the `reload_backoff` of a FAIL_RELOAD.
+    pub(crate) policy: FailurePolicy,
+    /// The module, absolute.
+    pub(crate) wasm: PathBuf,
+    /// `name`, else the module's file stem.
+    pub(crate) name: String,
+}
+
+/// The filters of a scenario's chain, each module resolved against `dir`
+/// (the scenario file's folder).
+pub(crate) fn filters<'a>(s: &'a Scenario, path: &Path) -> Result<Vec<Filter<'a>>, Error> {
+    let chain = s.chain().map_err(|(key, message)| Error::Invalid {
+        path: path.to_owned(),
+        key,
+        message,
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    chain
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let wasm = std::fs::canonicalize(dir.join(&spec.wasm)).map_err(|e| Error::Io {
+                path: dir.join(&spec.wasm),
+                message: format!("{}.wasm: {e}", s.plugin_key(i)),
+            })?;
+            let name = spec.name.clone().unwrap_or_else(|| {
+                wasm.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            let policy = spec.policy().map_err(|(key, message)| Error::Invalid {
+                path: path.to_owned(),
+                key: format!("{}.{key}", s.plugin_key(i)),
+                message,
+            })?;
+            Ok(Filter {
+                spec,
+                policy,
+                wasm,
+                name,
+            })
+        })
+        .collect()
+}
+
+/// One `envoy.filters.http.wasm` entry of `http_filters`.
+fn wasm_filter_yaml(f: &Filter<'_>) -> String {
+    let p = f.spec;
+    let (policy, vm_env) = policy_yaml(f);
+    format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                root_id: {root_id}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {config}
+                vm_config:
+                  vm_id: {vm_id}
+                  runtime: envoy.wasm.runtime.v8
+                  configuration:
+                    "@type": type.googleapis.com/google.protobuf.StringValue
+                    value: {vm_config}
+                  code: {{ local: {{ filename: {wasm} }} }}
+{vm_env}{policy}"#,
+        name = yaml_str(&f.name),
+        root_id = yaml_str(&p.root_id),
+        vm_id = yaml_str(&p.vm_id),
+        config = yaml_str(&p.configuration),
+        vm_config = yaml_str(&p.vm_configuration),
+        wasm = yaml_str(&f.wasm.to_string_lossy()),
+    )
+}
+
+/// The generated Envoy bootstrap of a scenario: one listener whose
+/// `http_filters` are the chain's wasm filters, in order, then the router.
+/// `admin` adds an admin listener on an ephemeral port.
 pub(crate) fn bootstrap(
     s: &Scenario,
-    wasm: &Path,
-    name: &str,
+    filters: &[Filter<'_>],
     port: u16,
     upstream: SocketAddr,
     clusters: &[(String, SocketAddr)],
     admin: bool,
 ) -> String {
-    let p = &plugin_of(s);
     let mut out = String::new();
     if admin {
         out.push_str(
             "admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }\n",
         );
     }
-    let (policy, vm_env) = policy_yaml(s);
+    let wasm_filters: String = filters.iter().map(wasm_filter_yaml).collect();
     let limit = s
         .buffer_limit
         .map(|l| format!("    per_connection_buffer_limit_bytes: {l}\n"))
@@ -329,39 +422,12 @@ pub(crate) fn bootstrap(
               - match: {{ prefix: "/" }}
                 route: {{ cluster: vessel_test_upstream }}
           http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: {name}
-                root_id: {root_id}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {config}
-                vm_config:
-                  vm_id: {vm_id}
-                  runtime: envoy.wasm.runtime.v8
-                  configuration:
-                    "@type": type.googleapis.com/google.protobuf.StringValue
-                    value: {vm_config}
-                  code: {{ local: {{ filename: {wasm} }} }}
-{vm_env}{policy}{allow}          - name: envoy.filters.http.router
+{wasm_filters}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
               suppress_envoy_headers: true
   clusters:
-"#,
-        name = yaml_str(name),
-        root_id = yaml_str(&p.root_id),
-        vm_id = yaml_str(&p.vm_id),
-        config = yaml_str(&p.configuration),
-        vm_config = yaml_str(&p.vm_configuration),
-        wasm = yaml_str(&wasm.to_string_lossy()),
-        allow = if p.allow_on_headers_stop_iteration {
-            "              allow_on_headers_stop_iteration: true\n"
-        } else {
-            ""
-        },
+"#
     ));
     // HTTP/1.1 to the clusters (Envoy's default), except HTTP/2 to the
     // upstream when a stream has trailers, so they pass both ways.
@@ -463,17 +529,7 @@ pub fn run_file(proxy: Proxy<'_>, path: &Path) -> Result<Run, Error> {
     if let Some(why) = proxy.unsupported(&scenario) {
         return Ok(Run::Skipped(why));
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let plugin = plugin_of(&scenario);
-    let wasm: PathBuf = std::fs::canonicalize(dir.join(&plugin.wasm)).map_err(|e| Error::Io {
-        path: dir.join(&plugin.wasm),
-        message: format!("plugin.wasm: {e}"),
-    })?;
-    let name = plugin.name.clone().unwrap_or_else(|| {
-        wasm.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
+    let filters = filters(&scenario, path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -482,7 +538,7 @@ pub fn run_file(proxy: Proxy<'_>, path: &Path) -> Result<Run, Error> {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-    let result = rt.block_on(drive(proxy, path, &scenario, &wasm, &name));
+    let result = rt.block_on(drive(proxy, path, &scenario, &filters));
     rt.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -491,8 +547,7 @@ async fn drive(
     proxy: Proxy<'_>,
     path: &Path,
     scenario: &Scenario,
-    wasm: &Path,
-    name: &str,
+    filters: &[Filter<'_>],
 ) -> Result<Run, Error> {
     let io = |message: String| Error::Io {
         path: path.to_owned(),
@@ -540,8 +595,7 @@ async fn drive(
         let port = servers::free_port();
         let config = bootstrap(
             scenario,
-            wasm,
-            name,
+            filters,
             port,
             upstream,
             &clusters,
@@ -588,6 +642,11 @@ async fn drive(
     for (index, stream) in scenario.streams.iter().enumerate() {
         // Start-up logs belong to the first stream, as in the in-process driver.
         let start = if index == 0 { 0 } else { guard.lines().len() };
+        // The time that passes before the stream (the in-process clock
+        // moves by as much); what the guest logs meanwhile is the stream's.
+        if stream.wait_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(stream.wait_ms)).await;
+        }
         let before = seen.lock().map_or(0, |s| s.len());
         if let Ok(mut a) = answers.lock() {
             a.clear();
@@ -758,4 +817,150 @@ where
         Err(_) => obs.stalled = Some(format!("no response within {STREAM_TIMEOUT:?}")),
     }
     Ok(obs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, FailurePolicy, WasmCode};
+
+    const CHAIN: &str = r#"
+plugins:
+  - wasm: a.wasm
+    name: first
+    root_id: r1
+    vm_id: one
+    configuration: "tag=a"
+    failure_policy: FAIL_OPEN
+    allow_on_headers_stop_iteration: true
+  - wasm: b.wasm
+    vm_id: two
+    configuration: "tag=b"
+    vm_configuration: "vm b"
+    failure_policy: FAIL_RELOAD
+    reload_backoff: { base_ms: 10, max_ms: 40 }
+  - wasm: a.wasm
+    name: third
+    log_level: info
+  - wasm: b.wasm
+    name: fourth
+    failure_policy: FAIL_RELOAD
+streams: []
+"#;
+
+    /// A scratch folder, removed on drop.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The bootstrap of a scenario text whose modules `a.wasm` and
+    /// `b.wasm` exist (the reader does not load them).
+    fn chain_bootstrap(text: &str) -> (Dir, String) {
+        let dir = Dir(scratch("chain", "d"));
+        std::fs::create_dir_all(dir.path()).expect("scratch folder");
+        for f in ["a.wasm", "b.wasm"] {
+            std::fs::write(dir.path().join(f), b"\0asm").expect("write");
+        }
+        let file = dir.path().join("chain.yaml");
+        let scenario: Scenario = serde_yaml::from_str(text).expect("scenario");
+        let filters = filters(&scenario, &file).expect("filters");
+        let upstream = SocketAddr::from(([127, 0, 0, 1], 9001));
+        let yaml = bootstrap(&scenario, &filters, 9000, upstream, &[], false);
+        (dir, yaml)
+    }
+
+    /// The bootstrap of a `plugins:` chain has one wasm filter per entry,
+    /// in order, before the router, each with its own name, root_id, vm_id,
+    /// configurations, failure policy and knob, and vessel's config reader
+    /// (the one `vessel run` uses) accepts it.
+    #[test]
+    fn a_chain_becomes_wasm_filters_in_order() {
+        let (dir, yaml) = chain_bootstrap(CHAIN);
+        let b = config::parse(&yaml, dir.path()).expect("vessel run reads the bootstrap");
+        let f = &b.listeners[0].wasm_filters;
+        assert_eq!(f.len(), 4, "{yaml}");
+        let names: Vec<&str> = f.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["first", "b", "third", "fourth"]);
+        assert_eq!(f[0].root_id, "r1");
+        assert_eq!(
+            [
+                f[0].vm_id.as_str(),
+                f[1].vm_id.as_str(),
+                f[2].vm_id.as_str()
+            ],
+            ["one", "two", ""]
+        );
+        assert_eq!(f[0].configuration, b"tag=a");
+        assert_eq!(f[1].configuration, b"tag=b");
+        assert_eq!(f[1].vm_configuration, b"vm b");
+        assert_eq!(f[0].failure_policy, FailurePolicy::FailOpen);
+        assert_eq!(f[1].failure_policy, FailurePolicy::FailReload);
+        assert_eq!(f[2].failure_policy, FailurePolicy::FailClosed);
+        assert_eq!(f[3].failure_policy, FailurePolicy::FailReload);
+        let ms = Duration::from_millis;
+        assert_eq!(f[1].reload_backoff.base_interval, ms(10));
+        assert_eq!(f[1].reload_backoff.max_interval, ms(40));
+        // No `reload_backoff`: Envoy's default, which is vessel's too.
+        assert_eq!(f[3].reload_backoff.base_interval, ms(1000));
+        let knobs: Vec<bool> = f
+            .iter()
+            .map(|w| w.allow_on_headers_stop_iteration)
+            .collect();
+        assert_eq!(knobs, [true, false, false, false]);
+        let code = |w: &config::WasmFilter| match &w.code {
+            WasmCode::File(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
+            WasmCode::Inline(_) => None,
+        };
+        assert_eq!(code(&f[0]).as_deref(), Some("a.wasm"));
+        assert_eq!(code(&f[1]).as_deref(), Some("b.wasm"));
+        assert_eq!(code(&f[2]).as_deref(), Some("a.wasm"));
+    }
+
+    /// `plugin:` is a chain of one; a file with both keys, or neither, is
+    /// refused with the key named.
+    #[test]
+    fn plugin_is_a_chain_of_one_and_plugins_excludes_it() {
+        let (dir, yaml) =
+            chain_bootstrap("plugin: { wasm: a.wasm, configuration: one }\nstreams: []\n");
+        let b = config::parse(&yaml, dir.path()).expect("bootstrap");
+        assert_eq!(b.listeners[0].wasm_filters.len(), 1);
+        assert_eq!(b.listeners[0].wasm_filters[0].name, "a");
+        for (text, want) in [
+            (
+                "plugin: { wasm: a.wasm }\nplugins: [{ wasm: b.wasm }]\nstreams: []\n",
+                "plugin, plugins",
+            ),
+            ("plugins: []\nstreams: []\n", "plugins"),
+            ("streams: []\n", "plugin"),
+        ] {
+            let scenario: Scenario = serde_yaml::from_str(text).expect("parses");
+            match filters(&scenario, Path::new("x.yaml")) {
+                Err(Error::Invalid { key, .. }) => assert_eq!(key, want),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    /// One log level serves every filter of a chain on a real proxy: the
+    /// most verbose one.
+    #[test]
+    fn a_chain_logs_at_its_most_verbose_level() {
+        let scenario: Scenario = serde_yaml::from_str(CHAIN).expect("scenario");
+        assert_eq!(level_of(&scenario), "trace");
+        let quiet: Scenario = serde_yaml::from_str(
+            "plugins: [{ wasm: a, log_level: warn }, { wasm: b, log_level: info }]\nstreams: []\n",
+        )
+        .expect("scenario");
+        assert_eq!(level_of(&quiet), "info");
+    }
 }
