@@ -872,7 +872,7 @@ streams: []
             std::fs::write(dir.path().join(f), b"\0asm").expect("write");
         }
         let file = dir.path().join("chain.yaml");
-        let scenario: Scenario = serde_yaml::from_str(text).expect("scenario");
+        let scenario: Scenario = Scenario::from_yaml(text).expect("scenario");
         let filters = filters(&scenario, &file).expect("filters");
         let upstream = SocketAddr::from(([127, 0, 0, 1], 9001));
         let yaml = bootstrap(&scenario, &filters, 9000, upstream, &[], false);
@@ -943,7 +943,7 @@ streams: []
             ("plugins: []\nstreams: []\n", "plugins"),
             ("streams: []\n", "plugin"),
         ] {
-            let scenario: Scenario = serde_yaml::from_str(text).expect("parses");
+            let scenario: Scenario = Scenario::from_yaml(text).expect("parses");
             match filters(&scenario, Path::new("x.yaml")) {
                 Err(Error::Invalid { key, .. }) => assert_eq!(key, want),
                 other => panic!("{text}: {other:?}"),
@@ -955,9 +955,9 @@ streams: []
     /// most verbose one.
     #[test]
     fn a_chain_logs_at_its_most_verbose_level() {
-        let scenario: Scenario = serde_yaml::from_str(CHAIN).expect("scenario");
+        let scenario: Scenario = Scenario::from_yaml(CHAIN).expect("scenario");
         assert_eq!(level_of(&scenario), "trace");
-        let quiet: Scenario = serde_yaml::from_str(
+        let quiet: Scenario = Scenario::from_yaml(
             "plugins: [{ wasm: a, log_level: warn }, { wasm: b, log_level: info }]\nstreams: []\n",
         )
         .expect("scenario");
