@@ -58,8 +58,8 @@ pub mod plugin;
 pub mod policy;
 pub mod properties;
 pub mod shared;
-pub mod stream;
 mod state;
+pub mod stream;
 pub mod vm;
 pub mod wasi;
 

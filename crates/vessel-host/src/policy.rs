@@ -238,14 +238,18 @@ mod tests {
         // Failed 10 ms after its start: held back until 100 ms.
         assert_eq!(
             g.decide(t0 + ms(10)),
-            ReloadDecision::Backoff { until: t0 + ms(100) }
+            ReloadDecision::Backoff {
+                until: t0 + ms(100)
+            }
         );
         assert_eq!(g.decide(t0 + ms(100)), ReloadDecision::Reload);
         // The new VM failed before serving: the wait doubles from its load.
         assert_eq!(g.next_wait(), ms(200));
         assert_eq!(
             g.decide(t0 + ms(250)),
-            ReloadDecision::Backoff { until: t0 + ms(300) }
+            ReloadDecision::Backoff {
+                until: t0 + ms(300)
+            }
         );
         assert_eq!(g.decide(t0 + ms(300)), ReloadDecision::Reload);
         assert_eq!(g.streak(), 2);
@@ -253,7 +257,9 @@ mod tests {
         g.served();
         assert_eq!(
             g.decide(t0 + ms(350)),
-            ReloadDecision::Backoff { until: t0 + ms(400) }
+            ReloadDecision::Backoff {
+                until: t0 + ms(400)
+            }
         );
         assert_eq!(g.decide(t0 + ms(400)), ReloadDecision::Reload);
         assert_eq!(g.streak(), 1);

@@ -91,11 +91,7 @@ pub trait FilterVms {
     /// Creates filter `i`'s context for this stream. The default runs
     /// [`Vm::create_http_context_with`]; an embedder that routes signals
     /// by context registers the new context here, under the same lock.
-    fn create_context(
-        &mut self,
-        i: usize,
-        properties: PropertyMap,
-    ) -> Result<ContextId, VmError> {
+    fn create_context(&mut self, i: usize, properties: PropertyMap) -> Result<ContextId, VmError> {
         self.with_vm(i, |vm| vm.create_http_context_with(properties))
     }
 
@@ -225,6 +221,9 @@ pub enum StreamSignal {
 impl StreamSignal {
     /// Splits an effect into the context it targets and its signal, or
     /// gives it back if it is not for a stream.
+    // The effect comes back by value: boxing it would cost an allocation
+    // for every effect that is not a signal.
+    #[allow(clippy::result_large_err)]
     pub fn from_effect(effect: Effect) -> Result<(ContextId, Self), Effect> {
         match effect {
             Effect::ContinueStream { context, stream } => match stream {
@@ -612,7 +611,11 @@ impl HttpStream {
                 continue;
             };
             let r = vms.with_vm(i, |vm| {
-                let r = if vm.is_failed() { Ok(()) } else { vm.on_log(ctx) };
+                let r = if vm.is_failed() {
+                    Ok(())
+                } else {
+                    vm.on_log(ctx)
+                };
                 take_own(vm, ctx);
                 r
             });
@@ -728,9 +731,7 @@ impl HttpStream {
         dir: Direction,
         continued: &mut bool,
     ) -> Option<Call<T>> {
-        let Some(ctx) = self.filters[i].ctx else {
-            return None;
-        };
+        let ctx = self.filters[i].ctx?;
         let own = vms.with_vm(i, |vm| take_own(vm, ctx));
         for s in own {
             if let Some(flow) = self.own_signal(vms, i, dir, s, continued) {
@@ -1178,7 +1179,8 @@ impl HttpStream {
         if headers_waiting {
             let headers = self.headers_of(vms, i, hty);
             let has_body = vms.with_vm(i, |vm| {
-                ctx.and_then(|c| vm.body(c, bty)).is_some_and(|b| !b.is_empty())
+                ctx.and_then(|c| vm.body(c, bty))
+                    .is_some_and(|b| !b.is_empty())
             });
             let headers_end = end && !has_body && !pending_data && trailers.is_none();
             if self.run_headers(vms, dir, p + 1, headers, headers_end) == Flow::Done {
@@ -1292,8 +1294,7 @@ impl HttpStream {
         let trailers = trailers.or(if trailers_stopped { own_trailers } else { None });
         if headers_waiting {
             let headers_end = end && body.is_empty() && trailers.is_none();
-            if self.run_headers(vms, dir, p + 1, headers, headers_end) == Flow::Done
-                || headers_end
+            if self.run_headers(vms, dir, p + 1, headers, headers_end) == Flow::Done || headers_end
             {
                 return;
             }
