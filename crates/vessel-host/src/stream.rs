@@ -221,8 +221,8 @@ pub enum StreamSignal {
 impl StreamSignal {
     /// Splits an effect into the context it targets and its signal, or
     /// gives it back if it is not for a stream.
-    // The effect comes back by value: boxing it would cost an allocation
-    // for every effect that is not a signal.
+    // The `Err` hands the effect back unchanged, it is no error path:
+    // boxing it would cost an allocation per routed effect.
     #[allow(clippy::result_large_err)]
     pub fn from_effect(effect: Effect) -> Result<(ContextId, Self), Effect> {
         match effect {
