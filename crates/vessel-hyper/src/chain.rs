@@ -16,7 +16,7 @@
 //!
 //! [`PooledStream`] is the two together, with the stream's end in its
 //! `Drop`: a proxy feeds it the request and response, carries out its
-//! [`Action`](vessel_host::Action)s, and awaits
+//! [`Action`]s, and awaits
 //! [`PooledStream::next_signal`] whenever it has nothing else to wait for
 //! (or alongside its sockets, in a `select!`). `vessel-hyper`'s own
 //! [`VesselService`](crate::VesselService) is such a pump.
