@@ -325,7 +325,7 @@ where
             && let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx)
         {
             let end = body.is_end_stream();
-            self.response_frame(frame, end);
+            self.feed(Direction::Response, frame, end);
             return Poll::Ready(Event::Progress);
         }
         if !self.stream.read_paused(Direction::Request)
@@ -334,7 +334,7 @@ where
             && let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx)
         {
             let end = body.is_end_stream();
-            self.request_frame(frame, end);
+            self.feed(Direction::Request, frame, end);
             return Poll::Ready(Event::Progress);
         }
         if self.stream.poll_signal(cx).is_ready() {
@@ -371,70 +371,50 @@ where
         }
     }
 
-    fn request_frame<E: Into<BoxError>>(
+    /// Feeds a frame of the `dir` body to the stream; `end` if the body
+    /// ended with it.
+    fn feed<E: Into<BoxError>>(
         &mut self,
+        dir: Direction,
         frame: Option<Result<Frame<Bytes>, E>>,
         end: bool,
     ) {
-        match frame {
-            None => {
-                self.request_body = None;
-                self.stream.request_data(Vec::new(), true);
+        let over = match &frame {
+            Some(Ok(f)) => end || f.is_trailers(),
+            _ => true,
+        };
+        if over {
+            match dir {
+                Direction::Request => self.request_body = None,
+                Direction::Response => self.response_body = None,
             }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    if end {
-                        self.request_body = None;
-                    }
-                    self.stream.request_data(data.to_vec(), end);
-                }
-                Err(frame) => {
-                    if let Ok(t) = frame.into_trailers() {
-                        self.request_body = None;
-                        self.stream.request_trailers(convert::trailers(&t));
-                    }
-                }
+        }
+        let s = &mut self.stream;
+        match frame.map(|f| f.map(Frame::into_data)) {
+            None => match dir {
+                Direction::Request => s.request_data(Vec::new(), true),
+                Direction::Response => s.response_data(Vec::new(), true),
             },
+            Some(Ok(Ok(data))) => match dir {
+                Direction::Request => s.request_data(data.to_vec(), end),
+                Direction::Response => s.response_data(data.to_vec(), end),
+            },
+            Some(Ok(Err(frame))) => {
+                if let Ok(t) = frame.into_trailers() {
+                    let t = convert::trailers(&t);
+                    match dir {
+                        Direction::Request => s.request_trailers(t),
+                        Direction::Response => s.response_trailers(t),
+                    }
+                }
+            }
             Some(Err(e)) => {
                 let e: BoxError = e.into();
-                log::debug!(target: "vessel::hyper", "request body: {e}");
-                self.request_body = None;
+                log::debug!(target: "vessel::hyper", "{dir:?} body: {e}");
                 if let Some(tx) = self.upstream_body.take() {
                     tx.push(Err(e.to_string().into()));
                 }
                 self.error = Some(e);
-                self.stream.downstream_reset();
-            }
-        }
-    }
-
-    fn response_frame<E: Into<BoxError>>(
-        &mut self,
-        frame: Option<Result<Frame<Bytes>, E>>,
-        end: bool,
-    ) {
-        match frame {
-            None => {
-                self.response_body = None;
-                self.stream.response_data(Vec::new(), true);
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    if end {
-                        self.response_body = None;
-                    }
-                    self.stream.response_data(data.to_vec(), end);
-                }
-                Err(frame) => {
-                    if let Ok(t) = frame.into_trailers() {
-                        self.response_body = None;
-                        self.stream.response_trailers(convert::trailers(&t));
-                    }
-                }
-            },
-            Some(Err(e)) => {
-                self.response_body = None;
-                self.error = Some(e.into());
                 self.stream.downstream_reset();
             }
         }
