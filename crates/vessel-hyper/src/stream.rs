@@ -139,48 +139,73 @@ where
     }
 
     /// Runs the rest of the stream: the next frame of the response body.
+    ///
+    /// With a frame in hand, the stream keeps going while its events are
+    /// ready, until a second frame would be needed: the end of the body
+    /// then travels with the last data. A client of a body framed by
+    /// `content-length` stops polling once it has every byte, and the
+    /// filters must still see the end (Envoy's HTTP/1 codec reports it
+    /// after the data: one more body callback, 0 bytes, end of stream).
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let mut out: Option<Item> = None;
         loop {
             if self.body_done {
-                return Poll::Ready(None);
+                return Poll::Ready(out);
             }
             while let Some(action) = self.next_action() {
-                match action {
-                    Action::DownstreamData { data, end_stream } => {
-                        if end_stream {
-                            self.end_body();
-                        }
-                        if !data.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(data)))));
-                        }
-                        if end_stream {
-                            return Poll::Ready(None);
-                        }
+                let (frame, end) = match action {
+                    Action::DownstreamData { data, end_stream } if data.is_empty() => {
+                        (None, end_stream)
                     }
-                    Action::DownstreamTrailers { trailers } => {
-                        self.end_body();
+                    Action::DownstreamData { data, end_stream } if out.is_none() => {
+                        (Some(Ok(Frame::data(Bytes::from(data)))), end_stream)
+                    }
+                    Action::DownstreamTrailers { trailers } if out.is_none() => {
                         let trailers = convert::to_trailers(&trailers);
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        (Some(Ok(Frame::trailers(trailers))), true)
                     }
-                    Action::Reset { .. } => {
-                        let e = self.failure();
-                        self.end_body();
-                        return Poll::Ready(Some(Err(e)));
+                    Action::Reset { .. } if out.is_none() => (Some(Err(self.failure())), true),
+                    Action::CancelUpstream => {
+                        self.response_body = None;
+                        continue;
                     }
-                    Action::CancelUpstream => self.response_body = None,
                     // The request side is over (A3).
-                    _ => {}
+                    Action::UpstreamHeaders { .. }
+                    | Action::UpstreamData { .. }
+                    | Action::UpstreamTrailers { .. } => continue,
+                    // A second frame: it waits for the next poll.
+                    other => {
+                        self.pending = Some(other);
+                        return Poll::Ready(out);
+                    }
+                };
+                if frame.is_some() {
+                    out = frame;
+                }
+                if end {
+                    self.end_body();
+                    return Poll::Ready(out);
                 }
             }
+            // An error or a stall comes after the frame in hand, next poll.
             if self.stream.is_done() {
-                let e = self.error.take();
-                self.end_body();
-                return Poll::Ready(e.map(Err));
+                if out.is_none() {
+                    self.end_body();
+                    out = self.error.take().map(Err);
+                }
+                return Poll::Ready(out);
             }
-            if let Event::Stalled = ready!(self.poll_event(cx)) {
-                let e = self.failure();
-                self.end_body();
-                return Poll::Ready(Some(Err(e)));
+            match self.poll_event(cx) {
+                Poll::Ready(Event::Stalled) if out.is_none() => {
+                    let e = self.failure();
+                    self.end_body();
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Event::Stalled) | Poll::Pending if out.is_some() => {
+                    return Poll::Ready(out);
+                }
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(_) => {}
             }
         }
     }
