@@ -24,6 +24,7 @@
 //! error level with its cause.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -103,7 +104,7 @@ pub(crate) struct VmShared {
     pub(crate) vm: Vm,
     /// The stream contexts on this VM: where their signals go (the
     /// stream's queue), and the index of this VM's filter in their chain.
-    pub(crate) streams: HashMap<ContextId, (SignalTx, usize)>,
+    pub(crate) streams: HashMap<ContextId, (SignalTx, usize), BuildHasherDefault<IdHasher>>,
     tick: Option<JoinHandle<()>>,
     failure_announced: bool,
     /// gRPC calls and streams in flight.
@@ -133,6 +134,28 @@ pub(crate) struct PoolMeta {
     name: String,
     policy: FailurePolicy,
     stats: Arc<PluginStats>,
+}
+
+/// Hashes a context id (a small integer the VM allocates, not chosen by a
+/// client) by multiplication: every stream adds and removes one, and
+/// SipHash costs more than the map's other work.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// One VM behind a lock.
@@ -173,7 +196,7 @@ impl VmCell {
         let cell = Arc::new(VmCell {
             inner: Mutex::new(VmShared {
                 vm,
-                streams: HashMap::new(),
+                streams: HashMap::default(),
                 tick: None,
                 failure_announced: false,
                 grpc: GrpcCalls::default(),
