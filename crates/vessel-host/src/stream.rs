@@ -1294,6 +1294,9 @@ impl HttpStream {
         at.data_stopped = false;
         at.pending_data = false;
         self.filters[i].status = Status::Bypassed;
+        // Its watermark no longer holds the body: the embedder reads on, as
+        // when a filter continues.
+        self.sides[d].read_paused = false;
         let (headers, body, own_trailers) = vms.with_vm(i, |vm| match ctx {
             Some(c) => (
                 vm.headers(c, hty).cloned().unwrap_or_default(),

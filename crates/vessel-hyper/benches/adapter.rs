@@ -8,7 +8,9 @@
 //! * `no_filter`: the layer with an empty chain;
 //! * `bench_headers`: the layer with the benchmark header filter
 //!   (`guest_bench_headers`: reads a request header, adds one request and
-//!   one response header).
+//!   one response header);
+//! * `stream_only`: the same stream's events through the filter manager
+//!   and the pool ([`PooledStream`]) with no hyper types.
 //!
 //! `bench_headers − no_filter` is what one filter costs per request through
 //! the adapter; compare it with vessel-host's `lifecycle/bench_headers`
@@ -31,9 +33,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Empty, Full};
 use tower::{Layer, Service, ServiceExt};
-use vessel_host::{Engine, HostEnv, Plugin, PluginConfig};
+use vessel_host::{Engine, HeaderMap, HostEnv, Plugin, PluginConfig, StreamConfig};
 use vessel_hyper::{
-    Clusters, ConnectionInfo, FailurePolicy, FilterPool, Runtime, VesselBody, VesselLayer,
+    Clusters, ConnectionInfo, FailurePolicy, FilterPool, PooledStream, Runtime, VesselBody,
+    VesselLayer,
 };
 
 const BODY: &[u8] = b"hello from vessel\n";
@@ -61,6 +64,26 @@ fn request() -> Request<Empty<Bytes>> {
         id: 1,
     });
     req
+}
+
+/// [`request`]'s headers as the host's map.
+fn stream_request() -> HeaderMap {
+    HeaderMap::from_pairs([
+        (":authority", "127.0.0.1:10010"),
+        (":path", "/x"),
+        (":method", "GET"),
+        (":scheme", "http"),
+        ("x-bench", "1"),
+    ])
+}
+
+/// [`direct_response`]'s headers as the host's map.
+fn stream_response() -> HeaderMap {
+    HeaderMap::from_pairs([
+        (":status", "200"),
+        ("content-type", "text/plain"),
+        ("content-length", "18"),
+    ])
 }
 
 /// `vessel run`'s direct response.
@@ -137,6 +160,29 @@ fn adapter(c: &mut Criterion) {
     let with_filter = VesselLayer::new(vec![pool.clone()]).layer(inner);
     group.bench_function("bench_headers", |b| {
         b.iter_custom(|n| time(&rt, &with_filter, n))
+    });
+    // The same stream through the filter manager and the pool alone, with
+    // no hyper types: what the pump adds is `bench_headers` minus this
+    // minus `no_filter`.
+    let pools = vec![pool.clone()];
+    group.bench_function("stream_only", |b| {
+        b.iter_custom(|n| {
+            let start = thread_cpu_time();
+            for _ in 0..n {
+                let mut stream = PooledStream::new(&pools, StreamConfig::new(1));
+                stream.request_headers(stream_request(), true);
+                while let Some(a) = stream.poll_action() {
+                    std::hint::black_box(a);
+                }
+                stream.response_headers(stream_response(), false);
+                stream.response_data(BODY.to_vec(), true);
+                while let Some(a) = stream.poll_action() {
+                    std::hint::black_box(a);
+                }
+                stream.finish();
+            }
+            thread_cpu_time().saturating_sub(start)
+        })
     });
     group.finish();
     assert_eq!(pool.context_count(), 1, "every stream context was deleted");

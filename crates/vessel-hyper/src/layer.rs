@@ -17,8 +17,7 @@ use tower::Layer;
 use crate::pool::{FilterPool, PluginError};
 use crate::service::VesselService;
 
-/// Envoy's default `per_connection_buffer_limit_bytes`: 1 MiB.
-pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
+pub use vessel_host::DEFAULT_BUFFER_LIMIT;
 
 /// The filters of a chain and its settings: one immutable snapshot, shared
 /// by every stream that started while it was current.

@@ -5,6 +5,14 @@
 //! front of its upstream service, with VM pools, HTTP callouts to named
 //! [`Cluster`]s, tick timers and queue notifications on tokio.
 //!
+//! Every stream rule of Envoy's (iteration across filters, stops and
+//! buffering, local replies, the failure policies, `on_log`/`on_done`/
+//! `on_delete`) lives in the sans-IO core, [`vessel_host::HttpStream`]; the
+//! layer's service is a pump that moves frames and events between hyper and
+//! it. [`PooledStream`] (an `HttpStream` over [`PooledChain`], one VM of
+//! each [`FilterPool`]) is that core with its VMs, for any other tokio-based
+//! proxy to drive the same way.
+//!
 //! A VM that traps or hits a limit follows its plugin's [`FailurePolicy`]
 //! (Envoy's `FAIL_CLOSED`, `FAIL_OPEN`, `FAIL_RELOAD`; counted in
 //! [`PluginStats`]), and [`VesselLayer::reload`] swaps a chain's filters
@@ -25,6 +33,7 @@
 
 pub mod body;
 pub mod callout;
+pub mod chain;
 pub mod cluster;
 pub mod convert;
 pub mod future;
@@ -37,6 +46,7 @@ mod signal;
 mod stream;
 
 pub use body::{BoxError, VesselBody};
+pub use chain::{PooledChain, PooledStream};
 pub use cluster::{Cluster, Clusters};
 pub use future::ResponseFuture;
 pub use layer::{ChainConfig, DEFAULT_BUFFER_LIMIT, VesselLayer};

@@ -5,124 +5,41 @@
 //! filter for its whole life; every guest callback takes that VM's lock for
 //! the length of the callback only. After each callback the effects the
 //! guest queued are dispatched here, still under the lock but without
-//! calling the guest: stream effects go to the stream's task over a
-//! channel, callouts (HTTP, gRPC, Redis) start as tokio tasks, tick periods (re)arm a timer, and
-//! queue notifications go to the VM that registered the queue. gRPC calls
-//! and streams are tracked per VM (module `grpc`) so that
-//! `proxy_grpc_send`, `proxy_grpc_close` and `proxy_grpc_cancel` reach them.
+//! calling the guest: a signal for a stream (continue, local reply, close;
+//! [`StreamSignal::from_effect`]) goes to the task of the stream that owns
+//! the context, callouts (HTTP, gRPC, Redis) start as tokio tasks, tick
+//! periods (re)arm a timer, and queue notifications go to the VM that
+//! registered the queue. gRPC calls and streams are tracked per VM (module
+//! `grpc`) so that `proxy_grpc_send`, `proxy_grpc_close` and
+//! `proxy_grpc_cancel` reach them.
 //!
 //! A trap (or a limit hit) fails the VM for good. Its streams then follow
-//! the plugin's [`FailurePolicy`]. Under [`FailurePolicy::FailReload`] the
-//! pool replaces a failed VM with a fresh one, built from the compiled
-//! module and the plugin configuration, when a new stream picks it and its
-//! [`ReloadBackoff`] allows; the failed VM lives on until its last stream
-//! ends. Every failure and reload is counted in [`PluginStats`] and logged
-//! at error level with its cause.
+//! the plugin's [`FailurePolicy`] (applied by [`vessel_host::HttpStream`];
+//! the streams paused on the VM are told at once). Under
+//! [`FailurePolicy::FailReload`] the pool replaces a failed VM with a fresh
+//! one, built from the compiled module and the plugin configuration, when a
+//! new stream picks it and its [`vessel_host::ReloadGate`] allows (the
+//! [`ReloadBackoff`]); the failed VM lives on until its last stream ends.
+//! Every failure and reload is counted in [`PluginStats`] and logged at
+//! error level with its cause.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use vessel_host::{
-    ContextId, Effect, HostEnv, LoadError, LocalResponse, Plugin, StreamType, Vm, VmError,
-    VmInstanceId,
+    ContextId, Effect, HostEnv, LoadError, Plugin, ReloadDecision, ReloadGate, StreamSignal, Vm,
+    VmError, VmInstanceId,
 };
+pub use vessel_host::{FailurePolicy, ReloadBackoff};
 
 use crate::callout;
 use crate::cluster::Clusters;
 use crate::grpc::{self, GrpcCalls};
 use crate::signal::SignalTx;
-
-/// What happens to a stream when its filter's VM has failed (Envoy's
-/// `failure_policy`; ABI reference §6.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailurePolicy {
-    /// Every stream on the failed VM gets a 503 local reply, once, and so
-    /// does every new stream: the VM stays failed (Envoy's default,
-    /// `FAIL_CLOSED`).
-    #[default]
-    FailClosed,
-    /// Streams pass through as if the filter were absent (`FAIL_OPEN`).
-    FailOpen,
-    /// Streams on the failed VM get a 503, as with `FailClosed`; a new
-    /// stream gets a fresh VM, unless the backoff holds the reload back, in
-    /// which case it gets a 503 too (`FAIL_RELOAD`).
-    FailReload(ReloadBackoff),
-}
-
-impl FailurePolicy {
-    /// `FailReload` with the default backoff.
-    pub fn fail_reload() -> Self {
-        Self::FailReload(ReloadBackoff::default())
-    }
-
-    /// True if a stream whose VM failed passes through (only `FailOpen`).
-    pub fn passes_through(self) -> bool {
-        self == Self::FailOpen
-    }
-
-    /// Envoy's name: `FAIL_CLOSED`, `FAIL_OPEN` or `FAIL_RELOAD`.
-    pub fn envoy_name(self) -> &'static str {
-        match self {
-            Self::FailClosed => "FAIL_CLOSED",
-            Self::FailOpen => "FAIL_OPEN",
-            Self::FailReload(_) => "FAIL_RELOAD",
-        }
-    }
-}
-
-/// How soon a failed VM may be replaced (Envoy's `reload_config.backoff`).
-///
-/// A VM slot is reloaded only once `interval` has passed since its last
-/// load (the first start, or the last reload attempt), as in Envoy, so a VM
-/// that served for a while is replaced on the next stream. `interval` is
-/// `base_interval` while the VMs of the slot work; it doubles, up to
-/// `max_interval`, for each reload in a row whose VM failed again before
-/// finishing a single stream, or did not start: a query of death cannot
-/// make vessel rebuild VMs in a tight loop. (Envoy keeps a jittered
-/// `base_interval` and ignores `max_interval`; see spec-tests/DEVIATIONS.md.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ReloadBackoff {
-    /// The shortest wait (Envoy's default: 1 s).
-    pub base_interval: Duration,
-    /// The longest wait (default: 10 × the default base).
-    pub max_interval: Duration,
-}
-
-impl ReloadBackoff {
-    /// Envoy's default `base_interval`: 1 s.
-    pub const DEFAULT_BASE_INTERVAL: Duration = Duration::from_secs(1);
-    /// The default `max_interval`: 10 s.
-    pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(10);
-
-    /// A backoff from `base_interval` up to `max_interval` (raised to
-    /// `base_interval` if smaller). A zero base reloads on the next stream,
-    /// always: for tests, not for production.
-    pub fn new(base_interval: Duration, max_interval: Duration) -> Self {
-        Self {
-            base_interval,
-            max_interval: max_interval.max(base_interval),
-        }
-    }
-
-    /// The wait after `streak` reloads in a row that did not give a working
-    /// VM: `base × 2^streak`, at most `max_interval`.
-    pub fn interval(&self, streak: u32) -> Duration {
-        let factor = 1u32.checked_shl(streak.min(31)).unwrap_or(u32::MAX);
-        self.base_interval
-            .checked_mul(factor)
-            .unwrap_or(self.max_interval)
-            .min(self.max_interval)
-    }
-}
-
-impl Default for ReloadBackoff {
-    fn default() -> Self {
-        Self::new(Self::DEFAULT_BASE_INTERVAL, Self::DEFAULT_MAX_INTERVAL)
-    }
-}
 
 /// Per-plugin failure and reload counters. Names follow Envoy's
 /// `wasm.<plugin>.*` plugin stats (`vm_reload_success`, `vm_reload_failure`,
@@ -183,19 +100,11 @@ pub enum PluginError {
     Start(#[from] VmError),
 }
 
-/// A message to a stream's task.
-#[derive(Debug)]
-pub(crate) enum Signal {
-    Continue(StreamType),
-    LocalReply(LocalResponse),
-    Reset,
-    /// The VM failed; streams waiting on it follow the failure policy.
-    Failed,
-}
-
 pub(crate) struct VmShared {
     pub(crate) vm: Vm,
-    pub(crate) streams: HashMap<ContextId, SignalTx>,
+    /// The stream contexts on this VM: where their signals go (the
+    /// stream's queue), and the index of this VM's filter in their chain.
+    pub(crate) streams: HashMap<ContextId, (SignalTx, usize), BuildHasherDefault<IdHasher>>,
     tick: Option<JoinHandle<()>>,
     failure_announced: bool,
     /// gRPC calls and streams in flight.
@@ -225,6 +134,28 @@ pub(crate) struct PoolMeta {
     name: String,
     policy: FailurePolicy,
     stats: Arc<PluginStats>,
+}
+
+/// Hashes a context id (a small integer the VM allocates, not chosen by a
+/// client) by multiplication: every stream adds and removes one, and
+/// SipHash costs more than the map's other work.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// One VM behind a lock.
@@ -265,7 +196,7 @@ impl VmCell {
         let cell = Arc::new(VmCell {
             inner: Mutex::new(VmShared {
                 vm,
-                streams: HashMap::new(),
+                streams: HashMap::default(),
                 tick: None,
                 failure_announced: false,
                 grpc: GrpcCalls::default(),
@@ -347,13 +278,11 @@ impl Runtime {
     }
 }
 
-/// One VM slot of a pool: its current VM and its reload state.
+/// One VM slot of a pool: its current VM and, under `FAIL_RELOAD`, its
+/// reload state.
 struct VmSlot {
     cell: Arc<VmCell>,
-    /// The last load of this slot: its first start or last reload attempt.
-    last_load: Instant,
-    /// Reloads in a row that did not give a VM that finished a stream.
-    streak: u32,
+    gate: Option<ReloadGate>,
 }
 
 /// The VMs of one filter.
@@ -419,11 +348,11 @@ impl FilterPoolBuilder<'_> {
         let mut slots = Vec::with_capacity(self.vms);
         for _ in 0..self.vms {
             let cell = VmCell::start(self.plugin, self.env, self.runtime, &meta)?;
-            slots.push(Mutex::new(VmSlot {
-                cell,
-                last_load: now,
-                streak: 0,
-            }));
+            let gate = match self.policy {
+                FailurePolicy::FailReload(backoff) => Some(ReloadGate::new(backoff, now)),
+                _ => None,
+            };
+            slots.push(Mutex::new(VmSlot { cell, gate }));
         }
         Ok(Arc::new(FilterPool {
             plugin: self.plugin.clone(),
@@ -533,24 +462,22 @@ impl FilterPool {
         if !slot.cell.failed.load(Ordering::Acquire) {
             return slot.cell.clone();
         }
-        let FailurePolicy::FailReload(backoff) = self.meta.policy else {
+        let served = slot.cell.served.swap(false, Ordering::Relaxed);
+        let Some(gate) = slot.gate.as_mut() else {
             return slot.cell.clone();
         };
-        if slot.cell.served.swap(false, Ordering::Relaxed) {
-            // The failed VM had worked: no query of death, start over.
-            slot.streak = 0;
+        if served {
+            // The failed VM had worked: no query of death.
+            gate.served();
         }
-        let now = Instant::now();
-        let wait = backoff.interval(slot.streak);
-        if now.duration_since(slot.last_load) < wait {
+        if !matches!(gate.decide(Instant::now()), ReloadDecision::Reload) {
             self.meta
                 .stats
                 .vm_reload_backoff
                 .fetch_add(1, Ordering::Relaxed);
             return slot.cell.clone();
         }
-        slot.last_load = now;
-        slot.streak = slot.streak.saturating_add(1);
+        let next_wait = gate.next_wait();
         match VmCell::start(&self.plugin, &self.env, &self.runtime, &self.meta) {
             Ok(cell) => {
                 self.meta
@@ -574,7 +501,7 @@ impl FilterPool {
                     "wasm plugin `{}`: reloading the failed VM failed, next attempt in {:?} \
                      at the earliest: {e}",
                     self.meta.name,
-                    backoff.interval(slot.streak)
+                    next_wait
                 );
             }
         }
@@ -606,11 +533,13 @@ fn announce_failure(cell: &Arc<VmCell>, shared: &mut VmShared) {
         None => ("?", ""),
     };
     let then = match meta.policy {
-        FailurePolicy::FailClosed => "its streams and every new stream get a 503",
-        FailurePolicy::FailOpen => "its streams and every new stream skip the filter",
+        FailurePolicy::FailOpen => {
+            "its streams get a 503 (those waiting on it pass on); every new stream skips the filter"
+        }
         FailurePolicy::FailReload(_) => {
             "its streams get a 503; new streams get a new VM when the backoff allows"
         }
+        _ => "its streams and every new stream get a 503",
     };
     log::error!(
         target: "vessel::hyper",
@@ -618,93 +547,100 @@ fn announce_failure(cell: &Arc<VmCell>, shared: &mut VmShared) {
         meta.name,
         meta.policy.envoy_name(),
     );
-    for tx in shared.streams.values() {
-        let _ = tx.send(Signal::Failed);
+    for (tx, filter) in shared.streams.values() {
+        tx.send((*filter, StreamSignal::VmFailed));
     }
 }
 
 /// Dispatches the effects queued in `shared.vm`. Called with the VM's lock
 /// held, after every guest callback.
 pub(crate) fn dispatch(cell: &Arc<VmCell>, shared: &mut VmShared) {
-    let effects: Vec<Effect> = shared.vm.drain_effects().collect();
-    for effect in effects {
-        match effect {
-            Effect::ContinueStream { context, stream } => {
-                signal(shared, context, Signal::Continue(stream));
-            }
-            Effect::LocalResponse { context, response } => {
-                signal(shared, context, Signal::LocalReply(response));
-            }
-            Effect::CloseStream { context, .. } => signal(shared, context, Signal::Reset),
-            Effect::HttpCall { token, request, .. } => {
-                let weak = Arc::downgrade(cell);
-                let clusters = cell.runtime.clusters.clone();
-                tokio::spawn(async move {
-                    let outcome = callout::http_call(&clusters, request).await;
-                    if let Some(cell) = weak.upgrade() {
-                        let mut shared = cell.lock();
-                        if let Err(e) = shared.vm.on_http_call_response(token, outcome) {
-                            log::debug!(target: "vessel::hyper", "http call response: {e}");
-                        }
-                        dispatch(&cell, &mut shared);
-                    }
-                });
-            }
-            Effect::GrpcCall { token, call, .. } => {
-                grpc::start_call(cell, shared, token, call);
-            }
-            Effect::RedisCall { token, call, .. } => {
-                let weak = Arc::downgrade(cell);
-                let clusters = cell.runtime.clusters.clone();
-                tokio::spawn(async move {
-                    let outcome = crate::redis::cluster_call(&clusters, &call).await;
-                    if let Some(cell) = weak.upgrade() {
-                        let mut shared = cell.lock();
-                        if let Err(e) = shared.vm.on_redis_call_response(token, outcome) {
-                            log::debug!(target: "vessel::hyper", "redis call response: {e}");
-                        }
-                        dispatch(&cell, &mut shared);
-                    }
-                });
-            }
-            Effect::GrpcStream { token, call, .. } => {
-                grpc::start_stream(cell, shared, token, call);
-            }
-            Effect::GrpcSend {
-                token,
-                message,
-                end_stream,
-            } => shared.grpc.send(token, &message, end_stream),
-            Effect::GrpcClose { token } => shared.grpc.close(token),
-            Effect::GrpcCancel { token } => shared.grpc.cancel(token),
-            Effect::TickPeriod { period, .. } => {
-                if let Some(t) = shared.tick.take() {
-                    t.abort();
-                }
-                if let Some(period) = period {
-                    shared.tick = Some(spawn_ticks(Arc::downgrade(cell), period));
-                }
-            }
-            Effect::QueueReady { vm, root, token } => {
-                if let Some(target) = cell.runtime.find(vm) {
-                    tokio::spawn(async move {
-                        let mut shared = target.lock();
-                        if let Err(e) = shared.vm.on_queue_ready(root, token) {
-                            log::debug!(target: "vessel::hyper", "queue ready: {e}");
-                        }
-                        dispatch(&target, &mut shared);
-                    });
-                }
-            }
-            Effect::ClearRouteCache { .. } => {}
+    if shared.vm.has_effects() {
+        let effects: Vec<Effect> = shared.vm.drain_effects().collect();
+        for effect in effects {
+            carry_out(cell, shared, effect);
         }
     }
     announce_failure(cell, shared);
 }
 
-fn signal(shared: &VmShared, context: ContextId, s: Signal) {
-    if let Some(tx) = shared.streams.get(&context) {
-        let _ = tx.send(s);
+/// Carries out one effect: a signal for a stream goes to the stream that
+/// owns the context, the rest starts here.
+fn carry_out(cell: &Arc<VmCell>, shared: &mut VmShared, effect: Effect) {
+    let effect = match StreamSignal::from_effect(effect) {
+        Ok((context, signal)) => {
+            // A stream that already ended has nothing left to signal.
+            if let Some((tx, filter)) = shared.streams.get(&context) {
+                tx.send((*filter, signal));
+            }
+            return;
+        }
+        Err(effect) => effect,
+    };
+    match effect {
+        Effect::HttpCall { token, request, .. } => {
+            let weak = Arc::downgrade(cell);
+            let clusters = cell.runtime.clusters.clone();
+            tokio::spawn(async move {
+                let outcome = callout::http_call(&clusters, request).await;
+                if let Some(cell) = weak.upgrade() {
+                    let mut shared = cell.lock();
+                    if let Err(e) = shared.vm.on_http_call_response(token, outcome) {
+                        log::debug!(target: "vessel::hyper", "http call response: {e}");
+                    }
+                    dispatch(&cell, &mut shared);
+                }
+            });
+        }
+        Effect::GrpcCall { token, call, .. } => {
+            grpc::start_call(cell, shared, token, call);
+        }
+        Effect::RedisCall { token, call, .. } => {
+            let weak = Arc::downgrade(cell);
+            let clusters = cell.runtime.clusters.clone();
+            tokio::spawn(async move {
+                let outcome = crate::redis::cluster_call(&clusters, &call).await;
+                if let Some(cell) = weak.upgrade() {
+                    let mut shared = cell.lock();
+                    if let Err(e) = shared.vm.on_redis_call_response(token, outcome) {
+                        log::debug!(target: "vessel::hyper", "redis call response: {e}");
+                    }
+                    dispatch(&cell, &mut shared);
+                }
+            });
+        }
+        Effect::GrpcStream { token, call, .. } => {
+            grpc::start_stream(cell, shared, token, call);
+        }
+        Effect::GrpcSend {
+            token,
+            message,
+            end_stream,
+        } => shared.grpc.send(token, &message, end_stream),
+        Effect::GrpcClose { token } => shared.grpc.close(token),
+        Effect::GrpcCancel { token } => shared.grpc.cancel(token),
+        Effect::TickPeriod { period, .. } => {
+            if let Some(t) = shared.tick.take() {
+                t.abort();
+            }
+            if let Some(period) = period {
+                shared.tick = Some(spawn_ticks(Arc::downgrade(cell), period));
+            }
+        }
+        Effect::QueueReady { vm, root, token } => {
+            if let Some(target) = cell.runtime.find(vm) {
+                tokio::spawn(async move {
+                    let mut shared = target.lock();
+                    if let Err(e) = shared.vm.on_queue_ready(root, token) {
+                        log::debug!(target: "vessel::hyper", "queue ready: {e}");
+                    }
+                    dispatch(&target, &mut shared);
+                });
+            }
+        }
+        Effect::ClearRouteCache { .. } => {}
+        // Stream signals were routed above; other effects are new.
+        other => log::debug!(target: "vessel::hyper", "effect not carried out: {other:?}"),
     }
 }
 
@@ -726,40 +662,4 @@ fn spawn_ticks(cell: Weak<VmCell>, period: Duration) -> JoinHandle<()> {
             dispatch(&cell, &mut shared);
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_per_failed_reload_up_to_the_max() {
-        let b = ReloadBackoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let waits: Vec<u128> = (0..6).map(|s| b.interval(s).as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(b.interval(u32::MAX), Duration::from_millis(1000));
-    }
-
-    #[test]
-    fn backoff_defaults_are_envoys_base_and_a_ten_times_cap() {
-        let b = ReloadBackoff::default();
-        assert_eq!(b.interval(0), Duration::from_secs(1));
-        assert_eq!(b.interval(10), Duration::from_secs(10));
-        // A max below the base is raised to the base.
-        let b = ReloadBackoff::new(Duration::from_secs(2), Duration::from_secs(1));
-        assert_eq!(b.max_interval, Duration::from_secs(2));
-        assert_eq!(
-            ReloadBackoff::new(Duration::ZERO, Duration::ZERO).interval(5),
-            Duration::ZERO
-        );
-    }
-
-    #[test]
-    fn policy_names_and_pass_through() {
-        assert_eq!(FailurePolicy::default(), FailurePolicy::FailClosed);
-        assert!(FailurePolicy::FailOpen.passes_through());
-        assert!(!FailurePolicy::FailClosed.passes_through());
-        assert!(!FailurePolicy::fail_reload().passes_through());
-        assert_eq!(FailurePolicy::fail_reload().envoy_name(), "FAIL_RELOAD");
-    }
 }

@@ -20,13 +20,14 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use tower::Service;
-use vessel_host::{PropertyMap, PropertyValue, StreamType};
+use vessel_host::{PropertyMap, PropertyValue, StreamConfig};
 
 use crate::body::{BoxError, VesselBody};
+use crate::chain::PooledStream;
 use crate::convert;
 use crate::future::ResponseFuture;
-use crate::layer::{ChainConfig, CurrentChain};
-use crate::stream::{Chain, Flow};
+use crate::layer::CurrentChain;
+use crate::stream::Exchange;
 
 /// The buffer limit of an HTTP/2 stream: Envoy's default HTTP/2
 /// `initial_stream_window_size` (256 MiB), which Envoy applies to the L7
@@ -115,14 +116,14 @@ impl<S> VesselService<S> {
 /// [`ConnectionInfo`] `source.*`, `destination.*` and `connection.id`),
 /// computed only when a guest reads one: most filters never do, and
 /// formatting addresses for every request costs more than the filter.
-fn properties<B>(req: &Request<B>) -> PropertyMap {
-    let protocol: &'static str = match req.version() {
+fn properties(req: &http::request::Parts) -> PropertyMap {
+    let protocol: &'static str = match req.version {
         http::Version::HTTP_10 => "HTTP/1.0",
         http::Version::HTTP_2 => "HTTP/2",
         http::Version::HTTP_3 => "HTTP/3",
         _ => "HTTP/1.1",
     };
-    let conn = req.extensions().get::<ConnectionInfo>().copied();
+    let conn = req.extensions.get::<ConnectionInfo>().copied();
     PropertyMap::with_source(move |path| {
         let value: PropertyValue = match (path, conn) {
             (b"request\0protocol", _) => protocol.into(),
@@ -137,23 +138,12 @@ fn properties<B>(req: &Request<B>) -> PropertyMap {
     })
 }
 
-fn local_response(headers: &vessel_host::HeaderMap, body: Vec<u8>) -> Response<VesselBody> {
-    let mut parts = Response::new(()).into_parts().0;
-    convert::apply_response(headers, &mut parts);
-    if !body.is_empty() {
-        parts
-            .headers
-            .insert(http::header::CONTENT_LENGTH, body.len().into());
-    }
-    Response::from_parts(parts, VesselBody::full(body))
-}
-
 /// A body that never reports its end together with data: after the last
 /// data frame it says "not ended" until the inner body yields `None`, so
 /// the chain sees the end as a separate, empty callback (Envoy's HTTP/1
 /// codec). A body that is empty from the start still reports its end at
 /// once (headers-only messages).
-struct SplitEnd<B> {
+pub(crate) struct SplitEnd<B> {
     inner: B,
     started: bool,
     done: bool,
@@ -197,13 +187,13 @@ impl<B: Body + Unpin> Body for SplitEnd<B> {
 }
 
 /// Either the body itself (HTTP/2 and later) or [`SplitEnd`] (HTTP/1.x).
-enum Framed<B> {
+pub(crate) enum Framed<B> {
     Direct(B),
     Split(SplitEnd<B>),
 }
 
 impl<B: Body + Unpin> Framed<B> {
-    fn new(body: B, version: http::Version) -> Self {
+    pub(crate) fn new(body: B, version: http::Version) -> Self {
         if version < http::Version::HTTP_2 {
             Framed::Split(SplitEnd::new(body))
         } else {
@@ -241,10 +231,6 @@ impl<B: Body + Unpin> Body for Framed<B> {
     }
 }
 
-fn reset() -> Response<VesselBody> {
-    Response::new(VesselBody::error("the filter reset the stream".into()))
-}
-
 impl<S, B, RB> Service<Request<B>> for VesselService<S>
 where
     S: Service<Request<VesselBody>, Response = Response<RB>> + Clone + Send + 'static,
@@ -265,175 +251,34 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         // One snapshot per stream: a hot reload does not touch it.
         let config = self.config.load();
-        ResponseFuture {
-            inner: Box::pin(run(config, inner, req)),
+        let (mut parts, body) = req.into_parts();
+        if config.pools.is_empty() {
+            // No filter: nothing reads the properties, the maps or the
+            // bodies.
+            convert::unchanged_request(&mut parts);
+            let upstream = inner.call(Request::from_parts(parts, VesselBody::passed(body)));
+            return ResponseFuture::passed(
+                async move { Ok(upstream.await?.map(VesselBody::passed)) },
+            );
         }
+        let mut stream_config = StreamConfig::new(config.pools.len());
+        stream_config.properties = properties(&parts);
+        // Envoy limits the L7 buffers of an HTTP/1 stream by the listener's
+        // `per_connection_buffer_limit_bytes`, and those of an HTTP/2 stream
+        // by the HTTP/2 initial stream window instead.
+        stream_config.buffer_limit = if parts.version >= http::Version::HTTP_2 {
+            HTTP2_STREAM_BUFFER_LIMIT
+        } else {
+            config.buffer_limit
+        };
+        let mut stream = PooledStream::new(&config.pools, stream_config);
+        let body = Framed::new(body, parts.version);
+        let end = body.is_end_stream();
+        stream.request_headers(convert::request_headers(&parts), end);
+        let exchange = Exchange::new(stream, parts, (!end).then_some(body), inner);
+        ResponseFuture::filtered(Box::new(exchange))
     }
-}
-
-async fn reply(mut chain: Chain, flow: Flow, encode: bool) -> Response<VesselBody> {
-    match flow {
-        Flow::Reply(r, from) => {
-            let (headers, body) = if encode {
-                chain.encode_local_reply(r, from).await
-            } else {
-                r.to_response(chain.grpc)
-            };
-            local_response(&headers, body).with_guard(chain)
-        }
-        Flow::Reset | Flow::Go => reset().with_guard(chain),
-    }
-}
-
-trait WithGuard {
-    fn with_guard(self, chain: Chain) -> Self;
-}
-
-impl WithGuard for Response<VesselBody> {
-    fn with_guard(self, chain: Chain) -> Self {
-        self.map(|b| b.with_guard(chain))
-    }
-}
-
-async fn run<S, B, RB>(
-    config: Arc<ChainConfig>,
-    mut inner: S,
-    req: Request<B>,
-) -> Result<Response<VesselBody>, S::Error>
-where
-    S: Service<Request<VesselBody>, Response = Response<RB>> + Send + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError> + Send,
-    RB: Body<Data = Bytes> + Send + Unpin + 'static,
-    RB::Error: Into<BoxError> + Send,
-{
-    // With no filter, nothing reads the properties or the header maps.
-    let filtered = !config.pools.is_empty();
-    let props = if filtered {
-        properties(&req)
-    } else {
-        PropertyMap::new()
-    };
-    let (mut parts, body) = req.into_parts();
-    let body = Framed::new(body, parts.version);
-    // Envoy limits the L7 buffers of an HTTP/1 stream by the listener's
-    // `per_connection_buffer_limit_bytes`, and those of an HTTP/2 stream by
-    // the HTTP/2 initial stream window instead.
-    let limit = if parts.version >= http::Version::HTTP_2 {
-        HTTP2_STREAM_BUFFER_LIMIT
-    } else {
-        config.buffer_limit
-    };
-    let (mut chain, failed) = Chain::start(&config.pools, props, limit);
-    let end = body.is_end_stream();
-    if filtered {
-        let input = convert::request_headers(&parts);
-        chain.grpc = vessel_host::is_grpc_request(&input);
-        if let Some(flow) = failed {
-            return Ok(Box::pin(reply(chain, flow, false)).await);
-        }
-        let mut headers = input.clone();
-        match chain
-            .headers(StreamType::HttpRequest, &mut headers, end, 0)
-            .await
-        {
-            Flow::Go => {}
-            flow => return Ok(Box::pin(reply(chain, flow, true)).await),
-        }
-        // Filters that only add headers (or change nothing) leave the
-        // parts as they are, plus the new headers.
-        convert::update_request(&input, &headers, &mut parts);
-    } else {
-        convert::unchanged_request(&mut parts);
-    }
-
-    // Send the request upstream while its body flows through the chain.
-    let (tx, upstream_body) = if end {
-        (None, VesselBody::empty())
-    } else {
-        let (tx, body) = VesselBody::channel(16);
-        (Some(tx), body)
-    };
-    let mut response = Box::pin(inner.call(Request::from_parts(parts, upstream_body)));
-    let upstream = match tx {
-        None => response.await,
-        Some(tx) => {
-            let outcome = {
-                // Boxed, like the local replies: the rare paths would
-                // otherwise grow the future of every stream.
-                let mut pump = Box::pin(chain.pump(StreamType::HttpRequest, body, tx));
-                let mut pumped = false;
-                loop {
-                    tokio::select! {
-                        flow = &mut pump, if !pumped => {
-                            pumped = true;
-                            if !matches!(flow, Flow::Go) {
-                                break Err(flow);
-                            }
-                        }
-                        r = &mut response => break Ok(r),
-                    }
-                }
-            };
-            match outcome {
-                Ok(r) => r,
-                Err(flow) => {
-                    // A local reply after the request went upstream: the
-                    // upstream call is abandoned.
-                    drop(response);
-                    return Ok(Box::pin(reply(chain, flow, true)).await);
-                }
-            }
-        }
-    };
-    let upstream = upstream?;
-    let (mut rparts, rbody) = upstream.into_parts();
-    let info = UpstreamInfo::from_extensions(&rparts.extensions);
-    // Only a response that came over an HTTP/1 connection is framed the
-    // HTTP/1 way; the inner service's own replies (no upstream facts) come
-    // whole, as Envoy's local replies do.
-    let rbody = if info.is_some() {
-        Framed::new(rbody, rparts.version)
-    } else {
-        Framed::Direct(rbody)
-    };
-    let end = rbody.is_end_stream();
-    if filtered {
-        if let Some(info) = &info {
-            chain.set_properties(&info.properties());
-        }
-        let input = convert::response_headers(&rparts);
-        let mut rheaders = input.clone();
-        match chain
-            .headers(StreamType::HttpResponse, &mut rheaders, end, 0)
-            .await
-        {
-            Flow::Go => {}
-            flow => return Ok(Box::pin(reply(chain, flow, false)).await),
-        }
-        convert::update_response(&input, &rheaders, &mut rparts);
-    }
-    if end {
-        return Ok(Response::from_parts(rparts, VesselBody::empty()).with_guard(chain));
-    }
-    // The body runs the chain itself as the client reads it: no task and
-    // no channel per response. The chain (and so the stream's contexts)
-    // ends with the pump, or when the client drops the body.
-    let body = VesselBody::pumped(move |tx| async move {
-        let flow = chain
-            .pump(StreamType::HttpResponse, rbody, tx.clone())
-            .await;
-        if !matches!(flow, Flow::Go) {
-            // Headers already left: the only way to fail now is a reset.
-            let _ = tx
-                .send(Err("the filter chain stopped the response".into()))
-                .await;
-        }
-        drop(chain);
-    });
-    Ok(Response::from_parts(rparts, body))
 }

@@ -1,528 +1,510 @@
-//! One stream through a chain of filters, with Envoy's filter-manager
-//! semantics (ABI reference §11.1–§11.4, §11.11):
+//! The pump: moves one stream's frames and events between hyper (the
+//! client's request, the inner service that is the upstream, its response)
+//! and the filter manager ([`vessel_host::HttpStream`], through
+//! [`PooledStream`]). Every stream rule lives in the core; this module only
+//! carries out its [`Action`]s:
 //!
-//! * request callbacks run in chain order, response callbacks in reverse;
-//! * a filter that stops on headers holds the stream until it calls
-//!   `proxy_continue_stream` (e.g. from a callout response or a tick);
-//! * a filter that stops on a body chunk makes the chain buffer until it
-//!   continues or the body ends; over the buffer limit the request gets 413
-//!   and the response 500 (or a reset once headers left);
-//! * a local reply from any phase answers the client; one sent while
-//!   processing the request runs through the response callbacks of the
-//!   filters it passes, as in Envoy;
-//! * `on_log`, `on_done` and `on_delete` run for every stream, also when the
-//!   client or the upstream goes away (see [`Chain`]'s `Drop`);
-//! * a filter whose VM failed (ABI reference §6.6) answers the stream with
-//!   one 503 local reply (`wasm_fail_stream`), under `FAIL_CLOSED` and
-//!   `FAIL_RELOAD`, or is skipped from then on under `FAIL_OPEN`;
-//! * a stream holds the VMs (and pools) it started on until it ends, so a
-//!   hot reload never moves a stream in flight to another VM.
+//! * `UpstreamHeaders` builds the upstream request and calls the inner
+//!   service; `UpstreamData` and `UpstreamTrailers` feed its body (a
+//!   bounded pipe: the client's body is not read while it is full);
+//! * `CancelUpstream` drops the upstream call and its response (a local
+//!   reply answers the stream);
+//! * `DownstreamHeaders` becomes the response head, and the rest of the
+//!   response (`DownstreamData`, `DownstreamTrailers`) is pumped by the
+//!   response body as the client reads it;
+//! * `Reset` errors the response (or its body, once the head left).
+//!
+//! It reads a body only while the core does not ask to pause it
+//! ([`HttpStream::read_paused`](vessel_host::HttpStream::read_paused)), and
+//! waits for the VMs' signals ([`PooledStream::poll_signal`]) alongside
+//! the bodies and the upstream. When the upstream answers, the rest of the
+//! request body is not read (spec-tests/DEVIATIONS.md A3). The stream ends
+//! (`on_log`, `on_done`, `on_delete`) when the [`PooledStream`] drops: with
+//! the response body, or with the whole exchange when the client goes away.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use http::{Request, Response, header, request, response};
 use http_body::{Body, Frame};
-use http_body_util::BodyExt;
-use tokio::sync::mpsc;
-use vessel_host::{
-    BufferType, ContextId, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, HeaderMap,
-    LocalResponse, MapType, PropertyMap, PropertyValue, StreamType, Vm, VmError,
-};
+use tower::Service;
+use vessel_host::{Action, Direction, HeaderMap};
 
-use crate::body::{BoxError, FrameTx};
-use crate::pool::{FilterPool, Signal, VmCell, dispatch};
-use crate::signal::{self, SignalRx};
+use crate::body::{BoxError, Item, PipeTx, Pump, VesselBody};
+use crate::chain::PooledStream;
+use crate::convert;
+use crate::service::{Framed, UpstreamInfo};
 
-/// What a phase decided.
-#[derive(Debug)]
-pub(crate) enum Flow {
-    /// Carry on.
-    Go,
-    /// Answer the client with this reply; `from` is the index of the filter
-    /// that sent it.
-    Reply(LocalResponse, usize),
-    /// Reset the stream.
+/// How the response starts.
+pub(crate) enum Head {
+    /// With this head; `true` if no body follows.
+    Response(response::Parts, bool),
+    /// With a reset (a filter closed the stream, a body failed).
     Reset,
 }
 
-pub(crate) struct Slot {
-    pub(crate) pool: Arc<FilterPool>,
-    cell: Arc<VmCell>,
-    ctx: Option<ContextId>,
-    rx: SignalRx,
-    /// False once the filter failed open: the stream skips it.
-    open: bool,
+/// What woke the stream's task.
+enum Event<R, E> {
+    /// A signal was applied or a frame fed: look at the actions.
+    Progress,
+    /// The upstream answered.
+    Upstream(Result<R, E>),
+    /// Nothing can move the stream on (a bug of the filter manager if it
+    /// ever happens): reset it rather than hang.
+    Stalled,
 }
 
-/// The filter contexts of one stream. Dropping it ends every context in
-/// Envoy's order (`on_log`, `on_done`, `on_delete`).
-pub(crate) struct Chain {
-    pub(crate) slots: Vec<Slot>,
-    limit: usize,
-    /// The request is gRPC: local replies take gRPC's shape.
-    pub(crate) grpc: bool,
+/// One stream between hyper and the filter manager.
+pub(crate) struct Exchange<S, B, RB>
+where
+    S: Service<Request<VesselBody>>,
+{
+    stream: PooledStream,
+    /// The client's request body, while it is read.
+    request_body: Option<Framed<B>>,
+    /// The request head and the inner service, until the filters let the
+    /// request go upstream.
+    request: Option<(request::Parts, S)>,
+    /// The request body going upstream.
+    upstream_body: Option<PipeTx>,
+    /// The upstream's answer, once the request went.
+    upstream: Option<Pin<Box<S::Future>>>,
+    /// The upstream's response head, until the filters let it go
+    /// downstream.
+    response: Option<response::Parts>,
+    /// The upstream's response body, while it is read.
+    response_body: Option<Framed<RB>>,
+    /// An action taken out early (to size a local reply).
+    pending: Option<Action>,
+    /// Why a body failed.
+    error: Option<BoxError>,
+    /// The response body has no more frames.
+    body_done: bool,
 }
 
-impl Drop for Chain {
-    fn drop(&mut self) {
-        for slot in &self.slots {
-            let Some(ctx) = slot.ctx else { continue };
-            let mut shared = slot.cell.lock();
-            shared.streams.remove(&ctx);
-            if let Err(e) = shared.vm.finish_http_stream(ctx) {
-                log::debug!(target: "vessel::hyper", "finishing stream {ctx}: {e}");
-            }
-            dispatch(&slot.cell, &mut shared);
-            slot.cell.stream_finished(!shared.vm.is_failed());
+impl<S, B, RB> Exchange<S, B, RB>
+where
+    S: Service<Request<VesselBody>, Response = Response<RB>>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Unpin,
+    RB::Error: Into<BoxError>,
+{
+    /// A stream whose request headers (built from `parts`) were fed to
+    /// `stream`; `inner` is the upstream.
+    pub(crate) fn new(
+        stream: PooledStream,
+        parts: request::Parts,
+        body: Option<Framed<B>>,
+        inner: S,
+    ) -> Self {
+        Self {
+            stream,
+            request_body: body,
+            request: Some((parts, inner)),
+            upstream_body: None,
+            upstream: None,
+            response: None,
+            response_body: None,
+            pending: None,
+            error: None,
+            body_done: false,
         }
     }
-}
 
-fn fail_stream() -> LocalResponse {
-    LocalResponse {
-        status: 503,
-        details: "wasm_fail_stream".into(),
-        body: Vec::new(),
-        headers: HeaderMap::new(),
-        grpc_status: None,
-    }
-}
-
-fn too_large(dir: StreamType) -> LocalResponse {
-    let (status, body, details) = match dir {
-        StreamType::HttpRequest => (413, "Payload Too Large", "request_payload_too_large"),
-        _ => (500, "Internal Server Error", "response_payload_too_large"),
-    };
-    LocalResponse {
-        status,
-        details: details.into(),
-        body: body.as_bytes().to_vec(),
-        headers: HeaderMap::new(),
-        grpc_status: None,
-    }
-}
-
-/// Filter positions in callback order (no allocation).
-fn order(n: usize, dir: StreamType) -> impl Iterator<Item = usize> {
-    let rev = dir != StreamType::HttpRequest;
-    (0..n).map(move |k| if rev { n - 1 - k } else { k })
-}
-
-fn types(dir: StreamType) -> (MapType, BufferType, MapType) {
-    match dir {
-        StreamType::HttpRequest => (
-            MapType::HttpRequestHeaders,
-            BufferType::HttpRequestBody,
-            MapType::HttpRequestTrailers,
-        ),
-        _ => (
-            MapType::HttpResponseHeaders,
-            BufferType::HttpResponseBody,
-            MapType::HttpResponseTrailers,
-        ),
-    }
-}
-
-/// The outcome of one guest callback, after the policy and the signals.
-enum Step<T> {
-    Value(T, bool),
-    Skip,
-    Stop(Flow),
-}
-
-impl Chain {
-    /// Creates one context per filter. A filter whose VM failed follows its
-    /// policy: fail-open skips it, fail-closed answers 503.
-    pub(crate) fn start(
-        pools: &[Arc<FilterPool>],
-        mut props: PropertyMap,
-        limit: usize,
-    ) -> (Self, Option<Flow>) {
-        let mut chain = Self {
-            slots: Vec::with_capacity(pools.len()),
-            limit,
-            grpc: false,
-        };
-        let mut flow = None;
-        for (i, pool) in pools.iter().enumerate() {
-            let cell = pool.pick();
-            let (tx, rx) = signal::channel();
-            let mut slot = Slot {
-                pool: pool.clone(),
-                cell: cell.clone(),
-                ctx: None,
-                rx,
-                open: true,
-            };
-            if flow.is_none() {
-                let mut shared = cell.lock();
-                let props = if i + 1 == pools.len() {
-                    std::mem::take(&mut props)
-                } else {
-                    props.clone()
-                };
-                match shared.vm.create_http_context_with(props) {
-                    Ok(ctx) => {
-                        shared.streams.insert(ctx, tx);
-                        slot.ctx = Some(ctx);
-                    }
-                    Err(e) => {
-                        log::debug!(target: "vessel::hyper", "stream start: {e}");
-                        slot.open = false;
-                        if !pool.policy().passes_through() {
-                            flow = Some(Flow::Reply(fail_stream(), i));
-                        }
-                    }
-                }
-                dispatch(&cell, &mut shared);
-            } else {
-                slot.open = false;
-            }
-            chain.slots.push(slot);
-        }
-        (chain, flow)
+    fn next_action(&mut self) -> Option<Action> {
+        self.pending.take().or_else(|| self.stream.poll_action())
     }
 
-    /// Runs a guest callback on filter `i`, dispatches its effects, applies
-    /// the failure policy, and reads the signals it caused.
-    fn call<T>(
-        &mut self,
-        i: usize,
-        dir: StreamType,
-        f: impl FnOnce(&mut Vm, ContextId) -> Result<T, VmError>,
-    ) -> Step<T> {
-        let slot = &mut self.slots[i];
-        let Some(ctx) = slot.ctx.filter(|_| slot.open) else {
-            return Step::Skip;
-        };
-        let result = {
-            let mut shared = slot.cell.lock();
-            let r = f(&mut shared.vm, ctx);
-            dispatch(&slot.cell, &mut shared);
-            r
-        };
-        let value = match result {
-            Ok(v) => v,
-            Err(VmError::StreamLimit { .. }) => {
-                // Body data over what the filter may hold
-                // (`Limits::max_body_bytes`): this stream is over its
-                // buffer limit; the VM is fine.
-                return Step::Stop(Flow::Reply(too_large(dir), i));
-            }
-            Err(e) => {
-                log::warn!(target: "vessel::hyper", "{e}");
-                slot.open = false;
-                return if slot.pool.policy().passes_through() {
-                    Step::Skip
-                } else {
-                    Step::Stop(Flow::Reply(fail_stream(), i))
-                };
-            }
-        };
-        let mut continued = false;
-        while let Ok(signal) = slot.rx.try_recv() {
-            match signal {
-                Signal::LocalReply(r) => return Step::Stop(Flow::Reply(r, i)),
-                Signal::Reset => return Step::Stop(Flow::Reset),
-                Signal::Continue(d) if d == dir => continued = true,
-                Signal::Continue(_) | Signal::Failed => {}
-            }
-        }
-        Step::Value(value, continued)
-    }
-
-    /// Waits until filter `i` resumes direction `dir`.
-    async fn wait(&mut self, i: usize, dir: StreamType) -> Flow {
-        let slot = &mut self.slots[i];
+    /// Runs the stream until the response head is known.
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, S::Error>> {
         loop {
-            match slot.rx.recv().await {
-                Some(Signal::Continue(d)) if d == dir => return Flow::Go,
-                Some(Signal::Continue(_)) => {}
-                Some(Signal::LocalReply(r)) => return Flow::Reply(r, i),
-                Some(Signal::Failed) => {
-                    slot.open = false;
-                    return if slot.pool.policy().passes_through() {
-                        Flow::Go
-                    } else {
-                        Flow::Reply(fail_stream(), i)
-                    };
+            while let Some(action) = self.next_action() {
+                if let Some(head) = self.head_action(action) {
+                    return Poll::Ready(Ok(head));
                 }
-                Some(Signal::Reset) | None => return Flow::Reset,
+            }
+            if self.stream.is_done() {
+                return Poll::Ready(Ok(Head::Reset));
+            }
+            match ready!(self.poll_event(cx)) {
+                Event::Progress => {}
+                Event::Upstream(Ok(answer)) => self.upstream_answered(answer),
+                Event::Upstream(Err(e)) => return Poll::Ready(Err(e)),
+                Event::Stalled => return Poll::Ready(Ok(Head::Reset)),
             }
         }
     }
 
-    /// Sets stream properties on every filter's context (e.g. the
-    /// `upstream.*` attributes once the upstream answered).
-    pub(crate) fn set_properties(&self, props: &[(&str, PropertyValue)]) {
-        for slot in &self.slots {
-            let Some(ctx) = slot.ctx else { continue };
-            let mut shared = slot.cell.lock();
-            for (path, value) in props {
-                if let Err(e) = shared.vm.set_stream_property(ctx, path, value.clone()) {
-                    log::debug!(target: "vessel::hyper", "property {path}: {e}");
-                }
+    /// Runs the rest of the stream: the next frame of the response body.
+    ///
+    /// With a frame in hand, the stream keeps going while its events are
+    /// ready, until a second frame would be needed: the end of the body
+    /// then travels with the last data. A client of a body framed by
+    /// `content-length` stops polling once it has every byte, and the
+    /// filters must still see the end (Envoy's HTTP/1 codec reports it
+    /// after the data: one more body callback, 0 bytes, end of stream).
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let mut out: Option<Item> = None;
+        loop {
+            if self.body_done {
+                return Poll::Ready(out);
             }
-        }
-    }
-
-    fn headers_of(&self, i: usize, ty: MapType) -> Option<HeaderMap> {
-        let slot = &self.slots[i];
-        let ctx = slot.ctx?;
-        slot.cell.lock().vm.headers(ctx, ty).cloned()
-    }
-
-    fn take_body(&self, i: usize, ty: BufferType) -> Vec<u8> {
-        let slot = &self.slots[i];
-        let Some(ctx) = slot.ctx else {
-            return Vec::new();
-        };
-        slot.cell.lock().vm.take_body(ctx, ty).unwrap_or_default()
-    }
-
-    fn buffered(&self, i: usize, ty: BufferType) -> usize {
-        let slot = &self.slots[i];
-        let Some(ctx) = slot.ctx else { return 0 };
-        slot.cell.lock().vm.body(ctx, ty).map_or(0, <[u8]>::len)
-    }
-
-    /// Headers through the chain (`from` = first position in the order).
-    pub(crate) async fn headers(
-        &mut self,
-        dir: StreamType,
-        map: &mut HeaderMap,
-        end_of_stream: bool,
-        skip: usize,
-    ) -> Flow {
-        let (hty, _, _) = types(dir);
-        for i in order(self.slots.len(), dir).skip(skip) {
-            // The VM keeps the map it is given; what the filter left is
-            // cloned back out below, so the input can be moved in.
-            let input = if self.slots[i].open && self.slots[i].ctx.is_some() {
-                std::mem::take(map)
-            } else {
-                continue;
-            };
-            let step = self.call(i, dir, |vm, ctx| match dir {
-                StreamType::HttpRequest => vm.on_request_headers(ctx, input, end_of_stream),
-                _ => vm.on_response_headers(ctx, input, end_of_stream),
-            });
-            match step {
-                Step::Skip => {
-                    // A filter that failed open: take its input back.
-                    if let Some(h) = self.headers_of(i, hty) {
-                        *map = h;
+            while let Some(action) = self.next_action() {
+                let (frame, end) = match action {
+                    Action::DownstreamData { data, end_stream } if data.is_empty() => {
+                        (None, end_stream)
                     }
-                    continue;
-                }
-                Step::Stop(flow) => return flow,
-                Step::Value(st, continued) => {
-                    if st != FilterHeadersStatus::Continue && !continued {
-                        match self.wait(i, dir).await {
-                            Flow::Go => {}
-                            other => return other,
-                        }
+                    Action::DownstreamData { data, end_stream } if out.is_none() => {
+                        (Some(Ok(Frame::data(Bytes::from(data)))), end_stream)
                     }
-                }
-            }
-            if let Some(h) = self.headers_of(i, hty) {
-                *map = h;
-            }
-        }
-        Flow::Go
-    }
-
-    /// One data chunk through the chain, from position `from` on. What
-    /// passes every filter is sent on `tx`.
-    async fn data(
-        &mut self,
-        dir: StreamType,
-        mut data: Vec<u8>,
-        end_of_stream: bool,
-        from: usize,
-        tx: &FrameTx,
-    ) -> Flow {
-        let (_, bty, _) = types(dir);
-        for i in order(self.slots.len(), dir).skip(from) {
-            let step = self.call(i, dir, |vm, ctx| match dir {
-                StreamType::HttpRequest => vm.on_request_body(ctx, &data, end_of_stream),
-                _ => vm.on_response_body(ctx, &data, end_of_stream),
-            });
-            match step {
-                Step::Skip => continue,
-                Step::Stop(flow) => return flow,
-                Step::Value(st, continued) => {
-                    if st == FilterDataStatus::Continue || continued {
-                        data = self.take_body(i, bty);
+                    Action::DownstreamTrailers { trailers } if out.is_none() => {
+                        let trailers = convert::to_trailers(&trailers);
+                        (Some(Ok(Frame::trailers(trailers))), true)
+                    }
+                    Action::Reset { .. } if out.is_none() => (Some(Err(self.failure())), true),
+                    Action::CancelUpstream => {
+                        self.response_body = None;
                         continue;
                     }
-                    if st == FilterDataStatus::StopIterationNoBuffer {
-                        return Flow::Go;
+                    // The request side is over (A3).
+                    Action::UpstreamHeaders { .. }
+                    | Action::UpstreamData { .. }
+                    | Action::UpstreamTrailers { .. } => continue,
+                    // A second frame: it waits for the next poll.
+                    other => {
+                        self.pending = Some(other);
+                        return Poll::Ready(out);
                     }
-                    if self.buffered(i, bty) > self.limit {
-                        return Flow::Reply(too_large(dir), i);
-                    }
-                    if !end_of_stream {
-                        return Flow::Go;
-                    }
-                    // The whole body is in this filter and it stopped: wait for it.
-                    match self.wait(i, dir).await {
-                        Flow::Go => data = self.take_body(i, bty),
-                        other => return other,
-                    }
+                };
+                if frame.is_some() {
+                    out = frame;
+                }
+                if end {
+                    self.end_body();
+                    return Poll::Ready(out);
                 }
             }
-        }
-        if !data.is_empty() {
-            let _ = tx.send(Ok(Frame::data(Bytes::from(data)))).await;
-        }
-        Flow::Go
-    }
-
-    /// Trailers through the chain. Before trailers pass a filter, what it
-    /// buffered flows on to the filters after it.
-    async fn trailers(&mut self, dir: StreamType, mut map: HeaderMap, tx: &FrameTx) -> Flow {
-        let (_, bty, tty) = types(dir);
-        for (pos, i) in order(self.slots.len(), dir).enumerate() {
-            let input = map.clone();
-            let step = self.call(i, dir, |vm, ctx| match dir {
-                StreamType::HttpRequest => vm.on_request_trailers(ctx, input),
-                _ => vm.on_response_trailers(ctx, input),
-            });
-            match step {
-                Step::Skip => continue,
-                Step::Stop(flow) => return flow,
-                Step::Value(st, continued) => {
-                    if st != FilterTrailersStatus::Continue && !continued {
-                        match self.wait(i, dir).await {
-                            Flow::Go => {}
-                            other => return other,
-                        }
-                    }
+            // An error or a stall comes after the frame in hand, next poll.
+            if self.stream.is_done() {
+                if out.is_none() {
+                    self.end_body();
+                    out = self.error.take().map(Err);
                 }
+                return Poll::Ready(out);
             }
-            let held = self.take_body(i, bty);
-            if !held.is_empty() {
-                match Box::pin(self.data(dir, held, false, pos + 1, tx)).await {
-                    Flow::Go => {}
-                    other => return other,
+            match self.poll_event(cx) {
+                Poll::Ready(Event::Stalled) if out.is_none() => {
+                    let e = self.failure();
+                    self.end_body();
+                    return Poll::Ready(Some(Err(e)));
                 }
-            }
-            if let Some(t) = self.headers_of(i, tty) {
-                map = t;
-            }
-        }
-        let _ = tx
-            .send(Ok(Frame::trailers(crate::convert::to_trailers(&map))))
-            .await;
-        Flow::Go
-    }
-
-    /// Pumps a body through the chain into `tx` until it ends.
-    pub(crate) async fn pump<B>(&mut self, dir: StreamType, body: B, tx: FrameTx) -> Flow
-    where
-        B: Body<Data = Bytes> + Send + Unpin,
-        B::Error: Into<BoxError>,
-    {
-        let mut body = body;
-        loop {
-            let frame = tokio::select! {
-                f = body.frame() => f,
-                () = tx.closed() => return Flow::Reset,
-            };
-            match frame {
-                None => {
-                    let flow = self.data(dir, Vec::new(), true, 0, &tx).await;
-                    return self.flush_end(dir, flow, &tx).await;
+                Poll::Ready(Event::Stalled) | Poll::Pending if out.is_some() => {
+                    return Poll::Ready(out);
                 }
-                Some(Err(e)) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return Flow::Reset;
-                }
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let eos = body.is_end_stream();
-                        let flow = self.data(dir, data.to_vec(), eos, 0, &tx).await;
-                        if eos || !matches!(flow, Flow::Go) {
-                            return self.flush_end(dir, flow, &tx).await;
-                        }
-                    }
-                    Err(frame) => {
-                        if let Ok(t) = frame.into_trailers() {
-                            let t = crate::convert::trailers(&t);
-                            // Boxed: rare, and it would grow every pump.
-                            return Box::pin(self.trailers(dir, t, &tx)).await;
-                        }
-                    }
-                },
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(_) => {}
             }
         }
     }
 
-    /// At the end of a body: trailers a filter added in its last body
-    /// callback are sent too.
-    async fn flush_end(&mut self, dir: StreamType, flow: Flow, tx: &FrameTx) -> Flow {
-        if !matches!(flow, Flow::Go) {
-            return flow;
-        }
-        let (_, _, tty) = types(dir);
-        let mut added = HeaderMap::new();
-        for i in 0..self.slots.len() {
-            if let Some(t) = self.headers_of(i, tty) {
-                for (k, v) in t.iter() {
-                    added.append(k, v);
-                }
-            }
-        }
-        if !added.is_empty() {
-            let _ = tx
-                .send(Ok(Frame::trailers(crate::convert::to_trailers(&added))))
-                .await;
-        }
-        Flow::Go
+    /// The body ended: the stream ends now (`on_log`, `on_done`,
+    /// `on_delete`), before the client has the last frame, as in Envoy.
+    fn end_body(&mut self) {
+        self.body_done = true;
+        self.response_body = None;
+        self.stream.finish();
     }
 
-    /// Runs a local reply sent by filter `from` while the request was being
-    /// processed through the response callbacks of the filters between it
-    /// and the client (it included), as Envoy does. Returns the response
-    /// head and body the client gets.
-    pub(crate) async fn encode_local_reply(
-        &mut self,
-        reply: LocalResponse,
-        from: usize,
-    ) -> (HeaderMap, Vec<u8>) {
-        let (mut headers, body) = reply.to_response(self.grpc);
-        let n = self.slots.len();
-        // Response order is reverse; skip the filters after `from`.
-        let skip = n.saturating_sub(from + 1);
-        if let Flow::Go = self
-            .headers(
-                StreamType::HttpResponse,
-                &mut headers,
-                body.is_empty(),
-                skip,
-            )
-            .await
-        {
-            if body.is_empty() {
-                return (headers, body);
+    /// Why the stream was reset.
+    fn failure(&mut self) -> BoxError {
+        self.error
+            .take()
+            .unwrap_or_else(|| "the filter chain reset the stream".into())
+    }
+
+    /// Carries out an action before the response head; the head, if this
+    /// is it.
+    fn head_action(&mut self, action: Action) -> Option<Head> {
+        match action {
+            Action::UpstreamHeaders {
+                headers,
+                end_stream,
+            } => self.send_upstream(&headers, end_stream),
+            Action::UpstreamData { data, end_stream } => {
+                if let Some(tx) = &self.upstream_body
+                    && !data.is_empty()
+                {
+                    tx.push(Ok(Frame::data(Bytes::from(data))));
+                }
+                if end_stream {
+                    self.upstream_body = None;
+                }
             }
-            let (tx, mut rx) = mpsc::channel(4);
-            let tx = FrameTx::Channel(tx);
-            if let Flow::Go = self
-                .data(StreamType::HttpResponse, body.clone(), true, skip, &tx)
-                .await
+            Action::UpstreamTrailers { trailers } => {
+                if let Some(tx) = self.upstream_body.take() {
+                    tx.push(Ok(Frame::trailers(convert::to_trailers(&trailers))));
+                }
+            }
+            Action::CancelUpstream => {
+                self.upstream = None;
+                self.upstream_body = None;
+                self.request_body = None;
+                self.response = None;
+                self.response_body = None;
+            }
+            Action::DownstreamHeaders {
+                headers,
+                end_stream,
+            } => return Some(self.downstream_head(&headers, end_stream)),
+            Action::Reset { .. } => return Some(Head::Reset),
+            other => log::debug!(target: "vessel::hyper", "before the response head: {other:?}"),
+        }
+        None
+    }
+
+    fn send_upstream(&mut self, headers: &HeaderMap, end_stream: bool) {
+        let Some((mut parts, mut inner)) = self.request.take() else {
+            return;
+        };
+        // Filters that only add headers (or change nothing) leave the parts
+        // as they are, plus the new headers.
+        convert::update_request(headers, &mut parts);
+        let body = if end_stream {
+            VesselBody::empty()
+        } else {
+            let (tx, body) = VesselBody::pipe();
+            self.upstream_body = Some(tx);
+            body
+        };
+        self.upstream = Some(Box::pin(inner.call(Request::from_parts(parts, body))));
+    }
+
+    fn upstream_answered(&mut self, answer: Response<RB>) {
+        // The rest of the request body is not read (A3).
+        self.request_body = None;
+        self.upstream_body = None;
+        let (parts, body) = answer.into_parts();
+        let info = UpstreamInfo::from_extensions(&parts.extensions);
+        // Only a response that came over an HTTP/1 connection is framed the
+        // HTTP/1 way; the inner service's own replies (no upstream facts)
+        // come whole, as Envoy's local replies do.
+        let body = match &info {
+            Some(info) => {
+                for (path, value) in info.properties() {
+                    self.stream.set_property(path, value);
+                }
+                Framed::new(body, parts.version)
+            }
+            None => Framed::Direct(body),
+        };
+        let end = body.is_end_stream();
+        let input = convert::response_headers(&parts);
+        self.response = Some(parts);
+        self.response_body = (!end).then_some(body);
+        self.stream.response_headers(input, end);
+    }
+
+    fn downstream_head(&mut self, headers: &HeaderMap, end_stream: bool) -> Head {
+        if let Some(mut parts) = self.response.take() {
+            convert::update_response(headers, &mut parts);
+            return Head::Response(parts, end_stream);
+        }
+        // A local reply: sized when its whole body is known.
+        let mut parts = Response::new(()).into_parts().0;
+        convert::apply_response(headers, &mut parts);
+        if !end_stream {
+            self.pending = self.stream.poll_action();
+            if let Some(Action::DownstreamData {
+                data,
+                end_stream: true,
+            }) = &self.pending
             {
-                drop(tx);
-                let mut out = Vec::new();
-                while let Some(Ok(frame)) = rx.recv().await {
-                    if let Ok(d) = frame.into_data() {
-                        out.extend_from_slice(&d);
-                    }
-                }
-                return (headers, out);
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, data.len().into());
             }
         }
-        reply.to_response(self.grpc)
+        Head::Response(parts, end_stream)
+    }
+
+    /// Waits for a signal, the upstream's answer or a body frame (whichever
+    /// the stream may take now), and feeds what came.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event<Response<RB>, S::Error>> {
+        // Signals first (a local reply or a reset should not wait behind
+        // the body); the wake-up for them is registered last, as few
+        // streams ever get one.
+        if self.stream.try_signal() {
+            return Poll::Ready(Event::Progress);
+        }
+        if let Some(upstream) = &mut self.upstream
+            && let Poll::Ready(answer) = upstream.as_mut().poll(cx)
+        {
+            self.upstream = None;
+            return Poll::Ready(Event::Upstream(answer));
+        }
+        if !self.stream.read_paused(Direction::Response)
+            && let Some(body) = &mut self.response_body
+            && let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx)
+        {
+            let end = body.is_end_stream();
+            self.feed(Direction::Response, frame, end);
+            return Poll::Ready(Event::Progress);
+        }
+        if !self.stream.read_paused(Direction::Request)
+            && self.upstream_ready(cx)
+            && let Some(body) = &mut self.request_body
+            && let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx)
+        {
+            let end = body.is_end_stream();
+            self.feed(Direction::Request, frame, end);
+            return Poll::Ready(Event::Progress);
+        }
+        if self.stream.poll_signal(cx).is_ready() {
+            return Poll::Ready(Event::Progress);
+        }
+        let waiting = self.request_body.is_some()
+            || self.upstream.is_some()
+            || self.response_body.is_some()
+            || self.stream.is_held(Direction::Request)
+            || self.stream.is_held(Direction::Response);
+        if waiting {
+            Poll::Pending
+        } else {
+            log::warn!(target: "vessel::hyper", "a stream stalled: nothing can resume it");
+            Poll::Ready(Event::Stalled)
+        }
+    }
+
+    /// True if the upstream takes more of the request body now (or the
+    /// request has not gone yet).
+    fn upstream_ready(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(tx) = &self.upstream_body else {
+            return true;
+        };
+        match tx.poll_ready(cx) {
+            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Err(_)) => {
+                // The upstream dropped the request body: read no more.
+                self.upstream_body = None;
+                self.request_body = None;
+                false
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Feeds a frame of the `dir` body to the stream; `end` if the body
+    /// ended with it.
+    fn feed<E: Into<BoxError>>(
+        &mut self,
+        dir: Direction,
+        frame: Option<Result<Frame<Bytes>, E>>,
+        end: bool,
+    ) {
+        let over = match &frame {
+            Some(Ok(f)) => end || f.is_trailers(),
+            _ => true,
+        };
+        if over {
+            match dir {
+                Direction::Request => self.request_body = None,
+                Direction::Response => self.response_body = None,
+            }
+        }
+        let s = &mut self.stream;
+        match frame.map(|f| f.map(Frame::into_data)) {
+            None => match dir {
+                Direction::Request => s.request_data(Vec::new(), true),
+                Direction::Response => s.response_data(Vec::new(), true),
+            },
+            Some(Ok(Ok(data))) => match dir {
+                Direction::Request => s.request_data(data.to_vec(), end),
+                Direction::Response => s.response_data(data.to_vec(), end),
+            },
+            Some(Ok(Err(frame))) => {
+                if let Ok(t) = frame.into_trailers() {
+                    let t = convert::trailers(&t);
+                    match dir {
+                        Direction::Request => s.request_trailers(t),
+                        Direction::Response => s.response_trailers(t),
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                let e: BoxError = e.into();
+                log::debug!(target: "vessel::hyper", "{dir:?} body: {e}");
+                if let Some(tx) = self.upstream_body.take() {
+                    tx.push(Err(e.to_string().into()));
+                }
+                self.error = Some(e);
+                self.stream.downstream_reset();
+            }
+        }
+    }
+}
+
+/// A stream as [`ResponseFuture`](crate::ResponseFuture) drives it, with
+/// its types erased.
+pub(crate) trait Drive<E>: Send {
+    /// Runs the stream until the response head is known.
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, E>>;
+
+    /// The response that starts with `head`; its body runs the rest of the
+    /// stream as the client reads it (no task and no channel per
+    /// response), and ends the stream when it drops.
+    fn respond(self: Box<Self>, head: Head) -> Response<VesselBody>;
+}
+
+impl<S, B, RB> Drive<S::Error> for Exchange<S, B, RB>
+where
+    S: Service<Request<VesselBody>, Response = Response<RB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + Unpin + 'static,
+    RB::Error: Into<BoxError>,
+{
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, S::Error>> {
+        Exchange::poll_head(self, cx)
+    }
+
+    fn respond(mut self: Box<Self>, head: Head) -> Response<VesselBody> {
+        let parts = match head {
+            Head::Response(parts, end) => {
+                // A body-less response: the stream ends with the body.
+                self.body_done = end;
+                parts
+            }
+            Head::Reset => {
+                if self.error.is_none() {
+                    self.error = Some("the filter chain reset the stream".into());
+                }
+                Response::new(()).into_parts().0
+            }
+        };
+        Response::from_parts(parts, VesselBody::pump(self))
+    }
+}
+
+impl<S, B, RB> Pump for Exchange<S, B, RB>
+where
+    S: Service<Request<VesselBody>, Response = Response<RB>> + Send,
+    S::Future: Send,
+    S::Error: Send,
+    B: Body<Data = Bytes> + Send + Unpin,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + Unpin,
+    RB::Error: Into<BoxError>,
+{
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        self.poll_body(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body_done
     }
 }

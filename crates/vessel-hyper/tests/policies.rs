@@ -149,17 +149,22 @@ async fn fail_closed_answers_503_and_the_vm_stays_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fail_open_passes_the_failing_and_later_streams_through() {
+async fn fail_open_answers_the_failing_stream_503_and_passes_later_ones_through() {
     let (up, seen) = upstream(200, "ok").await;
     let (pool, _rt) = misbehave(FailurePolicy::FailOpen, 1, "");
     let proxy = proxy(VesselLayer::new(vec![pool.clone()]), up).await;
     let c = client();
-    // The trapping request itself goes on as if the filter were absent.
+    assert_eq!(send(&c, proxy, "/", None).await, (200, Some(1)));
+    // The stream whose own callback trapped gets Envoy's 503
+    // (`wasm_fail_stream`), under every policy.
+    assert_eq!(send(&c, proxy, "/", Some("trap")).await, (503, None));
+    // Later streams skip the failed filter, the trapping header included.
     assert_eq!(send(&c, proxy, "/", Some("trap")).await, (200, None));
     assert_eq!(send(&c, proxy, "/", None).await, (200, None));
-    assert_eq!(seen.lock().unwrap().len(), 2);
+    assert_eq!(seen.lock().unwrap().len(), 3);
     assert_eq!(pool.stats().vm_failures(), 1);
     assert_eq!(pool.stats().vm_reload_success(), 0);
+    assert_eq!(pool.failed_vms(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,8 +126,16 @@ async fn trapping_filter_fails_closed_or_open_by_policy() {
     let before = seen.lock().unwrap().len();
     assert_eq!(before, 0);
 
+    // FAIL_OPEN: the trapping stream itself gets the 503 too, as in Envoy
+    // (one per VM of the pool: streams go round-robin); later streams skip
+    // the failed filter.
     let (open, _rt2) = pool("trap", "", Clusters::new(), FailurePolicy::FailOpen);
-    let proxy_open = proxy(VesselLayer::new(vec![open]), up).await;
+    let proxy_open = proxy(VesselLayer::new(vec![open.clone()]), up).await;
+    for _ in 0..open.len() {
+        let (status, _, _) = get(proxy_open, "/", &[("x-trap-in", "request_headers")]).await;
+        assert_eq!(status, 503);
+    }
+    assert_eq!(seen.lock().unwrap().len(), 0);
     let (status, _, body) = get(proxy_open, "/", &[("x-trap-in", "request_headers")]).await;
     assert_eq!((status, body.as_slice()), (200, &b"ok"[..]));
     assert_eq!(seen.lock().unwrap().len(), 1);
