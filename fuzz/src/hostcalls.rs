@@ -1046,6 +1046,7 @@ fn check_trap(op: &Op, alloc_mode: u32, kind: &TrapKind) {
         }
         // The generated guest stays far inside every default limit.
         TrapKind::Limit(limit) => panic!("limit {limit:?} hit during {sig:?}"),
+        other => panic!("a trap kind this oracle does not know: {other:?} during {sig:?}"),
     }
 }
 

@@ -822,6 +822,10 @@ impl Harness<'_> {
                 | Effect::ClearRouteCache { .. } => {
                     panic!("guest_{}: unexpected effect {effect:?}", self.guest)
                 }
+                other => panic!(
+                    "guest_{}: an effect this oracle does not know: {other:?}",
+                    self.guest
+                ),
             }
         }
     }

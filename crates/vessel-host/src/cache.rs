@@ -102,6 +102,7 @@ impl CacheConfig {
 }
 
 /// What loading a module found in the cache.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
     /// The cache is disabled; the module was compiled.
@@ -117,6 +118,7 @@ pub enum CacheOutcome {
 }
 
 /// Why an entry is unusable.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CorruptEntry {
     /// The file does not start with the magic bytes.
@@ -146,6 +148,7 @@ pub enum CorruptEntry {
 
 /// A module cache failure. [`Plugin::load`](crate::Plugin::load) never fails
 /// because of one: it logs it and compiles.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CacheError {
     /// Reading or writing the cache directory failed.

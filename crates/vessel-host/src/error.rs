@@ -8,6 +8,7 @@ use crate::ids::{ContextId, Token};
 use crate::limits::LimitExceeded;
 
 /// Why a module could not be loaded as a plugin.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
     /// wasmtime could not build the engine.
@@ -91,6 +92,7 @@ pub enum LoadError {
 }
 
 /// What stopped a guest.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrapKind {
     /// A wasm trap (unreachable, out-of-bounds access, stack overflow, ...).
@@ -118,6 +120,7 @@ pub struct TrapError {
 }
 
 /// Why a VM operation failed.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VmError {
     /// Instantiation failed (e.g. a memory larger than the limit).

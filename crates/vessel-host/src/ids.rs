@@ -55,6 +55,7 @@ id_newtype!(
 );
 
 /// The kind of a callout, encoded in the low two bits of its [`Token`].
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CalloutKind {
     /// `proxy_http_call`.

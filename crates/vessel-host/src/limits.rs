@@ -89,6 +89,7 @@ impl Default for Limits {
 }
 
 /// A limit a guest hit, which failed its VM.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitExceeded {
     /// The guest asked for more linear memory than [`Limits::memory_bytes`].

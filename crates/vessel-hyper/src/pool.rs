@@ -172,6 +172,7 @@ impl PluginStats {
 
 /// Why a plugin could not be made ready to serve: the module did not load,
 /// or a VM did not start.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PluginError {
     /// The module does not load.
@@ -697,6 +698,13 @@ pub(crate) fn dispatch(cell: &Arc<VmCell>, shared: &mut VmShared) {
                 }
             }
             Effect::ClearRouteCache { .. } => {}
+            // `Effect` is non-exhaustive: a newer vessel-host may ask for
+            // something this pump cannot carry out. Say so; never guess.
+            other => log::error!(
+                target: "vessel::hyper",
+                "wasm plugin `{}`: vessel-hyper cannot carry out {other:?}; ignored",
+                cell.meta.name,
+            ),
         }
     }
     announce_failure(cell, shared);
