@@ -49,9 +49,9 @@ use arbitrary::{Result as ArbResult, Unstructured};
 use vessel_abi::{Status, pairs};
 use vessel_host::hostcalls::{ImportSig, import_table};
 use vessel_host::{
-    ContextId, Effect, Engine, FixedClock, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse,
-    LogRecord, LogSink, Plugin, PluginConfig, PropertyProvider, PropertyScope, QueueToken, Random,
-    Token, TrapKind, Vm, VmError,
+    ContextId, Effect, Engine, EngineConfig, FixedClock, HeaderMap, HostEnv, HttpCallOutcome,
+    HttpCallResponse, LogRecord, LogSink, Plugin, PluginConfig, PropertyProvider, PropertyScope,
+    QueueToken, Random, Token, TrapKind, Vm, VmError,
 };
 use wasmtime::ValType;
 
@@ -370,7 +370,7 @@ pub fn guest_wat() -> String {
 pub fn guest_plugin() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
     PLUGIN.get_or_init(|| {
-        let engine = Engine::default();
+        let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
         let wasm = wat::parse_str(guest_wat()).expect("the generated guest is valid WAT");
         let config = PluginConfig {
             vm_id: "fuzz-vm".into(),

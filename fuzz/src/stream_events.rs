@@ -48,8 +48,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use arbitrary::{Result as ArbResult, Unstructured};
 use vessel_abi::{FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, StreamType};
 use vessel_host::{
-    ContextId, Effect, Engine, FixedClock, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse,
-    LogLevel, LogRecord, LogSink, Plugin, PluginConfig, QueueToken, Token, Vm, VmError,
+    ContextId, Effect, Engine, EngineConfig, FixedClock, HeaderMap, HostEnv, HttpCallOutcome,
+    HttpCallResponse, LogLevel, LogRecord, LogSink, Plugin, PluginConfig, QueueToken, Token, Vm,
+    VmError,
 };
 use wasm_encoder::{CodeSection, ExportKind, ExportSection, FunctionSection, RawSection};
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef};
@@ -372,7 +373,7 @@ pub fn guest_path(name: &str) -> PathBuf {
 pub fn plugins() -> &'static [(usize, Plugin)] {
     static PLUGINS: OnceLock<Vec<(usize, Plugin)>> = OnceLock::new();
     PLUGINS.get_or_init(|| {
-        let engine = Engine::default();
+        let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
         GUESTS
             .iter()
             .enumerate()

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use vessel_host::{
-    ContextId, Effect, Engine, EngineConfig, FilterHeadersStatus, HeaderMap, HostEnv,
+    ContextId, Effect, Engine, EngineConfig, EngineError, FilterHeadersStatus, HeaderMap, HostEnv,
     HostEnvBuilder, LoadError, LogLevel, LogRecord, LogSink, Plugin, PluginConfig, Vm, VmError,
 };
 
@@ -57,7 +57,7 @@ pub enum SpecError {
     Vm(#[from] VmError),
     /// The shared engine could not be built.
     #[error("cannot build the shared engine: {0}")]
-    Engine(LoadError),
+    Engine(#[source] EngineError),
 }
 
 /// The `spec-tests` directory (this crate's manifest directory).

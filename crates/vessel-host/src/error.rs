@@ -1,5 +1,14 @@
-//! Typed errors: loading a module ([`LoadError`]) and running a VM ([`VmError`]).
+//! Typed errors: building an engine ([`EngineError`]), loading a module
+//! ([`LoadError`]) and running a VM ([`VmError`]).
+//!
+//! Every error is `Clone` (a VM hands the same failure to every later
+//! call), so the errors it keeps from wasmtime and the OS are shared:
+//! [`WasmtimeError`] and `Arc<std::io::Error>`. Each message names what
+//! failed (the plugin, the callback, the limit or the knob) and includes its
+//! cause's message; the cause itself is the error's
+//! [`source`](std::error::Error::source).
 
+use std::fmt;
 use std::sync::Arc;
 
 use vessel_abi::DetectError;
@@ -7,13 +16,76 @@ use vessel_abi::DetectError;
 use crate::ids::{ContextId, Token};
 use crate::limits::LimitExceeded;
 
+/// An error from wasmtime, kept whole (shared, so that the errors holding it
+/// stay `Clone`).
+///
+/// `Display` shows wasmtime's full message, every context layer included
+/// (wasmtime's `{:#}`), so this error has no further
+/// [`source`](std::error::Error::source): reach the typed causes through
+/// [`WasmtimeError::get`] (`downcast_ref`, `root_cause`, `chain`).
+#[derive(Clone)]
+pub struct WasmtimeError(Arc<wasmtime::Error>);
+
+impl WasmtimeError {
+    /// The wasmtime error.
+    pub fn get(&self) -> &wasmtime::Error {
+        &self.0
+    }
+}
+
+impl From<wasmtime::Error> for WasmtimeError {
+    fn from(e: wasmtime::Error) -> Self {
+        Self(Arc::new(e))
+    }
+}
+
+impl fmt::Debug for WasmtimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for WasmtimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for WasmtimeError {}
+
+/// Why an [`Engine`](crate::Engine) could not be built.
+#[non_exhaustive]
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime refused the configuration, or does not support this platform.
+    #[error("cannot build the wasm engine: {0}")]
+    Wasmtime(#[source] WasmtimeError),
+    /// The pooling allocator could not be set up: its slots did not fit in
+    /// the process's address space (`ulimit -v`), or wasmtime refused the
+    /// pool's sizes. The same settings build without the pool.
+    #[error(
+        "cannot set up the pooling allocator for {max_vms} VMs (EngineConfig::pooling): {source}; \
+         each VM slot reserves about 4 GiB of address space: lower PoolingConfig::max_vms \
+         or set EngineConfig::pooling to None"
+    )]
+    Pool {
+        /// [`PoolingConfig::max_vms`](crate::PoolingConfig::max_vms).
+        max_vms: u32,
+        /// wasmtime's error.
+        source: WasmtimeError,
+    },
+    /// [`EngineConfig::epoch_period`](crate::EngineConfig::epoch_period) is zero.
+    #[error("EngineConfig::epoch_period must not be zero")]
+    ZeroEpochPeriod,
+    /// The epoch ticker thread could not be spawned.
+    #[error("cannot start the epoch ticker thread: {0}")]
+    EpochTicker(#[source] Arc<std::io::Error>),
+}
+
 /// Why a module could not be loaded as a plugin.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
-    /// wasmtime could not build the engine.
-    #[error("cannot build the wasm engine: {0}")]
-    Engine(String),
     /// The ABI version marker is missing or unknown.
     #[error(transparent)]
     Abi(#[from] DetectError),

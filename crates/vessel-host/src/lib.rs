@@ -10,10 +10,12 @@
 //! embedder carries out and answers with an event.
 //!
 //! ```no_run
-//! use vessel_host::{Engine, HeaderMap, HostEnv, Plugin, PluginConfig, Vm};
+//! use vessel_host::{Engine, EngineConfig, HeaderMap, HostEnv, Plugin, PluginConfig, Vm};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let engine = Engine::default();
+//! // Reserves the pooling allocator's address space: fails (never panics)
+//! // under a tight `ulimit -v`; see `EngineConfig::pooling`.
+//! let engine = Engine::new(EngineConfig::default())?;
 //! let wasm = std::fs::read("filter.wasm")?;
 //! let plugin = Plugin::load(&engine, &wasm, PluginConfig::named("my_filter"))?;
 //! let mut vm = Vm::new(&plugin, &HostEnv::default())?;
@@ -72,7 +74,7 @@ pub use embedder::{
 };
 pub use engine::{Engine, EngineConfig, PoolingConfig};
 pub use env::{HostEnv, HostEnvBuilder};
-pub use error::{LoadError, TrapError, TrapKind, VmError};
+pub use error::{EngineError, LoadError, TrapError, TrapKind, VmError, WasmtimeError};
 pub use headers::HeaderMap;
 pub use ids::{CalloutKind, ContextId, GuestPtr, MetricId, QueueToken, Token, VmInstanceId};
 pub use limits::{LimitExceeded, Limits};

@@ -182,7 +182,10 @@ fn a_disabled_cache_writes_nothing() {
     let before = user_dir.as_deref().map(files);
 
     let wasm = guest("hello");
-    let plugin = load(&Engine::default(), &wasm);
+    let plugin = load(
+        &Engine::new(EngineConfig::default()).expect("the default engine builds"),
+        &wasm,
+    );
     assert_eq!(plugin.cache_outcome(), CacheOutcome::Disabled);
     hello_runs(&plugin);
     let explicit = Engine::new(EngineConfig {

@@ -31,7 +31,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Empty, Full};
 use tower::{Layer, Service, ServiceExt};
-use vessel_host::{Engine, HostEnv, Plugin, PluginConfig};
+use vessel_host::{Engine, EngineConfig, HostEnv, Plugin, PluginConfig};
 use vessel_hyper::{
     Clusters, ConnectionInfo, FailurePolicy, FilterPool, Runtime, VesselBody, VesselLayer,
 };
@@ -109,7 +109,7 @@ fn adapter(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let plugin =
         Plugin::load(&engine, &guest(), PluginConfig::named("bench_headers")).expect("loads");
     let pool = rt.block_on(async {

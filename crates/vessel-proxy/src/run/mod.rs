@@ -159,8 +159,8 @@ pub enum RunError {
         source: vessel_host::VmError,
     },
     /// The wasm engine cannot be built.
-    #[error("cannot build the wasm engine: {0}")]
-    Engine(vessel_host::LoadError),
+    #[error(transparent)]
+    Engine(vessel_host::EngineError),
     /// A cluster endpoint's host name does not resolve.
     #[error("cluster `{cluster}`: cannot resolve {host}: {source}")]
     Resolve {
