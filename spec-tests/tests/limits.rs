@@ -9,7 +9,8 @@ use std::time::Duration;
 use vessel_host::shared::data::SharedDataLimits;
 use vessel_host::{
     Effect, Engine, EngineConfig, FilterHeadersStatus, HostEnv, HttpCallOutcome, HttpCallResponse,
-    LimitExceeded, Limits, LoadError, Plugin, PluginConfig, Status, TrapKind, Vm, VmError,
+    LimitExceeded, Limits, LoadError, Plugin, PluginConfig, Status, TrapKind, UnenforceableLimit,
+    Vm, VmError,
 };
 use vessel_spec_tests::probe::{Callback, OUT, Probe, ProbeResults, c};
 use vessel_spec_tests::{Harness, Source, config, headers, plugin, read_guest, request};
@@ -217,7 +218,17 @@ fn a_callback_timeout_needs_an_engine_with_epochs() {
     let wasm = read_guest("noop").expect("guest_noop");
     let err = Plugin::load(&engine, &wasm, PluginConfig::named("noop")).expect_err("refused");
     assert!(
-        matches!(&err, LoadError::UnsupportedLimit { message, .. } if message.contains("EngineConfig::epoch_interruption")),
+        matches!(
+            &err,
+            LoadError::UnsupportedLimit {
+                limit: UnenforceableLimit::TimeoutWithoutEpochs,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("EngineConfig::epoch_interruption"),
         "{err}"
     );
     let unlimited = PluginConfig {
@@ -307,7 +318,16 @@ fn fuel_needs_an_engine_that_meters_it() {
     };
     let engine = vessel_spec_tests::engine().expect("engine");
     let err = Plugin::load(&engine, &wasm, cfg.clone()).expect_err("refused");
-    assert!(matches!(err, LoadError::UnsupportedLimit { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            LoadError::UnsupportedLimit {
+                limit: UnenforceableLimit::FuelWithoutMetering,
+                ..
+            }
+        ),
+        "{err}"
+    );
     // A plugin re-configured with fuel on that engine fails at Vm::new.
     let p = Plugin::load(&engine, &wasm, PluginConfig::named("noop")).expect("loads");
     let err = Vm::new(&p.with_config(cfg), &HostEnv::default()).expect_err("refused");

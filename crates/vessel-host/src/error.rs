@@ -82,16 +82,73 @@ pub enum EngineError {
     EpochTicker(#[source] Arc<std::io::Error>),
 }
 
-/// Why a module could not be loaded as a plugin.
+/// WebAssembly text that does not assemble (with the `wat` feature).
+/// `Display` shows the assembler's message, with the line and column; the
+/// assembler's error is the [`source`](std::error::Error::source).
+#[derive(Clone)]
+pub struct TextError(pub(crate) Arc<dyn std::error::Error + Send + Sync>);
+
+impl fmt::Debug for TextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for TextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for TextError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// A plugin limit that the engine was not built to enforce.
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnenforceableLimit {
+    /// [`Limits::callback_timeout`](crate::Limits::callback_timeout) or
+    /// [`Limits::startup_timeout`](crate::Limits::startup_timeout) without
+    /// [`EngineConfig::epoch_interruption`](crate::EngineConfig::epoch_interruption).
+    #[error(
+        "Limits::callback_timeout and Limits::startup_timeout need an engine \
+         built with EngineConfig::epoch_interruption; set both to None or enable epochs"
+    )]
+    TimeoutWithoutEpochs,
+    /// [`Limits::fuel_per_callback`](crate::Limits::fuel_per_callback)
+    /// without [`EngineConfig::consume_fuel`](crate::EngineConfig::consume_fuel).
+    #[error("Limits::fuel_per_callback needs an engine built with EngineConfig::consume_fuel")]
+    FuelWithoutMetering,
+}
+
+/// Why a module could not be loaded as a plugin.
+///
+/// Not `PartialEq`: the wasmtime errors it keeps cannot be compared. Match
+/// on the variant instead.
+#[non_exhaustive]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
-    /// The ABI version marker is missing or unknown.
+    /// The ABI version marker is missing or unknown, or the bytes are not a
+    /// WebAssembly module.
     #[error(transparent)]
     Abi(#[from] DetectError),
-    /// The bytes are not a valid module (or do not compile).
+    /// The bytes are WebAssembly text that does not assemble.
+    #[error("not valid WebAssembly text: {0}")]
+    Text(#[source] TextError),
+    /// The bytes are WebAssembly text, and this build of vessel-host has no
+    /// `wat` feature to read it.
+    #[error(
+        "the module is WebAssembly text (WAT), which this build of vessel-host does not read: \
+         load the binary (`wasm-tools parse filter.wat -o filter.wasm`) or enable the `wat` \
+         feature of vessel-host"
+    )]
+    TextNotSupported,
+    /// The bytes are not a valid module, or do not compile.
     #[error("not a valid WebAssembly module: {0}")]
-    Compile(String),
+    Compile(#[source] WasmtimeError),
     /// A required export is missing.
     #[error("the module does not export `{0}`, which a proxy-wasm filter must export")]
     MissingExport(&'static str),
@@ -150,16 +207,17 @@ pub enum LoadError {
     },
     /// Linking failed for another reason.
     #[error("cannot link the module: {0}")]
-    Link(String),
+    Link(#[source] WasmtimeError),
     /// The plugin's [`Limits`](crate::Limits) ask for something the engine
     /// was not built for (a callback timeout without epoch interruption,
     /// fuel without fuel metering).
-    #[error("plugin `{plugin}`: {message}")]
+    #[error("plugin `{plugin}`: {limit}")]
     UnsupportedLimit {
         /// The plugin's name.
         plugin: String,
-        /// What is wrong and which knob fixes it.
-        message: String,
+        /// Which limit, and the knob that fixes it.
+        #[source]
+        limit: UnenforceableLimit,
     },
 }
 

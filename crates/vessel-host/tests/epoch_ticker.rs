@@ -39,7 +39,8 @@ fn one_ticker_per_engine_stopped_when_the_engine_is_dropped() {
     drop(off);
 
     // Plugins and VMs keep their engine (and its ticker) alive.
-    let plugin = Plugin::load(&a, WAT.as_bytes(), PluginConfig::named("t")).expect("loads");
+    let wasm = wat::parse_str(WAT).expect("assembles");
+    let plugin = Plugin::load(&a, &wasm, PluginConfig::named("t")).expect("loads");
     let vm = Vm::new(&plugin, &HostEnv::default()).expect("starts");
     drop(a);
     drop(clone);

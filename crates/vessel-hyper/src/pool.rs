@@ -173,7 +173,7 @@ impl PluginStats {
 /// Why a plugin could not be made ready to serve: the module did not load,
 /// or a VM did not start.
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PluginError {
     /// The module does not load.
     #[error(transparent)]
