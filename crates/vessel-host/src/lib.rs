@@ -57,9 +57,11 @@ pub mod ids;
 pub mod limits;
 mod memory;
 pub mod plugin;
+pub mod policy;
 pub mod properties;
 pub mod shared;
 mod state;
+pub mod stream;
 pub mod vm;
 pub mod wasi;
 
@@ -82,7 +84,12 @@ pub use headers::HeaderMap;
 pub use ids::{CalloutKind, ContextId, GuestPtr, MetricId, QueueToken, Token, VmInstanceId};
 pub use limits::{LimitExceeded, Limits};
 pub use plugin::{Plugin, PluginConfig};
-pub use properties::{PropertyMap, PropertyValue};
+pub use policy::{FailurePolicy, ReloadBackoff, ReloadDecision, ReloadGate};
+pub use properties::{FilterState, PropertyMap, PropertyValue};
+pub use stream::{
+    Action, DEFAULT_BUFFER_LIMIT, Direction, FilterVms, HttpStream, ResetReason, StreamConfig,
+    StreamSignal,
+};
 pub use vessel_abi;
 pub use vessel_abi::{
     AbiVersion, BufferType, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, LogLevel,

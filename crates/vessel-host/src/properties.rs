@@ -88,6 +88,64 @@ type PropertySource = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 pub struct PropertyMap {
     values: HashMap<Vec<u8>, Vec<u8>>,
     source: Option<PropertySource>,
+    filter_state: Option<FilterState>,
+}
+
+/// Per-stream filter state, shared by the filters of one stream (each in
+/// its own VM), as Envoy's `StreamInfo::FilterState`: what a filter sets
+/// with `proxy_set_property` on a stream, later filters of the same stream
+/// read with `proxy_get_property` (ABI reference §10). Cheap to clone (one
+/// `Arc`). The [`HttpStream`](crate::stream::HttpStream) gives every filter
+/// context of a stream the same one.
+#[derive(Clone, Default)]
+pub struct FilterState {
+    inner: Arc<std::sync::Mutex<HashMap<Vec<u8>, Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for FilterState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterState")
+            .field("entries", &self.lock().len())
+            .finish()
+    }
+}
+
+impl FilterState {
+    /// An empty filter state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<u8>>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The value at an encoded path (segments joined by NUL).
+    pub fn get(&self, path: &[u8]) -> Option<Vec<u8>> {
+        self.lock().get(path).cloned()
+    }
+
+    /// Sets the value at an encoded path.
+    pub fn set(&self, path: Vec<u8>, value: Vec<u8>) {
+        self.lock().insert(path, value);
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True if empty.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// True if both handles share one state.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
 }
 
 impl std::fmt::Debug for PropertyMap {
@@ -105,6 +163,11 @@ impl PartialEq for PropertyMap {
             && match (&self.source, &other.source) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+            && match (&self.filter_state, &other.filter_state) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.same(b),
                 _ => false,
             }
     }
@@ -129,12 +192,41 @@ impl PropertyMap {
         self.values.insert(path, value);
     }
 
+    /// Attaches a stream's shared [`FilterState`]: from then on
+    /// [`set_by_guest`](Self::set_by_guest) writes there, and
+    /// [`lookup`](Self::lookup) reads it after the inserted values.
+    pub fn set_filter_state(&mut self, state: FilterState) {
+        self.filter_state = Some(state);
+    }
+
+    /// The attached filter state, if any.
+    pub fn filter_state(&self) -> Option<&FilterState> {
+        self.filter_state.as_ref()
+    }
+
+    /// What `proxy_set_property` stores: into the stream's filter state if
+    /// one is attached (so the stream's other filters see it), else into
+    /// this map.
+    pub fn set_by_guest(&mut self, path: Vec<u8>, value: Vec<u8>) {
+        match &self.filter_state {
+            Some(state) => {
+                // A later local value would shadow the shared one.
+                self.values.remove(&path);
+                state.set(path, value);
+            }
+            None => {
+                self.values.insert(path, value);
+            }
+        }
+    }
+
     /// A map whose values come from `source` when first asked for (values
     /// inserted later take precedence).
     pub fn with_source(source: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
         Self {
             values: HashMap::new(),
             source: Some(Arc::new(source)),
+            filter_state: None,
         }
     }
 
@@ -143,12 +235,16 @@ impl PropertyMap {
         self.values.get(path).map(Vec::as_slice)
     }
 
-    /// Looks up an encoded path: the inserted values, then the source.
+    /// Looks up an encoded path: the inserted values, the filter state,
+    /// then the source.
     pub fn lookup(&self, path: &[u8]) -> Option<Cow<'_, [u8]>> {
-        match self.get(path) {
-            Some(v) => Some(Cow::Borrowed(v)),
-            None => self.source.as_ref().and_then(|s| s(path)).map(Cow::Owned),
+        if let Some(v) = self.get(path) {
+            return Some(Cow::Borrowed(v));
         }
+        if let Some(v) = self.filter_state.as_ref().and_then(|s| s.get(path)) {
+            return Some(Cow::Owned(v));
+        }
+        self.source.as_ref().and_then(|s| s(path)).map(Cow::Owned)
     }
 
     /// Number of inserted entries (the source's are not counted).

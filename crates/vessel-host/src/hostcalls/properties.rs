@@ -55,7 +55,7 @@ fn set_property(
         let target = state.target();
         match state.contexts.get_mut(&target.0) {
             Some(Context::Http(h)) => {
-                h.properties.insert_raw(path, val);
+                h.properties.set_by_guest(path, val);
                 Ok(())
             }
             _ => Err(Status::NotFound),

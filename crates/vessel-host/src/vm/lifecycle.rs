@@ -1,0 +1,281 @@
+//! A [`Vm`]'s life: instantiation and start-up, traps and failure, and
+//! the root context's shutdown.
+
+use std::sync::Arc;
+
+use wasmtime::{Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
+
+use super::callbacks::Funcs;
+use super::{Vm, export, len_i32};
+use crate::env::HostEnv;
+use crate::error::{TrapError, TrapKind, VmError};
+use crate::hostcalls::capabilities;
+use crate::ids::ContextId;
+use crate::limits::{LimitExceeded, VmLimiter};
+use crate::plugin::{Plugin, check_limits};
+use crate::state::{Context, HostState, Phase, RootContext};
+use crate::wasi::ProcExit;
+
+/// True for the module's start-up functions (run with [`Phase::Start`]).
+fn is_startup(callback: &str) -> bool {
+    matches!(callback, "_initialize" | "_start" | "main" | "__main_void")
+}
+
+/// An epoch deadline that never comes (far from overflowing wasmtime's
+/// `current + ticks`).
+const NO_DEADLINE: u64 = u64::MAX / 2;
+
+impl Vm {
+    /// Instantiates `plugin`, runs start-up and configures the root context.
+    pub fn new(plugin: &Plugin, env: &HostEnv) -> Result<Self, VmError> {
+        let name = plugin.config().name.clone();
+        let instantiate_error = |message: String| VmError::Instantiate {
+            plugin: name.clone(),
+            message,
+        };
+        check_limits(&plugin.engine, plugin.config()).map_err(instantiate_error)?;
+        let pre = plugin
+            .pre
+            .as_ref()
+            .map_err(|e| instantiate_error(e.to_string()))?;
+        let limits = &plugin.config().limits;
+        let engine = plugin.engine.config();
+        let memory_bytes = limits.memory_bytes.min(engine.max_memory_bytes);
+        let ticks = |timeout: Option<std::time::Duration>| {
+            engine
+                .epoch_interruption
+                .then(|| timeout.map_or(NO_DEADLINE, |t| plugin.engine.epoch_ticks(t)))
+        };
+        let deadline_ticks = ticks(limits.callback_timeout);
+        let startup_ticks = ticks(limits.startup_timeout);
+        let fuel = engine
+            .consume_fuel
+            .then(|| limits.fuel_per_callback.unwrap_or(u64::MAX));
+        let state = HostState::new(
+            plugin.shared.clone(),
+            env.clone(),
+            env.next_instance_id(),
+            VmLimiter::new(memory_bytes),
+        );
+        let mut store = Store::new(&plugin.engine.inner, state);
+        store.limiter(|s| &mut s.limiter);
+        // A wasm start function runs during instantiation.
+        if let Some(ticks) = startup_ticks {
+            store.set_epoch_deadline(ticks);
+        }
+        if let Some(fuel) = fuel {
+            store
+                .set_fuel(fuel)
+                .map_err(|e| instantiate_error(format!("{e:#}")))?;
+        }
+        let instance = pre.instantiate(&mut store).map_err(|e| {
+            let mut message = format!("{e:#}");
+            if let Some((limit_bytes, requested_bytes)) = store.data().limiter.memory_refused {
+                message = format!(
+                    "{}: {message}",
+                    LimitExceeded::Memory {
+                        limit_bytes,
+                        requested_bytes
+                    }
+                );
+            }
+            instantiate_error(message)
+        })?;
+        let memory = instance.get_memory(&mut store, "memory");
+        let allocator = export::<i32, i32>(&instance, &mut store, "malloc")
+            .or_else(|| export::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate"));
+        store.data_mut().memory = memory;
+        store.data_mut().allocator = allocator;
+        let funcs = Funcs::resolve(
+            &instance,
+            &mut store,
+            plugin.abi_version().is_v0_1(),
+            capabilities::restriction(plugin.config().allowed_capabilities.as_ref()),
+        );
+        let mut vm = Self {
+            store,
+            plugin: plugin.clone(),
+            funcs,
+            root: ContextId(0),
+            failed: None,
+            deadline_ticks,
+            startup_ticks,
+            fuel,
+        };
+        vm.run_start(&instance)?;
+        vm.start_root()?;
+        Ok(vm)
+    }
+
+    fn run_start(&mut self, instance: &Instance) -> Result<(), VmError> {
+        let store = &mut self.store;
+        if let Some(init) = export::<(), ()>(instance, store, "_initialize") {
+            self.call_start("_initialize", init, ())?;
+            let store = &mut self.store;
+            if let Some(main) = export::<(i32, i32), i32>(instance, store, "main") {
+                self.call_start("main", main, (0, 0))?;
+            } else if let Some(main) = export::<(), i32>(instance, store, "__main_void") {
+                self.call_start("__main_void", main, ())?;
+            }
+        } else if let Some(start) = export::<(), ()>(instance, store, "_start") {
+            self.call_start("_start", start, ())?;
+        }
+        Ok(())
+    }
+
+    fn call_start<P: WasmParams, R: WasmResults>(
+        &mut self,
+        name: &'static str,
+        f: TypedFunc<P, R>,
+        args: P,
+    ) -> Result<(), VmError> {
+        match self.call(name, f, ContextId(0), Phase::Start, args) {
+            Ok(_) => Ok(()),
+            Err(VmError::Trap(t)) if t.kind == TrapKind::ProcExit(0) => {
+                // A command module's normal exit during start-up.
+                self.failed = None;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn start_root(&mut self) -> Result<(), VmError> {
+        let root = self.store.data_mut().alloc_context_id();
+        self.root = root;
+        self.store
+            .data_mut()
+            .contexts
+            .insert(root.0, Context::Root(RootContext::default()));
+        if let Some(f) = self.funcs.context_create.clone() {
+            self.call(
+                "proxy_on_context_create",
+                f,
+                root,
+                Phase::Callback,
+                (root.0 as i32, 0),
+            )?;
+        }
+        let config = self.plugin.config();
+        let (vm_len, cfg_len) = (
+            len_i32(config.vm_configuration.len()),
+            len_i32(config.configuration.len()),
+        );
+        if let Some(f) = self.funcs.vm_start.clone() {
+            let ok = self.call(
+                "proxy_on_vm_start",
+                f,
+                root,
+                Phase::VmStart,
+                (root.0 as i32, vm_len),
+            )?;
+            if ok == 0 {
+                return Err(VmError::VmStartRefused {
+                    plugin: self.plugin.config().name.clone(),
+                });
+            }
+        }
+        if let Some(f) = self.funcs.configure.clone() {
+            let ok = self.call(
+                "proxy_on_configure",
+                f,
+                root,
+                Phase::Configure,
+                (root.0 as i32, cfg_len),
+            )?;
+            if ok == 0 {
+                return Err(VmError::ConfigureRefused {
+                    plugin: self.plugin.config().name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The limit behind a trap, if a limit caused it.
+    fn limit_of(&self, callback: &str, trap: Option<&Trap>) -> Option<LimitExceeded> {
+        let limits = &self.plugin.config().limits;
+        match trap {
+            Some(Trap::Interrupt) if is_startup(callback) => limits
+                .startup_timeout
+                .map(|timeout| LimitExceeded::StartupTimeout { timeout }),
+            Some(Trap::Interrupt) => limits
+                .callback_timeout
+                .map(|timeout| LimitExceeded::CallbackTimeout { timeout }),
+            Some(Trap::OutOfFuel) => limits
+                .fuel_per_callback
+                .map(|fuel| LimitExceeded::Fuel { fuel }),
+            Some(Trap::StackOverflow) => Some(LimitExceeded::WasmStack {
+                max_bytes: self.plugin.engine.config().max_wasm_stack,
+            }),
+            // A trap after a refused `memory.grow`: out of memory.
+            _ => self
+                .store
+                .data()
+                .limiter
+                .memory_refused
+                .map(|(limit_bytes, requested_bytes)| LimitExceeded::Memory {
+                    limit_bytes,
+                    requested_bytes,
+                }),
+        }
+    }
+
+    pub(super) fn fail(&mut self, callback: &'static str, e: &wasmtime::Error) -> VmError {
+        let trap = e.downcast_ref::<Trap>();
+        let kind = if let Some(exit) = e.downcast_ref::<ProcExit>() {
+            TrapKind::ProcExit(exit.0)
+        } else if let Some(limit) = self.limit_of(callback, trap) {
+            TrapKind::Limit(limit)
+        } else if let Some(trap) = trap {
+            TrapKind::Wasm(trap.to_string())
+        } else {
+            TrapKind::Host(e.root_cause().to_string())
+        };
+        let mut message = match &kind {
+            TrapKind::Wasm(m) | TrapKind::Host(m) => m.clone(),
+            TrapKind::ProcExit(code) => format!("the guest called proc_exit({code})"),
+            TrapKind::Limit(limit) => match trap {
+                // Out of memory: also say how the guest reacted.
+                Some(t) if matches!(limit, LimitExceeded::Memory { .. }) => {
+                    format!("{limit}; then: {t}")
+                }
+                _ => limit.to_string(),
+            },
+        };
+        if let Some(bt) = e.downcast_ref::<WasmBacktrace>() {
+            message.push('\n');
+            message.push_str(&bt.to_string());
+        }
+        let err = VmError::Trap(Arc::new(TrapError {
+            plugin: self.plugin.config().name.clone(),
+            callback,
+            message,
+            kind,
+        }));
+        log::warn!(target: "vessel::vm", "{err}");
+        self.failed = Some(err.clone());
+        err
+    }
+
+    /// Shuts the root context down: `proxy_on_done(root)`; if it returns
+    /// true, `proxy_on_delete(root)`. Returns false if the guest deferred its
+    /// deletion (it will call `proxy_done`).
+    pub fn shutdown(&mut self) -> Result<bool, VmError> {
+        self.alive()?;
+        let root = self.root;
+        let done = match self.funcs.done.clone() {
+            Some(f) => self.call("proxy_on_done", f, root, Phase::Callback, root.0 as i32)? != 0,
+            None => true,
+        };
+        if done {
+            if let Some(f) = self.funcs.delete.clone() {
+                self.call("proxy_on_delete", f, root, Phase::Callback, root.0 as i32)?;
+            }
+            self.store.data_mut().contexts.remove(&root.0);
+        } else if let Some(r) = self.store.data_mut().root_mut(root) {
+            r.pending_done = true;
+        }
+        Ok(done)
+    }
+}
