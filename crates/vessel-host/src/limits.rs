@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 
+use crate::state::HostState;
+
 /// Per-VM resource limits of a plugin. Every field has a named default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -170,13 +172,13 @@ impl fmt::Display for LimitExceeded {
     }
 }
 
-/// The store's resource limiter: one instance, one memory, a memory cap that
-/// records when it refuses a grow (so a following trap can name the limit).
+/// The store's resource limits: one instance, one memory, a memory cap.
+/// [`HostState`] is the store's `ResourceLimiter`: it asks this and records
+/// a refused grow in the callback's [`Frame`](crate::state::Frame), so that
+/// a following trap can name the limit.
 #[derive(Debug)]
 pub(crate) struct VmLimiter {
     pub(crate) memory_bytes: usize,
-    /// The last refused grow: `(limit, requested)`.
-    pub(crate) memory_refused: Option<(usize, usize)>,
 }
 
 /// Largest number of table elements a VM may have (cpp-host: 10,000; Go
@@ -185,25 +187,42 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl VmLimiter {
     pub(crate) fn new(memory_bytes: usize) -> Self {
-        Self {
-            memory_bytes,
-            memory_refused: None,
+        Self { memory_bytes }
+    }
+
+    /// Whether a memory may grow to `desired` bytes; `Err((limit,
+    /// desired))` past the cap.
+    pub(crate) fn memory_growing(
+        &self,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> Result<bool, (usize, usize)> {
+        if desired > self.memory_bytes {
+            return Err((self.memory_bytes, desired));
         }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    /// Whether a table may grow to `desired` elements.
+    pub(crate) fn table_growing(&self, desired: usize, maximum: Option<usize>) -> bool {
+        desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max)
     }
 }
 
-impl ResourceLimiter for VmLimiter {
+impl ResourceLimiter for HostState {
     fn memory_growing(
         &mut self,
         _current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            self.memory_refused = Some((self.memory_bytes, desired));
-            return Ok(false);
-        }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        Ok(match self.limiter.memory_growing(desired, maximum) {
+            Ok(allowed) => allowed,
+            Err(refused) => {
+                self.frame.memory_refused = Some(refused);
+                false
+            }
+        })
     }
 
     fn table_growing(
@@ -212,7 +231,7 @@ impl ResourceLimiter for VmLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
+        Ok(self.limiter.table_growing(desired, maximum))
     }
 
     fn instances(&self) -> usize {
@@ -233,23 +252,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limiter_refuses_and_records_growth_past_the_cap() {
-        let mut l = VmLimiter::new(2 << 16);
-        assert!(l.memory_growing(0, 2 << 16, None).expect("no error"));
-        assert_eq!(l.memory_refused, None);
-        assert!(!l.memory_growing(2 << 16, 3 << 16, None).expect("no error"));
-        assert_eq!(l.memory_refused, Some((2 << 16, 3 << 16)));
+    fn limiter_refuses_growth_past_the_cap() {
+        let l = VmLimiter::new(2 << 16);
+        assert_eq!(l.memory_growing(2 << 16, None), Ok(true));
+        assert_eq!(l.memory_growing(3 << 16, None), Err((2 << 16, 3 << 16)));
         // The module's own maximum still applies below the cap.
-        let mut l = VmLimiter::new(1 << 30);
-        assert!(
-            !l.memory_growing(0, 3 << 16, Some(2 << 16))
-                .expect("no error")
-        );
-        assert_eq!(l.memory_refused, None);
-        assert!(
-            !l.table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
-                .expect("ok")
-        );
+        let l = VmLimiter::new(1 << 30);
+        assert_eq!(l.memory_growing(3 << 16, Some(2 << 16)), Ok(false));
+        assert!(!l.table_growing(MAX_TABLE_ELEMENTS + 1, None));
+        assert!(l.table_growing(10, None));
     }
 
     #[test]

@@ -97,19 +97,27 @@ pub(crate) fn with_mem<R>(
 /// returned range. The allocator runs with the VM context (id 0) current.
 pub(crate) fn alloc(caller: &mut Caller<'_, HostState>, len: usize) -> HostResult<u32> {
     let size = i32::try_from(len).map_err(|_| Status::InvalidMemoryAccess)?;
-    let func = caller
-        .data()
-        .allocator
-        .clone()
-        .ok_or(Status::InternalFailure)?;
     let state = caller.data_mut();
-    let saved = (state.current, state.effective, state.in_allocator);
-    state.current = ContextId(0);
-    state.effective = None;
+    // Taken out for the call (not cloned: a clone costs atomic reference
+    // counts), put back after. Hostcalls that allocate trap inside the
+    // allocator, so no nested `alloc` finds the slot empty.
+    let func = state.allocator.take().ok_or(Status::InternalFailure)?;
+    let saved = (
+        state.frame.current,
+        state.frame.effective,
+        state.in_allocator,
+    );
+    state.frame.current = ContextId(0);
+    state.frame.effective = None;
     state.in_allocator = true;
     let result = func.call(caller.as_context_mut(), size);
     let state = caller.data_mut();
-    (state.current, state.effective, state.in_allocator) = saved;
+    state.allocator = Some(func);
+    (
+        state.frame.current,
+        state.frame.effective,
+        state.in_allocator,
+    ) = saved;
     let ptr = result?;
     if ptr == 0 {
         return Err(Status::InvalidMemoryAccess.into());

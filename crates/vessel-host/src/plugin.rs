@@ -3,9 +3,10 @@
 //!
 //! Loading detects the ABI version from the export section, compiles the
 //! module, checks the required exports (`memory`, an allocator) and the
-//! signature of every known callback, and checks every import against what
-//! vessel provides, so that a bad module fails here with an error that names
-//! the import, its module and its signature.
+//! signature of every known callback (the one table of callbacks, in
+//! `vm/callbacks.rs`), and checks every import against what vessel provides,
+//! so that a bad module fails here with an error that names the import, its
+//! module and its signature.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -23,6 +24,7 @@ use crate::hostcalls::{self, ImportTable, capabilities};
 use crate::limits::Limits;
 use crate::properties::PropertyMap;
 use crate::state::HostState;
+use crate::vm::callbacks;
 
 /// A plugin's configuration: Envoy's `PluginConfig` and `VmConfig` fields
 /// that matter to the host (ABI reference §9).
@@ -142,39 +144,6 @@ fn same_types(a: impl Iterator<Item = ValType>, b: &[ValType]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| ValType::eq(x, y))
 }
 
-/// The callbacks a module may export, with the signature the ABI gives them.
-/// `None` params means "depends on the ABI version".
-pub(crate) fn expected_export(name: &str, abi: AbiVersion) -> Option<(Vec<ValType>, Vec<ValType>)> {
-    use ValType::I32;
-    let (p, r): (usize, usize) = match name {
-        "proxy_on_memory_allocate" | "malloc" => (1, 1),
-        "_initialize" | "_start" => (0, 0),
-        "proxy_on_context_create" | "proxy_on_queue_ready" => (2, 0),
-        "proxy_on_vm_start" | "proxy_validate_configuration" | "proxy_on_configure" => (2, 1),
-        "proxy_on_tick" | "proxy_on_log" | "proxy_on_delete" => (1, 0),
-        "proxy_on_done" | "proxy_on_new_connection" => (1, 1),
-        "proxy_on_foreign_function" => (3, 0),
-        "proxy_on_downstream_data" | "proxy_on_upstream_data" => (3, 1),
-        "proxy_on_downstream_connection_close" | "proxy_on_upstream_connection_close" => (2, 0),
-        "proxy_on_request_headers" | "proxy_on_response_headers" => {
-            (if abi.is_v0_1() { 2 } else { 3 }, 1)
-        }
-        "proxy_on_request_body" | "proxy_on_response_body" => (3, 1),
-        "proxy_on_request_trailers"
-        | "proxy_on_response_trailers"
-        | "proxy_on_request_metadata"
-        | "proxy_on_response_metadata" => (2, 1),
-        "proxy_on_http_call_response" => (5, 0),
-        "proxy_on_grpc_receive_initial_metadata"
-        | "proxy_on_grpc_receive"
-        | "proxy_on_grpc_receive_trailing_metadata"
-        | "proxy_on_grpc_close" => (3, 0),
-        "proxy_on_redis_call_response" => (4, 0),
-        _ => return None,
-    };
-    Some((vec![I32; p], vec![I32; r]))
-}
-
 impl Plugin {
     /// Loads `wasm` as a plugin: a binary module, or WebAssembly text if
     /// vessel-host is built with its `wat` feature (off by default; text
@@ -207,7 +176,8 @@ impl Plugin {
             match export.ty() {
                 ExternType::Memory(_) if export.name() == "memory" => has_memory = true,
                 ExternType::Func(ty) => {
-                    if let Some((p, r)) = expected_export(export.name(), abi) {
+                    if let Some(spec) = callbacks::expected_export(export.name(), abi) {
+                        let (p, r) = (spec.param_types(), spec.result_types());
                         if !same_types(ty.params(), &p) || !same_types(ty.results(), &r) {
                             return Err(LoadError::ExportSignature {
                                 name: export.name().to_owned(),

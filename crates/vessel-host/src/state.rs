@@ -1,5 +1,13 @@
-//! The per-VM host state that lives in the wasmtime `Store`: contexts, their
-//! maps and buffers, the effect queue, callout and metric tables.
+//! The per-VM host state that lives in the wasmtime `Store` ([`HostState`]),
+//! in named parts:
+//!
+//! * [`Frame`]: what the running callback sees and leaves (current and
+//!   effective context, phase, its stop request, its log budget, a refused
+//!   memory grow), reset in one assignment before every guest call;
+//! * the contexts: [`RootContext`]s and [`HttpContext`]s, each stream with a
+//!   `request` and a `response` [`Direction`] (headers, trailers, body);
+//! * [`Callouts`]: callouts in flight, token counters, the answer being
+//!   delivered; [`Metrics`]; [`LogStats`]; the effect queue.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -66,65 +74,198 @@ pub(crate) struct RootContext {
     pub(crate) pending_done: bool,
 }
 
-/// An HTTP stream context.
+/// One header map of a stream (headers or trailers of one direction) and
+/// whether the guest may see it.
 ///
-/// The host keeps the stream's header maps for the stream's whole life (so
+/// The host keeps a stream's maps for the stream's whole life (so
 /// `request.*` properties and `on_log` can read them), but a map is
 /// *sealed* once the stream continued past it: from then on map hostcalls
 /// get BAD_ARGUMENT, as in Envoy, which drops its pointer on Continue (ABI
 /// reference §11.4). During `on_log` sealed maps are readable again, like
-/// Envoy's access-log copies. Bodies are `Some` while the host holds them
-/// (during the body callback and while the stream is paused).
+/// Envoy's access-log copies.
+#[derive(Debug, Default)]
+pub(crate) struct MapSlot {
+    map: HeaderMap,
+    /// The host holds the map (the stream had it and it was not taken).
+    present: bool,
+    /// The stream continued past it.
+    sealed: bool,
+}
+
+impl MapSlot {
+    /// Puts a map the guest is about to see (present, not sealed).
+    pub(crate) fn open(&mut self, map: HeaderMap) {
+        *self = Self {
+            map,
+            present: true,
+            sealed: false,
+        };
+    }
+
+    /// Puts a map without changing whether it is sealed.
+    pub(crate) fn provide(&mut self, map: HeaderMap) {
+        self.map = map;
+        self.present = true;
+    }
+
+    /// Seals the map.
+    pub(crate) fn seal(&mut self) {
+        self.sealed = true;
+    }
+
+    /// The map, sealed or not, if the host holds it.
+    pub(crate) fn get(&self) -> Option<&HeaderMap> {
+        self.present.then_some(&self.map)
+    }
+
+    /// Moves the map out; the host no longer holds it.
+    pub(crate) fn take(&mut self) -> Option<HeaderMap> {
+        if !self.present {
+            return None;
+        }
+        self.present = false;
+        Some(std::mem::take(&mut self.map))
+    }
+
+    /// The map as the guest may read it (sealed maps only during `on_log`).
+    pub(crate) fn readable(&self, log_phase: bool) -> Option<&HeaderMap> {
+        (self.present && (!self.sealed || log_phase)).then_some(&self.map)
+    }
+
+    /// The map as the guest may change it (not sealed).
+    pub(crate) fn writable(&mut self) -> Option<&mut HeaderMap> {
+        (self.present && !self.sealed).then_some(&mut self.map)
+    }
+}
+
+/// One direction of an HTTP stream (request or response): its headers,
+/// body and trailers as the host holds them.
+#[derive(Debug, Default)]
+pub(crate) struct Direction {
+    pub(crate) headers: MapSlot,
+    pub(crate) trailers: MapSlot,
+    /// The buffered body: `Some` while the host holds it (during the body
+    /// callback and while the stream is paused).
+    pub(crate) body: Option<Vec<u8>>,
+    /// Trailers may be created in this body callback (end_of_stream, none yet).
+    pub(crate) may_add_trailers: bool,
+}
+
+impl Direction {
+    /// Seals headers and trailers, as when the stream continues past them.
+    pub(crate) fn seal(&mut self) {
+        self.headers.seal();
+        self.trailers.seal();
+    }
+}
+
+/// An HTTP stream context.
 #[derive(Debug, Default)]
 pub(crate) struct HttpContext {
     pub(crate) root: ContextId,
-    /// Request headers, request trailers, response headers, response trailers.
-    pub(crate) maps: [HeaderMap; 4],
-    pub(crate) present: [bool; 4],
-    pub(crate) sealed: [bool; 4],
-    /// Request body, response body.
-    pub(crate) bodies: [Option<Vec<u8>>; 2],
-    /// Trailers may be created in this body callback (end_of_stream, none yet).
-    pub(crate) may_add_trailers: [bool; 2],
+    pub(crate) request: Direction,
+    pub(crate) response: Direction,
     pub(crate) local_response_sent: bool,
     pub(crate) properties: PropertyMap,
 }
 
-/// Index of a stream map (0–3) in [`HttpContext::maps`].
-pub(crate) fn map_index(ty: MapType) -> Option<usize> {
-    let i = ty.as_u32() as usize;
-    (i < 4).then_some(i)
-}
-
-/// Index of a body buffer in [`HttpContext::bodies`].
-pub(crate) fn body_index(ty: BufferType) -> Option<usize> {
-    match ty {
-        BufferType::HttpRequestBody => Some(0),
-        BufferType::HttpResponseBody => Some(1),
-        _ => None,
-    }
+/// Which part of a stream a stream map type (0–3) names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MapPart {
+    Headers,
+    Trailers,
 }
 
 impl HttpContext {
+    /// The direction of a stream map type and which of its maps it is;
+    /// `None` for maps that are not a stream's (4–7).
+    pub(crate) fn map_part(ty: MapType) -> Option<(bool, MapPart)> {
+        match ty {
+            MapType::HttpRequestHeaders => Some((true, MapPart::Headers)),
+            MapType::HttpRequestTrailers => Some((true, MapPart::Trailers)),
+            MapType::HttpResponseHeaders => Some((false, MapPart::Headers)),
+            MapType::HttpResponseTrailers => Some((false, MapPart::Trailers)),
+            _ => None,
+        }
+    }
+
+    /// The direction a stream map type or body buffer type belongs to.
+    pub(crate) fn direction_mut(&mut self, request: bool) -> &mut Direction {
+        if request {
+            &mut self.request
+        } else {
+            &mut self.response
+        }
+    }
+
+    /// The slot of a stream map (0–3).
+    pub(crate) fn slot(&self, ty: MapType) -> Option<&MapSlot> {
+        let (request, part) = Self::map_part(ty)?;
+        let d = if request {
+            &self.request
+        } else {
+            &self.response
+        };
+        Some(match part {
+            MapPart::Headers => &d.headers,
+            MapPart::Trailers => &d.trailers,
+        })
+    }
+
+    /// The slot of a stream map (0–3), mutably.
+    pub(crate) fn slot_mut(&mut self, ty: MapType) -> Option<&mut MapSlot> {
+        let (request, part) = Self::map_part(ty)?;
+        let d = self.direction_mut(request);
+        Some(match part {
+            MapPart::Headers => &mut d.headers,
+            MapPart::Trailers => &mut d.trailers,
+        })
+    }
+
     pub(crate) fn map(&self, ty: MapType, log_phase: bool) -> Option<&HeaderMap> {
-        let i = map_index(ty)?;
-        (self.present[i] && (!self.sealed[i] || log_phase)).then(|| &self.maps[i])
+        self.slot(ty)?.readable(log_phase)
     }
 
     pub(crate) fn map_mut(&mut self, ty: MapType) -> Option<&mut HeaderMap> {
-        let i = map_index(ty)?;
-        if !self.present[i] && (i == 1 || i == 3) && self.may_add_trailers[i / 2] {
-            self.present[i] = true;
+        let (request, part) = Self::map_part(ty)?;
+        let d = self.direction_mut(request);
+        let slot = match part {
+            MapPart::Headers => &mut d.headers,
+            MapPart::Trailers => {
+                // A body callback at the end of the stream may add trailers.
+                if !d.trailers.present && d.may_add_trailers {
+                    d.trailers.present = true;
+                }
+                &mut d.trailers
+            }
+        };
+        slot.writable()
+    }
+
+    /// The direction of a body buffer type (`None` for other buffers).
+    pub(crate) fn body_direction(ty: BufferType) -> Option<bool> {
+        match ty {
+            BufferType::HttpRequestBody => Some(true),
+            BufferType::HttpResponseBody => Some(false),
+            _ => None,
         }
-        (self.present[i] && !self.sealed[i]).then(|| &mut self.maps[i])
+    }
+
+    /// The body buffer slot of a direction (`None` for other buffer types).
+    pub(crate) fn body_slot(&mut self, ty: BufferType) -> Option<&mut Option<Vec<u8>>> {
+        let request = Self::body_direction(ty)?;
+        Some(&mut self.direction_mut(request).body)
     }
 
     pub(crate) fn body(&self, ty: BufferType) -> Option<&Vec<u8>> {
-        self.bodies[body_index(ty)?].as_ref()
+        match Self::body_direction(ty)? {
+            true => self.request.body.as_ref(),
+            false => self.response.body.as_ref(),
+        }
     }
 
     pub(crate) fn body_mut(&mut self, ty: BufferType) -> Option<&mut Vec<u8>> {
-        self.bodies[body_index(ty)?].as_mut()
+        self.body_slot(ty)?.as_mut()
     }
 }
 
@@ -164,6 +305,108 @@ pub(crate) struct Callout {
     pub(crate) remote_closed: bool,
 }
 
+/// What one guest callback sees and leaves behind. [`Vm`](crate::Vm)
+/// resets it in one assignment ([`Frame::new`]) before every guest call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Frame {
+    /// Which entry point is running.
+    pub(crate) phase: Phase,
+    /// The context whose callback is running.
+    pub(crate) current: ContextId,
+    /// Set by `proxy_set_effective_context`.
+    pub(crate) effective: Option<ContextId>,
+    /// Set by `proxy_send_local_response`; makes the result of the stream
+    /// callback that is running a stop. VM-wide and cleared before every
+    /// guest call, as Envoy's `WasmBase::stopNextIteration` (ABI reference
+    /// §11.1, §11.3): a reply sent from a callout response does not leak
+    /// into the stream's next callback.
+    pub(crate) stop_next_iteration: bool,
+    /// Bytes logged during this callback (bounded per callback).
+    pub(crate) log_bytes: usize,
+    /// A log line was dropped during this callback.
+    pub(crate) log_dropped: bool,
+    /// The last `memory.grow` the limiter refused in this callback (or
+    /// during instantiation): `(limit, requested)`, so that a following
+    /// trap can name the limit.
+    pub(crate) memory_refused: Option<(usize, usize)>,
+}
+
+impl Frame {
+    /// No guest call is running.
+    pub(crate) const IDLE: Self = Self::new(ContextId(0), Phase::Idle);
+
+    /// The frame of a callback of `ctx` in `phase`.
+    pub(crate) const fn new(current: ContextId, phase: Phase) -> Self {
+        Self {
+            phase,
+            current,
+            effective: None,
+            stop_next_iteration: false,
+            log_bytes: 0,
+            log_dropped: false,
+            memory_refused: None,
+        }
+    }
+}
+
+/// Callouts of one VM: those in flight, their token counters and the answer
+/// being delivered.
+#[derive(Debug)]
+pub(crate) struct Callouts {
+    pub(crate) in_flight: IdMap<Callout>,
+    pub(crate) next_http_token: u32,
+    pub(crate) next_grpc_call_token: u32,
+    pub(crate) next_grpc_stream_token: u32,
+    /// The answer being delivered (maps 4–7, buffers 4–5).
+    pub(crate) response: CalloutData,
+    /// Higress 0.2.100 Redis calls.
+    pub(crate) redis: crate::hostcalls::redis::RedisState,
+}
+
+impl Default for Callouts {
+    fn default() -> Self {
+        Self {
+            in_flight: IdMap::default(),
+            // Envoy's counters: `CalloutType` (0, 1, 2), += 4.
+            next_http_token: 0,
+            next_grpc_call_token: 1,
+            next_grpc_stream_token: 2,
+            response: CalloutData::default(),
+            redis: Default::default(),
+        }
+    }
+}
+
+/// The guest log counters of one VM (the per-callback budget is in [`Frame`]).
+#[derive(Debug, Default)]
+pub(crate) struct LogStats {
+    /// Log lines dropped over the per-callback budget, since the VM started.
+    pub(crate) dropped_lines: u64,
+    /// Their bytes.
+    pub(crate) dropped_bytes: u64,
+}
+
+/// The metrics one VM defined (`proxy_define_metric`).
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    /// By the id the guest got.
+    pub(crate) by_id: IdMap<Arc<Metric>>,
+    /// The id of each `(type, name)` already defined.
+    pub(crate) ids: HashMap<(u32, Vec<u8>), u32>,
+    /// The last id given, per metric type (ids of a type step by 4).
+    pub(crate) next_id: [u32; 3],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            by_id: IdMap::default(),
+            ids: HashMap::new(),
+            next_id: [0, 1, 2],
+        }
+    }
+}
+
 /// The store data of one VM.
 pub(crate) struct HostState {
     pub(crate) plugin: Arc<PluginShared>,
@@ -172,43 +415,20 @@ pub(crate) struct HostState {
     pub(crate) limiter: VmLimiter,
     pub(crate) memory: Option<Memory>,
     pub(crate) allocator: Option<TypedFunc<i32, i32>>,
-    pub(crate) phase: Phase,
-    /// The context whose callback is running.
-    pub(crate) current: ContextId,
-    /// Set by `proxy_set_effective_context`; reset at every guest call.
-    pub(crate) effective: Option<ContextId>,
+    /// The callback that is running (or ran last).
+    pub(crate) frame: Frame,
     /// True while the host runs the guest allocator.
     pub(crate) in_allocator: bool,
-    /// Set by `proxy_send_local_response`; makes the result of the stream
-    /// callback that is running a stop. VM-wide and cleared before every
-    /// guest call, as Envoy's `WasmBase::stopNextIteration` (ABI reference
-    /// §11.1, §11.3): a reply sent from a callout response does not leak
-    /// into the stream's next callback.
-    pub(crate) stop_next_iteration: bool,
     pub(crate) contexts: IdMap<Context>,
     pub(crate) next_context_id: u32,
     pub(crate) effects: Vec<Effect>,
-    pub(crate) callout_data: CalloutData,
+    pub(crate) callouts: Callouts,
+    /// The argument buffer of `proxy_on_foreign_function` being delivered.
     pub(crate) foreign_args: Vec<u8>,
-    pub(crate) callouts: IdMap<Callout>,
-    pub(crate) next_http_token: u32,
-    pub(crate) next_grpc_call_token: u32,
-    pub(crate) next_grpc_stream_token: u32,
-    pub(crate) metrics: IdMap<Arc<Metric>>,
-    pub(crate) metric_ids: HashMap<(u32, Vec<u8>), u32>,
-    pub(crate) next_metric_id: [u32; 3],
+    pub(crate) metrics: Metrics,
     /// Root contexts that called `proxy_done`: `on_delete` runs after the call.
     pub(crate) done_requested: Vec<ContextId>,
-    /// Bytes logged during the current callback (bounded per callback).
-    pub(crate) log_bytes: usize,
-    /// Higress 0.2.100 Redis calls.
-    pub(crate) redis: crate::hostcalls::redis::RedisState,
-    /// A log line was dropped during the current callback.
-    pub(crate) log_dropped_in_callback: bool,
-    /// Log lines dropped over the per-callback budget, since the VM started.
-    pub(crate) dropped_log_lines: u64,
-    /// Their bytes.
-    pub(crate) dropped_log_bytes: u64,
+    pub(crate) log: LogStats,
     /// Calls of hostcalls the plugin's capabilities do not allow.
     pub(crate) denied_calls: u64,
 }
@@ -227,29 +447,16 @@ impl HostState {
             limiter,
             memory: None,
             allocator: None,
-            phase: Phase::Idle,
-            current: ContextId(0),
-            effective: None,
+            frame: Frame::IDLE,
             in_allocator: false,
-            stop_next_iteration: false,
             contexts: IdMap::default(),
             next_context_id: 0,
             effects: Vec::new(),
-            callout_data: CalloutData::default(),
+            callouts: Callouts::default(),
             foreign_args: Vec::new(),
-            callouts: IdMap::default(),
-            next_http_token: 0,
-            next_grpc_call_token: 1,
-            next_grpc_stream_token: 2,
-            metrics: IdMap::default(),
-            metric_ids: HashMap::new(),
-            next_metric_id: [0, 1, 2],
+            metrics: Metrics::default(),
             done_requested: Vec::new(),
-            log_bytes: 0,
-            redis: Default::default(),
-            log_dropped_in_callback: false,
-            dropped_log_lines: 0,
-            dropped_log_bytes: 0,
+            log: LogStats::default(),
             denied_calls: 0,
         }
     }
@@ -268,9 +475,9 @@ impl HostState {
     /// The context hostcalls act on: the effective context if one is set and
     /// still alive, else the current one (Envoy `contextOrEffectiveContext`).
     pub(crate) fn target(&self) -> ContextId {
-        match self.effective {
+        match self.frame.effective {
             Some(id) if self.contexts.contains_key(&id.0) => id,
-            _ => self.current,
+            _ => self.frame.current,
         }
     }
 
@@ -310,15 +517,17 @@ impl HostState {
             | MapType::HttpResponseHeaders
             | MapType::HttpResponseTrailers => self
                 .http(self.target())
-                .and_then(|h| h.map(ty, self.phase == Phase::Log))
+                .and_then(|h| h.map(ty, self.frame.phase == Phase::Log))
                 .ok_or(Status::BadArgument),
             MapType::GrpcReceiveInitialMetadata | MapType::HttpCallResponseHeaders => self
-                .callout_data
+                .callouts
+                .response
                 .headers
                 .as_ref()
                 .ok_or(Status::BadArgument),
             MapType::GrpcReceiveTrailingMetadata | MapType::HttpCallResponseTrailers => self
-                .callout_data
+                .callouts
+                .response
                 .trailers
                 .as_ref()
                 .ok_or(Status::BadArgument),
@@ -350,12 +559,15 @@ impl HostState {
                 .and_then(|h| h.body(ty))
                 .map(Vec::as_slice)
                 .ok_or(Status::NotFound),
-            BufferType::HttpCallResponseBody | BufferType::GrpcReceiveBuffer => {
-                self.callout_data.body.as_deref().ok_or(Status::NotFound)
-            }
+            BufferType::HttpCallResponseBody | BufferType::GrpcReceiveBuffer => self
+                .callouts
+                .response
+                .body
+                .as_deref()
+                .ok_or(Status::NotFound),
             BufferType::VmConfiguration => Ok(&self.plugin.config.vm_configuration),
             BufferType::PluginConfiguration => {
-                if self.phase == Phase::Configure {
+                if self.frame.phase == Phase::Configure {
                     Ok(&self.plugin.config.configuration)
                 } else {
                     Err(Status::NotFound)
@@ -365,7 +577,7 @@ impl HostState {
             // Envoy-Higress's buffer 9; upstream Envoy knows no type 9, so
             // other ABI versions keep getting BAD_ARGUMENT.
             BufferType::RedisCallResponse if self.plugin.abi.has_higress_extensions() => {
-                Ok(&self.redis.response)
+                Ok(&self.callouts.redis.response)
             }
             BufferType::RedisCallResponse => Err(Status::BadArgument),
             BufferType::DownstreamData | BufferType::UpstreamData => Err(Status::NotFound),

@@ -108,7 +108,7 @@ fn get_configuration(
     ret_ptr: i32,
     ret_size: i32,
 ) -> HostResult {
-    let ty = if caller.data().phase == Phase::Configure {
+    let ty = if caller.data().frame.phase == Phase::Configure {
         BufferType::PluginConfiguration
     } else {
         BufferType::VmConfiguration

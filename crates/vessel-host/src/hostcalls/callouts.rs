@@ -47,15 +47,16 @@ pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
 }
 
 pub(crate) fn next_token(state: &mut HostState, kind: CalloutKind) -> Token {
+    let callouts = &mut state.callouts;
     let slot = match kind {
-        CalloutKind::Http => &mut state.next_http_token,
-        CalloutKind::GrpcCall => &mut state.next_grpc_call_token,
-        CalloutKind::GrpcStream => &mut state.next_grpc_stream_token,
-        CalloutKind::Redis => &mut state.redis.next_token,
+        CalloutKind::Http => &mut callouts.next_http_token,
+        CalloutKind::GrpcCall => &mut callouts.next_grpc_call_token,
+        CalloutKind::GrpcStream => &mut callouts.next_grpc_stream_token,
+        CalloutKind::Redis => &mut callouts.redis.next_token,
     };
     loop {
         *slot = slot.wrapping_add(4);
-        if *slot >= 4 && !state.callouts.contains_key(slot) {
+        if *slot >= 4 && !callouts.in_flight.contains_key(slot) {
             return Token(*slot);
         }
     }
@@ -98,7 +99,7 @@ fn http_call(
                 return Err(Status::BadArgument);
             }
         }
-        if state.callouts.len() >= state.plugin.config.limits.max_callouts_in_flight {
+        if state.callouts.in_flight.len() >= state.plugin.config.limits.max_callouts_in_flight {
             return Err(Status::InternalFailure);
         }
         if !body.is_empty() {
@@ -106,7 +107,7 @@ fn http_call(
         }
         let root = state.target_root();
         let token = next_token(state, CalloutKind::Http);
-        state.callouts.insert(
+        state.callouts.in_flight.insert(
             token.0,
             Callout {
                 root,
@@ -212,12 +213,12 @@ fn start_grpc(
         if !state.env.knows_cluster(&String::from_utf8_lossy(&upstream)) {
             return Err(Status::ParseFailure);
         }
-        if state.callouts.len() >= state.plugin.config.limits.max_callouts_in_flight {
+        if state.callouts.in_flight.len() >= state.plugin.config.limits.max_callouts_in_flight {
             return Err(Status::InternalFailure);
         }
         let root = state.target_root();
         let token = next_token(state, kind);
-        state.callouts.insert(
+        state.callouts.in_flight.insert(
             token.0,
             Callout {
                 root,
@@ -252,7 +253,11 @@ fn grpc_send(
 ) -> HostResult {
     with_mem(caller, |mem, state| {
         let token = Token(u(token));
-        let call = state.callouts.get(&token.0).ok_or(Status::NotFound)?;
+        let call = state
+            .callouts
+            .in_flight
+            .get(&token.0)
+            .ok_or(Status::NotFound)?;
         if call.kind != CalloutKind::GrpcStream {
             return Err(Status::BadArgument);
         }
@@ -270,7 +275,11 @@ fn grpc_send(
 fn grpc_cancel(caller: &mut Caller<'_, HostState>, token: i32) -> HostResult {
     let state = caller.data_mut();
     let token = Token(u(token));
-    state.callouts.remove(&token.0).ok_or(Status::NotFound)?;
+    state
+        .callouts
+        .in_flight
+        .remove(&token.0)
+        .ok_or(Status::NotFound)?;
     state.effects.push(Effect::GrpcCancel { token });
     Ok(())
 }
@@ -278,11 +287,15 @@ fn grpc_cancel(caller: &mut Caller<'_, HostState>, token: i32) -> HostResult {
 fn grpc_close(caller: &mut Caller<'_, HostState>, token: i32) -> HostResult {
     let state = caller.data_mut();
     let token = Token(u(token));
-    let call = state.callouts.get_mut(&token.0).ok_or(Status::NotFound)?;
+    let call = state
+        .callouts
+        .in_flight
+        .get_mut(&token.0)
+        .ok_or(Status::NotFound)?;
     if call.kind != CalloutKind::GrpcStream || call.remote_closed {
         // Closing a unary call cancels it; closing a stream the remote side
         // already closed releases it (Envoy's `grpcClose`).
-        state.callouts.remove(&token.0);
+        state.callouts.in_flight.remove(&token.0);
     } else {
         // A stream stays open until the remote side closes.
         call.local_closed = true;

@@ -32,20 +32,20 @@ pub(crate) fn emit(state: &mut HostState, level: LogLevel, context: ContextId, m
         return;
     }
     let budget = state.plugin.config.limits.max_log_bytes_per_callback;
-    if message.len() > budget.saturating_sub(state.log_bytes) {
-        if !state.log_dropped_in_callback {
+    if message.len() > budget.saturating_sub(state.frame.log_bytes) {
+        if !state.frame.log_dropped {
             log::warn!(
                 target: "vessel::limits",
                 "plugin `{}`: guest log lines over {budget} bytes in one callback are dropped (Limits::max_log_bytes_per_callback)",
                 state.plugin.config.name
             );
         }
-        state.log_dropped_in_callback = true;
-        state.dropped_log_lines += 1;
-        state.dropped_log_bytes += message.len() as u64;
+        state.frame.log_dropped = true;
+        state.log.dropped_lines += 1;
+        state.log.dropped_bytes += message.len() as u64;
         return;
     }
-    state.log_bytes += message.len();
+    state.frame.log_bytes += message.len();
     let plugin = &state.plugin.config.name;
     state.env.inner.logs.log(&LogRecord {
         plugin,
@@ -59,7 +59,7 @@ fn log(caller: &mut Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> Ho
     let level = LogLevel::try_from(level as u32).map_err(|_| Status::BadArgument)?;
     with_mem(caller, |mem, state| {
         let msg = read(mem, ptr, len)?;
-        let ctx = state.current;
+        let ctx = state.frame.current;
         emit(state, level, ctx, msg);
         Ok::<(), Status>(())
     })??;

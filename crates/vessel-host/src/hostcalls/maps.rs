@@ -98,7 +98,7 @@ fn get_header_map_value(
             Ok(map) => map,
             // Envoy's access-log phase reads a map the stream never had as
             // a missing key, not as an unavailable map (ABI reference §4.3).
-            Err(_) if state.phase == Phase::Log => return Ok(None),
+            Err(_) if state.frame.phase == Phase::Log => return Ok(None),
             Err(e) => return Err(e),
         };
         Ok::<_, Status>(

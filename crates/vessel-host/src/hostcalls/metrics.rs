@@ -47,10 +47,10 @@ fn define_metric(
         range(mem.len(), ret, 4)?;
         let name = read(mem, name, name_len)?;
         let key = (ty.as_u32(), name.to_vec());
-        if let Some(id) = state.metric_ids.get(&key) {
+        if let Some(id) = state.metrics.ids.get(&key) {
             return Ok(*id);
         }
-        let slot = &mut state.next_metric_id[ty.as_u32() as usize];
+        let slot = &mut state.metrics.next_id[ty.as_u32() as usize];
         *slot = slot.wrapping_add(4);
         let id = *slot;
         let cell = state
@@ -58,15 +58,20 @@ fn define_metric(
             .inner
             .metrics
             .define(ty, &String::from_utf8_lossy(name));
-        state.metrics.insert(id, cell);
-        state.metric_ids.insert(key, id);
+        state.metrics.by_id.insert(id, cell);
+        state.metrics.ids.insert(key, id);
         Ok::<u32, Status>(id)
     })??;
     return_u32(caller, ret, id)
 }
 
 fn metric(state: &HostState, id: i32) -> Result<Arc<Metric>, Status> {
-    state.metrics.get(&u(id)).cloned().ok_or(Status::NotFound)
+    state
+        .metrics
+        .by_id
+        .get(&u(id))
+        .cloned()
+        .ok_or(Status::NotFound)
 }
 
 fn increment_metric(caller: &mut Caller<'_, HostState>, id: i32, offset: i64) -> HostResult {

@@ -111,9 +111,9 @@ pub(crate) fn resolve(state: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>,
 
 /// `request.*` and `response.*` attributes from the stream's header maps.
 fn derived(h: &HttpContext, segs: &[&[u8]]) -> Option<Vec<u8>> {
-    let req = h.present[0].then_some(&h.maps[0]);
-    let resp = h.present[2].then_some(&h.maps[2]);
-    let resp_trailers = h.present[3].then_some(&h.maps[3]);
+    let req = h.request.headers.get();
+    let resp = h.response.headers.get();
+    let resp_trailers = h.response.trailers.get();
     let header = |map: Option<&crate::HeaderMap>, name: &[u8]| -> Option<Vec<u8>> {
         let map = map?;
         let values: Vec<&[u8]> = map.get_all(name).collect();

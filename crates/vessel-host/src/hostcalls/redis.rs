@@ -119,7 +119,11 @@ fn redis_init(
             timeout,
             database: database(params)?,
         };
-        state.redis.options.insert(name.to_owned(), options);
+        state
+            .callouts
+            .redis
+            .options
+            .insert(name.to_owned(), options);
         Ok(())
     })??;
     Ok(())
@@ -141,13 +145,19 @@ fn redis_call(
         if !state.env.knows_cluster(name) || query.is_empty() {
             return Err(Status::BadArgument);
         }
-        if state.callouts.len() >= state.plugin.config.limits.max_callouts_in_flight {
+        if state.callouts.in_flight.len() >= state.plugin.config.limits.max_callouts_in_flight {
             return Err(Status::InternalFailure);
         }
-        let options = state.redis.options.get(name).cloned().unwrap_or_default();
+        let options = state
+            .callouts
+            .redis
+            .options
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
         let root = state.target_root();
         let token = next_token(state, CalloutKind::Redis);
-        state.callouts.insert(
+        state.callouts.in_flight.insert(
             token.0,
             Callout {
                 root,

@@ -55,14 +55,8 @@ pub(crate) fn do_continue(state: &mut HostState, stream: StreamType) -> Result<(
     let target = state.target();
     if let Some(h) = state.http_mut(target) {
         match stream {
-            StreamType::HttpRequest => {
-                h.sealed[0] = true;
-                h.sealed[1] = true;
-            }
-            StreamType::HttpResponse => {
-                h.sealed[2] = true;
-                h.sealed[3] = true;
-            }
+            StreamType::HttpRequest => h.request.seal(),
+            StreamType::HttpResponse => h.response.seal(),
             _ => {}
         }
         state.effects.push(Effect::ContinueStream {
@@ -130,7 +124,7 @@ fn send_local_response(
             return Ok(());
         };
         h.local_response_sent = true;
-        state.stop_next_iteration = true;
+        state.frame.stop_next_iteration = true;
         state.effects.push(Effect::LocalResponse {
             context: target,
             response: LocalResponse {
@@ -151,7 +145,7 @@ fn set_effective_context(caller: &mut Caller<'_, HostState>, id: i32) -> HostRes
     if !state.contexts.contains_key(&u(id)) {
         return Err(Status::BadArgument.into());
     }
-    state.effective = Some(ContextId(u(id)));
+    state.frame.effective = Some(ContextId(u(id)));
     Ok(())
 }
 

@@ -3,7 +3,10 @@
 
 use vessel_abi::Status;
 
-use super::callbacks::F3;
+use super::callbacks::{
+    Callback, OnForeignFunction, OnGrpcClose, OnGrpcReceive, OnGrpcReceiveInitialMetadata,
+    OnGrpcReceiveTrailingMetadata, OnHttpCallResponse, OnQueueReady, OnRedisCallResponse, OnTick,
+};
 use super::{Vm, len_i32};
 use crate::error::VmError;
 use crate::headers::HeaderMap;
@@ -54,26 +57,14 @@ impl Vm {
 
     /// Runs `proxy_on_tick` on the root context.
     pub fn on_tick(&mut self) -> Result<(), VmError> {
-        self.alive()?;
-        if let Some(f) = self.funcs.tick.clone() {
-            let root = self.root;
-            self.call("proxy_on_tick", f, root, Phase::Callback, root.0 as i32)?;
-        }
+        let root = self.root;
+        self.call::<OnTick>(root, Phase::Callback, root.0 as i32)?;
         Ok(())
     }
 
     /// Runs `proxy_on_queue_ready(root, token)`.
     pub fn on_queue_ready(&mut self, root: ContextId, token: QueueToken) -> Result<(), VmError> {
-        self.alive()?;
-        if let Some(f) = self.funcs.queue_ready.clone() {
-            self.call(
-                "proxy_on_queue_ready",
-                f,
-                root,
-                Phase::Callback,
-                (root.0 as i32, token.0 as i32),
-            )?;
-        }
+        self.call::<OnQueueReady>(root, Phase::Callback, (root.0 as i32, token.0 as i32))?;
         Ok(())
     }
 
@@ -81,26 +72,22 @@ impl Vm {
     /// `args` readable as the foreign-function argument buffer (0.2.x only).
     pub fn on_foreign_function(&mut self, function_id: u32, args: &[u8]) -> Result<(), VmError> {
         self.alive()?;
-        let Some(f) = self.funcs.foreign_function.clone() else {
-            return Ok(());
-        };
         self.store.data_mut().foreign_args = args.to_vec();
         let root = self.root;
-        let r = self.call(
-            "proxy_on_foreign_function",
-            f,
+        let r = self.call::<OnForeignFunction>(
             root,
             Phase::Callback,
             (root.0 as i32, function_id as i32, len_i32(args.len())),
         );
         self.store.data_mut().foreign_args.clear();
-        r
+        r.map(drop)
     }
 
     fn take_callout(&mut self, token: Token) -> Result<crate::state::Callout, VmError> {
         self.store
             .data_mut()
             .callouts
+            .in_flight
             .remove(&token.0)
             .ok_or(VmError::UnknownToken(token))
     }
@@ -133,7 +120,7 @@ impl Vm {
                     len_i32(r.body.len()),
                     len_i32(r.trailers.len()),
                 );
-                let data = &mut self.store.data_mut().callout_data;
+                let data = &mut self.store.data_mut().callouts.response;
                 data.headers = Some(r.headers);
                 data.body = Some(r.body);
                 data.trailers = Some(r.trailers);
@@ -144,18 +131,13 @@ impl Vm {
                 (0, 0, 0)
             }
         };
-        let result = match self.funcs.http_call_response.clone() {
-            Some(f) => self.call(
-                "proxy_on_http_call_response",
-                f,
-                root,
-                Phase::Callback,
-                (root.0 as i32, token.0 as i32, h, b, t),
-            ),
-            None => Ok(()),
-        };
-        self.store.data_mut().callout_data = Default::default();
-        result
+        let result = self.call::<OnHttpCallResponse>(
+            root,
+            Phase::Callback,
+            (root.0 as i32, token.0 as i32, h, b, t),
+        );
+        self.store.data_mut().callouts.response = Default::default();
+        result.map(drop)
     }
 
     /// Delivers the end of a Redis call to its root context
@@ -174,7 +156,7 @@ impl Vm {
         let (status, size) = match outcome {
             RedisCallOutcome::Reply(reply) => {
                 let n = len_i32(reply.len());
-                self.store.data_mut().redis.response = reply;
+                self.store.data_mut().callouts.redis.response = reply;
                 (0, n)
             }
             RedisCallOutcome::Failed => {
@@ -182,28 +164,20 @@ impl Vm {
                 (1, 0)
             }
         };
-        let result = match self.funcs.redis_call_response.clone() {
-            Some(f) => self.call(
-                "proxy_on_redis_call_response",
-                f,
-                root,
-                Phase::Callback,
-                (root.0 as i32, token.0 as i32, status, size),
-            ),
-            None => Ok(()),
-        };
-        self.store.data_mut().redis.response = Vec::new();
-        result
+        let result = self.call::<OnRedisCallResponse>(
+            root,
+            Phase::Callback,
+            (root.0 as i32, token.0 as i32, status, size),
+        );
+        self.store.data_mut().callouts.redis.response = Vec::new();
+        result.map(drop)
     }
 
-    fn grpc_event(
-        &mut self,
-        token: Token,
-        name: &'static str,
-        f: Option<F3>,
-        arg: i32,
-        finished: bool,
-    ) -> Result<(), VmError> {
+    /// Runs gRPC callback `C(root, token, arg)`; `finished` ends the call.
+    fn grpc_event<C>(&mut self, token: Token, arg: i32, finished: bool) -> Result<(), VmError>
+    where
+        C: Callback<Params = (i32, i32, i32), Results = ()>,
+    {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -211,28 +185,24 @@ impl Vm {
             .store
             .data()
             .callouts
+            .in_flight
             .get(&token.0)
             .ok_or(VmError::UnknownToken(token))?;
         if finished {
-            self.store.data_mut().callouts.remove(&token.0);
+            self.store.data_mut().callouts.in_flight.remove(&token.0);
         }
-        let result = match f {
-            Some(f) => self.call(
-                name,
-                f,
-                call.root,
-                Phase::Callback,
-                (call.root.0 as i32, token.0 as i32, arg),
-            ),
-            None => Ok(()),
-        };
-        self.store.data_mut().callout_data = Default::default();
-        result
+        let result = self.call::<C>(
+            call.root,
+            Phase::Callback,
+            (call.root.0 as i32, token.0 as i32, arg),
+        );
+        self.store.data_mut().callouts.response = Default::default();
+        result.map(drop)
     }
 
     /// A stream the remote side closed gets no more events.
     fn reject_remote_closed(&self, token: Token) -> Result<(), VmError> {
-        match self.store.data().callouts.get(&token.0) {
+        match self.store.data().callouts.in_flight.get(&token.0) {
             Some(c) if c.remote_closed => Err(VmError::UnknownToken(token)),
             _ => Ok(()),
         }
@@ -246,14 +216,8 @@ impl Vm {
     ) -> Result<(), VmError> {
         self.reject_remote_closed(token)?;
         let n = len_i32(metadata.len());
-        self.store.data_mut().callout_data.headers = Some(metadata);
-        self.grpc_event(
-            token,
-            "proxy_on_grpc_receive_initial_metadata",
-            self.funcs.grpc_initial_metadata.clone(),
-            n,
-            false,
-        )
+        self.store.data_mut().callouts.response.headers = Some(metadata);
+        self.grpc_event::<OnGrpcReceiveInitialMetadata>(token, n, false)
     }
 
     /// Delivers a gRPC message (`proxy_on_grpc_receive`). For a unary call
@@ -261,18 +225,12 @@ impl Vm {
     pub fn on_grpc_receive(&mut self, token: Token, message: Vec<u8>) -> Result<(), VmError> {
         self.reject_remote_closed(token)?;
         let n = len_i32(message.len());
-        self.store.data_mut().callout_data.body = Some(message);
+        self.store.data_mut().callouts.response.body = Some(message);
         let unary = token.kind() == Some(CalloutKind::GrpcCall);
-        if unary && let Some(call) = self.store.data().callouts.get(&token.0).copied() {
+        if unary && let Some(call) = self.store.data().callouts.in_flight.get(&token.0).copied() {
             self.set_status(call.root, 0, b"");
         }
-        self.grpc_event(
-            token,
-            "proxy_on_grpc_receive",
-            self.funcs.grpc_receive.clone(),
-            n,
-            unary,
-        )
+        self.grpc_event::<OnGrpcReceive>(token, n, unary)
     }
 
     /// Delivers gRPC trailing metadata.
@@ -283,14 +241,8 @@ impl Vm {
     ) -> Result<(), VmError> {
         self.reject_remote_closed(token)?;
         let n = len_i32(metadata.len());
-        self.store.data_mut().callout_data.trailers = Some(metadata);
-        self.grpc_event(
-            token,
-            "proxy_on_grpc_receive_trailing_metadata",
-            self.funcs.grpc_trailing_metadata.clone(),
-            n,
-            false,
-        )
+        self.store.data_mut().callouts.response.trailers = Some(metadata);
+        self.grpc_event::<OnGrpcReceiveTrailingMetadata>(token, n, false)
     }
 
     /// Delivers the close of a gRPC call or stream with its status. A
@@ -304,7 +256,7 @@ impl Vm {
     ) -> Result<(), VmError> {
         self.reject_remote_closed(token)?;
         let mut finished = true;
-        if let Some(call) = self.store.data_mut().callouts.get_mut(&token.0) {
+        if let Some(call) = self.store.data_mut().callouts.in_flight.get_mut(&token.0) {
             // Envoy keeps a stream the guest has not closed until it does
             // (a `proxy_grpc_close` from now on releases it).
             finished = call.kind != CalloutKind::GrpcStream || call.local_closed;
@@ -312,12 +264,6 @@ impl Vm {
             let root = call.root;
             self.set_status(root, status, message.as_bytes());
         }
-        self.grpc_event(
-            token,
-            "proxy_on_grpc_close",
-            self.funcs.grpc_close.clone(),
-            status as i32,
-            finished,
-        )
+        self.grpc_event::<OnGrpcClose>(token, status as i32, finished)
     }
 }

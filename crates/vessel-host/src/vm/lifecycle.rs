@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use wasmtime::{Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
 
-use super::callbacks::Funcs;
+use super::callbacks::{Funcs, OnConfigure, OnContextCreate, OnDelete, OnDone, OnVmStart};
 use super::{Vm, export, len_i32};
 use crate::env::HostEnv;
 use crate::error::{TrapError, TrapKind, VmError};
@@ -58,7 +58,7 @@ impl Vm {
             VmLimiter::new(memory_bytes),
         );
         let mut store = Store::new(&plugin.engine.inner, state);
-        store.limiter(|s| &mut s.limiter);
+        store.limiter(|s| s);
         // A wasm start function runs during instantiation.
         if let Some(ticks) = startup_ticks {
             store.set_epoch_deadline(ticks);
@@ -70,7 +70,7 @@ impl Vm {
         }
         let instance = pre.instantiate(&mut store).map_err(|e| {
             let mut message = format!("{e:#}");
-            if let Some((limit_bytes, requested_bytes)) = store.data().limiter.memory_refused {
+            if let Some((limit_bytes, requested_bytes)) = store.data().frame.memory_refused {
                 message = format!(
                     "{}: {message}",
                     LimitExceeded::Memory {
@@ -89,7 +89,7 @@ impl Vm {
         let funcs = Funcs::resolve(
             &instance,
             &mut store,
-            plugin.abi_version().is_v0_1(),
+            plugin.abi_version(),
             capabilities::restriction(plugin.config().allowed_capabilities.as_ref()),
         );
         let mut vm = Self {
@@ -110,15 +110,15 @@ impl Vm {
     fn run_start(&mut self, instance: &Instance) -> Result<(), VmError> {
         let store = &mut self.store;
         if let Some(init) = export::<(), ()>(instance, store, "_initialize") {
-            self.call_start("_initialize", init, ())?;
+            self.call_start("_initialize", &init, ())?;
             let store = &mut self.store;
             if let Some(main) = export::<(i32, i32), i32>(instance, store, "main") {
-                self.call_start("main", main, (0, 0))?;
+                self.call_start("main", &main, (0, 0))?;
             } else if let Some(main) = export::<(), i32>(instance, store, "__main_void") {
-                self.call_start("__main_void", main, ())?;
+                self.call_start("__main_void", &main, ())?;
             }
         } else if let Some(start) = export::<(), ()>(instance, store, "_start") {
-            self.call_start("_start", start, ())?;
+            self.call_start("_start", &start, ())?;
         }
         Ok(())
     }
@@ -126,10 +126,10 @@ impl Vm {
     fn call_start<P: WasmParams, R: WasmResults>(
         &mut self,
         name: &'static str,
-        f: TypedFunc<P, R>,
+        f: &TypedFunc<P, R>,
         args: P,
     ) -> Result<(), VmError> {
-        match self.call(name, f, ContextId(0), Phase::Start, args) {
+        match self.call_func(name, f, ContextId(0), Phase::Start, args) {
             Ok(_) => Ok(()),
             Err(VmError::Trap(t)) if t.kind == TrapKind::ProcExit(0) => {
                 // A command module's normal exit during start-up.
@@ -147,47 +147,22 @@ impl Vm {
             .data_mut()
             .contexts
             .insert(root.0, Context::Root(RootContext::default()));
-        if let Some(f) = self.funcs.context_create.clone() {
-            self.call(
-                "proxy_on_context_create",
-                f,
-                root,
-                Phase::Callback,
-                (root.0 as i32, 0),
-            )?;
-        }
+        let root_id = root.0 as i32;
+        self.call::<OnContextCreate>(root, Phase::Callback, (root_id, 0))?;
         let config = self.plugin.config();
         let (vm_len, cfg_len) = (
             len_i32(config.vm_configuration.len()),
             len_i32(config.configuration.len()),
         );
-        if let Some(f) = self.funcs.vm_start.clone() {
-            let ok = self.call(
-                "proxy_on_vm_start",
-                f,
-                root,
-                Phase::VmStart,
-                (root.0 as i32, vm_len),
-            )?;
-            if ok == 0 {
-                return Err(VmError::VmStartRefused {
-                    plugin: self.plugin.config().name.clone(),
-                });
-            }
+        if self.call::<OnVmStart>(root, Phase::VmStart, (root_id, vm_len))? == Some(0) {
+            return Err(VmError::VmStartRefused {
+                plugin: self.plugin.config().name.clone(),
+            });
         }
-        if let Some(f) = self.funcs.configure.clone() {
-            let ok = self.call(
-                "proxy_on_configure",
-                f,
-                root,
-                Phase::Configure,
-                (root.0 as i32, cfg_len),
-            )?;
-            if ok == 0 {
-                return Err(VmError::ConfigureRefused {
-                    plugin: self.plugin.config().name.clone(),
-                });
-            }
+        if self.call::<OnConfigure>(root, Phase::Configure, (root_id, cfg_len))? == Some(0) {
+            return Err(VmError::ConfigureRefused {
+                plugin: self.plugin.config().name.clone(),
+            });
         }
         Ok(())
     }
@@ -212,7 +187,7 @@ impl Vm {
             _ => self
                 .store
                 .data()
-                .limiter
+                .frame
                 .memory_refused
                 .map(|(limit_bytes, requested_bytes)| LimitExceeded::Memory {
                     limit_bytes,
@@ -264,14 +239,9 @@ impl Vm {
     pub fn shutdown(&mut self) -> Result<bool, VmError> {
         self.alive()?;
         let root = self.root;
-        let done = match self.funcs.done.clone() {
-            Some(f) => self.call("proxy_on_done", f, root, Phase::Callback, root.0 as i32)? != 0,
-            None => true,
-        };
+        let done = self.call::<OnDone>(root, Phase::Callback, root.0 as i32)? != Some(0);
         if done {
-            if let Some(f) = self.funcs.delete.clone() {
-                self.call("proxy_on_delete", f, root, Phase::Callback, root.0 as i32)?;
-            }
+            self.call::<OnDelete>(root, Phase::Callback, root.0 as i32)?;
             self.store.data_mut().contexts.remove(&root.0);
         } else if let Some(r) = self.store.data_mut().root_mut(root) {
             r.pending_done = true;

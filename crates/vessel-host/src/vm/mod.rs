@@ -24,14 +24,20 @@
 //! [`allowed_capabilities`](crate::PluginConfig::allowed_capabilities) do
 //! not allow are treated as not exported (ABI reference §6.5).
 //!
-//! The code is split by job: `lifecycle.rs` (instantiation, start-up,
-//! traps and failure, shutdown), `callbacks.rs`
-//! (the table of guest callbacks and the one path that calls them),
-//! `stream.rs` (the HTTP stream API) and `callouts.rs` (callout answers,
-//! gRPC and Redis events, ticks, queues and foreign functions). This file
-//! holds the [`Vm`] type and its accessors.
+//! The code is split by job:
+//!
+//! * `mod.rs`: the [`Vm`] type and its accessors;
+//! * `lifecycle.rs`: instantiation, start-up, traps and failure, shutdown;
+//! * `callbacks.rs`: the one table of guest callbacks (name, signature,
+//!   slot), also used by [`Plugin::load`](crate::Plugin::load) to check
+//!   exports, and the one path that calls them (a fresh per-callback
+//!   frame, the CPU budget, trap handling);
+//! * `stream.rs`: the HTTP stream API (contexts, header, body and trailer
+//!   callbacks, the maps and bodies the host holds, the end of a stream);
+//! * `callouts.rs`: root-context events (HTTP, gRPC and Redis answers,
+//!   ticks, queues, foreign functions).
 
-mod callbacks;
+pub(crate) mod callbacks;
 mod callouts;
 mod lifecycle;
 mod stream;
@@ -123,12 +129,12 @@ impl Vm {
     /// [`Limits::max_log_bytes_per_callback`](crate::Limits::max_log_bytes_per_callback),
     /// since the VM started.
     pub fn dropped_log_lines(&self) -> u64 {
-        self.store.data().dropped_log_lines
+        self.store.data().log.dropped_lines
     }
 
     /// The bytes of those dropped lines.
     pub fn dropped_log_bytes(&self) -> u64 {
-        self.store.data().dropped_log_bytes
+        self.store.data().log.dropped_bytes
     }
 
     /// Calls of hostcalls that the plugin's
@@ -140,7 +146,7 @@ impl Vm {
 
     /// Number of callouts in flight.
     pub fn callouts_in_flight(&self) -> usize {
-        self.store.data().callouts.len()
+        self.store.data().callouts.in_flight.len()
     }
 
     /// The guest's linear memory size in bytes.

@@ -5,13 +5,17 @@ use vessel_abi::{
     BufferType, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, MapType,
 };
 
-use super::callbacks::HeadersFn;
+use super::callbacks::{
+    Callback, OnContextCreate, OnDelete, OnDone, OnLog, OnRequestBody, OnRequestHeaders,
+    OnRequestHeadersV01, OnRequestTrailers, OnResponseBody, OnResponseHeaders,
+    OnResponseHeadersV01, OnResponseTrailers,
+};
 use super::{Vm, len_i32};
 use crate::error::VmError;
 use crate::headers::HeaderMap;
 use crate::ids::ContextId;
 use crate::properties::{PropertyMap, PropertyValue};
-use crate::state::{Context, HttpContext, Phase, body_index, map_index};
+use crate::state::{Context, HttpContext, Phase};
 
 impl Vm {
     // ---- HTTP streams -------------------------------------------------
@@ -47,14 +51,8 @@ impl Vm {
             .data_mut()
             .contexts
             .insert(id.0, Context::Http(Box::new(ctx)));
-        if let Some(f) = self.funcs.context_create.clone()
-            && let Err(e) = self.call(
-                "proxy_on_context_create",
-                f,
-                id,
-                Phase::Callback,
-                (id.0 as i32, self.root.0 as i32),
-            )
+        if let Err(e) =
+            self.call::<OnContextCreate>(id, Phase::Callback, (id.0 as i32, self.root.0 as i32))
         {
             // The embedder never learns the id: forget the context.
             self.store.data_mut().contexts.remove(&id.0);
@@ -74,54 +72,46 @@ impl Vm {
         Ok(())
     }
 
-    fn headers_call(
+    /// Runs a header callback: `V2(ctx, headers, end_of_stream)`, or
+    /// `V1(ctx, headers)` for ABI 0.1.0. `request` picks the direction.
+    fn headers_call<V2, V1>(
         &mut self,
         ctx: ContextId,
-        ty: MapType,
+        request: bool,
         map: HeaderMap,
         end_of_stream: bool,
-    ) -> Result<FilterHeadersStatus, VmError> {
+    ) -> Result<FilterHeadersStatus, VmError>
+    where
+        V2: Callback<Params = (i32, i32, i32), Results = i32>,
+        V1: Callback<Params = (i32, i32), Results = i32>,
+    {
         self.alive()?;
-        let i = map_index(ty).unwrap_or(0);
-        {
-            let h = self.http_mut(ctx)?;
-            h.maps[i] = map;
-            h.present[i] = true;
-            h.sealed[i] = false;
-        }
-        let (name, f) = if i == 0 {
-            (
-                "proxy_on_request_headers",
-                self.funcs.request_headers.clone(),
-            )
+        let n = len_i32(map.len());
+        self.http_mut(ctx)?.direction_mut(request).headers.open(map);
+        let id = ctx.0 as i32;
+        let raw = if self.plugin.abi_version().is_v0_1() {
+            self.call::<V1>(ctx, Phase::Callback, (id, n))?
         } else {
-            (
-                "proxy_on_response_headers",
-                self.funcs.response_headers.clone(),
-            )
+            self.call::<V2>(ctx, Phase::Callback, (id, n, i32::from(end_of_stream)))?
         };
-        let n = len_i32(self.http(ctx)?.maps[i].len());
-        let raw = match f {
-            None => 0,
-            Some(HeadersFn::V1(f)) => {
-                self.call(name, f, ctx, Phase::Callback, (ctx.0 as i32, n))?
-            }
-            Some(HeadersFn::V2(f)) => self.call(
-                name,
-                f,
-                ctx,
-                Phase::Callback,
-                (ctx.0 as i32, n, i32::from(end_of_stream)),
-            )?,
-        };
+        let (raw, stop_next) = self.result_and_stop(raw);
         let allow_stop = self.plugin.config().allow_on_headers_stop_iteration;
-        let stop_next = std::mem::take(&mut self.store.data_mut().stop_next_iteration);
+        let status = translate_headers(raw, stop_next, allow_stop);
         let h = self.http_mut(ctx)?;
-        let status = translate_headers(raw as u32, stop_next, allow_stop);
         if status == FilterHeadersStatus::Continue {
-            h.sealed[i] = true;
+            h.direction_mut(request).headers.seal();
         }
         Ok(status)
+    }
+
+    /// A stream callback's raw result and whether the guest asked to stop
+    /// (`proxy_send_local_response`) during it. A callback the module does
+    /// not export answers 0 (Continue) and asked nothing.
+    fn result_and_stop(&self, raw: Option<i32>) -> (u32, bool) {
+        match raw {
+            Some(raw) => (raw as u32, self.store.data().frame.stop_next_iteration),
+            None => (0, false),
+        }
     }
 
     /// Runs `proxy_on_request_headers`. The host keeps the map; read it with
@@ -134,7 +124,12 @@ impl Vm {
         headers: HeaderMap,
         end_of_stream: bool,
     ) -> Result<FilterHeadersStatus, VmError> {
-        self.headers_call(ctx, MapType::HttpRequestHeaders, headers, end_of_stream)
+        self.headers_call::<OnRequestHeaders, OnRequestHeadersV01>(
+            ctx,
+            true,
+            headers,
+            end_of_stream,
+        )
     }
 
     /// Runs `proxy_on_response_headers` (see [`Vm::on_request_headers`]).
@@ -144,48 +139,47 @@ impl Vm {
         headers: HeaderMap,
         end_of_stream: bool,
     ) -> Result<FilterHeadersStatus, VmError> {
-        self.headers_call(ctx, MapType::HttpResponseHeaders, headers, end_of_stream)
+        self.headers_call::<OnResponseHeaders, OnResponseHeadersV01>(
+            ctx,
+            false,
+            headers,
+            end_of_stream,
+        )
     }
 
-    fn body_call(
+    /// Runs a body callback `C(ctx, buffered_size, end_of_stream)` after
+    /// appending `data` to the direction's buffer.
+    fn body_call<C>(
         &mut self,
         ctx: ContextId,
-        ty: BufferType,
+        request: bool,
         data: &[u8],
         end_of_stream: bool,
-    ) -> Result<FilterDataStatus, VmError> {
+    ) -> Result<FilterDataStatus, VmError>
+    where
+        C: Callback<Params = (i32, i32, i32), Results = i32>,
+    {
         self.alive()?;
-        let i = body_index(ty).unwrap_or(0);
         let size = {
-            let h = self.http_mut(ctx)?;
-            let buf = h.bodies[i].get_or_insert_with(Vec::new);
+            let d = self.http_mut(ctx)?.direction_mut(request);
+            let buf = d.body.get_or_insert_with(Vec::new);
             buf.extend_from_slice(data);
             let size = buf.len();
-            h.may_add_trailers[i] = end_of_stream && !h.present[1 + 2 * i];
+            d.may_add_trailers = end_of_stream && d.trailers.get().is_none();
             size
         };
-        let (name, f) = if i == 0 {
-            ("proxy_on_request_body", self.funcs.request_body.clone())
-        } else {
-            ("proxy_on_response_body", self.funcs.response_body.clone())
-        };
-        let raw = match f {
-            None => 0,
-            Some(f) => self.call(
-                name,
-                f,
-                ctx,
-                Phase::Callback,
-                (ctx.0 as i32, len_i32(size), i32::from(end_of_stream)),
-            )?,
-        };
-        let stop_next = std::mem::take(&mut self.store.data_mut().stop_next_iteration);
-        let h = self.http_mut(ctx)?;
-        h.may_add_trailers[i] = false;
-        let status = translate_data(raw as u32, stop_next);
+        let raw = self.call::<C>(
+            ctx,
+            Phase::Callback,
+            (ctx.0 as i32, len_i32(size), i32::from(end_of_stream)),
+        )?;
+        let (raw, stop_next) = self.result_and_stop(raw);
+        let d = self.http_mut(ctx)?.direction_mut(request);
+        d.may_add_trailers = false;
+        let status = translate_data(raw, stop_next);
         if status == FilterDataStatus::StopIterationNoBuffer {
             // Envoy keeps nothing for this chunk.
-            h.bodies[i] = Some(Vec::new());
+            d.body = Some(Vec::new());
         }
         Ok(status)
     }
@@ -200,7 +194,7 @@ impl Vm {
         data: &[u8],
         end_of_stream: bool,
     ) -> Result<FilterDataStatus, VmError> {
-        self.body_call(ctx, BufferType::HttpRequestBody, data, end_of_stream)
+        self.body_call::<OnRequestBody>(ctx, true, data, end_of_stream)
     }
 
     /// Runs `proxy_on_response_body` (see [`Vm::on_request_body`]).
@@ -210,44 +204,31 @@ impl Vm {
         data: &[u8],
         end_of_stream: bool,
     ) -> Result<FilterDataStatus, VmError> {
-        self.body_call(ctx, BufferType::HttpResponseBody, data, end_of_stream)
+        self.body_call::<OnResponseBody>(ctx, false, data, end_of_stream)
     }
 
-    fn trailers_call(
+    /// Runs a trailers callback `C(ctx, trailers)`.
+    fn trailers_call<C>(
         &mut self,
         ctx: ContextId,
-        ty: MapType,
+        request: bool,
         map: HeaderMap,
-    ) -> Result<FilterTrailersStatus, VmError> {
+    ) -> Result<FilterTrailersStatus, VmError>
+    where
+        C: Callback<Params = (i32, i32), Results = i32>,
+    {
         self.alive()?;
-        let i = map_index(ty).unwrap_or(1);
-        {
-            let h = self.http_mut(ctx)?;
-            h.maps[i] = map;
-            h.present[i] = true;
-            h.sealed[i] = false;
-        }
-        let (name, f) = if i == 1 {
-            (
-                "proxy_on_request_trailers",
-                self.funcs.request_trailers.clone(),
-            )
-        } else {
-            (
-                "proxy_on_response_trailers",
-                self.funcs.response_trailers.clone(),
-            )
-        };
-        let n = len_i32(self.http(ctx)?.maps[i].len());
-        let raw = match f {
-            None => 0,
-            Some(f) => self.call(name, f, ctx, Phase::Callback, (ctx.0 as i32, n))?,
-        };
-        let stop_next = std::mem::take(&mut self.store.data_mut().stop_next_iteration);
+        let n = len_i32(map.len());
+        self.http_mut(ctx)?
+            .direction_mut(request)
+            .trailers
+            .open(map);
+        let raw = self.call::<C>(ctx, Phase::Callback, (ctx.0 as i32, n))?;
+        let (raw, stop_next) = self.result_and_stop(raw);
+        let status = translate_trailers(raw, stop_next);
         let h = self.http_mut(ctx)?;
-        let status = translate_trailers(raw as u32, stop_next);
         if status == FilterTrailersStatus::Continue {
-            h.sealed[i] = true;
+            h.direction_mut(request).trailers.seal();
         }
         Ok(status)
     }
@@ -258,7 +239,7 @@ impl Vm {
         ctx: ContextId,
         trailers: HeaderMap,
     ) -> Result<FilterTrailersStatus, VmError> {
-        self.trailers_call(ctx, MapType::HttpRequestTrailers, trailers)
+        self.trailers_call::<OnRequestTrailers>(ctx, true, trailers)
     }
 
     /// Runs `proxy_on_response_trailers`.
@@ -267,26 +248,19 @@ impl Vm {
         ctx: ContextId,
         trailers: HeaderMap,
     ) -> Result<FilterTrailersStatus, VmError> {
-        self.trailers_call(ctx, MapType::HttpResponseTrailers, trailers)
+        self.trailers_call::<OnResponseTrailers>(ctx, false, trailers)
     }
 
     /// A stream map as the guest left it (maps 0–3), whether or not it is
     /// sealed. `None` if the stream never had it.
     pub fn headers(&self, ctx: ContextId, ty: MapType) -> Option<&HeaderMap> {
-        let h = self.http(ctx).ok()?;
-        let i = map_index(ty)?;
-        h.present[i].then(|| &h.maps[i])
+        self.http(ctx).ok()?.slot(ty)?.get()
     }
 
     /// Moves a stream map out of the host (it becomes unavailable to the guest).
     pub fn take_headers(&mut self, ctx: ContextId, ty: MapType) -> Option<HeaderMap> {
-        let i = map_index(ty)?;
-        let h = self.http_mut(ctx).ok()?;
-        if !h.present[i] {
-            return None;
-        }
-        h.present[i] = false;
-        Some(std::mem::take(&mut h.maps[i]))
+        HttpContext::map_part(ty)?;
+        self.http_mut(ctx).ok()?.slot_mut(ty)?.take()
     }
 
     /// Provides a stream map without calling the guest (e.g. trailers that
@@ -297,17 +271,21 @@ impl Vm {
         ty: MapType,
         map: HeaderMap,
     ) -> Result<(), VmError> {
-        let i = map_index(ty).ok_or(VmError::WrongContextKind(ctx, "a stream map"))?;
-        let h = self.http_mut(ctx)?;
-        h.maps[i] = map;
-        h.present[i] = true;
+        let not_a_stream_map = VmError::WrongContextKind(ctx, "a stream map");
+        if HttpContext::map_part(ty).is_none() {
+            return Err(not_a_stream_map);
+        }
+        let slot = self.http_mut(ctx)?.slot_mut(ty).ok_or(not_a_stream_map)?;
+        slot.provide(map);
         Ok(())
     }
 
-    /// Seals a direction's maps, as when the stream continues past them.
+    /// Seals a stream map, as when the stream continues past it.
     pub fn seal(&mut self, ctx: ContextId, ty: MapType) -> Result<(), VmError> {
-        if let Some(i) = map_index(ty) {
-            self.http_mut(ctx)?.sealed[i] = true;
+        if HttpContext::map_part(ty).is_some()
+            && let Some(slot) = self.http_mut(ctx)?.slot_mut(ty)
+        {
+            slot.seal();
         }
         Ok(())
     }
@@ -319,8 +297,8 @@ impl Vm {
 
     /// Takes the buffered body (to forward it on Continue).
     pub fn take_body(&mut self, ctx: ContextId, ty: BufferType) -> Option<Vec<u8>> {
-        let i = body_index(ty)?;
-        self.http_mut(ctx).ok()?.bodies[i].take()
+        HttpContext::body_direction(ty)?;
+        self.http_mut(ctx).ok()?.body_slot(ty)?.take()
     }
 
     /// Appends to a body buffer without calling the guest (data that arrives
@@ -331,8 +309,13 @@ impl Vm {
         ty: BufferType,
         data: &[u8],
     ) -> Result<(), VmError> {
-        let i = body_index(ty).ok_or(VmError::WrongContextKind(ctx, "a body buffer"))?;
-        self.http_mut(ctx)?.bodies[i]
+        let not_a_body = VmError::WrongContextKind(ctx, "a body buffer");
+        if HttpContext::body_direction(ty).is_none() {
+            return Err(not_a_body);
+        }
+        self.http_mut(ctx)?
+            .body_slot(ty)
+            .ok_or(not_a_body)?
             .get_or_insert_with(Vec::new)
             .extend_from_slice(data);
         Ok(())
@@ -347,29 +330,22 @@ impl Vm {
     pub fn on_log(&mut self, ctx: ContextId) -> Result<(), VmError> {
         self.alive()?;
         self.http(ctx)?;
-        if let Some(f) = self.funcs.log.clone() {
-            self.call("proxy_on_log", f, ctx, Phase::Log, ctx.0 as i32)?;
-        }
+        self.call::<OnLog>(ctx, Phase::Log, ctx.0 as i32)?;
         Ok(())
     }
 
     /// Runs `proxy_on_done`; returns its result (Envoy ignores it for streams).
     pub fn on_done(&mut self, ctx: ContextId) -> Result<bool, VmError> {
-        self.alive()?;
-        match self.funcs.done.clone() {
-            Some(f) => Ok(self.call("proxy_on_done", f, ctx, Phase::Callback, ctx.0 as i32)? != 0),
-            None => Ok(true),
-        }
+        Ok(self.call::<OnDone>(ctx, Phase::Callback, ctx.0 as i32)? != Some(0))
     }
 
     /// Runs `proxy_on_delete` and forgets the context.
     pub fn on_delete(&mut self, ctx: ContextId) -> Result<(), VmError> {
-        let result = match self.funcs.delete.clone() {
-            _ if self.failed.is_some() => self.alive(),
-            Some(f) if self.store.data().contexts.contains_key(&ctx.0) => {
-                self.call("proxy_on_delete", f, ctx, Phase::Callback, ctx.0 as i32)
-            }
-            _ => Ok(()),
+        let result = if self.failed.is_some() || self.store.data().contexts.contains_key(&ctx.0) {
+            self.call::<OnDelete>(ctx, Phase::Callback, ctx.0 as i32)
+                .map(drop)
+        } else {
+            Ok(())
         };
         self.store.data_mut().contexts.remove(&ctx.0);
         result
