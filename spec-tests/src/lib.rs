@@ -102,6 +102,26 @@ pub fn read_wat(name: &str) -> Result<Vec<u8>, SpecError> {
     read(&wat_path(name))
 }
 
+/// True if `a` and `b` are the same failure: the same trap (the same
+/// `Arc`, as a failed VM hands it out again) or, for the other errors, the
+/// same variant with the same fields. `VmError` is not `PartialEq`: it
+/// keeps wasmtime's errors.
+pub fn same_failure(a: &VmError, b: &VmError) -> bool {
+    match (a, b) {
+        (VmError::Trap(x), VmError::Trap(y)) => Arc::ptr_eq(x, y),
+        _ => format!("{a:?}") == format!("{b:?}"),
+    }
+}
+
+/// Asserts that `got` failed with `want` (see [`same_failure`]).
+#[track_caller]
+pub fn assert_failed<T: std::fmt::Debug>(got: Result<T, VmError>, want: &VmError) {
+    match got {
+        Err(e) if same_failure(&e, want) => {}
+        other => panic!("expected the failure {want:?}, got {other:?}"),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

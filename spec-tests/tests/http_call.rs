@@ -130,10 +130,10 @@ fn dispatch_uses_envoy_tokens_and_resume_continues_the_stream() {
     }
     assert_eq!(h.vm.callouts_in_flight(), 0);
     // A token is delivered once.
-    assert_eq!(
+    assert!(matches!(
         h.vm.on_http_call_response(Token(4), response("200", &[], b"")),
         Err(VmError::UnknownToken(Token(4)))
-    );
+    ));
     assert!(!h.vm.is_failed());
 }
 
@@ -405,10 +405,10 @@ fn calls_from_the_root_context_step_by_four() {
     )
     .expect("delivered");
     assert_eq!(h.vm.callouts_in_flight(), 2);
-    assert_eq!(
+    assert!(matches!(
         h.vm.on_http_call_response(Token(16), HttpCallOutcome::Failed { reason: "x".into() }),
         Err(VmError::UnknownToken(Token(16)))
-    );
+    ));
 }
 
 #[test]

@@ -73,7 +73,8 @@ pub struct EngineConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolingConfig {
     /// How many VMs may be alive at once on this engine. One more fails
-    /// [`Vm::new`](crate::Vm::new) with [`VmError::Instantiate`](crate::VmError::Instantiate).
+    /// [`Vm::new`](crate::Vm::new) with [`VmError::Instantiate`](crate::VmError::Instantiate)
+    /// and [`InstantiateError::PoolFull`](crate::InstantiateError::PoolFull).
     /// Default: [`PoolingConfig::DEFAULT_MAX_VMS`].
     pub max_vms: u32,
     /// Largest table a module may define, in elements. Default:

@@ -223,21 +223,27 @@ pub enum LoadError {
 
 /// What stopped a guest.
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum TrapKind {
-    /// A wasm trap (unreachable, out-of-bounds access, stack overflow, ...).
-    Wasm(String),
+    /// A wasm trap: unreachable, an out-of-bounds access, a division by
+    /// zero... (a stack overflow, an interrupt or running out of fuel is a
+    /// [`Limit`](Self::Limit)).
+    Wasm(wasmtime::Trap),
     /// The guest called WASI `proc_exit` with this code outside start-up.
     ProcExit(i32),
-    /// A hostcall refused to continue (e.g. a forbidden call from the allocator).
-    Host(String),
+    /// A hostcall refused to continue (e.g. a forbidden call from the
+    /// allocator, a restricted capability); the hostcall's error. Its
+    /// [`root_cause`](wasmtime::Error::root_cause) says why.
+    Host(WasmtimeError),
     /// The guest hit a resource limit ([`Limits`](crate::Limits)).
     Limit(LimitExceeded),
 }
 
-/// A guest trap, with where it happened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("plugin `{plugin}`: `{callback}` trapped: {message}")]
+/// A guest trap, with where it happened. The [`TrapKind`]'s error (the
+/// wasm trap, the hostcall's error or the limit) is its
+/// [`source`](std::error::Error::source).
+#[non_exhaustive]
+#[derive(Debug, Clone)]
 pub struct TrapError {
     /// The plugin's name.
     pub plugin: String,
@@ -249,17 +255,80 @@ pub struct TrapError {
     pub kind: TrapKind,
 }
 
-/// Why a VM operation failed.
+impl fmt::Display for TrapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "plugin `{}`: `{}` trapped: {}",
+            self.plugin, self.callback, self.message
+        )
+    }
+}
+
+impl std::error::Error for TrapError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            TrapKind::Wasm(trap) => Some(trap),
+            TrapKind::Host(e) => Some(e),
+            TrapKind::Limit(limit) => Some(limit),
+            TrapKind::ProcExit(_) => None,
+        }
+    }
+}
+
+/// Why a module could not be instantiated ([`VmError::Instantiate`]).
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InstantiateError {
+    /// The engine cannot enforce the plugin's limits (a plugin re-configured
+    /// with [`Plugin::with_config`](crate::Plugin::with_config)).
+    #[error(transparent)]
+    Limits(#[from] UnenforceableLimit),
+    /// Linking the module for the plugin's capabilities failed (a plugin
+    /// re-configured with [`Plugin::with_config`](crate::Plugin::with_config)).
+    #[error(transparent)]
+    Link(Box<LoadError>),
+    /// The module's memory is larger than
+    /// [`Limits::memory_bytes`](crate::Limits::memory_bytes) allows.
+    #[error("{limit}: {source}")]
+    Memory {
+        /// The limit and what the module asked for.
+        limit: LimitExceeded,
+        /// wasmtime's error.
+        source: WasmtimeError,
+    },
+    /// Every VM slot of the engine's pooling allocator is in use
+    /// ([`PoolingConfig::max_vms`](crate::PoolingConfig::max_vms)); it
+    /// succeeds again once a [`Vm`](crate::Vm) is dropped.
+    #[error(
+        "all {max_vms} VM slots of the engine's pool are in use (PoolingConfig::max_vms): {source}"
+    )]
+    PoolFull {
+        /// The pool's size.
+        max_vms: u32,
+        /// wasmtime's error.
+        source: WasmtimeError,
+    },
+    /// wasmtime refused for another reason.
+    #[error("{0}")]
+    Wasmtime(#[source] WasmtimeError),
+}
+
+/// Why a VM operation failed.
+///
+/// Not `PartialEq`: the wasmtime errors it keeps cannot be compared. Match
+/// on the variant (a failed VM returns the same `Arc<TrapError>` again:
+/// compare those with [`Arc::ptr_eq`]).
+#[non_exhaustive]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum VmError {
-    /// Instantiation failed (e.g. a memory larger than the limit).
-    #[error("plugin `{plugin}`: cannot instantiate the module: {message}")]
+    /// Instantiation failed (e.g. a memory larger than the limit, a full pool).
+    #[error("plugin `{plugin}`: cannot instantiate the module: {source}")]
     Instantiate {
         /// The plugin's name.
         plugin: String,
-        /// wasmtime's message.
-        message: String,
+        /// Why.
+        source: InstantiateError,
     },
     /// The guest trapped. The VM is failed; every later call returns this
     /// same error without touching the instance.
@@ -310,10 +379,18 @@ impl VmError {
         }
     }
 
-    /// The resource limit that failed the VM, if one did.
+    /// The resource limit that failed the VM (or its instantiation), if
+    /// one did.
     pub fn limit(&self) -> Option<&LimitExceeded> {
-        match &self.trap()?.kind {
-            TrapKind::Limit(l) => Some(l),
+        match self {
+            Self::Trap(t) => match &t.kind {
+                TrapKind::Limit(l) => Some(l),
+                _ => None,
+            },
+            Self::Instantiate {
+                source: InstantiateError::Memory { limit, .. },
+                ..
+            } => Some(limit),
             _ => None,
         }
     }

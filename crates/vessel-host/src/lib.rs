@@ -77,8 +77,8 @@ pub use embedder::{
 pub use engine::{Engine, EngineConfig, PoolingConfig};
 pub use env::{HostEnv, HostEnvBuilder};
 pub use error::{
-    EngineError, LoadError, TextError, TrapError, TrapKind, UnenforceableLimit, VmError,
-    WasmtimeError,
+    EngineError, InstantiateError, LoadError, TextError, TrapError, TrapKind, UnenforceableLimit,
+    VmError, WasmtimeError,
 };
 pub use headers::HeaderMap;
 pub use ids::{CalloutKind, ContextId, GuestPtr, MetricId, QueueToken, Token, VmInstanceId};

@@ -172,6 +172,8 @@ impl fmt::Display for LimitExceeded {
     }
 }
 
+impl std::error::Error for LimitExceeded {}
+
 /// The store's resource limits: one instance, one memory, a memory cap.
 /// [`HostState`] is the store's `ResourceLimiter`: it asks this and records
 /// a refused grow in the callback's [`Frame`](crate::state::Frame), so that

@@ -305,11 +305,6 @@ pub(crate) fn enforceable(
     Ok(())
 }
 
-/// [`enforceable`], as a message.
-pub(crate) fn check_limits(engine: &Engine, config: &PluginConfig) -> Result<(), String> {
-    enforceable(engine, config).map_err(|l| l.to_string())
-}
-
 /// Links `module` with every hostcall, the ones `config` does not allow
 /// replaced by their stubs.
 fn link(

@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use vessel_host::cache::{CacheKey, ModuleCache};
 use vessel_host::{
     CacheConfig, CacheError, CacheOutcome, Engine, EngineConfig, FilterHeadersStatus, HeaderMap,
-    HostEnv, MapType, Plugin, PluginConfig, PoolingConfig, Vm, VmError,
+    HostEnv, InstantiateError, MapType, Plugin, PluginConfig, PoolingConfig, Vm, VmError,
 };
 
 fn guest(name: &str) -> Vec<u8> {
@@ -268,7 +268,17 @@ fn the_pool_bounds_live_vms_and_reuses_freed_slots() {
     let a = Vm::new(&plugin, &env).expect("first VM");
     let _b = Vm::new(&plugin, &env).expect("second VM");
     let err = Vm::new(&plugin, &env).expect_err("the pool is full");
-    assert!(matches!(err, VmError::Instantiate { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            VmError::Instantiate {
+                source: InstantiateError::PoolFull { max_vms: 2, .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("PoolingConfig::max_vms"), "{err}");
     drop(a);
     hello_runs(&plugin);
 }
