@@ -986,7 +986,7 @@ impl Harness {
         while let Some(token) = self.outstanding.callouts.first().copied() {
             rounds += 1;
             assert!(rounds < 10_000, "callouts never end");
-            debug_assert!(token.0 != 0);
+            debug_assert!(token.get() != 0);
             self.answer_callout(0, true);
             self.collect_effects();
         }

@@ -959,7 +959,7 @@ impl Harness<'_> {
                     return;
                 }
                 let r = self.vm.create_http_context();
-                let id = *r.as_ref().unwrap_or(&ContextId(0));
+                let id = *r.as_ref().unwrap_or(&ContextId::new(0));
                 self.expect(
                     "create_http_context",
                     r,
@@ -1214,7 +1214,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "after proxy_on_delete")]
     fn order_checker_rejects_callbacks_after_delete() {
-        let c = ContextId(2);
+        let c = ContextId::new(2);
         check_order(&[
             (Callback::named("proxy_on_context_create"), c),
             (Callback::named("proxy_on_done"), c),
@@ -1226,7 +1226,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "request data before its headers")]
     fn order_checker_rejects_body_before_headers() {
-        let c = ContextId(2);
+        let c = ContextId::new(2);
         check_order(&[
             (Callback::named("proxy_on_context_create"), c),
             (Callback::named("proxy_on_request_body"), c),

@@ -21,7 +21,7 @@ fn cfg(vm_configuration: &str, configuration: &str) -> PluginConfig {
 fn start_up_order_follows_envoy() {
     let mut h =
         Harness::load(Source::Wat("startup_order"), cfg("vm", "plugin-config")).expect("starts");
-    let root = h.vm.root_context().0;
+    let root = h.vm.root_context().get();
     assert_eq!(
         h.logs.with_prefix("startup_order: "),
         [
@@ -35,7 +35,7 @@ fn start_up_order_follows_envoy() {
     h.logs.clear();
     let (ctx, _) = h.request_headers(request("/", &[]), true).expect("request");
     h.vm.finish_http_stream(ctx).expect("finish");
-    let c = ctx.0;
+    let c = ctx.get();
     assert_eq!(
         h.logs.with_prefix("startup_order: "),
         [

@@ -51,7 +51,7 @@ fn assert_stays_failed(vm: &mut Vm, err: &VmError, logs: &LogCapture) {
     assert_failed(vm.on_tick(), err);
     assert_failed(vm.on_foreign_function(1, b"x"), err);
     let root = vm.root_context();
-    assert_failed(vm.on_queue_ready(root, QueueToken(1)), err);
+    assert_failed(vm.on_queue_ready(root, QueueToken::new(1)), err);
     assert_failed(vm.shutdown(), err);
     assert_eq!(logs.lines().len(), before, "the guest did not run");
 }

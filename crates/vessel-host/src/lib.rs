@@ -81,7 +81,7 @@ pub use error::{
     VmError, WasmtimeError,
 };
 pub use headers::HeaderMap;
-pub use ids::{CalloutKind, ContextId, GuestPtr, MetricId, QueueToken, Token, VmInstanceId};
+pub use ids::{CalloutKind, ContextId, QueueToken, Token, VmInstanceId};
 pub use limits::{LimitExceeded, Limits};
 pub use plugin::{Plugin, PluginConfig};
 pub use policy::{FailurePolicy, ReloadBackoff, ReloadDecision, ReloadGate};

@@ -320,7 +320,7 @@ impl Loaded {
         };
         let mut driver = Driver {
             vm,
-            ctx: ContextId(0),
+            ctx: ContextId::new(0),
             scenario: &self.scenario,
             continued: [false; 2],
             local: None,
@@ -340,7 +340,7 @@ impl Loaded {
             // reads only the deprecated `fail_open`, and `failure_policy`
             // acts when the filter is created for a later stream. A 503
             // local reply, or a reset once response headers went downstream.
-            if ctx == ContextId(0) && self.policy == FailurePolicySpec::FailOpen {
+            if ctx == ContextId::new(0) && self.policy == FailurePolicySpec::FailOpen {
                 // The VM failed before this stream reached the filter (in a
                 // tick): the stream starts on a failed VM.
                 pass_through(stream, &mut obs);
@@ -350,7 +350,7 @@ impl Loaded {
                 obs.response = Some(fail_closed());
             }
         }
-        if ctx != ContextId(0)
+        if ctx != ContextId::new(0)
             && let Ok(vm) = &mut self.vm
             && let Err(e) = vm.finish_http_stream(ctx)
         {
