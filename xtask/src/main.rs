@@ -8,8 +8,10 @@
 //!   `vessel run` in the foreground (Ctrl-C stops it).
 //! * `cargo xtask bench` — builds the guests, downloads the Go plugins and
 //!   runs the criterion benchmarks (the request lifecycle and start-up costs
-//!   in vessel-host, VM-pool scaling and the per-request adapter overhead in
-//!   vessel-hyper), then the wrk end-to-end benchmark.
+//!   in vessel-host, vessel's WASI against wasmtime-wasi's in
+//!   `benches/wasi`, VM-pool scaling and the per-request adapter overhead in
+//!   vessel-hyper), then the wrk end-to-end benchmark. `cargo xtask bench
+//!   wasi` runs only the WASI comparison (`docs/wasi.md`).
 //! * `cargo xtask envoy-diff` — builds the guests, gets Envoy, and runs every
 //!   scenario in-process, through `vessel run` and through Envoy
 //!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
@@ -293,6 +295,7 @@ fn test() -> Result<()> {
     go_plugins()?;
     let redis = redis();
     run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
+    run(Command::new(cargo()).args(["fmt", "--check", "--manifest-path", WASI_BENCH_MANIFEST]))?;
     run(Command::new(cargo()).args([
         "clippy",
         "--workspace",
@@ -404,6 +407,30 @@ fn wrk_rps(vessel: &Path, config: &str) -> Result<f64> {
     result
 }
 
+/// `benches/wasi`: its own workspace, so that wasmtime-wasi (and the
+/// wasmtime features it turns on) stays out of the main workspace's builds.
+const WASI_BENCH_MANIFEST: &str = "benches/wasi/Cargo.toml";
+
+/// vessel's WASI against wasmtime-wasi's (`docs/wasi.md`). It builds into
+/// the workspace's target directory, which shares the compiled dependencies
+/// it has in common with the workspace. Without the Go plugins it prints a
+/// skip for them (fails under `CI=true`).
+fn wasi_bench() -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    run(Command::new(cargo())
+        .args([
+            "bench",
+            "--locked",
+            "--manifest-path",
+            WASI_BENCH_MANIFEST,
+            "--bench",
+            "wasi",
+        ])
+        .env("CARGO_TARGET_DIR", target))
+}
+
 /// The end-to-end benchmark: wrk drives `vessel run` with 1 worker, with
 /// and without the benchmark header filter.
 fn e2e_bench() -> Result<()> {
@@ -463,6 +490,10 @@ fn main() -> Result<()> {
                 "info",
             ]))
         }
+        "bench" if std::env::args().nth(2).as_deref() == Some("wasi") => {
+            go_plugins()?;
+            wasi_bench()
+        }
         "bench" => {
             guests()?;
             go_plugins()?;
@@ -475,6 +506,7 @@ fn main() -> Result<()> {
                 "--bench",
                 "startup",
             ]))?;
+            wasi_bench()?;
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))?;
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "adapter"]))?;
             e2e_bench()
@@ -502,7 +534,9 @@ fn main() -> Result<()> {
             load_tests()
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|run|bench|guests|envoy-diff|go-plugins|load>");
+            eprintln!(
+                "usage: cargo xtask <test|run|bench [wasi]|guests|envoy-diff|go-plugins|load>"
+            );
             bail!("unknown task `{task}`")
         }
     }

@@ -115,8 +115,8 @@ impl Default for ReloadBackoff {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReloadDecision {
-    /// Build a new VM now, then report the result with
-    /// [`ReloadGate::loaded`].
+    /// Build a new VM now (the gate has counted the attempt); a stream that
+    /// then finishes on it is reported with [`ReloadGate::served`].
     Reload,
     /// The backoff holds the reload back until `until`: the stream gets the
     /// policy's 503 (Envoy's `vm_reload_backoff`).

@@ -6,7 +6,9 @@
 //! the core stays sans-IO (time comes from the injected [`Clock`](crate::Clock),
 //! never the OS), nothing can block a worker, and each function returns
 //! exactly what Envoy's host (cpp-host `src/exports.cc`) returns, which is
-//! what Go, TinyGo, Rust and Emscripten guests are tested against:
+//! what Go, TinyGo, Rust and Emscripten guests are tested against.
+//! `docs/wasi.md` measures it against wasmtime-wasi's preview1
+//! (`benches/wasi`) and gives the reasons for the choice. What it does:
 //!
 //! * no filesystem: `path_open` → NOENT, `fd_prestat_get` → BADF (no
 //!   preopens), other `path_*` → NOTSUP, `fd_read` → NOSYS;

@@ -19,7 +19,7 @@
 //! Every guest call runs under the plugin's [`Limits`](crate::Limits): an
 //! epoch deadline (CPU time per callback), optional fuel, and the store's
 //! memory cap. A limit hit fails the VM with
-//! [`TrapKind::Limit`], naming the limit and the
+//! [`TrapKind::Limit`](crate::TrapKind::Limit), naming the limit and the
 //! callback; other VMs carry on. Callbacks the plugin's
 //! [`allowed_capabilities`](crate::PluginConfig::allowed_capabilities) do
 //! not allow are treated as not exported (ABI reference §6.5).
