@@ -37,6 +37,11 @@
 //! its own VM with a typed [`LimitExceeded`], and the others carry on.
 //! `docs/operations.md` lists every default and knob.
 //!
+//! # Cargo features
+//!
+//! * `wat` (off by default): [`Plugin::load`] also reads WebAssembly text.
+//!   Without it, text is refused with [`LoadError::TextNotSupported`].
+//!
 //! [proxy-wasm ABI]: https://github.com/proxy-wasm/spec
 
 // `deny`, not `forbid`, only so that `cache` can allow `unsafe` for
