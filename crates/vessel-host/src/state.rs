@@ -5,7 +5,7 @@
 //!   effective context, phase, its stop request, its log budget, a refused
 //!   memory grow), reset in one assignment before every guest call;
 //! * the contexts: [`RootContext`]s and [`HttpContext`]s, each stream with a
-//!   `request` and a `response` [`Direction`] (headers, trailers, body);
+//!   `request` and a `response` [`DirectionState`] (headers, trailers, body);
 //! * [`Callouts`]: callouts in flight, token counters, the answer being
 //!   delivered; [`Metrics`]; [`LogStats`]; the effect queue.
 
@@ -24,6 +24,7 @@ use crate::limits::VmLimiter;
 use crate::plugin::PluginShared;
 use crate::properties::PropertyMap;
 use crate::shared::metrics::Metric;
+use crate::stream::Direction;
 
 /// Identity hasher for small integer keys (context ids, tokens).
 #[derive(Default, Clone, Copy)]
@@ -141,7 +142,7 @@ impl MapSlot {
 /// One direction of an HTTP stream (request or response): its headers,
 /// body and trailers as the host holds them.
 #[derive(Debug, Default)]
-pub(crate) struct Direction {
+pub(crate) struct DirectionState {
     pub(crate) headers: MapSlot,
     pub(crate) trailers: MapSlot,
     /// The buffered body: `Some` while the host holds it (during the body
@@ -151,7 +152,7 @@ pub(crate) struct Direction {
     pub(crate) may_add_trailers: bool,
 }
 
-impl Direction {
+impl DirectionState {
     /// Seals headers and trailers, as when the stream continues past them.
     pub(crate) fn seal(&mut self) {
         self.headers.seal();
@@ -163,8 +164,8 @@ impl Direction {
 #[derive(Debug, Default)]
 pub(crate) struct HttpContext {
     pub(crate) root: ContextId,
-    pub(crate) request: Direction,
-    pub(crate) response: Direction,
+    pub(crate) request: DirectionState,
+    pub(crate) response: DirectionState,
     pub(crate) local_response_sent: bool,
     pub(crate) properties: PropertyMap,
 }
@@ -179,33 +180,36 @@ pub(crate) enum MapPart {
 impl HttpContext {
     /// The direction of a stream map type and which of its maps it is;
     /// `None` for maps that are not a stream's (4–7).
-    pub(crate) fn map_part(ty: MapType) -> Option<(bool, MapPart)> {
+    pub(crate) fn map_part(ty: MapType) -> Option<(Direction, MapPart)> {
         match ty {
-            MapType::HttpRequestHeaders => Some((true, MapPart::Headers)),
-            MapType::HttpRequestTrailers => Some((true, MapPart::Trailers)),
-            MapType::HttpResponseHeaders => Some((false, MapPart::Headers)),
-            MapType::HttpResponseTrailers => Some((false, MapPart::Trailers)),
+            MapType::HttpRequestHeaders => Some((Direction::Request, MapPart::Headers)),
+            MapType::HttpRequestTrailers => Some((Direction::Request, MapPart::Trailers)),
+            MapType::HttpResponseHeaders => Some((Direction::Response, MapPart::Headers)),
+            MapType::HttpResponseTrailers => Some((Direction::Response, MapPart::Trailers)),
             _ => None,
         }
     }
 
-    /// The direction a stream map type or body buffer type belongs to.
-    pub(crate) fn direction_mut(&mut self, request: bool) -> &mut Direction {
-        if request {
-            &mut self.request
-        } else {
-            &mut self.response
+    /// One direction of the stream.
+    pub(crate) fn direction(&self, direction: Direction) -> &DirectionState {
+        match direction {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        }
+    }
+
+    /// One direction of the stream, mutably.
+    pub(crate) fn direction_mut(&mut self, direction: Direction) -> &mut DirectionState {
+        match direction {
+            Direction::Request => &mut self.request,
+            Direction::Response => &mut self.response,
         }
     }
 
     /// The slot of a stream map (0–3).
     pub(crate) fn slot(&self, ty: MapType) -> Option<&MapSlot> {
-        let (request, part) = Self::map_part(ty)?;
-        let d = if request {
-            &self.request
-        } else {
-            &self.response
-        };
+        let (direction, part) = Self::map_part(ty)?;
+        let d = self.direction(direction);
         Some(match part {
             MapPart::Headers => &d.headers,
             MapPart::Trailers => &d.trailers,
@@ -214,8 +218,8 @@ impl HttpContext {
 
     /// The slot of a stream map (0–3), mutably.
     pub(crate) fn slot_mut(&mut self, ty: MapType) -> Option<&mut MapSlot> {
-        let (request, part) = Self::map_part(ty)?;
-        let d = self.direction_mut(request);
+        let (direction, part) = Self::map_part(ty)?;
+        let d = self.direction_mut(direction);
         Some(match part {
             MapPart::Headers => &mut d.headers,
             MapPart::Trailers => &mut d.trailers,
@@ -227,8 +231,8 @@ impl HttpContext {
     }
 
     pub(crate) fn map_mut(&mut self, ty: MapType) -> Option<&mut HeaderMap> {
-        let (request, part) = Self::map_part(ty)?;
-        let d = self.direction_mut(request);
+        let (direction, part) = Self::map_part(ty)?;
+        let d = self.direction_mut(direction);
         let slot = match part {
             MapPart::Headers => &mut d.headers,
             MapPart::Trailers => {
@@ -243,25 +247,22 @@ impl HttpContext {
     }
 
     /// The direction of a body buffer type (`None` for other buffers).
-    pub(crate) fn body_direction(ty: BufferType) -> Option<bool> {
+    pub(crate) fn body_direction(ty: BufferType) -> Option<Direction> {
         match ty {
-            BufferType::HttpRequestBody => Some(true),
-            BufferType::HttpResponseBody => Some(false),
+            BufferType::HttpRequestBody => Some(Direction::Request),
+            BufferType::HttpResponseBody => Some(Direction::Response),
             _ => None,
         }
     }
 
     /// The body buffer slot of a direction (`None` for other buffer types).
     pub(crate) fn body_slot(&mut self, ty: BufferType) -> Option<&mut Option<Vec<u8>>> {
-        let request = Self::body_direction(ty)?;
-        Some(&mut self.direction_mut(request).body)
+        let direction = Self::body_direction(ty)?;
+        Some(&mut self.direction_mut(direction).body)
     }
 
     pub(crate) fn body(&self, ty: BufferType) -> Option<&Vec<u8>> {
-        match Self::body_direction(ty)? {
-            true => self.request.body.as_ref(),
-            false => self.response.body.as_ref(),
-        }
+        self.direction(Self::body_direction(ty)?).body.as_ref()
     }
 
     pub(crate) fn body_mut(&mut self, ty: BufferType) -> Option<&mut Vec<u8>> {
@@ -269,10 +270,11 @@ impl HttpContext {
     }
 }
 
-/// One context of a VM.
+/// One context of a VM. Both kinds are boxed, so that the context table
+/// moves only pointers.
 #[derive(Debug)]
 pub(crate) enum Context {
-    Root(RootContext),
+    Root(Box<RootContext>),
     Http(Box<HttpContext>),
 }
 
@@ -421,6 +423,9 @@ pub(crate) struct HostState {
     pub(crate) in_allocator: bool,
     pub(crate) contexts: IdMap<Context>,
     pub(crate) next_context_id: u32,
+    /// The box of the last HTTP context removed, emptied, for the next
+    /// stream (saves an allocation and a copy per stream).
+    spare_http: Option<Box<HttpContext>>,
     pub(crate) effects: Vec<Effect>,
     pub(crate) callouts: Callouts,
     /// The argument buffer of `proxy_on_foreign_function` being delivered.
@@ -451,6 +456,7 @@ impl HostState {
             in_allocator: false,
             contexts: IdMap::default(),
             next_context_id: 0,
+            spare_http: None,
             effects: Vec::new(),
             callouts: Callouts::default(),
             foreign_args: Vec::new(),
@@ -469,6 +475,38 @@ impl HostState {
             if id != 0 && !self.contexts.contains_key(&id) {
                 return ContextId(id);
             }
+        }
+    }
+
+    /// A new HTTP stream context of root context `root`.
+    pub(crate) fn new_http_context(
+        &mut self,
+        root: ContextId,
+        properties: PropertyMap,
+    ) -> Box<HttpContext> {
+        let mut h = self.spare_http.take().unwrap_or_default();
+        h.root = root;
+        h.properties = properties;
+        h
+    }
+
+    /// Forgets a context (if it exists). An HTTP context's box is emptied
+    /// and kept for the next stream.
+    pub(crate) fn remove_context(&mut self, id: ContextId) {
+        if let Some(Context::Http(mut h)) = self.contexts.remove(&id.0) {
+            let HttpContext {
+                root,
+                request,
+                response,
+                local_response_sent,
+                properties,
+            } = &mut *h;
+            *root = ContextId(0);
+            *request = DirectionState::default();
+            *response = DirectionState::default();
+            *local_response_sent = false;
+            *properties = PropertyMap::new();
+            self.spare_http = Some(h);
         }
     }
 
@@ -584,5 +622,83 @@ impl HostState {
             // A buffer type a newer vessel-abi knows and this host does not serve.
             _ => Err(Status::BadArgument),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::PluginConfig;
+    use vessel_abi::AbiVersion;
+
+    fn headers() -> HeaderMap {
+        HeaderMap::from_pairs([(":path", "/"), ("x-a", "1")])
+    }
+
+    #[test]
+    fn a_sealed_map_is_read_only_in_on_log_and_never_writable() {
+        let mut h = HttpContext::default();
+        let ty = MapType::HttpRequestHeaders;
+        assert!(
+            h.map(ty, false).is_none(),
+            "no map before the stream has one"
+        );
+        h.request.headers.open(headers());
+        assert_eq!(h.map(ty, false), Some(&headers()));
+        assert!(h.map_mut(ty).is_some());
+        h.request.seal();
+        assert!(h.map(ty, false).is_none());
+        assert_eq!(h.map(ty, true), Some(&headers()), "on_log reads it");
+        assert!(h.map_mut(ty).is_none());
+        // The host still has it; the response side is untouched.
+        assert_eq!(h.slot(ty).and_then(MapSlot::get), Some(&headers()));
+        assert!(h.map(MapType::HttpResponseHeaders, true).is_none());
+        assert_eq!(h.slot_mut(ty).and_then(MapSlot::take), Some(headers()));
+        assert!(h.map(ty, true).is_none(), "taken");
+    }
+
+    #[test]
+    fn trailers_may_be_added_only_while_allowed() {
+        let mut h = HttpContext::default();
+        let ty = MapType::HttpResponseTrailers;
+        assert!(h.map_mut(ty).is_none());
+        h.response.may_add_trailers = true;
+        h.map_mut(ty).expect("may add").append(b"grpc-status", b"0");
+        h.response.may_add_trailers = false;
+        assert_eq!(
+            h.map(ty, false).and_then(|m| m.get(b"grpc-status")),
+            Some(&b"0"[..])
+        );
+        assert!(h.map(MapType::HttpRequestTrailers, false).is_none());
+    }
+
+    #[test]
+    fn a_removed_stream_leaves_nothing_in_the_next_one() {
+        let plugin = Arc::new(PluginShared {
+            config: PluginConfig::named("t"),
+            abi: AbiVersion::V0_2_1,
+        });
+        let env = HostEnv::default();
+        let mut st = HostState::new(
+            plugin,
+            env.clone(),
+            env.next_instance_id(),
+            VmLimiter::new(1),
+        );
+        let mut props = PropertyMap::new();
+        props.insert_dotted("source.address", "10.0.0.1:1");
+        let mut h = st.new_http_context(ContextId(1), props);
+        h.request.headers.open(headers());
+        h.response.body = Some(b"body".to_vec());
+        h.local_response_sent = true;
+        st.contexts.insert(7, Context::Http(h));
+        st.remove_context(ContextId(7));
+        assert!(st.contexts.is_empty());
+        let h = st.new_http_context(ContextId(2), PropertyMap::new());
+        assert_eq!(h.root, ContextId(2));
+        assert!(h.request.headers.get().is_none());
+        assert!(h.response.body.is_none());
+        assert!(!h.local_response_sent);
+        assert_eq!(h.properties, PropertyMap::new());
     }
 }

@@ -180,8 +180,9 @@ callbacks! {
         OnTick, tick: "proxy_on_tick", All, (i32) -> ();
         /// `proxy_on_queue_ready(root_id, queue_id)`.
         OnQueueReady, queue_ready: "proxy_on_queue_ready", All, (i32, i32) -> ();
-        /// `proxy_on_foreign_function(root_id, function_id, args_size)` (0.2.x).
-        OnForeignFunction, foreign_function: "proxy_on_foreign_function", Since02, (i32, i32, i32) -> ();
+        /// `proxy_on_foreign_function(root_id, function_id, args_size)`
+        /// (checked for every version, called for 0.2.x only).
+        OnForeignFunction, foreign_function: "proxy_on_foreign_function", All, (i32, i32, i32) -> ();
         /// `proxy_on_request_headers(context_id, headers, end_of_stream) -> action`.
         OnRequestHeaders, request_headers: "proxy_on_request_headers", Since02, (i32, i32, i32) -> i32;
         /// `proxy_on_request_headers(context_id, headers) -> action` (0.1.0).
@@ -343,7 +344,7 @@ impl Vm {
     fn after_call(&mut self) -> Result<(), VmError> {
         while let Some(root) = self.store.data_mut().done_requested.pop() {
             self.call::<OnDelete>(root, Phase::Callback, root.0 as i32)?;
-            self.store.data_mut().contexts.remove(&root.0);
+            self.store.data_mut().remove_context(root);
         }
         Ok(())
     }

@@ -74,6 +74,10 @@ impl Vm {
     /// `args` readable as the foreign-function argument buffer (0.2.x only).
     pub fn on_foreign_function(&mut self, function_id: u32, args: &[u8]) -> Result<(), VmError> {
         self.alive()?;
+        if self.plugin.abi_version().is_v0_1() {
+            // 0.1.0 has no foreign functions.
+            return Ok(());
+        }
         self.store.data_mut().foreign_args = args.to_vec();
         let root = self.root;
         let r = self.call::<OnForeignFunction>(

@@ -13,7 +13,7 @@ use crate::hostcalls::capabilities;
 use crate::ids::ContextId;
 use crate::limits::{LimitExceeded, VmLimiter};
 use crate::plugin::{Plugin, enforceable};
-use crate::state::{Context, HostState, Phase, RootContext};
+use crate::state::{Context, HostState, Phase};
 use crate::wasi::ProcExit;
 
 /// True for the module's start-up functions (run with [`Phase::Start`]).
@@ -154,7 +154,7 @@ impl Vm {
         self.store
             .data_mut()
             .contexts
-            .insert(root.0, Context::Root(RootContext::default()));
+            .insert(root.0, Context::Root(Box::default()));
         let root_id = root.0 as i32;
         self.call::<OnContextCreate>(root, Phase::Callback, (root_id, 0))?;
         let config = self.plugin.config();
@@ -252,7 +252,7 @@ impl Vm {
         let done = self.call::<OnDone>(root, Phase::Callback, root.0 as i32)? != Some(0);
         if done {
             self.call::<OnDelete>(root, Phase::Callback, root.0 as i32)?;
-            self.store.data_mut().contexts.remove(&root.0);
+            self.store.data_mut().remove_context(root);
         } else if let Some(r) = self.store.data_mut().root_mut(root) {
             r.pending_done = true;
         }

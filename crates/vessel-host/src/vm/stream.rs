@@ -16,6 +16,7 @@ use crate::headers::HeaderMap;
 use crate::ids::ContextId;
 use crate::properties::{PropertyMap, PropertyValue};
 use crate::state::{Context, HttpContext, Phase};
+use crate::stream::Direction;
 
 impl Vm {
     // ---- HTTP streams -------------------------------------------------
@@ -42,20 +43,15 @@ impl Vm {
             });
         }
         let id = self.store.data_mut().alloc_context_id();
-        let ctx = HttpContext {
-            root: self.root,
-            properties,
-            ..HttpContext::default()
-        };
-        self.store
-            .data_mut()
-            .contexts
-            .insert(id.0, Context::Http(Box::new(ctx)));
+        let root = self.root;
+        let st = self.store.data_mut();
+        let ctx = st.new_http_context(root, properties);
+        st.contexts.insert(id.0, Context::Http(ctx));
         if let Err(e) =
             self.call::<OnContextCreate>(id, Phase::Callback, (id.0 as i32, self.root.0 as i32))
         {
             // The embedder never learns the id: forget the context.
-            self.store.data_mut().contexts.remove(&id.0);
+            self.store.data_mut().remove_context(id);
             return Err(e);
         }
         Ok(id)
@@ -73,11 +69,11 @@ impl Vm {
     }
 
     /// Runs a header callback: `V2(ctx, headers, end_of_stream)`, or
-    /// `V1(ctx, headers)` for ABI 0.1.0. `request` picks the direction.
+    /// `V1(ctx, headers)` for ABI 0.1.0.
     fn headers_call<V2, V1>(
         &mut self,
         ctx: ContextId,
-        request: bool,
+        direction: Direction,
         map: HeaderMap,
         end_of_stream: bool,
     ) -> Result<FilterHeadersStatus, VmError>
@@ -87,7 +83,10 @@ impl Vm {
     {
         self.alive()?;
         let n = len_i32(map.len());
-        self.http_mut(ctx)?.direction_mut(request).headers.open(map);
+        self.http_mut(ctx)?
+            .direction_mut(direction)
+            .headers
+            .open(map);
         let id = ctx.0 as i32;
         let raw = if self.plugin.abi_version().is_v0_1() {
             self.call::<V1>(ctx, Phase::Callback, (id, n))?
@@ -99,7 +98,7 @@ impl Vm {
         let status = translate_headers(raw, stop_next, allow_stop);
         let h = self.http_mut(ctx)?;
         if status == FilterHeadersStatus::Continue {
-            h.direction_mut(request).headers.seal();
+            h.direction_mut(direction).headers.seal();
         }
         Ok(status)
     }
@@ -126,7 +125,7 @@ impl Vm {
     ) -> Result<FilterHeadersStatus, VmError> {
         self.headers_call::<OnRequestHeaders, OnRequestHeadersV01>(
             ctx,
-            true,
+            Direction::Request,
             headers,
             end_of_stream,
         )
@@ -141,7 +140,7 @@ impl Vm {
     ) -> Result<FilterHeadersStatus, VmError> {
         self.headers_call::<OnResponseHeaders, OnResponseHeadersV01>(
             ctx,
-            false,
+            Direction::Response,
             headers,
             end_of_stream,
         )
@@ -152,7 +151,7 @@ impl Vm {
     fn body_call<C>(
         &mut self,
         ctx: ContextId,
-        request: bool,
+        direction: Direction,
         data: &[u8],
         end_of_stream: bool,
     ) -> Result<FilterDataStatus, VmError>
@@ -161,7 +160,7 @@ impl Vm {
     {
         self.alive()?;
         let size = {
-            let d = self.http_mut(ctx)?.direction_mut(request);
+            let d = self.http_mut(ctx)?.direction_mut(direction);
             let buf = d.body.get_or_insert_with(Vec::new);
             buf.extend_from_slice(data);
             let size = buf.len();
@@ -174,7 +173,7 @@ impl Vm {
             (ctx.0 as i32, len_i32(size), i32::from(end_of_stream)),
         )?;
         let (raw, stop_next) = self.result_and_stop(raw);
-        let d = self.http_mut(ctx)?.direction_mut(request);
+        let d = self.http_mut(ctx)?.direction_mut(direction);
         d.may_add_trailers = false;
         let status = translate_data(raw, stop_next);
         if status == FilterDataStatus::StopIterationNoBuffer {
@@ -194,7 +193,7 @@ impl Vm {
         data: &[u8],
         end_of_stream: bool,
     ) -> Result<FilterDataStatus, VmError> {
-        self.body_call::<OnRequestBody>(ctx, true, data, end_of_stream)
+        self.body_call::<OnRequestBody>(ctx, Direction::Request, data, end_of_stream)
     }
 
     /// Runs `proxy_on_response_body` (see [`Vm::on_request_body`]).
@@ -204,14 +203,14 @@ impl Vm {
         data: &[u8],
         end_of_stream: bool,
     ) -> Result<FilterDataStatus, VmError> {
-        self.body_call::<OnResponseBody>(ctx, false, data, end_of_stream)
+        self.body_call::<OnResponseBody>(ctx, Direction::Response, data, end_of_stream)
     }
 
     /// Runs a trailers callback `C(ctx, trailers)`.
     fn trailers_call<C>(
         &mut self,
         ctx: ContextId,
-        request: bool,
+        direction: Direction,
         map: HeaderMap,
     ) -> Result<FilterTrailersStatus, VmError>
     where
@@ -220,7 +219,7 @@ impl Vm {
         self.alive()?;
         let n = len_i32(map.len());
         self.http_mut(ctx)?
-            .direction_mut(request)
+            .direction_mut(direction)
             .trailers
             .open(map);
         let raw = self.call::<C>(ctx, Phase::Callback, (ctx.0 as i32, n))?;
@@ -228,7 +227,7 @@ impl Vm {
         let status = translate_trailers(raw, stop_next);
         let h = self.http_mut(ctx)?;
         if status == FilterTrailersStatus::Continue {
-            h.direction_mut(request).trailers.seal();
+            h.direction_mut(direction).trailers.seal();
         }
         Ok(status)
     }
@@ -239,7 +238,7 @@ impl Vm {
         ctx: ContextId,
         trailers: HeaderMap,
     ) -> Result<FilterTrailersStatus, VmError> {
-        self.trailers_call::<OnRequestTrailers>(ctx, true, trailers)
+        self.trailers_call::<OnRequestTrailers>(ctx, Direction::Request, trailers)
     }
 
     /// Runs `proxy_on_response_trailers`.
@@ -248,7 +247,7 @@ impl Vm {
         ctx: ContextId,
         trailers: HeaderMap,
     ) -> Result<FilterTrailersStatus, VmError> {
-        self.trailers_call::<OnResponseTrailers>(ctx, false, trailers)
+        self.trailers_call::<OnResponseTrailers>(ctx, Direction::Response, trailers)
     }
 
     /// A stream map as the guest left it (maps 0–3), whether or not it is
@@ -347,7 +346,7 @@ impl Vm {
         } else {
             Ok(())
         };
-        self.store.data_mut().contexts.remove(&ctx.0);
+        self.store.data_mut().remove_context(ctx);
         result
     }
 
@@ -363,7 +362,7 @@ impl Vm {
             .on_log(ctx)
             .and_then(|()| self.on_done(ctx).map(|_| ()))
             .and_then(|()| self.on_delete(ctx));
-        self.store.data_mut().contexts.remove(&ctx.0);
+        self.store.data_mut().remove_context(ctx);
         result
     }
 }
