@@ -5,10 +5,12 @@
 
 #![allow(clippy::print_stdout)]
 
-use vessel_host::{Effect, Engine, HeaderMap, HostEnv, MapType, Plugin, PluginConfig, Vm};
+use vessel_host::{
+    Effect, Engine, EngineConfig, HeaderMap, HostEnv, MapType, Plugin, PluginConfig, Vm,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let engine = Engine::default(); // one per process
+    let engine = Engine::new(EngineConfig::default())?; // one per process
     let wasm = std::fs::read("filter.wasm")?;
     let plugin = Plugin::load(&engine, &wasm, PluginConfig::named("my_filter"))?;
     let mut vm = Vm::new(&plugin, &HostEnv::default())?; // _initialize, on_vm_start, on_configure

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use vessel_host::{Engine, HostEnv, Plugin, PluginConfig, Vm};
+use vessel_host::{Engine, EngineConfig, HostEnv, Plugin, PluginConfig, Vm};
 
 /// Plugin, version and a configuration from its documentation.
 const PLUGINS: &[(&str, &str, &str)] = &[
@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(20);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/higress/gpustack_higress_plugins/plugins");
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default())?;
     println!(
         "{:<32} {:>9} {:>10} {:>12} {:>14} {:>9}",
         "plugin", "wasm MiB", "compile", "vm start", "guest mem/VM", "RSS/VM"

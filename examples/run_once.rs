@@ -14,8 +14,8 @@
 
 use anyhow::Context;
 use vessel_host::{
-    Effect, Engine, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse, MapType, Plugin,
-    PluginConfig, Vm,
+    Effect, Engine, EngineConfig, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse, MapType,
+    Plugin, PluginConfig, Vm,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     let config = args.next().unwrap_or_default();
 
     // One engine per process; the compiled plugin is shared by every VM.
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default())?;
     let wasm = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
     let started = std::time::Instant::now();
     let plugin = Plugin::load(

@@ -635,7 +635,10 @@ pub fn check_spec(spec: &ModuleSpec) {
     match (spec.expected(), &got) {
         (Ok(()), Ok(())) => {}
         (Err(None), Err(LoadError::Compile(_))) => {}
-        (Err(Some(want)), Err(e)) if want == *e => {
+        // `LoadError` is not `PartialEq` (some variants keep wasmtime's
+        // error); the model only predicts plain-data variants, whose Debug
+        // shows every field.
+        (Err(Some(want)), Err(e)) if format!("{want:?}") == format!("{e:?}") => {
             // The message names what is wrong.
             let text = e.to_string();
             if let LoadError::UnknownImport { name, .. }
@@ -683,7 +686,7 @@ mod tests {
 
     #[test]
     fn a_good_module_loads() {
-        assert_eq!(good().expected(), Ok(()));
+        assert!(good().expected().is_ok());
         check_spec(&good());
     }
 

@@ -82,6 +82,7 @@ fn check_pairs_payload(data: &[u8]) {
                 PairsError::DstSize { .. } | PairsError::EntryTooLong { .. } => {
                     panic!("decode returned an encode-only error: {err}")
                 }
+                other => panic!("an error this oracle does not know: {other:?}"),
             }
         }
     }
@@ -259,6 +260,7 @@ mod tests {
                 Err(PairsError::TrailingBytes { .. }) => "trailing",
                 Err(PairsError::DstSize { .. }) => "dst size",
                 Err(PairsError::EntryTooLong { .. }) => "entry too long",
+                Err(other) => panic!("an error this test does not know: {other:?}"),
             };
             outcomes.insert(outcome);
         }

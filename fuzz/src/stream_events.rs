@@ -48,8 +48,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use arbitrary::{Result as ArbResult, Unstructured};
 use vessel_abi::{FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, StreamType};
 use vessel_host::{
-    ContextId, Effect, Engine, FixedClock, HeaderMap, HostEnv, HttpCallOutcome, HttpCallResponse,
-    LogLevel, LogRecord, LogSink, Plugin, PluginConfig, QueueToken, Token, Vm, VmError,
+    ContextId, Effect, Engine, EngineConfig, FixedClock, HeaderMap, HostEnv, HttpCallOutcome,
+    HttpCallResponse, LogLevel, LogRecord, LogSink, Plugin, PluginConfig, QueueToken, Token, Vm,
+    VmError,
 };
 use wasm_encoder::{CodeSection, ExportKind, ExportSection, FunctionSection, RawSection};
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef};
@@ -372,7 +373,7 @@ pub fn guest_path(name: &str) -> PathBuf {
 pub fn plugins() -> &'static [(usize, Plugin)] {
     static PLUGINS: OnceLock<Vec<(usize, Plugin)>> = OnceLock::new();
     PLUGINS.get_or_init(|| {
-        let engine = Engine::default();
+        let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
         GUESTS
             .iter()
             .enumerate()
@@ -822,6 +823,10 @@ impl Harness<'_> {
                 | Effect::ClearRouteCache { .. } => {
                     panic!("guest_{}: unexpected effect {effect:?}", self.guest)
                 }
+                other => panic!(
+                    "guest_{}: an effect this oracle does not know: {other:?}",
+                    self.guest
+                ),
             }
         }
     }
@@ -954,7 +959,7 @@ impl Harness<'_> {
                     return;
                 }
                 let r = self.vm.create_http_context();
-                let id = *r.as_ref().unwrap_or(&ContextId(0));
+                let id = *r.as_ref().unwrap_or(&ContextId::new(0));
                 self.expect(
                     "create_http_context",
                     r,
@@ -1209,7 +1214,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "after proxy_on_delete")]
     fn order_checker_rejects_callbacks_after_delete() {
-        let c = ContextId(2);
+        let c = ContextId::new(2);
         check_order(&[
             (Callback::named("proxy_on_context_create"), c),
             (Callback::named("proxy_on_done"), c),
@@ -1221,7 +1226,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "request data before its headers")]
     fn order_checker_rejects_body_before_headers() {
-        let c = ContextId(2);
+        let c = ContextId::new(2);
         check_order(&[
             (Callback::named("proxy_on_context_create"), c),
             (Callback::named("proxy_on_request_body"), c),

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use vessel_host::{
-    ContextId, Effect, Engine, EngineConfig, FilterHeadersStatus, HeaderMap, HostEnv,
+    ContextId, Effect, Engine, EngineConfig, EngineError, FilterHeadersStatus, HeaderMap, HostEnv,
     HostEnvBuilder, LoadError, LogLevel, LogRecord, LogSink, Plugin, PluginConfig, Vm, VmError,
 };
 
@@ -57,7 +57,7 @@ pub enum SpecError {
     Vm(#[from] VmError),
     /// The shared engine could not be built.
     #[error("cannot build the shared engine: {0}")]
-    Engine(LoadError),
+    Engine(#[source] EngineError),
 }
 
 /// The `spec-tests` directory (this crate's manifest directory).
@@ -100,6 +100,26 @@ pub fn read_guest(name: &str) -> Result<Vec<u8>, SpecError> {
 /// [`Plugin::load`] accepts). Never panics.
 pub fn read_wat(name: &str) -> Result<Vec<u8>, SpecError> {
     read(&wat_path(name))
+}
+
+/// True if `a` and `b` are the same failure: the same trap (the same
+/// `Arc`, as a failed VM hands it out again) or, for the other errors, the
+/// same variant with the same fields. `VmError` is not `PartialEq`: it
+/// keeps wasmtime's errors.
+pub fn same_failure(a: &VmError, b: &VmError) -> bool {
+    match (a, b) {
+        (VmError::Trap(x), VmError::Trap(y)) => Arc::ptr_eq(x, y),
+        _ => format!("{a:?}") == format!("{b:?}"),
+    }
+}
+
+/// Asserts that `got` failed with `want` (see [`same_failure`]).
+#[track_caller]
+pub fn assert_failed<T: std::fmt::Debug>(got: Result<T, VmError>, want: &VmError) {
+    match got {
+        Err(e) if same_failure(&e, want) => {}
+        other => panic!("expected the failure {want:?}, got {other:?}"),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -600,7 +600,7 @@ mod tests {
         logs.log(&LogRecord {
             plugin: "p",
             level,
-            context: ContextId(1),
+            context: ContextId::new(1),
             message,
         });
     }

@@ -129,7 +129,7 @@ fn continue_request_response_and_clear_route_cache() {
     );
     let r = ProbeResults::from_logs(&h.logs);
     let ok = Some(Status::Ok.as_u32());
-    assert_eq!(r.value("headers.argc_ctx"), Some(ctx.0));
+    assert_eq!(r.value("headers.argc_ctx"), Some(ctx.get()));
     assert_eq!(r.value("headers.num"), Some(4));
     assert_eq!(r.value("clear_route_cache"), ok);
     assert_eq!(r.value("continue_request"), ok);

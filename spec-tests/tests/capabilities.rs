@@ -149,7 +149,10 @@ fn a_denied_proc_exit_traps() {
         .expect_err("traps");
     let trap = err.trap().expect("a trap");
     assert!(
-        matches!(&trap.kind, TrapKind::Host(m) if m.contains("restricted WASI capability") && m.contains("proc_exit")),
+        matches!(&trap.kind, TrapKind::Host(e) if {
+            let cause = e.get().root_cause().to_string();
+            cause.contains("restricted WASI capability") && cause.contains("proc_exit")
+        }),
         "{err}"
     );
 }

@@ -28,10 +28,10 @@ fn unknown_id_is_bad_argument() {
     );
     assert!(h.logs.contains(&format!(
         "effective_context: restore set_effective_context({})=Ok(())",
-        ctx.0
+        ctx.get()
     )));
     // Any live context of the VM is accepted, the root included.
-    let root = h.vm.root_context().0;
+    let root = h.vm.root_context().get();
     h.request_headers(request("/", &[("x-effective-id", &root.to_string())]), true)
         .expect("request");
     assert!(h.logs.contains(&format!(
@@ -63,7 +63,7 @@ fn tick_resumes_a_paused_stream_through_the_effective_context() {
     assert_eq!(values(req, "x-resumed-by"), ["tick"]);
     assert!(h.logs.contains(&format!(
         "effective_context: tick resumed context_id={}",
-        ctx.0
+        ctx.get()
     )));
 }
 
@@ -76,16 +76,13 @@ fn the_sdk_switches_to_the_caller_for_a_call_response() {
         .expect("request");
     assert!(matches!(
         &h.effects()[..],
-        [Effect::HttpCall {
-            token: Token(4),
-            ..
-        }]
+        [Effect::HttpCall { token, .. }] if *token == Token::new(4)
     ));
     let ok = HttpCallResponse {
         headers: headers(&[(":status", "200")]),
         ..HttpCallResponse::default()
     };
-    h.vm.on_http_call_response(Token(4), HttpCallOutcome::Response(ok))
+    h.vm.on_http_call_response(Token::new(4), HttpCallOutcome::Response(ok))
         .expect("delivered");
     assert_eq!(
         h.effects(),
@@ -97,7 +94,7 @@ fn the_sdk_switches_to_the_caller_for_a_call_response() {
     let req =
         h.vm.headers(ctx, MapType::HttpRequestHeaders)
             .expect("kept");
-    assert_eq!(values(req, "x-effective-context"), [ctx.0.to_string()]);
+    assert_eq!(values(req, "x-effective-context"), [ctx.get().to_string()]);
 }
 
 #[test]
@@ -166,7 +163,7 @@ fn raw_rules() {
         }]
     );
     h.vm.finish_http_stream(ctx).expect("finish");
-    h.vm.on_queue_ready(h.vm.root_context(), vessel_host::QueueToken(1))
+    h.vm.on_queue_ready(h.vm.root_context(), vessel_host::QueueToken::new(1))
         .expect("queue ready");
     let r = ProbeResults::from_logs(&h.logs);
     let st = |s: Status| Some(s.as_u32());

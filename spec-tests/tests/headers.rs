@@ -319,7 +319,7 @@ fn rust_sdk_traps_on_bad_argument_from_a_sealed_map() {
         ..HttpCallResponse::default()
     };
     let err =
-        h.vm.on_http_call_response(Token(4), HttpCallOutcome::Response(ok))
+        h.vm.on_http_call_response(Token::new(4), HttpCallOutcome::Response(ok))
             .expect_err("the SDK panics");
     let trap = err.trap().expect("a trap");
     assert_eq!(trap.callback, "proxy_on_http_call_response");

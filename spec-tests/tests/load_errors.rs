@@ -25,28 +25,34 @@ fn load_text(text: &str) -> Result<Plugin, LoadError> {
 #[test]
 fn missing_abi_marker() {
     let err = load_wat("no_abi_marker").expect_err("refused");
-    assert_eq!(err, LoadError::Abi(DetectError::Missing));
+    assert!(
+        matches!(err, LoadError::Abi(DetectError::Missing)),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("proxy_abi_version_"), "{err}");
 }
 
 #[test]
 fn unknown_abi_marker() {
     let err = load_wat("unknown_abi_marker").expect_err("refused");
-    assert_eq!(err, LoadError::Abi(DetectError::Unknown("9_9_9".into())));
+    assert!(
+        matches!(&err, LoadError::Abi(DetectError::Unknown(v)) if v == "9_9_9"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("9_9_9"), "{err}");
 }
 
 #[test]
 fn missing_memory_export() {
     let err = load_wat("missing_memory").expect_err("refused");
-    assert_eq!(err, LoadError::MissingExport("memory"));
+    assert!(matches!(err, LoadError::MissingExport("memory")), "{err:?}");
     assert!(err.to_string().contains("`memory`"), "{err}");
 }
 
 #[test]
 fn missing_allocator() {
     let err = load_wat("missing_allocator").expect_err("refused");
-    assert_eq!(err, LoadError::MissingAllocator);
+    assert!(matches!(err, LoadError::MissingAllocator), "{err:?}");
     let msg = err.to_string();
     assert!(
         msg.contains("malloc") && msg.contains("proxy_on_memory_allocate"),
@@ -57,14 +63,23 @@ fn missing_allocator() {
 #[test]
 fn bad_import_signature() {
     let err = load_wat("bad_import_signature").expect_err("refused");
+    let LoadError::ImportSignature {
+        module,
+        name,
+        expected,
+        found,
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
     assert_eq!(
-        err,
-        LoadError::ImportSignature {
-            module: "env".into(),
-            name: "proxy_log".into(),
-            expected: "(i32, i32, i32) -> i32".into(),
-            found: "(i32, i32) -> i32".into(),
-        }
+        [module, name, expected, found],
+        [
+            "env",
+            "proxy_log",
+            "(i32, i32, i32) -> i32",
+            "(i32, i32) -> i32"
+        ]
     );
     let msg = err.to_string();
     for part in [
@@ -79,13 +94,17 @@ fn bad_import_signature() {
 #[test]
 fn unknown_import() {
     let err = load_wat("unknown_import").expect_err("refused");
+    let LoadError::UnknownImport {
+        module,
+        name,
+        signature,
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
     assert_eq!(
-        err,
-        LoadError::UnknownImport {
-            module: "env".into(),
-            name: "proxy_does_not_exist".into(),
-            signature: "(i32) -> i32".into(),
-        }
+        [module, name, signature],
+        ["env", "proxy_does_not_exist", "(i32) -> i32"]
     );
     let msg = err.to_string();
     for part in ["env.proxy_does_not_exist", "(i32) -> i32"] {
@@ -107,13 +126,21 @@ fn unknown_import_in_another_module() {
   {MINIMAL_TAIL})"#
     );
     let err = load_text(&text).expect_err("refused");
+    let LoadError::UnknownImport {
+        module,
+        name,
+        signature,
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
     assert_eq!(
-        err,
-        LoadError::UnknownImport {
-            module: "wasi_snapshot_preview2".into(),
-            name: "fd_write".into(),
-            signature: "(i32, i32, i32, i32) -> i32".into(),
-        }
+        [module, name, signature],
+        [
+            "wasi_snapshot_preview2",
+            "fd_write",
+            "(i32, i32, i32, i32) -> i32"
+        ]
     );
 }
 
@@ -127,13 +154,21 @@ fn export_with_a_wrong_signature() {
   {MINIMAL_TAIL})"#
     );
     let err = load_text(&text).expect_err("refused");
+    let LoadError::ExportSignature {
+        name,
+        expected,
+        found,
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
     assert_eq!(
-        err,
-        LoadError::ExportSignature {
-            name: "proxy_on_request_headers".into(),
-            expected: "(i32, i32, i32) -> i32".into(),
-            found: "(i32, i32) -> i32".into(),
-        }
+        [name, expected, found],
+        [
+            "proxy_on_request_headers",
+            "(i32, i32, i32) -> i32",
+            "(i32, i32) -> i32"
+        ]
     );
     // The same export is right for 0.1.0.
     let v01 = text.replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_1_0");
@@ -148,13 +183,13 @@ fn imported_memory_is_unsupported() {
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "malloc") (param i32) (result i32) (i32.const 1024)))"#;
     let err = load_text(text).expect_err("refused");
-    assert_eq!(
-        err,
-        LoadError::UnsupportedImport {
-            module: "env".into(),
-            name: "memory".into(),
-            kind: "memory"
-        }
+    assert!(
+        matches!(
+            &err,
+            LoadError::UnsupportedImport { module, name, kind: "memory" }
+                if module == "env" && name == "memory"
+        ),
+        "{err:?}"
     );
 }
 
@@ -170,11 +205,10 @@ fn not_a_module() {
         matches!(err, LoadError::Abi(DetectError::Parse(_))),
         "{err:?}"
     );
+    // Text that does not assemble names the line and column.
     let err = load_text("(module (func").expect_err("refused");
-    assert!(
-        matches!(err, LoadError::Abi(_) | LoadError::Compile(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, LoadError::Text(_)), "{err:?}");
+    assert!(err.to_string().contains("1:"), "{err}");
 }
 
 #[test]

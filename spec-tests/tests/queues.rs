@@ -21,7 +21,7 @@ fn registered(logs: &LogCapture, name: &str) -> QueueToken {
         .with_prefix(&prefix)
         .pop()
         .unwrap_or_else(|| panic!("no registration of {name}: {:#?}", logs.lines()));
-    QueueToken(t.parse().expect("numeric token"))
+    QueueToken::new(t.parse().expect("numeric token"))
 }
 
 /// Sends one request asking `vm` to enqueue `items`; returns its effects and
@@ -57,7 +57,7 @@ fn register_enqueue_notify_dequeue_in_one_vm() {
     assert_eq!(effects, vec![ready.clone(), ready.clone(), ready]);
     assert!(h.logs.contains(&format!(
         "queue resolved vm_id= name=vessel-queue token={}",
-        token.0
+        token.get()
     )));
     assert_eq!(h.env.queues().len(token), Some(3));
 
@@ -66,7 +66,7 @@ fn register_enqueue_notify_dequeue_in_one_vm() {
     let tail = h.logs.lines();
     let start = tail
         .iter()
-        .position(|l| *l == format!("queue ready token={}", token.0))
+        .position(|l| *l == format!("queue ready token={}", token.get()))
         .expect("on_queue_ready ran");
     assert_eq!(
         tail[start + 1..start + 5],
@@ -105,7 +105,7 @@ fn delivery_across_vms_with_the_same_vm_id() {
     assert_eq!(
         producer.logs.lines(),
         [
-            "queue ready token=".to_owned() + &token.0.to_string(),
+            "queue ready token=".to_owned() + &token.get().to_string(),
             "dequeued x".into(),
             "dequeued y".into(),
             "queue empty".into()
@@ -250,6 +250,6 @@ fn raw_statuses_follow_envoy() {
     assert_eq!(r.value("dequeue.unknown"), st(Status::NotFound));
     assert_eq!(
         h.env.queues().resolve("raw-vm", b"raw-q"),
-        Some(QueueToken(token))
+        Some(QueueToken::new(token))
     );
 }

@@ -69,7 +69,7 @@ fn run(probe: &Probe, specs: &[Spec], builder: HostEnvBuilder, cfg: PluginConfig
         .expect("trailers");
     h.vm.on_tick().expect("tick");
     h.vm.on_foreign_function(1, b"args").expect("foreign");
-    h.vm.on_queue_ready(h.vm.root_context(), QueueToken(1))
+    h.vm.on_queue_ready(h.vm.root_context(), QueueToken::new(1))
         .expect("queue");
     h.vm.finish_http_stream(ctx).expect("finish");
     let results = ProbeResults::from_logs(&h.logs);
@@ -1229,15 +1229,18 @@ fn done_after_a_deferred_root_shutdown() {
     let plugin = p.load(config("done")).expect("loads");
     let mut h = Harness::new(&plugin, HostEnv::builder()).expect("starts");
     let root = h.vm.root_context();
-    assert_eq!(root.0, 1);
-    assert_eq!(h.vm.shutdown(), Ok(false), "on_done returned false");
+    assert_eq!(root.get(), 1);
+    assert!(
+        matches!(h.vm.shutdown(), Ok(false)),
+        "on_done returned false"
+    );
     assert_eq!(h.vm.context_count(), 1, "the root waits for proxy_done");
     h.vm.on_tick().expect("tick");
     let r = ProbeResults::from_logs(&h.logs);
     assert_eq!(r.value("done"), st(OK), "the Rust SDK accepts only OK here");
     assert_eq!(
         r.value("deleted"),
-        Some(root.0),
+        Some(root.get()),
         "on_delete ran after the call"
     );
     assert_eq!(h.vm.context_count(), 0);

@@ -89,7 +89,7 @@ fn a_stream_sets_its_root_contexts_timer() {
     assert_eq!(r.value("set_tick"), Some(Status::Ok.as_u32()));
     assert_eq!(
         r.value("tick.root"),
-        Some(root.0),
+        Some(root.get()),
         "on_tick runs on the root context"
     );
 }

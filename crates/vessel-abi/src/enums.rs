@@ -8,6 +8,12 @@
 //! the variant is named after the C++ SDK and `name()` returns the spec's spelling.
 //! Enums the spec does not define (`Filter*Status`, `GrpcStatus`) use the C++ SDK's values
 //! in `SCREAMING_SNAKE` form.
+//!
+//! The enums a later ABI version (or a host extension, as Higress's buffer type 9) may
+//! extend are `#[non_exhaustive]`: [`Status`], [`BufferType`], [`MapType`], [`MetricType`],
+//! [`StreamType`] and the `Filter*Status` enums. A `match` on one outside this crate needs
+//! a wildcard arm. [`LogLevel`], [`PeerType`], [`Action`] and [`GrpcStatus`] are closed sets
+//! and stay exhaustive.
 
 use core::fmt;
 use core::str::FromStr;
@@ -79,6 +85,7 @@ abi_enum! {
     ///
     /// Values 5, 9 and 11 are not in the spec but exist in the C++ SDK; the Rust SDK traps on
     /// most statuses it does not expect (ABI reference §11.20).
+    #[non_exhaustive]
     pub enum Status: u32, as_u32 {
         /// Success.
         Ok = 0 => "OK",
@@ -188,6 +195,7 @@ impl FromStr for LogLevel {
 
 abi_enum! {
     /// `proxy_buffer_type_t`: which buffer `proxy_get_buffer_bytes` and friends address.
+    #[non_exhaustive]
     pub enum BufferType: u32, as_u32 {
         /// The HTTP request body.
         HttpRequestBody = 0 => "HTTP_REQUEST_BODY",
@@ -214,6 +222,7 @@ abi_enum! {
 
 abi_enum! {
     /// `proxy_map_type_t`: which header/trailer/metadata map a map hostcall addresses.
+    #[non_exhaustive]
     pub enum MapType: u32, as_u32 {
         /// HTTP request headers.
         HttpRequestHeaders = 0 => "HTTP_REQUEST_HEADERS",
@@ -236,6 +245,7 @@ abi_enum! {
 
 abi_enum! {
     /// `proxy_metric_type_t`: the kind of a metric defined with `proxy_define_metric`.
+    #[non_exhaustive]
     pub enum MetricType: u32, as_u32 {
         /// A monotonically increasing counter.
         Counter = 0 => "COUNTER",
@@ -261,6 +271,7 @@ abi_enum! {
 abi_enum! {
     /// `proxy_stream_type_t` (0.2.0+): the argument of `proxy_continue_stream` and
     /// `proxy_close_stream`.
+    #[non_exhaustive]
     pub enum StreamType: u32, as_u32 {
         /// The HTTP request.
         HttpRequest = 0 => "HTTP_REQUEST",
@@ -287,6 +298,7 @@ abi_enum! {
 
 abi_enum! {
     /// C++ SDK `FilterStatus`: the return value of the L4 callbacks.
+    #[non_exhaustive]
     pub enum FilterStatus: u32, as_u32 {
         /// Continue.
         Continue = 0 => "CONTINUE",
@@ -297,6 +309,7 @@ abi_enum! {
 
 abi_enum! {
     /// C++ SDK `FilterHeadersStatus`: the return value of the header callbacks.
+    #[non_exhaustive]
     pub enum FilterHeadersStatus: u32, as_u32 {
         /// Continue.
         Continue = 0 => "CONTINUE",
@@ -313,6 +326,7 @@ abi_enum! {
 
 abi_enum! {
     /// C++ SDK `FilterDataStatus`: the return value of the body callbacks.
+    #[non_exhaustive]
     pub enum FilterDataStatus: u32, as_u32 {
         /// Continue.
         Continue = 0 => "CONTINUE",
@@ -327,6 +341,7 @@ abi_enum! {
 
 abi_enum! {
     /// C++ SDK `FilterTrailersStatus`: the return value of the trailer callbacks.
+    #[non_exhaustive]
     pub enum FilterTrailersStatus: u32, as_u32 {
         /// Continue.
         Continue = 0 => "CONTINUE",

@@ -23,7 +23,7 @@ pub use pairs::{
     encode, encode_into, encoded_len,
 };
 pub use path::{encode_path, path_from_dotted, path_to_dotted, split_path};
-pub use version::{AbiVersion, DetectError, detect_abi_version};
+pub use version::{AbiVersion, DetectError, ParseError, detect_abi_version};
 
 /// Error for an integer that is not a valid value of an ABI enum.
 ///

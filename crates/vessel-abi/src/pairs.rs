@@ -40,6 +40,7 @@ const COUNT_SIZE: usize = 4;
 const SIZES_ENTRY: usize = 8;
 
 /// Why a pair-map payload could not be decoded or encoded.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PairsError {
     /// The payload ends before the count, the size table or a key/value it announces.

@@ -16,7 +16,8 @@ const MARKER_PREFIX: &str = "proxy_abi_version_";
 
 /// A proxy-wasm ABI version a module can advertise.
 ///
-/// Ordered by version number.
+/// Ordered by version number. Non-exhaustive: a later vessel may know more versions.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AbiVersion {
     /// 0.1.0: `proxy_get_configuration`, `proxy_continue_request/response`, two-argument
@@ -84,12 +85,16 @@ impl fmt::Display for AbiVersion {
 }
 
 /// Why no ABI version could be read from a module.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DetectError {
-    /// The bytes are not a WebAssembly core module (or its header or export section is
+    /// The bytes are not a WebAssembly module (or its header or export section is
     /// malformed).
     #[error("not a WebAssembly module: {0}")]
-    Parse(String),
+    Parse(#[source] ParseError),
+    /// The bytes are a WebAssembly component, not a core module.
+    #[error("not a WebAssembly module: a component, not a core module")]
+    Component,
     /// The module exports no `proxy_abi_version_*` function.
     #[error("missing Proxy-Wasm ABI version: the module exports no `proxy_abi_version_*` function")]
     Missing,
@@ -98,6 +103,46 @@ pub enum DetectError {
     #[error("unknown Proxy-Wasm ABI version `{0}` (supported: 0_1_0, 0_2_0, 0_2_1, 0_2_100)")]
     Unknown(String),
 }
+
+/// The binary could not be parsed: what the parser found and where.
+///
+/// Keeps the parser's error as its [`source`](core::error::Error::source) without making the
+/// parser's types part of this crate's API. Two parse errors are equal if they have the same
+/// message and offset.
+#[derive(Debug, Clone)]
+pub struct ParseError(wasmparser::BinaryReaderError);
+
+impl ParseError {
+    /// The parser's message, without the offset (e.g. `"unexpected end-of-file"`).
+    pub fn message(&self) -> &str {
+        self.0.message()
+    }
+
+    /// The byte offset in the module where parsing failed.
+    pub fn offset(&self) -> usize {
+        self.0.offset()
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl core::error::Error for ParseError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl PartialEq for ParseError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message() == other.message() && self.offset() == other.offset()
+    }
+}
+
+impl Eq for ParseError {}
 
 /// Reads the ABI version a module advertises.
 ///
@@ -109,19 +154,17 @@ pub enum DetectError {
 ///
 /// [`DetectError::Unknown`] with the suffix of the first `proxy_abi_version_*` function
 /// export if none is known, [`DetectError::Missing`] if there is none at all, and
-/// [`DetectError::Parse`] if the bytes are not a core module or are malformed before the end
-/// of the export section.
+/// [`DetectError::Parse`] if the bytes are not a WebAssembly module or are malformed before
+/// the end of the export section, and [`DetectError::Component`] for a component.
 pub fn detect_abi_version(wasm: &[u8]) -> Result<AbiVersion, DetectError> {
-    let parse_error = |err: wasmparser::BinaryReaderError| DetectError::Parse(err.to_string());
+    let parse_error = |err: wasmparser::BinaryReaderError| DetectError::Parse(ParseError(err));
     for payload in Parser::new(0).parse_all(wasm) {
         match payload.map_err(parse_error)? {
             Payload::Version {
                 encoding: Encoding::Component,
                 ..
             } => {
-                return Err(DetectError::Parse(
-                    "a component, not a core module".to_owned(),
-                ));
+                return Err(DetectError::Component);
             }
             Payload::ExportSection(reader) => {
                 let mut unknown = None;
@@ -270,6 +313,21 @@ mod tests {
                 detect_abi_version(wasm)
             );
         }
+    }
+
+    #[test]
+    fn a_component_is_named_and_a_parse_error_keeps_its_offset() {
+        let component = b"\0asm\x0d\0\x01\0";
+        assert_eq!(detect_abi_version(component), Err(DetectError::Component));
+        let Err(DetectError::Parse(e)) = detect_abi_version(b"\0asm\x01\0\0\0\x07\x7f\x01") else {
+            panic!("a truncated export section is a parse error");
+        };
+        assert_eq!(e.offset(), 10);
+        assert!(!e.message().is_empty());
+        assert!(core::error::Error::source(&e).is_some());
+        let shown = DetectError::Parse(e.clone()).to_string();
+        assert!(shown.starts_with("not a WebAssembly module: "), "{shown}");
+        assert!(shown.ends_with("(at offset 0xa)"), "{shown}");
     }
 
     #[test]

@@ -52,7 +52,7 @@ fn response() -> HeaderMap {
 }
 
 fn lifecycle(c: &mut Criterion) {
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let env = HostEnv::default();
     let mut group = c.benchmark_group("lifecycle");
     for name in ["bench_headers", "noop"] {

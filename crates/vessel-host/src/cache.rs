@@ -56,10 +56,13 @@ use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Module;
+
+use crate::error::WasmtimeError;
 
 /// Where compiled modules are cached. `dir: None` (the default) disables
 /// the cache: nothing is read or written.
@@ -102,6 +105,7 @@ impl CacheConfig {
 }
 
 /// What loading a module found in the cache.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
     /// The cache is disabled; the module was compiled.
@@ -117,7 +121,8 @@ pub enum CacheOutcome {
 }
 
 /// Why an entry is unusable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CorruptEntry {
     /// The file does not start with the magic bytes.
     #[error("not a vessel module cache entry (bad magic)")]
@@ -141,24 +146,23 @@ pub enum CorruptEntry {
     Checksum,
     /// wasmtime refused the payload.
     #[error("wasmtime rejected the compiled code: {0}")]
-    Rejected(String),
+    Rejected(#[source] WasmtimeError),
 }
 
 /// A module cache failure. [`Plugin::load`](crate::Plugin::load) never fails
 /// because of one: it logs it and compiles.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
     /// Reading or writing the cache directory failed.
-    #[error("module cache: cannot {op} {path}: {message}")]
+    #[error("module cache: cannot {op} {path}: {source}")]
     Io {
         /// What was being done (`read`, `create`, `write`, `rename`).
         op: &'static str,
         /// The file or directory.
         path: PathBuf,
-        /// The kind of I/O error.
-        kind: io::ErrorKind,
-        /// The I/O error's message.
-        message: String,
+        /// The I/O error (shared, so that the error stays `Clone`).
+        source: Arc<io::Error>,
     },
     /// An entry exists but is unusable.
     #[error("module cache: ignoring {path}: {reason}")]
@@ -170,16 +174,15 @@ pub enum CacheError {
     },
     /// wasmtime could not serialize the compiled module.
     #[error("module cache: cannot serialize the compiled module: {0}")]
-    Serialize(String),
+    Serialize(#[source] WasmtimeError),
 }
 
 impl CacheError {
-    fn io(op: &'static str, path: &Path, e: &io::Error) -> Self {
+    fn io(op: &'static str, path: &Path, e: io::Error) -> Self {
         Self::Io {
             op,
             path: path.to_owned(),
-            kind: e.kind(),
-            message: e.to_string(),
+            source: Arc::new(e),
         }
     }
 }
@@ -279,7 +282,7 @@ impl ModuleCache {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(CacheError::io("read", &path, &e)),
+            Err(e) => return Err(CacheError::io("read", &path, e)),
         };
         let corrupt = |reason| CacheError::Corrupt {
             path: path.clone(),
@@ -301,7 +304,7 @@ impl ModuleCache {
         // Beyond that, wasmtime itself rejects code from another wasmtime
         // version or an incompatible engine configuration.
         let module = unsafe { Module::deserialize(engine, payload) }
-            .map_err(|e| corrupt(CorruptEntry::Rejected(format!("{e:#}"))))?;
+            .map_err(|e| corrupt(CorruptEntry::Rejected(e.into())))?;
         Ok(Some(module))
     }
 
@@ -310,7 +313,7 @@ impl ModuleCache {
     pub fn put(&self, key: &CacheKey, module: &Module) -> Result<PathBuf, CacheError> {
         let payload = module
             .serialize()
-            .map_err(|e| CacheError::Serialize(format!("{e:#}")))?;
+            .map_err(|e| CacheError::Serialize(e.into()))?;
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -327,11 +330,11 @@ impl ModuleCache {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)
-                .map_err(|e| CacheError::io("create", &tmp, &e))?;
+                .map_err(|e| CacheError::io("create", &tmp, e))?;
             f.write_all(&header)
                 .and_then(|()| f.write_all(&payload))
-                .map_err(|e| CacheError::io("write", &tmp, &e))?;
-            fs::rename(&tmp, &path).map_err(|e| CacheError::io("rename", &tmp, &e))
+                .map_err(|e| CacheError::io("write", &tmp, e))?;
+            fs::rename(&tmp, &path).map_err(|e| CacheError::io("rename", &tmp, e))
         })();
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -379,7 +382,7 @@ pub(crate) fn load_module(
     wasm: &[u8],
 ) -> Result<(Module, CacheOutcome), crate::LoadError> {
     let compile = || {
-        Module::new(&engine.inner, wasm).map_err(|e| crate::LoadError::Compile(format!("{e:#}")))
+        Module::from_binary(&engine.inner, wasm).map_err(|e| crate::LoadError::Compile(e.into()))
     };
     match &engine.config.cache.dir {
         Some(dir) => ModuleCache::new(dir).get_or_compile(&engine.inner, wasm, compile),
@@ -433,7 +436,7 @@ fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder
         .create(dir)
-        .map_err(|e| CacheError::io("create", dir, &e))
+        .map_err(|e| CacheError::io("create", dir, e))
 }
 
 /// A temporary-file suffix unique across threads and processes (also
@@ -473,30 +476,39 @@ mod tests {
     #[test]
     fn a_well_formed_entry_yields_its_payload() {
         let e = entry(&key(1), b"compiled");
-        assert_eq!(check_entry(&e, &key(1)), Ok(&b"compiled"[..]));
+        assert_eq!(check_entry(&e, &key(1)).ok(), Some(&b"compiled"[..]));
     }
 
     #[test]
     fn every_damaged_field_is_named() {
         let good = entry(&key(1), b"compiled");
-        assert_eq!(check_entry(&good, &key(2)), Err(CorruptEntry::WrongKey));
+        assert!(matches!(
+            check_entry(&good, &key(2)),
+            Err(CorruptEntry::WrongKey)
+        ));
 
         let mut magic = good.clone();
         magic[0] = b'X';
-        assert_eq!(check_entry(&magic, &key(1)), Err(CorruptEntry::BadMagic));
+        assert!(matches!(
+            check_entry(&magic, &key(1)),
+            Err(CorruptEntry::BadMagic)
+        ));
 
         let mut format = good.clone();
         format[8] = 9;
-        assert_eq!(check_entry(&format, &key(1)), Err(CorruptEntry::Format(9)));
+        assert!(matches!(
+            check_entry(&format, &key(1)),
+            Err(CorruptEntry::Format(9))
+        ));
 
         let truncated = &good[..good.len() - 1];
-        assert_eq!(
+        assert!(matches!(
             check_entry(truncated, &key(1)),
             Err(CorruptEntry::Length {
                 expected: 8,
                 found: 7
             })
-        );
+        ));
         assert!(matches!(
             check_entry(&good[..20], &key(1)),
             Err(CorruptEntry::Length { .. })
@@ -509,7 +521,10 @@ mod tests {
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert_eq!(check_entry(&flipped, &key(1)), Err(CorruptEntry::Checksum));
+        assert!(matches!(
+            check_entry(&flipped, &key(1)),
+            Err(CorruptEntry::Checksum)
+        ));
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub struct RedisCallRequest {
 }
 
 /// Something the embedder must do after a callback returns.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Resume a paused stream direction (`proxy_continue_stream`,

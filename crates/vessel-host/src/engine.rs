@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use crate::cache::CacheConfig;
 use crate::epoch::EpochTicker;
-use crate::error::LoadError;
+use crate::error::EngineError;
 
 /// Engine settings. Each has a documented default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,8 @@ pub struct EngineConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolingConfig {
     /// How many VMs may be alive at once on this engine. One more fails
-    /// [`Vm::new`](crate::Vm::new) with [`VmError::Instantiate`](crate::VmError::Instantiate).
+    /// [`Vm::new`](crate::Vm::new) with [`VmError::Instantiate`](crate::VmError::Instantiate)
+    /// and [`InstantiateError::PoolFull`](crate::InstantiateError::PoolFull).
     /// Default: [`PoolingConfig::DEFAULT_MAX_VMS`].
     pub max_vms: u32,
     /// Largest table a module may define, in elements. Default:
@@ -143,8 +144,26 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Builds an engine.
-    pub fn new(config: EngineConfig) -> Result<Self, LoadError> {
+    /// Builds an engine. [`EngineConfig::default`] is the usual choice:
+    ///
+    /// ```no_run
+    /// use vessel_host::{Engine, EngineConfig};
+    /// # fn main() -> Result<(), vessel_host::EngineError> {
+    /// let engine = Engine::new(EngineConfig::default())?;
+    /// # let _ = engine; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`EngineError::Pool`] if the pooling allocator
+    /// ([`EngineConfig::pooling`]) cannot reserve its slots, for example
+    /// under `ulimit -v`; [`EngineError::ZeroEpochPeriod`] and
+    /// [`EngineError::EpochTicker`] for the epoch ticker;
+    /// [`EngineError::Wasmtime`] if wasmtime refuses the rest of the
+    /// configuration or the platform.
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        if config.epoch_interruption && config.epoch_period.is_zero() {
+            return Err(EngineError::ZeroEpochPeriod);
+        }
         let mut c = wasmtime::Config::new();
         c.max_wasm_stack(config.max_wasm_stack);
         c.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
@@ -156,19 +175,27 @@ impl Engine {
         c.epoch_interruption(config.epoch_interruption);
         c.consume_fuel(config.consume_fuel);
         c.memory_init_cow(config.memory_init_cow);
-        if let Some(pool) = &config.pooling {
-            c.allocation_strategy(pooling_strategy(pool, config.max_memory_bytes));
-        }
-        let inner = wasmtime::Engine::new(&c).map_err(|e| LoadError::Engine(e.to_string()))?;
-        let ticker = if config.epoch_interruption {
-            if config.epoch_period.is_zero() {
-                return Err(LoadError::Engine(
-                    "EngineConfig::epoch_period must not be zero".to_owned(),
-                ));
+        let inner = match &config.pooling {
+            None => wasmtime::Engine::new(&c).map_err(|e| EngineError::Wasmtime(e.into()))?,
+            Some(pool) => {
+                let on_demand = c.clone();
+                c.allocation_strategy(pooling_strategy(pool, config.max_memory_bytes));
+                wasmtime::Engine::new(&c).map_err(|e| {
+                    // Name the pool only if the same settings build without it.
+                    if wasmtime::Engine::new(&on_demand).is_ok() {
+                        EngineError::Pool {
+                            max_vms: pool.max_vms,
+                            source: e.into(),
+                        }
+                    } else {
+                        EngineError::Wasmtime(e.into())
+                    }
+                })?
             }
-            let ticker = EpochTicker::start(&inner, config.epoch_period).map_err(|e| {
-                LoadError::Engine(format!("cannot start the epoch ticker thread: {e}"))
-            })?;
+        };
+        let ticker = if config.epoch_interruption {
+            let ticker = EpochTicker::start(&inner, config.epoch_period)
+                .map_err(|e| EngineError::EpochTicker(Arc::new(e)))?;
             Some(Arc::new(ticker))
         } else {
             None
@@ -224,12 +251,48 @@ fn pooling_strategy(
     wasmtime::InstanceAllocationStrategy::Pooling(p)
 }
 
-impl Default for Engine {
-    /// An engine with [`EngineConfig::default`].
-    ///
-    /// # Panics
-    /// If wasmtime cannot build an engine for this platform.
-    fn default() -> Self {
-        Self::new(EngineConfig::default()).expect("wasmtime supports this platform")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_builds() {
+        let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
+        assert!(engine.has_epoch_ticker());
+        assert_eq!(engine.config(), &EngineConfig::default());
+    }
+
+    #[test]
+    fn a_pool_too_large_for_the_address_space_is_named() {
+        // 2^20 slots of at least 4 GiB each: 4 PiB, past any 64-bit
+        // process's address space.
+        let config = EngineConfig {
+            pooling: Some(PoolingConfig {
+                max_vms: 1 << 20,
+                ..PoolingConfig::default()
+            }),
+            epoch_interruption: false,
+            ..EngineConfig::default()
+        };
+        let err = Engine::new(config).expect_err("4 PiB of slots cannot be reserved");
+        assert!(
+            matches!(err, EngineError::Pool { max_vms, .. } if max_vms == 1 << 20),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("PoolingConfig::max_vms"), "{message}");
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn a_zero_epoch_period_is_refused() {
+        let config = EngineConfig {
+            epoch_period: Duration::ZERO,
+            ..EngineConfig::default()
+        };
+        assert!(matches!(
+            Engine::new(config),
+            Err(EngineError::ZeroEpochPeriod)
+        ));
     }
 }

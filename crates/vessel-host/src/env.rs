@@ -85,7 +85,7 @@ impl HostEnv {
     }
 
     pub(crate) fn next_instance_id(&self) -> VmInstanceId {
-        VmInstanceId(self.inner.next_instance.fetch_add(1, Ordering::Relaxed) + 1)
+        VmInstanceId::new(self.inner.next_instance.fetch_add(1, Ordering::Relaxed) + 1)
     }
 }
 

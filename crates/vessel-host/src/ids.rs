@@ -1,15 +1,23 @@
-//! Newtypes for the integers that cross the ABI: context ids, callout tokens,
-//! queue tokens, metric ids and guest addresses (ABI reference §2, §4.5, §5).
+//! Newtypes for the integers that cross the ABI: context ids, callout
+//! tokens and queue tokens (ABI reference §2, §4.5), and the id of a VM.
+//!
+//! Their fields are private: build one with `new` (the raw value the guest
+//! or the embedder knows) and read it with `get`.
 
 use std::fmt;
 
 macro_rules! id_newtype {
-    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $new_vis:vis) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(pub $inner);
+        pub struct $name(pub(crate) $inner);
 
         impl $name {
+            /// The id with this raw value.
+            $new_vis const fn new(raw: $inner) -> Self {
+                Self(raw)
+            }
+
             /// The raw integer.
             pub const fn get(self) -> $inner {
                 self.0
@@ -27,34 +35,28 @@ macro_rules! id_newtype {
 id_newtype!(
     /// A context id, allocated per VM. 0 is the VM context; root contexts and
     /// stream contexts count up from 1 (ABI reference §11.9).
-    ContextId(u32)
+    ContextId(u32), pub
 );
 id_newtype!(
     /// The token of an HTTP call, gRPC call, gRPC stream or (Higress 0.2.100)
     /// Redis call. The low two bits give the kind (0 HTTP, 1 gRPC call, 2 gRPC
     /// stream, 3 Redis) and tokens step by 4 per VM, as in Envoy (ABI
     /// reference §4.5).
-    Token(u32)
+    Token(u32), pub
 );
 id_newtype!(
     /// A shared-queue token; process-wide, keyed by (vm_id, name) (ABI reference §11.15).
-    QueueToken(u32)
-);
-id_newtype!(
-    /// A metric id, allocated per VM with the metric type in the low two bits.
-    MetricId(u32)
+    QueueToken(u32), pub
 );
 id_newtype!(
     /// A process-unique id of one [`Vm`](crate::Vm) instance, used to route
-    /// queue notifications to the VM that registered the queue.
-    VmInstanceId(u64)
-);
-id_newtype!(
-    /// An address in guest linear memory.
-    GuestPtr(u32)
+    /// queue notifications to the VM that registered the queue. Only a
+    /// [`HostEnv`](crate::HostEnv) makes them ([`Vm::instance_id`](crate::Vm::instance_id)).
+    VmInstanceId(u64), pub(crate)
 );
 
 /// The kind of a callout, encoded in the low two bits of its [`Token`].
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CalloutKind {
     /// `proxy_http_call`.

@@ -10,10 +10,12 @@
 //! embedder carries out and answers with an event.
 //!
 //! ```no_run
-//! use vessel_host::{Engine, HeaderMap, HostEnv, Plugin, PluginConfig, Vm};
+//! use vessel_host::{Engine, EngineConfig, HeaderMap, HostEnv, Plugin, PluginConfig, Vm};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let engine = Engine::default();
+//! // Reserves the pooling allocator's address space: fails (never panics)
+//! // under a tight `ulimit -v`; see `EngineConfig::pooling`.
+//! let engine = Engine::new(EngineConfig::default())?;
 //! let wasm = std::fs::read("filter.wasm")?;
 //! let plugin = Plugin::load(&engine, &wasm, PluginConfig::named("my_filter"))?;
 //! let mut vm = Vm::new(&plugin, &HostEnv::default())?;
@@ -36,6 +38,11 @@
 //! metrics); a guest that hits one gets an error status its SDKs accept or
 //! fails its own VM with a typed [`LimitExceeded`], and the others carry on.
 //! `docs/operations.md` lists every default and knob.
+//!
+//! # Cargo features
+//!
+//! * `wat` (off by default): [`Plugin::load`] also reads WebAssembly text.
+//!   Without it, text is refused with [`LoadError::TextNotSupported`].
 //!
 //! [proxy-wasm ABI]: https://github.com/proxy-wasm/spec
 
@@ -76,10 +83,13 @@ pub use embedder::{
 };
 pub use engine::{Engine, EngineConfig, PoolingConfig};
 pub use env::{HostEnv, HostEnvBuilder};
-pub use error::{LoadError, TrapError, TrapKind, VmError};
+pub use error::{
+    EngineError, InstantiateError, LoadError, TextError, TrapError, TrapKind, UnenforceableLimit,
+    VmError, WasmtimeError,
+};
 pub use headers::{HeaderMap, HeaderMapFull, HeaderMapLimits};
-pub use ids::{CalloutKind, ContextId, GuestPtr, MetricId, QueueToken, Token, VmInstanceId};
-pub use limits::{LimitExceeded, Limits};
+pub use ids::{CalloutKind, ContextId, QueueToken, Token, VmInstanceId};
+pub use limits::{LimitExceeded, LimitSettingError, LimitValue, Limits};
 pub use plugin::{Plugin, PluginConfig};
 pub use policy::{FailurePolicy, ReloadBackoff, ReloadDecision, ReloadGate};
 pub use properties::{FilterState, PropertyMap, PropertyValue};

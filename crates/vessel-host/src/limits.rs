@@ -150,6 +150,145 @@ impl Limits {
     }
 }
 
+/// A value for one named limit, as a configuration file gives it
+/// ([`Limits::set`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitValue {
+    /// A count or a number of bytes.
+    Count(u64),
+    /// A time budget.
+    Duration(Duration),
+}
+
+/// Why [`Limits::set`] refused a value. The message names no key: the
+/// caller knows where the value came from and adds its own path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitSettingError {
+    /// No limit has this name ([`Limits::KEYS`] lists them).
+    #[error("unknown limit `{0}`; the limits are {keys}", keys = Limits::KEYS.join(", "))]
+    UnknownKey(String),
+    /// The limit takes the other kind of value.
+    #[error("expected {0}")]
+    WrongType(&'static str),
+    /// The value is out of the limit's range.
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+impl Limits {
+    /// The names [`Limits::set`] knows: the field names of [`Limits`].
+    pub const KEYS: &'static [&'static str] = &[
+        "memory_bytes",
+        "callback_timeout",
+        "startup_timeout",
+        "fuel_per_callback",
+        "max_contexts",
+        "max_log_bytes_per_callback",
+        "max_callouts_in_flight",
+        "max_header_map_bytes",
+        "max_header_map_entries",
+        "max_body_bytes",
+        "max_property_bytes",
+        "max_effect_bytes",
+        "max_metrics",
+        "max_metric_name_bytes",
+    ];
+
+    /// Sets the limit named `key` (a field name, [`Limits::KEYS`]) from a
+    /// configuration value, checked against its range. This is the one
+    /// place the ranges live: every configuration format vessel reads
+    /// (`vessel run`'s `vessel_limits`, a scenario's `limits`) goes through
+    /// it.
+    ///
+    /// * `memory_bytes`: a count from one wasm page (64 KiB) to
+    ///   `max_memory_bytes` (the engine's ceiling,
+    ///   [`EngineConfig::max_memory_bytes`](crate::EngineConfig::max_memory_bytes));
+    /// * `callback_timeout`, `startup_timeout`: a duration above zero;
+    /// * `fuel_per_callback`: a count above zero;
+    /// * `max_contexts`: a count of at least 2 (the root context and one
+    ///   stream);
+    /// * `max_log_bytes_per_callback`, `max_callouts_in_flight`: any count;
+    /// * the `max_*` limits of what a guest makes the host hold: a count of
+    ///   at least 1.
+    pub fn set(
+        &mut self,
+        key: &str,
+        value: LimitValue,
+        max_memory_bytes: usize,
+    ) -> Result<(), LimitSettingError> {
+        const WASM_PAGE: u64 = 64 * 1024;
+        let count = |value: LimitValue| match value {
+            LimitValue::Count(n) => usize::try_from(n)
+                .map_err(|_| LimitSettingError::OutOfRange("too large for this platform".into())),
+            LimitValue::Duration(_) => Err(LimitSettingError::WrongType("an integer")),
+        };
+        let at_least = |value: LimitValue, min: usize, what: &str| {
+            let n = count(value)?;
+            if n < min {
+                return Err(LimitSettingError::OutOfRange(format!(
+                    "must be at least {min}{what}"
+                )));
+            }
+            Ok(n)
+        };
+        match key {
+            "memory_bytes" => {
+                let bytes = count(value)?;
+                let max = max_memory_bytes as u64;
+                if !(WASM_PAGE..=max).contains(&(bytes as u64)) {
+                    return Err(LimitSettingError::OutOfRange(format!(
+                        "{bytes} bytes is out of range: the memory cap must be at least one \
+                         wasm page ({WASM_PAGE}) and at most the engine's ceiling ({max})"
+                    )));
+                }
+                self.memory_bytes = bytes;
+            }
+            "callback_timeout" | "startup_timeout" => {
+                let LimitValue::Duration(d) = value else {
+                    return Err(LimitSettingError::WrongType("a duration"));
+                };
+                if d.is_zero() {
+                    return Err(LimitSettingError::OutOfRange(
+                        "must be greater than 0s".into(),
+                    ));
+                }
+                if key == "callback_timeout" {
+                    self.callback_timeout = Some(d);
+                } else {
+                    self.startup_timeout = Some(d);
+                }
+            }
+            "fuel_per_callback" => {
+                let LimitValue::Count(fuel) = value else {
+                    return Err(LimitSettingError::WrongType("an integer"));
+                };
+                if fuel == 0 {
+                    return Err(LimitSettingError::OutOfRange(
+                        "must be greater than 0".into(),
+                    ));
+                }
+                self.fuel_per_callback = Some(fuel);
+            }
+            "max_contexts" => {
+                self.max_contexts = at_least(value, 2, " (the root context and one stream)")?;
+            }
+            "max_log_bytes_per_callback" => self.max_log_bytes_per_callback = count(value)?,
+            "max_callouts_in_flight" => self.max_callouts_in_flight = count(value)?,
+            "max_header_map_bytes" => self.max_header_map_bytes = at_least(value, 1, "")?,
+            "max_header_map_entries" => self.max_header_map_entries = at_least(value, 1, "")?,
+            "max_body_bytes" => self.max_body_bytes = at_least(value, 1, "")?,
+            "max_property_bytes" => self.max_property_bytes = at_least(value, 1, "")?,
+            "max_effect_bytes" => self.max_effect_bytes = at_least(value, 1, "")?,
+            "max_metrics" => self.max_metrics = at_least(value, 1, "")?,
+            "max_metric_name_bytes" => self.max_metric_name_bytes = at_least(value, 1, "")?,
+            other => return Err(LimitSettingError::UnknownKey(other.to_owned())),
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -174,6 +313,7 @@ impl Default for Limits {
 /// A limit a guest hit. Most fail its VM ([`TrapKind::Limit`](crate::TrapKind::Limit));
 /// [`LimitExceeded::BodyBytes`] from data the embedder delivers fails only
 /// that call ([`VmError::StreamLimit`](crate::VmError::StreamLimit)).
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitExceeded {
     /// The guest asked for more linear memory than [`Limits::memory_bytes`].
@@ -499,6 +639,59 @@ impl ResourceLimiter for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CEILING: usize = 1 << 30;
+
+    #[test]
+    fn every_key_sets_its_field_and_checks_its_range() {
+        let mut l = Limits::default();
+        for key in Limits::KEYS {
+            let value = if key.ends_with("timeout") {
+                LimitValue::Duration(Duration::from_millis(7))
+            } else {
+                LimitValue::Count(70_000)
+            };
+            l.set(key, value, CEILING)
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        assert_eq!(l.memory_bytes, 70_000);
+        assert_eq!(l.callback_timeout, Some(Duration::from_millis(7)));
+        assert_eq!(l.startup_timeout, Some(Duration::from_millis(7)));
+        assert_eq!(l.fuel_per_callback, Some(70_000));
+        assert_eq!(l.max_metric_name_bytes, 70_000);
+        assert_eq!(l.max_body_bytes, 70_000);
+        let mut d = Limits::default();
+        let zero = LimitValue::Count(0);
+        for key in ["max_body_bytes", "max_metrics", "fuel_per_callback", "max_contexts"] {
+            assert!(
+                matches!(d.set(key, zero, CEILING), Err(LimitSettingError::OutOfRange(_))),
+                "{key}"
+            );
+        }
+        assert_eq!(d, Limits::default(), "a refused value changes nothing");
+        d.set("max_log_bytes_per_callback", zero, CEILING)
+            .expect("0 drops every line");
+        assert!(matches!(
+            d.set("memory_bytes", LimitValue::Count(65_535), CEILING),
+            Err(LimitSettingError::OutOfRange(m)) if m.contains("one wasm page")
+        ));
+        assert!(matches!(
+            d.set("memory_bytes", LimitValue::Count(CEILING as u64 + 1), CEILING),
+            Err(LimitSettingError::OutOfRange(m)) if m.contains("engine's ceiling")
+        ));
+        assert_eq!(
+            d.set("callback_timeout", LimitValue::Count(5), CEILING),
+            Err(LimitSettingError::WrongType("a duration"))
+        );
+        assert_eq!(
+            d.set("callback_timeout", LimitValue::Duration(Duration::ZERO), CEILING),
+            Err(LimitSettingError::OutOfRange("must be greater than 0s".into()))
+        );
+        assert!(matches!(
+            d.set("memory_megabytes", zero, CEILING),
+            Err(LimitSettingError::UnknownKey(k)) if k == "memory_megabytes"
+        ));
+    }
 
     #[test]
     fn limiter_refuses_growth_past_the_cap() {

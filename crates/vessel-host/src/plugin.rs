@@ -8,6 +8,7 @@
 //! so that a bad module fails here with an error that names the import, its
 //! module and its signature.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -16,7 +17,9 @@ use wasmtime::{ExternType, FuncType, InstancePre, Module, ValType};
 
 use crate::cache::CacheOutcome;
 use crate::engine::Engine;
-use crate::error::LoadError;
+#[cfg(feature = "wat")]
+use crate::error::TextError;
+use crate::error::{LoadError, UnenforceableLimit};
 use crate::hostcalls::{self, ImportTable, capabilities};
 use crate::limits::Limits;
 use crate::properties::PropertyMap;
@@ -142,26 +145,19 @@ fn same_types(a: impl Iterator<Item = ValType>, b: &[ValType]) -> bool {
 }
 
 impl Plugin {
-    /// Loads `wasm` (binary or, for tests, text format) as a plugin.
+    /// Loads `wasm` as a plugin: a binary module, or WebAssembly text if
+    /// vessel-host is built with its `wat` feature (off by default; text
+    /// without it is [`LoadError::TextNotSupported`]).
     pub fn load(engine: &Engine, wasm: &[u8], config: PluginConfig) -> Result<Self, LoadError> {
-        let abi = vessel_abi::detect_abi_version(wasm).or_else(|e| {
-            // Text format: compile first, then detect from the binary.
-            if wasm.starts_with(b"\0asm") {
-                Err(e)
-            } else {
-                match wat_to_binary(wasm) {
-                    Some(bin) => vessel_abi::detect_abi_version(&bin),
-                    None => Err(e),
-                }
-            }
-        })?;
-        let (module, cache) = crate::cache::load_module(engine, wasm)?;
+        let binary = to_binary(wasm)?;
+        let abi = vessel_abi::detect_abi_version(&binary)?;
+        let (module, cache) = crate::cache::load_module(engine, &binary)?;
         Self::check_exports(&module, abi)?;
         let table = hostcalls::import_table();
         Self::check_imports(&module, table)?;
-        check_limits(engine, &config).map_err(|message| LoadError::UnsupportedLimit {
+        enforceable(engine, &config).map_err(|limit| LoadError::UnsupportedLimit {
             plugin: config.name.clone(),
-            message,
+            limit,
         })?;
         let pre = link(engine, &module, &config)?;
         Ok(Self {
@@ -292,22 +288,19 @@ impl Plugin {
     }
 }
 
-/// Checks that `engine` can enforce `config.limits`; the message names the knobs.
-pub(crate) fn check_limits(engine: &Engine, config: &PluginConfig) -> Result<(), String> {
+/// Checks that `engine` can enforce `config.limits`.
+pub(crate) fn enforceable(
+    engine: &Engine,
+    config: &PluginConfig,
+) -> Result<(), UnenforceableLimit> {
     let e = engine.config();
     let timeouts =
         config.limits.callback_timeout.is_some() || config.limits.startup_timeout.is_some();
     if timeouts && !e.epoch_interruption {
-        return Err(
-            "Limits::callback_timeout and Limits::startup_timeout need an engine \
-             built with EngineConfig::epoch_interruption; set both to None or enable epochs"
-                .to_owned(),
-        );
+        return Err(UnenforceableLimit::TimeoutWithoutEpochs);
     }
     if config.limits.fuel_per_callback.is_some() && !e.consume_fuel {
-        return Err("Limits::fuel_per_callback needs an engine built with \
-             EngineConfig::consume_fuel"
-            .to_owned());
+        return Err(UnenforceableLimit::FuelWithoutMetering);
     }
     Ok(())
 }
@@ -327,11 +320,11 @@ fn link(
             hostcalls::import_table(),
             allowed,
         )
-        .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        .map_err(|e| LoadError::Link(e.into()))?;
     }
     linker
         .instantiate_pre(module)
-        .map_err(|e| LoadError::Link(format!("{e:#}")))
+        .map_err(|e| LoadError::Link(e.into()))
 }
 
 fn unsupported(module: &str, name: &str, kind: &'static str) -> LoadError {
@@ -342,7 +335,82 @@ fn unsupported(module: &str, name: &str, kind: &'static str) -> LoadError {
     }
 }
 
-fn wat_to_binary(text: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(text).ok()?;
-    wat::parse_str(text).ok()
+/// The module's binary: `wasm` itself, or its text assembled (`wat`
+/// feature). Bytes that do not look like text are returned as they are, so
+/// that garbage gets the binary parser's error.
+fn to_binary(wasm: &[u8]) -> Result<Cow<'_, [u8]>, LoadError> {
+    if !looks_like_text(wasm) {
+        return Ok(Cow::Borrowed(wasm));
+    }
+    #[cfg(feature = "wat")]
+    {
+        wat::parse_bytes(wasm).map_err(|e| LoadError::Text(TextError(Arc::new(e))))
+    }
+    #[cfg(not(feature = "wat"))]
+    {
+        Err(LoadError::TextNotSupported)
+    }
+}
+
+/// True if `bytes` look like WebAssembly text: UTF-8 whose first token is
+/// `(` or a comment (`;;`, `(;`).
+fn looks_like_text(bytes: &[u8]) -> bool {
+    if bytes.starts_with(b"\0asm") {
+        return false;
+    }
+    std::str::from_utf8(bytes).is_ok_and(|text| {
+        let text = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+        text.starts_with('(') || text.starts_with(";;")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_abi_version_0_2_1")))"#;
+
+    fn engine() -> Engine {
+        Engine::new(crate::EngineConfig::default()).expect("the default engine builds")
+    }
+
+    #[test]
+    fn text_is_told_from_binary_and_garbage() {
+        assert!(looks_like_text(TEXT.as_bytes()));
+        assert!(looks_like_text(b"\n  ;; a comment\n(module)"));
+        assert!(!looks_like_text(b"\0asm\x01\0\0\0"));
+        assert!(!looks_like_text(b"not wasm at all"));
+        assert!(!looks_like_text(b"(\xff"));
+        // Garbage keeps the binary parser's error, with or without `wat`.
+        let err = Plugin::load(&engine(), b"not wasm at all", PluginConfig::named("p"))
+            .expect_err("garbage");
+        assert!(
+            matches!(err, LoadError::Abi(vessel_abi::DetectError::Parse(_))),
+            "{err:?}"
+        );
+    }
+
+    #[cfg(not(feature = "wat"))]
+    #[test]
+    fn text_without_the_wat_feature_is_a_typed_error() {
+        let err = Plugin::load(&engine(), TEXT.as_bytes(), PluginConfig::named("p"))
+            .expect_err("no wat feature");
+        assert!(matches!(err, LoadError::TextNotSupported), "{err:?}");
+        assert!(err.to_string().contains("`wat` feature"), "{err}");
+    }
+
+    #[cfg(feature = "wat")]
+    #[test]
+    fn text_with_the_wat_feature_loads_or_says_where_it_is_wrong() {
+        let plugin = Plugin::load(&engine(), TEXT.as_bytes(), PluginConfig::named("p"))
+            .expect("the text assembles and loads");
+        assert_eq!(plugin.abi_version(), AbiVersion::V0_2_1);
+        let err = Plugin::load(&engine(), b"(module (func", PluginConfig::named("p"))
+            .expect_err("unclosed");
+        assert!(matches!(err, LoadError::Text(_)), "{err:?}");
+        assert!(std::error::Error::source(&err).is_some());
+    }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use vessel_abi::pairs;
 
 /// A typed attribute value, encoded as Envoy encodes it (ABI reference §10.1).
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub enum PropertyValue {
     /// A string or bytes: the raw bytes.

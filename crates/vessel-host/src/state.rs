@@ -664,6 +664,8 @@ impl HostState {
                 .trailers
                 .as_ref()
                 .ok_or(Status::BadArgument),
+            // A map type a newer vessel-abi knows and this host does not serve.
+            _ => Err(Status::BadArgument),
         }
     }
 
@@ -712,6 +714,8 @@ impl HostState {
             }
             BufferType::RedisCallResponse => Err(Status::BadArgument),
             BufferType::DownstreamData | BufferType::UpstreamData => Err(Status::NotFound),
+            // A buffer type a newer vessel-abi knows and this host does not serve.
+            _ => Err(Status::BadArgument),
         }
     }
 }

@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 
+use vessel_host::cache::{CacheKey, ModuleCache};
 use vessel_host::{
-    CacheConfig, CacheOutcome, Engine, EngineConfig, FilterHeadersStatus, HeaderMap, HostEnv,
-    MapType, Plugin, PluginConfig, PoolingConfig, Vm, VmError,
+    CacheConfig, CacheError, CacheOutcome, Engine, EngineConfig, FilterHeadersStatus, HeaderMap,
+    HostEnv, InstantiateError, MapType, Plugin, PluginConfig, PoolingConfig, Vm, VmError,
 };
 
 fn guest(name: &str) -> Vec<u8> {
@@ -182,7 +183,10 @@ fn a_disabled_cache_writes_nothing() {
     let before = user_dir.as_deref().map(files);
 
     let wasm = guest("hello");
-    let plugin = load(&Engine::default(), &wasm);
+    let plugin = load(
+        &Engine::new(EngineConfig::default()).expect("the default engine builds"),
+        &wasm,
+    );
     assert_eq!(plugin.cache_outcome(), CacheOutcome::Disabled);
     hello_runs(&plugin);
     let explicit = Engine::new(EngineConfig {
@@ -233,6 +237,19 @@ fn an_unwritable_cache_directory_still_loads() {
     let plugin = load(&cached_engine(&dir), &guest("hello"));
     assert_eq!(plugin.cache_outcome(), CacheOutcome::Miss);
     hello_runs(&plugin);
+    // What was logged: a typed error that keeps the OS error.
+    let cache = ModuleCache::new(&dir);
+    let key = CacheKey::new(plugin.engine().wasmtime(), &guest("hello"));
+    let err = cache.put(&key, plugin.module()).expect_err("cannot create");
+    let CacheError::Io { op, path, source } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!((*op, path.as_path()), ("create", dir.as_path()));
+    assert!(
+        std::error::Error::source(&err).is_some_and(|s| s.to_string() == source.to_string()),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&source.to_string()), "{err}");
     std::fs::remove_file(&dir).expect("cleanup");
 }
 
@@ -251,7 +268,17 @@ fn the_pool_bounds_live_vms_and_reuses_freed_slots() {
     let a = Vm::new(&plugin, &env).expect("first VM");
     let _b = Vm::new(&plugin, &env).expect("second VM");
     let err = Vm::new(&plugin, &env).expect_err("the pool is full");
-    assert!(matches!(err, VmError::Instantiate { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            VmError::Instantiate {
+                source: InstantiateError::PoolFull { max_vms: 2, .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("PoolingConfig::max_vms"), "{err}");
     drop(a);
     hello_runs(&plugin);
 }

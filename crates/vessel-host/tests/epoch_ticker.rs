@@ -26,8 +26,8 @@ const WAT: &str = r#"(module
 #[test]
 fn one_ticker_per_engine_stopped_when_the_engine_is_dropped() {
     assert_eq!(tickers(), 0);
-    let a = Engine::default();
-    let b = Engine::default();
+    let a = Engine::new(EngineConfig::default()).expect("the default engine builds");
+    let b = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let clone = a.clone();
     assert_eq!(tickers(), 2, "one thread per engine, not per clone");
     let off = Engine::new(EngineConfig {
@@ -39,7 +39,8 @@ fn one_ticker_per_engine_stopped_when_the_engine_is_dropped() {
     drop(off);
 
     // Plugins and VMs keep their engine (and its ticker) alive.
-    let plugin = Plugin::load(&a, WAT.as_bytes(), PluginConfig::named("t")).expect("loads");
+    let wasm = wat::parse_str(WAT).expect("assembles");
+    let plugin = Plugin::load(&a, &wasm, PluginConfig::named("t")).expect("loads");
     let vm = Vm::new(&plugin, &HostEnv::default()).expect("starts");
     drop(a);
     drop(clone);

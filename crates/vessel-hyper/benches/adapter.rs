@@ -33,7 +33,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Empty, Full};
 use tower::{Layer, Service, ServiceExt};
-use vessel_host::{Engine, HeaderMap, HostEnv, Plugin, PluginConfig, StreamConfig};
+use vessel_host::{Engine, EngineConfig, HeaderMap, HostEnv, Plugin, PluginConfig, StreamConfig};
 use vessel_hyper::{
     Clusters, ConnectionInfo, FailurePolicy, FilterPool, PooledStream, Runtime, VesselBody,
     VesselLayer,
@@ -132,7 +132,7 @@ fn adapter(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let plugin =
         Plugin::load(&engine, &guest(), PluginConfig::named("bench_headers")).expect("loads");
     let pool = rt.block_on(async {

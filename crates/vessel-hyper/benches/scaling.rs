@@ -19,7 +19,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt};
-use vessel_host::{Engine, HostEnv, Plugin, PluginConfig};
+use vessel_host::{Engine, EngineConfig, HostEnv, Plugin, PluginConfig};
 use vessel_hyper::{Clusters, FailurePolicy, FilterPool, Runtime, VesselBody, VesselLayer};
 
 const BATCH: usize = 64;
@@ -33,7 +33,7 @@ fn guest() -> Vec<u8> {
 }
 
 fn scaling(c: &mut Criterion) {
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let plugin = Plugin::load(&engine, &guest(), PluginConfig::named("cpu_burn")).expect("loads");
     let mut group = c.benchmark_group("scaling");
     group.sample_size(20);

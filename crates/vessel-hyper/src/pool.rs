@@ -89,7 +89,8 @@ impl PluginStats {
 
 /// Why a plugin could not be made ready to serve: the module did not load,
 /// or a VM did not start.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PluginError {
     /// The module does not load.
     #[error(transparent)]
@@ -639,8 +640,14 @@ fn carry_out(cell: &Arc<VmCell>, shared: &mut VmShared, effect: Effect) {
             }
         }
         Effect::ClearRouteCache { .. } => {}
-        // Stream signals were routed above; other effects are new.
-        other => log::debug!(target: "vessel::hyper", "effect not carried out: {other:?}"),
+        // Stream signals were routed above. `Effect` is non-exhaustive: a
+        // newer vessel-host may ask for something this pump cannot carry
+        // out. Say so; never guess.
+        other => log::error!(
+            target: "vessel::hyper",
+            "wasm plugin `{}`: vessel-hyper cannot carry out {other:?}; ignored",
+            cell.meta.name,
+        ),
     }
 }
 

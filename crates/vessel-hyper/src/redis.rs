@@ -33,6 +33,7 @@ pub const MAX_IDLE_CONNECTIONS: usize = 16;
 const MAX_LINE_BYTES: usize = 64 << 10;
 
 /// Why bytes are not a RESP reply.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RespError {
     /// A value starts with a byte that is no RESP type.

@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status, Streaming};
-use vessel_host::{Engine, HostEnv, LogRecord, LogSink, Plugin, PluginConfig};
+use vessel_host::{Engine, EngineConfig, HostEnv, LogRecord, LogSink, Plugin, PluginConfig};
 use vessel_hyper::{Cluster, Clusters, FailurePolicy, FilterPool, Runtime, VesselLayer};
 
 /// Messages are raw bytes (no protobuf).
@@ -272,7 +272,7 @@ impl Lines {
 fn grpc_pool(name: &str, grpc: SocketAddr) -> (Arc<FilterPool>, Arc<Runtime>, Lines) {
     let mut clusters = Clusters::new();
     clusters.add(Cluster::new("grpc", grpc).http2());
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let plugin = Plugin::load(&engine, &guest(name), PluginConfig::named(name)).unwrap();
     let runtime = Runtime::new(clusters);
     let names = runtime.clone();

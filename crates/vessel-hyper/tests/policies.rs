@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use vessel_host::{Engine, HostEnv, Limits, Plugin, PluginConfig};
+use vessel_host::{Engine, EngineConfig, HostEnv, Limits, Plugin, PluginConfig};
 use vessel_hyper::{Clusters, FailurePolicy, FilterPool, ReloadBackoff, Runtime, VesselLayer};
 
 /// A pool of `vms` VMs of `guest_misbehave`.
@@ -42,7 +42,7 @@ fn misbehave_limited(
     vm_config: &str,
     limits: Limits,
 ) -> (Arc<FilterPool>, Arc<Runtime>) {
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let plugin = Plugin::load(
         &engine,
         &guest("misbehave"),

@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use vessel_host::{Engine, HostEnv, Plugin, PluginConfig, VmError};
+use vessel_host::{Engine, EngineConfig, HostEnv, Plugin, PluginConfig, VmError};
 use vessel_hyper::{Clusters, FailurePolicy, FilterPool, PluginError, Runtime, VesselLayer};
 
 /// What the plugins of one test share: the engine, env and runtime.
@@ -37,7 +37,7 @@ struct Host {
 impl Host {
     fn new() -> Self {
         Self {
-            engine: Engine::default(),
+            engine: Engine::new(EngineConfig::default()).expect("the default engine builds"),
             env: HostEnv::default(),
             runtime: Runtime::new(Clusters::new()),
         }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vessel_host::{CacheConfig, Engine};
+use vessel_host::{CacheConfig, Engine, EngineConfig};
 use vessel_proxy::harness;
 use vessel_proxy::run::{self, RunOptions};
 
@@ -125,7 +125,13 @@ fn main() -> ExitCode {
             files,
         } => envoy_diff(envoy, &deviations, conformance, backends, &files),
         Command::Test { record, files } => {
-            let engine = Engine::default();
+            let engine = match Engine::new(EngineConfig::default()) {
+                Ok(engine) => engine,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             if record {
                 for f in &files {
                     match harness::record_file(&engine, f) {

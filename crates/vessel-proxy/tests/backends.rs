@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vessel_host::Engine;
+use vessel_host::{Engine, EngineConfig};
 use vessel_proxy::harness::{check, run_file, via_run};
 
 fn files() -> Vec<PathBuf> {
@@ -60,7 +60,7 @@ fn missing_prerequisite(file: &Path) -> Option<String> {
 #[test]
 fn scenarios_agree_in_process_and_through_vessel_run() {
     let vessel = Path::new(env!("CARGO_BIN_EXE_vessel"));
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let mut ran = 0;
     let mut problems = Vec::new();
     for file in files() {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vessel_proxy::config::{
-    self, Backoff, Bootstrap, ClusterKind, Codec, ConfigError, Endpoint, ErrorKind, FailurePolicy,
-    HeaderMatch, PathMatch, RouteAction, WasmCode,
+    self, Bootstrap, ClusterKind, Codec, ConfigError, Endpoint, ErrorKind, FailurePolicy,
+    HeaderMatch, PathMatch, ReloadBackoff, RouteAction, WasmCode,
 };
 
 // ------------------------------------------------------------------ helpers
@@ -200,7 +200,6 @@ fn minimal_fixture_values_and_defaults() {
     assert!(w.configuration.is_empty());
     assert!(w.vm_configuration.is_empty());
     assert_eq!(w.failure_policy, FailurePolicy::FailClosed);
-    assert_eq!(w.reload_backoff, Backoff::default());
     assert_eq!(w.allowed_capabilities, None);
     assert!(w.environment.host_env_keys.is_empty() && w.environment.key_values.is_empty());
     assert!(!w.allow_on_headers_stop_iteration);
@@ -319,13 +318,12 @@ fn full_fixture_every_field() {
     assert_eq!(auth.configuration, [0, 1, 2, 255]);
     assert_eq!(auth.vm_configuration, b"vm-config");
     assert_eq!(auth.code, WasmCode::Inline(b"\0asm\x01\0\0\0".to_vec()));
-    assert_eq!(auth.failure_policy, FailurePolicy::FailReload);
     assert_eq!(
-        auth.reload_backoff,
-        Backoff {
-            base_interval: Duration::from_millis(500),
-            max_interval: Duration::from_secs(30)
-        }
+        auth.failure_policy,
+        FailurePolicy::FailReload(ReloadBackoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(30)
+        ))
     );
     assert_eq!(
         auth.allowed_capabilities.as_deref(),
@@ -1152,7 +1150,10 @@ fn failure_policy_combines_with_fail_open_like_envoy() {
         ("{failure_policy: FAIL_CLOSED}", FailurePolicy::FailClosed),
         ("{failure_policy: FAIL_OPEN}", FailurePolicy::FailOpen),
         ("{failure_policy: FAIL_IGNORE}", FailurePolicy::FailOpen),
-        ("{failure_policy: FAIL_RELOAD}", FailurePolicy::FailReload),
+        (
+            "{failure_policy: FAIL_RELOAD}",
+            FailurePolicy::FailReload(ReloadBackoff::default()),
+        ),
         (
             "{fail_open: false, failure_policy: FAIL_OPEN}",
             FailurePolicy::FailOpen,

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vessel_host::Engine;
+use vessel_host::{Engine, EngineConfig};
 use vessel_proxy::harness::diff::{self, Options, Verdict};
 
 fn envoy() -> Option<PathBuf> {
@@ -61,7 +61,7 @@ fn scenarios_agree_with_envoy() {
         return;
     };
     let options = options(envoy);
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     for name in [
         "hello.yaml",
         "envoy_on_log_order.yaml",
@@ -97,7 +97,7 @@ fn listed_deviations_are_the_only_accepted_differences() {
         return;
     };
     let mut options = options(envoy);
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let file = root().join("spec-tests/scenarios/v01_headers.yaml");
     let r = diff::diff_file(&engine, &options, &file).unwrap();
     assert!(r.problems.is_empty(), "{:?}", r.problems);
@@ -136,7 +136,7 @@ fn vessel_run_matches_envoy_without_deviations() {
         return;
     };
     let options = options(envoy);
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     for name in [
         "envoy_hcm_request_headers.yaml",
         "envoy_upstream_host.yaml",

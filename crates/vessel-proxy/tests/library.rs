@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{TempDir, guest, hello_scenario, scenarios_dir};
-use vessel_host::Engine;
+use vessel_host::{Engine, EngineConfig};
 use vessel_proxy::harness::scenario::{Expect, ExpectResponse, Message, PluginSpec, Stream};
 use vessel_proxy::harness::{self, Error, Loaded, Scenario, check, run_file, run_files};
 
@@ -291,7 +291,7 @@ fn scenarios_can_be_built_in_code() {
         ],
         ..Scenario::default()
     };
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let mut loaded = Loaded::new(&engine, &anchor, scenario.clone()).expect("loads");
     let observations = loaded.run();
     assert_eq!(observations.len(), 2);
@@ -314,7 +314,7 @@ fn one_engine_serves_several_files() {
     let dir = TempDir::new("lib-engine");
     let a = dir.write("a.yaml", hello_scenario());
     let b = dir.write("b.yaml", hello_scenario());
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     for f in [&a, &b] {
         let results = run_file(&engine, f).expect("runs");
         assert_eq!(results.len(), 2);
@@ -333,7 +333,7 @@ fn one_engine_serves_several_files() {
 /// driver's Envoy rules (`spec-tests/SCENARIOS.md`, "The stream driver").
 #[test]
 fn resets_and_stalls_follow_envoy() {
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let result = |file: &str, index: usize| {
         let results = run_file(&engine, &scenarios_dir().join(file)).expect("runs");
         results
@@ -393,7 +393,11 @@ streams:
             guest("trap")
         ),
     );
-    let results = run_file(&Engine::default(), &file).expect("runs");
+    let results = run_file(
+        &Engine::new(EngineConfig::default()).expect("the default engine builds"),
+        &file,
+    )
+    .expect("runs");
     let first = &results[0].observation;
     assert!(first.upstream_request.is_some());
     assert!(first.reset, "{first:?}");
@@ -443,7 +447,11 @@ streams:
     };
     // Over the limit with StopIterationAndWatermark: flow control, no 413.
     let file = dir.write("small.yaml", scenario(16));
-    let results = run_file(&Engine::default(), &file).expect("runs");
+    let results = run_file(
+        &Engine::new(EngineConfig::default()).expect("the default engine builds"),
+        &file,
+    )
+    .expect("runs");
     let obs = &results[0].observation;
     let upstream = obs.upstream_request.as_ref().expect("reached the upstream");
     assert_eq!(upstream.body, "0123456789".repeat(3));

@@ -43,6 +43,13 @@ fn define_metric(
     ret: i32,
 ) -> HostResult {
     let ty = MetricType::try_from(u(ty)).map_err(|_| Status::BadArgument)?;
+    // Only the kinds this host records (a newer vessel-abi may know more).
+    if !matches!(
+        ty,
+        MetricType::Counter | MetricType::Gauge | MetricType::Histogram
+    ) {
+        return Err(Status::BadArgument.into());
+    }
     let id = with_mem(caller, |mem, state| {
         range(mem.len(), ret, 4)?;
         let name = read(mem, name, name_len)?;
@@ -102,6 +109,8 @@ fn record_metric(caller: &mut Caller<'_, HostState>, id: i32, value: i64) -> Hos
         MetricType::Counter => m.add(value),
         MetricType::Gauge => m.set(value),
         MetricType::Histogram => m.record(value as u64),
+        // A metric type a newer vessel-abi knows: `proxy_define_metric` never creates one.
+        _ => return Err(Status::BadArgument.into()),
     }
     Ok(())
 }

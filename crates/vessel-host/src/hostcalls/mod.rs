@@ -101,7 +101,7 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>, LoadError> {
         linker: Linker::new(engine),
         table: ImportTable::default(),
     };
-    add_all(&mut reg).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+    add_all(&mut reg).map_err(|e| LoadError::Link(e.into()))?;
     Ok(reg.linker)
 }
 

@@ -70,6 +70,7 @@ impl Metric {
 }
 
 /// A point-in-time view of one metric.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetricValue {
     /// A counter.
@@ -102,17 +103,28 @@ impl Metrics {
             .clone()
     }
 
-    /// Every metric, sorted by name.
+    /// Every metric, sorted by name. A metric [`define`](Self::define)d
+    /// with a kind this version cannot report (one a newer vessel-abi
+    /// added) is left out and logged.
     pub fn snapshot(&self) -> Vec<(String, MetricValue)> {
         lock(&self.by_name)
             .values()
-            .map(|m| {
+            .filter_map(|m| {
                 let v = match m.kind {
                     MetricType::Counter => MetricValue::Counter(m.value().max(0).unsigned_abs()),
                     MetricType::Gauge => MetricValue::Gauge(m.value()),
                     MetricType::Histogram => MetricValue::Histogram(m.histogram()),
+                    other => {
+                        log::warn!(
+                            target: "vessel::metrics",
+                            "metric `{}` has kind {}, which this version cannot report; left out",
+                            m.name,
+                            other.name()
+                        );
+                        return None;
+                    }
                 };
-                (m.name.clone(), v)
+                Some((m.name.clone(), v))
             })
             .collect()
     }

@@ -335,7 +335,7 @@ impl Vm {
                 self.after_call()?;
                 Ok(v)
             }
-            Err(e) => Err(self.fail(name, &e)),
+            Err(e) => Err(self.fail(name, e)),
         }
     }
 

@@ -25,6 +25,7 @@ pub struct HttpCallResponse {
 }
 
 /// How an HTTP call ended.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpCallOutcome {
     /// A response arrived. A timeout is reported this way too, as Envoy's
@@ -41,6 +42,7 @@ pub enum HttpCallOutcome {
 
 /// How a Redis call (Higress 0.2.100) ended, delivered with
 /// [`Vm::on_redis_call_response`].
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisCallOutcome {
     /// One RESP reply, raw (an error reply such as `-ERR ...` included).

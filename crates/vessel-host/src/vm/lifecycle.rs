@@ -8,11 +8,11 @@ use wasmtime::{Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, Wasm
 use super::callbacks::{Funcs, OnConfigure, OnContextCreate, OnDelete, OnDone, OnVmStart};
 use super::{Vm, export, len_i32};
 use crate::env::HostEnv;
-use crate::error::{TrapError, TrapKind, VmError};
+use crate::error::{InstantiateError, TrapError, TrapKind, VmError};
 use crate::hostcalls::capabilities;
 use crate::ids::ContextId;
 use crate::limits::{LimitExceeded, VmLimiter};
-use crate::plugin::{Plugin, check_limits};
+use crate::plugin::{Plugin, enforceable};
 use crate::state::{Context, HostState, Phase};
 use crate::wasi::ProcExit;
 
@@ -29,15 +29,16 @@ impl Vm {
     /// Instantiates `plugin`, runs start-up and configures the root context.
     pub fn new(plugin: &Plugin, env: &HostEnv) -> Result<Self, VmError> {
         let name = plugin.config().name.clone();
-        let instantiate_error = |message: String| VmError::Instantiate {
+        let instantiate_error = |source: InstantiateError| VmError::Instantiate {
             plugin: name.clone(),
-            message,
+            source,
         };
-        check_limits(&plugin.engine, plugin.config()).map_err(instantiate_error)?;
+        enforceable(&plugin.engine, plugin.config())
+            .map_err(|limit| instantiate_error(limit.into()))?;
         let pre = plugin
             .pre
             .as_ref()
-            .map_err(|e| instantiate_error(e.to_string()))?;
+            .map_err(|e| instantiate_error(InstantiateError::Link(Box::new(e.clone()))))?;
         let limits = &plugin.config().limits;
         let engine = plugin.engine.config();
         let memory_bytes = limits.memory_bytes.min(engine.max_memory_bytes);
@@ -66,20 +67,27 @@ impl Vm {
         if let Some(fuel) = fuel {
             store
                 .set_fuel(fuel)
-                .map_err(|e| instantiate_error(format!("{e:#}")))?;
+                .map_err(|e| instantiate_error(InstantiateError::Wasmtime(e.into())))?;
         }
         let instance = pre.instantiate(&mut store).map_err(|e| {
-            let mut message = format!("{e:#}");
-            if let Some((limit_bytes, requested_bytes)) = store.data().frame.memory_refused {
-                message = format!(
-                    "{}: {message}",
-                    LimitExceeded::Memory {
+            let pool_full = e
+                .chain()
+                .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>());
+            let source = match (store.data().frame.memory_refused, &engine.pooling) {
+                (Some((limit_bytes, requested_bytes)), _) => InstantiateError::Memory {
+                    limit: LimitExceeded::Memory {
                         limit_bytes,
-                        requested_bytes
-                    }
-                );
-            }
-            instantiate_error(message)
+                        requested_bytes,
+                    },
+                    source: e.into(),
+                },
+                (None, Some(pool)) if pool_full => InstantiateError::PoolFull {
+                    max_vms: pool.max_vms,
+                    source: e.into(),
+                },
+                (None, _) => InstantiateError::Wasmtime(e.into()),
+            };
+            instantiate_error(source)
         })?;
         let memory = instance.get_memory(&mut store, "memory");
         let allocator = export::<i32, i32>(&instance, &mut store, "malloc")
@@ -131,7 +139,7 @@ impl Vm {
     ) -> Result<(), VmError> {
         match self.call_func(name, f, ContextId(0), Phase::Start, args) {
             Ok(_) => Ok(()),
-            Err(VmError::Trap(t)) if t.kind == TrapKind::ProcExit(0) => {
+            Err(VmError::Trap(t)) if matches!(t.kind, TrapKind::ProcExit(0)) => {
                 // A command module's normal exit during start-up.
                 self.failed = None;
                 Ok(())
@@ -196,22 +204,24 @@ impl Vm {
         }
     }
 
-    pub(super) fn fail(&mut self, callback: &'static str, e: &wasmtime::Error) -> VmError {
-        let trap = e.downcast_ref::<Trap>();
+    pub(super) fn fail(&mut self, callback: &'static str, e: wasmtime::Error) -> VmError {
+        let trap = e.downcast_ref::<Trap>().copied();
+        let backtrace = e.downcast_ref::<WasmBacktrace>().map(ToString::to_string);
         let kind = if let Some(exit) = e.downcast_ref::<ProcExit>() {
             TrapKind::ProcExit(exit.0)
         } else if let Some(limit) = e.downcast_ref::<LimitExceeded>() {
             // A hostcall refused to hold more for the guest.
             TrapKind::Limit(limit.clone())
-        } else if let Some(limit) = self.limit_of(callback, trap) {
+        } else if let Some(limit) = self.limit_of(callback, trap.as_ref()) {
             TrapKind::Limit(limit)
         } else if let Some(trap) = trap {
-            TrapKind::Wasm(trap.to_string())
+            TrapKind::Wasm(trap)
         } else {
-            TrapKind::Host(e.root_cause().to_string())
+            TrapKind::Host(e.into())
         };
         let mut message = match &kind {
-            TrapKind::Wasm(m) | TrapKind::Host(m) => m.clone(),
+            TrapKind::Wasm(t) => t.to_string(),
+            TrapKind::Host(h) => h.get().root_cause().to_string(),
             TrapKind::ProcExit(code) => format!("the guest called proc_exit({code})"),
             TrapKind::Limit(limit) => match trap {
                 // Out of memory: also say how the guest reacted.
@@ -221,9 +231,9 @@ impl Vm {
                 _ => limit.to_string(),
             },
         };
-        if let Some(bt) = e.downcast_ref::<WasmBacktrace>() {
+        if let Some(bt) = backtrace {
             message.push('\n');
-            message.push_str(&bt.to_string());
+            message.push_str(&bt);
         }
         let err = VmError::Trap(Arc::new(TrapError {
             plugin: self.plugin.config().name.clone(),

@@ -23,7 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
-use vessel_host::{Engine, HostEnv, Plugin, PluginConfig};
+use vessel_host::{Engine, EngineConfig, HostEnv, Plugin, PluginConfig};
 use vessel_hyper::{Clusters, FailurePolicy, FilterPool, Runtime, VesselBody, VesselLayer};
 
 pub fn guest(name: &str) -> Vec<u8> {
@@ -161,7 +161,7 @@ pub fn pool(
     clusters: Clusters,
     policy: FailurePolicy,
 ) -> (Arc<FilterPool>, Arc<Runtime>) {
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let plugin = Plugin::load(
         &engine,
         &guest(name),

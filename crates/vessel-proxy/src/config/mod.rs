@@ -76,7 +76,8 @@ pub use route::{
     DEFAULT_ROUTE_TIMEOUT, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction, RouteConfig,
     RouteMatch, SafeRegex, StringMatchKind, VirtualHost,
 };
-pub use wasm::{Backoff, EnvSpec, FailurePolicy, WasmCode, WasmFilter};
+pub use vessel_host::{FailurePolicy, ReloadBackoff};
+pub use wasm::{EnvSpec, WasmCode, WasmFilter};
 
 use yaml::{Node as YNode, Res};
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vessel_host::{EngineConfig, Limits};
+use vessel_host::{EngineConfig, FailurePolicy, LimitValue, Limits, ReloadBackoff};
 
 use super::any::configuration_bytes;
 use super::error::ErrorKind;
@@ -33,15 +33,15 @@ pub struct WasmFilter {
     pub vm_configuration: Vec<u8>,
     /// `config.vm_config.code.local`: the module.
     pub code: WasmCode,
-    /// What happens when the VM fails, from `fail_open` and `failure_policy`.
+    /// What happens when the VM fails, from `fail_open` and
+    /// `failure_policy`. `FAIL_RELOAD` carries `config.reload_config.backoff`,
+    /// with Envoy's defaults filled in (base 1 s, max 10 × base): a failed VM
+    /// is replaced once `base_interval` has passed since its slot's last
+    /// load, doubling per reload in a row that did not give a working VM, up
+    /// to `max_interval` (Envoy ignores `max_interval`; see
+    /// spec-tests/DEVIATIONS.md A5). The backoff is read and checked under
+    /// every policy, as Envoy does.
     pub failure_policy: FailurePolicy,
-    /// `config.reload_config.backoff`, with Envoy's defaults filled in
-    /// (base 1 s, max 10 × base). Only used with [`FailurePolicy::FailReload`]:
-    /// a failed VM is replaced once `base_interval` has passed since its
-    /// slot's last load, doubling per reload in a row that did not give a
-    /// working VM, up to `max_interval` (Envoy ignores `max_interval`; see
-    /// spec-tests/DEVIATIONS.md A5).
-    pub reload_backoff: Backoff,
     /// `config.capability_restriction_config.allowed_capabilities` keys, in
     /// document order. `None` when absent *or empty*: as in Envoy, an empty
     /// map allows everything.
@@ -65,35 +65,6 @@ pub enum WasmCode {
     /// `code.local.inline_bytes` (base64-decoded) or `code.local.inline_string`
     /// (its UTF-8 bytes).
     Inline(Vec<u8>),
-}
-
-/// The plugin's failure policy (Envoy's `FailurePolicy`, ABI reference §6.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailurePolicy {
-    /// Fail every stream on the failed VM with a 503 (Envoy's default).
-    FailClosed,
-    /// Skip the plugin: the filter becomes a pass-through.
-    FailOpen,
-    /// Start a new VM for new requests, with backoff.
-    FailReload,
-}
-
-/// A reload backoff (`config.core.v3.BackoffStrategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Backoff {
-    /// `base_interval`.
-    pub base_interval: Duration,
-    /// `max_interval` (default 10 × `base_interval`).
-    pub max_interval: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            base_interval: Duration::from_secs(1),
-            max_interval: Duration::from_secs(10),
-        }
-    }
 }
 
 /// `vm_config.environment_variables`: what the guest's WASI environment
@@ -128,26 +99,6 @@ const VM_KEYS: &[&str] = &[
 ];
 
 /// The fields of `vm_config.vessel_limits`.
-const LIMIT_KEYS: &[&str] = &[
-    "memory_bytes",
-    "callback_timeout",
-    "startup_timeout",
-    "fuel_per_callback",
-    "max_contexts",
-    "max_log_bytes_per_callback",
-    "max_callouts_in_flight",
-    "max_header_map_bytes",
-    "max_header_map_entries",
-    "max_body_bytes",
-    "max_property_bytes",
-    "max_effect_bytes",
-    "max_metrics",
-    "max_metric_name_bytes",
-];
-
-/// The smallest `vessel_limits.memory_bytes`: one wasm page.
-const WASM_PAGE: u64 = 64 * 1024;
-
 /// Runtimes that may be named; vessel always uses wasmtime.
 const RUNTIMES: &[&str] = &[
     "envoy.wasm.runtime.v8",
@@ -205,12 +156,12 @@ pub(crate) fn plugin_config(node: &Node<'_>, base_dir: &Path) -> Res<WasmFilter>
         .transpose()?
         .unwrap_or_default();
 
-    let failure_policy = failure_policy(&o)?;
     let reload_backoff = o
         .get("reload_config")
         .map(|r| reload_backoff(&r))
         .transpose()?
         .unwrap_or_default();
+    let failure_policy = failure_policy(&o, reload_backoff)?;
     let allowed_capabilities = o
         .get("capability_restriction_config")
         .map(|c| capabilities(&c))
@@ -230,7 +181,6 @@ pub(crate) fn plugin_config(node: &Node<'_>, base_dir: &Path) -> Res<WasmFilter>
         vm_configuration,
         code,
         failure_policy,
-        reload_backoff,
         allowed_capabilities,
         environment,
         allow_on_headers_stop_iteration,
@@ -238,91 +188,26 @@ pub(crate) fn plugin_config(node: &Node<'_>, base_dir: &Path) -> Res<WasmFilter>
     })
 }
 
-/// `vm_config.vessel_limits`: vessel's per-VM [`Limits`]. Every field is
-/// optional; absent ones keep their [`Limits`] default.
-///
-/// * `memory_bytes`: integer, 64 KiB (one wasm page) ..= 1 GiB
-///   ([`EngineConfig::DEFAULT_MAX_MEMORY_BYTES`], the engine's ceiling);
-/// * `callback_timeout`, `startup_timeout`: durations (`"0.05s"`), > 0;
-/// * `fuel_per_callback`: integer > 0 (turns on fuel metering in the
-///   engine; see `vessel run`);
-/// * `max_contexts`: integer ≥ 2 (the root context and one stream);
-/// * `max_log_bytes_per_callback`, `max_callouts_in_flight`: integers.
-/// * `max_header_map_bytes`, `max_header_map_entries`, `max_body_bytes`,
-///   `max_property_bytes`, `max_effect_bytes`, `max_metrics`,
-///   `max_metric_name_bytes`: integers ≥ 1.
+/// `vm_config.vessel_limits`: vessel's per-VM [`Limits`], keyed by their
+/// field names. Every field is optional; absent ones keep their [`Limits`]
+/// default. `callback_timeout` and `startup_timeout` are durations
+/// (`"0.05s"`), the others integers; [`Limits::set`] checks the ranges
+/// (the same rules as a scenario's `limits`), against the engine's
+/// ceiling [`EngineConfig::DEFAULT_MAX_MEMORY_BYTES`] for `memory_bytes`.
+/// `fuel_per_callback` turns on fuel metering in the engine (see
+/// `vessel run`).
 fn limits(node: &Node<'_>) -> Res<Limits> {
-    let o = node.obj(LIMIT_KEYS)?;
+    let o = node.obj(Limits::KEYS)?;
     let mut l = Limits::default();
-    let size = |n: &Node<'_>| -> Res<usize> {
-        usize::try_from(n.u64()?)
-            .map_err(|_| n.err(ErrorKind::Invalid, "too large for this platform"))
-    };
-    if let Some(m) = o.get("memory_bytes") {
-        let bytes = m.u64()?;
-        let max = EngineConfig::DEFAULT_MAX_MEMORY_BYTES as u64;
-        if !(WASM_PAGE..=max).contains(&bytes) {
-            return Err(m.err(
-                ErrorKind::Invalid,
-                format!(
-                    "{bytes} bytes is out of range: the memory cap must be at least one \
-                     wasm page ({WASM_PAGE}) and at most the engine's ceiling ({max})"
-                ),
-            ));
-        }
-        l.memory_bytes = size(&m)?;
-    }
-    for (key, slot) in [
-        ("callback_timeout", &mut l.callback_timeout),
-        ("startup_timeout", &mut l.startup_timeout),
-    ] {
-        if let Some(t) = o.get(key) {
-            let d = t.duration()?;
-            if d.is_zero() {
-                return Err(t.err(ErrorKind::Invalid, "must be greater than 0s"));
-            }
-            *slot = Some(d);
-        }
-    }
-    if let Some(f) = o.get("fuel_per_callback") {
-        let fuel = f.u64()?;
-        if fuel == 0 {
-            return Err(f.err(ErrorKind::Invalid, "must be greater than 0"));
-        }
-        l.fuel_per_callback = Some(fuel);
-    }
-    if let Some(c) = o.get("max_contexts") {
-        let n = size(&c)?;
-        if n < 2 {
-            return Err(c.err(
-                ErrorKind::Invalid,
-                "must be at least 2 (the root context and one stream)",
-            ));
-        }
-        l.max_contexts = n;
-    }
-    if let Some(b) = o.get("max_log_bytes_per_callback") {
-        l.max_log_bytes_per_callback = size(&b)?;
-    }
-    if let Some(c) = o.get("max_callouts_in_flight") {
-        l.max_callouts_in_flight = size(&c)?;
-    }
-    for (key, slot) in [
-        ("max_header_map_bytes", &mut l.max_header_map_bytes),
-        ("max_header_map_entries", &mut l.max_header_map_entries),
-        ("max_body_bytes", &mut l.max_body_bytes),
-        ("max_property_bytes", &mut l.max_property_bytes),
-        ("max_effect_bytes", &mut l.max_effect_bytes),
-        ("max_metrics", &mut l.max_metrics),
-        ("max_metric_name_bytes", &mut l.max_metric_name_bytes),
-    ] {
-        if let Some(n) = o.get(key) {
-            let v = size(&n)?;
-            if v == 0 {
-                return Err(n.err(ErrorKind::Invalid, "must be at least 1"));
-            }
-            *slot = v;
-        }
+    for key in Limits::KEYS {
+        let Some(n) = o.get(key) else { continue };
+        let value = if key.ends_with("_timeout") {
+            LimitValue::Duration(n.duration()?)
+        } else {
+            LimitValue::Count(n.u64()?)
+        };
+        l.set(key, value, EngineConfig::DEFAULT_MAX_MEMORY_BYTES)
+            .map_err(|e| n.err(ErrorKind::Invalid, e.to_string()))?;
     }
     Ok(l)
 }
@@ -388,7 +273,7 @@ fn environment(node: &Node<'_>) -> Res<EnvSpec> {
 /// `fail_open` + `failure_policy`, combined as Envoy's `Plugin` does: both
 /// set is an error; `fail_open: true` means FAIL_OPEN; unspecified means
 /// FAIL_CLOSED.
-fn failure_policy(o: &super::yaml::Obj<'_>) -> Res<FailurePolicy> {
+fn failure_policy(o: &super::yaml::Obj<'_>, backoff: ReloadBackoff) -> Res<FailurePolicy> {
     let fail_open = o.get("fail_open").map(|b| b.bool()).transpose()?;
     let policy_node = o.get("failure_policy");
     let policy = policy_node
@@ -418,17 +303,17 @@ fn failure_policy(o: &super::yaml::Obj<'_>) -> Res<FailurePolicy> {
         return Ok(FailurePolicy::FailOpen);
     }
     Ok(match policy {
-        "FAIL_RELOAD" => FailurePolicy::FailReload,
+        "FAIL_RELOAD" => FailurePolicy::FailReload(backoff),
         "FAIL_OPEN" | "FAIL_IGNORE" => FailurePolicy::FailOpen,
         _ => FailurePolicy::FailClosed,
     })
 }
 
 /// `reload_config.backoff`.
-fn reload_backoff(node: &Node<'_>) -> Res<Backoff> {
+fn reload_backoff(node: &Node<'_>) -> Res<ReloadBackoff> {
     let o = node.obj(&["backoff"])?;
     let Some(b) = o.get("backoff") else {
-        return Ok(Backoff::default());
+        return Ok(ReloadBackoff::default());
     };
     let b = b.obj(&["base_interval", "max_interval"])?;
     let base_node = b.req("base_interval")?;
@@ -449,10 +334,7 @@ fn reload_backoff(node: &Node<'_>) -> Res<Backoff> {
             max
         }
     };
-    Ok(Backoff {
-        base_interval: base,
-        max_interval: max,
-    })
+    Ok(ReloadBackoff::new(base, max))
 }
 
 /// `capability_restriction_config.allowed_capabilities`: keys only; the

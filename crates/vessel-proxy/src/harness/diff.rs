@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use vessel_host::Engine;
+use vessel_host::{Engine, EngineConfig};
 
 use super::real::Run;
 use super::scenario::{Deviations, Expect, Scenario};
@@ -836,7 +836,7 @@ impl Report {
 
 /// Runs every file; stops at a file that cannot be read at all.
 pub fn run(options: &Options, files: &[PathBuf]) -> Result<Report, Error> {
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default())?;
     let mut report = Report::default();
     for f in files {
         report.files.push(diff_file(&engine, options, f)?);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vessel_host::{
-    Engine, EngineConfig, FailurePolicy, HostEnv, Limits, LogLevel, LogRecord, LogSink, Plugin,
+    Engine, EngineConfig, FailurePolicy, HostEnv, LimitValue, Limits, LogLevel, LogRecord, LogSink, Plugin,
     PluginConfig, PropertyMap, PropertyValue,
 };
 
@@ -113,73 +113,63 @@ fn property(v: &PropertyScalar) -> PropertyValue {
     }
 }
 
-/// The plugin's [`Limits`] from `limits`, checked against the engine; the
-/// `Err` is `(key, message)`, the key relative to the plugin.
+/// The plugin's [`Limits`] from `limits`, checked by [`Limits::set`] (the
+/// rules `vessel run`'s `vessel_limits` follows too) against the engine's
+/// memory ceiling; the `Err` is `(key, message)`, the key relative to the
+/// plugin.
 fn limits_of(spec: Option<&LimitsSpec>, engine: &Engine) -> Result<Limits, (String, String)> {
     let mut limits = Limits::default();
     let Some(spec) = spec else {
         return Ok(limits);
     };
-    let bad = |key: &str, message: String| (format!("limits.{key}"), message);
-    if let Some(m) = spec.memory_bytes {
-        let max = engine.config().max_memory_bytes;
-        if m == 0 || m > max {
-            return Err(bad(
-                "memory_bytes",
-                format!("{m} is not between 1 and the engine's ceiling of {max} bytes"),
-            ));
-        }
-        limits.memory_bytes = m;
-    }
-    if let Some(ms) = spec.callback_timeout_ms {
-        if ms == 0 {
-            return Err(bad("callback_timeout_ms", "must be at least 1".into()));
-        }
-        limits.callback_timeout = Some(Duration::from_millis(ms));
-    }
-    if let Some(fuel) = spec.fuel_per_callback {
-        if fuel == 0 {
-            return Err(bad("fuel_per_callback", "must be at least 1".into()));
-        }
-        limits.fuel_per_callback = Some(fuel);
-    }
-    for (key, value, slot) in [
+    let count = |v: Option<usize>| v.map(|n| LimitValue::Count(n as u64));
+    let fields = [
+        ("memory_bytes", "memory_bytes", count(spec.memory_bytes)),
+        (
+            "callback_timeout_ms",
+            "callback_timeout",
+            spec.callback_timeout_ms
+                .map(|ms| LimitValue::Duration(Duration::from_millis(ms))),
+        ),
+        (
+            "fuel_per_callback",
+            "fuel_per_callback",
+            spec.fuel_per_callback.map(LimitValue::Count),
+        ),
         (
             "max_header_map_bytes",
-            spec.max_header_map_bytes,
-            &mut limits.max_header_map_bytes,
+            "max_header_map_bytes",
+            count(spec.max_header_map_bytes),
         ),
         (
             "max_header_map_entries",
-            spec.max_header_map_entries,
-            &mut limits.max_header_map_entries,
+            "max_header_map_entries",
+            count(spec.max_header_map_entries),
         ),
-        (
-            "max_body_bytes",
-            spec.max_body_bytes,
-            &mut limits.max_body_bytes,
-        ),
+        ("max_body_bytes", "max_body_bytes", count(spec.max_body_bytes)),
         (
             "max_property_bytes",
-            spec.max_property_bytes,
-            &mut limits.max_property_bytes,
+            "max_property_bytes",
+            count(spec.max_property_bytes),
         ),
         (
             "max_effect_bytes",
-            spec.max_effect_bytes,
-            &mut limits.max_effect_bytes,
+            "max_effect_bytes",
+            count(spec.max_effect_bytes),
         ),
-        ("max_metrics", spec.max_metrics, &mut limits.max_metrics),
+        ("max_metrics", "max_metrics", count(spec.max_metrics)),
         (
             "max_metric_name_bytes",
-            spec.max_metric_name_bytes,
-            &mut limits.max_metric_name_bytes,
+            "max_metric_name_bytes",
+            count(spec.max_metric_name_bytes),
         ),
-    ] {
-        match value {
-            Some(0) => return Err(bad(key, "must be at least 1".into())),
-            Some(v) => *slot = v,
-            None => {}
+    ];
+    let ceiling = engine.config().max_memory_bytes;
+    for (spec_key, key, value) in fields {
+        if let Some(value) = value {
+            limits
+                .set(key, value, ceiling)
+                .map_err(|e| (format!("limits.{spec_key}"), e.to_string()))?;
         }
     }
     Ok(limits)

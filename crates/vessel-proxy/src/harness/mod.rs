@@ -23,14 +23,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vessel_host::Engine;
+use vessel_host::{Engine, EngineConfig};
 
 pub use compare::check;
 pub use runner::Loaded;
 pub use scenario::Scenario;
 
 /// Why a scenario could not run at all.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A file could not be read.
     #[error("{path}: {message}")]
@@ -71,6 +71,9 @@ pub enum Error {
         /// The load error.
         message: String,
     },
+    /// The wasm engine cannot be built.
+    #[error(transparent)]
+    Engine(#[from] vessel_host::EngineError),
 }
 
 /// A request or response as observed.
@@ -208,7 +211,7 @@ pub fn run_file(engine: &Engine, path: &Path) -> Result<Vec<StreamResult>, Error
 /// Runs scenario files with a default engine. Stops at the first file that
 /// cannot run at all (bad YAML, missing wasm, not a filter).
 pub fn run_files<P: AsRef<Path>>(paths: &[P]) -> Result<Report, Error> {
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default())?;
     let mut report = Report::default();
     for p in paths {
         report.results.extend(run_file(&engine, p.as_ref())?);

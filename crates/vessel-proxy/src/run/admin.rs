@@ -89,6 +89,11 @@ impl Admin {
                     count: h.count,
                     sum: h.sum,
                 },
+                // A kind a newer vessel-host reports and /stats cannot show.
+                other => {
+                    log::warn!(target: "vessel::admin", "metric `{name}`: cannot show {other:?}; left out of /stats");
+                    continue;
+                }
             };
             out.push((name, true, stat));
         }

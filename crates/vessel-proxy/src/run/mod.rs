@@ -73,7 +73,7 @@ use vessel_host::{
     CacheConfig, Engine, EngineConfig, HostEnv, LogLevel, Plugin, PluginConfig, PropertyMap,
 };
 use vessel_hyper::{
-    ConnectionInfo, FilterPool, PluginStats, ReloadBackoff, Runtime, VesselBody, VesselLayer,
+    ConnectionInfo, FilterPool, PluginStats, Runtime, VesselBody, VesselLayer,
 };
 
 use crate::config::{self, Bootstrap, ClusterKind, Codec, ConfigError, WasmCode, WasmFilter};
@@ -159,8 +159,8 @@ pub enum RunError {
         source: vessel_host::VmError,
     },
     /// The wasm engine cannot be built.
-    #[error("cannot build the wasm engine: {0}")]
-    Engine(vessel_host::LoadError),
+    #[error(transparent)]
+    Engine(vessel_host::EngineError),
     /// A cluster endpoint's host name does not resolve.
     #[error("cluster `{cluster}`: cannot resolve {host}: {source}")]
     Resolve {
@@ -929,20 +929,6 @@ fn read_code(f: &WasmFilter, label: &str) -> Result<Vec<u8>, RunError> {
     }
 }
 
-/// The failure policy of `f` in vessel-hyper's terms.
-fn failure_policy(f: &WasmFilter) -> vessel_hyper::FailurePolicy {
-    match f.failure_policy {
-        config::FailurePolicy::FailClosed => vessel_hyper::FailurePolicy::FailClosed,
-        config::FailurePolicy::FailOpen => vessel_hyper::FailurePolicy::FailOpen,
-        config::FailurePolicy::FailReload => {
-            vessel_hyper::FailurePolicy::FailReload(ReloadBackoff::new(
-                f.reload_backoff.base_interval,
-                f.reload_backoff.max_interval,
-            ))
-        }
-    }
-}
-
 /// Loads one filter from `code` and starts its VMs.
 fn build_filter(
     host: &FilterHost,
@@ -964,7 +950,7 @@ fn build_filter(
         .entry(f.name.clone())
         .or_default()
         .clone();
-    let policy = failure_policy(f);
+    let policy = f.failure_policy;
     let pool = FilterPool::builder(&plugin, &host.env, &host.runtime)
         .vms(host.vms)
         .policy(policy)
