@@ -662,9 +662,17 @@ mod tests {
         assert_eq!(l.max_body_bytes, 70_000);
         let mut d = Limits::default();
         let zero = LimitValue::Count(0);
-        for key in ["max_body_bytes", "max_metrics", "fuel_per_callback", "max_contexts"] {
+        for key in [
+            "max_body_bytes",
+            "max_metrics",
+            "fuel_per_callback",
+            "max_contexts",
+        ] {
             assert!(
-                matches!(d.set(key, zero, CEILING), Err(LimitSettingError::OutOfRange(_))),
+                matches!(
+                    d.set(key, zero, CEILING),
+                    Err(LimitSettingError::OutOfRange(_))
+                ),
                 "{key}"
             );
         }
@@ -684,8 +692,14 @@ mod tests {
             Err(LimitSettingError::WrongType("a duration"))
         );
         assert_eq!(
-            d.set("callback_timeout", LimitValue::Duration(Duration::ZERO), CEILING),
-            Err(LimitSettingError::OutOfRange("must be greater than 0s".into()))
+            d.set(
+                "callback_timeout",
+                LimitValue::Duration(Duration::ZERO),
+                CEILING
+            ),
+            Err(LimitSettingError::OutOfRange(
+                "must be greater than 0s".into()
+            ))
         );
         assert!(matches!(
             d.set("memory_megabytes", zero, CEILING),

@@ -12,7 +12,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{guest, post, proxy, upstream};
-use vessel_host::{Engine, HostEnv, LogRecord, LogSink, Plugin, PluginConfig};
+use vessel_host::{Engine, EngineConfig, HostEnv, LogRecord, LogSink, Plugin, PluginConfig};
 use vessel_hyper::{Clusters, FailurePolicy, FilterPool, Runtime, VesselLayer};
 
 /// Guest log lines, kept.
@@ -42,7 +42,7 @@ async fn the_end_of_each_body_is_one_more_empty_callback_after_its_data() {
     let (up, seen) = upstream(200, "upstream").await;
     let lines = Lines::default();
     let env = HostEnv::builder().log_sink(lines.clone()).build();
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let plugin = Plugin::load(&engine, &guest("bodies"), PluginConfig::named("bodies")).unwrap();
     let runtime = Runtime::new(Clusters::new());
     let pool = FilterPool::new(&plugin, &env, &runtime, 1, FailurePolicy::FailClosed).unwrap();

@@ -1176,14 +1176,20 @@ fn reload_backoff_defaults() {
     let w =
         plugin_with("{failure_policy: FAIL_RELOAD, reload_config: {backoff: {base_interval: 2s}}}");
     assert_eq!(
-        w.reload_backoff,
-        Backoff {
-            base_interval: Duration::from_secs(2),
-            max_interval: Duration::from_secs(20)
-        }
+        w.failure_policy,
+        FailurePolicy::FailReload(ReloadBackoff::new(
+            Duration::from_secs(2),
+            Duration::from_secs(20)
+        ))
     );
-    let w = plugin_with("{reload_config: {}}");
-    assert_eq!(w.reload_backoff, Backoff::default());
+    let w = plugin_with("{failure_policy: FAIL_RELOAD, reload_config: {}}");
+    assert_eq!(
+        w.failure_policy,
+        FailurePolicy::FailReload(ReloadBackoff::default())
+    );
+    // Read and checked under every policy, as Envoy does; used by FAIL_RELOAD.
+    let w = plugin_with("{reload_config: {backoff: {base_interval: 2s}}}");
+    assert_eq!(w.failure_policy, FailurePolicy::FailClosed);
 }
 
 #[test]

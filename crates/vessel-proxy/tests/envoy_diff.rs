@@ -173,7 +173,7 @@ fn chain_files_pass_on_envoy_and_vessel_run_accepts_them() {
     };
     let mut options = options(envoy);
     options.backends = vec![diff::Backend::VesselRun, diff::Backend::Envoy];
-    let engine = Engine::default();
+    let engine = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let files = chain_files();
     assert!(files.len() >= 8, "{files:?}");
     for file in files {

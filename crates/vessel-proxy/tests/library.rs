@@ -485,7 +485,11 @@ streams:
             hello = guest("hello"),
         ),
     );
-    let results = run_file(&Engine::default(), &file).expect("runs");
+    let results = run_file(
+        &Engine::new(EngineConfig::default()).expect("the default engine builds"),
+        &file,
+    )
+    .expect("runs");
     let [trapped, skipped, local] = [0, 1, 2].map(|i| &results[i].observation);
 
     assert_eq!(trapped.response.as_ref().and_then(|r| r.status), Some(503));
@@ -561,7 +565,11 @@ fn an_effect_the_runner_cannot_carry_out_fails_the_stream() {
         "downstream.yaml",
         "plugin:\n  wasm: downstream.wat\nstreams:\n  - request:\n      headers: [[\":method\", \"GET\"], [\":path\", \"/\"]]\n",
     );
-    let results = run_file(&Engine::default(), &file).expect("runs");
+    let results = run_file(
+        &Engine::new(EngineConfig::default()).expect("the default engine builds"),
+        &file,
+    )
+    .expect("runs");
     let r = &results[0];
     // The stream itself went on ...
     assert_eq!(

@@ -64,6 +64,7 @@ pub(crate) fn map_name(ty: MapType) -> &'static str {
         MapType::GrpcReceiveTrailingMetadata => "gRPC trailing metadata",
         MapType::HttpCallResponseHeaders => "HTTP call response headers",
         MapType::HttpCallResponseTrailers => "HTTP call response trailers",
+        _ => "header map",
     }
 }
 

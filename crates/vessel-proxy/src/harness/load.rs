@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vessel_host::{
-    Engine, EngineConfig, FailurePolicy, HostEnv, LimitValue, Limits, LogLevel, LogRecord, LogSink, Plugin,
-    PluginConfig, PropertyMap, PropertyValue,
+    Engine, EngineConfig, FailurePolicy, HostEnv, LimitValue, Limits, LogLevel, LogRecord, LogSink,
+    Plugin, PluginConfig, PropertyMap, PropertyValue,
 };
 
 use super::Error;
@@ -146,7 +146,11 @@ fn limits_of(spec: Option<&LimitsSpec>, engine: &Engine) -> Result<Limits, (Stri
             "max_header_map_entries",
             count(spec.max_header_map_entries),
         ),
-        ("max_body_bytes", "max_body_bytes", count(spec.max_body_bytes)),
+        (
+            "max_body_bytes",
+            "max_body_bytes",
+            count(spec.max_body_bytes),
+        ),
         (
             "max_property_bytes",
             "max_property_bytes",

@@ -822,7 +822,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{self, FailurePolicy, WasmCode};
+    use crate::config::{self, FailurePolicy, ReloadBackoff, WasmCode};
 
     const CHAIN: &str = r#"
 plugins:
@@ -904,14 +904,17 @@ streams: []
         assert_eq!(f[1].configuration, b"tag=b");
         assert_eq!(f[1].vm_configuration, b"vm b");
         assert_eq!(f[0].failure_policy, FailurePolicy::FailOpen);
-        assert_eq!(f[1].failure_policy, FailurePolicy::FailReload);
-        assert_eq!(f[2].failure_policy, FailurePolicy::FailClosed);
-        assert_eq!(f[3].failure_policy, FailurePolicy::FailReload);
         let ms = Duration::from_millis;
-        assert_eq!(f[1].reload_backoff.base_interval, ms(10));
-        assert_eq!(f[1].reload_backoff.max_interval, ms(40));
+        assert_eq!(
+            f[1].failure_policy,
+            FailurePolicy::FailReload(ReloadBackoff::new(ms(10), ms(40)))
+        );
+        assert_eq!(f[2].failure_policy, FailurePolicy::FailClosed);
         // No `reload_backoff`: Envoy's default, which is vessel's too.
-        assert_eq!(f[3].reload_backoff.base_interval, ms(1000));
+        assert_eq!(
+            f[3].failure_policy,
+            FailurePolicy::FailReload(ReloadBackoff::default())
+        );
         let knobs: Vec<bool> = f
             .iter()
             .map(|w| w.allow_on_headers_stop_iteration)

@@ -491,7 +491,7 @@ fn carry_out(chain: &mut Chain<'_>, world: &mut World, i: usize, effect: Effect)
             if world.grpc.get(&(i, token)) != Some(&GrpcKind::Stream) {
                 world.errors.push(format!(
                     "filter {i}: a gRPC message on token {} that is no open stream",
-                    token.0
+                    token.get()
                 ));
             }
         }
@@ -501,7 +501,7 @@ fn carry_out(chain: &mut Chain<'_>, world: &mut World, i: usize, effect: Effect)
             if world.grpc.remove(&(i, token)).is_none() {
                 world.errors.push(format!(
                     "filter {i}: a gRPC close or cancel of token {}, which is no gRPC call",
-                    token.0
+                    token.get()
                 ));
             }
         }
@@ -511,7 +511,7 @@ fn carry_out(chain: &mut Chain<'_>, world: &mut World, i: usize, effect: Effect)
             if f.vm.as_ref().map(Vm::root_context).ok() != Some(root) {
                 world.errors.push(format!(
                     "filter {i}: a tick period for root context {}, which is not the VM's root",
-                    root.0
+                    root.get()
                 ));
                 return;
             }
@@ -534,6 +534,10 @@ fn carry_out(chain: &mut Chain<'_>, world: &mut World, i: usize, effect: Effect)
         | Effect::CloseStream { .. }
         | Effect::LocalResponse { .. }) => world.errors.push(format!(
             "filter {i}: {other:?} is for no HTTP stream; vessel test runs HTTP streams only"
+        )),
+        // `Effect` is non-exhaustive: say what this runner cannot carry out.
+        other => world.errors.push(format!(
+            "filter {i}: vessel test cannot carry out {other:?}"
         )),
     }
 }

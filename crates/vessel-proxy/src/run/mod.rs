@@ -72,9 +72,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use vessel_host::{
     CacheConfig, Engine, EngineConfig, HostEnv, LogLevel, Plugin, PluginConfig, PropertyMap,
 };
-use vessel_hyper::{
-    ConnectionInfo, FilterPool, PluginStats, Runtime, VesselBody, VesselLayer,
-};
+use vessel_hyper::{ConnectionInfo, FilterPool, PluginStats, Runtime, VesselBody, VesselLayer};
 
 use crate::config::{self, Bootstrap, ClusterKind, Codec, ConfigError, WasmCode, WasmFilter};
 use access::{AccessLog, Entry, ListenerStats, LoggedBody};
