@@ -564,7 +564,7 @@ async fn drive(
             .redis_address()
             .map_err(|e| io(format!("{cname}: {e}")))?;
         if let (Some(addr), true) = (redis, canned.redis_flush) {
-            super::runner::flush_redis(addr).map_err(io)?;
+            super::flush_redis(addr).map_err(io)?;
         }
         let addr = if let Some(addr) = redis {
             // A Redis cluster points at the real server.
