@@ -1,6 +1,7 @@
 //! One epoch ticker thread per engine, stopped when the last clone of the
-//! engine is dropped (ABI reference §6.6; `vessel_host::epoch`). The only
-//! test of this binary, so no other engine runs meanwhile.
+//! engine is dropped (ABI reference §6.6; `vessel_host::epoch`). It counts
+//! the threads of its process, so it runs alone in a child process of the
+//! test binary (`crate::alone`), where no other engine runs meanwhile.
 
 #![cfg(target_os = "linux")]
 
@@ -25,6 +26,11 @@ const WAT: &str = r#"(module
 
 #[test]
 fn one_ticker_per_engine_stopped_when_the_engine_is_dropped() {
+    if !crate::alone::alone(
+        "epoch_ticker::one_ticker_per_engine_stopped_when_the_engine_is_dropped",
+    ) {
+        return;
+    }
     assert_eq!(tickers(), 0);
     let a = Engine::new(EngineConfig::default()).expect("the default engine builds");
     let b = Engine::new(EngineConfig::default()).expect("the default engine builds");
