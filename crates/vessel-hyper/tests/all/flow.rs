@@ -6,16 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::{eventually, pool, post, proxy, upstream};
 use bytes::Bytes;
-use common::{eventually, pool, post, proxy, upstream};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;

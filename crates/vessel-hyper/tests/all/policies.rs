@@ -11,14 +11,12 @@
     missing_docs
 )]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{eventually, gated_upstream, guest, proxy, upstream};
 use bytes::Bytes;
-use common::{eventually, gated_upstream, guest, proxy, upstream};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;

@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use vessel_hyper::{Cluster, Clusters, FailurePolicy, VesselLayer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

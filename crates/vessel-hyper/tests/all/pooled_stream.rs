@@ -6,11 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{pool, upstream};
+use crate::common::{pool, upstream};
 use vessel_host::{Action, Direction, HeaderMap, StreamConfig};
 use vessel_hyper::{Cluster, Clusters, FailurePolicy, PooledStream};
 

@@ -6,15 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::{Buf, BufMut, Bytes};
-use common::*;
 use http::Response;
 use hyper::body::Incoming;
 use hyper::service::service_fn;

@@ -11,15 +11,13 @@
     missing_docs
 )]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::common::{eventually, gated_upstream, guest, proxy};
 use bytes::Bytes;
-use common::{eventually, gated_upstream, guest, proxy};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -194,8 +192,13 @@ fn rss_kib() -> u64 {
 /// 50 reloads while 8 connections send requests: not one request fails,
 /// and RSS after the reloads is within 8 MiB of RSS after a warm-up of
 /// 50 reloads (a leaked pool of 2 VMs is ≥ 2 MiB of guest memory alone).
+/// The RSS is the process's, so the test runs alone in a child process
+/// (`crate::alone`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_reloads_under_load_lose_no_request() {
+    if !crate::alone::alone("reload::fifty_reloads_under_load_lose_no_request") {
+        return;
+    }
     let host = Arc::new(Host::new());
     // Compiled once; each reload starts a new pool of new VMs with a new
     // plugin configuration (the module is shared, as Envoy shares it by

@@ -7,11 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
-use common::{guest, post, proxy, upstream};
+use crate::common::{guest, post, proxy, upstream};
 use vessel_host::{Engine, EngineConfig, HostEnv, LogRecord, LogSink, Plugin, PluginConfig};
 use vessel_hyper::{Clusters, FailurePolicy, FilterPool, Runtime, VesselLayer};
 
