@@ -16,11 +16,9 @@
     missing_docs
 )]
 
-mod support;
-
 use std::net::SocketAddr;
 
-use support::*;
+use crate::support::*;
 
 /// RSS may grow by at most this much between the end of the warm-up and
 /// the end of the run (a leaked VM is ≥ 1 MiB of guest memory; 1,000

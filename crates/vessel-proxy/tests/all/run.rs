@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 /// The reload/load tests' helpers, for the limits and capabilities tests.
-mod support;
+use crate::support;
 
 /// Every wait in these tests is bounded by this.
 const WAIT: Duration = Duration::from_secs(60);

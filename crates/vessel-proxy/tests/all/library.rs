@@ -2,11 +2,9 @@
 //! scenario suite under `cargo test`, reports, typed errors, and scenarios
 //! built in code. Format: `spec-tests/SCENARIOS.md`.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{TempDir, guest, hello_scenario, scenarios_dir};
+use crate::common::{TempDir, guest, hello_scenario, scenarios_dir};
 use vessel_host::{Engine, EngineConfig};
 use vessel_proxy::harness::scenario::{Expect, ExpectResponse, Message, PluginSpec, Stream};
 use vessel_proxy::harness::{self, Error, Loaded, Scenario, check, run_file, run_files};

@@ -9,14 +9,12 @@
     missing_docs
 )]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 struct Setup {
     vessel: Vessel,
