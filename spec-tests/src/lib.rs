@@ -1,11 +1,11 @@
 //! # vessel-spec-tests
 //!
 //! Shared helpers of vessel's conformance suite (ABI reference §3–§5, §11).
-//! The tests themselves live in `spec-tests/tests/*.rs`, one file per ABI
-//! area. They drive real proxy-wasm filters built with the Rust SDK
-//! (`spec-tests/guests`, built by `cargo xtask guests`) and hand-written WAT
-//! modules (`spec-tests/wat`, plus the modules [`probe`] generates) through
-//! the public `vessel_host` API.
+//! The tests themselves live in `spec-tests/tests/all/*.rs`, one module per
+//! ABI area of one test binary. They drive real proxy-wasm filters built
+//! with the Rust SDK (`spec-tests/guests`, built by `cargo xtask guests`)
+//! and hand-written WAT modules (`spec-tests/wat`, plus the modules
+//! [`probe`] generates) through the public `vessel_host` API.
 //!
 //! This crate offers:
 //!
