@@ -48,9 +48,14 @@
 //!   holds the response when its last chunk was fed (waiting for a callout
 //!   or a timer), or one that buffers with flow control past the buffer
 //!   limit (the proxy cannot stop reading the upstream), fails the request:
-//!   the hook returns an error, Pingora closes the connection, and the
-//!   client sees a truncated response. Nothing is sent that the chain did
-//!   not let through.
+//!   the hook returns an error, and the client gets a 500 if Pingora had
+//!   not written the response head yet (it writes it with the first body
+//!   chunk), else the connection closes on a truncated response. Nothing is
+//!   sent that the chain did not let through.
+//! * **The other direction waits.** While an async hook awaits a VM signal
+//!   (a request head or body held for a callout), Pingora's task for the
+//!   request does nothing else: the response is not read meanwhile (Envoy
+//!   would go on with it).
 //! * **Trailers.** Pingora has no hook for request trailers, and
 //!   `response_trailer_filter` is not used here: trailers are not fed to
 //!   the chain, and trailers a filter adds are dropped (logged at debug).

@@ -90,6 +90,14 @@ const fn filter(guest: &'static str, config: &'static str) -> Filter {
     Filter { guest, config }
 }
 
+/// A module of spec-tests/wat (in the repository: never missing).
+fn wat_guest(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../spec-tests/wat")
+        .join(format!("{name}.wat"));
+    wat::parse_file(&path).unwrap()
+}
+
 /// The pools of a chain (one VM each), logging into `lines`; `None` if a
 /// guest is missing.
 fn pools(chain: &[Filter], clusters: Clusters, lines: &Lines) -> Option<Vec<Arc<FilterPool>>> {
@@ -106,7 +114,11 @@ fn pools(chain: &[Filter], clusters: Clusters, lines: &Lines) -> Option<Vec<Arc<
             configuration: f.config.as_bytes().to_vec(),
             ..PluginConfig::named(f.guest)
         };
-        let plugin = Plugin::load(&engine, &guest(f.guest)?, config).unwrap();
+        let wasm = match f.guest.strip_suffix(".wat") {
+            Some(name) => wat_guest(name),
+            None => guest(f.guest)?,
+        };
+        let plugin = Plugin::load(&engine, &wasm, config).unwrap();
         let pool = FilterPool::builder(&plugin, &env, &runtime)
             .policy(FailurePolicy::FailClosed)
             .build()
@@ -242,6 +254,18 @@ async fn send(addr: SocketAddr, req: Request<Body>) -> (http::response::Parts, I
     sender.send_request(req).await.unwrap().into_parts()
 }
 
+/// A request with a `host` header.
+fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> http::request::Builder {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "example.test");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req
+}
+
 /// Sends a request and reads the whole answer.
 async fn exchange(
     addr: SocketAddr,
@@ -250,15 +274,9 @@ async fn exchange(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (http::response::Parts, String) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "example.test");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
     let body = Full::new(Bytes::from(body.to_owned())).boxed();
-    let (head, body) = send(addr, req.body(body).unwrap()).await;
+    let req = request(method, path, headers).body(body).unwrap();
+    let (head, body) = send(addr, req).await;
     let body = body.collect().await.unwrap().to_bytes();
     (head, String::from_utf8_lossy(&body).into_owned())
 }
@@ -314,6 +332,36 @@ async fn headers_are_rewritten_both_ways() {
             "sdk_header_rewrite: request add x-added=a"
         ]
     );
+    proxy.streams_ended().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_of_a_kept_alive_connection_is_its_own_stream() {
+    let (up, seen) = upstream().await;
+    let lines = Lines::default();
+    let config = r#"{"copy_to_response": ["x-n"]}"#;
+    let chain = [filter("sdk_header_rewrite", config)];
+    let Some(pools) = pools(&chain, Clusters::new(), &lines) else {
+        return;
+    };
+    let proxy = Proxy::start(pools, up).await;
+
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for n in ["1", "2", "3"] {
+        let body = Full::new(Bytes::new()).boxed();
+        let req = request("GET", &format!("/k{n}"), &[("x-n", n)]);
+        let resp = sender.send_request(req.body(body).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(resp.headers(), "x-n"), Some(n));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, format!("upstream saw 0 bytes at /k{n}"));
+    }
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert_eq!(lines.starting("sdk_header_rewrite: copy x-n=").len(), 3);
     proxy.streams_ended().await;
 }
 
@@ -418,6 +466,20 @@ async fn buffered_bodies_are_rewritten_in_both_directions() {
         ];
         assert!(chunks.ends_with(&last), "{chunks:?}");
     }
+
+    // A response framed by `content-length` whose filter removed it goes
+    // on chunked.
+    let (head, body) = exchange(
+        proxy.addr,
+        "GET",
+        "/plain",
+        &[("x-resp-body-mode", "replace")],
+        "",
+    )
+    .await;
+    assert_eq!((head.status.as_u16(), body.as_str()), (200, "replaced"));
+    assert_eq!(header(&head.headers, "content-length"), None);
+    assert_eq!(header(&head.headers, "transfer-encoding"), Some("chunked"));
     proxy.streams_ended().await;
 }
 
@@ -648,4 +710,44 @@ async fn a_plugin_that_lets_headers_wait_for_the_body_is_refused() {
         Err(SetupError::HeadersStopIteration { plugin }) => assert_eq!(plugin, "probe"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_that_holds_the_end_of_the_response_body_fails_the_request_loudly() {
+    let (up, _seen) = upstream().await;
+    let lines = Lines::default();
+    let Some(pools) = pools(&[filter("return_codes.wat", "")], Clusters::new(), &lines) else {
+        return;
+    };
+    let proxy = Proxy::start(pools, up).await;
+
+    // Every response body callback answers StopIterationAndBuffer (1), the
+    // last one too: only a continue could release the body, and
+    // response_body_filter cannot wait for one. The request fails: a 500
+    // if Pingora had not written the head yet (it writes it with the first
+    // body chunk), else a cut-short body; never bytes the filter held.
+    let req = request("GET", "/held", &[("x-return-response-body", "1")])
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap();
+    let (head, body) = send(proxy.addr, req).await;
+    let body = body.collect().await;
+    match head.status.as_u16() {
+        500 => assert_eq!(body.unwrap().to_bytes(), ""),
+        200 => assert!(body.is_err(), "the response is cut short"),
+        other => panic!("unexpected status {other}"),
+    }
+    assert!(
+        lines
+            .starting("return_codes: on_response_body=")
+            .iter()
+            .all(|l| l == "return_codes: on_response_body=1"),
+    );
+    proxy.streams_ended().await;
+
+    // Without the hold, the same filter passes the response.
+    let (head, body) = exchange(proxy.addr, "GET", "/free", &[], "").await;
+    assert_eq!(
+        (head.status.as_u16(), body.as_str()),
+        (200, "upstream saw 0 bytes at /free")
+    );
 }
