@@ -231,21 +231,15 @@ impl StreamCtx {
     /// more callback with no data (Envoy's HTTP/1 codec).
     fn feed(&mut self, dir: Direction, data: Option<Bytes>, end: bool) {
         let data = data.map(Vec::from).unwrap_or_default();
+        let split = end && !data.is_empty();
         let s = &mut self.stream;
-        let (last, rest) = if end && !data.is_empty() {
-            (Some(Vec::new()), data)
-        } else {
-            (None, data)
+        let mut push = |data: Vec<u8>, end: bool| match dir {
+            Direction::Request => s.request_data(data, end),
+            Direction::Response => s.response_data(data, end),
         };
-        match dir {
-            Direction::Request => s.request_data(rest, end && last.is_none()),
-            Direction::Response => s.response_data(rest, end && last.is_none()),
-        }
-        if let Some(empty) = last {
-            match dir {
-                Direction::Request => s.request_data(empty, true),
-                Direction::Response => s.response_data(empty, true),
-            }
+        push(data, end && !split);
+        if split {
+            push(Vec::new(), true);
         }
     }
 }
