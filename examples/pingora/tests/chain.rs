@@ -358,6 +358,8 @@ async fn each_request_of_a_kept_alive_connection_is_its_own_stream() {
     for n in ["1", "2", "3"] {
         let body = Full::new(Bytes::new()).boxed();
         let req = request("GET", &format!("/k{n}"), &[("x-n", n)]);
+        // The connection takes the next request once the last one is done.
+        sender.ready().await.unwrap();
         let resp = sender.send_request(req.body(body).unwrap()).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(header(resp.headers(), "x-n"), Some(n));
