@@ -148,6 +148,8 @@ pub struct StreamCtx {
     downstream_done: bool,
     /// The chain reset the stream.
     reset: bool,
+    /// A hook ended with a filter's local reply ([`local_reply`]).
+    filter_reply: bool,
 }
 
 impl StreamCtx {
@@ -253,7 +255,8 @@ fn reset() -> Box<Error> {
 
 /// The error that ends a hook when a local reply answers the stream;
 /// [`ProxyHttp::fail_to_proxy`] writes the reply.
-fn local_reply(ctx: &StreamCtx) -> Box<Error> {
+fn local_reply(ctx: &mut StreamCtx) -> Box<Error> {
+    ctx.filter_reply = true;
     let status = ctx
         .downstream_head
         .as_ref()
@@ -368,6 +371,7 @@ impl ProxyHttp for VesselProxy {
             downstream_body: Vec::new(),
             downstream_done: false,
             reset: false,
+            filter_reply: false,
         }
     }
 
@@ -572,8 +576,8 @@ impl ProxyHttp for VesselProxy {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &StreamCtx, _error: &Error) -> bool {
-        // A local reply is no error of the proxy.
-        ctx.local_reply_done()
+        // A filter's local reply is no error of the proxy.
+        ctx.filter_reply
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut StreamCtx) {
