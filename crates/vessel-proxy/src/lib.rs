@@ -1,12 +1,13 @@
-//! The `vessel` binary's library: the `vessel test` scenario harness
-//! ([`harness`]), usable from `cargo test`, the Envoy-config reader of
-//! `vessel run` ([`config`]) and the proxy itself ([`run`]).
+//! The `vessel` binary's library: the `vessel test` harness ([`harness`]:
+//! the `vessel-test` crate with real services, and the differential runner
+//! against `vessel run` and Envoy), the Envoy-config reader of `vessel run`
+//! ([`config`]) and the proxy itself ([`run`]).
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod harness;
 pub mod run;
-mod yaml;
+use vessel_test::yaml;
 
-pub use yaml::YamlError;
+pub use vessel_test::YamlError;

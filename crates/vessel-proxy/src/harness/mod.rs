@@ -1,235 +1,97 @@
-//! The `vessel test` harness: runs scenario files against a filter,
-//! in-process, and checks expectations. The same API serves `cargo test`:
+//! The `vessel test` harness. The scenario format, its checker and the
+//! in-process runner are the `vessel-test` crate, re-exported here; this
+//! module adds what needs a network and a runtime: [`RealServices`] (Redis
+//! over vessel-hyper), the real backends that run a scenario through
+//! `vessel run` or Envoy ([`real`], [`via_run`], [`envoy`]) and the
+//! differential runner ([`diff`]).
+//!
+//! [`run_file`], [`run_files`] and [`record_file`] here are vessel-test's
+//! with [`RealServices`]: what `vessel test` runs.
 //!
 //! ```no_run
 //! let report = vessel_proxy::harness::run_files(&["tests/hello.yaml"]).expect("loads");
 //! assert!(report.passed(), "{}", report.render());
 //! ```
-//!
-//! The file format is in `spec-tests/SCENARIOS.md`.
 
-mod canned;
-mod compare;
 pub mod diff;
 pub mod envoy;
-mod load;
 pub mod real;
-mod runner;
-pub mod scenario;
 mod servers;
 pub mod via_run;
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use vessel_host::{Engine, EngineConfig};
+use vessel_host::{Engine, RedisCallOutcome, RedisCallRequest};
+pub use vessel_test::*;
 
-pub use compare::check;
-pub use runner::Loaded;
-pub use scenario::Scenario;
+/// The services `vessel test` gives the in-process runner: Redis calls on a
+/// short-lived tokio runtime through vessel-hyper's RESP client, and
+/// `FLUSHALL` over a plain socket, each bounded in time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealServices;
 
-/// Why a scenario could not run at all.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Error {
-    /// A file could not be read.
-    #[error("{path}: {message}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        message: String,
-    },
-    /// The YAML is malformed, has an unknown key or a value of the wrong
-    /// type.
-    #[error("{path}: {error}")]
-    Yaml {
-        /// The scenario file.
-        path: PathBuf,
-        /// What is wrong, with the key path, line and column.
-        error: crate::YamlError,
-    },
-    /// A value is invalid.
-    #[error("{path}: {key}: {message}")]
-    Invalid {
-        /// The scenario file.
-        path: PathBuf,
-        /// The key.
-        key: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The wasm is not a loadable filter.
-    #[error("{path}: {key} `{wasm}`: {message}")]
-    Plugin {
-        /// The scenario file.
-        path: PathBuf,
-        /// The key that names the wasm (`plugin.wasm`, `plugins[1].wasm`).
-        key: String,
-        /// The wasm file.
-        wasm: PathBuf,
-        /// The load error.
-        message: String,
-    },
-    /// The wasm engine cannot be built.
-    #[error(transparent)]
-    Engine(#[from] vessel_host::EngineError),
-}
-
-/// A request or response as observed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObservedMessage {
-    /// The status code (responses).
-    pub status: Option<u16>,
-    /// Headers, in order.
-    pub headers: Vec<(String, String)>,
-    /// Body (lossy UTF-8).
-    pub body: String,
-    /// Trailers.
-    pub trailers: Vec<(String, String)>,
-}
-
-/// What happened to one stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Observation {
-    /// What reached the upstream, if anything.
-    pub upstream_request: Option<ObservedMessage>,
-    /// What the client got, if anything.
-    pub response: Option<ObservedMessage>,
-    /// Guest log lines of this stream.
-    pub logs: Vec<String>,
-    /// The VM's failure, if it failed during or before this stream.
-    pub vm_failure: Option<String>,
-    /// The filter reset the stream.
-    pub reset: bool,
-    /// The stream never finished, and why.
-    pub stalled: Option<String>,
-    /// What the in-process runner could not carry out for this stream (an
-    /// effect it has no canned answer for, say). Each one fails the stream.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<String>,
-}
-
-/// The result of one stream.
-#[derive(Debug, Clone)]
-pub struct StreamResult {
-    /// The scenario file.
-    pub file: PathBuf,
-    /// 1-based stream number.
-    pub index: usize,
-    /// `METHOD path` of the request.
-    pub label: String,
-    /// What happened.
-    pub observation: Observation,
-    /// Failed expectations; empty means PASS.
-    pub failures: Vec<String>,
-}
-
-/// The results of a run.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    /// One entry per stream.
-    pub results: Vec<StreamResult>,
-}
-
-impl Report {
-    /// True if every stream passed.
-    pub fn passed(&self) -> bool {
-        self.results.iter().all(|r| r.failures.is_empty())
-    }
-
-    /// Number of passing and failing streams.
-    pub fn counts(&self) -> (usize, usize) {
-        let failed = self
-            .results
-            .iter()
-            .filter(|r| !r.failures.is_empty())
-            .count();
-        (self.results.len() - failed, failed)
-    }
-
-    /// One line per stream (PASS/FAIL, with the differences), then the totals.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for r in &self.results {
-            let verdict = if r.failures.is_empty() {
-                "PASS"
-            } else {
-                "FAIL"
-            };
-            let _ = writeln!(
-                out,
-                "{verdict} {} [{}] {}",
-                r.file.display(),
-                r.index,
-                r.label
-            );
-            for f in &r.failures {
-                for (i, line) in f.lines().enumerate() {
-                    let _ = writeln!(out, "    {}{line}", if i == 0 { "- " } else { "  " });
-                }
-            }
+impl Services for RealServices {
+    fn redis_call(&self, addr: SocketAddr, call: &RedisCallRequest) -> RedisCallOutcome {
+        let run = || match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(vessel_hyper::redis::call(
+                addr,
+                call,
+                &vessel_hyper::redis::IdleConnections::default(),
+            )),
+            Err(_) => RedisCallOutcome::Failed,
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Inside a runtime (an async caller): block another thread instead.
+            std::thread::scope(|s| s.spawn(run).join().unwrap_or(RedisCallOutcome::Failed))
+        } else {
+            run()
         }
-        let (p, f) = self.counts();
-        let _ = writeln!(out, "{p} passed, {f} failed");
-        out
+    }
+
+    fn redis_flush(&self, addr: SocketAddr) -> Result<(), String> {
+        flush_redis(addr)
     }
 }
 
-fn label(stream: &scenario::Stream) -> String {
-    let get = |name: &str| {
-        stream
-            .request
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map_or("", |(_, v)| v.as_str())
-    };
-    format!("{} {}", get(":method"), get(":path"))
+/// Sends `FLUSHALL` to the Redis server at `addr` (a scenario's
+/// `redis_flush`), bounded in time.
+pub(crate) fn flush_redis(addr: SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let t = Duration::from_secs(2);
+    let fail = |e: std::io::Error| format!("FLUSHALL on {addr}: {e}");
+    let mut s = std::net::TcpStream::connect_timeout(&addr, t).map_err(fail)?;
+    s.set_read_timeout(Some(t)).map_err(fail)?;
+    s.write_all(b"*1\r\n$8\r\nFLUSHALL\r\n").map_err(fail)?;
+    let mut reply = [0u8; 64];
+    let n = s.read(&mut reply).map_err(fail)?;
+    if reply[..n].starts_with(b"+OK") {
+        Ok(())
+    } else {
+        Err(format!(
+            "FLUSHALL on {addr}: {}",
+            String::from_utf8_lossy(&reply[..n]).trim_end()
+        ))
+    }
 }
 
-/// Runs one scenario file.
+/// Runs one scenario file in-process with [`RealServices`].
 pub fn run_file(engine: &Engine, path: &Path) -> Result<Vec<StreamResult>, Error> {
-    let mut loaded = Loaded::from_file(engine, path)?;
-    let observations = loaded.run();
-    Ok(loaded
-        .scenario
-        .streams
-        .iter()
-        .zip(observations)
-        .enumerate()
-        .map(|(i, (stream, observation))| StreamResult {
-            file: path.to_owned(),
-            index: i + 1,
-            label: label(stream),
-            failures: check(&stream.expect, &observation),
-            observation,
-        })
-        .collect())
+    vessel_test::run_file_with(engine, path, Arc::new(RealServices))
 }
 
-/// Runs scenario files with a default engine. Stops at the first file that
-/// cannot run at all (bad YAML, missing wasm, not a filter).
+/// Runs scenario files in-process with a default engine and
+/// [`RealServices`]. Stops at the first file that cannot run at all.
 pub fn run_files<P: AsRef<Path>>(paths: &[P]) -> Result<Report, Error> {
-    let engine = Engine::new(EngineConfig::default())?;
-    let mut report = Report::default();
-    for p in paths {
-        report.results.extend(run_file(&engine, p.as_ref())?);
-    }
-    Ok(report)
+    vessel_test::run_files_with(paths, Arc::new(RealServices))
 }
 
-/// Runs a scenario file and returns it with every `expect` replaced by what
-/// was observed, as YAML (`vessel test --record`).
+/// [`vessel_test::record_file`] with [`RealServices`] (`vessel test --record`).
 pub fn record_file(engine: &Engine, path: &Path) -> Result<String, Error> {
-    let mut loaded = Loaded::from_file(engine, path)?;
-    let observations = loaded.run();
-    let mut scenario = loaded.scenario.clone();
-    for (stream, obs) in scenario.streams.iter_mut().zip(&observations) {
-        stream.expect = compare::expectation_from(obs);
-    }
-    scenario.to_yaml().map_err(|error| Error::Yaml {
-        path: path.to_owned(),
-        error,
-    })
+    vessel_test::record_file(engine, path, Arc::new(RealServices))
 }

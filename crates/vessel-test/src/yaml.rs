@@ -1,5 +1,6 @@
-//! The one module that talks to the YAML crate (`serde-saphyr`, see
-//! `docs/dependencies.md`). Everything else reads and writes YAML through
+//! The one module of vessel that talks to the YAML crate (`serde-saphyr`,
+//! see `docs/dependencies.md`); the scenario format and vessel-proxy's Envoy
+//! config reader both use it. Everything else reads and writes YAML through
 //! [`from_str`], [`to_string`] and [`Value`], and sees only [`YamlError`], so
 //! no YAML crate type reaches a public signature and the crate can be swapped
 //! here alone.
@@ -70,7 +71,7 @@ fn options() -> serde_saphyr::Options {
 }
 
 /// Reads one YAML document into `T`.
-pub(crate) fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
     let mut path = None;
     serde_saphyr::with_deserializer_from_str_with_options(text, options(), |d| {
         serde_path_to_error::deserialize(d).map_err(|e| {
@@ -119,7 +120,7 @@ fn source_text(input: &str, span: serde_saphyr::Span) -> Option<&str> {
 }
 
 /// Writes `value` as a YAML document.
-pub(crate) fn to_string<T: Serialize>(value: &T) -> Result<String, YamlError> {
+pub fn to_string<T: Serialize>(value: &T) -> Result<String, YamlError> {
     serde_saphyr::to_string(value).map_err(|e| YamlError {
         location: None,
         message: e.to_string(),
@@ -130,7 +131,7 @@ pub(crate) fn to_string<T: Serialize>(value: &T) -> Result<String, YamlError> {
 /// config reader). Mappings keep their order; merge keys are already
 /// applied and duplicate keys already rejected.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
+pub enum Value {
     /// `null`, `~` or nothing.
     Null,
     /// `true` or `false`.
@@ -151,17 +152,17 @@ pub(crate) enum Value {
 
 impl Value {
     /// True for `null`.
-    pub(crate) fn is_null(&self) -> bool {
+    pub fn is_null(&self) -> bool {
         matches!(self, Self::Null)
     }
 
     /// True for a mapping.
-    pub(crate) fn is_mapping(&self) -> bool {
+    pub fn is_mapping(&self) -> bool {
         matches!(self, Self::Mapping(_))
     }
 
     /// The value of string key `key` of a mapping.
-    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Value> {
         let Self::Mapping(m) = self else {
             return None;
         };
@@ -171,7 +172,7 @@ impl Value {
     }
 
     /// The number as a `u64`, if it is a non-negative integer.
-    pub(crate) fn as_u64(&self) -> Option<u64> {
+    pub fn as_u64(&self) -> Option<u64> {
         match *self {
             Self::UInt(n) => Some(n),
             Self::Int(n) => u64::try_from(n).ok(),
@@ -180,7 +181,7 @@ impl Value {
     }
 
     /// The number as an `i64`, if it is an integer in range.
-    pub(crate) fn as_i64(&self) -> Option<i64> {
+    pub fn as_i64(&self) -> Option<i64> {
         match *self {
             Self::UInt(n) => i64::try_from(n).ok(),
             Self::Int(n) => Some(n),
@@ -189,7 +190,7 @@ impl Value {
     }
 
     /// The number as an `f64` (rounded for large integers).
-    pub(crate) fn as_f64(&self) -> Option<f64> {
+    pub fn as_f64(&self) -> Option<f64> {
         match *self {
             Self::UInt(n) => Some(n as f64),
             Self::Int(n) => Some(n as f64),

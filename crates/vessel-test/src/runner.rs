@@ -4,7 +4,7 @@
 //! limit, local replies, the end callbacks, the failure policies) are
 //! vessel-host's [`HttpStream`]; this runner only pumps the script into it
 //! and its actions out, and carries out the VM-level effects (callouts,
-//! gRPC, Redis against the scenario's real server, ticks, queues) with the
+//! gRPC, Redis through the caller's [`Services`], ticks, queues) with the
 //! scenario's canned answers. Time is a scenario clock that starts when the
 //! VMs load and moves only by each stream's `wait_ms`: the FAIL_RELOAD
 //! backoff ([`ReloadGate`]) and the tick timers run on it, so nothing
@@ -21,11 +21,10 @@ use vessel_host::{
     ReloadDecision, ReloadGate, StreamConfig, StreamSignal, Token, Vm, VmError, VmInstanceId,
 };
 
-pub(crate) use super::canned::flush_redis;
-use super::canned::{canned_outcome, grpc_answer, map_to_headers, redis_call, to_map};
+use super::canned::{canned_outcome, grpc_answer, map_to_headers, to_map};
 use super::load::{Capture, Setup, setup};
 use super::scenario::{CannedResponse, Scenario, Stream};
-use super::{Error, Observation, ObservedMessage};
+use super::{Error, NoServices, Observation, ObservedMessage, Services};
 
 /// Upper bound on the effects carried out per stream event, so a filter
 /// that starts a new callout from every callout response cannot hang the
@@ -72,6 +71,8 @@ struct World {
     failure: Option<String>,
     /// Effects the runner could not carry out, for the next observation.
     errors: Vec<String>,
+    /// Where Redis calls go.
+    services: Arc<dyn Services>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,26 +96,39 @@ impl Loaded {
     /// and starts their VMs. A VM that fails to start is kept as an error
     /// so each stream can report it.
     pub fn from_file(engine: &Engine, path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        let scenario: Scenario = Scenario::from_yaml(&text).map_err(|error| Error::Yaml {
-            path: path.to_owned(),
-            error,
-        })?;
-        Self::new(engine, path, scenario)
+        Self::from_file_with(engine, path, Arc::new(NoServices))
+    }
+
+    /// [`Loaded::from_file`] with real services for the scenario's Redis
+    /// clusters.
+    pub fn from_file_with(
+        engine: &Engine,
+        path: &Path,
+        services: Arc<dyn Services>,
+    ) -> Result<Self, Error> {
+        let scenario = Scenario::from_file(path)?;
+        Self::new_with(engine, path, scenario, services)
     }
 
     /// Loads an already parsed scenario; `path` anchors the relative wasm
-    /// paths.
+    /// paths. No real services ([`NoServices`]).
     pub fn new(engine: &Engine, path: &Path, scenario: Scenario) -> Result<Self, Error> {
+        Self::new_with(engine, path, scenario, Arc::new(NoServices))
+    }
+
+    /// [`Loaded::new`] with real services for the scenario's Redis clusters.
+    pub fn new_with(
+        engine: &Engine,
+        path: &Path,
+        scenario: Scenario,
+        services: Arc<dyn Services>,
+    ) -> Result<Self, Error> {
         let Setup {
             plugins,
             env,
             capture,
             properties,
-        } = setup(engine, path, &scenario)?;
+        } = setup(engine, path, &scenario, services.as_ref())?;
         // The VMs start in chain order, as Envoy starts its filters'.
         let filters: Vec<Filter> = plugins
             .into_iter()
@@ -144,6 +158,7 @@ impl Loaded {
                 grpc: HashMap::new(),
                 failure: None,
                 errors: Vec::new(),
+                services,
             },
             scenario,
         };
@@ -471,7 +486,7 @@ fn carry_out(chain: &mut Chain<'_>, world: &mut World, i: usize, effect: Effect)
                 .get(&call.cluster)
                 .and_then(|c| c.redis_address().ok().flatten());
             let outcome = match addr {
-                Some(addr) => redis_call(addr, &call),
+                Some(addr) => world.services.redis_call(addr, &call),
                 None => RedisCallOutcome::Failed,
             };
             chain.root_event(i, |vm| vm.on_redis_call_response(token, outcome));

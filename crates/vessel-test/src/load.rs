@@ -13,7 +13,7 @@ use vessel_host::{
 };
 
 use super::Error;
-use super::canned::flush_redis;
+use super::Services;
 use super::scenario::{LimitsSpec, PluginSpec, PropertyScalar, Scenario};
 
 /// What a scenario's keys give its streams, checked.
@@ -28,9 +28,15 @@ pub(super) struct Setup {
     pub(super) properties: PropertyMap,
 }
 
-/// Loads the chain's plugins, empties the `redis_flush` servers and builds
-/// the host environment (log capture, `clusters`, `foreign_functions`).
-pub(super) fn setup(engine: &Engine, path: &Path, scenario: &Scenario) -> Result<Setup, Error> {
+/// Loads the chain's plugins, empties the `redis_flush` servers (through
+/// `services`; a Redis cluster needs them) and builds the host environment
+/// (log capture, `clusters`, `foreign_functions`).
+pub(super) fn setup(
+    engine: &Engine,
+    path: &Path,
+    scenario: &Scenario,
+    services: &dyn Services,
+) -> Result<Setup, Error> {
     let chain = scenario.chain().map_err(|(key, message)| Error::Invalid {
         path: path.to_owned(),
         key,
@@ -46,10 +52,17 @@ pub(super) fn setup(engine: &Engine, path: &Path, scenario: &Scenario) -> Result
             key: format!("clusters.{cname}.redis"),
             message,
         };
-        if let Some(addr) = c.redis_address().map_err(invalid)?
-            && c.redis_flush
-        {
-            flush_redis(addr).map_err(invalid)?;
+        let Some(addr) = c.redis_address().map_err(invalid)? else {
+            continue;
+        };
+        if !services.provided() {
+            return Err(invalid(format!(
+                "a real Redis server ({addr}): the in-process runner opens no connection \
+                 unless it is given Services (vessel_test::run_files_with; `vessel test` does)"
+            )));
+        }
+        if c.redis_flush {
+            services.redis_flush(addr).map_err(invalid)?;
         }
     }
     let capture = Arc::new(Capture::default());

@@ -1,13 +1,8 @@
-//! The canned side of a scenario: answers to HTTP callouts from its
-//! `clusters`, Redis calls against its real server, and the conversions
-//! between the script's header lists and vessel's maps.
+//! The canned side of a scenario: answers to HTTP callouts and gRPC calls
+//! from its `clusters`, and the conversions between the script's header
+//! lists and vessel's maps.
 
-use std::time::Duration;
-
-use vessel_host::{
-    HeaderMap, HttpCallOutcome, HttpCallResponse, RedisCallOutcome, RedisCallRequest, Token, Vm,
-    VmError,
-};
+use vessel_host::{HeaderMap, HttpCallOutcome, HttpCallResponse, Token, Vm, VmError};
 
 use super::scenario::{CannedResponse, Headers};
 
@@ -17,49 +12,6 @@ const UNREACHABLE_BODY: &str = "upstream connect error or disconnect/reset befor
 
 pub(super) fn to_map(h: &Headers) -> HeaderMap {
     HeaderMap::from_pairs(h.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-}
-
-/// Sends `FLUSHALL` to the Redis server at `addr` (a scenario's
-/// `redis_flush`), bounded in time.
-pub(crate) fn flush_redis(addr: std::net::SocketAddr) -> Result<(), String> {
-    use std::io::{Read, Write};
-    let t = Duration::from_secs(2);
-    let fail = |e: std::io::Error| format!("FLUSHALL on {addr}: {e}");
-    let mut s = std::net::TcpStream::connect_timeout(&addr, t).map_err(fail)?;
-    s.set_read_timeout(Some(t)).map_err(fail)?;
-    s.write_all(b"*1\r\n$8\r\nFLUSHALL\r\n").map_err(fail)?;
-    let mut reply = [0u8; 64];
-    let n = s.read(&mut reply).map_err(fail)?;
-    if reply[..n].starts_with(b"+OK") {
-        Ok(())
-    } else {
-        Err(format!(
-            "FLUSHALL on {addr}: {}",
-            String::from_utf8_lossy(&reply[..n]).trim_end()
-        ))
-    }
-}
-
-/// Carries out a Redis call against the scenario's real server, on a
-/// short-lived runtime of its own (the harness is synchronous).
-pub(super) fn redis_call(addr: std::net::SocketAddr, call: &RedisCallRequest) -> RedisCallOutcome {
-    let run = || match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(vessel_hyper::redis::call(
-            addr,
-            call,
-            &vessel_hyper::redis::IdleConnections::default(),
-        )),
-        Err(_) => RedisCallOutcome::Failed,
-    };
-    if tokio::runtime::Handle::try_current().is_ok() {
-        // Inside a runtime (an async caller): block another thread instead.
-        std::thread::scope(|s| s.spawn(run).join().unwrap_or(RedisCallOutcome::Failed))
-    } else {
-        run()
-    }
 }
 
 pub(super) fn map_to_headers(map: &HeaderMap) -> Headers {

@@ -1,0 +1,119 @@
+//! vessel-test's integration tests, one binary (`tests/all`): what a filter
+//! author's `cargo test` does with the crate, over real SDK guests built by
+//! `cargo xtask guests` (a missing guest fails the test and says so).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use vessel_host::{Engine, EngineConfig, RedisCallOutcome, RedisCallRequest};
+use vessel_test::{Error, Loaded, NoServices, Scenario, Services};
+
+fn scenarios() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../spec-tests/scenarios")
+}
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig::default()).expect("the default engine builds")
+}
+
+#[test]
+fn chains_of_filters_run_in_process_and_pass() {
+    let files: Vec<PathBuf> = [
+        "chain_local_reply.yaml",
+        "chain_filter_state.yaml",
+        "chain_paused_first.yaml",
+        "chain_fail_closed.yaml",
+        "chain_fail_open.yaml",
+        "chain_fail_reload.yaml",
+        "chain_stop_iteration_headers.yaml",
+        "chain_stop_all_headers.yaml",
+    ]
+    .iter()
+    .map(|f| scenarios().join(f))
+    .collect();
+    let report = vessel_test::run_files(&files).expect("the chain scenarios load");
+    assert!(report.passed(), "{}", report.render());
+    assert!(report.results.len() >= files.len(), "{}", report.render());
+}
+
+#[test]
+fn a_failed_expectation_is_reported_with_the_difference() {
+    let text = std::fs::read_to_string(scenarios().join("headers.yaml")).expect("headers.yaml");
+    let mut scenario = Scenario::from_yaml(&text).expect("parses");
+    let expect = &mut scenario.streams[0].expect;
+    let response = expect.response.get_or_insert_with(Default::default);
+    response.status = Some(599);
+    let mut loaded = Loaded::new(
+        &engine(),
+        &scenarios().join("headers.yaml"),
+        scenario.clone(),
+    )
+    .expect("loads");
+    let observations = loaded.run();
+    let failures = vessel_test::check(&scenario.streams[0].expect, &observations[0]);
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("response.status: expected 599")),
+        "{failures:?}"
+    );
+}
+
+/// Counts what the runner asks of it; answers every Redis call as failed.
+#[derive(Default)]
+struct Recording {
+    calls: AtomicUsize,
+    flushes: AtomicUsize,
+}
+
+impl Services for Recording {
+    fn redis_call(&self, _: SocketAddr, _: &RedisCallRequest) -> RedisCallOutcome {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        RedisCallOutcome::Failed
+    }
+
+    fn redis_flush(&self, _: SocketAddr) -> Result<(), String> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+const REDIS_SCENARIO: &str = r#"
+plugin:
+  wasm: ../guests/target/wasm32-wasip1/release/guest_sdk_header_rewrite.wasm
+clusters:
+  cache:
+    redis: 127.0.0.1:1
+    redis_flush: true
+streams:
+  - request:
+      headers: [[":method", "GET"], [":path", "/"]]
+"#;
+
+#[test]
+fn a_redis_cluster_opens_nothing_without_services_and_goes_to_the_given_ones() {
+    let scenario = Scenario::from_yaml(REDIS_SCENARIO).expect("parses");
+    let path = scenarios().join("inline.yaml");
+    let refused = Loaded::new_with(&engine(), &path, scenario.clone(), Arc::new(NoServices));
+    match refused {
+        Err(Error::Invalid { key, message, .. }) => {
+            assert_eq!(key, "clusters.cache.redis");
+            assert!(message.contains("opens no connection"), "{message}");
+        }
+        Err(other) => panic!("another error: {other}"),
+        Ok(_) => panic!("a Redis cluster loaded without services"),
+    }
+    let services = Arc::new(Recording::default());
+    let mut loaded = Loaded::new_with(&engine(), &path, scenario, services.clone())
+        .expect("loads with services");
+    assert_eq!(services.flushes.load(Ordering::SeqCst), 1, "redis_flush");
+    let observations = loaded.run();
+    assert_eq!(observations.len(), 1);
+    assert!(
+        observations[0].errors.is_empty(),
+        "{:?}",
+        observations[0].errors
+    );
+}
