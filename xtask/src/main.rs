@@ -10,8 +10,10 @@
 //!   runs the criterion benchmarks (the request lifecycle and start-up costs
 //!   in vessel-host, vessel's WASI against wasmtime-wasi's in
 //!   `benches/wasi`, VM-pool scaling and the per-request adapter overhead in
-//!   vessel-hyper), then the wrk end-to-end benchmark. `cargo xtask bench
-//!   wasi` runs only the WASI comparison (`docs/wasi.md`).
+//!   vessel-hyper), then the wrk end-to-end benchmark: `vessel run` and
+//!   Envoy, one worker each, with and without a header filter, in the same
+//!   run. `cargo xtask bench wasi` runs only the WASI comparison
+//!   (`docs/wasi.md`), `cargo xtask bench e2e` only the end-to-end one.
 //! * `cargo xtask envoy-diff` — builds the guests, gets Envoy, and runs every
 //!   scenario in-process, through `vessel run` and through Envoy
 //!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
@@ -634,6 +636,10 @@ fn main() -> Result<()> {
                 "-l",
                 "info",
             ]))
+        }
+        "bench" if std::env::args().nth(2).as_deref() == Some("e2e") => {
+            guests()?;
+            e2e_bench()
         }
         "bench" if std::env::args().nth(2).as_deref() == Some("wasi") => {
             go_plugins()?;

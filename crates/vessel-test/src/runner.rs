@@ -106,14 +106,7 @@ impl Loaded {
         path: &Path,
         services: Arc<dyn Services>,
     ) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        let scenario: Scenario = Scenario::from_yaml(&text).map_err(|error| Error::Yaml {
-            path: path.to_owned(),
-            error,
-        })?;
+        let scenario = Scenario::from_file(path)?;
         Self::new_with(engine, path, scenario, services)
     }
 

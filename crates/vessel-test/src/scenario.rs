@@ -52,6 +52,20 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Reads and parses a scenario file: [`Error::Io`](crate::Error::Io) if
+    /// it cannot be read, [`Error::Yaml`](crate::Error::Yaml) if it is not
+    /// a scenario.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, crate::Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| crate::Error::Io {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::from_yaml(&text).map_err(|error| crate::Error::Yaml {
+            path: path.to_owned(),
+            error,
+        })
+    }
+
     /// Reads a scenario file's text. Unknown keys and values of the wrong
     /// type are errors that name the key path, with the line and column.
     pub fn from_yaml(text: &str) -> Result<Self, crate::YamlError> {

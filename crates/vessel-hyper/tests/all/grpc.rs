@@ -501,12 +501,16 @@ async fn cancel_resets_the_stream_and_no_callback_follows() {
     tokio::time::timeout(Duration::from_secs(10), gone)
         .await
         .expect("the server sees the stream reset");
-    // ...and ticks it sent meanwhile never reach the guest.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...and ticks it sent meanwhile never reach the guest: once the pool
+    // has released the stream (no call in flight), nothing can be
+    // delivered on its token.
+    eventually("the reset gRPC stream is released", || {
+        pool.grpc_in_flight() == 0
+    })
+    .await;
     assert_eq!(lines.matching("grpc_stream message").len(), 2);
     assert!(lines.matching("grpc_stream trailing").is_empty());
     assert!(lines.matching("grpc_stream close").is_empty());
-    assert_eq!(pool.grpc_in_flight(), 0);
 
     // Cancelled in the same callback that opened it: no callback at all.
     let (status, body) = stream_request(
@@ -515,9 +519,11 @@ async fn cancel_resets_the_stream_and_no_callback_follows() {
     )
     .await;
     assert_eq!((status, body.as_str()), (200, "cancelled\n"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually("the cancelled gRPC stream is released", || {
+        pool.grpc_in_flight() == 0
+    })
+    .await;
     assert_eq!(lines.matching("grpc_stream initial").len(), 1);
-    assert_eq!(pool.grpc_in_flight(), 0);
     assert_eq!(pool.context_count(), pool.len());
 }
 

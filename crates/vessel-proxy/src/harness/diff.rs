@@ -512,14 +512,7 @@ fn observed(r: Result<Run, Error>) -> Result<Vec<Observation>, Verdict> {
 /// Runs one scenario file on the three backends (concurrently) and judges
 /// it.
 pub fn diff_file(engine: &Engine, options: &Options, path: &Path) -> Result<FileResult, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    let scenario: Scenario = Scenario::from_yaml(&text).map_err(|error| Error::Yaml {
-        path: path.to_owned(),
-        error,
-    })?;
+    let scenario = Scenario::from_file(path)?;
     let not_selected = || Ok(Run::Skipped(NOT_SELECTED.into()));
     let vessel_run = || match options.runs(Backend::VesselRun) {
         true => super::real::run_file(super::real::Proxy::VesselRun(&options.vessel), path),

@@ -518,14 +518,7 @@ fn scratch(tag: &str, ext: &str) -> PathBuf {
 
 /// Runs a scenario file through a real proxy.
 pub fn run_file(proxy: Proxy<'_>, path: &Path) -> Result<Run, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    let scenario: Scenario = Scenario::from_yaml(&text).map_err(|error| Error::Yaml {
-        path: path.to_owned(),
-        error,
-    })?;
+    let scenario = Scenario::from_file(path)?;
     if let Some(why) = proxy.unsupported(&scenario) {
         return Ok(Run::Skipped(why));
     }

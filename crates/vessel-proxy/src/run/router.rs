@@ -317,15 +317,20 @@ fn uuid_v4() -> String {
     b[8..].copy_from_slice(&word(2).to_be_bytes());
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    // 8-4-4-4-12 hex digits, written in place (no allocation per byte).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 36];
+    let mut at = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            text[at] = b'-';
+            at += 1;
+        }
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
+    }
+    text.iter().map(|&c| char::from(c)).collect()
 }
 
 /// What Envoy's HTTP connection manager does to a request before the
@@ -696,6 +701,26 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4_text_and_differ() {
+        let a = uuid_v4();
+        let b = uuid_v4();
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let bytes = id.as_bytes();
+            assert_eq!(bytes.len(), 36, "{id}");
+            for (i, c) in bytes.iter().enumerate() {
+                if matches!(i, 8 | 13 | 18 | 23) {
+                    assert_eq!(*c, b'-', "{id}");
+                } else {
+                    assert!(c.is_ascii_hexdigit() && !c.is_ascii_uppercase(), "{id}");
+                }
+            }
+            assert_eq!(bytes[14], b'4', "version 4: {id}");
+            assert!(b"89ab".contains(&bytes[19]), "RFC 4122 variant: {id}");
+        }
+    }
 
     #[test]
     fn round_robin_cycles_endpoints() {
