@@ -93,6 +93,7 @@ pub use limits::{LimitExceeded, LimitSettingError, LimitValue, Limits};
 pub use plugin::{Plugin, PluginConfig};
 pub use policy::{FailurePolicy, ReloadBackoff, ReloadDecision, ReloadGate};
 pub use properties::{FilterState, PropertyMap, PropertyValue};
+pub use state::IdHasher;
 pub use stream::{
     Action, DEFAULT_BUFFER_LIMIT, Direction, FilterVms, HttpStream, ResetReason, StreamConfig,
     StreamSignal,

@@ -26,9 +26,13 @@ use crate::properties::PropertyMap;
 use crate::shared::metrics::Metric;
 use crate::stream::Direction;
 
-/// Identity hasher for small integer keys (context ids, tokens).
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
+/// A hasher for small integer ids the host allocates (context ids,
+/// tokens), never chosen by a client: one multiplication per key, where
+/// SipHash costs more than the map's other work. Embedders that key maps
+/// by [`ContextId`] or [`Token`] use it too
+/// (`HashMap<ContextId, V, BuildHasherDefault<IdHasher>>`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {

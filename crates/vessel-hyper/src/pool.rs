@@ -24,15 +24,15 @@
 //! error level with its cause.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use vessel_host::{
-    ContextId, Effect, HostEnv, LoadError, Plugin, ReloadDecision, ReloadGate, StreamSignal, Vm,
-    VmError, VmInstanceId,
+    ContextId, Effect, HostEnv, IdHasher, LoadError, Plugin, ReloadDecision, ReloadGate,
+    StreamSignal, Vm, VmError, VmInstanceId,
 };
 pub use vessel_host::{FailurePolicy, ReloadBackoff};
 
@@ -135,28 +135,6 @@ pub(crate) struct PoolMeta {
     name: String,
     policy: FailurePolicy,
     stats: Arc<PluginStats>,
-}
-
-/// Hashes a context id (a small integer the VM allocates, not chosen by a
-/// client) by multiplication: every stream adds and removes one, and
-/// SipHash costs more than the map's other work.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
 }
 
 /// One VM behind a lock.
