@@ -165,6 +165,31 @@ impl PartialEq for HeaderMap {
 
 impl Eq for HeaderMap {}
 
+/// True if `bytes` holds an ASCII upper-case letter. Eight bytes at a time:
+/// a byte `b < 0x80` is in `A..=Z` if `b + 0x3f` reaches `0x80` and
+/// `b + 0x25` does not; bytes from `0x80` up are masked out (they are not
+/// letters), and clearing their top bit first keeps each sum in its byte.
+fn has_upper(bytes: &[u8]) -> bool {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const TOP: u64 = 0x8080_8080_8080_8080;
+    let upper = |w: u64| {
+        let low = w & LOW7;
+        (low + 0x3f3f_3f3f_3f3f_3f3f) & !(low + 0x2525_2525_2525_2525) & !w & TOP != 0
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        if upper(u64::from_le_bytes(word)) {
+            return true;
+        }
+    }
+    let rest = chunks.remainder();
+    let mut word = [0u8; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    upper(u64::from_le_bytes(word))
+}
+
 /// Whether `extra` more bytes fit after `len` bytes of storage.
 fn storage_fits(len: usize, extra: usize) -> bool {
     len.checked_add(extra)
@@ -191,6 +216,18 @@ impl HeaderMap {
         Self {
             buf: Vec::with_capacity(n.saturating_mul(32)),
             entries: Vec::with_capacity(n),
+            garbage: 0,
+            live: 0,
+        }
+    }
+
+    /// An empty map with room for `entries` entries holding `bytes` bytes of
+    /// keys and values in all: an embedder that knows the size of what it
+    /// converts builds the map without growing it.
+    pub fn with_capacity_bytes(entries: usize, bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            entries: Vec::with_capacity(entries),
             garbage: 0,
             live: 0,
         }
@@ -266,7 +303,13 @@ impl HeaderMap {
             });
         };
         self.buf.reserve(extra);
-        self.buf.extend(key.iter().map(u8::to_ascii_lowercase));
+        // Copied whole, and lower-cased in place only if it has to be: most
+        // keys are lower-case already, and a byte-by-byte copy costs
+        // several times more.
+        self.buf.extend_from_slice(key);
+        if has_upper(key) {
+            self.buf[start..].make_ascii_lowercase();
+        }
         self.buf.extend_from_slice(value);
         Ok(Entry {
             key: key_span,
@@ -308,6 +351,16 @@ impl HeaderMap {
     /// The entries in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + Clone {
         self.entries
+            .iter()
+            .map(|e| (self.slice(e.key), self.slice(e.value)))
+    }
+
+    /// The entries from the one at `index` on, in order (none if `index` is
+    /// past the end).
+    pub fn iter_from(&self, index: usize) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + Clone {
+        self.entries
+            .get(index..)
+            .unwrap_or_default()
             .iter()
             .map(|e| (self.slice(e.key), self.slice(e.value)))
     }
@@ -578,6 +631,43 @@ impl<K: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(K, V)> for HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn has_upper_finds_exactly_the_ascii_upper_case_letters() {
+        for b in 0..=255u8 {
+            for len in 1..=17 {
+                for at in 0..len {
+                    let mut key = vec![b'a'; len];
+                    key[at] = b;
+                    assert_eq!(
+                        has_upper(&key),
+                        b.is_ascii_uppercase(),
+                        "{b:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        assert!(!has_upper(b""));
+        assert!(!has_upper("x-\u{e9}t\u{c9}\u{ff}".as_bytes()));
+    }
+
+    #[test]
+    fn keys_are_stored_lower_case() {
+        let mut m = HeaderMap::new();
+        m.append(b"X-Mixed-CASE-Key-Longer-Than-8", b"V");
+        m.append(b"lower", b"v");
+        m.append(b"\xc3\x89A", b"v");
+        let keys: Vec<&[u8]> = m.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                &b"x-mixed-case-key-longer-than-8"[..],
+                b"lower",
+                b"\xc3\x89a"
+            ]
+        );
+        assert_eq!(m.get(b"x-mixed-case-key-longer-than-8"), Some(&b"V"[..]));
+    }
 
     fn map() -> HeaderMap {
         HeaderMap::from_pairs([

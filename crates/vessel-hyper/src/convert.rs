@@ -52,8 +52,17 @@ fn pseudo_headers(parts: &request::Parts) -> [(&'static [u8], &[u8]); 4] {
 
 /// Request head → header map with pseudo-headers first.
 pub fn request_headers(parts: &request::Parts) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(parts.headers.len() + 4);
-    for (k, v) in pseudo_headers(parts) {
+    let pseudo = pseudo_headers(parts);
+    // Sized up front, so the map never grows: an upper bound (`Host` is
+    // counted, and a joined HTTP/2 cookie is shorter than its parts with
+    // their keys), with room for what filters commonly add.
+    let bytes =
+        pseudo.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + http_bytes(&parts.headers);
+    let mut map = HeaderMap::with_capacity_bytes(
+        parts.headers.len() + pseudo.len() + ROOM_ENTRIES,
+        bytes + ROOM_BYTES,
+    );
+    for (k, v) in pseudo {
         map.append(k, v);
     }
     let h2 = parts.version >= http::Version::HTTP_2;
@@ -82,7 +91,10 @@ pub fn request_headers(parts: &request::Parts) -> HeaderMap {
 
 /// Response head → header map with `:status` first.
 pub fn response_headers(parts: &response::Parts) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(parts.headers.len() + 1);
+    let mut map = HeaderMap::with_capacity_bytes(
+        parts.headers.len() + 1 + ROOM_ENTRIES,
+        10 + http_bytes(&parts.headers) + ROOM_BYTES,
+    );
     map.append(b":status", parts.status.as_str().as_bytes());
     for (k, v) in &parts.headers {
         map.append(k.as_str().as_bytes(), v.as_bytes());
@@ -90,9 +102,59 @@ pub fn response_headers(parts: &response::Parts) -> HeaderMap {
     map
 }
 
+/// Entries and bytes a converted map has room for beyond its own, so that
+/// a filter that adds a few headers does not make it grow.
+const ROOM_ENTRIES: usize = 4;
+const ROOM_BYTES: usize = 128;
+
+/// Key and value bytes of `http` headers.
+fn http_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum()
+}
+
 /// Trailers → header map.
 pub fn trailers(t: &http::HeaderMap) -> HeaderMap {
     HeaderMap::from_pairs(t.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())))
+}
+
+/// How many header names [`header_name`] keeps per thread, and the longest
+/// it keeps.
+const NAMES_KEPT: usize = 32;
+const NAME_KEPT_LEN: usize = 64;
+
+/// `HeaderName::from_bytes`, through a small per-thread cache of the names
+/// converted last: a name that is not one of `http`'s standard ones is
+/// validated and copied into a new allocation each time, and filters add
+/// the same few names to every request. The cache holds at most
+/// [`NAMES_KEPT`] names of at most [`NAME_KEPT_LEN`] bytes (a guest's
+/// names cannot grow it), replaced round-robin.
+fn header_name(k: &[u8]) -> Option<HeaderName> {
+    thread_local! {
+        static NAMES: std::cell::RefCell<(Vec<HeaderName>, usize)> =
+            const { std::cell::RefCell::new((Vec::new(), 0)) };
+    }
+    if k.len() > NAME_KEPT_LEN {
+        return HeaderName::from_bytes(k).ok();
+    }
+    NAMES.with_borrow_mut(|(names, next)| {
+        if let Some(name) = names.iter().find(|n| n.as_str().as_bytes() == k) {
+            return Some(name.clone());
+        }
+        let name = HeaderName::from_bytes(k).ok()?;
+        // Only the name as it is spelt (`from_bytes` lower-cases).
+        if name.as_str().as_bytes() == k {
+            if names.len() < NAMES_KEPT {
+                names.push(name.clone());
+            } else {
+                names[*next] = name.clone();
+                *next = (*next + 1) % NAMES_KEPT;
+            }
+        }
+        Some(name)
+    })
 }
 
 /// Header map → `http` headers, skipping pseudo-headers and invalid entries.
@@ -102,7 +164,7 @@ pub fn to_http_headers(map: &HeaderMap, out: &mut http::HeaderMap) {
         if k.starts_with(b":") {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k), HeaderValue::from_bytes(v)) {
+        if let (Some(name), Ok(value)) = (header_name(k), HeaderValue::from_bytes(v)) {
             out.append(name, value);
         }
     }
@@ -145,21 +207,23 @@ pub fn apply_response(map: &HeaderMap, parts: &mut response::Parts) {
     to_http_headers(map, &mut parts.headers);
 }
 
-/// The entries a filter appended to `input`, if `output` is `input` with
-/// entries added at the end and nothing else changed (the common case of a
-/// filter that only reads or adds headers). `input` is listed, not built:
-/// no copy of the map is kept for this.
-fn appended<'a, 'b>(
+/// Where the entries a filter appended to `input` start in `output`, if
+/// `output` is `input` with entries added at the end and nothing else
+/// changed (the common case of a filter that only reads or adds headers).
+/// `input` is listed, not built: no copy of the map is kept for this.
+fn appended<'b>(
     input: impl Iterator<Item = (&'b [u8], &'b [u8])>,
-    output: &'a HeaderMap,
-) -> Option<Vec<(&'a [u8], &'a [u8])>> {
+    output: &HeaderMap,
+) -> Option<usize> {
     let mut out = output.iter();
+    let mut n = 0;
     for entry in input {
         if out.next() != Some(entry) {
             return None;
         }
+        n += 1;
     }
-    Some(out.collect())
+    Some(n)
 }
 
 /// The entries of [`request_headers`] of `parts`, without building the map;
@@ -196,12 +260,12 @@ fn response_entries(parts: &response::Parts) -> impl Iterator<Item = (&[u8], &[u
 
 /// Appends entries as [`to_http_headers`] would: pseudo-headers and invalid
 /// entries are skipped.
-fn append_http(entries: &[(&[u8], &[u8])], out: &mut http::HeaderMap) {
+fn append_http<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [u8])>, out: &mut http::HeaderMap) {
     for (k, v) in entries {
         if k.starts_with(b":") {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k), HeaderValue::from_bytes(v)) {
+        if let (Some(name), Ok(value)) = (header_name(k), HeaderValue::from_bytes(v)) {
             out.append(name, value);
         }
     }
@@ -259,11 +323,13 @@ fn normalize_request(parts: &mut request::Parts) -> bool {
 /// nothing) the parts are kept and the new headers appended.
 pub(crate) fn update_request(output: &HeaderMap, parts: &mut request::Parts) {
     match request_entries(parts).and_then(|input| appended(input, output)) {
-        Some(added)
-            if !added.iter().any(|(k, _)| k.eq_ignore_ascii_case(b"host"))
+        Some(from)
+            if !output
+                .iter_from(from)
+                .any(|(k, _)| k.eq_ignore_ascii_case(b"host"))
                 && normalize_request(parts) =>
         {
-            append_http(&added, &mut parts.headers);
+            append_http(output.iter_from(from), &mut parts.headers);
         }
         _ => apply_request(output, parts),
     }
@@ -282,7 +348,7 @@ pub(crate) fn unchanged_request(parts: &mut request::Parts) {
 /// nothing) the parts are kept and the new headers appended.
 pub(crate) fn update_response(output: &HeaderMap, parts: &mut response::Parts) {
     match appended(response_entries(parts), output) {
-        Some(added) => append_http(&added, &mut parts.headers),
+        Some(from) => append_http(output.iter_from(from), &mut parts.headers),
         None => apply_response(output, parts),
     }
 }
@@ -349,6 +415,29 @@ mod tests {
             }
         }
         all
+    }
+
+    #[test]
+    fn cached_header_names_are_the_parsed_ones() {
+        let names: Vec<Vec<u8>> = (0..NAMES_KEPT * 2)
+            .map(|i| format!("x-name-{i}").into_bytes())
+            .chain([
+                b"content-type".to_vec(),
+                b"X-Upper".to_vec(),
+                b"bad name".to_vec(),
+                vec![b'x'; NAME_KEPT_LEN + 1],
+            ])
+            .collect();
+        // Twice: the second round finds some in the cache.
+        for _ in 0..2 {
+            for k in &names {
+                assert_eq!(header_name(k), HeaderName::from_bytes(k).ok(), "{k:?}");
+            }
+        }
+        assert_eq!(
+            header_name(b"X-Upper").map(|n| n.as_str().to_owned()),
+            Some("x-upper".to_owned())
+        );
     }
 
     #[test]

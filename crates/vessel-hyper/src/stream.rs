@@ -420,9 +420,10 @@ where
                 Direction::Request => s.request_data(Vec::new(), true),
                 Direction::Response => s.response_data(Vec::new(), true),
             },
+            // Without a copy when the frame owns its bytes alone.
             Some(Ok(Ok(data))) => match dir {
-                Direction::Request => s.request_data(data.to_vec(), end),
-                Direction::Response => s.response_data(data.to_vec(), end),
+                Direction::Request => s.request_data(Vec::from(data), end),
+                Direction::Response => s.response_data(Vec::from(data), end),
             },
             Some(Ok(Err(frame))) => {
                 if let Ok(t) = frame.into_trailers() {
