@@ -650,18 +650,46 @@ fn e2e_bench() -> Result<()> {
         "examples/bench/with_filter.yaml",
         "examples/bench/without_filter.yaml",
     );
-    let v_without = wrk_rps(vessel_proxy(&vessel, without_cfg))?;
-    let v_with = wrk_rps(vessel_proxy(&vessel, with_cfg))?;
+    // VESSEL_BASELINE=<an older vessel binary>: measured in the same run,
+    // its runs interleaved with this tree's, for the 5% regression rule.
+    let baseline = std::env::var_os("VESSEL_BASELINE").map(PathBuf::from);
+    let mut base = (Vec::new(), Vec::new());
+    let mut v = (Vec::new(), Vec::new());
+    let rounds = if baseline.is_some() { 2 } else { 1 };
+    for _ in 0..rounds {
+        v.0.push(wrk_rps(vessel_proxy(&vessel, without_cfg))?);
+        v.1.push(wrk_rps(vessel_proxy(&vessel, with_cfg))?);
+        if let Some(b) = &baseline {
+            base.0.push(wrk_rps(vessel_proxy(b, without_cfg))?);
+            base.1.push(wrk_rps(vessel_proxy(b, with_cfg))?);
+        }
+    }
     let e_without = wrk_rps(envoy_proxy(&envoy, without_cfg)?)?;
     let e_with = wrk_rps(envoy_proxy(&envoy, with_cfg)?)?;
     let cost = |with: f64, without: f64| (1.0 / with - 1.0 / without) * 1e6;
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    let (v_without, v_with) = (mean(&v.0), mean(&v.1));
     eprintln!(
         "==> e2e (wrk -t1 -c32 -d10s -H 'x-bench: 1', one proxy worker, direct response):\n\
-         \x20   vessel run: without filter {v_without:.0} req/s, with filter {v_with:.0} req/s, filter cost {:.2} us/request\n\
+         \x20   vessel run: without filter {v_without:.0} req/s, with filter {v_with:.0} req/s, filter cost {:.2} us/request (runs: {:.0?} / {:.0?})\n\
          \x20   Envoy 1.40 (V8): without filter {e_without:.0} req/s, with filter {e_with:.0} req/s, filter cost {:.2} us/request",
         cost(v_with, v_without),
+        v.0,
+        v.1,
         cost(e_with, e_without),
     );
+    if let Some(b) = &baseline {
+        let (b_without, b_with) = (mean(&base.0), mean(&base.1));
+        eprintln!(
+            "    baseline {}: without filter {b_without:.0} req/s ({:+.1}% now), with filter {b_with:.0} req/s ({:+.1}% now), filter cost {:.2} us/request (runs: {:.0?} / {:.0?})",
+            b.display(),
+            (v_without / b_without - 1.0) * 100.0,
+            (v_with / b_with - 1.0) * 100.0,
+            cost(b_with, b_without),
+            base.0,
+            base.1,
+        );
+    }
     Ok(())
 }
 
