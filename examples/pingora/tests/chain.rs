@@ -674,11 +674,13 @@ async fn a_chain_of_two_filters_runs_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_gets_pingoras_502_through_the_chain() {
-    // A port nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
+    // A port that refuses connections: bound, never listening, so no one
+    // else can take it while the test runs.
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .unwrap();
+    let dead = refusing.local_addr().unwrap();
     let lines = Lines::default();
     let chain = [filter("chain_probe", "tag=a add_response_header=x-a:1")];
     let Some(pools) = pools(&chain, Clusters::new(), &lines) else {
