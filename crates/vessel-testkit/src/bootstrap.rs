@@ -32,8 +32,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-const HCM: &str =
-    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const WASM: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
@@ -470,7 +469,10 @@ impl Cluster {
             ClusterType::LogicalDns => "LOGICAL_DNS",
         };
         c.insert("type".into(), kind.into());
-        c.insert("connect_timeout".into(), self.connect_timeout.clone().into());
+        c.insert(
+            "connect_timeout".into(),
+            self.connect_timeout.clone().into(),
+        );
         if let Some(d) = &self.dns_refresh_rate {
             c.insert("dns_refresh_rate".into(), d.clone().into());
         }
@@ -817,7 +819,10 @@ mod tests {
         assert!(yaml.contains("allowed_capabilities: {}"), "{yaml}");
         assert_eq!(f[1].failure_policy, FailurePolicy::FailClosed);
         assert_eq!(f[1].limits.memory_bytes, 67_108_864);
-        assert_eq!(f[1].limits.callback_timeout, Some(Duration::from_millis(50)));
+        assert_eq!(
+            f[1].limits.callback_timeout,
+            Some(Duration::from_millis(50))
+        );
         assert_eq!(b.clusters.len(), 3);
         assert!(b.clusters[0].http2);
         assert_eq!(b.clusters[0].endpoints[0].port, 8080);

@@ -13,13 +13,12 @@
 //!   what it writes;
 //! * [`eventually`] and friends: poll a condition until a deadline, with a
 //!   panic naming what was awaited;
-//! * with the `proxy` feature, [`VesselProcess`]: a `vessel run` child on
+//! * with the `proxy` feature, `VesselProcess`: a `vessel run` child on
 //!   such a config, which learns its listeners' ports from the admin
 //!   (`--admin-address-path`, `GET /listeners?format=json`), so no test
 //!   picks a "free" port that someone may take before the proxy binds it.
 
 #![forbid(unsafe_code)]
-#![allow(clippy::print_stderr)]
 
 pub mod bootstrap;
 pub mod servers;

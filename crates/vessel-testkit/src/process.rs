@@ -18,7 +18,11 @@ use crate::WAIT;
 
 /// One admin request (`method`, `path`), bounded by 10 s: (status, body),
 /// or why it failed.
-pub async fn admin_get(admin: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
+pub async fn admin_get(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let req = http::Request::builder()
         .method(method)

@@ -25,9 +25,7 @@ use tower::{Service, ServiceBuilder};
 use vessel_host::{Engine, EngineConfig, HostEnv, Plugin, PluginConfig};
 use vessel_hyper::{Clusters, FailurePolicy, FilterPool, Runtime, VesselBody, VesselLayer};
 pub use vessel_testkit::eventually;
-pub use vessel_testkit::servers::{
-    black_hole, gated_upstream, resetting_upstream, upstream,
-};
+pub use vessel_testkit::servers::{black_hole, gated_upstream, resetting_upstream, upstream};
 
 pub fn guest(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -166,4 +164,3 @@ pub async fn post(
         .unwrap_or_default();
     (status, parts.headers, body)
 }
-

@@ -12,7 +12,8 @@
 //! answers still carry it, as in Envoy; its value is masked in log lines).
 //!
 //! Clusters: a `timeout: true` cluster is a server that never answers, an
-//! `unreachable: true` cluster a port nobody listens on, a `grpc_status`
+//! `unreachable: true` cluster a port bound by a socket that never listens
+//! (connections are refused; no one can take the port), a `grpc_status`
 //! cluster an HTTP/2 gRPC server answering every unary call with its
 //! canned message or status (`servers::Behaviour::Grpc`). Files with
 //! `reset: true` clusters or `only_in_process` do not run here.

@@ -352,7 +352,11 @@ mod tests {
             .block_on(http_body_util::BodyExt::collect(resp.into_body()))
             .expect("body")
             .to_bytes();
-        (status, content_type, String::from_utf8_lossy(&body).into_owned())
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
     }
 
     /// `/listeners?format=json` has Envoy's shape: a `listener_statuses`
@@ -361,7 +365,10 @@ mod tests {
     #[test]
     fn listeners_in_envoys_shapes() {
         let (status, content_type, body) = get("/listeners?format=json");
-        assert_eq!((status, content_type.as_str()), (StatusCode::OK, "application/json"));
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::OK, "application/json")
+        );
         let status = ListenersStatus::from_json(body.as_bytes()).expect("ListenersStatus");
         assert_eq!(
             status.address_of("main"),
@@ -376,7 +383,10 @@ mod tests {
         let sa = &statuses[0]["local_address"]["socket_address"];
         assert_eq!(sa["address"], "127.0.0.1");
         assert_eq!(sa["port_value"], 41023);
-        assert_eq!(statuses[1]["local_address"]["socket_address"]["address"], "::1");
+        assert_eq!(
+            statuses[1]["local_address"]["socket_address"]["address"],
+            "::1"
+        );
         let (status, content_type, body) = get("/listeners");
         assert_eq!(status, StatusCode::OK);
         assert!(content_type.starts_with("text/plain"), "{content_type}");

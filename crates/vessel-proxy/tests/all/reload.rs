@@ -80,11 +80,7 @@ async fn post_reload_swaps_the_filter_or_refuses_and_keeps_serving() {
     );
 
     // A new listener address needs a restart.
-    let moved = config_at(
-        "127.0.0.2:0".parse().unwrap(),
-        s.up,
-        plugin(&module, "v3"),
-    );
+    let moved = config_at("127.0.0.2:0".parse().unwrap(), s.up, plugin(&module, "v3"));
     s.vessel.write_config(&moved.to_yaml());
     let (status, body) = post_reload(s.admin).await;
     assert_eq!(status, 409, "{body}");
@@ -189,8 +185,7 @@ async fn fail_reload_replaces_the_vm_and_counts_it_in_stats() {
         "the failure is logged with its callback and cause:\n{stderr}"
     );
     // The counters survive a hot reload of the plugin.
-    s.vessel
-        .write_config(&s.config(fail_reload("v2")));
+    s.vessel.write_config(&s.config(fail_reload("v2")));
     assert_eq!(post_reload(s.admin).await.0, 200);
     assert_eq!(stat(s.admin, "wasm.misbehave.vm_failures").await, Some(1));
     let (_, prom) = admin_request(s.admin, "GET", "/stats/prometheus")

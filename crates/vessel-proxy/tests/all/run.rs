@@ -130,7 +130,9 @@ fn config(upstream: SocketAddr, dead: &RefusingPort) -> String {
                 .route(Route::prefix("/empty/").to("empty"))
                 .route(Route::prefix("/api/").to("backend").prefix_rewrite("/")),
         )
-        .listener(hcm("metrics", "metered", &guest("metrics")).route(Route::prefix("/").to("backend")))
+        .listener(
+            hcm("metrics", "metered", &guest("metrics")).route(Route::prefix("/").to("backend")),
+        )
         .cluster(Cluster::new("backend").endpoint(upstream))
         .cluster(Cluster::new("dead").endpoint(dead.addr()))
         .cluster(Cluster::new("empty"))
@@ -373,13 +375,11 @@ async fn bind_localhost() -> (u16, Vec<TcpListener>, Vec<SocketAddr>) {
 /// upstream properties) with `route`, the cluster `backend`, and the admin.
 fn phase_properties_config(backend: Cluster, route: Route) -> String {
     Bootstrap::new()
-        .listener(
-            Listener::new("main").route(route).filter(
-                WasmFilter::new("props", guest("phase_properties")).configuration(
-                    "upstream.address,upstream.port:int,upstream.local_address,xds.cluster_name",
-                ),
+        .listener(Listener::new("main").route(route).filter(
+            WasmFilter::new("props", guest("phase_properties")).configuration(
+                "upstream.address,upstream.port:int,upstream.local_address,xds.cluster_name",
             ),
-        )
+        ))
         .cluster(backend)
         .to_yaml()
 }
@@ -631,10 +631,7 @@ async fn memory_cap_from_vessel_limits_takes_effect_in_vessel_run() {
         .count();
     assert_eq!(cached, 1, "one module cache entry");
     let c = support::client();
-    assert_eq!(
-        support::send(&c, port, "/", &[]).await.status,
-        200
-    );
+    assert_eq!(support::send(&c, port, "/", &[]).await.status, 200);
     let a = support::send(&c, port, "/", &[("x-misbehave", "grow")]).await;
     assert_eq!(a.status, 503, "{}", vessel.stderr());
     support::eventually("the failure is logged", || {
@@ -726,6 +723,7 @@ async fn port_zero_listeners_are_reported_on_the_admin() {
 /// Envoy comes from `VESSEL_ENVOY` (`cargo xtask test` sets it); without
 /// it the test prints a skip, and fails under `CI=true`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stderr)]
 async fn port_zero_listeners_are_reported_by_envoy_alike() {
     let Some(envoy) = std::env::var_os("VESSEL_ENVOY").map(PathBuf::from) else {
         assert!(
