@@ -777,3 +777,29 @@ async fn port_zero_listeners_are_reported_by_envoy_alike() {
     .await;
     check_reported_listeners("envoy", &file).await;
 }
+
+/// Without an `admin` section, `--admin-address-path` writes nothing (as
+/// Envoy) and says so; the listeners still serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_address_path_without_admin_writes_nothing_and_warns() {
+    let cfg = Bootstrap::new()
+        .without_admin()
+        .listener(Listener::new("main").route(Route::prefix("/").direct(200, Some("up\n"))))
+        .to_yaml();
+    let vessel = start("no-admin", &cfg);
+    let stderr = || vessel.stderr();
+    vessel_testkit::eventually("the warning is logged", || {
+        stderr().contains("the config has no admin section, so nothing is written")
+    })
+    .await;
+    // The warning comes after the listeners are bound, where the address
+    // would have been written.
+    let listening = stderr()
+        .lines()
+        .find_map(|l| l.split("listener `main` on ").nth(1).map(str::to_owned))
+        .expect("the listener's address is logged");
+    let main: SocketAddr = listening.trim().parse().unwrap();
+    let (status, _, body) = get(main, "/", false).await;
+    assert_eq!((status, body.as_str()), (200, "up\n"));
+    assert!(!vessel.dir.join("admin-address").exists());
+}
