@@ -70,25 +70,17 @@ async fn run(main: SocketAddr, from: u64, to: u64, kind: &str) -> Run {
 /// Serves `guest_misbehave` under FAIL_RELOAD (backoff base 1 ms, the
 /// smallest Envoy accepts; a reload happens ~100 requests after the last
 /// one) and sends the load; `kind` is what 1% of requests ask for.
-async fn fail_reload_under_load(kind: &str, vm_extra: &str, extra_plugin: &str) {
+async fn fail_reload_under_load(kind: &str, limit: Option<(&str, Limit)>) {
     let up = upstream().await;
-    let (port, admin_port) = (free_port(), free_port());
-    let extra = format!(
-        "failure_policy: FAIL_RELOAD\nreload_config: {{ backoff: {{ base_interval: 0.001s }} }}\n{extra_plugin}"
-    );
-    let cfg = config_vm(
-        port,
-        admin_port,
-        up,
-        &guest("misbehave"),
-        vm_extra,
-        &plugin("load", &extra),
-    );
+    let mut filter = plugin(&guest("misbehave"), "load")
+        .failure_policy("FAIL_RELOAD")
+        .reload_backoff("0.001s", None);
+    if let Some((name, value)) = limit {
+        filter = filter.vessel_limit(name, value);
+    }
     let start = std::time::Instant::now();
-    let mut vessel = Vessel::start(&format!("load-{kind}"), &cfg, 1);
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    let main: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    vessel.wait_ready(admin).await;
+    let vessel = start_vessel(&format!("load-{kind}"), &config(up, filter), 1).await;
+    let (admin, main) = (vessel.admin(), vessel.listener("main"));
 
     let n = requests(kind);
     let warm = n / 10;
@@ -126,7 +118,7 @@ async fn fail_reload_under_load(kind: &str, vm_extra: &str, extra_plugin: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
 async fn fail_reload_under_load_trap() {
-    fail_reload_under_load("trap", "", "").await;
+    fail_reload_under_load("trap", None).await;
 }
 
 /// 1% of requests loop forever; `vessel_limits.callback_timeout: 0.05s`
@@ -135,7 +127,7 @@ async fn fail_reload_under_load_trap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
 async fn fail_reload_under_load_loop() {
-    fail_reload_under_load("loop", "vessel_limits: { callback_timeout: 0.05s }", "").await;
+    fail_reload_under_load("loop", Some(("callback_timeout", "0.05s".into()))).await;
 }
 
 /// 1% of requests allocate (and write) memory until
@@ -143,5 +135,5 @@ async fn fail_reload_under_load_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
 async fn fail_reload_under_load_grow() {
-    fail_reload_under_load("grow", "vessel_limits: { memory_bytes: 16777216 }", "").await;
+    fail_reload_under_load("grow", Some(("memory_bytes", 16_777_216.into()))).await;
 }
