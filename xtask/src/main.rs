@@ -182,29 +182,43 @@ impl Drop for RedisServer {
 /// of the main workspace's builds.
 const PINGORA_MANIFEST: &str = "examples/pingora/Cargo.toml";
 
-/// Lints, documents and tests `examples/pingora` (installing cmake first),
-/// in the workspace's target directory, which shares the compiled
-/// dependencies it has in common with the workspace.
+/// Lints and tests `examples/pingora` (installing cmake first), in the
+/// workspace's target directory.
+///
+/// One build, not two: `cargo clippy` would compile Pingora's 159
+/// dependencies in check mode and `cargo test` again in full (about 4.5
+/// minutes of a 2-core CI run each). Here `cargo test` runs with
+/// clippy-driver as the `RUSTC_WORKSPACE_WRAPPER` (what `cargo clippy`
+/// does, with the lints in `CLIPPY_ARGS`), so the example and its path
+/// dependencies are linted with `-D warnings` while they are compiled, and
+/// the registry dependencies are built once. The example's rustdoc is not
+/// built (`missing_docs` is still denied by the lints).
 fn pingora_example() -> Result<()> {
     ensure_cmake()?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    let manifest = ["--locked", "--manifest-path", PINGORA_MANIFEST];
-    run(Command::new(cargo())
-        .arg("clippy")
-        .args(manifest)
-        .args(["--all-targets", "--", "-D", "warnings"])
-        .env("CARGO_TARGET_DIR", &target))?;
-    run(Command::new(cargo())
-        .args(["doc", "--no-deps"])
-        .args(manifest)
-        .env("RUSTDOCFLAGS", "-Dwarnings")
-        .env("CARGO_TARGET_DIR", &target))?;
-    run(Command::new(cargo())
-        .arg("test")
-        .args(manifest)
-        .env("CARGO_TARGET_DIR", &target))
+    let cargo = PathBuf::from(cargo());
+    let driver = cargo.with_file_name("clippy-driver");
+    let driver = if cargo.parent().is_some_and(|d| !d.as_os_str().is_empty()) {
+        if !driver.is_file() {
+            bail!(
+                "{} is missing: `rustup component add clippy` installs it",
+                driver.display()
+            );
+        }
+        driver
+    } else {
+        PathBuf::from("clippy-driver")
+    };
+    run(Command::new(&cargo)
+        .args(["test", "--locked", "--manifest-path", PINGORA_MANIFEST])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("RUSTC_WORKSPACE_WRAPPER", &driver)
+        .env(
+            "CLIPPY_ARGS",
+            "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+        ))
 }
 
 /// `examples/pingora` needs `cmake`: pingora-core always builds zlib-ng
@@ -352,52 +366,97 @@ fn vessel_test(dirs: &[&str], redis: Option<&RedisServer>) -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    guests()?;
-    go_plugins()?;
+    let mut steps = Steps::default();
+    steps.time("guests", guests)?;
+    steps.time("go plugins", go_plugins)?;
     let redis = redis();
-    run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
-    run(Command::new(cargo()).args(["fmt", "--check", "--manifest-path", WASI_BENCH_MANIFEST]))?;
-    run(Command::new(cargo()).args(["fmt", "--check", "--manifest-path", PINGORA_MANIFEST]))?;
-    run(Command::new(cargo()).args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    run(Command::new(cargo())
-        .args(["doc", "--workspace", "--no-deps"])
-        .env("RUSTDOCFLAGS", "-Dwarnings"))?;
-    run(Command::new(cargo()).args([
-        "build",
-        "-p",
-        "vessel-fuzz",
-        "--features",
-        "fuzzing",
-        "--bins",
-    ]))?;
+    steps.time("fmt", || {
+        run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
+        run(Command::new(cargo()).args([
+            "fmt",
+            "--check",
+            "--manifest-path",
+            WASI_BENCH_MANIFEST,
+        ]))?;
+        run(Command::new(cargo()).args(["fmt", "--check", "--manifest-path", PINGORA_MANIFEST]))
+    })?;
+    steps.time("clippy", || {
+        run(Command::new(cargo()).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    steps.time("doc", || {
+        run(Command::new(cargo())
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-Dwarnings"))
+    })?;
+    steps.time("fuzz build", || {
+        run(Command::new(cargo()).args([
+            "build",
+            "-p",
+            "vessel-fuzz",
+            "--features",
+            "fuzzing",
+            "--bins",
+        ]))
+    })?;
     vessel_test_tree()?;
     // The tests that run real Envoy find it through VESSEL_ENVOY, and the
     // Redis-backed ones find the server through VESSEL_REDIS.
-    let envoy = envoy_diff::ensure_envoy()?;
-    let mut tests = Command::new(cargo());
-    tests
-        .args(["test", "--workspace", "--no-fail-fast"])
-        .env("VESSEL_ENVOY", &envoy);
-    if let Some(r) = &redis {
-        tests.env("VESSEL_REDIS", &r.addr);
-    }
-    run(&mut tests)?;
-    pingora_example()?;
-    load_tests()?;
-    vessel_test(
-        &["spec-tests/scenarios", "examples/scenarios"],
-        redis.as_ref(),
-    )?;
-    envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()), &[])?;
+    let envoy = steps.time("envoy download", envoy_diff::ensure_envoy)?;
+    steps.time("cargo test --workspace", || {
+        let mut tests = Command::new(cargo());
+        tests
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .env("VESSEL_ENVOY", &envoy);
+        if let Some(r) = &redis {
+            tests.env("VESSEL_REDIS", &r.addr);
+        }
+        run(&mut tests)
+    })?;
+    steps.time("pingora example", pingora_example)?;
+    steps.time("load tests", load_tests)?;
+    steps.time("vessel test", || {
+        vessel_test(
+            &["spec-tests/scenarios", "examples/scenarios"],
+            redis.as_ref(),
+        )
+    })?;
+    steps.time("envoy-diff", || {
+        envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()), &[])
+    })?;
+    steps.report();
     eprintln!("==> all checks passed");
     Ok(())
+}
+
+/// The wall-clock time of each step of `cargo xtask test`, printed at the
+/// end, so a slow CI run shows where its minutes went.
+#[derive(Default)]
+struct Steps(Vec<(&'static str, std::time::Duration)>);
+
+impl Steps {
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let start = std::time::Instant::now();
+        let out = f();
+        let took = start.elapsed();
+        eprintln!("==> {name}: {:.0} s", took.as_secs_f64());
+        self.0.push((name, took));
+        out
+    }
+
+    fn report(&self) {
+        let total: std::time::Duration = self.0.iter().map(|(_, d)| *d).sum();
+        eprintln!("==> step times (total {:.0} s):", total.as_secs_f64());
+        for (name, took) in &self.0 {
+            eprintln!("    {name:<24} {:>6.0} s", took.as_secs_f64());
+        }
+    }
 }
 
 /// A filter author's `cargo test` pulls in vessel-test: its dependency tree
@@ -591,18 +650,46 @@ fn e2e_bench() -> Result<()> {
         "examples/bench/with_filter.yaml",
         "examples/bench/without_filter.yaml",
     );
-    let v_without = wrk_rps(vessel_proxy(&vessel, without_cfg))?;
-    let v_with = wrk_rps(vessel_proxy(&vessel, with_cfg))?;
+    // VESSEL_BASELINE=<an older vessel binary>: measured in the same run,
+    // its runs interleaved with this tree's, for the 5% regression rule.
+    let baseline = std::env::var_os("VESSEL_BASELINE").map(PathBuf::from);
+    let mut base = (Vec::new(), Vec::new());
+    let mut v = (Vec::new(), Vec::new());
+    let rounds = if baseline.is_some() { 2 } else { 1 };
+    for _ in 0..rounds {
+        v.0.push(wrk_rps(vessel_proxy(&vessel, without_cfg))?);
+        v.1.push(wrk_rps(vessel_proxy(&vessel, with_cfg))?);
+        if let Some(b) = &baseline {
+            base.0.push(wrk_rps(vessel_proxy(b, without_cfg))?);
+            base.1.push(wrk_rps(vessel_proxy(b, with_cfg))?);
+        }
+    }
     let e_without = wrk_rps(envoy_proxy(&envoy, without_cfg)?)?;
     let e_with = wrk_rps(envoy_proxy(&envoy, with_cfg)?)?;
     let cost = |with: f64, without: f64| (1.0 / with - 1.0 / without) * 1e6;
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    let (v_without, v_with) = (mean(&v.0), mean(&v.1));
     eprintln!(
         "==> e2e (wrk -t1 -c32 -d10s -H 'x-bench: 1', one proxy worker, direct response):\n\
-         \x20   vessel run: without filter {v_without:.0} req/s, with filter {v_with:.0} req/s, filter cost {:.2} us/request\n\
+         \x20   vessel run: without filter {v_without:.0} req/s, with filter {v_with:.0} req/s, filter cost {:.2} us/request (runs: {:.0?} / {:.0?})\n\
          \x20   Envoy 1.40 (V8): without filter {e_without:.0} req/s, with filter {e_with:.0} req/s, filter cost {:.2} us/request",
         cost(v_with, v_without),
+        v.0,
+        v.1,
         cost(e_with, e_without),
     );
+    if let Some(b) = &baseline {
+        let (b_without, b_with) = (mean(&base.0), mean(&base.1));
+        eprintln!(
+            "    baseline {}: without filter {b_without:.0} req/s ({:+.1}% now), with filter {b_with:.0} req/s ({:+.1}% now), filter cost {:.2} us/request (runs: {:.0?} / {:.0?})",
+            b.display(),
+            (v_without / b_without - 1.0) * 100.0,
+            (v_with / b_with - 1.0) * 100.0,
+            cost(b_with, b_without),
+            base.0,
+            base.1,
+        );
+    }
     Ok(())
 }
 

@@ -24,8 +24,10 @@ use vessel_abi::pairs;
 /// An ordered multimap of byte keys to byte values.
 ///
 /// All keys and values live in one byte buffer, so building or cloning a
-/// map costs two allocations however many entries it has.
-#[derive(Clone, Default)]
+/// map costs two allocations however many entries it has, and
+/// [`clone_from`](Clone::clone_from) into a map that has the room costs
+/// none.
+#[derive(Default)]
 pub struct HeaderMap {
     buf: Vec<u8>,
     entries: Vec<Entry>,
@@ -34,6 +36,25 @@ pub struct HeaderMap {
     garbage: u32,
     /// Key and value bytes of the entries (Envoy's `byteSize()`).
     live: u32,
+}
+
+impl Clone for HeaderMap {
+    fn clone(&self) -> Self {
+        Self {
+            buf: self.buf.clone(),
+            entries: self.entries.clone(),
+            garbage: self.garbage,
+            live: self.live,
+        }
+    }
+
+    /// Copies `source` into this map's buffers, reusing their capacity.
+    fn clone_from(&mut self, source: &Self) {
+        self.buf.clone_from(&source.buf);
+        self.entries.clone_from(&source.entries);
+        self.garbage = source.garbage;
+        self.live = source.live;
+    }
 }
 
 /// A byte count of the buffer as stored: at most `buf.len()`, which the
@@ -554,6 +575,21 @@ impl HeaderMap {
         self.buf.clear();
         self.garbage = 0;
         self.live = 0;
+    }
+
+    /// Removes every entry, keeping the buffers for reuse unless they hold
+    /// more than `max_bytes` (then they are freed: a map a guest once grew
+    /// large does not pin that memory).
+    pub(crate) fn clear_retaining(&mut self, max_bytes: usize) {
+        let held = self
+            .buf
+            .capacity()
+            .saturating_add(self.entries.capacity() * std::mem::size_of::<Entry>());
+        if held > max_bytes {
+            *self = Self::new();
+        } else {
+            self.clear();
+        }
     }
 
     /// Sum of key and value bytes: Envoy's `HeaderMap::byteSize()`, which is

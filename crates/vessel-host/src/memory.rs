@@ -101,8 +101,10 @@ pub(crate) fn with_mem<R>(
     Ok(f(mem, state))
 }
 
-/// Calls the guest allocator for `len` bytes (`len > 0`) and checks the
-/// returned range. The allocator runs with the VM context (id 0) current.
+/// Calls the guest allocator for `len` bytes (`len > 0`). The caller must
+/// check that the returned range lies in guest memory before writing it
+/// ([`return_checked_blob`] does, in the borrow that writes). The allocator
+/// runs with the VM context (id 0) current.
 pub(crate) fn alloc(caller: &mut Caller<'_, HostState>, len: usize) -> HostResult<u32> {
     let size = i32::try_from(len).map_err(|_| Status::InvalidMemoryAccess)?;
     let state = caller.data_mut();
@@ -130,8 +132,6 @@ pub(crate) fn alloc(caller: &mut Caller<'_, HostState>, len: usize) -> HostResul
     if ptr == 0 {
         return Err(Status::InvalidMemoryAccess.into());
     }
-    let memory = caller.data().memory.ok_or(Status::InternalFailure)?;
-    range(memory.data_size(&*caller), ptr, size)?;
     Ok(u(ptr))
 }
 
@@ -145,10 +145,25 @@ pub(crate) fn return_blob(
     len: usize,
     fill: impl FnOnce(&mut [u8], &HostState) -> Result<(), Status>,
 ) -> HostResult {
-    with_mem(caller, |mem, _| {
-        range(mem.len(), ret_ptr, 4)?;
-        range(mem.len(), ret_size, 4).map(|_| ())
-    })??;
+    with_mem(caller, |mem, _| check_ret(mem, ret_ptr, ret_size))??;
+    return_checked_blob(caller, ret_ptr, ret_size, len, fill)
+}
+
+/// Checks the out-pointers of a returned blob (see [`return_blob`]).
+pub(crate) fn check_ret(mem: &[u8], ret_ptr: i32, ret_size: i32) -> Result<(), Status> {
+    range(mem.len(), ret_ptr, 4)?;
+    range(mem.len(), ret_size, 4).map(|_| ())
+}
+
+/// [`return_blob`] after the caller checked the out-pointers with
+/// [`check_ret`] (guest memory never shrinks, so they stay valid).
+pub(crate) fn return_checked_blob(
+    caller: &mut Caller<'_, HostState>,
+    ret_ptr: i32,
+    ret_size: i32,
+    len: usize,
+    fill: impl FnOnce(&mut [u8], &HostState) -> Result<(), Status>,
+) -> HostResult {
     if len == 0 {
         return with_mem(caller, |mem, _| {
             write_u32(mem, ret_ptr, 0)?;
@@ -158,8 +173,10 @@ pub(crate) fn return_blob(
     }
     let ptr = alloc(caller, len)?;
     with_mem(caller, |mem, state| {
-        let start = ptr as usize;
-        fill(&mut mem[start..start + len], state)?;
+        // The allocator's answer must lie in guest memory.
+        let size = i32::try_from(len).map_err(|_| Status::InvalidMemoryAccess)?;
+        let dst = range(mem.len(), ptr as i32, size)?;
+        fill(&mut mem[dst], state)?;
         write_u32(mem, ret_ptr, ptr)?;
         write_u32(mem, ret_size, len as u32)
     })?

@@ -50,6 +50,84 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
 
+/// The contexts of a VM by id: a hash map, and the most recently created
+/// context kept beside it. A stream's callbacks mostly come before the next
+/// stream starts, so most lookups compare one id instead of probing the
+/// map, and a short stream is never inserted into it or removed from it.
+/// The methods are the map's.
+#[derive(Debug, Default)]
+pub(crate) struct Contexts {
+    map: IdMap<Context>,
+    hot: Option<(u32, Context)>,
+}
+
+impl Contexts {
+    /// The number of contexts.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len() + usize::from(self.hot.is_some())
+    }
+
+    /// No context at all.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Context `id` exists.
+    pub(crate) fn contains_key(&self, id: &u32) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Context `id`.
+    pub(crate) fn get(&self, id: &u32) -> Option<&Context> {
+        match &self.hot {
+            Some((h, c)) if h == id => Some(c),
+            _ => self.map.get(id),
+        }
+    }
+
+    /// Context `id`, mutably.
+    pub(crate) fn get_mut(&mut self, id: &u32) -> Option<&mut Context> {
+        match &mut self.hot {
+            Some((h, c)) if h == id => Some(c),
+            _ => self.map.get_mut(id),
+        }
+    }
+
+    /// Adds (or replaces) context `id`; it becomes the hot one, and the one
+    /// it displaces moves into the map.
+    pub(crate) fn insert(&mut self, id: u32, context: Context) -> Option<Context> {
+        if let Some((h, c)) = &mut self.hot
+            && *h == id
+        {
+            return Some(std::mem::replace(c, context));
+        }
+        let old = self.map.remove(&id);
+        if let Some((h, c)) = self.hot.replace((id, context)) {
+            self.map.insert(h, c);
+        }
+        old
+    }
+
+    /// Adds context `id`, which [`HostState::alloc_context_id`] just handed
+    /// out (so no context has it): [`Contexts::insert`] without the lookup
+    /// for one to replace.
+    pub(crate) fn insert_new(&mut self, id: u32, context: Context) {
+        debug_assert!(!self.contains_key(&id), "context {id} exists");
+        if let Some((h, c)) = self.hot.replace((id, context)) {
+            self.map.insert(h, c);
+        }
+    }
+
+    /// Removes context `id`.
+    pub(crate) fn remove(&mut self, id: &u32) -> Option<Context> {
+        match &self.hot {
+            Some((h, _)) if h == id => self.hot.take().map(|(_, c)| c),
+            _ => self.map.remove(id),
+        }
+    }
+}
+
 /// Which guest entry point is running; decides what is readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -107,6 +185,23 @@ impl MapSlot {
         };
     }
 
+    /// Puts a copy of `map` the guest is about to see (present, not
+    /// sealed), in the slot's own buffers: no allocation when they have
+    /// the room (see [`MapSlot::reset`]).
+    pub(crate) fn open_copy(&mut self, map: &HeaderMap) {
+        self.map.clone_from(map);
+        self.present = true;
+        self.sealed = false;
+    }
+
+    /// Empties the slot for the next stream, keeping the map's buffers up to
+    /// [`RETAINED_MAP_BYTES`].
+    pub(crate) fn reset(&mut self) {
+        self.map.clear_retaining(RETAINED_MAP_BYTES);
+        self.present = false;
+        self.sealed = false;
+    }
+
     /// Puts a map without changing whether it is sealed.
     pub(crate) fn provide(&mut self, map: HeaderMap) {
         self.map = map;
@@ -143,6 +238,11 @@ impl MapSlot {
     }
 }
 
+/// The most buffer capacity an emptied [`MapSlot`] keeps for the next
+/// stream of its VM (a VM keeps one emptied stream context, four slots).
+/// A map a guest grew larger is freed when its stream ends.
+pub(crate) const RETAINED_MAP_BYTES: usize = 16 * 1024;
+
 /// One direction of an HTTP stream (request or response): its headers,
 /// body and trailers as the host holds them.
 #[derive(Debug, Default)]
@@ -157,6 +257,15 @@ pub(crate) struct DirectionState {
 }
 
 impl DirectionState {
+    /// Empties the direction for the next stream, keeping the maps'
+    /// buffers (bounded, see [`MapSlot::reset`]).
+    pub(crate) fn reset(&mut self) {
+        self.headers.reset();
+        self.trailers.reset();
+        self.body = None;
+        self.may_add_trailers = false;
+    }
+
     /// Seals headers and trailers, as when the stream continues past them.
     pub(crate) fn seal(&mut self) {
         self.headers.seal();
@@ -431,7 +540,7 @@ pub(crate) struct HostState {
     pub(crate) frame: Frame,
     /// True while the host runs the guest allocator.
     pub(crate) in_allocator: bool,
-    pub(crate) contexts: IdMap<Context>,
+    pub(crate) contexts: Contexts,
     pub(crate) next_context_id: u32,
     /// The box of the last HTTP context removed, emptied, for the next
     /// stream (saves an allocation and a copy per stream).
@@ -470,7 +579,7 @@ impl HostState {
             allocator: None,
             frame: Frame::IDLE,
             in_allocator: false,
-            contexts: IdMap::default(),
+            contexts: Contexts::default(),
             next_context_id: 0,
             spare_http: None,
             effects: Vec::new(),
@@ -601,8 +710,8 @@ impl HostState {
                 properties,
             } = &mut *h;
             *root = ContextId(0);
-            *request = DirectionState::default();
-            *response = DirectionState::default();
+            request.reset();
+            response.reset();
             *local_response_sent = false;
             *properties = PropertyMap::new();
             self.spare_http = Some(h);
@@ -727,6 +836,34 @@ impl HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contexts_keep_the_newest_beside_the_map() {
+        let mut c = Contexts::default();
+        let root = || Context::Root(Box::default());
+        let http = || Context::Http(Box::default());
+        assert!(c.insert(1, root()).is_none());
+        assert!(c.insert(2, http()).is_none());
+        assert!(c.insert(3, http()).is_none());
+        assert_eq!(c.len(), 3);
+        for id in [1, 2, 3] {
+            assert!(c.contains_key(&id), "{id}");
+            assert!(c.get_mut(&id).is_some(), "{id}");
+        }
+        assert!(!c.contains_key(&4));
+        // Replacing the hot one and one in the map.
+        assert!(matches!(c.insert(3, root()), Some(Context::Http(_))));
+        assert!(matches!(c.insert(2, root()), Some(Context::Http(_))));
+        assert_eq!(c.len(), 3);
+        assert!(matches!(c.get(&3), Some(Context::Root(_))));
+        // Removing from both places.
+        assert!(c.remove(&2).is_some());
+        assert!(c.remove(&2).is_none());
+        assert!(c.remove(&1).is_some());
+        assert_eq!(c.len(), 1);
+        assert!(c.remove(&3).is_some());
+        assert!(c.is_empty());
+    }
     use crate::effects::LocalResponse;
     use crate::plugin::PluginConfig;
     use vessel_abi::AbiVersion;

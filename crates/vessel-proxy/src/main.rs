@@ -58,6 +58,11 @@ enum Command {
         /// Compile every module afresh; read and write no module cache.
         #[arg(long)]
         no_module_cache: bool,
+        /// Write the admin listener's address (`ip:port`) to FILE once the
+        /// listeners are bound, as Envoy does; with `port_value: 0`
+        /// listeners, `GET /listeners?format=json` on it tells their ports.
+        #[arg(long, value_name = "FILE")]
+        admin_address_path: Option<PathBuf>,
     },
     /// Run scenario files in-process, through `vessel run` and through real
     /// Envoy, and compare each with Envoy (`cargo xtask envoy-diff`).
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
             drain_time_s,
             module_cache_dir,
             no_module_cache,
+            admin_address_path,
         } => {
             let module_cache = match (module_cache_dir, no_module_cache) {
                 (_, true) => CacheConfig::disabled(),
@@ -107,6 +113,7 @@ fn main() -> ExitCode {
                 access_log,
                 drain_timeout: Duration::from_secs(drain_time_s),
                 module_cache,
+                admin_address_path,
                 ..RunOptions::new(config)
             };
             match run::run(&options) {

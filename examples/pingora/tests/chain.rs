@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use vessel_host::{Engine, EngineConfig, HostEnv, LogRecord, LogSink, Plugin, PluginConfig};
 use vessel_hyper::{Cluster, Clusters, FailurePolicy, FilterPool, Runtime};
 use vessel_pingora_example::{SetupError, VesselProxy, serve};
+use vessel_testkit::servers::{Recorder, RefusingPort, record, serve_fn};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -134,62 +134,17 @@ fn pools(chain: &[Filter], clusters: Clusters, lines: &Lines) -> Option<Vec<Arc<
 
 // ---- servers and client ---------------------------------------------------
 
-/// Serves `handler` over HTTP/1.1 on a 127.0.0.1 port.
-async fn http_server<F, Fut>(handler: F) -> SocketAddr
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let answer = handler(req);
-                    async move { Ok::<_, Infallible>(answer.await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// What the upstream received.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-type Record = Arc<Mutex<Vec<Seen>>>;
-
 /// A recording upstream: answers `upstream saw <n> bytes at <path>` (with
 /// `x-upstream: 1`, `content-type: text/plain`); at `/echo`, answers
 /// `echo:<the request body>` in two chunks (no `content-length`).
-async fn upstream() -> (SocketAddr, Record) {
-    let seen: Record = Arc::default();
-    let record = Arc::clone(&seen);
-    let addr = http_server(move |req: Request<Incoming>| {
-        let record = Arc::clone(&record);
+async fn upstream() -> (SocketAddr, Recorder) {
+    let seen = Recorder::default();
+    let log = Arc::clone(&seen);
+    let addr = serve_fn(move |req: Request<Incoming>| {
+        let log = Arc::clone(&log);
         async move {
-            let (parts, body) = req.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let path = parts.uri.path().to_owned();
-            record.lock().unwrap().push(Seen {
-                path: path.clone(),
-                headers: parts.headers,
-                body: body.clone(),
-            });
+            let path = req.uri().path().to_owned();
+            let body = record(req, &log).await;
             let answer = if path == "/echo" {
                 let (mut tx, rx) = Channel::<Bytes, Infallible>::new(2);
                 tokio::spawn(async move {
@@ -452,7 +407,7 @@ async fn buffered_bodies_are_rewritten_in_both_directions() {
     assert_eq!(body, "echo:prepended:one,two,three:appended");
     assert_eq!(header(&head.headers, "content-length"), None);
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen[0].body, "prepended:one,two,three");
+    assert_eq!(seen[0].body, b"prepended:one,two,three");
     assert_eq!(header(&seen[0].headers, "content-length"), None);
     assert_eq!(
         lines.starting("request-body buffered"),
@@ -500,7 +455,7 @@ async fn a_passed_through_body_streams_chunk_by_chunk() {
     let (got_first, mut first_rx) = mpsc::unbounded_channel::<Bytes>();
     let (go_tx, go_rx) = oneshot::channel::<()>();
     let go = Arc::new(Mutex::new(Some(go_rx)));
-    let up = http_server(move |req: Request<Incoming>| {
+    let up = serve_fn(move |req: Request<Incoming>| {
         let got_first = got_first.clone();
         let go = go.lock().unwrap().take();
         async move {
@@ -576,7 +531,7 @@ async fn a_passed_through_body_streams_chunk_by_chunk() {
 async fn auth_service() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let asked = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&asked);
-    let addr = http_server(move |req: Request<Incoming>| {
+    let addr = serve_fn(move |req: Request<Incoming>| {
         let record = Arc::clone(&record);
         async move {
             record.lock().unwrap().push(req.uri().path().to_owned());
@@ -674,11 +629,9 @@ async fn a_chain_of_two_filters_runs_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_gets_pingoras_502_through_the_chain() {
-    // A port nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port that refuses connections (and that no one else can take).
+    let refusing = RefusingPort::new();
+    let dead = refusing.addr();
     let lines = Lines::default();
     let chain = [filter("chain_probe", "tag=a add_response_header=x-a:1")];
     let Some(pools) = pools(&chain, Clusters::new(), &lines) else {

@@ -513,3 +513,53 @@ fn callout_maps_outside_their_callback_and_bad_map_types() {
         Some(Status::InvalidMemoryAccess.as_u32())
     );
 }
+
+/// `Vm::on_request_headers_from` / `on_response_headers_from`: the VM
+/// copies the embedder's map into the stream's own, so the embedder's map
+/// is untouched, the guest's edits are in `Vm::headers`, and the stream
+/// maps a VM keeps for its next stream never show an earlier stream's
+/// headers, whether the earlier map was small (kept and reused) or large
+/// (freed: past the 16 KiB a VM keeps).
+#[test]
+fn lent_headers_are_copied_and_never_leak_into_the_next_stream() {
+    let mut h = Harness::load(Source::Guest("bench_headers"), config("bench_headers"))
+        .expect("guest_bench_headers starts");
+    let big_value = "v".repeat(64 * 1024);
+    for (i, extra) in [("x-a", "1"), ("x-big", big_value.as_str()), ("x-c", "3")]
+        .into_iter()
+        .enumerate()
+    {
+        let req = request("/", &[("x-bench", "1"), extra]);
+        let before = req.clone();
+        let resp = headers(&[(":status", "200")]);
+        let ctx = h.vm.create_http_context().expect("context");
+        let status = h
+            .vm
+            .on_request_headers_from(ctx, &req, true)
+            .expect("request headers");
+        assert_eq!(status, FilterHeadersStatus::Continue);
+        assert_eq!(req, before, "stream {i}: the lent map is not changed");
+        let seen = h
+            .vm
+            .headers(ctx, MapType::HttpRequestHeaders)
+            .expect("the VM holds the request headers");
+        assert_eq!(seen.get(b"x-bench-seen"), Some(&b"1"[..]), "stream {i}");
+        assert_eq!(seen.get(extra.0.as_bytes()), Some(extra.1.as_bytes()));
+        assert_eq!(seen.len(), req.len() + 1, "stream {i}: {seen:?}");
+        for (other, _) in [("x-a", ()), ("x-big", ()), ("x-c", ())] {
+            if other != extra.0 {
+                assert_eq!(seen.get(other.as_bytes()), None, "stream {i}: {other}");
+            }
+        }
+        h.vm.on_response_headers_from(ctx, &resp, true)
+            .expect("response headers");
+        let seen = h
+            .vm
+            .headers(ctx, MapType::HttpResponseHeaders)
+            .expect("the VM holds the response headers");
+        assert_eq!(seen.len(), 2, "stream {i}: {seen:?}");
+        assert_eq!(seen.get(b"x-bench-response"), Some(&b"1"[..]));
+        h.vm.finish_http_stream(ctx).expect("finish");
+    }
+    assert_eq!(h.vm.context_count(), 1, "only the root context is left");
+}

@@ -35,7 +35,10 @@ use wasmtime::Caller;
 use super::{Registry, hostcall};
 use crate::headers::{HeaderMap, HeaderMapFull, HeaderMapLimits};
 use crate::limits::LimitExceeded;
-use crate::memory::{Fail, HostResult, fill, read, return_blob, u, with_mem, write_u32};
+use crate::memory::{
+    Fail, HostResult, check_ret, fill, read, return_blob, return_checked_blob, u, with_mem,
+    write_u32,
+};
 use crate::state::{HostState, Phase};
 
 pub(crate) fn add_to_linker(reg: &mut Registry) -> wasmtime::Result<()> {
@@ -127,10 +130,14 @@ fn get_header_map_value(
             Err(_) if state.frame.phase == Phase::Log => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok::<_, Status>(
-            map.position(key)
-                .map(|i| (i, map.value_at(i).map_or(0, <[u8]>::len))),
-        )
+        let found = map
+            .position(key)
+            .map(|i| (i, map.value_at(i).map_or(0, <[u8]>::len)));
+        if found.is_some() {
+            // Checked here, in the same borrow of memory, for the blob.
+            check_ret(mem, ret_ptr, ret_size)?;
+        }
+        Ok::<_, Status>(found)
     })??
     .map_or((None, 0), |(i, l)| (Some(i), l));
     let Some(index) = index else {
@@ -139,7 +146,7 @@ fn get_header_map_value(
         }
         return Err(Status::NotFound.into());
     };
-    return_blob(caller, ret_ptr, ret_size, len, |dst, state| {
+    return_checked_blob(caller, ret_ptr, ret_size, len, |dst, state| {
         fill(
             dst,
             state

@@ -18,6 +18,13 @@ use crate::properties::{PropertyMap, PropertyValue};
 use crate::state::{Context, HttpContext, Phase};
 use crate::stream::Direction;
 
+/// The headers a header callback gets: moved in, or copied into the
+/// stream's own map.
+enum HeadersIn<'a> {
+    Owned(HeaderMap),
+    Copied(&'a HeaderMap),
+}
+
 impl Vm {
     // ---- HTTP streams -------------------------------------------------
 
@@ -46,7 +53,7 @@ impl Vm {
         let root = self.root;
         let st = self.store.data_mut();
         let ctx = st.new_http_context(root, properties);
-        st.contexts.insert(id.0, Context::Http(ctx));
+        st.contexts.insert_new(id.0, Context::Http(ctx));
         if let Err(e) =
             self.call::<OnContextCreate>(id, Phase::Callback, (id.0 as i32, self.root.0 as i32))
         {
@@ -74,7 +81,7 @@ impl Vm {
         &mut self,
         ctx: ContextId,
         direction: Direction,
-        map: HeaderMap,
+        map: HeadersIn<'_>,
         end_of_stream: bool,
     ) -> Result<FilterHeadersStatus, VmError>
     where
@@ -82,11 +89,19 @@ impl Vm {
         V1: Callback<Params = (i32, i32), Results = i32>,
     {
         self.alive()?;
-        let n = len_i32(map.len());
-        self.http_mut(ctx)?
-            .direction_mut(direction)
-            .headers
-            .open(map);
+        let slot = &mut self.http_mut(ctx)?.direction_mut(direction).headers;
+        let n = match map {
+            HeadersIn::Owned(map) => {
+                let n = map.len();
+                slot.open(map);
+                n
+            }
+            HeadersIn::Copied(map) => {
+                slot.open_copy(map);
+                map.len()
+            }
+        };
+        let n = len_i32(n);
         let id = ctx.0 as i32;
         let raw = if self.plugin.abi_version().is_v0_1() {
             self.call::<V1>(ctx, Phase::Callback, (id, n))?
@@ -126,7 +141,26 @@ impl Vm {
         self.headers_call::<OnRequestHeaders, OnRequestHeadersV01>(
             ctx,
             Direction::Request,
-            headers,
+            HeadersIn::Owned(headers),
+            end_of_stream,
+        )
+    }
+
+    /// [`Vm::on_request_headers`] with a copy of `headers`, made in the
+    /// stream's own map. A VM keeps the maps of its last finished stream
+    /// (up to 16 KiB each) for the next one, so an embedder that keeps its
+    /// own map from request to request makes no allocation here. Read the
+    /// result with [`Vm::headers`].
+    pub fn on_request_headers_from(
+        &mut self,
+        ctx: ContextId,
+        headers: &HeaderMap,
+        end_of_stream: bool,
+    ) -> Result<FilterHeadersStatus, VmError> {
+        self.headers_call::<OnRequestHeaders, OnRequestHeadersV01>(
+            ctx,
+            Direction::Request,
+            HeadersIn::Copied(headers),
             end_of_stream,
         )
     }
@@ -141,7 +175,23 @@ impl Vm {
         self.headers_call::<OnResponseHeaders, OnResponseHeadersV01>(
             ctx,
             Direction::Response,
-            headers,
+            HeadersIn::Owned(headers),
+            end_of_stream,
+        )
+    }
+
+    /// [`Vm::on_response_headers`] with a copy of `headers` (see
+    /// [`Vm::on_request_headers_from`]).
+    pub fn on_response_headers_from(
+        &mut self,
+        ctx: ContextId,
+        headers: &HeaderMap,
+        end_of_stream: bool,
+    ) -> Result<FilterHeadersStatus, VmError> {
+        self.headers_call::<OnResponseHeaders, OnResponseHeadersV01>(
+            ctx,
+            Direction::Response,
+            HeadersIn::Copied(headers),
             end_of_stream,
         )
     }
@@ -377,10 +427,14 @@ impl Vm {
         if let Err(e) = self.http(ctx) {
             return Err(self.failed.clone().unwrap_or(e));
         }
+        // The context exists (checked once above), so call the three
+        // callbacks directly; a failed callback skips the rest, as before.
+        let id = ctx.0 as i32;
         let result = self
-            .on_log(ctx)
-            .and_then(|()| self.on_done(ctx).map(|_| ()))
-            .and_then(|()| self.on_delete(ctx));
+            .call::<OnLog>(ctx, Phase::Log, id)
+            .and_then(|_| self.call::<OnDone>(ctx, Phase::Callback, id))
+            .and_then(|_| self.call::<OnDelete>(ctx, Phase::Callback, id))
+            .map(drop);
         self.store.data_mut().remove_context(ctx);
         result
     }

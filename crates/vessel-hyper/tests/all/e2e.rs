@@ -70,10 +70,8 @@ async fn callout_to_dead_cluster_gets_envoy_503_and_local_403() {
     let _ = env_logger::builder().is_test(true).try_init();
     let (up, seen) = upstream(200, "ok").await;
     // A port nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = vessel_testkit::servers::RefusingPort::new();
+    let dead = refusing.addr();
     let mut clusters = Clusters::new();
     clusters.add(Cluster::new("auth", dead));
     let (pool, _rt) = pool("http_call", "", clusters, FailurePolicy::FailClosed);

@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,41 +16,24 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use vessel_hyper::{Cluster, Clusters, FailurePolicy, VesselLayer};
 
 /// An `auth` server that counts its calls and answers 200 once `release`
 /// is notified.
 async fn held_auth() -> (SocketAddr, Arc<AtomicUsize>, Arc<Notify>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(Notify::new());
     let (c, r) = (calls.clone(), release.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let (c, r) = (c.clone(), r.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |_req: Request<Incoming>| {
-                    let (c, r) = (c.clone(), r.clone());
-                    async move {
-                        c.fetch_add(1, Ordering::SeqCst);
-                        r.notified().await;
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ann"))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+    let addr = vessel_testkit::servers::serve_fn(move |_req: Request<Incoming>| {
+        let (c, r) = (c.clone(), r.clone());
+        async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            r.notified().await;
+            Response::new(Full::new(Bytes::from_static(b"ann")))
         }
-    });
+    })
+    .await;
     (addr, calls, release)
 }
 

@@ -332,10 +332,8 @@ async fn unary_grpc_auth_allows_and_denies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_grpc_cluster_closes_with_unavailable() {
     let (up, seen) = upstream(200, "ok").await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = vessel_testkit::servers::RefusingPort::new();
+    let dead = refusing.addr();
     let mut clusters = Clusters::new();
     clusters.add(Cluster::new("grpc", dead).http2());
     let (pool, _rt) = pool("grpc_call", "", clusters, FailurePolicy::FailClosed);
@@ -530,10 +528,8 @@ async fn cancel_resets_the_stream_and_no_callback_follows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_to_unknown_cluster_or_dead_upstream_fails_as_envoy() {
     let (up, _) = upstream(200, "ok").await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = vessel_testkit::servers::RefusingPort::new();
+    let dead = refusing.addr();
     let (pool, _rt, _lines) = grpc_pool("grpc_stream", dead);
     let proxy = proxy(VesselLayer::new(vec![pool.clone()]), up).await;
 

@@ -12,10 +12,18 @@
 //! answers still carry it, as in Envoy; its value is masked in log lines).
 //!
 //! Clusters: a `timeout: true` cluster is a server that never answers, an
-//! `unreachable: true` cluster a port nobody listens on, a `grpc_status`
+//! `unreachable: true` cluster a port bound by a socket that never listens
+//! (connections are refused; no one can take the port), a `grpc_status`
 //! cluster an HTTP/2 gRPC server answering every unary call with its
 //! canned message or status (`servers::Behaviour::Grpc`). Files with
 //! `reset: true` clusters or `only_in_process` do not run here.
+//!
+//! The listener and the admin listener are on `port_value: 0`: each proxy
+//! binds what the system gives it and writes the admin address to the
+//! file of `--admin-address-path` (both Envoy and `vessel run` have the
+//! flag); the run waits for the admin's `/ready` and reads the listener's
+//! port from `/listeners?format=json`, so no port is picked in advance
+//! (and none can be taken by someone else before the proxy binds it).
 //!
 //! Every process is bounded in time: start-up, each request and each
 //! scenario have deadlines, and a guard kills the process (and removes its
@@ -126,6 +134,8 @@ impl Proxy<'_> {
                     .arg(config)
                     .args(["--concurrency", "1", "-l"])
                     .arg(format!("warn,vessel::guest={level}"))
+                    .arg("--admin-address-path")
+                    .arg(admin)
                     .stdout(Stdio::null());
                 match std::fs::File::create(log) {
                     Ok(f) => cmd.stderr(f),
@@ -171,10 +181,6 @@ impl Proxy<'_> {
             Proxy::VesselRun(_) => log.contains("cannot start the VM"),
             Proxy::Envoy(_) => super::envoy::refused(log),
         }
-    }
-
-    fn uses_admin(&self) -> bool {
-        matches!(self, Proxy::Envoy(_))
     }
 }
 
@@ -380,23 +386,21 @@ fn wasm_filter_yaml(f: &Filter<'_>) -> String {
     )
 }
 
+/// The name of the generated bootstrap's listener.
+const LISTENER: &str = "scenario";
+
 /// The generated Envoy bootstrap of a scenario: one listener whose
-/// `http_filters` are the chain's wasm filters, in order, then the router.
-/// `admin` adds an admin listener on an ephemeral port.
+/// `http_filters` are the chain's wasm filters, in order, then the router;
+/// it and the admin listener on `port_value: 0`.
 pub(crate) fn bootstrap(
     s: &Scenario,
     filters: &[Filter<'_>],
-    port: u16,
     upstream: SocketAddr,
     clusters: &[(String, SocketAddr)],
-    admin: bool,
 ) -> String {
-    let mut out = String::new();
-    if admin {
-        out.push_str(
-            "admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }\n",
-        );
-    }
+    let mut out = String::from(
+        "admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }\n",
+    );
     let wasm_filters: String = filters.iter().map(wasm_filter_yaml).collect();
     let limit = s
         .buffer_limit
@@ -405,8 +409,8 @@ pub(crate) fn bootstrap(
     out.push_str(&format!(
         r#"static_resources:
   listeners:
-  - name: scenario
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+  - name: {LISTENER}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
 {limit}    filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -552,6 +556,8 @@ async fn drive(
         .await
         .map_err(|e| io(format!("upstream server: {e}")))?;
     let mut clusters = Vec::new();
+    // Bound, never listening: connections to them are refused.
+    let mut refusing = Vec::new();
     for (cname, canned) in &scenario.clusters {
         let redis = canned
             .redis_address()
@@ -564,7 +570,10 @@ async fn drive(
             addr
         } else if canned.unreachable {
             // Nothing listens there: a connection failure.
-            SocketAddr::from(([127, 0, 0, 1], servers::free_port()))
+            let (socket, addr) =
+                servers::refusing_port().map_err(|e| io(format!("cluster `{cname}`: {e}")))?;
+            refusing.push(socket);
+            addr
         } else {
             let behaviour = if canned.timeout {
                 Behaviour::Hang
@@ -580,43 +589,23 @@ async fn drive(
         };
         clusters.push((cname.clone(), addr));
     }
-    // A free port can be taken by someone else before the proxy binds it:
-    // then start again on another one (a few times).
-    let mut attempt = 0;
-    let (guard, front) = loop {
-        attempt += 1;
-        let port = servers::free_port();
-        let config = bootstrap(
-            scenario,
-            filters,
-            port,
-            upstream,
-            &clusters,
-            proxy.uses_admin(),
-        );
-        let config_path = scratch("config", "yaml");
-        let log_path = scratch("proxy", "log");
-        let admin_path = scratch("admin", "txt");
-        std::fs::write(&config_path, config).map_err(|e| io(e.to_string()))?;
-        let child = proxy
-            .command(&config_path, &log_path, &admin_path, scenario)
-            .spawn()
-            .map_err(|e| io(format!("starting {proxy:?}: {e}")))?;
-        let mut guard = Guard {
-            child,
-            files: vec![config_path, log_path.clone(), admin_path.clone()],
-            log: log_path,
-        };
-        let front = SocketAddr::from(([127, 0, 0, 1], port));
-        match wait_ready(proxy, &mut guard, front, &admin_path).await {
-            Ok(Some(refused)) => return Ok(refused),
-            Ok(None) => break (guard, front),
-            Err(Error::Io { message, .. })
-                if attempt < 3
-                    && (message.contains("Address already in use")
-                        || message.contains("address in use")) => {}
-            Err(e) => return Err(e),
-        }
+    let config = bootstrap(scenario, filters, upstream, &clusters);
+    let config_path = scratch("config", "yaml");
+    let log_path = scratch("proxy", "log");
+    let admin_path = scratch("admin", "txt");
+    std::fs::write(&config_path, config).map_err(|e| io(e.to_string()))?;
+    let child = proxy
+        .command(&config_path, &log_path, &admin_path, scenario)
+        .spawn()
+        .map_err(|e| io(format!("starting {proxy:?}: {e}")))?;
+    let mut guard = Guard {
+        child,
+        files: vec![config_path, log_path.clone(), admin_path.clone()],
+        log: log_path,
+    };
+    let front = match wait_ready(proxy, &mut guard, &admin_path).await? {
+        Ready::Serving(front) => front,
+        Ready::Refused(skipped) => return Ok(skipped),
     };
     // Every request goes to the listener, whatever authority its URI names.
     let connector = tower::service_fn(move |_: http::Uri| {
@@ -663,23 +652,30 @@ async fn drive(
         out.push(obs);
     }
     drop(guard);
+    drop(refusing);
     Ok(Run::Observed(out))
 }
 
-/// Waits until the proxy serves. `Some(Skipped)` when it refused the plugin
-/// at start-up.
+/// A proxy that started, or refused the plugin.
+enum Ready {
+    /// It serves; the address its scenario listener is bound to.
+    Serving(SocketAddr),
+    /// It refused the plugin at start-up.
+    Refused(Run),
+}
+
+/// Waits until the proxy serves and returns where its listener is.
 async fn wait_ready(
     proxy: Proxy<'_>,
     guard: &mut Guard,
-    front: SocketAddr,
     admin_path: &Path,
-) -> Result<Option<Run>, Error> {
+) -> Result<Ready, Error> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(Some(_)) = guard.child.try_wait() {
             let log = guard.lines().join("\n");
             if proxy.refused(&log) {
-                return Ok(Some(Run::Skipped(
+                return Ok(Ready::Refused(Run::Skipped(
                     "the proxy refuses the plugin at start-up".into(),
                 )));
             }
@@ -697,35 +693,45 @@ async fn wait_ready(
                 ),
             });
         }
-        let ready = if proxy.uses_admin() {
-            admin_ready(admin_path).await
-        } else {
-            tokio::net::TcpStream::connect(front).await.is_ok()
-        };
-        if ready {
-            return Ok(None);
+        if let Some(front) = listener_address(admin_path).await {
+            return Ok(Ready::Serving(front));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Envoy's admin `/ready` answers 200 once the listeners serve.
-async fn admin_ready(admin_path: &Path) -> bool {
-    let Ok(addr) = std::fs::read_to_string(admin_path) else {
-        return false;
-    };
-    let Ok(addr) = addr.trim().parse::<SocketAddr>() else {
-        return false;
-    };
+/// The scenario listener's address, once the admin `/ready` answers 200
+/// (the listeners serve): read from `/listeners?format=json` on the admin
+/// address the proxy wrote to `admin_path`. `None` while not there yet.
+async fn listener_address(admin_path: &Path) -> Option<SocketAddr> {
+    let admin: SocketAddr = std::fs::read_to_string(admin_path)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let (status, _) = admin_get(admin, "/ready").await?;
+    if status != http::StatusCode::OK {
+        return None;
+    }
+    let (_, body) = admin_get(admin, "/listeners?format=json").await?;
+    crate::run::ListenersStatus::from_json(&body)
+        .ok()?
+        .address_of(LISTENER)
+}
+
+/// One bounded admin GET: its status and body.
+async fn admin_get(admin: SocketAddr, path: &str) -> Option<(http::StatusCode, Bytes)> {
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .build_http::<http_body_util::Empty<Bytes>>();
-    let Ok(uri) = format!("http://{addr}/ready").parse::<http::Uri>() else {
-        return false;
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await,
-        Ok(Ok(r)) if r.status() == http::StatusCode::OK
-    )
+    let uri = format!("http://{admin}{path}").parse::<http::Uri>().ok()?;
+    tokio::time::timeout(Duration::from_secs(2), async {
+        let resp = client.get(uri).await.ok()?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((status, body))
+    })
+    .await
+    .ok()?
 }
 
 /// Sends one scripted request and observes the response.
@@ -868,7 +874,7 @@ streams: []
         let scenario: Scenario = Scenario::from_yaml(text).expect("scenario");
         let filters = filters(&scenario, &file).expect("filters");
         let upstream = SocketAddr::from(([127, 0, 0, 1], 9001));
-        let yaml = bootstrap(&scenario, &filters, 9000, upstream, &[], false);
+        let yaml = bootstrap(&scenario, &filters, upstream, &[]);
         (dir, yaml)
     }
 
@@ -945,6 +951,29 @@ streams: []
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    /// The listener's address is read from Envoy's `ListenersStatus` JSON
+    /// as Envoy 1.40 prints it, by listener name; a port of 0 (not bound
+    /// yet) or another name is not an address.
+    #[test]
+    fn the_listener_address_comes_from_envoys_listeners_json() {
+        let json = br#"{
+ "listener_statuses": [
+  { "name": "other", "local_address": { "socket_address": { "address": "127.0.0.1", "port_value": 1 } } },
+  { "name": "scenario", "local_address": { "socket_address": { "address": "127.0.0.1", "port_value": 41023 } } }
+ ]
+}"#;
+        let status = crate::run::ListenersStatus::from_json(json).expect("parses");
+        assert_eq!(
+            status.address_of(LISTENER),
+            Some(SocketAddr::from(([127, 0, 0, 1], 41023)))
+        );
+        assert_eq!(status.address_of("missing"), None);
+        let unbound = br#"{"listener_statuses":[{"name":"scenario","local_address":{"socket_address":{"address":"127.0.0.1","port_value":0}}}]}"#;
+        let status = crate::run::ListenersStatus::from_json(unbound).expect("parses");
+        assert_eq!(status.address_of(LISTENER), None);
+        assert!(crate::run::ListenersStatus::from_json(b"not json").is_err());
     }
 
     /// One log level serves every filter of a chain on a real proxy: the

@@ -298,9 +298,12 @@ async fn record(req: Request<Incoming>, seen: &Recorded) {
     }
 }
 
-/// A loopback port that nothing listens on (the OS just handed it out).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or(0, |a| a.port())
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound, never listening, so no one else can take the port
+/// and every connection to it is refused.
+pub(crate) fn refusing_port() -> std::io::Result<(tokio::net::TcpSocket, SocketAddr)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let addr = socket.local_addr()?;
+    Ok((socket, addr))
 }

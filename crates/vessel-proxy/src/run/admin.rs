@@ -1,6 +1,12 @@
-//! The admin listener: `GET /ready`, `GET /stats` and
-//! `GET /stats/prometheus`, in Envoy's formats, and `POST /reload` (hot
-//! reload; see the parent module).
+//! The admin listener: `GET /ready`, `GET /stats`,
+//! `GET /stats/prometheus` and `GET /listeners` (`?format=json`), in
+//! Envoy's formats, and `POST /reload` (hot reload; see the parent module).
+//!
+//! `/listeners` tells each listener's bound address, the port the system
+//! chose for a `port_value: 0` listener included: `name::ip:port` lines, or
+//! with `?format=json` Envoy's `ListenersStatus`:
+//! `{"listener_statuses":[{"name":"main","local_address":{"socket_address":
+//! {"address":"127.0.0.1","port_value":41023}}}]}`.
 //!
 //! Besides the listeners' counters, `/stats` has each plugin's failure and
 //! reload counters under Envoy's plugin scope `wasm.<plugin name>.`
@@ -15,6 +21,7 @@
 //! a digit after sanitizing is left out, as Envoy does).
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -33,6 +40,59 @@ pub(crate) struct Admin {
     pub(crate) clusters: Vec<Arc<DnsStats>>,
     pub(crate) plugins: PluginStatsMap,
     pub(crate) reloads: Arc<ReloadCounters>,
+    /// Each listener's name and bound address, in config order.
+    pub(crate) bound: Vec<(String, SocketAddr)>,
+}
+
+/// The answer of the admin `GET /listeners?format=json`, in Envoy's shape
+/// (`admin.v3.ListenersStatus`): what `vessel run` serves, and what a
+/// client reads from `vessel run` or Envoy to learn the port of a
+/// `port_value: 0` listener ([`ListenersStatus::address_of`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListenersStatus {
+    /// One entry per listener, in config order.
+    pub listener_statuses: Vec<ListenerStatus>,
+}
+
+/// One listener of [`ListenersStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListenerStatus {
+    /// The listener's `name`.
+    pub name: String,
+    /// The address it is bound to.
+    pub local_address: Address,
+}
+
+/// Envoy's `core.v3.Address` (its socket form).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Address {
+    /// The IP address and port.
+    pub socket_address: SocketAddress,
+}
+
+/// Envoy's `core.v3.SocketAddress`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SocketAddress {
+    /// The IP address, as text.
+    pub address: String,
+    /// The bound port (never 0 once bound).
+    pub port_value: u16,
+}
+
+impl ListenersStatus {
+    /// Reads an admin `/listeners?format=json` answer.
+    pub fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+
+    /// The bound address of listener `name`: `None` if there is no such
+    /// listener, its address is not an IP, or its port is 0 (not bound).
+    pub fn address_of(&self, name: &str) -> Option<SocketAddr> {
+        let status = self.listener_statuses.iter().find(|l| l.name == name)?;
+        let sa = &status.local_address.socket_address;
+        let ip: std::net::IpAddr = sa.address.parse().ok()?;
+        (sa.port_value != 0).then_some(SocketAddr::new(ip, sa.port_value))
+    }
 }
 
 /// One stat for rendering: (Envoy name, value).
@@ -134,6 +194,33 @@ impl Admin {
         s
     }
 
+    /// `/listeners`: `name::address` lines, or Envoy's JSON with `json`.
+    pub(crate) fn listeners(&self, json: bool) -> String {
+        if !json {
+            return self
+                .bound
+                .iter()
+                .map(|(name, addr)| format!("{name}::{addr}\n"))
+                .collect();
+        }
+        let doc = ListenersStatus {
+            listener_statuses: self
+                .bound
+                .iter()
+                .map(|(name, addr)| ListenerStatus {
+                    name: name.clone(),
+                    local_address: Address {
+                        socket_address: SocketAddress {
+                            address: addr.ip().to_string(),
+                            port_value: addr.port(),
+                        },
+                    },
+                })
+                .collect(),
+        };
+        serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+    }
+
     /// Serves one admin request.
     pub(crate) fn handle<B>(&self, req: &Request<B>) -> Response<VesselBody> {
         const TEXT: &str = "text/plain; charset=UTF-8";
@@ -148,6 +235,10 @@ impl Admin {
                     self.prometheus(),
                     "text/plain; version=0.0.4",
                 ),
+                "/listeners" if query_has(req.uri().query(), "format", "json") => {
+                    (StatusCode::OK, self.listeners(true), "application/json")
+                }
+                "/listeners" => (StatusCode::OK, self.listeners(false), TEXT),
                 _ => (StatusCode::NOT_FOUND, "invalid path\n".to_owned(), TEXT),
             }
         };
@@ -159,6 +250,14 @@ impl Admin {
         );
         resp
     }
+}
+
+/// Whether the query string has `key=value`.
+fn query_has(query: Option<&str>, key: &str, value: &str) -> bool {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .any(|kv| kv.split_once('=') == Some((key, value)))
 }
 
 fn text_response(status: StatusCode, body: String) -> Response<VesselBody> {
@@ -231,7 +330,69 @@ mod tests {
             clusters: vec![Arc::new(DnsStats::new("named"))],
             plugins,
             reloads: Arc::default(),
+            bound: vec![
+                ("main".to_owned(), SocketAddr::from(([127, 0, 0, 1], 41023))),
+                ("second".to_owned(), "[::1]:8080".parse().expect("address")),
+            ],
         }
+    }
+
+    fn get(path: &str) -> (StatusCode, String, String) {
+        let req = Request::get(path).body(()).expect("request");
+        let resp = admin().handle(&req);
+        let content_type = resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let status = resp.status();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let body = rt
+            .block_on(http_body_util::BodyExt::collect(resp.into_body()))
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    /// `/listeners?format=json` has Envoy's shape: a `listener_statuses`
+    /// list of `name` and `local_address.socket_address.{address,
+    /// port_value}`; without the format, `name::address` lines.
+    #[test]
+    fn listeners_in_envoys_shapes() {
+        let (status, content_type, body) = get("/listeners?format=json");
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::OK, "application/json")
+        );
+        let status = ListenersStatus::from_json(body.as_bytes()).expect("ListenersStatus");
+        assert_eq!(
+            status.address_of("main"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 41023)))
+        );
+        assert_eq!(status.address_of("second"), "[::1]:8080".parse().ok());
+        assert_eq!(status.address_of("third"), None);
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let statuses = v["listener_statuses"].as_array().expect("a list");
+        assert_eq!(statuses.len(), 2, "{body}");
+        assert_eq!(statuses[0]["name"], "main");
+        let sa = &statuses[0]["local_address"]["socket_address"];
+        assert_eq!(sa["address"], "127.0.0.1");
+        assert_eq!(sa["port_value"], 41023);
+        assert_eq!(
+            statuses[1]["local_address"]["socket_address"]["address"],
+            "::1"
+        );
+        let (status, content_type, body) = get("/listeners");
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        assert_eq!(body, "main::127.0.0.1:41023\nsecond::[::1]:8080\n");
+        let (_, content_type, _) = get("/listeners?format=text&x=1");
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
     }
 
     #[test]

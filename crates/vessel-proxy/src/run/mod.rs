@@ -77,6 +77,7 @@ use vessel_hyper::{ConnectionInfo, FilterPool, PluginStats, Runtime, VesselBody,
 use crate::config::{self, Bootstrap, ClusterKind, Codec, ConfigError, WasmCode, WasmFilter};
 use access::{AccessLog, Entry, ListenerStats, LoggedBody};
 use admin::Admin;
+pub use admin::{Address, ListenerStatus, ListenersStatus, SocketAddress};
 use router::{Router, RouterBody, Upstream, Upstreams};
 
 /// How long connections in flight may take to finish after a shutdown
@@ -107,6 +108,12 @@ pub struct RunOptions {
     /// `~/.cache/vessel/modules`); `--module-cache-dir` and
     /// `--no-module-cache` change it.
     pub module_cache: CacheConfig,
+    /// Write the admin listener's bound address (`127.0.0.1:41867`, no
+    /// newline) to this file once every listener and the admin listener
+    /// are bound, as Envoy's `--admin-address-path` does. With `port_value:
+    /// 0` listeners, the admin's `/listeners?format=json` then tells their
+    /// ports. Nothing is written without an `admin` section.
+    pub admin_address_path: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -119,6 +126,7 @@ impl RunOptions {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             watch: true,
             module_cache: CacheConfig::user_default(),
+            admin_address_path: None,
         }
     }
 }
@@ -180,6 +188,14 @@ pub enum RunError {
     /// The tokio runtime or the signal handlers cannot start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// The admin address cannot be written to `--admin-address-path`.
+    #[error("cannot write the admin address to {}: {source}", path.display())]
+    AdminAddressPath {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Why a hot reload was refused. The config that was serving keeps serving.
@@ -538,6 +554,7 @@ async fn serve(
     let mut all_stats = Vec::new();
     let mut bound = Vec::new();
     let mut live_listeners = Vec::new();
+    let mut listener_addrs = Vec::new();
     for l in &boot.listeners {
         let mut filters = Vec::new();
         for (i, f) in l.wasm_filters.iter().enumerate() {
@@ -601,11 +618,9 @@ async fn serve(
             }))
         };
         let listener = bind(l.addr).await?;
-        log::info!(
-            "listener `{}` on {}",
-            l.name,
-            listener.local_addr().unwrap_or(l.addr)
-        );
+        let local = listener.local_addr().unwrap_or(l.addr);
+        log::info!("listener `{}` on {local}", l.name);
+        listener_addrs.push((l.name.clone(), local));
         bound.push((listener, l.codec, make));
     }
     for (listener, codec, make) in bound {
@@ -637,6 +652,14 @@ async fn serve(
         }
     }
 
+    if admin_addr.is_none()
+        && let Some(path) = &options.admin_address_path
+    {
+        log::warn!(
+            "--admin-address-path {}: the config has no admin section, so nothing is written",
+            path.display()
+        );
+    }
     if let Some(addr) = admin_addr {
         let admin = Arc::new(Admin {
             metrics: env.metrics().clone(),
@@ -644,9 +667,14 @@ async fn serve(
             clusters: dns_stats,
             plugins: host.stats.clone(),
             reloads: counters,
+            bound: listener_addrs,
         });
         let listener = bind(addr).await?;
-        log::info!("admin on {}", listener.local_addr().unwrap_or(addr));
+        let local = listener.local_addr().unwrap_or(addr);
+        log::info!("admin on {local}");
+        if let Some(path) = &options.admin_address_path {
+            write_admin_address(path, local)?;
+        }
         let make = move |_info: ConnectionInfo| -> ConnService {
             let admin = admin.clone();
             let reloader = reloader.clone();
@@ -763,6 +791,21 @@ fn touches(event: &notify::Event, files: &[(PathBuf, std::ffi::OsString)]) -> bo
             p.file_name() == Some(name.as_os_str()) && p.parent() == Some(dir.as_path())
         })
     })
+}
+
+/// Writes the admin listener's address to `path` (as Envoy's
+/// `--admin-address-path`: `ip:port`, no newline), through a temporary file
+/// renamed over it, so a reader never sees half of it.
+fn write_admin_address(path: &Path, addr: SocketAddr) -> Result<(), RunError> {
+    let err = |source| RunError::AdminAddressPath {
+        path: path.to_owned(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, addr.to_string()).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {

@@ -17,48 +17,40 @@ use std::time::Duration;
 use crate::support::*;
 
 struct Setup {
-    vessel: Vessel,
+    vessel: VesselProcess,
     main: SocketAddr,
     admin: SocketAddr,
-    port: u16,
-    admin_port: u16,
     up: SocketAddr,
 }
 
 impl Setup {
-    async fn start(name: &str, module: &std::path::Path, plugin: &str, workers: usize) -> Self {
+    async fn start(name: &str, plugin: WasmFilter, workers: usize) -> Self {
         let up = upstream().await;
-        let (port, admin_port) = (free_port(), free_port());
-        let mut vessel =
-            Vessel::start(name, &config(port, admin_port, up, module, plugin), workers);
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        vessel.wait_ready(admin).await;
+        let vessel = start_vessel(name, &config(up, plugin), workers).await;
         Self {
+            main: vessel.listener("main"),
+            admin: vessel.admin(),
             vessel,
-            main: format!("127.0.0.1:{port}").parse().unwrap(),
-            admin,
-            port,
-            admin_port,
             up,
         }
     }
 
-    fn config(&self, module: &std::path::Path, plugin: &str) -> String {
-        config(self.port, self.admin_port, self.up, module, plugin)
+    fn config(&self, plugin: WasmFilter) -> String {
+        config(self.up, plugin).to_yaml()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_reload_swaps_the_filter_or_refuses_and_keeps_serving() {
     let module = guest("misbehave");
-    let s = Setup::start("post", &module, &plugin("v1", ""), 1).await;
+    let s = Setup::start("post", plugin(&module, "v1"), 1).await;
     let c = client();
     assert_eq!(
         send(&c, s.main, "/", &[]).await.header("x-plugin-config"),
         Some("v1")
     );
 
-    s.vessel.write_config(&s.config(&module, &plugin("v2", "")));
+    s.vessel.write_config(&s.config(plugin(&module, "v2")));
     let (status, body) = post_reload(s.admin).await;
     assert_eq!(status, 200, "{body}\n{}", s.vessel.stderr());
     assert!(body.starts_with("reloaded "), "{body}");
@@ -69,7 +61,7 @@ async fn post_reload_swaps_the_filter_or_refuses_and_keeps_serving() {
 
     // on_configure refuses the new plugin configuration.
     s.vessel
-        .write_config(&s.config(&module, &plugin("fail-configure", "")));
+        .write_config(&s.config(plugin(&module, "fail-configure")));
     let (status, body) = post_reload(s.admin).await;
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("proxy_on_configure returned false"), "{body}");
@@ -88,8 +80,8 @@ async fn post_reload_swaps_the_filter_or_refuses_and_keeps_serving() {
     );
 
     // A new listener address needs a restart.
-    let moved = config(free_port(), s.admin_port, s.up, &module, &plugin("v3", ""));
-    s.vessel.write_config(&moved);
+    let moved = config_at("127.0.0.2:0".parse().unwrap(), s.up, plugin(&module, "v3"));
+    s.vessel.write_config(&moved.to_yaml());
     let (status, body) = post_reload(s.admin).await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("restart"), "{body}");
@@ -114,7 +106,7 @@ async fn a_changed_module_file_is_reloaded_without_a_request() {
     let s0 = tempdir("watch");
     let module = s0.join("filter.wasm");
     replace_file(&module, &std::fs::read(guest("misbehave")).unwrap());
-    let s = Setup::start("watch", &module, &plugin("v1", ""), 1).await;
+    let s = Setup::start("watch", plugin(&module, "v1"), 1).await;
     let c = client();
     assert_eq!(
         send(&c, s.main, "/hello", &[])
@@ -134,7 +126,7 @@ async fn a_changed_module_file_is_reloaded_without_a_request() {
 
     // And the config file: a new plugin configuration.
     replace_file(&module, &std::fs::read(guest("misbehave")).unwrap());
-    s.vessel.write_config(&s.config(&module, &plugin("v2", "")));
+    s.vessel.write_config(&s.config(plugin(&module, "v2")));
     eventually("the new config serves", || {
         let c = c2.clone();
         async move { send(&c, main, "/", &[]).await.header("x-plugin-config") == Some("v2") }
@@ -153,8 +145,12 @@ fn tempdir(name: &str) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_reload_replaces_the_vm_and_counts_it_in_stats() {
     let module = guest("misbehave");
-    let extra = "failure_policy: FAIL_RELOAD\nreload_config: { backoff: { base_interval: 0.001s, max_interval: 0.002s } }";
-    let s = Setup::start("fail-reload", &module, &plugin("v1", extra), 1).await;
+    let fail_reload = |configuration| {
+        plugin(&module, configuration)
+            .failure_policy("FAIL_RELOAD")
+            .reload_backoff("0.001s", Some("0.002s"))
+    };
+    let s = Setup::start("fail-reload", fail_reload("v1"), 1).await;
     let c = client();
     assert_eq!(
         send(&c, s.main, "/", &[]).await.header("x-vm-requests"),
@@ -189,8 +185,7 @@ async fn fail_reload_replaces_the_vm_and_counts_it_in_stats() {
         "the failure is logged with its callback and cause:\n{stderr}"
     );
     // The counters survive a hot reload of the plugin.
-    s.vessel
-        .write_config(&s.config(&module, &plugin("v2", extra)));
+    s.vessel.write_config(&s.config(fail_reload("v2")));
     assert_eq!(post_reload(s.admin).await.0, 200);
     assert_eq!(stat(s.admin, "wasm.misbehave.vm_failures").await, Some(1));
     let (_, prom) = admin_request(s.admin, "GET", "/stats/prometheus")
@@ -209,7 +204,7 @@ async fn fail_reload_replaces_the_vm_and_counts_it_in_stats() {
 #[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
 async fn fifty_reloads_under_load_lose_no_request() {
     let module = guest("misbehave");
-    let s = Setup::start("fifty", &module, &plugin("gen-0", ""), 2).await;
+    let s = Setup::start("fifty", plugin(&module, "gen-0"), 2).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut load = Vec::new();
@@ -232,7 +227,7 @@ async fn fifty_reloads_under_load_lose_no_request() {
     }
     let reload = |g: u32| {
         s.vessel
-            .write_config(&s.config(&module, &plugin(&format!("gen-{g}"), "")));
+            .write_config(&s.config(plugin(&module, &format!("gen-{g}"))));
         post_reload(s.admin)
     };
     for g in 1..=50 {

@@ -7,173 +7,60 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
+use vessel_testkit::bootstrap::{Bootstrap, Cluster, ClusterType, Listener, Route, WasmFilter};
+use vessel_testkit::servers::{self, Recorder, RefusingPort};
+use vessel_testkit::{VesselProcess, WAIT};
 
 /// The reload/load tests' helpers, for the limits and capabilities tests.
 use crate::support;
 
-/// Every wait in these tests is bounded by this.
-const WAIT: Duration = Duration::from_secs(60);
-
 fn guest(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../spec-tests/guests/target/wasm32-wasip1/release")
-        .join(format!("guest_{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing; run `cargo xtask guests`",
-        p.display()
-    );
-    p
+    support::guest(name)
 }
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Starts `vessel run --concurrency 2 --access-log -l info` on `config` in
+/// a directory of its own (not waiting for it to serve).
+fn start(name: &str, config: &str) -> VesselProcess {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vessel-run-{name}"));
+    VesselProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_vessel")),
+        &dir,
+        config,
+        &["--concurrency", "2", "--access-log", "-l", "info"],
+    )
 }
 
-/// The `vessel` child process; killed when dropped.
-struct Vessel {
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Vessel {
-    fn start(name: &str, config: &str) -> Self {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vessel-run");
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join(format!("{name}.yaml"));
-        std::fs::write(&cfg, config).unwrap();
-        let stderr = dir.join(format!("{name}.stderr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_vessel"))
-            .args([
-                "run",
-                "--concurrency",
-                "2",
-                "--access-log",
-                "-l",
-                "info",
-                "-c",
-            ])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Waits (bounded) for the process to exit.
-    async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
-    }
-
-    /// Waits (bounded) until `/ready` on `admin` answers 200.
-    async fn wait_ready(&mut self, admin: SocketAddr) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("vessel exited early ({status}):\n{}", self.stderr());
-            }
-            if let Ok(Ok((200, _, _))) =
-                tokio::time::timeout(Duration::from_secs(2), try_get(admin, "/ready", &[])).await
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "vessel not ready:\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM failed");
-    }
-}
-
-impl Drop for Vessel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What the upstream saw: (path, headers).
-type Seen = Arc<Mutex<Vec<(String, http::HeaderMap)>>>;
-
-/// A loopback upstream answering 200 `upstream\n`; paths starting with
-/// `/slow` wait one second first.
-async fn upstream() -> (SocketAddr, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
+/// A loopback upstream answering 200 `upstream\n` with `x-upstream: 1`,
+/// recording each request; paths starting with `/slow` wait one second
+/// first.
+async fn upstream() -> (SocketAddr, Recorder) {
+    let seen = Recorder::default();
     let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let log = log.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let path = req.uri().path().to_owned();
-                        log.lock()
-                            .unwrap()
-                            .push((path.clone(), req.headers().clone()));
-                        let _ = req.into_body().collect().await;
-                        if path.starts_with("/slow") {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                        let mut resp = Response::new(Full::new(Bytes::from_static(b"upstream\n")));
-                        resp.headers_mut()
-                            .insert("x-upstream", "1".parse().unwrap());
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+    let addr = servers::serve_fn(move |req: Request<Incoming>| {
+        let log = log.clone();
+        async move {
+            let slow = req.uri().path().starts_with("/slow");
+            servers::record(req, &log).await;
+            if slow {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let mut resp = servers::reply(200, "upstream\n");
+            resp.headers_mut()
+                .insert("x-upstream", "1".parse().unwrap());
+            resp
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 
@@ -217,33 +104,39 @@ async fn get(addr: SocketAddr, path: &str, http2: bool) -> (u16, http::HeaderMap
         .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
-fn hcm(stat_prefix: &str, routes: &str, filter: &Path) -> String {
-    format!(
-        r#"
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {stat_prefix}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{routes}
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: {stat_prefix}
-                vm_config:
-                  code: {{ local: {{ filename: "{}" }} }}
-          - name: envoy.filters.http.router
-"#,
-        filter.display()
-    )
+/// A listener whose connection manager runs `filter` as the wasm filter
+/// named after `stat_prefix`.
+fn hcm(name: &str, stat_prefix: &str, filter: &Path) -> Listener {
+    Listener::new(name)
+        .stat_prefix(stat_prefix)
+        .filter(WasmFilter::new(stat_prefix, filter))
+}
+
+/// Two listeners (`main` through guest_hello, `metrics` through
+/// guest_metrics), the clusters `backend` (`upstream`), `dead` (refuses
+/// connections) and `empty` (no endpoints), and the admin.
+fn config(upstream: SocketAddr, dead: &RefusingPort) -> String {
+    Bootstrap::new()
+        .listener(
+            hcm("main", "ingress", &guest("hello"))
+                .route(Route::path("/direct").direct(201, Some("direct\n")))
+                .route(
+                    Route::prefix("/timeout/")
+                        .to("backend")
+                        .prefix_rewrite("/slow/")
+                        .timeout("0.2s"),
+                )
+                .route(Route::prefix("/dead/").to("dead"))
+                .route(Route::prefix("/empty/").to("empty"))
+                .route(Route::prefix("/api/").to("backend").prefix_rewrite("/")),
+        )
+        .listener(
+            hcm("metrics", "metered", &guest("metrics")).route(Route::prefix("/").to("backend")),
+        )
+        .cluster(Cluster::new("backend").endpoint(upstream))
+        .cluster(Cluster::new("dead").endpoint(dead.addr()))
+        .cluster(Cluster::new("empty"))
+        .to_yaml()
 }
 
 struct Ports {
@@ -252,73 +145,17 @@ struct Ports {
     admin: SocketAddr,
 }
 
-fn config(ports: &Ports, upstream: SocketAddr) -> String {
-    let dead = free_port();
-    let main_routes = r#"              - match: { path: "/direct" }
-                direct_response: { status: 201, body: { inline_string: "direct\n" } }
-              - match: { prefix: "/timeout/" }
-                route: { cluster: backend, prefix_rewrite: "/slow/", timeout: 0.2s }
-              - match: { prefix: "/dead/" }
-                route: { cluster: dead }
-              - match: { prefix: "/empty/" }
-                route: { cluster: empty }
-              - match: { prefix: "/api/" }
-                route: { cluster: backend, prefix_rewrite: "/" }"#;
-    let metrics_routes = r#"              - match: { prefix: "/" }
-                route: { cluster: backend }"#;
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
-{}
-  - name: metrics
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
-{}
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
-  - name: dead
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: dead
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {dead} }} }} }}
-  - name: empty
-    connect_timeout: 1s
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
-"#,
-        ports.main.port(),
-        hcm("ingress", main_routes, &guest("hello")),
-        ports.metrics.port(),
-        hcm("metered", metrics_routes, &guest("metrics")),
-        upstream.port(),
-        ports.admin.port(),
-    )
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_routes_filters_admin_and_drains_on_sigterm() {
     let (up, seen) = upstream().await;
+    let dead = RefusingPort::new();
+    let mut vessel = start("main", &config(up, &dead));
+    vessel.wait_ready().await;
     let ports = Ports {
-        main: loopback(free_port()),
-        metrics: loopback(free_port()),
-        admin: loopback(free_port()),
+        main: vessel.listener("main"),
+        metrics: vessel.listener("metrics"),
+        admin: vessel.admin(),
     };
-    let mut vessel = Vessel::start("main", &config(&ports, up));
-    vessel.wait_ready(ports.admin).await;
 
     // (a) routed to the cluster through the hello filter, prefix rewritten.
     let (status, headers, body) = get(ports.main, "/api/items?x=1", false).await;
@@ -332,7 +169,8 @@ async fn serves_routes_filters_admin_and_drains_on_sigterm() {
     assert!(ms.to_str().unwrap().parse::<u64>().is_ok(), "{ms:?}");
     {
         let seen = seen.lock().unwrap();
-        let (path, h) = seen.last().expect("the upstream saw the request");
+        let last = seen.last().expect("the upstream saw the request");
+        let (path, h) = (&last.path, &last.headers);
         assert_eq!(path, "/items");
         assert_eq!(h.get("x-hello").expect("x-hello"), "seen");
         // Envoy's connection manager: added before the filters.
@@ -378,7 +216,7 @@ async fn serves_routes_filters_admin_and_drains_on_sigterm() {
             .unwrap()
             .last()
             .unwrap()
-            .1
+            .headers
             .get("x-hello")
             .unwrap(),
         "seen"
@@ -423,7 +261,7 @@ async fn serves_routes_filters_admin_and_drains_on_sigterm() {
     // process exits 0.
     let slow = tokio::spawn(request(ports.main, "/api/slow/drain", &[], false));
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !seen.lock().unwrap().iter().any(|(p, _)| p == "/slow/drain") {
+    while !seen.lock().unwrap().iter().any(|s| s.path == "/slow/drain") {
         assert!(tokio::time::Instant::now() < deadline, "slow request lost");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -447,13 +285,12 @@ async fn serves_routes_filters_admin_and_drains_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_field_fails_naming_its_path() {
-    let port = free_port();
     let cfg = format!(
         r#"
 static_resources:
   listeners:
   - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -479,7 +316,7 @@ static_resources:
 "#,
         guest("hello").display()
     );
-    let mut vessel = Vessel::start("unsupported", &cfg);
+    let mut vessel = start("unsupported", &cfg);
     let exit = vessel
         .wait_exit(WAIT)
         .await
@@ -494,21 +331,13 @@ static_resources:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_wasm_file_fails_at_start() {
-    let port = free_port();
-    let cfg = format!(
-        r#"
-static_resources:
-  listeners:
-  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-{}"#,
-        hcm(
-            "ingress",
-            r#"              - match: { prefix: "/" }
-                direct_response: { status: 200 }"#,
-            Path::new("/nonexistent/filter.wasm")
+    let cfg = Bootstrap::new()
+        .listener(
+            hcm("main", "ingress", Path::new("/nonexistent/filter.wasm"))
+                .route(Route::prefix("/").direct(200, None)),
         )
-    );
-    let mut vessel = Vessel::start("missing", &cfg);
+        .to_yaml();
+    let mut vessel = start("missing", &cfg);
     let exit = vessel
         .wait_exit(WAIT)
         .await
@@ -519,37 +348,6 @@ static_resources:
         stderr.contains("/nonexistent/filter.wasm"),
         "stderr does not name the file:\n{stderr}"
     );
-}
-
-/// Serves `svc` (HTTP/1.1 and h2c) on `listener` until the test ends.
-fn serve<F, Fut>(listener: TcpListener, svc: F)
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<
-            Output = Result<
-                Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>,
-                Infallible,
-            >,
-        > + Send
-        + 'static,
-{
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let svc = svc.clone();
-            tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service_fn(svc))
-                    .await;
-            });
-        }
-    });
-}
-
-fn full_body(b: &'static [u8]) -> http_body_util::combinators::BoxBody<Bytes, Infallible> {
-    Full::new(Bytes::from_static(b)).boxed()
 }
 
 /// A listener on `localhost:port` for every address `localhost` resolves to
@@ -573,51 +371,26 @@ async fn bind_localhost() -> (u16, Vec<TcpListener>, Vec<SocketAddr>) {
     (port, listeners, bound)
 }
 
-fn phase_properties_config(
-    main: SocketAddr,
-    admin: SocketAddr,
-    clusters: &str,
-    routes: &str,
-) -> String {
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{routes}
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: props
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: "upstream.address,upstream.port:int,upstream.local_address,xds.cluster_name"
-                vm_config:
-                  code: {{ local: {{ filename: "{}" }} }}
-          - name: envoy.filters.http.router
-  clusters:
-{clusters}
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
-"#,
-        main.port(),
-        guest("phase_properties").display(),
-        admin.port(),
-    )
+/// One listener `main` running guest_phase_properties (which reports
+/// upstream properties) with `route`, the cluster `backend`, and the admin.
+fn phase_properties_config(backend: Cluster, route: Route) -> String {
+    Bootstrap::new()
+        .listener(Listener::new("main").route(route).filter(
+            WasmFilter::new("props", guest("phase_properties")).configuration(
+                "upstream.address,upstream.port:int,upstream.local_address,xds.cluster_name",
+            ),
+        ))
+        .cluster(backend)
+        .to_yaml()
+}
+
+/// Starts `vessel run` on `config`; returns it and its `main` and admin
+/// addresses once it serves.
+async fn start_ready(name: &str, config: &str) -> (VesselProcess, SocketAddr, SocketAddr) {
+    let mut vessel = start(name, config);
+    vessel.wait_ready().await;
+    let (main, admin) = (vessel.listener("main"), vessel.admin());
+    (vessel, main, admin)
 }
 
 /// The value of stat `name` on the admin `/stats`.
@@ -631,28 +404,17 @@ async fn stat(admin: SocketAddr, name: &str) -> Option<u64> {
 async fn strict_dns_localhost_is_resolved_again_and_upstream_properties_reach_the_filter() {
     let (port, listeners, bound) = bind_localhost().await;
     for l in listeners {
-        serve(l, |_req| async { Ok(Response::new(full_body(b"dns\n"))) });
+        servers::serve(l, |_req| async { servers::reply(200, "dns\n") });
     }
-    let main = loopback(free_port());
-    let admin = loopback(free_port());
-    let clusters = format!(
-        r#"  - name: backend
-    type: STRICT_DNS
-    dns_refresh_rate: 0.05s
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: localhost, port_value: {port} }} }} }}"#
-    );
-    let routes = r#"              - match: { prefix: "/" }
-                route: { cluster: backend }"#;
-    let mut vessel = Vessel::start(
+    let backend = Cluster::new("backend")
+        .kind(ClusterType::StrictDns)
+        .dns_refresh_rate("0.05s")
+        .host("localhost", port);
+    let (_vessel, main, admin) = start_ready(
         "dns-props",
-        &phase_properties_config(main, admin, &clusters, routes),
-    );
-    vessel.wait_ready(admin).await;
+        &phase_properties_config(backend, Route::prefix("/").to("backend")),
+    )
+    .await;
 
     let (status, h, body) = get(main, "/x", false).await;
     assert_eq!((status, body.as_str()), (200, "dns\n"));
@@ -722,9 +484,7 @@ impl http_body::Body for Trickle {
 async fn route_timeout_covers_the_whole_response_from_the_end_of_the_request() {
     // `/slow-body`: the head at once, then `part1`, then (after 1 s) the rest.
     // Anything else: reads the whole request, answers `got <n> bytes`.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = listener.local_addr().unwrap();
-    serve(listener, |req: Request<Incoming>| async move {
+    let up = servers::serve_fn(|req: Request<Incoming>| async move {
         if req.uri().path() == "/slow-body" {
             let (tx, rx) = tokio::sync::mpsc::channel(2);
             tokio::spawn(async move {
@@ -732,7 +492,7 @@ async fn route_timeout_covers_the_whole_response_from_the_end_of_the_request() {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let _ = tx.send(Bytes::from_static(b"part2\n")).await;
             });
-            return Ok(Response::new(Trickle { rx }.boxed()));
+            return Response::new(Trickle { rx }.boxed());
         }
         let n = req
             .into_body()
@@ -741,27 +501,17 @@ async fn route_timeout_covers_the_whole_response_from_the_end_of_the_request() {
             .map(|b| b.to_bytes().len())
             .unwrap_or(0);
         let body: Bytes = format!("got {n} bytes\n").into();
-        Ok(Response::new(Full::new(body).boxed()))
-    });
-    let main = loopback(free_port());
-    let admin = loopback(free_port());
-    let clusters = format!(
-        r#"  - name: backend
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}"#,
-        up.port()
-    );
-    let routes = r#"              - match: { prefix: "/" }
-                route: { cluster: backend, timeout: 0.3s }"#;
-    let mut vessel = Vessel::start(
+        Response::new(Full::new(body).boxed())
+    })
+    .await;
+    let (_vessel, main, _admin) = start_ready(
         "route-timeout",
-        &phase_properties_config(main, admin, &clusters, routes),
-    );
-    vessel.wait_ready(admin).await;
+        &phase_properties_config(
+            Cluster::new("backend").endpoint(up),
+            Route::prefix("/").to("backend").timeout("0.3s"),
+        ),
+    )
+    .await;
 
     // The head arrived in time, the body did not: the stream is reset.
     let outcome = tokio::time::timeout(WAIT, request(main, "/slow-body", &[], false))
@@ -800,7 +550,7 @@ async fn route_timeout_covers_the_whole_response_from_the_end_of_the_request() {
 
 /// Every host import vessel links (`env.proxy_*`, WASI) and the callbacks
 /// `guest_misbehave` exports, except `proxy_on_request_headers`.
-fn all_but_request_headers() -> String {
+fn all_but_request_headers() -> Vec<String> {
     let mut names: Vec<String> = vessel_host::hostcalls::import_table()
         .iter()
         .map(|s| s.name.to_owned())
@@ -823,11 +573,7 @@ fn all_but_request_headers() -> String {
     );
     names.sort();
     names.dedup();
-    let map: Vec<String> = names.iter().map(|n| format!("{n}: {{}}")).collect();
-    format!(
-        "capability_restriction_config: {{ allowed_capabilities: {{ {} }} }}",
-        map.join(", ")
-    )
+    names
 }
 
 /// `capability_restriction_config` takes effect in `vessel run`: without
@@ -838,21 +584,17 @@ fn all_but_request_headers() -> String {
 async fn denied_capability_takes_effect_in_vessel_run() {
     let up = support::upstream().await;
     for (name, restriction, trap_status) in [
-        ("caps-all", String::new(), 503),
-        ("caps-denied", all_but_request_headers(), 200),
+        ("caps-all", None, 503),
+        ("caps-denied", Some(all_but_request_headers()), 200),
     ] {
-        let (port, admin_port) = (support::free_port(), support::free_port());
-        let cfg = support::config(
-            port,
-            admin_port,
-            up,
-            &guest("misbehave"),
-            &support::plugin("caps", &restriction),
-        );
-        let mut vessel = support::Vessel::start(name, &cfg, 1);
-        vessel.wait_ready(loopback(admin_port)).await;
+        let mut filter = support::plugin(&guest("misbehave"), "caps");
+        if let Some(allowed) = restriction {
+            filter = filter.allowed_capabilities(allowed);
+        }
+        let vessel = support::start_vessel(name, &support::config(up, filter), 1).await;
+        let port = vessel.listener("main");
         let c = support::client();
-        let a = support::send(&c, loopback(port), "/", &[("x-misbehave", "trap")]).await;
+        let a = support::send(&c, port, "/", &[("x-misbehave", "trap")]).await;
         assert_eq!(a.status, trap_status, "{name}:\n{}", vessel.stderr());
         if trap_status == 200 {
             assert_eq!(
@@ -860,7 +602,7 @@ async fn denied_capability_takes_effect_in_vessel_run() {
                 Some("0"),
                 "on_request_headers never ran"
             );
-            let again = support::send(&c, loopback(port), "/", &[]).await;
+            let again = support::send(&c, port, "/", &[]).await;
             assert_eq!(again.status, 200);
             assert_eq!(again.header("x-vm-requests"), Some("0"));
         }
@@ -874,18 +616,11 @@ async fn denied_capability_takes_effect_in_vessel_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_cap_from_vessel_limits_takes_effect_in_vessel_run() {
     let up = support::upstream().await;
-    let (port, admin_port) = (support::free_port(), support::free_port());
-    let cfg = support::config_vm(
-        port,
-        admin_port,
-        up,
-        &guest("misbehave"),
-        "vessel_limits: { memory_bytes: 67108864 }",
-        &support::plugin("capped", ""),
-    );
-    let mut vessel = support::Vessel::start("memory-cap", &cfg, 1);
-    vessel.wait_ready(loopback(admin_port)).await;
-    // `--module-cache-dir` (given by `Vessel::start`) took effect too: the
+    let filter =
+        support::plugin(&guest("misbehave"), "capped").vessel_limit("memory_bytes", 67_108_864);
+    let vessel = support::start_vessel("memory-cap", &support::config(up, filter), 1).await;
+    let (port, admin) = (vessel.listener("main"), vessel.admin());
+    // `--module-cache-dir` (given by `support::start_vessel`) took effect too: the
     // compiled module is in that directory.
     let cached = std::fs::read_dir(vessel.dir.join("module-cache"))
         .unwrap()
@@ -896,11 +631,8 @@ async fn memory_cap_from_vessel_limits_takes_effect_in_vessel_run() {
         .count();
     assert_eq!(cached, 1, "one module cache entry");
     let c = support::client();
-    assert_eq!(
-        support::send(&c, loopback(port), "/", &[]).await.status,
-        200
-    );
-    let a = support::send(&c, loopback(port), "/", &[("x-misbehave", "grow")]).await;
+    assert_eq!(support::send(&c, port, "/", &[]).await.status, 200);
+    let a = support::send(&c, port, "/", &[("x-misbehave", "grow")]).await;
     assert_eq!(a.status, 503, "{}", vessel.stderr());
     support::eventually("the failure is logged", || {
         let log = vessel.stderr();
@@ -908,7 +640,166 @@ async fn memory_cap_from_vessel_limits_takes_effect_in_vessel_run() {
     })
     .await;
     assert_eq!(
-        support::stat(loopback(admin_port), "wasm.misbehave.vm_failures").await,
+        support::stat(admin, "wasm.misbehave.vm_failures").await,
         Some(1)
     );
+}
+
+/// The bootstrap of the port-0 tests: listeners `main` (guest_hello, a
+/// direct 201 on `/direct`) and `second` (a direct 202), both and the admin
+/// on port 0.
+fn port_zero_config() -> Bootstrap {
+    Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .route(Route::path("/direct").direct(201, Some("main\n")))
+                .filter(
+                    WasmFilter::new("hello", guest("hello"))
+                        .configuration("from the builder")
+                        .failure_policy("FAIL_CLOSED"),
+                ),
+        )
+        .listener(Listener::new("second").route(Route::prefix("/").direct(202, Some("second\n"))))
+}
+
+/// Checks what a proxy on [`port_zero_config`] reports: the admin address
+/// it wrote to `file` (`ip:port`, no newline), `/listeners` in both
+/// formats, and that each reported listener serves its routes.
+async fn check_reported_listeners(proxy: &str, file: &Path) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(!text.ends_with('\n'), "{proxy}: {text:?}");
+    let admin: SocketAddr = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{proxy}: {text:?}: {e}"));
+    assert_ne!(admin.port(), 0, "{proxy}");
+    let (status, headers, json) = get(admin, "/listeners?format=json", false).await;
+    assert_eq!(status, 200, "{proxy}: {json}");
+    assert_eq!(headers["content-type"], "application/json", "{proxy}");
+    let listeners = vessel_proxy::run::ListenersStatus::from_json(json.as_bytes())
+        .unwrap_or_else(|e| panic!("{proxy}: {e}: {json}"));
+    let names: Vec<&str> = listeners
+        .listener_statuses
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(names, ["main", "second"], "{proxy}: {json}");
+    let main = listeners.address_of("main").expect("main is bound");
+    let second = listeners.address_of("second").expect("second is bound");
+    assert_eq!(main.ip().to_string(), "127.0.0.1", "{proxy}");
+    assert!(
+        ![0, admin.port()].contains(&main.port()) && main.port() != second.port(),
+        "{proxy}: {json}"
+    );
+    let (status, _, text) = get(admin, "/listeners", false).await;
+    assert_eq!(status, 200, "{proxy}");
+    assert_eq!(
+        text.trim_end(),
+        format!("main::{main}\nsecond::{second}"),
+        "{proxy}"
+    );
+    let (status, headers, body) = get(main, "/hello", false).await;
+    assert_eq!((status, body.as_str()), (200, "Hello, World!\n"), "{proxy}");
+    assert_eq!(headers["hello"], "World", "{proxy}");
+    let (status, _, body) = get(main, "/direct", false).await;
+    assert_eq!((status, body.as_str()), (201, "main\n"), "{proxy}");
+    let (status, _, body) = get(second, "/x", false).await;
+    assert_eq!((status, body.as_str()), (202, "second\n"), "{proxy}");
+}
+
+/// `port_value: 0` listeners and admin: `vessel run` binds what the system
+/// gives, writes the admin address to `--admin-address-path` and reports
+/// the listeners on `/listeners` (`?format=json`: Envoy's shape), as Envoy
+/// does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_zero_listeners_are_reported_on_the_admin() {
+    let mut vessel = start("port-zero", &port_zero_config().to_yaml());
+    vessel.wait_ready().await;
+    check_reported_listeners("vessel run", &vessel.dir.join("admin-address")).await;
+    assert_ne!(vessel.listener("main"), vessel.listener("second"));
+}
+
+/// The same bootstrap (from the typed builder, wasm filter included) on
+/// real Envoy: Envoy accepts it and answers the same queries the same way.
+/// Envoy comes from `VESSEL_ENVOY` (`cargo xtask test` sets it); without
+/// it the test prints a skip, and fails under `CI=true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stderr)]
+async fn port_zero_listeners_are_reported_by_envoy_alike() {
+    let Some(envoy) = std::env::var_os("VESSEL_ENVOY").map(PathBuf::from) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true needs VESSEL_ENVOY"
+        );
+        eprintln!("SKIPPED: VESSEL_ENVOY is not set (cargo xtask test sets it)");
+        return;
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("envoy-port-zero");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("envoy.yaml"), port_zero_config().to_yaml()).unwrap();
+    let file = dir.join("admin-address");
+    let log = dir.join("envoy.log");
+    let child = std::process::Command::new(&envoy)
+        .arg("-c")
+        .arg(dir.join("envoy.yaml"))
+        .arg("--admin-address-path")
+        .arg(&file)
+        .args(["--concurrency", "1", "-l", "warning", "--base-id"])
+        .arg((std::process::id() % 100_000 * 1000 + 999).to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(child);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    vessel_testkit::eventually_async("Envoy is ready", || {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("envoy exited ({status}):\n{}", log_text());
+        }
+        let file = file.clone();
+        async move {
+            let Some(admin) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| t.parse::<SocketAddr>().ok())
+            else {
+                return false;
+            };
+            matches!(try_get(admin, "/ready", &[]).await, Ok((200, _, _)))
+        }
+    })
+    .await;
+    check_reported_listeners("envoy", &file).await;
+}
+
+/// Without an `admin` section, `--admin-address-path` writes nothing (as
+/// Envoy) and says so; the listeners still serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_address_path_without_admin_writes_nothing_and_warns() {
+    let cfg = Bootstrap::new()
+        .without_admin()
+        .listener(Listener::new("main").route(Route::prefix("/").direct(200, Some("up\n"))))
+        .to_yaml();
+    let vessel = start("no-admin", &cfg);
+    let stderr = || vessel.stderr();
+    vessel_testkit::eventually("the warning is logged", || {
+        stderr().contains("the config has no admin section, so nothing is written")
+    })
+    .await;
+    // The warning comes after the listeners are bound, where the address
+    // would have been written.
+    let listening = stderr()
+        .lines()
+        .find_map(|l| l.split("listener `main` on ").nth(1).map(str::to_owned))
+        .expect("the listener's address is logged");
+    let main: SocketAddr = listening.trim().parse().unwrap();
+    let (status, _, body) = get(main, "/", false).await;
+    assert_eq!((status, body.as_str()), (200, "up\n"));
+    assert!(!vessel.dir.join("admin-address").exists());
 }

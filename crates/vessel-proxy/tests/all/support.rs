@@ -1,6 +1,7 @@
-//! Helpers for the `vessel run` reload and load tests: the real binary on a
-//! config file in a temp directory, a loopback upstream that keeps nothing,
-//! keep-alive clients with TCP_NODELAY, and the child's RSS.
+//! Helpers for the `vessel run` tests: the real binary on a typed
+//! bootstrap (vessel-testkit) in a temp directory, its listeners on port 0,
+//! a loopback upstream that keeps nothing, and keep-alive clients with
+//! TCP_NODELAY.
 
 #![allow(
     dead_code,
@@ -10,20 +11,16 @@
     unreachable_pub
 )]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-
-/// Every wait in these tests is bounded by this.
-pub const WAIT: Duration = Duration::from_secs(60);
+use hyper_util::rt::TokioExecutor;
+pub use vessel_testkit::bootstrap::{Bootstrap, Cluster, Limit, Listener, Route, WasmFilter};
+pub use vessel_testkit::{VesselProcess, WAIT, eventually_async as eventually, replace_file};
 
 pub fn guest(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,135 +34,34 @@ pub fn guest(name: &str) -> PathBuf {
     p.canonicalize().unwrap()
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `vessel run` child on `dir/envoy.yaml`; killed when dropped.
-pub struct Vessel {
-    pub child: Child,
-    pub dir: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Vessel {
-    /// Writes `config` to a fresh directory and starts `vessel run` on it
-    /// with `--concurrency <workers>` and a module cache in that directory.
-    pub fn start(name: &str, config: &str, workers: usize) -> Self {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vessel-reload-{name}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let dir = dir.canonicalize().unwrap();
-        std::fs::write(dir.join("envoy.yaml"), config).unwrap();
-        let stderr = dir.join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vessel"))
-            .args([
-                "run",
-                "-l",
-                "info",
-                "--concurrency",
-                &workers.to_string(),
-                "--module-cache-dir",
-            ])
-            .arg(dir.join("module-cache"))
-            .arg("-c")
-            .arg(dir.join("envoy.yaml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, dir, stderr }
-    }
-
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Replaces the config file (write + rename, as editors and config
-    /// management do).
-    pub fn write_config(&self, config: &str) {
-        replace_file(&self.dir.join("envoy.yaml"), config.as_bytes());
-    }
-
-    /// Waits (bounded) until the admin listener answers `/ready`.
-    pub async fn wait_ready(&mut self, admin: SocketAddr) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("vessel exited early ({status}):\n{}", self.stderr());
-            }
-            if let Ok(Ok((200, _))) = tokio::time::timeout(
-                Duration::from_secs(2),
-                admin_request(admin, "GET", "/ready"),
-            )
-            .await
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not ready:\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// The child's resident set size in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-impl Drop for Vessel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Writes `bytes` next to `path` and renames it over `path`.
-pub fn replace_file(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+/// Starts `vessel run` on `config` in a fresh directory named after
+/// `name`, with `--concurrency <workers>` and a module cache in that
+/// directory, and waits until it serves; its listeners are on port 0, their
+/// addresses read back from the admin ([`VesselProcess::listener`]).
+pub async fn start_vessel(name: &str, config: &Bootstrap, workers: usize) -> VesselProcess {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vessel-reload-{name}"));
+    let cache = dir.join("module-cache");
+    let workers = workers.to_string();
+    let mut vessel = VesselProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_vessel")),
+        &dir,
+        &config.to_yaml(),
+        &[
+            "-l",
+            "info",
+            "--concurrency",
+            &workers,
+            "--module-cache-dir",
+            &cache.to_string_lossy(),
+        ],
+    );
+    vessel.wait_ready().await;
+    vessel
 }
 
 /// A loopback upstream answering 200 `ok`; it keeps nothing.
 pub async fn upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let _ = tcp.set_nodelay(true);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |_req: http::Request<hyper::body::Incoming>| async {
-                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
-                            b"ok",
-                        ))))
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    vessel_testkit::servers::fixed().await
 }
 
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
@@ -230,22 +126,8 @@ pub async fn admin_request(
     admin: SocketAddr,
     method: &str,
     path: &str,
-) -> Result<(u16, String), hyper_util::client::legacy::Error> {
-    let c: TestClient = Client::builder(TokioExecutor::new()).build_http();
-    let req = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{admin}{path}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = c.request(req).await?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+) -> Result<(u16, String), String> {
+    vessel_testkit::admin_get(admin, method, path).await
 }
 
 /// `POST /reload`.
@@ -264,101 +146,26 @@ pub async fn stat(admin: SocketAddr, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// A bootstrap with one listener on `port` running one wasm filter named
-/// `misbehave` (`plugin` is the YAML of its `config` minus name and
-/// vm_config), routing everything to `upstream`, and an admin listener.
-pub fn config(port: u16, admin: u16, upstream: SocketAddr, module: &Path, plugin: &str) -> String {
-    config_vm(port, admin, upstream, module, "", plugin)
+/// A bootstrap with one listener `main` (port 0) running `filter`,
+/// routing everything to `upstream`, and an admin listener (port 0).
+pub fn config(upstream: SocketAddr, filter: WasmFilter) -> Bootstrap {
+    config_at(SocketAddr::from(([127, 0, 0, 1], 0)), upstream, filter)
 }
 
-/// [`config`] with `vm_extra` (YAML lines, e.g. `vessel_limits: {...}`)
-/// added to the filter's `vm_config`.
-pub fn config_vm(
-    port: u16,
-    admin: u16,
-    upstream: SocketAddr,
-    module: &Path,
-    vm_extra: &str,
-    plugin: &str,
-) -> String {
-    let vm_extra: String = vm_extra
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| format!("                  {}\n", l.trim_start()))
-        .collect();
-    format!(
-        r#"
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: backend }}
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: misbehave
-                vm_config:
-                  code: {{ local: {{ filename: "{module}" }} }}
-{vm_extra}{plugin}
-          - name: envoy.filters.http.router
-  clusters:
-  - name: backend
-    type: STATIC
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: 127.0.0.1, port_value: {up} }}
-"#,
-        module = module.display(),
-        up = upstream.port(),
-    )
+/// [`config`] with the listener on `addr`.
+pub fn config_at(addr: SocketAddr, upstream: SocketAddr, filter: WasmFilter) -> Bootstrap {
+    Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .addr(addr)
+                .route(Route::prefix("/").to("backend"))
+                .filter(filter),
+        )
+        .cluster(Cluster::new("backend").endpoint(upstream))
 }
 
-/// The `config` fields of [`config`]'s filter: a plugin configuration
-/// string and extra lines (indented to match).
-pub fn plugin(configuration: &str, extra: &str) -> String {
-    let mut s = format!(
-        "                configuration:\n                  \"@type\": type.googleapis.com/google.protobuf.StringValue\n                  value: \"{configuration}\"\n"
-    );
-    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
-        s.push_str("                ");
-        s.push_str(line.trim_start());
-        s.push('\n');
-    }
-    s
-}
-
-/// Waits (bounded) until `f` returns true.
-pub async fn eventually<F, Fut>(what: &str, f: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}");
+/// The wasm filter `misbehave` running `module` with the plugin
+/// `configuration`.
+pub fn plugin(module: &Path, configuration: &str) -> WasmFilter {
+    WasmFilter::new("misbehave", module).configuration(configuration)
 }

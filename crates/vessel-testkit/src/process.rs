@@ -1,0 +1,226 @@
+//! A `vessel run` child process on a bootstrap whose listeners may be on
+//! port 0: it writes its admin address to `--admin-address-path`, and its
+//! listeners' bound addresses are read from the admin's
+//! `GET /listeners?format=json` ([`vessel_proxy::run::ListenersStatus`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use vessel_proxy::run::ListenersStatus;
+
+use crate::WAIT;
+
+/// One admin request (`method`, `path`), bounded by 10 s: (status, body),
+/// or why it failed.
+pub async fn admin_get(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{admin}{path}"))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let call = async {
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .map_err(|_| format!("{method} {path}: no answer in 10 s"))?
+}
+
+/// A `vessel run` child on `dir/envoy.yaml`; killed when dropped.
+#[derive(Debug)]
+pub struct VesselProcess {
+    /// The child.
+    pub child: Child,
+    /// Its directory: the config, its stderr, the admin address file.
+    pub dir: PathBuf,
+    stderr: PathBuf,
+    admin_file: PathBuf,
+    admin: Option<SocketAddr>,
+    listeners: Option<ListenersStatus>,
+}
+
+impl VesselProcess {
+    /// Writes `config` to `dir/envoy.yaml` (`dir` is emptied first) and
+    /// starts `bin run -c dir/envoy.yaml --admin-address-path
+    /// dir/admin-address` with `args` after them; stderr goes to
+    /// `dir/stderr.log`. Call [`VesselProcess::wait_ready`] next.
+    ///
+    /// # Panics
+    /// If the directory cannot be written or the binary not started.
+    pub fn start(bin: &Path, dir: &Path, config: &str, args: &[&str]) -> Self {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("create the test directory");
+        let dir = dir.canonicalize().expect("a canonical directory");
+        std::fs::write(dir.join("envoy.yaml"), config).expect("write the config");
+        let stderr = dir.join("stderr.log");
+        let admin_file = dir.join("admin-address");
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("-c")
+            .arg(dir.join("envoy.yaml"))
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("create stderr.log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        Self {
+            child,
+            dir,
+            stderr,
+            admin_file,
+            admin: None,
+            listeners: None,
+        }
+    }
+
+    /// What the child wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Replaces the config file (write + rename, as editors and config
+    /// management do).
+    pub fn write_config(&self, config: &str) {
+        replace_file(&self.dir.join("envoy.yaml"), config.as_bytes());
+    }
+
+    /// Waits (bounded by [`WAIT`]) until the admin address file is there,
+    /// the admin answers `/ready` and `/listeners?format=json` lists bound
+    /// listeners; panics with the child's stderr if it exits first.
+    pub async fn wait_ready(&mut self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("vessel exited early ({status}):\n{}", self.stderr());
+            }
+            if let Some((admin, listeners)) = self.probe().await {
+                self.admin = Some(admin);
+                self.listeners = Some(listeners);
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "vessel not ready after {WAIT:?}:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn probe(&self) -> Option<(SocketAddr, ListenersStatus)> {
+        let admin: SocketAddr = std::fs::read_to_string(&self.admin_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        match admin_get(admin, "GET", "/ready").await {
+            Ok((200, _)) => {}
+            _ => return None,
+        }
+        let (status, body) = admin_get(admin, "GET", "/listeners?format=json")
+            .await
+            .ok()?;
+        assert_eq!(status, 200, "GET /listeners?format=json: {body}");
+        let listeners = ListenersStatus::from_json(body.as_bytes())
+            .unwrap_or_else(|e| panic!("/listeners?format=json: {e}:\n{body}"));
+        Some((admin, listeners))
+    }
+
+    /// The admin listener's address.
+    ///
+    /// # Panics
+    /// Before [`VesselProcess::wait_ready`].
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.expect("wait_ready first")
+    }
+
+    /// The bound address of listener `name`.
+    ///
+    /// # Panics
+    /// Before [`VesselProcess::wait_ready`], or if there is no such bound
+    /// listener.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        let listeners = self.listeners.as_ref().expect("wait_ready first");
+        listeners
+            .address_of(name)
+            .unwrap_or_else(|| panic!("no bound listener `{name}` in {listeners:?}"))
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Sends SIGTERM.
+    ///
+    /// # Panics
+    /// If `kill -TERM` fails.
+    pub fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// The child's resident set size in KiB (Linux).
+    ///
+    /// # Panics
+    /// If `/proc/<pid>/status` has no `VmRSS`.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for VesselProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `bytes` next to `path` and renames it over `path`.
+///
+/// # Panics
+/// If either step fails.
+pub fn replace_file(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).expect("write the new file");
+    std::fs::rename(&tmp, path).expect("rename it over the old one");
+}
