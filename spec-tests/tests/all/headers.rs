@@ -533,16 +533,14 @@ fn lent_headers_are_copied_and_never_leak_into_the_next_stream() {
         let before = req.clone();
         let resp = headers(&[(":status", "200")]);
         let ctx = h.vm.create_http_context().expect("context");
-        let status = h
-            .vm
-            .on_request_headers_from(ctx, &req, true)
-            .expect("request headers");
+        let status =
+            h.vm.on_request_headers_from(ctx, &req, true)
+                .expect("request headers");
         assert_eq!(status, FilterHeadersStatus::Continue);
         assert_eq!(req, before, "stream {i}: the lent map is not changed");
-        let seen = h
-            .vm
-            .headers(ctx, MapType::HttpRequestHeaders)
-            .expect("the VM holds the request headers");
+        let seen =
+            h.vm.headers(ctx, MapType::HttpRequestHeaders)
+                .expect("the VM holds the request headers");
         assert_eq!(seen.get(b"x-bench-seen"), Some(&b"1"[..]), "stream {i}");
         assert_eq!(seen.get(extra.0.as_bytes()), Some(extra.1.as_bytes()));
         assert_eq!(seen.len(), req.len() + 1, "stream {i}: {seen:?}");
@@ -553,10 +551,9 @@ fn lent_headers_are_copied_and_never_leak_into_the_next_stream() {
         }
         h.vm.on_response_headers_from(ctx, &resp, true)
             .expect("response headers");
-        let seen = h
-            .vm
-            .headers(ctx, MapType::HttpResponseHeaders)
-            .expect("the VM holds the response headers");
+        let seen =
+            h.vm.headers(ctx, MapType::HttpResponseHeaders)
+                .expect("the VM holds the response headers");
         assert_eq!(seen.len(), 2, "stream {i}: {seen:?}");
         assert_eq!(seen.get(b"x-bench-response"), Some(&b"1"[..]));
         h.vm.finish_http_stream(ctx).expect("finish");
