@@ -72,7 +72,10 @@ pub(crate) fn ensure_envoy() -> Result<PathBuf> {
 /// the three backends, and writes CONFORMANCE.md; `args` are
 /// `[--backends LIST] [FILE...]` (see the module docs). The guests must be
 /// built.
-pub(crate) fn envoy_diff(redis: Option<&str>, args: &[String]) -> Result<()> {
+/// `prebuilt`: `cargo test --workspace` has just built `target/debug/vessel`
+/// (a `cargo build -p vessel-proxy` would resolve other features and
+/// compile wasmtime again).
+pub(crate) fn envoy_diff(redis: Option<&str>, args: &[String], prebuilt: bool) -> Result<()> {
     let mut backends = None;
     let mut chosen = Vec::new();
     let mut rest = args.iter();
@@ -86,7 +89,9 @@ pub(crate) fn envoy_diff(redis: Option<&str>, args: &[String]) -> Result<()> {
         }
     }
     let envoy = ensure_envoy()?;
-    run(Command::new(cargo()).args(["build", "-p", "vessel-proxy", "--bin", "vessel"]))?;
+    if !prebuilt {
+        run(Command::new(cargo()).args(["build", "-p", "vessel-proxy", "--bin", "vessel"]))?;
+    }
     let whole = backends.is_none() && chosen.is_empty();
     let files = if chosen.is_empty() {
         scenario_files(&root().join("spec-tests/scenarios"))?

@@ -320,7 +320,11 @@ fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn vessel_test(dirs: &[&str], redis: Option<&RedisServer>) -> Result<()> {
+/// Runs `vessel test` on the scenario files under `dirs`. `prebuilt`: use
+/// the `target/debug/vessel` that `cargo test --workspace` built (same
+/// features, nothing to compile) instead of `cargo run -p vessel-proxy`,
+/// which resolves other features and would compile wasmtime again.
+fn vessel_test(dirs: &[&str], redis: Option<&RedisServer>, prebuilt: bool) -> Result<()> {
     let mut files = Vec::new();
     for d in dirs {
         files.extend(scenario_files(&root().join(d))?);
@@ -347,17 +351,22 @@ fn vessel_test(dirs: &[&str], redis: Option<&RedisServer>) -> Result<()> {
     if files.is_empty() {
         bail!("no scenario files under {dirs:?}");
     }
-    let mut cmd = Command::new(cargo());
-    cmd.args([
-        "run",
-        "--quiet",
-        "-p",
-        "vessel-proxy",
-        "--bin",
-        "vessel",
-        "--",
-        "test",
-    ]);
+    let mut cmd = if prebuilt {
+        Command::new(root().join("target/debug/vessel"))
+    } else {
+        let mut cmd = Command::new(cargo());
+        cmd.args([
+            "run",
+            "--quiet",
+            "-p",
+            "vessel-proxy",
+            "--bin",
+            "vessel",
+            "--",
+        ]);
+        cmd
+    };
+    cmd.arg("test");
     cmd.args(files.iter().map(|f| f.strip_prefix(root()).unwrap_or(f)));
     if let Some(r) = redis {
         cmd.env("VESSEL_REDIS", &r.addr);
@@ -425,10 +434,11 @@ fn test() -> Result<()> {
         vessel_test(
             &["spec-tests/scenarios", "examples/scenarios"],
             redis.as_ref(),
+            true,
         )
     })?;
     steps.time("envoy-diff", || {
-        envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()), &[])
+        envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()), &[], true)
     })?;
     steps.report();
     eprintln!("==> all checks passed");
@@ -510,22 +520,16 @@ fn vessel_test_tree() -> Result<()> {
 /// reload tests alone, under three). Each crate's integration tests are one
 /// binary (`tests/all`); the filters pick the modules of the load tests.
 fn load_tests() -> Result<()> {
-    for (package, modules) in [
-        ("vessel-hyper", &["policies::", "reload::"][..]),
-        ("vessel-proxy", &["load::", "reload::"][..]),
-    ] {
-        let mut cmd = Command::new(cargo());
-        cmd.args(["test", "-p", package, "--test", "all", "--"]);
-        cmd.args(["--ignored", "--test-threads", "1", "--nocapture"]);
-        cmd.args(modules);
-        let start = std::time::Instant::now();
-        run(&mut cmd)?;
-        eprintln!(
-            "==> {package} load tests: {:.0} s",
-            start.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
+    // `--workspace`, not `-p vessel-hyper` / `-p vessel-proxy`: a `-p`
+    // build resolves other features (no other member's dev-dependencies)
+    // and compiled wasmtime and cranelift again, about 2.5 minutes of CI.
+    // The load tests are the workspace's only `#[ignore]`d tests (four in
+    // vessel-hyper's `policies::`, three in vessel-proxy's `load::` and
+    // its `reload::fifty_reloads_under_load_lose_no_request`).
+    let mut cmd = Command::new(cargo());
+    cmd.args(["test", "--workspace", "--test", "all", "--"]);
+    cmd.args(["--ignored", "--test-threads", "1", "--nocapture"]);
+    run(&mut cmd)
 }
 
 /// Runs wrk against a proxy started by `proxy` (listening on
@@ -699,7 +703,7 @@ fn main() -> Result<()> {
         "test" => test(),
         "run" => {
             guests()?;
-            vessel_test(&["examples/scenarios"], None)?;
+            vessel_test(&["examples/scenarios"], None, false)?;
             eprintln!(
                 "==> serving examples/envoy.yaml; try:\n\
                  \x20   curl -i http://127.0.0.1:10000/hello\n\
@@ -755,7 +759,7 @@ fn main() -> Result<()> {
             go_plugins()?;
             let redis = redis();
             let args: Vec<String> = std::env::args().skip(2).collect();
-            envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()), &args)
+            envoy_diff::envoy_diff(redis.as_ref().map(|r| r.addr.as_str()), &args, false)
         }
         "go-plugins" => {
             go_plugins()?;
