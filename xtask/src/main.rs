@@ -320,6 +320,22 @@ fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// `cargo run --quiet -p vessel-proxy --bin vessel --`: the `vessel` binary,
+/// built first if needed; its arguments come next.
+fn cargo_run_vessel() -> Command {
+    let mut cmd = Command::new(cargo());
+    cmd.args([
+        "run",
+        "--quiet",
+        "-p",
+        "vessel-proxy",
+        "--bin",
+        "vessel",
+        "--",
+    ]);
+    cmd
+}
+
 /// Runs `vessel test` on the scenario files under `dirs`. `prebuilt`: use
 /// the `target/debug/vessel` that `cargo test --workspace` built (same
 /// features, nothing to compile) instead of `cargo run -p vessel-proxy`,
@@ -354,17 +370,7 @@ fn vessel_test(dirs: &[&str], redis: Option<&RedisServer>, prebuilt: bool) -> Re
     let mut cmd = if prebuilt {
         Command::new(root().join("target/debug/vessel"))
     } else {
-        let mut cmd = Command::new(cargo());
-        cmd.args([
-            "run",
-            "--quiet",
-            "-p",
-            "vessel-proxy",
-            "--bin",
-            "vessel",
-            "--",
-        ]);
-        cmd
+        cargo_run_vessel()
     };
     cmd.arg("test");
     cmd.args(files.iter().map(|f| f.strip_prefix(root()).unwrap_or(f)));
@@ -712,14 +718,7 @@ fn main() -> Result<()> {
                  \x20   curl http://127.0.0.1:9901/stats\n\
                  Ctrl-C stops it."
             );
-            run(Command::new(cargo()).args([
-                "run",
-                "--quiet",
-                "-p",
-                "vessel-proxy",
-                "--bin",
-                "vessel",
-                "--",
+            run(cargo_run_vessel().args([
                 "run",
                 "-c",
                 "examples/envoy.yaml",
