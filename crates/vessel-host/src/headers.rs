@@ -569,6 +569,20 @@ impl HeaderMap {
         self.garbage = 0;
     }
 
+    /// Makes room for `entries` more entries and `bytes` more key and value
+    /// bytes.
+    pub fn reserve(&mut self, entries: usize, bytes: usize) {
+        self.entries.reserve(entries);
+        self.buf.reserve(bytes);
+    }
+
+    /// Bytes of buffer capacity the map holds (keys, values and entries).
+    pub fn capacity_bytes(&self) -> usize {
+        self.buf
+            .capacity()
+            .saturating_add(self.entries.capacity() * std::mem::size_of::<Entry>())
+    }
+
     /// Removes every entry.
     pub fn clear(&mut self) {
         self.entries.clear();
@@ -580,12 +594,8 @@ impl HeaderMap {
     /// Removes every entry, keeping the buffers for reuse unless they hold
     /// more than `max_bytes` (then they are freed: a map a guest once grew
     /// large does not pin that memory).
-    pub(crate) fn clear_retaining(&mut self, max_bytes: usize) {
-        let held = self
-            .buf
-            .capacity()
-            .saturating_add(self.entries.capacity() * std::mem::size_of::<Entry>());
-        if held > max_bytes {
+    pub fn clear_retaining(&mut self, max_bytes: usize) {
+        if self.capacity_bytes() > max_bytes {
             *self = Self::new();
         } else {
             self.clear();

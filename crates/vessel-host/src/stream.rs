@@ -95,6 +95,20 @@ pub trait FilterVms {
         self.with_vm(i, |vm| vm.create_http_context_with(properties))
     }
 
+    /// [`create_context`](Self::create_context), then `then` on the same
+    /// VM with the new context, in one access if the implementation can
+    /// (the default makes two). The filter manager takes the signals
+    /// `on_context_create` left this way.
+    fn create_context_then<R>(
+        &mut self,
+        i: usize,
+        properties: PropertyMap,
+        then: impl FnOnce(&mut Vm, ContextId) -> R,
+    ) -> Result<(ContextId, R), VmError> {
+        let ctx = self.create_context(i, properties)?;
+        Ok((ctx, self.with_vm(i, |vm| then(vm, ctx))))
+    }
+
     /// Filter `i`'s context ended ([`HttpStream::finish`]); `vm_ok` is
     /// false if its VM had failed. The default does nothing.
     fn context_finished(&mut self, i: usize, context: ContextId, vm_ok: bool) {
@@ -600,27 +614,21 @@ impl HttpStream {
         self.done = true;
         for i in 0..self.filters.len() {
             if self.filters[i].ctx.is_none() && self.filters[i].status == Status::Active {
-                if let Ok(ctx) = vms.create_context(i, self.properties.clone()) {
+                // What `on_context_create` asks for the stream is dropped:
+                // the stream is over.
+                if let Ok((ctx, _)) = vms.create_context_then(i, self.properties.clone(), take_own)
+                {
                     self.filters[i].ctx = Some(ctx);
                 }
-                self.discard_own_signals(vms, i);
             }
         }
-        for i in 0..self.filters.len() {
-            let Some(ctx) = self.filters[i].ctx else {
-                continue;
-            };
-            let r = vms.with_vm(i, |vm| {
-                let r = if vm.is_failed() {
-                    Ok(())
-                } else {
-                    vm.on_log(ctx)
-                };
-                take_own(vm, ctx);
-                r
-            });
-            if let Err(e) = r {
-                log::debug!(target: "vessel::stream", "on_log of filter {i}: {e}");
+        // One filter: its three callbacks in one VM access.
+        let single = self.filters.len() == 1;
+        if !single {
+            for i in 0..self.filters.len() {
+                if let Some(ctx) = self.filters[i].ctx {
+                    vms.with_vm(i, |vm| log_context(vm, i, ctx));
+                }
             }
         }
         for i in 0..self.filters.len() {
@@ -628,6 +636,9 @@ impl HttpStream {
                 continue;
             };
             let vm_ok = vms.with_vm(i, |vm| {
+                if single {
+                    log_context(vm, i, ctx);
+                }
                 let done = if vm.is_failed() {
                     Ok(())
                 } else {
@@ -675,15 +686,17 @@ impl HttpStream {
             // The request never reached it: no response callbacks.
             return Call::Skip;
         }
-        match vms.create_context(i, self.properties.clone()) {
-            Ok(ctx) => {
+        match vms.create_context_then(i, self.properties.clone(), take_own) {
+            Ok((ctx, own)) => {
                 self.filters[i].ctx = Some(ctx);
                 let mut continued = false;
                 // What `on_context_create` asked for.
-                match self.own_signals(vms, i, dir, &mut continued) {
-                    Some(flow) => flow,
-                    None => Call::Value(ctx, false),
+                for s in own {
+                    if let Some(flow) = self.own_signal(vms, i, dir, s, &mut continued) {
+                        return flow;
+                    }
                 }
+                Call::Value(ctx, false)
             }
             Err(e) => {
                 log::debug!(target: "vessel::stream", "filter {i}: no context: {e}");
@@ -756,24 +769,6 @@ impl HttpStream {
         Call::Value(value, continued)
     }
 
-    /// Takes and applies the signals filter `i` left for this stream.
-    fn own_signals<T>(
-        &mut self,
-        vms: &mut impl FilterVms,
-        i: usize,
-        dir: Direction,
-        continued: &mut bool,
-    ) -> Option<Call<T>> {
-        let ctx = self.filters[i].ctx?;
-        let own = vms.with_vm(i, |vm| take_own(vm, ctx));
-        for s in own {
-            if let Some(flow) = self.own_signal(vms, i, dir, s, continued) {
-                return Some(flow);
-            }
-        }
-        None
-    }
-
     fn own_signal<T>(
         &mut self,
         vms: &mut impl FilterVms,
@@ -796,12 +791,6 @@ impl HttpStream {
             StreamSignal::VmFailed => {}
         }
         None
-    }
-
-    fn discard_own_signals(&mut self, vms: &mut impl FilterVms, i: usize) {
-        if let Some(ctx) = self.filters[i].ctx {
-            vms.with_vm(i, |vm| take_own(vm, ctx));
-        }
     }
 
     /// The stream whose own callback failed on filter `i`: a 503 (a reset
@@ -933,35 +922,41 @@ impl HttpStream {
                 Call::Skip => continue,
                 Call::Value(ctx, _) => ctx,
             };
-            let input = std::mem::take(&mut headers);
-            let step = self.call_then(
-                vms,
-                i,
-                dir,
-                ctx,
-                |vm, ctx| match dir {
-                    Direction::Request => vm.on_request_headers(ctx, input, end_stream),
-                    Direction::Response => vm.on_response_headers(ctx, input, end_stream),
-                },
-                // The headers as the filter left them, for the next one.
-                |vm, ctx, status| {
-                    (*status == FilterHeadersStatus::Continue)
-                        .then(|| vm.headers(ctx, hty).cloned().unwrap_or_default())
-                },
-            );
-            let (status, out, continued) = match step {
+            // The VM copies the headers into its stream's own map (kept
+            // from stream to stream: no allocation), and the map as the
+            // filter left it is copied back into `headers`, whose buffers
+            // have the room (the pump sizes them): a stream that flows
+            // allocates no map here. What a stopped filter holds stays in
+            // its VM until it continues.
+            let headers_mut = &mut headers;
+            let step = self.call(vms, i, dir, ctx, |vm, ctx| {
+                let status = match dir {
+                    Direction::Request => vm.on_request_headers_from(ctx, headers_mut, end_stream),
+                    Direction::Response => {
+                        vm.on_response_headers_from(ctx, headers_mut, end_stream)
+                    }
+                }?;
+                if status == FilterHeadersStatus::Continue {
+                    match vm.headers(ctx, hty) {
+                        Some(out) => headers_mut.clone_from(out),
+                        None => *headers_mut = HeaderMap::new(),
+                    }
+                }
+                Ok(status)
+            });
+            let (status, continued) = match step {
                 Call::Done => return Flow::Done,
                 Call::Skip => continue,
-                Call::Value((s, out), c) => (s, out, c),
+                Call::Value(s, c) => (s, c),
             };
             let at = &mut self.filters[i].at[d];
             at.end = end_stream;
             if status == FilterHeadersStatus::Continue || continued {
                 at.hdr = Hdr::Passed;
-                headers = match out {
-                    Some(out) => out,
-                    None => self.headers_of(vms, i, hty),
-                };
+                if status != FilterHeadersStatus::Continue {
+                    // Continued during the callback that stopped.
+                    headers = self.headers_of(vms, i, hty);
+                }
                 continue;
             }
             at.hdr = match status {
@@ -1032,15 +1027,16 @@ impl HttpStream {
                     },
                 )
             };
+            // The chunk moves into the VM's body buffer (uncopied when
+            // nothing is buffered) and comes back out when the filter
+            // continues. No other outcome of the call reads `data` again.
+            let chunk = std::mem::take(&mut data);
             let step = self.call_then(
                 vms,
                 i,
                 dir,
                 ctx,
-                |vm, ctx| match dir {
-                    Direction::Request => vm.on_request_body(ctx, &data, end_stream),
-                    Direction::Response => vm.on_response_body(ctx, &data, end_stream),
-                },
+                |vm, ctx| vm.on_body_owned(ctx, dir, chunk, end_stream),
                 |vm, ctx, status| {
                     (*status == FilterDataStatus::Continue).then(|| passed_on(vm, ctx))
                 },
@@ -1391,6 +1387,20 @@ impl HttpStream {
 
 /// Takes the signals for `ctx` out of the VM's effect queue, leaving the
 /// rest for the embedder.
+/// `on_log` of filter `i`'s context (none on a failed VM); what it asked
+/// for the stream is dropped, as the stream is over.
+fn log_context(vm: &mut Vm, i: usize, ctx: ContextId) {
+    let r = if vm.is_failed() {
+        Ok(())
+    } else {
+        vm.on_log(ctx)
+    };
+    take_own(vm, ctx);
+    if let Err(e) = r {
+        log::debug!(target: "vessel::stream", "on_log of filter {i}: {e}");
+    }
+}
+
 fn take_own(vm: &mut Vm, ctx: ContextId) -> Vec<StreamSignal> {
     let effects = vm.effects_mut();
     if effects.is_empty() {

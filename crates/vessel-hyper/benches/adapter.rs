@@ -33,7 +33,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Empty, Full};
 use tower::{Layer, Service, ServiceExt};
-use vessel_host::{Engine, EngineConfig, HeaderMap, HostEnv, Plugin, PluginConfig, StreamConfig};
+use vessel_host::{
+    Engine, EngineConfig, FailurePolicy as Policy, FilterVms, HeaderMap, HostEnv, HttpStream,
+    Plugin, PluginConfig, StreamConfig, Vm,
+};
 use vessel_hyper::{
     Clusters, ConnectionInfo, FailurePolicy, FilterPool, PooledStream, Runtime, VesselBody,
     VesselLayer,
@@ -164,17 +167,20 @@ fn adapter(c: &mut Criterion) {
     // The same stream through the filter manager and the pool alone, with
     // no hyper types: what the pump adds is `bench_headers` minus this
     // minus `no_filter`.
+    // The inputs are clones of maps built once (two allocations each, as
+    // the pump's conversion of a hyper head).
+    let (request_map, response_map) = (stream_request(), stream_response());
     let pools = vec![pool.clone()];
     group.bench_function("stream_only", |b| {
         b.iter_custom(|n| {
             let start = thread_cpu_time();
             for _ in 0..n {
                 let mut stream = PooledStream::new(&pools, StreamConfig::new(1));
-                stream.request_headers(stream_request(), true);
+                stream.request_headers(request_map.clone(), true);
                 while let Some(a) = stream.poll_action() {
                     std::hint::black_box(a);
                 }
-                stream.response_headers(stream_response(), false);
+                stream.response_headers(response_map.clone(), false);
                 stream.response_data(BODY.to_vec(), true);
                 while let Some(a) = stream.poll_action() {
                     std::hint::black_box(a);
@@ -184,8 +190,45 @@ fn adapter(c: &mut Criterion) {
             thread_cpu_time().saturating_sub(start)
         })
     });
+    // The filter manager over one VM of its own (no pool, no locks): what
+    // `stream_only` adds over this is the pool's.
+    let mut vm = OneVm(Vm::new(&plugin, &HostEnv::default()).expect("starts"));
+    group.bench_function("stream_plain", |b| {
+        b.iter_custom(|n| {
+            let start = thread_cpu_time();
+            for _ in 0..n {
+                let mut stream = HttpStream::new(StreamConfig::new(1));
+                stream.request_headers(&mut vm, request_map.clone(), true);
+                while let Some(a) = stream.poll_action() {
+                    std::hint::black_box(a);
+                }
+                stream.response_headers(&mut vm, response_map.clone(), false);
+                stream.response_data(&mut vm, BODY.to_vec(), true);
+                while let Some(a) = stream.poll_action() {
+                    std::hint::black_box(a);
+                }
+                stream.finish(&mut vm);
+            }
+            thread_cpu_time().saturating_sub(start)
+        })
+    });
     group.finish();
     assert_eq!(pool.context_count(), 1, "every stream context was deleted");
+}
+
+/// One VM, owned: [`FilterVms`] with no pool.
+struct OneVm(Vm);
+
+impl FilterVms for OneVm {
+    fn with_vm<R>(&mut self, _: usize, f: impl FnOnce(&mut Vm) -> R) -> R {
+        let r = f(&mut self.0);
+        self.0.drain_effects().for_each(drop);
+        r
+    }
+
+    fn policy(&self, _: usize) -> Policy {
+        Policy::FailClosed
+    }
 }
 
 criterion_group!(benches, adapter);

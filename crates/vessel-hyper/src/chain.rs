@@ -51,6 +51,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use smallvec::SmallVec;
 use vessel_host::{
     Action, ContextId, Direction, FailurePolicy, FilterVms, HeaderMap, HttpStream, LocalResponse,
     PropertyMap, PropertyValue, StreamConfig, StreamSignal, Vm, VmError,
@@ -68,7 +69,8 @@ struct Pinned {
 /// The VMs of one stream's filters, one per [`FilterPool`], pinned for the
 /// stream's life: [`FilterVms`] over pools. See the [module docs](self).
 pub struct PooledChain {
-    filters: Vec<Pinned>,
+    /// Inline for chains of up to two filters.
+    filters: SmallVec<[Pinned; 2]>,
     tx: SignalTx,
     rx: SignalRx,
 }
@@ -164,6 +166,24 @@ impl FilterVms for PooledChain {
                 Err(e)
             }
         }
+    }
+
+    fn create_context_then<R>(
+        &mut self,
+        i: usize,
+        properties: PropertyMap,
+        then: impl FnOnce(&mut Vm, ContextId) -> R,
+    ) -> Result<(ContextId, R), VmError> {
+        let cell = &self.filters[i].cell;
+        let mut shared = cell.lock();
+        let created = shared.vm.create_http_context_with(properties);
+        let r = created.map(|ctx| {
+            // Registered under the lock, so no signal for it is lost.
+            shared.streams.insert(ctx, (self.tx.clone(), i));
+            (ctx, then(&mut shared.vm, ctx))
+        });
+        dispatch(cell, &mut shared);
+        r
     }
 
     fn context_finished(&mut self, i: usize, context: ContextId, vm_ok: bool) {

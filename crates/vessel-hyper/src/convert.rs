@@ -50,6 +50,44 @@ fn pseudo_headers(parts: &request::Parts) -> [(&'static [u8], &[u8]); 4] {
     }
 }
 
+/// How many emptied maps [`spare_map`] keeps per thread, and the most
+/// buffer capacity each may hold.
+const SPARE_MAPS: usize = 8;
+const SPARE_MAP_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// Maps the pump is done with ([`recycle`]), for the next conversion.
+    static SPARE: std::cell::RefCell<Vec<HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty map with room for `entries` entries of `bytes` bytes: one the
+/// pump recycled on this thread if there is one, so a stream that flows
+/// allocates no map.
+fn spare_map(entries: usize, bytes: usize) -> HeaderMap {
+    match SPARE.with_borrow_mut(Vec::pop) {
+        Some(mut map) => {
+            map.reserve(entries, bytes);
+            map
+        }
+        None => HeaderMap::with_capacity_bytes(entries, bytes),
+    }
+}
+
+/// Gives a map the pump is done with back for [`spare_map`]: emptied, and
+/// kept only if its buffers hold at most [`SPARE_MAP_BYTES`] and fewer than
+/// [`SPARE_MAPS`] wait (a guest that grew a map does not pin the memory).
+pub(crate) fn recycle(mut map: HeaderMap) {
+    map.clear_retaining(SPARE_MAP_BYTES);
+    if map.capacity_bytes() == 0 {
+        return;
+    }
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < SPARE_MAPS {
+            spare.push(map);
+        }
+    });
+}
+
 /// Request head → header map with pseudo-headers first.
 pub fn request_headers(parts: &request::Parts) -> HeaderMap {
     let pseudo = pseudo_headers(parts);
@@ -58,7 +96,7 @@ pub fn request_headers(parts: &request::Parts) -> HeaderMap {
     // their keys), with room for what filters commonly add.
     let bytes =
         pseudo.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + http_bytes(&parts.headers);
-    let mut map = HeaderMap::with_capacity_bytes(
+    let mut map = spare_map(
         parts.headers.len() + pseudo.len() + ROOM_ENTRIES,
         bytes + ROOM_BYTES,
     );
@@ -91,7 +129,7 @@ pub fn request_headers(parts: &request::Parts) -> HeaderMap {
 
 /// Response head → header map with `:status` first.
 pub fn response_headers(parts: &response::Parts) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity_bytes(
+    let mut map = spare_map(
         parts.headers.len() + 1 + ROOM_ENTRIES,
         10 + http_bytes(&parts.headers) + ROOM_BYTES,
     );

@@ -232,7 +232,10 @@ where
             Action::UpstreamHeaders {
                 headers,
                 end_stream,
-            } => self.send_upstream(&headers, end_stream),
+            } => {
+                self.send_upstream(&headers, end_stream);
+                convert::recycle(headers);
+            }
             Action::UpstreamData { data, end_stream } => {
                 if let Some(tx) = &self.upstream_body
                     && !data.is_empty()
@@ -258,7 +261,11 @@ where
             Action::DownstreamHeaders {
                 headers,
                 end_stream,
-            } => return Some(self.downstream_head(&headers, end_stream)),
+            } => {
+                let head = self.downstream_head(&headers, end_stream);
+                convert::recycle(headers);
+                return Some(head);
+            }
             Action::Reset { .. } => return Some(Head::Reset),
             other => log::debug!(target: "vessel::hyper", "before the response head: {other:?}"),
         }

@@ -25,6 +25,22 @@ enum HeadersIn<'a> {
     Copied(&'a HeaderMap),
 }
 
+/// The chunk a body callback gets: lent (copied into the body buffer), or
+/// given up.
+enum BodyIn<'a> {
+    Copied(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl BodyIn<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Copied(d) => d.len(),
+            Self::Owned(d) => d.len(),
+        }
+    }
+}
+
 impl Vm {
     // ---- HTTP streams -------------------------------------------------
 
@@ -202,7 +218,7 @@ impl Vm {
         &mut self,
         ctx: ContextId,
         direction: Direction,
-        data: &[u8],
+        data: BodyIn<'_>,
         end_of_stream: bool,
     ) -> Result<FilterDataStatus, VmError>
     where
@@ -216,9 +232,16 @@ impl Vm {
         self.check_body_room(ctx, ty, data.len())?;
         let size = {
             let d = self.http_mut(ctx)?.direction_mut(direction);
-            let buf = d.body.get_or_insert_with(Vec::new);
-            buf.extend_from_slice(data);
-            let size = buf.len();
+            match (d.body.as_mut(), data) {
+                (Some(buf), BodyIn::Copied(data)) => buf.extend_from_slice(data),
+                (Some(buf), BodyIn::Owned(data)) if !buf.is_empty() => {
+                    buf.extend_from_slice(&data);
+                }
+                // Nothing buffered: the chunk becomes the buffer, uncopied.
+                (_, BodyIn::Owned(data)) => d.body = Some(data),
+                (None, BodyIn::Copied(data)) => d.body = Some(data.to_vec()),
+            }
+            let size = d.body.as_ref().map_or(0, Vec::len);
             d.may_add_trailers = end_of_stream && d.trailers.get().is_none();
             size
         };
@@ -248,7 +271,12 @@ impl Vm {
         data: &[u8],
         end_of_stream: bool,
     ) -> Result<FilterDataStatus, VmError> {
-        self.body_call::<OnRequestBody>(ctx, Direction::Request, data, end_of_stream)
+        self.body_call::<OnRequestBody>(
+            ctx,
+            Direction::Request,
+            BodyIn::Copied(data),
+            end_of_stream,
+        )
     }
 
     /// Runs `proxy_on_response_body` (see [`Vm::on_request_body`]).
@@ -258,7 +286,33 @@ impl Vm {
         data: &[u8],
         end_of_stream: bool,
     ) -> Result<FilterDataStatus, VmError> {
-        self.body_call::<OnResponseBody>(ctx, Direction::Response, data, end_of_stream)
+        self.body_call::<OnResponseBody>(
+            ctx,
+            Direction::Response,
+            BodyIn::Copied(data),
+            end_of_stream,
+        )
+    }
+
+    /// A body callback of `direction` with a chunk the caller gives up: when
+    /// nothing is buffered (the common case), the chunk becomes the body
+    /// buffer without a copy. For the filter manager.
+    pub(crate) fn on_body_owned(
+        &mut self,
+        ctx: ContextId,
+        direction: Direction,
+        data: Vec<u8>,
+        end_of_stream: bool,
+    ) -> Result<FilterDataStatus, VmError> {
+        let data = BodyIn::Owned(data);
+        match direction {
+            Direction::Request => {
+                self.body_call::<OnRequestBody>(ctx, direction, data, end_of_stream)
+            }
+            Direction::Response => {
+                self.body_call::<OnResponseBody>(ctx, direction, data, end_of_stream)
+            }
+        }
     }
 
     /// Runs a trailers callback `C(ctx, trailers)`.
