@@ -150,22 +150,8 @@ impl FilterVms for PooledChain {
     }
 
     fn create_context(&mut self, i: usize, properties: PropertyMap) -> Result<ContextId, VmError> {
-        let cell = &self.filters[i].cell;
-        let mut shared = cell.lock();
-        match shared.vm.create_http_context_with(properties) {
-            Ok(ctx) => {
-                // Registered under the lock, so no signal for it is lost.
-                // What `on_context_create` queued stays in the VM: the
-                // stream takes its own signals next (through `with_vm`,
-                // which carries out the rest).
-                shared.streams.insert(ctx, (self.tx.clone(), i));
-                Ok(ctx)
-            }
-            Err(e) => {
-                dispatch(cell, &mut shared);
-                Err(e)
-            }
-        }
+        self.create_context_then(i, properties, |_, _| ())
+            .map(|(ctx, ())| ctx)
     }
 
     fn create_context_then<R>(
@@ -178,7 +164,9 @@ impl FilterVms for PooledChain {
         let mut shared = cell.lock();
         let created = shared.vm.create_http_context_with(properties);
         let r = created.map(|ctx| {
-            // Registered under the lock, so no signal for it is lost.
+            // Registered under the lock, so no signal for it is lost;
+            // `then` takes what is the stream's own before the rest of
+            // what `on_context_create` queued is carried out.
             shared.streams.insert(ctx, (self.tx.clone(), i));
             (ctx, then(&mut shared.vm, ctx))
         });

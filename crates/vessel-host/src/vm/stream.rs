@@ -33,10 +33,10 @@ enum BodyIn<'a> {
 }
 
 impl BodyIn<'_> {
-    fn len(&self) -> usize {
+    fn as_slice(&self) -> &[u8] {
         match self {
-            Self::Copied(d) => d.len(),
-            Self::Owned(d) => d.len(),
+            Self::Copied(d) => d,
+            Self::Owned(d) => d,
         }
     }
 }
@@ -229,17 +229,18 @@ impl Vm {
             Direction::Request => BufferType::HttpRequestBody,
             Direction::Response => BufferType::HttpResponseBody,
         };
-        self.check_body_room(ctx, ty, data.len())?;
+        self.check_body_room(ctx, ty, data.as_slice().len())?;
         let size = {
             let d = self.http_mut(ctx)?.direction_mut(direction);
-            match (d.body.as_mut(), data) {
-                (Some(buf), BodyIn::Copied(data)) => buf.extend_from_slice(data),
-                (Some(buf), BodyIn::Owned(data)) if !buf.is_empty() => {
-                    buf.extend_from_slice(&data);
-                }
+            match data {
                 // Nothing buffered: the chunk becomes the buffer, uncopied.
-                (_, BodyIn::Owned(data)) => d.body = Some(data),
-                (None, BodyIn::Copied(data)) => d.body = Some(data.to_vec()),
+                BodyIn::Owned(data) if d.body.as_ref().is_none_or(Vec::is_empty) => {
+                    d.body = Some(data);
+                }
+                data => d
+                    .body
+                    .get_or_insert_with(Vec::new)
+                    .extend_from_slice(data.as_slice()),
             }
             let size = d.body.as_ref().map_or(0, Vec::len);
             d.may_add_trailers = end_of_stream && d.trailers.get().is_none();
