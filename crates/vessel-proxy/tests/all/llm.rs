@@ -91,10 +91,10 @@ fn data(event: &str) -> Value {
     serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"))
 }
 
-/// How many lines of `log` are plugin `plugin`'s `quirks: on_done`.
-fn on_done_lines(log: &str, plugin: &str) -> usize {
-    let prefix = format!("wasm log {plugin}: quirks: on_done");
-    log.lines().filter(|l| l.contains(&prefix)).count()
+/// How many lines of `log` are plugin `plugin`'s `quirks: <callback>`.
+fn quirks_lines(log: &str, plugin: &str, callback: &str) -> usize {
+    let line = format!("wasm log {plugin}: quirks: {callback}");
+    log.lines().filter(|l| l.ends_with(&line)).count()
 }
 
 /// The first token reaches the client through the whole chain while the
@@ -173,7 +173,7 @@ async fn sse_passes_through_the_chain_chunk_by_chunk() {
 /// A client that goes away mid-stream (the worker held at its gate) makes
 /// vessel cancel the upstream request: the worker sees its stream's
 /// receiver go (`streams_cancelled`), and both quirks filters run
-/// `on_done` for the stream.
+/// `on_log` and `on_done` for the stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_stream_cancels_upstream_and_runs_on_done() {
     let (w, h) = worker("w1").await;
@@ -194,7 +194,7 @@ async fn a_client_leaving_mid_stream_cancels_upstream_and_runs_on_done() {
         .expect("a first event");
     assert_eq!(data(&first)["choices"][0]["delta"]["content"], "Streams");
     eventually("the worker holds the stream", || h.counters().gated == 1).await;
-    assert_eq!(on_done_lines(&vessel.stderr(), "q1"), 0);
+    assert_eq!(quirks_lines(&vessel.stderr(), "q1", "on_done"), 0);
 
     // The client goes: its connection closes with the body half read.
     drop(body);
@@ -209,9 +209,11 @@ async fn a_client_leaving_mid_stream_cancels_upstream_and_runs_on_done() {
         (0, 0, 0),
         "{c:?}"
     );
-    eventually("every filter's on_done ran", || {
+    eventually("every filter's on_log and on_done ran", || {
         let log = vessel.stderr();
-        on_done_lines(&log, "q1") == 1 && on_done_lines(&log, "q2") == 1
+        ["q1", "q2"]
+            .iter()
+            .all(|q| quirks_lines(&log, q, "on_log") == 1 && quirks_lines(&log, q, "on_done") == 1)
     })
     .await;
 }
