@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use vessel_testkit::bootstrap::{Bootstrap, Cluster, Listener, Route, WasmFilter};
 use vessel_testkit::llm_worker::{LlmWorker, WorkerHandle};
@@ -97,125 +100,145 @@ fn quirks_lines(log: &str, plugin: &str, callback: &str) -> usize {
     log.lines().filter(|l| l.ends_with(&line)).count()
 }
 
+/// A client over HTTP/1.1 (`http2` false) or h2c with prior knowledge,
+/// with TCP_NODELAY.
+fn client(http2: bool) -> Client<HttpConnector, Full<Bytes>> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build(http)
+}
+
 /// The first token reaches the client through the whole chain while the
 /// worker is held at its gate, so it has not sent the last one: no filter
 /// buffered the stream. The body filter saw that first event as a chunk of
-/// its own. Then the rest, the usage chunk and `[DONE]` arrive.
+/// its own. Then the rest, the usage chunk and `[DONE]` arrive. Over
+/// HTTP/1.1, then h2c.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_passes_through_the_chain_chunk_by_chunk() {
     let (w, h) = worker("w1").await;
     let vessel = gateway("chunks", w.addr()).await;
     let main = vessel.listener("main");
-    h.close_gate();
+    for (n, http2) in [(1, false), (2, true)] {
+        h.close_gate();
+        let resp = tokio::time::timeout(WAIT, client(http2).request(stream_request(main)))
+            .await
+            .expect("the head in time")
+            .expect("a response");
+        assert_eq!(resp.status(), 200, "{}", vessel.stderr());
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        assert_eq!(resp.headers()["x-worker"], "w1");
+        let mut body = resp.into_body();
+        let mut buf = Vec::new();
+        let first = next_event(&mut body, &mut buf)
+            .await
+            .expect("a first event");
+        let first = data(&first);
+        assert_eq!(first["object"], "chat.completion.chunk");
+        assert_eq!(first["choices"][0]["delta"]["content"], "Streams");
+        // The gate was closed before the request: the worker cannot have
+        // sent more than its first token.
+        assert_eq!(h.counters().streams_completed, n - 1, "http2={http2}");
+        eventually("the worker holds the stream", || h.counters().gated == 1).await;
+        eventually(
+            "guest_bodies logs the first event as a response body chunk",
+            || {
+                let log = vessel.stderr();
+                let chunks = log.lines().filter(|l| {
+                    l.contains("wasm log bodies: response-body chunk data=data: {")
+                        && l.contains(r#""content":"Streams""#)
+                });
+                chunks.count() == usize::try_from(n).unwrap()
+            },
+        )
+        .await;
 
-    let resp = tokio::time::timeout(WAIT, support::client().request(stream_request(main)))
-        .await
-        .expect("the head in time")
-        .expect("a response");
-    assert_eq!(resp.status(), 200, "{}", vessel.stderr());
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    assert_eq!(resp.headers()["x-worker"], "w1");
-    let mut body = resp.into_body();
-    let mut buf = Vec::new();
-    let first = next_event(&mut body, &mut buf)
-        .await
-        .expect("a first event");
-    let first = data(&first);
-    assert_eq!(first["object"], "chat.completion.chunk");
-    assert_eq!(first["choices"][0]["delta"]["content"], "Streams");
-    // The worker is still held after its first token: nothing more was sent.
-    let held = h.counters();
-    assert_eq!(
-        (held.gated, held.streams_completed),
-        (1, 0),
-        "the worker must still be holding the stream: {held:?}"
-    );
-    eventually(
-        "guest_bodies logs the first event as a response body chunk",
-        || {
-            vessel.stderr().lines().any(|l| {
-                l.contains("wasm log bodies: response-body chunk data=data: {")
-                    && l.contains(r#""content":"Streams""#)
-            })
-        },
-    )
-    .await;
-
-    h.open_gate();
-    let mut content = String::from("Streams");
-    let mut usage = None;
-    let mut done = false;
-    while let Some(event) = next_event(&mut body, &mut buf).await {
-        if event == "data: [DONE]\n\n" {
-            done = true;
-            continue;
+        h.open_gate();
+        let mut content = String::from("Streams");
+        let mut usage = None;
+        let mut done = false;
+        while let Some(event) = next_event(&mut body, &mut buf).await {
+            if event == "data: [DONE]\n\n" {
+                done = true;
+                continue;
+            }
+            let v = data(&event);
+            if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                content.push_str(t);
+            }
+            if v["usage"].is_object() {
+                usage = Some(v["usage"].clone());
+            }
         }
-        let v = data(&event);
-        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
-            content.push_str(t);
-        }
-        if v["usage"].is_object() {
-            usage = Some(v["usage"].clone());
-        }
+        assert!(done, "no [DONE] (http2={http2})");
+        assert_eq!(content, REPLY);
+        assert_eq!(
+            usage,
+            Some(json!({"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}))
+        );
+        eventually("the worker counts the stream done", || {
+            h.counters().streams_completed == n
+        })
+        .await;
     }
-    assert!(done, "no [DONE]");
-    assert_eq!(content, REPLY);
-    assert_eq!(
-        usage,
-        Some(json!({"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}))
-    );
-    eventually("the worker counts the stream done", || {
-        h.counters().streams_completed == 1
-    })
-    .await;
 }
 
 /// A client that goes away mid-stream (the worker held at its gate) makes
 /// vessel cancel the upstream request: the worker sees its stream's
 /// receiver go (`streams_cancelled`), and both quirks filters run
-/// `on_log` and `on_done` for the stream.
+/// `on_log` and `on_done` for the stream. Over HTTP/1.1 (the connection
+/// closes), then h2c (the stream is reset).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_stream_cancels_upstream_and_runs_on_done() {
     let (w, h) = worker("w1").await;
     let vessel = gateway("cancel", w.addr()).await;
     let main = vessel.listener("main");
     h.close_gate();
-
-    let client = support::client();
-    let resp = tokio::time::timeout(WAIT, client.request(stream_request(main)))
-        .await
-        .expect("the head in time")
-        .expect("a response");
-    assert_eq!(resp.status(), 200, "{}", vessel.stderr());
-    let mut body = resp.into_body();
-    let mut buf = Vec::new();
-    let first = next_event(&mut body, &mut buf)
-        .await
-        .expect("a first event");
-    assert_eq!(data(&first)["choices"][0]["delta"]["content"], "Streams");
-    eventually("the worker holds the stream", || h.counters().gated == 1).await;
-    assert_eq!(quirks_lines(&vessel.stderr(), "q1", "on_done"), 0);
-
-    // The client goes: its connection closes with the body half read.
-    drop(body);
-    drop(client);
-    eventually("the worker sees the stream cancelled", || {
-        h.counters().streams_cancelled == 1
-    })
-    .await;
-    let c = h.counters();
-    assert_eq!(
-        (c.streams_completed, c.in_flight, c.gated),
-        (0, 0, 0),
-        "{c:?}"
-    );
-    eventually("every filter's on_log and on_done ran", || {
+    for (n, http2) in [(1, false), (2, true)] {
+        let client = client(http2);
+        let resp = tokio::time::timeout(WAIT, client.request(stream_request(main)))
+            .await
+            .expect("the head in time")
+            .expect("a response");
+        assert_eq!(resp.status(), 200, "{}", vessel.stderr());
+        let mut body = resp.into_body();
+        let mut buf = Vec::new();
+        let first = next_event(&mut body, &mut buf)
+            .await
+            .expect("a first event");
+        assert_eq!(data(&first)["choices"][0]["delta"]["content"], "Streams");
+        eventually("the worker holds the stream", || h.counters().gated == 1).await;
         let log = vessel.stderr();
-        ["q1", "q2"]
-            .iter()
-            .all(|q| quirks_lines(&log, q, "on_log") == 1 && quirks_lines(&log, q, "on_done") == 1)
-    })
-    .await;
+        for q in ["q1", "q2"] {
+            assert_eq!(
+                quirks_lines(&log, q, "on_done"),
+                n - 1,
+                "{q}, http2={http2}"
+            );
+        }
+
+        // The client goes with the body half read.
+        drop(body);
+        drop(client);
+        eventually("the worker sees the stream cancelled", || {
+            h.counters().streams_cancelled == u64::try_from(n).unwrap()
+        })
+        .await;
+        let c = h.counters();
+        assert_eq!(
+            (c.streams_completed, c.in_flight, c.gated),
+            (0, 0, 0),
+            "{c:?}"
+        );
+        eventually("every filter's on_log and on_done ran", || {
+            let log = vessel.stderr();
+            ["q1", "q2"].iter().all(|q| {
+                quirks_lines(&log, q, "on_log") == n && quirks_lines(&log, q, "on_done") == n
+            })
+        })
+        .await;
+    }
 }
 
 /// Whether the test may skip for a missing `what`: not under `CI=true`,
