@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::any::open_typed;
 use super::error::ErrorKind;
-use super::lb::{HealthCheck, LoadBalancing, OutlierDetection};
+use super::lb::{HealthCheck, LoadBalancing, MetricsScrape, OutlierDetection};
 use super::yaml::{Node, Res};
 
 /// An upstream cluster.
@@ -28,6 +28,9 @@ pub struct Cluster {
     pub health_check: Option<HealthCheck>,
     /// `outlier_detection`: passive health (consecutive 5xx).
     pub outlier_detection: Option<OutlierDetection>,
+    /// `vessel_metrics_scrape` (a vessel extension): the endpoints' model-
+    /// server metrics, scraped for load-aware policies.
+    pub metrics_scrape: Option<MetricsScrape>,
     /// Whether upstream connections speak HTTP/2 (prior knowledge, as for
     /// gRPC): `http2_protocol_options: {}`, or
     /// `typed_extension_protocol_options` with
@@ -81,6 +84,7 @@ pub(crate) fn cluster(node: &Node<'_>) -> Res<Cluster> {
         "common_lb_config",
         "health_checks",
         "outlier_detection",
+        "vessel_metrics_scrape",
         "load_assignment",
         "http2_protocol_options",
         "typed_extension_protocol_options",
@@ -146,6 +150,10 @@ pub(crate) fn cluster(node: &Node<'_>) -> Res<Cluster> {
     let outlier_detection = o
         .get("outlier_detection")
         .map(|n| super::lb::outlier_detection(&n))
+        .transpose()?;
+    let metrics_scrape = o
+        .get("vessel_metrics_scrape")
+        .map(|n| super::lb::metrics_scrape(&n))
         .transpose()?;
 
     let mut endpoints = Vec::new();
@@ -226,6 +234,7 @@ pub(crate) fn cluster(node: &Node<'_>) -> Res<Cluster> {
         load_balancing,
         health_check,
         outlier_detection,
+        metrics_scrape,
         http2,
         dns_refresh_rate,
     })

@@ -465,3 +465,48 @@ pub(crate) fn outlier_detection(node: &Node<'_>) -> Res<OutlierDetection> {
     }
     Ok(d)
 }
+
+/// `vessel_metrics_scrape` (a vessel extension; Envoy rejects it): scrape
+/// each endpoint's model-server metrics (vLLM or SGLang, Prometheus text)
+/// for the load-aware policies (docs/llm-gateway.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsScrape {
+    /// `path` (default `/metrics`).
+    pub path: String,
+    /// `interval` (default 1 s, > 0).
+    pub interval: Duration,
+    /// `timeout` of one scrape (default 1 s, > 0).
+    pub timeout: Duration,
+}
+
+/// Reads `vessel_metrics_scrape`.
+pub(crate) fn metrics_scrape(node: &Node<'_>) -> Res<MetricsScrape> {
+    let o = node.obj(&["path", "interval", "timeout"])?;
+    let path = match o.get("path") {
+        None => "/metrics".to_owned(),
+        Some(p) => {
+            let s = p.non_empty_str()?;
+            if !s.starts_with('/') {
+                return Err(p.err(ErrorKind::Invalid, "must start with `/`"));
+            }
+            s.to_owned()
+        }
+    };
+    let positive = |key: &str| -> Res<Duration> {
+        match o.get(key) {
+            None => Ok(Duration::from_secs(1)),
+            Some(n) => {
+                let d = n.duration()?;
+                if d.is_zero() {
+                    return Err(n.err(ErrorKind::Invalid, "must be greater than 0s"));
+                }
+                Ok(d)
+            }
+        }
+    };
+    Ok(MetricsScrape {
+        path,
+        interval: positive("interval")?,
+        timeout: positive("timeout")?,
+    })
+}

@@ -74,7 +74,7 @@ pub use cluster::{Cluster, ClusterKind, DEFAULT_DNS_REFRESH_RATE, Endpoint};
 pub use error::{ConfigError, ErrorKind};
 pub use lb::{
     DEFAULT_CHOICE_COUNT, DEFAULT_PANIC_THRESHOLD_BP, HealthCheck, LbPolicy, LoadBalancing,
-    OutlierDetection,
+    MetricsScrape, OutlierDetection,
 };
 pub use listener::{Codec, Listener};
 pub use route::{

@@ -6,6 +6,8 @@
 //!
 //! The first round runs before the listeners bind, as Envoy's cluster
 //! warming waits for the first health-check pass.
+//!
+//! [`Scraper`] reads the endpoints' model-server metrics the same way.
 
 use std::sync::Arc;
 
@@ -16,8 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::lb::{Balancer, EndpointState};
-use crate::config::HealthCheck;
+use super::lb::{Balancer, EndpointState, ScrapedLoad};
+use crate::config::{HealthCheck, MetricsScrape};
 
 type CheckClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -114,5 +116,82 @@ async fn check(
             log::debug!("health check of {}: timed out after {timeout:?}", ep.addr);
             false
         }
+    }
+}
+
+/// Scrapes each endpoint's model-server metrics (`vessel_metrics_scrape`)
+/// into its state, every `interval`. A scrape that fails leaves the last
+/// one (its age shows in the `endpoints` property).
+pub(crate) struct Scraper {
+    balancer: Arc<Balancer>,
+    config: MetricsScrape,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Scraper {
+    pub(crate) fn new(balancer: Arc<Balancer>, config: MetricsScrape) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1)
+            .build(connector);
+        Self {
+            balancer,
+            config,
+            client,
+        }
+    }
+
+    /// Scrapes every endpoint once, concurrently.
+    pub(crate) async fn round(&self) {
+        let mut set = tokio::task::JoinSet::new();
+        for ep in self.balancer.snapshot().iter() {
+            let ep = ep.clone();
+            let client = self.client.clone();
+            let balancer = self.balancer.clone();
+            let (path, timeout) = (self.config.path.clone(), self.config.timeout);
+            set.spawn(async move {
+                let Ok(req) = Request::get(format!("http://{}{path}", ep.addr))
+                    .header(header::HOST, ep.addr.to_string())
+                    .body(Empty::<Bytes>::new())
+                else {
+                    return;
+                };
+                let fetched = tokio::time::timeout(timeout, async {
+                    let resp = client.request(req).await.ok()?;
+                    if !resp.status().is_success() {
+                        return None;
+                    }
+                    // A metrics page is small; a hostile one is cut at 1 MiB.
+                    let body = http_body_util::Limited::new(resp.into_body(), 1 << 20);
+                    http_body_util::BodyExt::collect(body)
+                        .await
+                        .ok()
+                        .map(|b| b.to_bytes())
+                })
+                .await;
+                match fetched {
+                    Ok(Some(bytes)) => {
+                        let load = ScrapedLoad::parse(&String::from_utf8_lossy(&bytes));
+                        ep.record_load(&load, balancer.now_ms());
+                    }
+                    _ => log::debug!("metrics scrape of {} failed", ep.addr),
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// Scrapes every `interval` until aborted.
+    pub(crate) fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(self.config.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                self.round().await;
+            }
+        })
     }
 }

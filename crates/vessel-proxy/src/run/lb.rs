@@ -45,6 +45,14 @@ pub(crate) struct EndpointState {
     /// (0: not ejected).
     ejected_until: AtomicU64,
     ejections: AtomicU32,
+    /// The last scrape of its `/metrics` (`vessel_metrics_scrape`):
+    /// running and waiting requests (`u64::MAX`: not reported), KV-cache
+    /// use as a fraction (f64 bits; NaN: not reported), and when (ms since
+    /// the balancer's epoch; 0: never).
+    running: AtomicU64,
+    waiting: AtomicU64,
+    kv_cache: AtomicU64,
+    scraped_at: AtomicU64,
 }
 
 impl EndpointState {
@@ -60,7 +68,24 @@ impl EndpointState {
             consecutive_5xx: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            running: AtomicU64::new(u64::MAX),
+            waiting: AtomicU64::new(u64::MAX),
+            kv_cache: AtomicU64::new(f64::NAN.to_bits()),
+            scraped_at: AtomicU64::new(0),
         }
+    }
+
+    /// Records a scrape of the endpoint's model-server metrics.
+    pub(crate) fn record_load(&self, load: &ScrapedLoad, now_ms: u64) {
+        self.running
+            .store(load.running.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.waiting
+            .store(load.waiting.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.kv_cache.store(
+            load.kv_cache.unwrap_or(f64::NAN).to_bits(),
+            Ordering::Relaxed,
+        );
+        self.scraped_at.store(now_ms.max(1), Ordering::Relaxed);
     }
 
     /// Requests sent to it and not yet finished.
@@ -81,6 +106,69 @@ impl EndpointState {
     fn ejected_at(&self, now_ms: u64) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
         until != 0 && now_ms < until
+    }
+}
+
+/// What one scrape of a model server's `/metrics` said (summed over label
+/// sets): vLLM's `vllm:num_requests_running`, `vllm:num_requests_waiting`,
+/// `vllm:gpu_cache_usage_perc` (or `vllm:kv_cache_usage_perc`), or SGLang's
+/// `sglang:num_running_reqs`, `sglang:num_queue_reqs`, `sglang:token_usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ScrapedLoad {
+    pub(crate) running: Option<u64>,
+    pub(crate) waiting: Option<u64>,
+    pub(crate) kv_cache: Option<f64>,
+}
+
+impl ScrapedLoad {
+    /// Reads the Prometheus text exposition format; unknown metrics, and
+    /// lines that do not parse, are skipped.
+    pub(crate) fn parse(text: &str) -> Self {
+        let mut out = Self::default();
+        let mut kv_sum: Option<f64> = None;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, rest) = match line.find(['{', ' ']) {
+                Some(i) => line.split_at(i),
+                None => continue,
+            };
+            let rest = match rest.strip_prefix('{') {
+                Some(r) => match r.find('}') {
+                    Some(end) => &r[end + 1..],
+                    None => continue,
+                },
+                None => rest,
+            };
+            let Some(value) = rest
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+            else {
+                continue;
+            };
+            // Counts are whole numbers; truncation of a fraction is fine.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let count = value as u64;
+            match name {
+                "vllm:num_requests_running" | "sglang:num_running_reqs" => {
+                    out.running = Some(out.running.unwrap_or(0).saturating_add(count));
+                }
+                "vllm:num_requests_waiting" | "sglang:num_queue_reqs" => {
+                    out.waiting = Some(out.waiting.unwrap_or(0).saturating_add(count));
+                }
+                "vllm:gpu_cache_usage_perc" | "vllm:kv_cache_usage_perc" | "sglang:token_usage" => {
+                    // Several engines behind one endpoint: the busiest.
+                    kv_sum = Some(kv_sum.map_or(value, |k| k.max(value)));
+                }
+                _ => {}
+            }
+        }
+        out.kv_cache = kv_sum;
+        out
     }
 }
 
@@ -428,6 +516,46 @@ impl Balancer {
         ]
     }
 
+    /// The `vessel.cluster.<name>.endpoints` property: one line per
+    /// endpoint, `<ip:port> <healthy 0|1> <in_flight> <running> <waiting>
+    /// <kv_cache> <scrape_age_ms>`, with `-` for what no scrape reported
+    /// (docs/llm-gateway.md).
+    pub(crate) fn endpoints_property(&self) -> Vec<u8> {
+        use std::fmt::Write as _;
+        let now = self.now_ms();
+        let mut out = String::new();
+        for ep in self.snapshot().iter() {
+            let healthy = u8::from(ep.hc_healthy() && !ep.ejected_at(now));
+            let _ = write!(out, "{} {healthy} {}", ep.addr, ep.in_flight());
+            let num = |v: u64| {
+                if v == u64::MAX {
+                    "-".to_owned()
+                } else {
+                    v.to_string()
+                }
+            };
+            let kv = f64::from_bits(ep.kv_cache.load(Ordering::Relaxed));
+            let at = ep.scraped_at.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                " {} {} {} {}",
+                num(ep.running.load(Ordering::Relaxed)),
+                num(ep.waiting.load(Ordering::Relaxed)),
+                if kv.is_nan() {
+                    "-".to_owned()
+                } else {
+                    format!("{kv:.4}")
+                },
+                if at == 0 {
+                    "-".to_owned()
+                } else {
+                    now.saturating_sub(at).to_string()
+                },
+            );
+        }
+        out.into_bytes()
+    }
+
     /// Envoy's `/clusters` text lines for this cluster's endpoints.
     pub(crate) fn clusters_text(&self, out: &mut String) {
         use std::fmt::Write as _;
@@ -462,6 +590,50 @@ impl Balancer {
             .unwrap_or(u64::MAX)
             .max(1);
         Duration::from_millis(random_u64() % ms)
+    }
+}
+
+/// The properties a routing policy reads (docs/llm-gateway.md):
+/// `vessel.cluster.<name>.endpoints` ([`Balancer::endpoints_property`]) and
+/// `vessel.clusters` (the cluster names, a list).
+pub(crate) struct LbProperties {
+    balancers: std::collections::HashMap<String, Arc<Balancer>>,
+}
+
+impl LbProperties {
+    pub(crate) fn new(balancers: &[Arc<Balancer>]) -> Self {
+        Self {
+            balancers: balancers
+                .iter()
+                .map(|b| (b.cluster.clone(), b.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl vessel_host::PropertyProvider for LbProperties {
+    fn get_property(
+        &self,
+        path: &[&[u8]],
+        _scope: vessel_host::PropertyScope<'_>,
+    ) -> Result<Option<Vec<u8>>, vessel_abi::Status> {
+        Ok(match path {
+            [b"vessel", b"cluster", name, b"endpoints"] => std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| self.balancers.get(n))
+                .map(|b| b.endpoints_property()),
+            [b"vessel", b"clusters"] => {
+                let mut names: Vec<&String> = self.balancers.keys().collect();
+                names.sort();
+                Some(
+                    vessel_host::PropertyValue::List(
+                        names.into_iter().map(|n| n.as_bytes().to_vec()).collect(),
+                    )
+                    .encode(),
+                )
+            }
+            _ => None,
+        })
     }
 }
 
@@ -665,6 +837,53 @@ mod tests {
         b.set_endpoints(&[a[1], SocketAddr::from(([127, 0, 0, 1], 1))]);
         assert!(Arc::ptr_eq(&b.snapshot()[0], &kept));
         assert_eq!(b.snapshot()[0].in_flight(), 1);
+    }
+
+    #[test]
+    fn scrapes_read_vllm_and_sglang_metrics() {
+        let vllm = "# HELP vllm:num_requests_running x\n\
+            # TYPE vllm:num_requests_running gauge\n\
+            vllm:num_requests_running{model_name=\"a\"} 3.0\n\
+            vllm:num_requests_running{model_name=\"b\"} 1\n\
+            vllm:num_requests_waiting{model_name=\"a\"} 7\n\
+            vllm:gpu_cache_usage_perc{model_name=\"a\"} 0.25\n\
+            other_metric 99\n\
+            broken{ 1\n";
+        let l = ScrapedLoad::parse(vllm);
+        assert_eq!(
+            (l.running, l.waiting, l.kv_cache),
+            (Some(4), Some(7), Some(0.25))
+        );
+        let sglang = "sglang:num_running_reqs 2\nsglang:num_queue_reqs 5\nsglang:token_usage 0.5\n";
+        let l = ScrapedLoad::parse(sglang);
+        assert_eq!(
+            (l.running, l.waiting, l.kv_cache),
+            (Some(2), Some(5), Some(0.5))
+        );
+        assert_eq!(ScrapedLoad::parse("nothing 1\n"), ScrapedLoad::default());
+    }
+
+    #[test]
+    fn the_endpoints_property_lists_state_and_load() {
+        let a = addrs(2);
+        let b = Balancer::new("c", &a, &lb(LbPolicy::RoundRobin), None, false);
+        let eps = b.snapshot();
+        let _f = InFlight::new(eps[1].clone());
+        eps[0].record_load(
+            &ScrapedLoad {
+                running: Some(2),
+                waiting: Some(9),
+                kv_cache: Some(0.5),
+            },
+            b.now_ms(),
+        );
+        let text = String::from_utf8(b.endpoints_property()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with(&format!("{} 1 0 2 9 0.5000 ", a[0])),
+            "{text}"
+        );
+        assert_eq!(lines[1], format!("{} 1 1 - - - -", a[1]));
     }
 
     #[test]

@@ -509,6 +509,7 @@ async fn serve(
     let mut dns_clusters = Vec::new();
     let mut balancers = Vec::new();
     let mut checkers = Vec::new();
+    let mut scrapers = Vec::new();
     for c in &boot.clusters {
         let endpoints = resolve(c)?;
         callout_clusters.add(vessel_hyper::Cluster {
@@ -527,6 +528,9 @@ async fn serve(
         if let Some(hc) = &c.health_check {
             checkers.push(Arc::new(health::Checker::new(balancer.clone(), hc.clone())));
         }
+        if let Some(m) = &c.metrics_scrape {
+            scrapers.push(Arc::new(health::Scraper::new(balancer.clone(), m.clone())));
+        }
         balancers.push(balancer.clone());
         let upstream = Arc::new(Upstream::new(balancer, c.connect_timeout, c.http2));
         if matches!(c.kind, ClusterKind::StrictDns | ClusterKind::LogicalDns) {
@@ -544,6 +548,7 @@ async fn serve(
     }
     let mut dns_tasks: Vec<tokio::task::JoinHandle<()>> =
         checkers.into_iter().map(health::Checker::spawn).collect();
+    dns_tasks.extend(scrapers.into_iter().map(health::Scraper::spawn));
     let runtime = Runtime::new(callout_clusters);
     let mut dns_stats = Vec::new();
     for (c, upstream, stats) in dns_clusters {
@@ -553,6 +558,7 @@ async fn serve(
     let names = runtime.clone();
     let env = HostEnv::builder()
         .known_clusters(move |c| names.knows_cluster(c))
+        .property_provider(lb::LbProperties::new(&balancers))
         .build();
     let engine = Engine::new(EngineConfig {
         consume_fuel: needs_fuel(&boot),

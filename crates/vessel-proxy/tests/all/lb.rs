@@ -33,6 +33,8 @@ struct Ctl {
     release: tokio::sync::Notify,
     /// Traffic requests that reached it.
     received: AtomicUsize,
+    /// The queue depth its `/metrics` reports (vLLM's names).
+    waiting: AtomicUsize,
 }
 
 /// A worker answering `200 <name>` (with `x-worker: <name>`, the request
@@ -54,6 +56,16 @@ async fn worker(name: &'static str) -> (SocketAddr, Arc<Ctl>) {
                     .status(status)
                     .body(Full::new(Bytes::new()))
                     .unwrap();
+            }
+            if req.uri().path() == "/metrics" {
+                let text = format!(
+                    "# TYPE vllm:num_requests_waiting gauge\n\
+                     vllm:num_requests_waiting{{model_name=\"m\"}} {}\n\
+                     vllm:num_requests_running{{model_name=\"m\"}} 1\n\
+                     vllm:gpu_cache_usage_perc{{model_name=\"m\"}} 0.5\n",
+                    c.waiting.load(Ordering::SeqCst)
+                );
+                return Response::new(Full::new(Bytes::from(text)));
             }
             c.received.fetch_add(1, Ordering::SeqCst);
             let secret = req.headers().contains_key("x-secret");
@@ -474,5 +486,112 @@ async fn a_filter_picks_the_endpoint_and_clients_cannot() {
     assert_eq!(
         stat(vessel.admin(), "cluster.w.vessel.override_host_used").await,
         Some(6)
+    );
+}
+
+fn override_host_policy() -> serde_json::Value {
+    json!({"policies": [{"typed_extension_config": {
+        "name": "envoy.load_balancing_policies.override_host",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
+            "override_host_sources": [{"header": "x-gateway-destination-endpoint"}],
+            "fallback_policy": {"policies": [{"typed_extension_config": {
+                "name": "envoy.load_balancing_policies.least_request",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest"},
+            }}]},
+        },
+    }}]})
+}
+
+async fn chat(c: &TestClient, addr: SocketAddr, prompt: &str) -> String {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": prompt}]}).to_string();
+    let req = Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, c.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.headers()["x-worker"].to_str().unwrap().to_owned()
+}
+
+/// The Rust SDK policy (`guest_llm_policy`) reads the scraped queue depths
+/// and vessel's in-flight counts through `vessel.cluster.<name>.endpoints`,
+/// sends each request to the least-queued worker, and among equals keeps a
+/// prompt prefix on one worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_policy_routes_by_queue_then_prefix() {
+    let (a, a_ctl) = worker("a").await;
+    let (b, b_ctl) = worker("b").await;
+    let (c3, c_ctl) = worker("c").await;
+    a_ctl.waiting.store(5, Ordering::SeqCst);
+    c_ctl.waiting.store(3, Ordering::SeqCst);
+    let policy = WasmFilter::new("policy", support::guest("llm_policy"))
+        .configuration(json!({"cluster": "workers"}).to_string())
+        .allow_on_headers_stop_iteration();
+    let config = Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .route(Route::prefix("/").to("workers"))
+                .filter(policy)
+                .route_config_field(
+                    "internal_only_headers",
+                    json!(["x-gateway-destination-endpoint"]),
+                ),
+        )
+        .cluster(
+            cluster("workers", &[a, b, c3])
+                .field("load_balancing_policy", override_host_policy())
+                .field("vessel_metrics_scrape", json!({"interval": "0.05s"})),
+        );
+    let vessel = start("policy", &config).await;
+    let (c, addr) = (support::client(), vessel.listener("main"));
+    eventually("the first scrape is in", || {
+        let c = c.clone();
+        async move { chat(&c, addr, "hello").await == "b" }
+    })
+    .await;
+    for i in 0..10 {
+        assert_eq!(
+            chat(&c, addr, &format!("prompt {i}")).await,
+            "b",
+            "least queue"
+        );
+    }
+
+    // Equal queues: the prompt decides, and stays put.
+    a_ctl.waiting.store(0, Ordering::SeqCst);
+    c_ctl.waiting.store(0, Ordering::SeqCst);
+    b_ctl.waiting.store(0, Ordering::SeqCst);
+    eventually("the equal queues are scraped", || {
+        let c = c.clone();
+        async move {
+            let mut seen = std::collections::HashSet::new();
+            for i in 0..12 {
+                seen.insert(chat(&c, addr, &format!("topic {i}")).await);
+            }
+            seen.len() == 3
+        }
+    })
+    .await;
+    for i in 0..6 {
+        let prompt = format!("a long shared system prompt, then question {i}");
+        let first = chat(&c, addr, &prompt).await;
+        for _ in 0..4 {
+            assert_eq!(chat(&c, addr, &prompt).await, first, "prefix affinity");
+        }
+    }
+    assert_eq!(
+        stat(vessel.admin(), "cluster.workers.vessel.override_host_used").await,
+        Some(
+            u64::try_from(
+                a_ctl.received.load(Ordering::SeqCst)
+                    + b_ctl.received.load(Ordering::SeqCst)
+                    + c_ctl.received.load(Ordering::SeqCst)
+            )
+            .unwrap()
+        )
     );
 }
