@@ -217,19 +217,21 @@ pub fn mask(text: &str, kinds: Kinds) -> (String, usize) {
 /// tail after the cut could still become (part of) a match once the next
 /// piece arrives, so it is held back; everything before it is safe to
 /// mask and send. The tail is the trailing run of characters a match is
-/// made of (letters, digits, `@._%+-()`, and spaces after a digit), at
-/// most [`MAX_HOLD`] bytes.
+/// made of (letters, digits, `@._%+-()`, and the spaces inside a number
+/// that runs to the end), at most [`MAX_HOLD`] bytes.
 pub fn safe_cut(text: &str) -> usize {
     let b = text.as_bytes();
     let mut i = b.len();
+    // The tail so far could be the rest of a grouped number.
+    let mut numeric = true;
     while i > 0 && b.len() - i < MAX_HOLD {
         let c = b[i - 1];
-        let part = is_local(c)
-            || matches!(c, b'@' | b'(' | b')')
-            || (c == b' ' && i >= 2 && (b[i - 2].is_ascii_digit() || b[i - 2] == b')'));
-        if !part {
+        let space_in_number =
+            c == b' ' && numeric && i >= 2 && (b[i - 2].is_ascii_digit() || b[i - 2] == b')');
+        if !(is_local(c) || matches!(c, b'@' | b'(' | b')') || space_in_number) {
             break;
         }
+        numeric &= !c.is_ascii_alphabetic() && c != b'@';
         i -= 1;
     }
     i
@@ -338,6 +340,14 @@ mod tests {
     }
 
     #[test]
+    fn stream_holds_only_what_can_still_match() {
+        assert_eq!(safe_cut("card 4111 1111 ok"), "card 4111 1111 ".len());
+        assert_eq!(safe_cut("card 4111 1111"), "card ".len());
+        assert_eq!(safe_cut("see a.b@"), "see ".len());
+        assert_eq!(safe_cut("done. "), "done. ".len());
+    }
+
+    #[test]
     fn stream_holds_at_most_max_hold() {
         let mut s = StreamMasker::default();
         let out = s.push(&"a".repeat(200), Kinds::default());
@@ -347,10 +357,18 @@ mod tests {
 
     #[test]
     fn every_split_of_a_text_masks_as_the_whole() {
-        let text =
-            "Hi, I am ann@corp.example.org, card 4111 1111 1111 1111, tel +44 20 7946 0958. Bye";
+        for text in [
+            "Hi, I am ann@corp.example.org, card 4111 1111 1111 1111, tel +44 20 7946 0958. Bye",
+            "card 4111 1111 1111 1111 ok (555) 123-4567 x@y.io",
+            "é 5551234567é a.b@c.de, 12 34",
+        ] {
+            every_split(text);
+        }
+    }
+
+    fn every_split(text: &str) {
         let whole = m(text);
-        for cut in 0..=text.len() {
+        for cut in (0..=text.len()).filter(|c| text.is_char_boundary(*c)) {
             let mut s = StreamMasker::default();
             let k = Kinds::default();
             let mut out = s.push(&text[..cut], k);

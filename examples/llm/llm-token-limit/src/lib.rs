@@ -225,7 +225,7 @@ impl HttpContext for Limit {
                 );
                 let message = format!(
                     "Rate limit reached for {}: {used} of {budget} tokens used in this window. \
-                     Try again in {retry}s.",
+                     Retry after the seconds in the retry-after header.",
                     self.who
                 );
                 let body = openai::error_body(&message, "tokens", "rate_limit_exceeded");
