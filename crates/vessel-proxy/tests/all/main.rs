@@ -16,6 +16,7 @@ mod cli;
 mod config;
 mod envoy_diff;
 mod library;
+mod llm;
 mod load;
 mod reload;
 mod run;
