@@ -163,6 +163,7 @@ pub struct Listener {
     suppress_envoy_headers: bool,
     routes: Vec<Route>,
     filters: Vec<WasmFilter>,
+    route_config_extra: Map<String, Value>,
 }
 
 impl Listener {
@@ -177,7 +178,15 @@ impl Listener {
             suppress_envoy_headers: false,
             routes: Vec::new(),
             filters: Vec::new(),
+            route_config_extra: Map::new(),
         }
+    }
+
+    /// Sets a field of the `route_config` the builder has no method for
+    /// (e.g. `internal_only_headers`), as JSON.
+    pub fn route_config_field(mut self, key: &str, value: Value) -> Self {
+        self.route_config_extra.insert(key.to_owned(), value);
+        self
     }
 
     /// Its address (default 127.0.0.1:0).
@@ -242,14 +251,15 @@ impl Listener {
             };
             hcm.insert("codec_type".into(), name.into());
         }
-        hcm.insert(
-            "route_config".into(),
-            json!({ "virtual_hosts": [{
-                "name": "all",
-                "domains": ["*"],
-                "routes": self.routes.iter().map(Route::to_value).collect::<Vec<_>>(),
-            }]}),
-        );
+        let mut rc = json!({ "virtual_hosts": [{
+            "name": "all",
+            "domains": ["*"],
+            "routes": self.routes.iter().map(Route::to_value).collect::<Vec<_>>(),
+        }]});
+        if let Value::Object(m) = &mut rc {
+            m.extend(self.route_config_extra.clone());
+        }
+        hcm.insert("route_config".into(), rc);
         let mut filters: Vec<Value> = self.filters.iter().map(WasmFilter::to_value).collect();
         let mut router = Map::new();
         router.insert("@type".into(), ROUTER.into());
@@ -283,6 +293,7 @@ impl Listener {
 pub struct Route {
     matcher: (&'static str, String),
     action: Action,
+    extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -308,7 +319,20 @@ impl Route {
                 status: 404,
                 body: None,
             },
+            extra: Map::new(),
         }
+    }
+
+    /// Sets a field of the `route` action the builder has no method for
+    /// (`retry_policy`, `cluster_header`, `weighted_clusters`...), as JSON.
+    /// A `cluster_header` or `weighted_clusters` replaces [`Route::to`]'s
+    /// `cluster`.
+    pub fn route_field(mut self, key: &str, value: Value) -> Self {
+        if matches!(self.action, Action::Direct { .. }) {
+            self = self.to("");
+        }
+        self.extra.insert(key.to_owned(), value);
+        self
     }
 
     /// Matches the path `p` exactly.
@@ -367,7 +391,12 @@ impl Route {
                 timeout,
             } => {
                 let mut a = Map::new();
-                a.insert("cluster".into(), name.clone().into());
+                let specified = self.extra.contains_key("cluster_header")
+                    || self.extra.contains_key("weighted_clusters");
+                if !specified {
+                    a.insert("cluster".into(), name.clone().into());
+                }
+                a.extend(self.extra.clone());
                 if let Some(p) = prefix_rewrite {
                     a.insert("prefix_rewrite".into(), p.clone().into());
                 }
@@ -410,6 +439,7 @@ pub struct Cluster {
     dns_refresh_rate: Option<String>,
     http2: bool,
     endpoints: Vec<(String, u16)>,
+    extra: Map<String, Value>,
 }
 
 impl Cluster {
@@ -422,6 +452,7 @@ impl Cluster {
             dns_refresh_rate: None,
             http2: false,
             endpoints: Vec::new(),
+            extra: Map::new(),
         }
     }
 
@@ -440,6 +471,14 @@ impl Cluster {
     /// `connect_timeout`, an Envoy duration (default `"1s"`).
     pub fn connect_timeout(mut self, d: impl Into<String>) -> Self {
         self.connect_timeout = d.into();
+        self
+    }
+
+    /// Sets a cluster field the builder has no method for (`lb_policy`,
+    /// `health_checks`, `outlier_detection`, `load_balancing_policy`...),
+    /// as JSON.
+    pub fn field(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_owned(), value);
         self
     }
 
@@ -496,6 +535,7 @@ impl Cluster {
                 json!({ "cluster_name": self.name, "endpoints": [{ "lb_endpoints": lb }] }),
             );
         }
+        c.extend(self.extra.clone());
         Value::Object(c)
     }
 }

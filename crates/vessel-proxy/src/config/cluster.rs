@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::any::open_typed;
 use super::error::ErrorKind;
+use super::lb::{HealthCheck, LoadBalancing, MetricsScrape, OutlierDetection};
 use super::yaml::{Node, Res};
 
 /// An upstream cluster.
@@ -18,8 +19,18 @@ pub struct Cluster {
     /// `connect_timeout` (default 5 s).
     pub connect_timeout: Duration,
     /// `load_assignment.endpoints[].lb_endpoints[].endpoint`, flattened in
-    /// document order. Balanced round-robin.
+    /// document order.
     pub endpoints: Vec<Endpoint>,
+    /// `lb_policy` (with `least_request_lb_config`) or
+    /// `load_balancing_policy`, and `common_lb_config`.
+    pub load_balancing: LoadBalancing,
+    /// `health_checks[0]`: an active HTTP health check.
+    pub health_check: Option<HealthCheck>,
+    /// `outlier_detection`: passive health (consecutive 5xx).
+    pub outlier_detection: Option<OutlierDetection>,
+    /// `vessel_metrics_scrape` (a vessel extension): the endpoints' model-
+    /// server metrics, scraped for load-aware policies.
+    pub metrics_scrape: Option<MetricsScrape>,
     /// Whether upstream connections speak HTTP/2 (prior knowledge, as for
     /// gRPC): `http2_protocol_options: {}`, or
     /// `typed_extension_protocol_options` with
@@ -68,6 +79,12 @@ pub(crate) fn cluster(node: &Node<'_>) -> Res<Cluster> {
         "connect_timeout",
         "dns_refresh_rate",
         "lb_policy",
+        "least_request_lb_config",
+        "load_balancing_policy",
+        "common_lb_config",
+        "health_checks",
+        "outlier_detection",
+        "vessel_metrics_scrape",
         "load_assignment",
         "http2_protocol_options",
         "typed_extension_protocol_options",
@@ -104,19 +121,40 @@ pub(crate) fn cluster(node: &Node<'_>) -> Res<Cluster> {
             d
         }
     };
-    if let Some(lb) = o.get("lb_policy") {
-        lb.enumeration(
-            &["ROUND_ROBIN"],
-            &[
-                "LEAST_REQUEST",
-                "RING_HASH",
-                "RANDOM",
-                "MAGLEV",
-                "CLUSTER_PROVIDED",
-                "LOAD_BALANCING_POLICY_CONFIG",
-            ],
-        )?;
-    }
+    let mut load_balancing = match o.get("load_balancing_policy") {
+        Some(p) => {
+            for other in ["lb_policy", "least_request_lb_config"] {
+                if let Some(n) = o.get(other) {
+                    return Err(n.err(
+                        ErrorKind::Invalid,
+                        "cannot be combined with load_balancing_policy",
+                    ));
+                }
+            }
+            super::lb::load_balancing_policy(&p)?
+        }
+        None => LoadBalancing {
+            policy: super::lb::lb_policy(o.get("lb_policy"), o.get("least_request_lb_config"))?,
+            ..LoadBalancing::default()
+        },
+    };
+    load_balancing.panic_threshold_bp = match o.get("common_lb_config") {
+        Some(c) => super::lb::panic_threshold(&c)?,
+        None => super::lb::DEFAULT_PANIC_THRESHOLD_BP,
+    };
+    let health_check = o
+        .get("health_checks")
+        .map(|h| super::lb::health_checks(&h))
+        .transpose()?
+        .flatten();
+    let outlier_detection = o
+        .get("outlier_detection")
+        .map(|n| super::lb::outlier_detection(&n))
+        .transpose()?;
+    let metrics_scrape = o
+        .get("vessel_metrics_scrape")
+        .map(|n| super::lb::metrics_scrape(&n))
+        .transpose()?;
 
     let mut endpoints = Vec::new();
     if let Some(la) = o.get("load_assignment") {
@@ -193,6 +231,10 @@ pub(crate) fn cluster(node: &Node<'_>) -> Res<Cluster> {
         kind,
         connect_timeout,
         endpoints,
+        load_balancing,
+        health_check,
+        outlier_detection,
+        metrics_scrape,
         http2,
         dns_refresh_rate,
     })

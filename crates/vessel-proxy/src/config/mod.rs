@@ -60,6 +60,7 @@
 mod any;
 mod cluster;
 mod error;
+mod lb;
 mod listener;
 mod route;
 mod wasm;
@@ -71,10 +72,15 @@ use std::path::Path;
 
 pub use cluster::{Cluster, ClusterKind, DEFAULT_DNS_REFRESH_RATE, Endpoint};
 pub use error::{ConfigError, ErrorKind};
+pub use lb::{
+    DEFAULT_CHOICE_COUNT, DEFAULT_PANIC_THRESHOLD_BP, HealthCheck, LbPolicy, LoadBalancing,
+    MetricsScrape, OutlierDetection,
+};
 pub use listener::{Codec, Listener};
 pub use route::{
-    DEFAULT_ROUTE_TIMEOUT, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction, RouteConfig,
-    RouteMatch, SafeRegex, StringMatchKind, VirtualHost,
+    ClusterSpecifier, DEFAULT_ROUTE_TIMEOUT, HeaderMatch, HeaderMatcher, PathMatch, RetryOn,
+    RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, SafeRegex, StringMatchKind,
+    VirtualHost,
 };
 pub use vessel_host::{FailurePolicy, ReloadBackoff};
 pub use wasm::{EnvSpec, WasmCode, WasmFilter};

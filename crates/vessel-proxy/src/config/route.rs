@@ -20,6 +20,7 @@ use super::yaml::{Node, Res};
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     name: String,
+    internal_only_headers: Vec<String>,
     virtual_hosts: Vec<VirtualHost>,
     exact: HashMap<String, usize>,
     /// `*.suffix` domains as (`.suffix`, vhost), longest first.
@@ -152,13 +153,15 @@ pub enum StringMatchKind {
 pub enum RouteAction {
     /// `route`: forward to a cluster.
     Cluster {
-        /// `cluster`: a name from `static_resources.clusters` (checked).
-        name: String,
+        /// `cluster`, `cluster_header` or `weighted_clusters`.
+        cluster: ClusterSpecifier,
         /// `prefix_rewrite`: see [`Route::rewritten_path`].
         prefix_rewrite: Option<String>,
         /// `timeout`: `None` when set to `0s` (no timeout); 15 s when absent,
         /// as in Envoy.
         timeout: Option<Duration>,
+        /// `retry_policy`.
+        retry: Option<RetryPolicy>,
     },
     /// `direct_response`: answer locally.
     Direct {
@@ -169,6 +172,64 @@ pub enum RouteAction {
     },
 }
 
+/// Which cluster a forwarding route sends to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterSpecifier {
+    /// `cluster`: a name from `static_resources.clusters` (checked).
+    Named(String),
+    /// `cluster_header`: the cluster named by this request header (lower-
+    /// cased) when the router sees the request, after the filters. An
+    /// absent header or an unknown name gives 503, as in Envoy.
+    Header(String),
+    /// `weighted_clusters.clusters[]`: `(name, weight)`, each name checked;
+    /// the weights sum to more than 0.
+    Weighted(Vec<(String, u32)>),
+}
+
+/// `retry_policy` of a route (Envoy's `x-envoy-retry-on` semantics for the
+/// supported conditions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// `retry_on`, parsed.
+    pub retry_on: RetryOn,
+    /// `num_retries` (default 1): retries after the first try.
+    pub num_retries: u32,
+    /// `per_try_timeout`: each try's limit until its response head; when it
+    /// fires the try counts as a timeout (retried under `5xx`,
+    /// `gateway-error` and `reset`).
+    pub per_try_timeout: Option<Duration>,
+    /// `retriable_status_codes` (used with `retriable-status-codes`).
+    pub retriable_status_codes: Vec<u16>,
+    /// `retry_back_off.base_interval` (default 25 ms).
+    pub backoff_base: Duration,
+    /// `retry_back_off.max_interval` (default 10 × base).
+    pub backoff_max: Duration,
+    /// `retry_host_predicate` has `envoy.retry_host_predicates.previous_hosts`:
+    /// a retry avoids the endpoints already tried (when it can).
+    pub previous_hosts: bool,
+    /// `host_selection_retry_max_attempts` (default 1): how many picks a
+    /// retry may make to find an endpoint the predicate accepts.
+    pub host_selection_attempts: u32,
+}
+
+/// The conditions of `retry_on` that vessel implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct RetryOn {
+    /// `5xx`: any 5xx answer, a reset, a connect failure or a per-try timeout.
+    pub any_5xx: bool,
+    /// `gateway-error`: 502, 503, 504, a reset, a connect failure or a
+    /// per-try timeout.
+    pub gateway_error: bool,
+    /// `reset`: no answer (disconnect, reset, per-try timeout).
+    pub reset: bool,
+    /// `connect-failure`: the connection could not be made.
+    pub connect_failure: bool,
+    /// `retriable-status-codes`: an answer whose status is listed.
+    pub retriable_status_codes: bool,
+}
+
 /// Envoy's default upstream timeout for a route.
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -176,6 +237,13 @@ impl RouteConfig {
     /// `name`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `internal_only_headers`, lower-cased: removed from every downstream
+    /// request before the filters see it (vessel treats every downstream
+    /// request as external; see docs/envoy-config.md).
+    pub fn internal_only_headers(&self) -> &[String] {
+        &self.internal_only_headers
     }
 
     /// `virtual_hosts`, in document order.
@@ -239,12 +307,30 @@ impl RouteConfig {
             vh.routes
                 .iter()
                 .enumerate()
-                .filter_map(move |(r, route)| match &route.action {
-                    RouteAction::Cluster { name, .. } => Some((
+                .flat_map(move |(r, route)| match &route.action {
+                    RouteAction::Cluster {
+                        cluster: ClusterSpecifier::Named(name),
+                        ..
+                    } => vec![(
                         format!("virtual_hosts[{v}].routes[{r}].route.cluster"),
                         name.as_str(),
-                    )),
-                    RouteAction::Direct { .. } => None,
+                    )],
+                    RouteAction::Cluster {
+                        cluster: ClusterSpecifier::Weighted(w),
+                        ..
+                    } => w
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (name, _))| {
+                            (
+                                format!(
+                                    "virtual_hosts[{v}].routes[{r}].route.weighted_clusters.clusters[{i}].name"
+                                ),
+                                name.as_str(),
+                            )
+                        })
+                        .collect(),
+                    _ => Vec::new(),
                 })
         })
     }
@@ -335,10 +421,26 @@ impl Route {
 
 /// Reads `route_config`.
 pub(crate) fn route_config(node: &Node<'_>) -> Res<RouteConfig> {
-    let o = node.obj(&["name", "virtual_hosts"])?;
+    let o = node.obj(&["name", "virtual_hosts", "internal_only_headers"])?;
     let name = o.string_or_default("name")?;
+    let mut internal_only_headers = Vec::new();
+    for h in o
+        .get("internal_only_headers")
+        .map(|h| h.list())
+        .unwrap_or_default()
+    {
+        let name = h.non_empty_str()?.to_ascii_lowercase();
+        if name.starts_with(':') || name == "host" {
+            return Err(h.err(
+                ErrorKind::Invalid,
+                "a pseudo-header or `host` cannot be removed",
+            ));
+        }
+        internal_only_headers.push(name);
+    }
     let mut rc = RouteConfig {
         name,
+        internal_only_headers,
         virtual_hosts: Vec::new(),
         exact: HashMap::new(),
         suffixes: Vec::new(),
@@ -571,8 +673,41 @@ fn string_match(node: &Node<'_>) -> Res<HeaderMatch> {
 }
 
 fn cluster_action(node: &Node<'_>) -> Res<RouteAction> {
-    let o = node.obj(&["cluster", "prefix_rewrite", "timeout"])?;
-    let name = o.req("cluster")?.non_empty_str()?.to_owned();
+    let o = node.obj(&[
+        "cluster",
+        "cluster_header",
+        "weighted_clusters",
+        "prefix_rewrite",
+        "timeout",
+        "retry_policy",
+    ])?;
+    let cluster = match (
+        o.get("cluster"),
+        o.get("cluster_header"),
+        o.get("weighted_clusters"),
+    ) {
+        (Some(c), None, None) => ClusterSpecifier::Named(c.non_empty_str()?.to_owned()),
+        (None, Some(h), None) => {
+            let name = h.non_empty_str()?.to_ascii_lowercase();
+            if name.starts_with(':') {
+                return Err(h.err(ErrorKind::Invalid, "cannot be a pseudo-header"));
+            }
+            ClusterSpecifier::Header(name)
+        }
+        (None, None, Some(w)) => weighted_clusters(&w)?,
+        (None, None, None) => {
+            return Err(o.err(
+                ErrorKind::Missing,
+                "one of cluster, cluster_header, weighted_clusters is required",
+            ));
+        }
+        _ => {
+            return Err(o.err(
+                ErrorKind::Invalid,
+                "only one of cluster, cluster_header, weighted_clusters may be given",
+            ));
+        }
+    };
     let prefix_rewrite = o
         .get("prefix_rewrite")
         .map(|p| p.str().map(str::to_owned))
@@ -581,10 +716,186 @@ fn cluster_action(node: &Node<'_>) -> Res<RouteAction> {
         None => Some(DEFAULT_ROUTE_TIMEOUT),
         Some(t) => Some(t.duration()?).filter(|d| !d.is_zero()),
     };
+    let retry = o
+        .get("retry_policy")
+        .map(|r| retry_policy(&r))
+        .transpose()?;
     Ok(RouteAction::Cluster {
-        name,
+        cluster,
         prefix_rewrite,
         timeout,
+        retry,
+    })
+}
+
+fn weighted_clusters(node: &Node<'_>) -> Res<ClusterSpecifier> {
+    let o = node.obj(&["clusters", "total_weight"])?;
+    let list = o.req("clusters")?.list();
+    if list.is_empty() {
+        return Err(o.err(ErrorKind::Missing, "clusters needs at least one entry"));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    let mut sum: u64 = 0;
+    for c in list {
+        let co = c.obj(&["name", "weight"])?;
+        let name = co.req("name")?.non_empty_str()?.to_owned();
+        let weight = match co.get("weight") {
+            None => 0,
+            Some(w) => w
+                .u32()
+                .or_else(|_| w.obj(&["value"])?.req("value")?.u32())?,
+        };
+        sum += u64::from(weight);
+        out.push((name, weight));
+    }
+    if sum == 0 {
+        return Err(o.err(ErrorKind::Invalid, "the weights must sum to more than 0"));
+    }
+    if sum > u64::from(u32::MAX) {
+        return Err(o.err(ErrorKind::Invalid, "the weights sum to more than 2^32 - 1"));
+    }
+    if let Some(t) = o.get("total_weight") {
+        let total = t
+            .u32()
+            .or_else(|_| t.obj(&["value"])?.req("value")?.u32())?;
+        if u64::from(total) != sum {
+            return Err(t.err(
+                ErrorKind::Invalid,
+                format!("total_weight {total} is not the sum of the weights ({sum})"),
+            ));
+        }
+    }
+    Ok(ClusterSpecifier::Weighted(out))
+}
+
+const PREVIOUS_HOSTS: &str = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+
+fn retry_policy(node: &Node<'_>) -> Res<RetryPolicy> {
+    let o = node.obj(&[
+        "retry_on",
+        "num_retries",
+        "per_try_timeout",
+        "retriable_status_codes",
+        "retry_back_off",
+        "retry_host_predicate",
+        "host_selection_retry_max_attempts",
+    ])?;
+    let mut retry_on = RetryOn::default();
+    if let Some(r) = o.get("retry_on") {
+        for cond in r.str()?.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            match cond {
+                "5xx" => retry_on.any_5xx = true,
+                "gateway-error" => retry_on.gateway_error = true,
+                "reset" => retry_on.reset = true,
+                "connect-failure" => retry_on.connect_failure = true,
+                "retriable-status-codes" => retry_on.retriable_status_codes = true,
+                "refused-stream"
+                | "retriable-4xx"
+                | "envoy-ratelimited"
+                | "retriable-headers"
+                | "http3-post-connect-failure"
+                | "reset-before-request"
+                | "cancelled"
+                | "deadline-exceeded"
+                | "internal"
+                | "resource-exhausted"
+                | "unavailable" => {
+                    return Err(r.err(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "`{cond}` is not supported; supported: 5xx, gateway-error, reset, \
+                             connect-failure, retriable-status-codes"
+                        ),
+                    ));
+                }
+                other => {
+                    return Err(r.err(
+                        ErrorKind::Invalid,
+                        format!("unknown retry condition `{other}`"),
+                    ));
+                }
+            }
+        }
+    }
+    let num_retries = match o.get("num_retries") {
+        None => 1,
+        Some(n) => n
+            .u32()
+            .or_else(|_| n.obj(&["value"])?.req("value")?.u32())?,
+    };
+    let per_try_timeout = o
+        .get("per_try_timeout")
+        .map(|t| t.duration())
+        .transpose()?
+        .filter(|d| !d.is_zero());
+    let mut retriable_status_codes = Vec::new();
+    for c in o
+        .get("retriable_status_codes")
+        .map(|c| c.list())
+        .unwrap_or_default()
+    {
+        let code = c
+            .u32()
+            .ok()
+            .and_then(|v| u16::try_from(v).ok())
+            .filter(|v| (100..600).contains(v))
+            .ok_or_else(|| c.err(ErrorKind::Invalid, "expected a status in 100..=599"))?;
+        retriable_status_codes.push(code);
+    }
+    let (mut backoff_base, mut backoff_max) = (Duration::from_millis(25), None);
+    if let Some(b) = o.get("retry_back_off") {
+        let bo = b.obj(&["base_interval", "max_interval"])?;
+        let base = bo.req("base_interval")?;
+        backoff_base = base.duration()?;
+        if backoff_base < Duration::from_millis(1) {
+            return Err(base.err(ErrorKind::Invalid, "must be at least 1ms"));
+        }
+        if let Some(m) = bo.get("max_interval") {
+            let max = m.duration()?;
+            if max < backoff_base {
+                return Err(m.err(ErrorKind::Invalid, "must be at least base_interval"));
+            }
+            backoff_max = Some(max);
+        }
+    }
+    let mut previous_hosts = false;
+    for p in o
+        .get("retry_host_predicate")
+        .map(|p| p.list())
+        .unwrap_or_default()
+    {
+        let po = p.obj(&["name", "typed_config"])?;
+        let name = po.req("name")?.str()?;
+        let known = match po.get("typed_config") {
+            Some(t) => {
+                let any = super::any::open_typed(&t)?;
+                any.body.obj(&any.keys(&[]))?;
+                any.type_name == PREVIOUS_HOSTS
+            }
+            None => name == "envoy.retry_host_predicates.previous_hosts",
+        };
+        if !known {
+            return Err(p.err(
+                ErrorKind::Unsupported,
+                format!("only the previous_hosts predicate ({PREVIOUS_HOSTS}) is supported"),
+            ));
+        }
+        previous_hosts = true;
+    }
+    let host_selection_attempts = o
+        .get("host_selection_retry_max_attempts")
+        .map(|n| n.u64())
+        .transpose()?
+        .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX).max(1));
+    Ok(RetryPolicy {
+        retry_on,
+        num_retries,
+        per_try_timeout,
+        retriable_status_codes,
+        backoff_base,
+        backoff_max: backoff_max.unwrap_or(backoff_base * 10),
+        previous_hosts,
+        host_selection_attempts,
     })
 }
 

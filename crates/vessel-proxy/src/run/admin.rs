@@ -38,6 +38,8 @@ pub(crate) struct Admin {
     pub(crate) listeners: Vec<Arc<ListenerStats>>,
     /// Stats of the DNS clusters.
     pub(crate) clusters: Vec<Arc<DnsStats>>,
+    /// Every cluster's balancer (load-balancing stats, `/clusters`).
+    pub(crate) balancers: Vec<Arc<super::lb::Balancer>>,
     pub(crate) plugins: PluginStatsMap,
     pub(crate) reloads: Arc<ReloadCounters>,
     /// Each listener's name and bound address, in config order.
@@ -116,6 +118,14 @@ impl Admin {
                 out.push((name, false, Stat::Counter(value)));
             }
             for (name, value) in c.gauges() {
+                out.push((name, false, Stat::Gauge(value)));
+            }
+        }
+        for b in &self.balancers {
+            for (name, value) in b.counters() {
+                out.push((name, false, Stat::Counter(value)));
+            }
+            for (name, value) in b.gauges() {
                 out.push((name, false, Stat::Gauge(value)));
             }
         }
@@ -239,6 +249,13 @@ impl Admin {
                     (StatusCode::OK, self.listeners(true), "application/json")
                 }
                 "/listeners" => (StatusCode::OK, self.listeners(false), TEXT),
+                "/clusters" => {
+                    let mut text = String::new();
+                    for b in &self.balancers {
+                        b.clusters_text(&mut text);
+                    }
+                    (StatusCode::OK, text, TEXT)
+                }
                 _ => (StatusCode::NOT_FOUND, "invalid path\n".to_owned(), TEXT),
             }
         };
@@ -328,6 +345,7 @@ mod tests {
             metrics,
             listeners: vec![],
             clusters: vec![Arc::new(DnsStats::new("named"))],
+            balancers: vec![],
             plugins,
             reloads: Arc::default(),
             bound: vec![

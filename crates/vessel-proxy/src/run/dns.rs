@@ -161,6 +161,10 @@ mod tests {
                     hostname: None,
                 },
             ],
+            load_balancing: config::LoadBalancing::default(),
+            health_check: None,
+            outlier_detection: None,
+            metrics_scrape: None,
             http2: false,
             dns_refresh_rate: config::DEFAULT_DNS_REFRESH_RATE,
         }

@@ -48,6 +48,8 @@
 mod access;
 mod admin;
 mod dns;
+mod health;
+mod lb;
 mod router;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -78,6 +80,7 @@ use crate::config::{self, Bootstrap, ClusterKind, Codec, ConfigError, WasmCode, 
 use access::{AccessLog, Entry, ListenerStats, LoggedBody};
 use admin::Admin;
 pub use admin::{Address, ListenerStatus, ListenersStatus, SocketAddress};
+use lb::Balancer;
 use router::{Router, RouterBody, Upstream, Upstreams};
 
 /// How long connections in flight may take to finish after a shutdown
@@ -504,6 +507,9 @@ async fn serve(
     let mut callout_clusters = vessel_hyper::Clusters::new();
     let mut upstreams = HashMap::new();
     let mut dns_clusters = Vec::new();
+    let mut balancers = Vec::new();
+    let mut checkers = Vec::new();
+    let mut scrapers = Vec::new();
     for c in &boot.clusters {
         let endpoints = resolve(c)?;
         callout_clusters.add(vessel_hyper::Cluster {
@@ -512,7 +518,21 @@ async fn serve(
             connect_timeout: c.connect_timeout,
             http2: c.http2,
         });
-        let upstream = Arc::new(Upstream::new(endpoints.clone(), c.connect_timeout, c.http2));
+        let balancer = Arc::new(Balancer::new(
+            &c.name,
+            &endpoints,
+            &c.load_balancing,
+            c.outlier_detection.clone(),
+            c.health_check.is_some(),
+        ));
+        if let Some(hc) = &c.health_check {
+            checkers.push(Arc::new(health::Checker::new(balancer.clone(), hc.clone())));
+        }
+        if let Some(m) = &c.metrics_scrape {
+            scrapers.push(Arc::new(health::Scraper::new(balancer.clone(), m.clone())));
+        }
+        balancers.push(balancer.clone());
+        let upstream = Arc::new(Upstream::new(balancer, c.connect_timeout, c.http2));
         if matches!(c.kind, ClusterKind::StrictDns | ClusterKind::LogicalDns) {
             let stats = Arc::new(dns::DnsStats::new(&c.name));
             dns::record_startup(&stats, &endpoints);
@@ -521,9 +541,16 @@ async fn serve(
         upstreams.insert(c.name.clone(), upstream);
     }
     let upstreams: Upstreams = Arc::new(upstreams);
+    // Active health checks: the first round before the listeners bind (as
+    // Envoy's cluster warming waits for it), then every interval.
+    for c in &checkers {
+        c.round().await;
+    }
+    let mut dns_tasks: Vec<tokio::task::JoinHandle<()>> =
+        checkers.into_iter().map(health::Checker::spawn).collect();
+    dns_tasks.extend(scrapers.into_iter().map(health::Scraper::spawn));
     let runtime = Runtime::new(callout_clusters);
     let mut dns_stats = Vec::new();
-    let mut dns_tasks = Vec::new();
     for (c, upstream, stats) in dns_clusters {
         dns_stats.push(stats.clone());
         dns_tasks.push(dns::spawn_refresh(c, upstream, runtime.clone(), stats));
@@ -531,6 +558,7 @@ async fn serve(
     let names = runtime.clone();
     let env = HostEnv::builder()
         .known_clusters(move |c| names.knows_cluster(c))
+        .property_provider(lb::LbProperties::new(&balancers))
         .build();
     let engine = Engine::new(EngineConfig {
         consume_fuel: needs_fuel(&boot),
@@ -579,15 +607,21 @@ async fn serve(
             routes: routes.clone(),
             filters,
         });
+        let current_routes = routes.clone();
         let chain = ServiceBuilder::new()
             .layer(layer)
             .service(SwapRouter(routes));
         let make = move |info: ConnectionInfo| -> ConnService {
             let chain = chain.clone();
             let log = log.clone();
+            let current_routes = current_routes.clone();
             BoxCloneService::new(tower::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(info);
                 router::connection_manager(&mut req);
+                current_routes
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .strip_internal_only(req.headers_mut());
                 let start = Instant::now();
                 let head = log.enabled.then(|| {
                     (
@@ -665,6 +699,7 @@ async fn serve(
             metrics: env.metrics().clone(),
             listeners: all_stats,
             clusters: dns_stats,
+            balancers,
             plugins: host.stats.clone(),
             reloads: counters,
             bound: listener_addrs,

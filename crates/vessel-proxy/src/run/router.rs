@@ -33,8 +33,8 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,8 @@ use tokio::sync::oneshot;
 use tower::Service;
 use vessel_hyper::{BoxError, UpstreamInfo, VesselBody};
 
-use crate::config::{RouteAction, RouteConfig};
+use super::lb::{Balancer, InFlight, Outcome};
+use crate::config::{ClusterSpecifier, RetryPolicy, RouteAction, RouteConfig};
 
 /// The router's response body.
 pub(crate) type RouterBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -84,16 +85,16 @@ const HOP_BY_HOP: [&str; 6] = [
     "te",
 ];
 
-/// One cluster's endpoints and its client.
+/// One cluster's balancer and its client.
 pub(crate) struct Upstream {
-    /// Replaced when a DNS cluster is resolved again.
-    endpoints: RwLock<Arc<[SocketAddr]>>,
-    next: AtomicUsize,
+    /// The endpoints (replaced when a DNS cluster is resolved again), their
+    /// state and the pick.
+    pub(crate) balancer: Arc<Balancer>,
     http2: bool,
     connect_timeout: Duration,
     /// HTTP/1.1 clusters: a pooled client (the URI names the endpoint; the
     /// `Host` header keeps the client's authority).
-    client: Client<HttpConnector, NotifyEnd<VesselBody>>,
+    client: Client<HttpConnector, NotifyEnd<Prefixed>>,
     /// HTTP/2 clusters: one multiplexed connection per endpoint, so that
     /// `:authority` (taken from the request URI) can be the client's.
     h2: Mutex<HashMap<SocketAddr, H2Conn>>,
@@ -102,7 +103,7 @@ pub(crate) struct Upstream {
 /// An HTTP/2 connection to one endpoint.
 #[derive(Clone)]
 struct H2Conn {
-    send: http2::SendRequest<NotifyEnd<VesselBody>>,
+    send: http2::SendRequest<NotifyEnd<Prefixed>>,
     local: Option<SocketAddr>,
 }
 
@@ -113,6 +114,8 @@ enum UpstreamError {
     Connect { timeout: bool },
     /// The connection was lost before the response head.
     Terminated,
+    /// The route's `per_try_timeout` fired before the response head.
+    PerTryTimeout,
 }
 
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -129,8 +132,8 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 impl Upstream {
-    /// A pooled client for `endpoints`.
-    pub(crate) fn new(endpoints: Vec<SocketAddr>, connect_timeout: Duration, http2: bool) -> Self {
+    /// A pooled client for the balancer's endpoints.
+    pub(crate) fn new(balancer: Arc<Balancer>, connect_timeout: Duration, http2: bool) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -138,8 +141,7 @@ impl Upstream {
             .http2_only(http2)
             .build(connector);
         Self {
-            endpoints: RwLock::new(endpoints.into()),
-            next: AtomicUsize::new(0),
+            balancer,
             http2,
             connect_timeout,
             client,
@@ -201,7 +203,7 @@ impl Upstream {
     async fn send(
         &self,
         endpoint: SocketAddr,
-        req: Request<NotifyEnd<VesselBody>>,
+        req: Request<NotifyEnd<Prefixed>>,
     ) -> Result<(Response<Incoming>, Option<SocketAddr>), UpstreamError> {
         if self.http2 {
             let mut c = self.h2_conn(endpoint).await?;
@@ -236,34 +238,14 @@ impl Upstream {
         }
     }
 
-    /// The next endpoint, round-robin.
-    fn pick(&self) -> Option<SocketAddr> {
-        let endpoints = self
-            .endpoints
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if endpoints.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
-        Some(endpoints[i])
-    }
-
     /// The endpoints in use.
     pub(crate) fn endpoints(&self) -> Vec<SocketAddr> {
-        self.endpoints
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .to_vec()
+        self.balancer.snapshot().iter().map(|e| e.addr).collect()
     }
 
     /// Replaces the endpoints (new requests use them).
     pub(crate) fn set_endpoints(&self, endpoints: Vec<SocketAddr>) {
-        *self
-            .endpoints
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = endpoints.into();
+        self.balancer.set_endpoints(&endpoints);
     }
 }
 
@@ -285,6 +267,14 @@ impl Router {
             routes: Arc::new(routes),
             upstreams,
             suppress_envoy_headers: false,
+        }
+    }
+
+    /// Removes the route table's `internal_only_headers` (every downstream
+    /// request is external to vessel; see docs/envoy-config.md).
+    pub(crate) fn strip_internal_only(&self, headers: &mut http::HeaderMap) {
+        for h in self.routes.internal_only_headers() {
+            headers.remove(h.as_str());
         }
     }
 
@@ -473,6 +463,38 @@ impl Service<Request<VesselBody>> for Router {
 }
 
 impl Router {
+    /// The cluster a forwarding route sends this request to, if there is
+    /// one (Envoy answers 503 with no body when there is not).
+    fn target<'r>(
+        &'r self,
+        spec: &'r ClusterSpecifier,
+        req: &Request<VesselBody>,
+    ) -> Option<(&'r str, &'r Arc<Upstream>)> {
+        let name: &str = match spec {
+            ClusterSpecifier::Named(n) => n,
+            ClusterSpecifier::Header(h) => {
+                match req.headers().get(h.as_str()).and_then(|v| v.to_str().ok()) {
+                    Some(v) => match self.upstreams.get_key_value(v) {
+                        Some((k, _)) => k,
+                        None => {
+                            log::debug!("cluster_header {h}: no cluster `{v}`");
+                            return None;
+                        }
+                    },
+                    None => {
+                        log::debug!("cluster_header {h}: absent");
+                        return None;
+                    }
+                }
+            }
+            ClusterSpecifier::Weighted(w) => pick_weighted(w),
+        };
+        // The config reader checks named and weighted references.
+        self.upstreams
+            .get_key_value(name)
+            .map(|(k, u)| (k.as_str(), u))
+    }
+
     async fn handle(self, mut req: Request<VesselBody>) -> Response<RouterBody> {
         let path = req
             .uri()
@@ -487,34 +509,34 @@ impl Router {
             log::debug!("no route for {host}{path}");
             return local_reply(StatusCode::NOT_FOUND, "");
         };
-        let (cluster, timeout) = match &route.action {
+        let (spec, timeout, retry) = match &route.action {
             RouteAction::Direct { status, body } => {
                 let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
                 return local_reply(status, body.as_deref().unwrap_or(""));
             }
-            RouteAction::Cluster { name, timeout, .. } => (name, *timeout),
+            RouteAction::Cluster {
+                cluster,
+                timeout,
+                retry,
+                ..
+            } => (cluster, *timeout, retry.as_ref()),
+        };
+        let Some((cluster, upstream)) = self.target(spec, &req) else {
+            return local_reply(StatusCode::SERVICE_UNAVAILABLE, "");
         };
         let upstream_path = route.rewritten_path(&path).unwrap_or(path);
-        let Some(upstream) = self.upstreams.get(cluster.as_str()) else {
-            // The config reader checks route → cluster references.
-            return local_reply(StatusCode::SERVICE_UNAVAILABLE, NO_HEALTHY_UPSTREAM);
-        };
-        let Some(endpoint) = upstream.pick() else {
-            return local_reply(StatusCode::SERVICE_UNAVAILABLE, NO_HEALTHY_UPSTREAM);
-        };
-        // HTTP/1.1: the URI names the endpoint (the pool connects there)
-        // and `Host` keeps the client's authority. HTTP/2: the URI names
-        // the client's authority, which becomes `:authority`; the
-        // connection goes to the endpoint all the same.
-        let uri = if upstream.http2 && !host.is_empty() {
-            format!("http://{host}{upstream_path}")
-        } else {
-            format!("http://{endpoint}{upstream_path}")
-        };
-        match uri.parse() {
-            Ok(u) => *req.uri_mut() = u,
-            Err(_) => return local_reply(StatusCode::BAD_REQUEST, ""),
-        }
+        // The override-host policy reads the request as the filters left it.
+        let override_ep = upstream
+            .balancer
+            .override_headers()
+            .iter()
+            .find_map(|h| req.headers().get(h))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| upstream.balancer.pick_override(v));
+        // HTTP/2: the URI names the client's authority, which becomes
+        // `:authority`; the connection goes to the endpoint all the same.
+        // HTTP/1.1: the URI names the endpoint (set per try) and `Host`
+        // keeps the client's authority.
         *req.version_mut() = if upstream.http2 {
             Version::HTTP_2
         } else {
@@ -530,73 +552,360 @@ impl Router {
         {
             req.headers_mut().insert(header::HOST, v);
         }
+        let (parts, body) = req.into_parts();
+        // A route with retries buffers the request body (up to
+        // RETRY_BUFFER_LIMIT) so that a retry can send it again.
+        let mut body = match retry {
+            Some(_) => Prefixed::collect(body, RETRY_BUFFER_LIMIT).await,
+            None => Prefixed::stream(body),
+        };
+        let tries = match retry {
+            Some(r) if body.replayable() => r.num_retries.saturating_add(1),
+            Some(_) => {
+                log::debug!("request body over {RETRY_BUFFER_LIMIT} bytes: sent without retries");
+                1
+            }
+            None => 1,
+        };
 
         // The route timeout starts when the downstream request has ended.
         let (ended, request_done) = oneshot::channel();
+        let mut ended = Some(ended);
         let ended_at = Arc::new(OnceLock::new());
-        let req = req.map(|body| NotifyEnd::new(body, ended, ended_at.clone()));
         let mut deadline: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = timeout.map(|t| {
             Box::pin(async move {
                 let _ = request_done.await;
                 tokio::time::sleep(t).await;
             }) as Pin<Box<dyn Future<Output = ()> + Send>>
         });
-        let call = upstream.send(endpoint, req);
-        let result = match deadline.as_mut() {
-            Some(d) => tokio::select! {
-                r = call => r,
-                () = d => {
-                    log::debug!("upstream {cluster} ({endpoint}): route timeout before the response head");
-                    return local_reply(StatusCode::GATEWAY_TIMEOUT, UPSTREAM_TIMEOUT);
-                }
-            },
-            None => call.await,
-        };
-        match result {
-            Ok((resp, local)) => {
-                let (mut parts, body) = resp.into_parts();
-                // `transfer-encoding` stays: Envoy's filters see it on an
-                // HTTP/1.1 chunked response, and the downstream codec
-                // frames the body itself (hyper drops it over HTTP/2).
-                for name in HOP_BY_HOP {
-                    if name != "transfer-encoding" {
-                        parts.headers.remove(HeaderName::from_static(name));
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut last_error = None;
+        for attempt in 0..tries {
+            if attempt > 0 {
+                upstream
+                    .balancer
+                    .counters
+                    .retries
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(r) = retry {
+                    let wait = Balancer::backoff(r.backoff_base, r.backoff_max, attempt);
+                    let sleep = tokio::time::sleep(wait);
+                    match deadline.as_mut() {
+                        Some(d) => tokio::select! {
+                            () = sleep => {}
+                            () = d => return local_reply(StatusCode::GATEWAY_TIMEOUT, UPSTREAM_TIMEOUT),
+                        },
+                        None => sleep.await,
                     }
                 }
-                if !self.suppress_envoy_headers {
-                    parts.headers.insert(
-                        HeaderName::from_static(SERVICE_TIME),
-                        HeaderValue::from(
-                            u64::try_from(
-                                ended_at
-                                    .get()
-                                    .map_or(Duration::ZERO, Instant::elapsed)
-                                    .as_millis(),
-                            )
-                            .unwrap_or(u64::MAX),
-                        ),
+            }
+            let ep = match (&override_ep, attempt) {
+                (Some(ep), 0) => ep.clone(),
+                _ => {
+                    let (avoid, picks) = match retry {
+                        Some(r) if r.previous_hosts => {
+                            (tried.as_slice(), r.host_selection_attempts)
+                        }
+                        _ => (&[][..], 1),
+                    };
+                    match upstream.balancer.pick(avoid, picks) {
+                        Some(ep) => ep,
+                        None => {
+                            return local_reply(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                NO_HEALTHY_UPSTREAM,
+                            );
+                        }
+                    }
+                }
+            };
+            let endpoint = ep.addr;
+            tried.push(endpoint);
+            let uri = if upstream.http2 && !host.is_empty() {
+                format!("http://{host}{upstream_path}")
+            } else {
+                format!("http://{endpoint}{upstream_path}")
+            };
+            let Ok(uri) = uri.parse::<http::Uri>() else {
+                return local_reply(StatusCode::BAD_REQUEST, "");
+            };
+            let mut try_req = Request::new(NotifyEnd::new(
+                body.for_try(attempt + 1 < tries),
+                ended.take(),
+                ended_at.clone(),
+            ));
+            *try_req.method_mut() = parts.method.clone();
+            *try_req.uri_mut() = uri;
+            *try_req.version_mut() = parts.version;
+            *try_req.headers_mut() = parts.headers.clone();
+            let in_flight = InFlight::new(ep.clone());
+            let per_try = retry.and_then(|r| r.per_try_timeout);
+            let call = async {
+                match per_try {
+                    Some(t) => tokio::time::timeout(t, upstream.send(endpoint, try_req))
+                        .await
+                        .unwrap_or(Err(UpstreamError::PerTryTimeout)),
+                    None => upstream.send(endpoint, try_req).await,
+                }
+            };
+            let result = match deadline.as_mut() {
+                Some(d) => tokio::select! {
+                    r = call => r,
+                    () = d => {
+                        log::debug!("upstream {cluster} ({endpoint}): route timeout before the response head");
+                        upstream.balancer.report(&ep, Outcome::Failure);
+                        return local_reply(StatusCode::GATEWAY_TIMEOUT, UPSTREAM_TIMEOUT);
+                    }
+                },
+                None => call.await,
+            };
+            let more = attempt + 1 < tries;
+            match result {
+                Ok((resp, local)) => {
+                    let status = resp.status().as_u16();
+                    upstream.balancer.report(&ep, Outcome::Status(status));
+                    if more && retry.is_some_and(|r| retries_status(r, status)) {
+                        log::debug!("upstream {cluster} ({endpoint}): {status}, retrying");
+                        continue;
+                    }
+                    return self.forward(
+                        resp, local, endpoint, cluster, &ended_at, deadline, in_flight,
                     );
                 }
-                let info = UpstreamInfo {
-                    address: endpoint,
-                    local_address: local,
-                    cluster: Some(cluster.clone()),
-                };
-                parts.extensions.insert(info);
-                let body = Deadline {
-                    inner: body.map_err(BoxError::from),
-                    deadline,
-                };
-                Response::from_parts(parts, body.boxed_unsync())
+                Err(e) => {
+                    log::debug!("upstream {cluster} ({endpoint}): {e:?}");
+                    upstream.balancer.report(&ep, Outcome::Failure);
+                    if more && retry.is_some_and(|r| retries_error(r, &e)) {
+                        last_error = Some(e);
+                        continue;
+                    }
+                    return error_reply(&e);
+                }
             }
-            Err(e) => {
-                log::debug!("upstream {cluster} ({endpoint}): {e:?}");
-                let body = match e {
-                    UpstreamError::Connect { timeout: false } => CONNECT_FAILURE,
-                    UpstreamError::Connect { timeout: true } => CONNECT_TIMEOUT,
-                    UpstreamError::Terminated => CONNECTION_TERMINATION,
+        }
+        // Every try was retried away: only reachable when the last try's
+        // outcome was itself retriable, which `more` prevents; answer as for
+        // the last error.
+        error_reply(&last_error.unwrap_or(UpstreamError::Terminated))
+    }
+
+    /// The upstream's answer, on its way to the filters and the client.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        resp: Response<Incoming>,
+        local: Option<SocketAddr>,
+        endpoint: SocketAddr,
+        cluster: &str,
+        ended_at: &OnceLock<Instant>,
+        deadline: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+        in_flight: InFlight,
+    ) -> Response<RouterBody> {
+        let (mut parts, body) = resp.into_parts();
+        // `transfer-encoding` stays: Envoy's filters see it on an
+        // HTTP/1.1 chunked response, and the downstream codec
+        // frames the body itself (hyper drops it over HTTP/2).
+        for name in HOP_BY_HOP {
+            if name != "transfer-encoding" {
+                parts.headers.remove(HeaderName::from_static(name));
+            }
+        }
+        if !self.suppress_envoy_headers {
+            parts.headers.insert(
+                HeaderName::from_static(SERVICE_TIME),
+                HeaderValue::from(
+                    u64::try_from(
+                        ended_at
+                            .get()
+                            .map_or(Duration::ZERO, Instant::elapsed)
+                            .as_millis(),
+                    )
+                    .unwrap_or(u64::MAX),
+                ),
+            );
+        }
+        parts.extensions.insert(UpstreamInfo {
+            address: endpoint,
+            local_address: local,
+            cluster: Some(cluster.to_owned()),
+        });
+        let body = Deadline {
+            inner: body.map_err(BoxError::from),
+            deadline,
+            _in_flight: in_flight,
+        };
+        Response::from_parts(parts, body.boxed_unsync())
+    }
+}
+
+/// The most request-body bytes a route with retries keeps to send again
+/// (Envoy's default `per_request_buffer_limit_bytes`, 1 MiB). A longer body
+/// is streamed and the request is not retried.
+pub(crate) const RETRY_BUFFER_LIMIT: usize = 1 << 20;
+
+/// Picks a weighted cluster (weights sum to more than 0, checked at load).
+fn pick_weighted(w: &[(String, u32)]) -> &str {
+    let total: u64 = w.iter().map(|(_, n)| u64::from(*n)).sum();
+    let mut at = super::lb::random_u64() % total.max(1);
+    for (name, weight) in w {
+        if at < u64::from(*weight) {
+            return name;
+        }
+        at -= u64::from(*weight);
+    }
+    w.last().map_or("", |(n, _)| n)
+}
+
+/// Whether `retry_on` retries an answer with `status`.
+fn retries_status(r: &RetryPolicy, status: u16) -> bool {
+    let on = r.retry_on;
+    (on.any_5xx && status >= 500)
+        || (on.gateway_error && matches!(status, 502..=504))
+        || (on.retriable_status_codes && r.retriable_status_codes.contains(&status))
+}
+
+/// Whether `retry_on` retries a try that got no answer (a connect failure
+/// is a reset too, as in Envoy's `wouldRetryFromReset`).
+fn retries_error(r: &RetryPolicy, e: &UpstreamError) -> bool {
+    let on = r.retry_on;
+    let connect = matches!(e, UpstreamError::Connect { .. });
+    on.any_5xx || on.gateway_error || on.reset || (on.connect_failure && connect)
+}
+
+/// Envoy's local reply for a try that got no answer.
+fn error_reply(e: &UpstreamError) -> Response<RouterBody> {
+    match e {
+        UpstreamError::Connect { timeout: false } => {
+            local_reply(StatusCode::SERVICE_UNAVAILABLE, CONNECT_FAILURE)
+        }
+        UpstreamError::Connect { timeout: true } => {
+            local_reply(StatusCode::SERVICE_UNAVAILABLE, CONNECT_TIMEOUT)
+        }
+        UpstreamError::Terminated => {
+            local_reply(StatusCode::SERVICE_UNAVAILABLE, CONNECTION_TERMINATION)
+        }
+        UpstreamError::PerTryTimeout => local_reply(StatusCode::GATEWAY_TIMEOUT, UPSTREAM_TIMEOUT),
+    }
+}
+
+/// An upstream request body: a buffered prefix (and trailers), then the
+/// rest of the downstream body. A fully buffered body can be sent again.
+pub(crate) struct Prefixed {
+    prefix: Option<Bytes>,
+    rest: Option<VesselBody>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl Prefixed {
+    fn stream(body: VesselBody) -> Self {
+        Self {
+            prefix: None,
+            rest: Some(body),
+            trailers: None,
+        }
+    }
+
+    /// Reads `body` until it ends or `limit` bytes are held.
+    async fn collect(mut body: VesselBody, limit: usize) -> Self {
+        let mut buf = bytes::BytesMut::new();
+        let mut trailers = None;
+        loop {
+            if buf.len() > limit {
+                return Self {
+                    prefix: Some(buf.freeze()),
+                    rest: Some(body),
+                    trailers: None,
                 };
-                local_reply(StatusCode::SERVICE_UNAVAILABLE, body)
+            }
+            match body.frame().await {
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => buf.extend_from_slice(&d),
+                    Err(f) => {
+                        if let Ok(t) = f.into_trailers() {
+                            trailers = Some(t);
+                        }
+                    }
+                },
+                Some(Err(e)) => {
+                    // The client's body failed: send what came, then end;
+                    // the upstream sees a short body, as it would have.
+                    log::debug!("request body: {e}");
+                    break;
+                }
+                None => break,
+            }
+        }
+        Self {
+            prefix: Some(buf.freeze()),
+            rest: None,
+            trailers,
+        }
+    }
+
+    /// True when the whole body is held.
+    fn replayable(&self) -> bool {
+        self.rest.is_none()
+    }
+
+    /// The body of one try: a copy when more tries may follow.
+    fn for_try(&mut self, more: bool) -> Self {
+        if more && self.replayable() {
+            return Self {
+                prefix: self.prefix.clone(),
+                rest: None,
+                trailers: self.trailers.clone(),
+            };
+        }
+        Self {
+            prefix: self.prefix.take(),
+            rest: self.rest.take(),
+            trailers: self.trailers.take(),
+        }
+    }
+}
+
+impl Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(p) = self.prefix.take()
+            && !p.is_empty()
+        {
+            return Poll::Ready(Some(Ok(Frame::data(p))));
+        }
+        if let Some(rest) = self.rest.as_mut() {
+            let polled = Pin::new(rest).poll_frame(cx);
+            if let Poll::Ready(None) = polled {
+                self.rest = None;
+            } else {
+                return polled;
+            }
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.as_ref().is_none_or(Bytes::is_empty)
+            && self.rest.as_ref().is_none_or(VesselBody::is_end_stream)
+            && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let p = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        match &self.rest {
+            None => SizeHint::with_exact(p),
+            Some(r) => {
+                let h = r.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower() + p);
+                if let Some(u) = h.upper() {
+                    out.set_upper(u + p);
+                }
+                out
             }
         }
     }
@@ -611,12 +920,8 @@ pub(crate) struct NotifyEnd<B> {
 }
 
 impl<B: Body> NotifyEnd<B> {
-    fn new(inner: B, ended: oneshot::Sender<()>, at: Arc<OnceLock<Instant>>) -> Self {
-        let mut this = Self {
-            inner,
-            ended: Some(ended),
-            at,
-        };
+    fn new(inner: B, ended: Option<oneshot::Sender<()>>, at: Arc<OnceLock<Instant>>) -> Self {
+        let mut this = Self { inner, ended, at };
         if this.inner.is_end_stream() {
             this.fire();
         }
@@ -662,6 +967,8 @@ impl<B: Body + Unpin> Body for NotifyEnd<B> {
 struct Deadline<B> {
     inner: B,
     deadline: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The endpoint's in-flight count holds until the body is dropped.
+    _in_flight: InFlight,
 }
 
 impl<B> Body for Deadline<B>
@@ -720,17 +1027,6 @@ mod tests {
             assert_eq!(bytes[14], b'4', "version 4: {id}");
             assert!(b"89ab".contains(&bytes[19]), "RFC 4122 variant: {id}");
         }
-    }
-
-    #[test]
-    fn round_robin_cycles_endpoints() {
-        let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let b: SocketAddr = "127.0.0.1:2".parse().expect("addr");
-        let u = Upstream::new(vec![a, b], Duration::from_secs(1), false);
-        let picks: Vec<_> = (0..4).filter_map(|_| u.pick()).collect();
-        assert_eq!(picks, vec![a, b, a, b]);
-        let empty = Upstream::new(vec![], Duration::from_secs(1), false);
-        assert_eq!(empty.pick(), None);
     }
 
     #[test]

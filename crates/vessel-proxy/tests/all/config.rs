@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vessel_proxy::config::{
-    self, Bootstrap, ClusterKind, Codec, ConfigError, Endpoint, ErrorKind, FailurePolicy,
-    HeaderMatch, PathMatch, ReloadBackoff, RouteAction, WasmCode,
+    self, Bootstrap, ClusterKind, ClusterSpecifier, Codec, ConfigError, Endpoint, ErrorKind,
+    FailurePolicy, HeaderMatch, PathMatch, ReloadBackoff, RouteAction, WasmCode,
 };
 
 // ------------------------------------------------------------------ helpers
@@ -223,9 +223,10 @@ fn minimal_fixture_values_and_defaults() {
     assert_eq!(
         l.routes.route("anything", "/x", no_headers),
         Some(&RouteAction::Cluster {
-            name: "backend".into(),
+            cluster: ClusterSpecifier::Named("backend".into()),
             prefix_rewrite: None,
             timeout: Some(Duration::from_secs(15)),
+            retry: None,
         })
     );
 }
@@ -277,17 +278,19 @@ fn full_fixture_every_field() {
     assert_eq!(
         routes[1].action,
         RouteAction::Cluster {
-            name: "users".into(),
+            cluster: ClusterSpecifier::Named("users".into()),
             prefix_rewrite: None,
             timeout: Some(Duration::from_millis(2500)),
+            retry: None,
         }
     );
     assert_eq!(
         routes[2].action,
         RouteAction::Cluster {
-            name: "grpc".into(),
+            cluster: ClusterSpecifier::Named("grpc".into()),
             prefix_rewrite: Some("/rpc/".into()),
             timeout: None,
+            retry: None,
         }
     );
     assert_eq!(
@@ -420,7 +423,7 @@ fn sdk_example_shape_loads_as_written() {
     );
     assert!(matches!(
         l.routes.route("localhost:10000", "/other", no_headers),
-        Some(RouteAction::Cluster { name, .. }) if name == "echo"
+        Some(RouteAction::Cluster { cluster: ClusterSpecifier::Named(name), .. }) if name == "echo"
     ));
 }
 
@@ -549,7 +552,13 @@ fn every_unsupported_field_is_named_by_path() {
             format!("{}.routes[0].match.query_parameters", vhost()),
             "[]",
         ),
-        (format!("{}.routes[0].route.retry_policy", vhost()), "{}"),
+        (
+            format!(
+                "{}.routes[0].route.retry_policy.rate_limited_retry_back_off",
+                vhost()
+            ),
+            "{}",
+        ),
         (
             format!("{}.routes[0].route.host_rewrite_literal", vhost()),
             "x",
@@ -578,7 +587,7 @@ fn every_unsupported_field_is_named_by_path() {
             "1",
         ),
         (format!("{C}.dns_lookup_family"), "V4_ONLY"),
-        (format!("{C}.health_checks"), "[]"),
+        (format!("{C}.upstream_connection_options"), "{}"),
         (format!("{C}.transport_socket"), "{name: tls}"),
         (
             format!("{C}.http2_protocol_options.max_concurrent_streams"),
@@ -751,7 +760,7 @@ fn bad_enum_values() {
     expect_err(&ty, y("ORIGINAL_DST"), ErrorKind::Unsupported, &ty);
     expect_err(&ty, y("DYNAMIC"), ErrorKind::Invalid, &ty);
     let lb = format!("{C}.lb_policy");
-    expect_err(&lb, y("LEAST_REQUEST"), ErrorKind::Unsupported, &lb);
+    expect_err(&lb, y("RING_HASH"), ErrorKind::Unsupported, &lb);
     expect_err(&lb, y("FASTEST"), ErrorKind::Invalid, &lb);
     let fp = format!("{}.failure_policy", plugin());
     expect_err(&fp, y("FAIL_SOMETIMES"), ErrorKind::Invalid, &fp);
@@ -1883,5 +1892,183 @@ fn allowed_capabilities_bad_values_are_rejected_with_their_path() {
     assert_eq!(
         p,
         format!("{restriction}.allowed_capabilities.proxy_log.sanitize")
+    );
+}
+
+// ------------------------------------------------------- load balancing
+
+#[test]
+fn load_balancing_fields_parse_with_envoys_defaults() {
+    use vessel_proxy::config::{LbPolicy, RetryPolicy};
+    let mut doc = base();
+    set(&mut doc, &format!("{C}.lb_policy"), y("LEAST_REQUEST"));
+    set(
+        &mut doc,
+        &format!("{C}.least_request_lb_config.choice_count"),
+        y("3"),
+    );
+    set(
+        &mut doc,
+        &format!("{C}.common_lb_config.healthy_panic_threshold.value"),
+        y("25.5"),
+    );
+    set(
+        &mut doc,
+        &format!("{C}.health_checks"),
+        y(
+            "[{timeout: 1s, interval: 2s, unhealthy_threshold: 3, healthy_threshold: {value: 2}, http_health_check: {path: /healthz, expected_statuses: [{start: 200, end: 300}]}}]",
+        ),
+    );
+    set(
+        &mut doc,
+        &format!("{C}.outlier_detection"),
+        y("{consecutive_5xx: 2}"),
+    );
+    set(
+        &mut doc,
+        &format!("{}.routes[0].route.retry_policy", vhost()),
+        y("{retry_on: '5xx,connect-failure', per_try_timeout: 0.5s}"),
+    );
+    let b = ok(&doc);
+    let c = &b.clusters[0];
+    assert_eq!(
+        c.load_balancing.policy,
+        LbPolicy::LeastRequest { choice_count: 3 }
+    );
+    assert_eq!(c.load_balancing.panic_threshold_bp, 2550);
+    let hc = c.health_check.as_ref().expect("health check");
+    assert_eq!(
+        (
+            hc.timeout,
+            hc.interval,
+            hc.unhealthy_threshold,
+            hc.healthy_threshold
+        ),
+        (Duration::from_secs(1), Duration::from_secs(2), 3, 2)
+    );
+    assert_eq!((hc.path.as_str(), hc.host.as_deref()), ("/healthz", None));
+    assert_eq!(hc.expected_statuses, [(200, 300)]);
+    let od = c.outlier_detection.as_ref().expect("outlier detection");
+    assert_eq!(od.consecutive_5xx, 2);
+    assert_eq!(od.base_ejection_time, Duration::from_secs(30));
+    assert_eq!(od.max_ejection_percent, 10);
+    let route = b.listeners[0].routes.route("x", "/", no_headers);
+    let Some(RouteAction::Cluster { retry: Some(r), .. }) = route else {
+        panic!("{route:?}")
+    };
+    let RetryPolicy {
+        retry_on,
+        num_retries,
+        per_try_timeout,
+        backoff_base,
+        backoff_max,
+        previous_hosts,
+        ..
+    } = r;
+    assert!(retry_on.any_5xx && retry_on.connect_failure && !retry_on.reset);
+    assert_eq!(*num_retries, 1, "Envoy's default");
+    assert_eq!(*per_try_timeout, Some(Duration::from_millis(500)));
+    assert_eq!(
+        (*backoff_base, *backoff_max),
+        (Duration::from_millis(25), Duration::from_millis(250))
+    );
+    assert!(!previous_hosts);
+}
+
+#[test]
+fn load_balancing_errors_name_their_field() {
+    let retry = format!("{}.routes[0].route.retry_policy", vhost());
+    let m = expect_err(
+        &format!("{retry}.retry_on"),
+        y("retriable-4xx"),
+        ErrorKind::Unsupported,
+        &format!("{retry}.retry_on"),
+    );
+    assert!(m.contains("retriable-4xx"), "{m}");
+    expect_err(
+        &format!("{retry}.retry_on"),
+        y("sometimes"),
+        ErrorKind::Invalid,
+        &format!("{retry}.retry_on"),
+    );
+    let route = format!("{}.routes[0].route", vhost());
+    let mut doc = base();
+    remove(&mut doc, &format!("{route}.cluster"));
+    set(
+        &mut doc,
+        &format!("{route}.weighted_clusters.clusters"),
+        y("[{name: backend, weight: 0}]"),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p),
+        (ErrorKind::Invalid, format!("{route}.weighted_clusters"))
+    );
+    let mut doc = base();
+    set(
+        &mut doc,
+        &format!("{route}.weighted_clusters.clusters"),
+        y("[{name: backend, weight: 1}]"),
+    );
+    let (k, _, m) = field_err(&doc);
+    assert_eq!(k, ErrorKind::Invalid, "cluster and weighted_clusters: {m}");
+    let mut doc = base();
+    remove(&mut doc, &format!("{route}.cluster"));
+    set(
+        &mut doc,
+        &format!("{route}.weighted_clusters.clusters"),
+        y("[{name: nowhere, weight: 1}]"),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p),
+        (
+            ErrorKind::UnknownReference,
+            format!("{route}.weighted_clusters.clusters[0].name")
+        )
+    );
+    expect_err(
+        &format!("{C}.health_checks"),
+        y("[{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1}]"),
+        ErrorKind::Missing,
+        &format!("{C}.health_checks[0].http_health_check"),
+    );
+    expect_err(
+        &format!("{C}.health_checks"),
+        y(
+            "[{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {}}]",
+        ),
+        ErrorKind::Unsupported,
+        &format!("{C}.health_checks[0].tcp_health_check"),
+    );
+    expect_err(
+        &format!("{C}.outlier_detection.max_ejection_percent"),
+        y("101"),
+        ErrorKind::Invalid,
+        &format!("{C}.outlier_detection.max_ejection_percent"),
+    );
+    let maglev = "{policies: [{typed_extension_config: {name: x, typed_config: {'@type': \
+                  type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev}}}]}";
+    let m = expect_err(
+        &format!("{C}.load_balancing_policy"),
+        y(maglev),
+        ErrorKind::Unsupported,
+        &format!("{C}.load_balancing_policy.policies[0].typed_extension_config.typed_config.@type"),
+    );
+    assert!(m.contains("RoundRobin"), "{m}");
+    let mut doc = base();
+    set(&mut doc, &format!("{C}.lb_policy"), y("RANDOM"));
+    set(
+        &mut doc,
+        &format!("{C}.load_balancing_policy"),
+        y(&maglev.replace("maglev.v3.Maglev", "random.v3.Random")),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!((k, p), (ErrorKind::Invalid, format!("{C}.lb_policy")));
+    expect_err(
+        &format!("{}.route_config.internal_only_headers", hcm()),
+        y("[':path']"),
+        ErrorKind::Invalid,
+        &format!("{}.route_config.internal_only_headers[0]", hcm()),
     );
 }

@@ -616,8 +616,11 @@ async fn denied_capability_takes_effect_in_vessel_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_cap_from_vessel_limits_takes_effect_in_vessel_run() {
     let up = support::upstream().await;
-    let filter =
-        support::plugin(&guest("misbehave"), "capped").vessel_limit("memory_bytes", 67_108_864);
+    // A long callback deadline: on a loaded machine the bomb must reach
+    // the memory cap before the CPU deadline stops it.
+    let filter = support::plugin(&guest("misbehave"), "capped")
+        .vessel_limit("memory_bytes", 67_108_864)
+        .vessel_limit("callback_timeout", "10s");
     let vessel = support::start_vessel("memory-cap", &support::config(up, filter), 1).await;
     let (port, admin) = (vessel.listener("main"), vessel.admin());
     // `--module-cache-dir` (given by `support::start_vessel`) took effect too: the

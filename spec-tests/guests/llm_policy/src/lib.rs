@@ -1,0 +1,190 @@
+//! `guest_llm_policy`: a routing policy for OpenAI-compatible workers,
+//! written with the proxy-wasm Rust SDK. It picks the worker a request goes
+//! to and names it in `x-gateway-destination-endpoint` (the Gateway API
+//! Inference Extension's header), which vessel's override-host policy
+//! honours when that worker is in the cluster and healthy.
+//!
+//! The choice, from the `vessel.cluster.<cluster>.endpoints` property
+//! (docs/llm-gateway.md):
+//!
+//! 1. only healthy endpoints;
+//! 2. **least queue**: the waiting requests the worker's `/metrics` reported
+//!    (or, without a scrape, the requests vessel has in flight to it), and
+//!    every endpoint within `slack` of the least;
+//! 3. **prefix affinity**: among those, the one the prompt's first
+//!    `prefix_bytes` bytes hash to (rendezvous hashing), so that requests
+//!    sharing a prompt prefix land where its KV cache is warm. A request
+//!    without a body takes the least loaded.
+//!
+//! It decides on the body, so the request headers wait
+//! (`allow_on_headers_stop_iteration: true`). With no healthy endpoint, or
+//! no property, it names none and the cluster's fallback policy picks.
+//!
+//! Configuration (JSON): `{"cluster": "workers", "header":
+//! "x-gateway-destination-endpoint", "slack": 0, "prefix_bytes": 256}`;
+//! every key is optional.
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use serde::Deserialize;
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(PolicyRoot { config: Rc::new(Config::default()) })
+    });
+}}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Config {
+    cluster: String,
+    header: String,
+    slack: u64,
+    prefix_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cluster: "workers".into(),
+            header: "x-gateway-destination-endpoint".into(),
+            slack: 0,
+            prefix_bytes: 256,
+        }
+    }
+}
+
+struct PolicyRoot {
+    config: Rc<Config>,
+}
+
+impl Context for PolicyRoot {}
+
+impl RootContext for PolicyRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        match self.get_plugin_configuration() {
+            None => true,
+            Some(bytes) if bytes.is_empty() => true,
+            Some(bytes) => match serde_json::from_slice::<Config>(&bytes) {
+                Ok(c) => {
+                    self.config = Rc::new(c);
+                    true
+                }
+                Err(e) => {
+                    log::error!("llm_policy: bad configuration: {e}");
+                    false
+                }
+            },
+        }
+    }
+
+    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Policy {
+            config: self.config.clone(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Policy {
+    config: Rc<Config>,
+}
+
+impl Context for Policy {}
+
+/// One endpoint line of the property: address, healthy, in flight,
+/// waiting (if scraped).
+struct Endpoint<'a> {
+    addr: &'a str,
+    load: u64,
+    in_flight: u64,
+}
+
+fn parse(text: &str) -> Vec<Endpoint<'_>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() < 7 || f[1] != "1" {
+            continue;
+        }
+        let in_flight = f[2].parse().unwrap_or(0);
+        let load = f[4].parse().unwrap_or(in_flight);
+        out.push(Endpoint {
+            addr: f[0],
+            load,
+            in_flight,
+        });
+    }
+    out
+}
+
+/// FNV-1a, then a final mix.
+fn hash(prefix: &[u8], addr: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in prefix.iter().chain(addr.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+/// The endpoint for a request whose prompt starts with `prefix`.
+fn choose<'a>(eps: &[Endpoint<'a>], slack: u64, prefix: &[u8]) -> Option<&'a str> {
+    let least = eps.iter().map(|e| e.load).min()?;
+    let near = eps.iter().filter(|e| e.load <= least.saturating_add(slack));
+    if prefix.is_empty() {
+        return near.min_by_key(|e| (e.load, e.in_flight)).map(|e| e.addr);
+    }
+    near.max_by_key(|e| hash(prefix, e.addr)).map(|e| e.addr)
+}
+
+impl Policy {
+    fn decide(&mut self, prefix: &[u8]) {
+        let path = vec!["vessel", "cluster", self.config.cluster.as_str(), "endpoints"];
+        let Some(bytes) = self.get_property(path) else {
+            log::warn!("llm_policy: no endpoints for cluster `{}`", self.config.cluster);
+            return;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let eps = parse(&text);
+        match choose(&eps, self.config.slack, prefix) {
+            Some(addr) => self.set_http_request_header(&self.config.header, Some(addr)),
+            None => log::warn!("llm_policy: no healthy endpoint; the fallback picks"),
+        }
+    }
+}
+
+impl HttpContext for Policy {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        if end_of_stream {
+            self.decide(b"");
+            return Action::Continue;
+        }
+        // Decide on the body.
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        // The prompt: from the `messages` key on (the model name and the
+        // sampling options before it would split equal prompts).
+        let start = body
+            .windows(10)
+            .position(|w| w == b"\"messages\"")
+            .unwrap_or(0);
+        let end = body.len().min(start + self.config.prefix_bytes);
+        let prefix = body[start..end].to_vec();
+        self.decide(&prefix);
+        Action::Continue
+    }
+}
