@@ -25,7 +25,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use vessel_host::{Engine, EngineConfig, HeaderMap, HostEnv, Plugin, PluginConfig, Vm};
 
 fn module(path: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; build the guests with `cargo xtask guests`",
@@ -90,7 +92,8 @@ fn llm(c: &mut Criterion) {
         ),
     ];
     for (name, path, body, replies) in cases {
-        let plugin = Plugin::load(&engine, &module(path), PluginConfig::named(name)).expect("loads");
+        let plugin =
+            Plugin::load(&engine, &module(path), PluginConfig::named(name)).expect("loads");
         let mut vm = Vm::new(&plugin, &env).expect("starts");
         let (req, resp) = (request(), response());
         group.bench_function(name, |b| {

@@ -86,7 +86,10 @@ async fn auth_token_limit_and_billing_through_vessel_run() {
 
     let denied = send(&client(), main, "/json", &[]).await;
     assert_eq!(denied.status, 401, "{denied:?}");
-    assert!(denied.body.contains("\"code\":\"invalid_api_key\""), "{denied:?}");
+    assert!(
+        denied.body.contains("\"code\":\"invalid_api_key\""),
+        "{denied:?}"
+    );
 
     // acme: 17 + 17 + 10 = 44 tokens of 40, then over budget.
     for path in ["/json", "/json", "/stream"] {
