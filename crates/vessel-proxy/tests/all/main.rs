@@ -17,6 +17,7 @@ mod config;
 mod envoy_diff;
 mod lb;
 mod library;
+mod llm;
 mod load;
 mod reload;
 mod run;
