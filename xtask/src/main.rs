@@ -127,6 +127,15 @@ fn guests() -> Result<()> {
         "-p",
         "guest-hello",
     ]))?;
+    // The LLM middleware examples (issue 10): their own wasm32 workspace.
+    run(Command::new(cargo()).args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip1",
+        "--manifest-path",
+        "examples/llm/Cargo.toml",
+    ]))?;
     assemblyscript::build(&root())?;
     Ok(())
 }
@@ -445,11 +454,26 @@ fn test() -> Result<()> {
         }
         run(&mut tests)
     })?;
+    steps.time("llm examples", || {
+        // The host-side tests of the LLM middleware's shared code (SSE
+        // splitter, PII scanner, classifier and its weights file).
+        run(Command::new(cargo()).args([
+            "test",
+            "--manifest-path",
+            "examples/llm/Cargo.toml",
+            "-p",
+            "llm-common",
+        ]))
+    })?;
     steps.time("pingora example", pingora_example)?;
     steps.time("load tests", load_tests)?;
     steps.time("vessel test", || {
         vessel_test(
-            &["spec-tests/scenarios", "examples/scenarios"],
+            &[
+                "spec-tests/scenarios",
+                "examples/scenarios",
+                "examples/llm/scenarios",
+            ],
             redis.as_ref(),
             true,
         )

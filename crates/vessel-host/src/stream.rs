@@ -266,6 +266,15 @@ pub struct StreamConfig {
     /// Stream properties every filter context starts with (`source.*`,
     /// `request.protocol`...). The stream attaches its filter state.
     pub properties: PropertyMap,
+    /// Filters whose failure skips them instead of failing the stream
+    /// (`true` at their index; missing entries are `false`): routing
+    /// policies with a native fallback. Under every failure policy, a
+    /// stream whose own callback of such a filter fails goes on as if the
+    /// filter were absent from then on (what the filter held goes on as it
+    /// left it), and a stream that meets such a filter's failed VM skips
+    /// it. The embedder reads [`HttpStream::skipped_failures`] to fall
+    /// back.
+    pub skip_on_failure: Vec<bool>,
 }
 
 impl StreamConfig {
@@ -275,6 +284,7 @@ impl StreamConfig {
             filters,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
             properties: PropertyMap::new(),
+            skip_on_failure: Vec::new(),
         }
     }
 }
@@ -334,6 +344,8 @@ struct Filter {
     ctx: Option<ContextId>,
     status: Status,
     at: [At; 2],
+    /// [`StreamConfig::skip_on_failure`].
+    skip_on_failure: bool,
 }
 
 /// A direction as a whole.
@@ -387,6 +399,11 @@ pub struct HttpStream {
     finished: bool,
     /// Signals that arrived while a callback ran, for another direction.
     deferred: Vec<(usize, StreamSignal)>,
+    /// Filters skipped because they failed ([`StreamConfig::skip_on_failure`]).
+    skipped_failures: Vec<usize>,
+    /// The trailers a `skip_on_failure` filter's trailers callback is
+    /// given, for [`bypass_resume`](Self::bypass_resume) if it fails.
+    trailers_in_call: Option<HeaderMap>,
 }
 
 impl HttpStream {
@@ -398,10 +415,11 @@ impl HttpStream {
         }
         Self {
             filters: (0..config.filters)
-                .map(|_| Filter {
+                .map(|i| Filter {
                     ctx: None,
                     status: Status::Active,
                     at: Default::default(),
+                    skip_on_failure: config.skip_on_failure.get(i).copied().unwrap_or(false),
                 })
                 .collect(),
             sides: Default::default(),
@@ -413,7 +431,15 @@ impl HttpStream {
             done: false,
             finished: false,
             deferred: Vec::new(),
+            skipped_failures: Vec::new(),
+            trailers_in_call: None,
         }
+    }
+
+    /// The filters this stream skipped because they failed (marked in
+    /// [`StreamConfig::skip_on_failure`]), in the order they failed.
+    pub fn skipped_failures(&self) -> &[usize] {
+        &self.skipped_failures
     }
 
     /// Number of filters.
@@ -700,7 +726,7 @@ impl HttpStream {
             }
             Err(e) => {
                 log::debug!(target: "vessel::stream", "filter {i}: no context: {e}");
-                self.start_failed(vms, i)
+                self.start_failed(vms, i, dir)
             }
         }
     }
@@ -757,7 +783,7 @@ impl HttpStream {
             }
             Err(e) => {
                 log::debug!(target: "vessel::stream", "filter {i}: {e}");
-                return self.fail(vms, i);
+                return self.fail(vms, i, dir);
             }
         };
         let mut continued = false;
@@ -795,8 +821,27 @@ impl HttpStream {
 
     /// The stream whose own callback failed on filter `i`: a 503 (a reset
     /// once the response headers left), under every policy (Envoy's
-    /// `failStream`).
-    fn fail<T>(&mut self, vms: &mut impl FilterVms, i: usize) -> Call<T> {
+    /// `failStream`); or, for a filter marked
+    /// [`skip_on_failure`](StreamConfig::skip_on_failure), the filter is
+    /// skipped from then on: what it held in `dir` goes on as it left it
+    /// (`Done`: the rest of the chain has run), or, holding nothing, the
+    /// call site goes on without it (`Skip`).
+    fn fail<T>(&mut self, vms: &mut impl FilterVms, i: usize, dir: Direction) -> Call<T> {
+        if self.filters[i].skip_on_failure {
+            log::warn!(target: "vessel::stream", "filter {i} failed: skipped for this stream (skip_on_failure)");
+            self.skipped_failures.push(i);
+            let at = &mut self.filters[i].at[dir.index()];
+            if at.holding() {
+                if let Some(t) = self.trailers_in_call.take() {
+                    at.trailers = Some(t);
+                    at.end = true;
+                }
+                self.bypass_resume(vms, i, dir);
+                return Call::Done;
+            }
+            self.filters[i].status = Status::Bypassed;
+            return Call::Skip;
+        }
         // No more callbacks of this filter: its own encode callbacks are
         // skipped for the 503, as Envoy's `failure_local_reply_sent_` does.
         self.filters[i].status = Status::Failed;
@@ -805,13 +850,19 @@ impl HttpStream {
     }
 
     /// Filter `i` has no context because its VM failed before this stream
-    /// reached it: the policy decides.
-    fn start_failed<T>(&mut self, vms: &mut impl FilterVms, i: usize) -> Call<T> {
+    /// reached it: the policy decides (a `skip_on_failure` filter is
+    /// skipped).
+    fn start_failed<T>(&mut self, vms: &mut impl FilterVms, i: usize, dir: Direction) -> Call<T> {
+        if self.filters[i].skip_on_failure {
+            self.skipped_failures.push(i);
+            self.filters[i].status = Status::Bypassed;
+            return Call::Skip;
+        }
         if vms.policy(i).passes_through() {
             self.filters[i].status = Status::Bypassed;
             return Call::Skip;
         }
-        self.fail(vms, i)
+        self.fail(vms, i, dir)
     }
 
     fn reset(&mut self, reason: ResetReason) {
@@ -1029,8 +1080,10 @@ impl HttpStream {
             };
             // The chunk moves into the VM's body buffer (uncopied when
             // nothing is buffered) and comes back out when the filter
-            // continues. No other outcome of the call reads `data` again.
+            // continues, or is skipped after failing. No other outcome of
+            // the call reads `data` again.
             let chunk = std::mem::take(&mut data);
+            self.filters[i].at[d].end |= end_stream;
             let step = self.call_then(
                 vms,
                 i,
@@ -1043,10 +1096,16 @@ impl HttpStream {
             );
             let (status, out, continued) = match step {
                 Call::Done => return Flow::Done,
-                Call::Skip => continue,
+                Call::Skip => {
+                    // Failed and skipped (`skip_on_failure`): the chunk goes
+                    // on from the VM's buffer, where the callback found it.
+                    data = vms
+                        .with_vm(i, |vm| vm.take_body(ctx, bty))
+                        .unwrap_or_default();
+                    continue;
+                }
                 Call::Value((s, out), c) => (s, out, c),
             };
-            self.filters[i].at[d].end |= end_stream;
             if status == FilterDataStatus::Continue || continued {
                 let (body, trailers) = match out {
                     Some(out) => out,
@@ -1171,10 +1230,14 @@ impl HttpStream {
                 Call::Value(ctx, _) => ctx,
             };
             let input = trailers.clone();
+            if self.filters[i].skip_on_failure {
+                self.trailers_in_call = Some(trailers.clone());
+            }
             let step = self.call(vms, i, dir, ctx, |vm, ctx| match dir {
                 Direction::Request => vm.on_request_trailers(ctx, input),
                 Direction::Response => vm.on_response_trailers(ctx, input),
             });
+            self.trailers_in_call = None;
             let (status, continued) = match step {
                 Call::Done => return Flow::Done,
                 Call::Skip => continue,
@@ -1310,7 +1373,10 @@ impl HttpStream {
                     // in Envoy.
                     return;
                 }
-                if vms.policy(i).passes_through() {
+                if self.filters[i].skip_on_failure {
+                    self.skipped_failures.push(i);
+                }
+                if vms.policy(i).passes_through() || self.filters[i].skip_on_failure {
                     // As if the filter were absent: what it held goes on.
                     for dir in waiting {
                         self.bypass_resume(vms, i, dir);
@@ -1320,7 +1386,7 @@ impl HttpStream {
                     }
                     self.filters[i].status = Status::Bypassed;
                 } else {
-                    self.fail::<()>(vms, i);
+                    self.fail::<()>(vms, i, waiting[0]);
                 }
             }
         }

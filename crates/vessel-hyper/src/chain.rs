@@ -199,10 +199,24 @@ impl PooledStream {
     /// taken from `pools`).
     pub fn new(pools: &[Arc<FilterPool>], mut config: StreamConfig) -> Self {
         config.filters = pools.len();
+        if pools.iter().any(|p| p.skips_on_failure()) {
+            config.skip_on_failure = pools.iter().map(|p| p.skips_on_failure()).collect();
+        }
         Self {
             stream: HttpStream::new(config),
             chain: PooledChain::new(pools),
         }
+    }
+
+    /// The plugin names of the filters the stream skipped because they
+    /// failed ([`FilterPoolBuilder::skip_on_failure`](crate::pool::FilterPoolBuilder::skip_on_failure)).
+    pub fn skipped_failures(&self) -> Vec<String> {
+        self.stream
+            .skipped_failures()
+            .iter()
+            .filter_map(|i| self.chain.filters.get(*i))
+            .map(|p| p.pool.plugin().config().name.clone())
+            .collect()
     }
 
     /// The stream's state (`is_done`, `is_held`, `read_paused`, ...).

@@ -54,3 +54,11 @@ pub use pool::{
     FailurePolicy, FilterPool, FilterPoolBuilder, PluginError, PluginStats, ReloadBackoff, Runtime,
 };
 pub use service::{ConnectionInfo, UpstreamInfo, VesselService};
+
+/// On an upstream request: the plugin names of the filters the stream
+/// skipped because they failed (pools built with
+/// [`skip_on_failure`](pool::FilterPoolBuilder::skip_on_failure)), so that
+/// the inner service can route without them (vessel run's policy
+/// fallback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedFilters(pub Vec<String>);

@@ -135,6 +135,7 @@ pub(crate) struct PoolMeta {
     name: String,
     policy: FailurePolicy,
     stats: Arc<PluginStats>,
+    skip_on_failure: bool,
 }
 
 /// One VM behind a lock.
@@ -293,9 +294,21 @@ pub struct FilterPoolBuilder<'a> {
     vms: usize,
     policy: FailurePolicy,
     stats: Option<Arc<PluginStats>>,
+    skip_on_failure: bool,
 }
 
 impl FilterPoolBuilder<'_> {
+    /// Marks the filter a routing policy with a native fallback: when it
+    /// fails, a stream skips it instead of failing
+    /// ([`StreamConfig::skip_on_failure`](vessel_host::StreamConfig::skip_on_failure));
+    /// the upstream request then carries [`SkippedFilters`](crate::SkippedFilters)
+    /// so the embedder's router can fall back. The failure policy still
+    /// decides whether a failed VM is replaced (`FAIL_RELOAD`).
+    pub fn skip_on_failure(mut self, skip: bool) -> Self {
+        self.skip_on_failure = skip;
+        self
+    }
+
     /// Number of VMs (at least 1; default 1).
     pub fn vms(mut self, vms: usize) -> Self {
         self.vms = vms.max(1);
@@ -322,6 +335,7 @@ impl FilterPoolBuilder<'_> {
             name: self.plugin.config().name.clone(),
             policy: self.policy,
             stats: self.stats.unwrap_or_default(),
+            skip_on_failure: self.skip_on_failure,
         });
         let now = Instant::now();
         let mut slots = Vec::with_capacity(self.vms);
@@ -374,6 +388,7 @@ impl FilterPool {
             vms: 1,
             policy: FailurePolicy::default(),
             stats: None,
+            skip_on_failure: false,
         }
     }
 
@@ -385,6 +400,12 @@ impl FilterPool {
     /// The failure policy.
     pub fn policy(&self) -> FailurePolicy {
         self.meta.policy
+    }
+
+    /// Whether a stream skips this filter when it fails
+    /// ([`FilterPoolBuilder::skip_on_failure`]).
+    pub fn skips_on_failure(&self) -> bool {
+        self.meta.skip_on_failure
     }
 
     /// The failure and reload counters.

@@ -279,6 +279,10 @@ where
         // Filters that only add headers (or change nothing) leave the parts
         // as they are, plus the new headers.
         convert::update_request(headers, &mut parts);
+        let skipped = self.stream.skipped_failures();
+        if !skipped.is_empty() {
+            parts.extensions.insert(crate::SkippedFilters(skipped));
+        }
         let body = if end_stream {
             VesselBody::empty()
         } else {

@@ -47,6 +47,15 @@ pub(super) fn setup(
         plugins.push(load_plugin(engine, path, &scenario.plugin_key(i), spec)?);
     }
     for (cname, c) in &scenario.clusters {
+        if c.chunks.is_some() {
+            return Err(Error::Invalid {
+                path: path.to_owned(),
+                key: format!("clusters.{cname}.chunks"),
+                message: "only the `upstream` of a stream sends its body in chunks; \
+                          a cluster's answer is one `body`"
+                    .into(),
+            });
+        }
         let invalid = |message: String| Error::Invalid {
             path: path.to_owned(),
             key: format!("clusters.{cname}.redis"),

@@ -707,7 +707,8 @@ impl Pump<'_, '_> {
             };
             let up = stream.upstream.as_ref().unwrap_or(&default);
             let trailers = (!up.trailers.is_empty()).then(|| to_map(&up.trailers));
-            self.send(false, to_map(&up.headers), &[up.body.as_bytes()], trailers);
+            let body: Vec<&[u8]> = up.body_chunks().into_iter().map(str::as_bytes).collect();
+            self.send(false, to_map(&up.headers), &body, trailers);
         }
         let complete = self.http.is_complete(Direction::Response);
         if !complete && !self.obs.reset && self.obs.stalled.is_none() {

@@ -412,6 +412,11 @@ pub struct CannedResponse {
     /// Body text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub body: String,
+    /// For `upstream` only: the body as separate chunks, sent one by one
+    /// (each is one response body callback), instead of `body` (an
+    /// extension of the canned upstream; requests have `chunks` too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Vec<String>>,
     /// Trailers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trailers: Headers,
@@ -447,6 +452,16 @@ pub struct CannedResponse {
 }
 
 impl CannedResponse {
+    /// The body as the upstream sends it: `chunks` if given, else `body`
+    /// as one chunk (none if empty).
+    pub fn body_chunks(&self) -> Vec<&str> {
+        match &self.chunks {
+            Some(c) => c.iter().map(String::as_str).collect(),
+            None if self.body.is_empty() => Vec::new(),
+            None => vec![self.body.as_str()],
+        }
+    }
+
     /// The address of the `redis` server, with a `$NAME` reference
     /// resolved. `Ok(None)` if this is no Redis cluster.
     pub fn redis_address(&self) -> Result<Option<std::net::SocketAddr>, String> {

@@ -224,7 +224,16 @@ impl Vm {
     where
         C: Callback<Params = (i32, i32, i32), Results = i32>,
     {
-        self.alive()?;
+        if let Err(failed) = self.alive() {
+            // On a failed VM the chunk waits in the stream's buffer (when
+            // the stream has a context here), where a filter manager that
+            // skips the failed filter takes it back
+            // (`StreamConfig::skip_on_failure`).
+            if let Ok(h) = self.http_mut(ctx) {
+                append_chunk(&mut h.direction_mut(direction).body, data);
+            }
+            return Err(failed);
+        }
         let ty = match direction {
             Direction::Request => BufferType::HttpRequestBody,
             Direction::Response => BufferType::HttpResponseBody,
@@ -232,16 +241,7 @@ impl Vm {
         self.check_body_room(ctx, ty, data.as_slice().len())?;
         let size = {
             let d = self.http_mut(ctx)?.direction_mut(direction);
-            match data {
-                // Nothing buffered: the chunk becomes the buffer, uncopied.
-                BodyIn::Owned(data) if d.body.as_ref().is_none_or(Vec::is_empty) => {
-                    d.body = Some(data);
-                }
-                data => d
-                    .body
-                    .get_or_insert_with(Vec::new)
-                    .extend_from_slice(data.as_slice()),
-            }
+            append_chunk(&mut d.body, data);
             let size = d.body.as_ref().map_or(0, Vec::len);
             d.may_add_trailers = end_of_stream && d.trailers.get().is_none();
             size
@@ -528,6 +528,17 @@ pub fn translate_trailers(raw: u32, stop_next: bool) -> FilterTrailersStatus {
         return FilterTrailersStatus::StopIteration;
     }
     FilterTrailersStatus::try_from(raw).unwrap_or(FilterTrailersStatus::StopIteration)
+}
+
+/// Appends a body chunk to a direction's buffer; with nothing buffered, an
+/// owned chunk becomes the buffer, uncopied.
+fn append_chunk(body: &mut Option<Vec<u8>>, data: BodyIn<'_>) {
+    match data {
+        BodyIn::Owned(data) if body.as_ref().is_none_or(Vec::is_empty) => *body = Some(data),
+        data => body
+            .get_or_insert_with(Vec::new)
+            .extend_from_slice(data.as_slice()),
+    }
 }
 
 #[cfg(test)]

@@ -78,8 +78,8 @@ pub use lb::{
 };
 pub use listener::{Codec, Listener};
 pub use route::{
-    ClusterSpecifier, DEFAULT_ROUTE_TIMEOUT, HeaderMatch, HeaderMatcher, PathMatch, RetryOn,
-    RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, SafeRegex, StringMatchKind,
+    ClusterSpecifier, DEFAULT_ROUTE_TIMEOUT, HeaderMatch, HeaderMatcher, PathMatch, PolicyFallback,
+    RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, SafeRegex, StringMatchKind,
     VirtualHost,
 };
 pub use vessel_host::{FailurePolicy, ReloadBackoff};
@@ -197,6 +197,18 @@ fn bootstrap(root: &YNode<'_>, base_dir: &Path) -> Res<Bootstrap> {
                     kind: ErrorKind::UnknownReference,
                     path,
                     message: format!("unknown cluster `{name}` (not in static_resources.clusters)"),
+                });
+            }
+        }
+        for (suffix, plugin) in listener.routes.policy_plugins() {
+            if !listener.wasm_filters.iter().any(|f| f.name == plugin) {
+                return Err(ConfigError::Field {
+                    kind: ErrorKind::UnknownReference,
+                    path: format!(
+                        "{}.filter_chains[0].filters[0].typed_config.route_config.{suffix}",
+                        lpath.display()
+                    ),
+                    message: format!("no wasm filter of this listener is named `{plugin}`"),
                 });
             }
         }

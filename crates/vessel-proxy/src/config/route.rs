@@ -162,6 +162,8 @@ pub enum RouteAction {
         timeout: Option<Duration>,
         /// `retry_policy`.
         retry: Option<RetryPolicy>,
+        /// `vessel_policy_fallback` (a vessel extension).
+        policy_fallback: Option<PolicyFallback>,
     },
     /// `direct_response`: answer locally.
     Direct {
@@ -185,6 +187,23 @@ pub enum ClusterSpecifier {
     /// `weighted_clusters.clusters[]`: `(name, weight)`, each name checked;
     /// the weights sum to more than 0.
     Weighted(Vec<(String, u32)>),
+}
+
+/// `vessel_policy_fallback` of a route (a vessel extension; Envoy rejects
+/// it): the route's routing policy is the wasm filter `plugin`, and when it
+/// fails the request is routed anyway, by the cluster's own policy, and
+/// counted (`wasm.<plugin>.policy_fallbacks`). The policy fails when its
+/// filter fails (trap, deadline, memory: the stream skips the filter
+/// instead of failing), when the override-host header it sets names no
+/// healthy endpoint of the cluster, or when the `cluster_header` it sets
+/// names no cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyFallback {
+    /// `plugin`: the `name` of a wasm filter of the listener.
+    pub plugin: String,
+    /// `cluster`: where a `cluster_header` route goes when the header names
+    /// no cluster (required there; not allowed on other routes).
+    pub cluster: Option<String>,
 }
 
 /// `retry_policy` of a route (Envoy's `x-envoy-retry-on` semantics for the
@@ -313,6 +332,19 @@ impl RouteConfig {
                         ..
                     } => vec![(
                         format!("virtual_hosts[{v}].routes[{r}].route.cluster"),
+                        name.as_str(),
+                    )],
+                    RouteAction::Cluster {
+                        policy_fallback:
+                            Some(PolicyFallback {
+                                cluster: Some(name),
+                                ..
+                            }),
+                        ..
+                    } => vec![(
+                        format!(
+                            "virtual_hosts[{v}].routes[{r}].route.vessel_policy_fallback.cluster"
+                        ),
                         name.as_str(),
                     )],
                     RouteAction::Cluster {
@@ -680,6 +712,7 @@ fn cluster_action(node: &Node<'_>) -> Res<RouteAction> {
         "prefix_rewrite",
         "timeout",
         "retry_policy",
+        "vessel_policy_fallback",
     ])?;
     let cluster = match (
         o.get("cluster"),
@@ -720,11 +753,40 @@ fn cluster_action(node: &Node<'_>) -> Res<RouteAction> {
         .get("retry_policy")
         .map(|r| retry_policy(&r))
         .transpose()?;
+    let policy_fallback = match o.get("vessel_policy_fallback") {
+        None => None,
+        Some(f) => {
+            let fo = f.obj(&["plugin", "cluster"])?;
+            let plugin = fo.req("plugin")?.non_empty_str()?.to_owned();
+            let fallback_cluster = fo
+                .get("cluster")
+                .map(|c| c.non_empty_str().map(str::to_owned))
+                .transpose()?;
+            let header_route = matches!(cluster, ClusterSpecifier::Header(_));
+            if header_route && fallback_cluster.is_none() {
+                return Err(f.err(
+                    ErrorKind::Missing,
+                    "a cluster_header route needs `cluster`: where to go when the header names no cluster",
+                ));
+            }
+            if !header_route && fallback_cluster.is_some() {
+                return Err(fo.req("cluster")?.err(
+                    ErrorKind::Invalid,
+                    "only a cluster_header route takes a fallback cluster",
+                ));
+            }
+            Some(PolicyFallback {
+                plugin,
+                cluster: fallback_cluster,
+            })
+        }
+    };
     Ok(RouteAction::Cluster {
         cluster,
         prefix_rewrite,
         timeout,
         retry,
+        policy_fallback,
     })
 }
 
@@ -920,4 +982,27 @@ fn direct_action(node: &Node<'_>) -> Res<RouteAction> {
         })
         .transpose()?;
     Ok(RouteAction::Direct { status, body })
+}
+
+impl RouteConfig {
+    /// `(path suffix, plugin)` of every route's `vessel_policy_fallback`.
+    pub(crate) fn policy_plugins(&self) -> impl Iterator<Item = (String, &str)> {
+        self.virtual_hosts.iter().enumerate().flat_map(|(v, vh)| {
+            vh.routes
+                .iter()
+                .enumerate()
+                .filter_map(move |(r, route)| match &route.action {
+                    RouteAction::Cluster {
+                        policy_fallback: Some(f),
+                        ..
+                    } => Some((
+                        format!(
+                            "virtual_hosts[{v}].routes[{r}].route.vessel_policy_fallback.plugin"
+                        ),
+                        f.plugin.as_str(),
+                    )),
+                    _ => None,
+                })
+        })
+    }
 }

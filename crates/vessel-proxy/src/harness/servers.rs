@@ -122,11 +122,12 @@ impl http_body::Body for Scripted {
 }
 
 fn response_of(c: &CannedResponse) -> Response<Scripted> {
-    let chunks = if c.body.is_empty() {
-        Vec::new()
-    } else {
-        vec![Bytes::from(c.body.clone())]
-    };
+    let chunks = c
+        .body_chunks()
+        .into_iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| Bytes::from(b.to_owned()))
+        .collect();
     let trailers = (!c.trailers.is_empty()).then_some(&c.trailers);
     let mut resp = Response::new(Scripted::new(chunks, trailers));
     for (k, v) in &c.headers {

@@ -40,6 +40,8 @@ pub(crate) struct Admin {
     pub(crate) clusters: Vec<Arc<DnsStats>>,
     /// Every cluster's balancer (load-balancing stats, `/clusters`).
     pub(crate) balancers: Vec<Arc<super::lb::Balancer>>,
+    /// `wasm.<plugin>.policy_fallbacks`.
+    pub(crate) fallbacks: super::router::PolicyFallbacks,
     pub(crate) plugins: PluginStatsMap,
     pub(crate) reloads: Arc<ReloadCounters>,
     /// Each listener's name and bound address, in config order.
@@ -128,6 +130,18 @@ impl Admin {
             for (name, value) in b.gauges() {
                 out.push((name, false, Stat::Gauge(value)));
             }
+        }
+        for (plugin, n) in self
+            .fallbacks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            out.push((
+                format!("wasm.{plugin}.policy_fallbacks"),
+                false,
+                Stat::Counter(*n),
+            ));
         }
         out.push(("server.live".to_owned(), false, Stat::Gauge(1)));
         for (plugin, stats) in self
@@ -346,6 +360,7 @@ mod tests {
             listeners: vec![],
             clusters: vec![Arc::new(DnsStats::new("named"))],
             balancers: vec![],
+            fallbacks: Default::default(),
             plugins,
             reloads: Arc::default(),
             bound: vec![

@@ -81,7 +81,7 @@ use access::{AccessLog, Entry, ListenerStats, LoggedBody};
 use admin::Admin;
 pub use admin::{Address, ListenerStatus, ListenersStatus, SocketAddress};
 use lb::Balancer;
-use router::{Router, RouterBody, Upstream, Upstreams};
+use router::{PolicyFallbacks, Router, RouterBody, Upstream, Upstreams};
 
 /// How long connections in flight may take to finish after a shutdown
 /// signal, by default.
@@ -319,6 +319,7 @@ struct Reloader {
     path: PathBuf,
     host: FilterHost,
     upstreams: Upstreams,
+    fallbacks: PolicyFallbacks,
     live: tokio::sync::Mutex<Live>,
     counters: Arc<ReloadCounters>,
 }
@@ -365,10 +366,13 @@ impl Reloader {
             for (fi, f) in l.wasm_filters.iter().enumerate() {
                 let label = format!("listener `{}` wasm filter #{fi} `{}`", l.name, f.name);
                 let code = Arc::new(read_code(f, &label).map_err(ReloadError::Filter)?);
-                let old = live.listeners[li]
-                    .filters
-                    .get(fi)
-                    .filter(|old| node_same && old.spec == *f && *old.code == *code);
+                let skip = is_policy(l, f);
+                let old = live.listeners[li].filters.get(fi).filter(|old| {
+                    node_same
+                        && old.spec == *f
+                        && *old.code == *code
+                        && old.pool.skips_on_failure() == skip
+                });
                 row.push(old.map(|o| (o.code.clone(), o.pool.clone())));
                 if old.is_none() {
                     plan.push((li, fi, f.clone(), code, label));
@@ -382,7 +386,9 @@ impl Reloader {
         let built = tokio::task::spawn_blocking(move || {
             plan.into_iter()
                 .map(|(li, fi, f, code, label)| {
-                    build_filter(&host, &f, code, &boot_for_build, &label).map(|lf| (li, fi, lf))
+                    let skip = is_policy(&boot_for_build.listeners[li], &f);
+                    build_filter(&host, &f, code, &boot_for_build, &label, skip)
+                        .map(|lf| (li, fi, lf))
                 })
                 .collect::<Result<Vec<_>, RunError>>()
         })
@@ -416,9 +422,12 @@ impl Reloader {
             *target
                 .routes
                 .write()
-                .unwrap_or_else(PoisonError::into_inner) =
-                Router::new(l.routes.clone(), self.upstreams.clone())
-                    .suppress_envoy_headers(l.suppress_envoy_headers);
+                .unwrap_or_else(PoisonError::into_inner) = Router::new(
+                l.routes.clone(),
+                self.upstreams.clone(),
+                self.fallbacks.clone(),
+            )
+            .suppress_envoy_headers(l.suppress_envoy_headers);
             target
                 .layer
                 .swap_filters(filters.iter().map(|f| f.pool.clone()).collect());
@@ -541,6 +550,16 @@ async fn serve(
         upstreams.insert(c.name.clone(), upstream);
     }
     let upstreams: Upstreams = Arc::new(upstreams);
+    let fallbacks = PolicyFallbacks::default();
+    for l in &boot.listeners {
+        for (_, plugin) in l.routes.policy_plugins() {
+            fallbacks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(plugin.to_owned())
+                .or_insert(0);
+        }
+    }
     // Active health checks: the first round before the listeners bind (as
     // Envoy's cluster warming waits for it), then every interval.
     for c in &checkers {
@@ -588,7 +607,14 @@ async fn serve(
         for (i, f) in l.wasm_filters.iter().enumerate() {
             let label = format!("listener `{}` wasm filter #{i} `{}`", l.name, f.name);
             let code = Arc::new(read_code(f, &label)?);
-            filters.push(build_filter(&host, f, code, &boot, &label)?);
+            filters.push(build_filter(
+                &host,
+                f,
+                code,
+                &boot,
+                &label,
+                is_policy(l, f),
+            )?);
         }
         let stats = Arc::new(ListenerStats::new(&l.stat_prefix));
         all_stats.push(stats.clone());
@@ -599,7 +625,7 @@ async fn serve(
         let layer = VesselLayer::new(filters.iter().map(|f| f.pool.clone()).collect())
             .buffer_limit(l.buffer_limit);
         let routes = Arc::new(RwLock::new(
-            Router::new(l.routes.clone(), upstreams.clone())
+            Router::new(l.routes.clone(), upstreams.clone(), fallbacks.clone())
                 .suppress_envoy_headers(l.suppress_envoy_headers),
         ));
         live_listeners.push(LiveListener {
@@ -673,6 +699,7 @@ async fn serve(
         path: options.config.clone(),
         host: host.clone(),
         upstreams,
+        fallbacks: fallbacks.clone(),
         live: tokio::sync::Mutex::new(Live {
             boot,
             listeners: live_listeners,
@@ -700,6 +727,7 @@ async fn serve(
             listeners: all_stats,
             clusters: dns_stats,
             balancers,
+            fallbacks,
             plugins: host.stats.clone(),
             reloads: counters,
             bound: listener_addrs,
@@ -1006,12 +1034,19 @@ fn read_code(f: &WasmFilter, label: &str) -> Result<Vec<u8>, RunError> {
 }
 
 /// Loads one filter from `code` and starts its VMs.
+/// Whether a route of `l` names `f` in its `vessel_policy_fallback`: then
+/// its failures skip it instead of failing the stream.
+fn is_policy(l: &config::Listener, f: &WasmFilter) -> bool {
+    l.routes.policy_plugins().any(|(_, p)| p == f.name)
+}
+
 fn build_filter(
     host: &FilterHost,
     f: &WasmFilter,
     code: Arc<Vec<u8>>,
     boot: &Bootstrap,
     label: &str,
+    skip_on_failure: bool,
 ) -> Result<LiveFilter, RunError> {
     let plugin = Plugin::load(&host.engine, &code, plugin_config(f, boot)).map_err(|source| {
         RunError::Load {
@@ -1031,6 +1066,7 @@ fn build_filter(
         .vms(host.vms)
         .policy(policy)
         .stats(stats)
+        .skip_on_failure(skip_on_failure)
         .build()
         .map_err(|source| RunError::Vm {
             filter: label.to_owned(),

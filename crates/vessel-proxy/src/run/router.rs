@@ -51,7 +51,7 @@ use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::oneshot;
 use tower::Service;
-use vessel_hyper::{BoxError, UpstreamInfo, VesselBody};
+use vessel_hyper::{BoxError, SkippedFilters, UpstreamInfo, VesselBody};
 
 use super::lb::{Balancer, InFlight, Outcome};
 use crate::config::{ClusterSpecifier, RetryPolicy, RouteAction, RouteConfig};
@@ -249,6 +249,10 @@ impl Upstream {
     }
 }
 
+/// How often each routing policy's choice was not used
+/// (`wasm.<plugin>.policy_fallbacks`), by plugin name.
+pub(crate) type PolicyFallbacks = Arc<Mutex<std::collections::BTreeMap<String, u64>>>;
+
 /// The upstream clusters by name, shared by every listener.
 pub(crate) type Upstreams = Arc<HashMap<String, Arc<Upstream>>>;
 
@@ -257,15 +261,22 @@ pub(crate) type Upstreams = Arc<HashMap<String, Arc<Upstream>>>;
 pub(crate) struct Router {
     routes: Arc<RouteConfig>,
     upstreams: Upstreams,
+    /// `wasm.<plugin>.policy_fallbacks`, shared by every router.
+    fallbacks: PolicyFallbacks,
     /// The router's `suppress_envoy_headers`.
     suppress_envoy_headers: bool,
 }
 
 impl Router {
-    pub(crate) fn new(routes: RouteConfig, upstreams: Upstreams) -> Self {
+    pub(crate) fn new(
+        routes: RouteConfig,
+        upstreams: Upstreams,
+        fallbacks: PolicyFallbacks,
+    ) -> Self {
         Self {
             routes: Arc::new(routes),
             upstreams,
+            fallbacks,
             suppress_envoy_headers: false,
         }
     }
@@ -509,7 +520,7 @@ impl Router {
             log::debug!("no route for {host}{path}");
             return local_reply(StatusCode::NOT_FOUND, "");
         };
-        let (spec, timeout, retry) = match &route.action {
+        let (spec, timeout, retry, fallback) = match &route.action {
             RouteAction::Direct { status, body } => {
                 let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
                 return local_reply(status, body.as_deref().unwrap_or(""));
@@ -518,21 +529,65 @@ impl Router {
                 cluster,
                 timeout,
                 retry,
+                policy_fallback,
                 ..
-            } => (cluster, *timeout, retry.as_ref()),
+            } => (cluster, *timeout, retry.as_ref(), policy_fallback.as_ref()),
         };
-        let Some((cluster, upstream)) = self.target(spec, &req) else {
+        // The route's routing policy failed (its filter was skipped): its
+        // choices are not used.
+        let policy_failed = fallback.is_some_and(|f| {
+            req.extensions()
+                .get::<SkippedFilters>()
+                .is_some_and(|s| s.0.contains(&f.plugin))
+        });
+        let mut fell_back = policy_failed;
+        let fallback_cluster = || {
+            fallback
+                .and_then(|f| f.cluster.as_deref())
+                .and_then(|c| self.upstreams.get_key_value(c))
+                .map(|(k, u)| (k.as_str(), u))
+        };
+        let target = if policy_failed && matches!(spec, ClusterSpecifier::Header(_)) {
+            fallback_cluster()
+        } else {
+            self.target(spec, &req).or_else(|| {
+                let f = fallback_cluster();
+                fell_back |= f.is_some();
+                f
+            })
+        };
+        let Some((cluster, upstream)) = target else {
             return local_reply(StatusCode::SERVICE_UNAVAILABLE, "");
         };
         let upstream_path = route.rewritten_path(&path).unwrap_or(path);
         // The override-host policy reads the request as the filters left it.
-        let override_ep = upstream
-            .balancer
-            .override_headers()
-            .iter()
-            .find_map(|h| req.headers().get(h))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| upstream.balancer.pick_override(v));
+        let override_ep = if policy_failed {
+            None
+        } else {
+            upstream
+                .balancer
+                .override_headers()
+                .iter()
+                .find_map(|h| req.headers().get(h))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| upstream.balancer.pick_override(v))
+        };
+        if let Some(f) = fallback {
+            // A policy that named no usable endpoint falls back too.
+            fell_back |= override_ep.is_none() && !upstream.balancer.override_headers().is_empty();
+            if fell_back {
+                log::debug!(
+                    "route policy `{}`: fallback to the cluster's policy",
+                    f.plugin
+                );
+                *self
+                    .fallbacks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(f.plugin.clone())
+                    .or_default() += 1;
+            }
+        }
         // HTTP/2: the URI names the client's authority, which becomes
         // `:authority`; the connection goes to the endpoint all the same.
         // HTTP/1.1: the URI names the endpoint (set per try) and `Host`

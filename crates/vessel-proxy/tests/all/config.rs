@@ -227,6 +227,7 @@ fn minimal_fixture_values_and_defaults() {
             prefix_rewrite: None,
             timeout: Some(Duration::from_secs(15)),
             retry: None,
+            policy_fallback: None,
         })
     );
 }
@@ -282,6 +283,7 @@ fn full_fixture_every_field() {
             prefix_rewrite: None,
             timeout: Some(Duration::from_millis(2500)),
             retry: None,
+            policy_fallback: None,
         }
     );
     assert_eq!(
@@ -291,6 +293,7 @@ fn full_fixture_every_field() {
             prefix_rewrite: Some("/rpc/".into()),
             timeout: None,
             retry: None,
+            policy_fallback: None,
         }
     );
     assert_eq!(

@@ -4,7 +4,12 @@
 //! `cluster_header`, `weighted_clusters`, `internal_only_headers` and the
 //! override-host policy.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    missing_docs
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -594,4 +599,205 @@ async fn a_wasm_policy_routes_by_queue_then_prefix() {
             .unwrap()
         )
     );
+}
+
+/// A listener `main` whose route sends to `workers` by the policy filter
+/// (override host, round-robin fallback) with `vessel_policy_fallback`,
+/// and a listener `strict` with the same filter and no fallback.
+fn fallback_config(a: SocketAddr, b: SocketAddr) -> Bootstrap {
+    let policy = || {
+        WasmFilter::new("policy", support::guest("llm_policy"))
+            .configuration(json!({"cluster": "workers"}).to_string())
+            .allow_on_headers_stop_iteration()
+            .failure_policy("FAIL_RELOAD")
+            .reload_backoff("0.001s", Some("0.002s"))
+    };
+    let mut lb = override_host_policy();
+    lb["policies"][0]["typed_extension_config"]["typed_config"]["fallback_policy"] = json!({"policies": [{"typed_extension_config": {
+        "name": "envoy.load_balancing_policies.round_robin",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"},
+    }}]});
+    Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .route(
+                    Route::prefix("/")
+                        .to("workers")
+                        .route_field("vessel_policy_fallback", json!({"plugin": "policy"})),
+                )
+                .filter(policy()),
+        )
+        .listener(
+            Listener::new("strict")
+                .route(Route::prefix("/").to("workers"))
+                .filter(policy()),
+        )
+        .cluster(
+            cluster("workers", &[a, b])
+                .field("load_balancing_policy", lb)
+                .field("vessel_metrics_scrape", json!({"interval": "0.05s"})),
+        )
+}
+
+async fn chat_as(c: &TestClient, addr: SocketAddr, test: &str) -> (u16, String) {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let mut req = Request::post(format!("http://{addr}/v1/chat/completions"));
+    if !test.is_empty() {
+        req = req.header("x-policy-test", test);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).unwrap();
+    let resp = tokio::time::timeout(WAIT, c.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = resp
+        .headers()
+        .get("x-worker")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (resp.status().as_u16(), worker)
+}
+
+/// A policy that traps (in either callback), loops past its deadline,
+/// exhausts its memory, or names garbage or an endpoint in no cluster
+/// loses no request: the cluster's own policy routes it, and each is
+/// counted in `wasm.policy.policy_fallbacks`. The same trap on a route
+/// without the fallback fails the request (FAIL_RELOAD: 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_policy_falls_back_to_the_clusters_policy() {
+    let (a, a_ctl) = worker("a").await;
+    let (b, _) = worker("b").await;
+    a_ctl.waiting.store(9, Ordering::SeqCst);
+    let vessel = start("fallback", &fallback_config(a, b)).await;
+    let (c, addr, admin) = (support::client(), vessel.listener("main"), vessel.admin());
+    eventually("the policy routes by queue", || {
+        let c = c.clone();
+        async move { chat_as(&c, addr, "").await == (200, "b".to_owned()) }
+    })
+    .await;
+    let before = stat(admin, "wasm.policy.policy_fallbacks").await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let modes = ["trap", "trap-body", "loop", "grow", "garbage", "gone"];
+    for (n, mode) in modes.iter().enumerate() {
+        let (status, worker) = chat_as(&c, addr, mode).await;
+        assert_eq!(status, 200, "{mode}: the request is never failed");
+        seen.insert(worker);
+        let n = u64::try_from(n).unwrap() + 1;
+        // A failed VM is replaced after its (1 ms) backoff; a stream that
+        // met it before then falls back too, so count at least one each.
+        assert!(
+            stat(admin, "wasm.policy.policy_fallbacks").await.unwrap() >= before + n,
+            "{mode}"
+        );
+        eventually("the policy is back", || {
+            let c = c.clone();
+            async move { chat_as(&c, addr, "").await == (200, "b".to_owned()) }
+        })
+        .await;
+    }
+    assert!(
+        stat(admin, "wasm.policy.vm_failures").await.unwrap() >= 4,
+        "trap, trap-body, loop and grow fail the VM"
+    );
+    // Round robin spread the fallbacks over both workers.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    let strict = vessel.listener("strict");
+    assert_eq!(chat_as(&c, strict, "trap").await.0, 503);
+}
+
+/// On a `cluster_header` route, a policy that names no cluster falls back
+/// to the route's fallback cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_naming_no_cluster_falls_back_to_the_routes_cluster() {
+    let (a, _) = worker("a").await;
+    let policy = WasmFilter::new("policy", support::guest("llm_policy"))
+        .configuration(
+            json!({"cluster": "workers", "cluster_header": "x-target-cluster"}).to_string(),
+        )
+        .allow_on_headers_stop_iteration();
+    let config = Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .route(
+                    Route::prefix("/")
+                        .route_field("cluster_header", json!("x-target-cluster"))
+                        .route_field(
+                            "vessel_policy_fallback",
+                            json!({"plugin": "policy", "cluster": "workers"}),
+                        ),
+                )
+                .filter(policy)
+                .route_config_field("internal_only_headers", json!(["x-target-cluster"])),
+        )
+        .cluster(cluster("workers", &[a]));
+    let vessel = start("fallback-cluster", &config).await;
+    let (c, addr, admin) = (support::client(), vessel.listener("main"), vessel.admin());
+    assert_eq!(chat_as(&c, addr, "").await, (200, "a".to_owned()));
+    assert_eq!(stat(admin, "wasm.policy.policy_fallbacks").await, Some(0));
+    assert_eq!(
+        chat_as(&c, addr, "cluster:nowhere").await,
+        (200, "a".to_owned())
+    );
+    assert_eq!(stat(admin, "wasm.policy.policy_fallbacks").await, Some(1));
+    assert_eq!(chat_as(&c, addr, "trap").await, (200, "a".to_owned()));
+    assert_eq!(stat(admin, "wasm.policy.policy_fallbacks").await, Some(2));
+}
+
+/// The fallback run: 10,000 requests from 16 concurrent clients,
+/// 1% of them making the policy misbehave (trap, trap in the body
+/// callback, loop, grow, garbage, gone, in turn). No request is lost:
+/// every one gets a worker's 200, and every misbehaving one is counted as
+/// a fallback. Run by `cargo xtask test` and `cargo xtask load`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test: run by `cargo xtask test` or `cargo xtask load`"]
+async fn a_misbehaving_policy_loses_no_request_under_load() {
+    const REQUESTS: usize = 10_000;
+    const CLIENTS: usize = 16;
+    let (a, a_ctl) = worker("a").await;
+    let (b, _) = worker("b").await;
+    a_ctl.waiting.store(9, Ordering::SeqCst);
+    let vessel = start("fallback-load", &fallback_config(a, b)).await;
+    let (addr, admin) = (vessel.listener("main"), vessel.admin());
+    let modes = ["trap", "trap-body", "loop", "grow", "garbage", "gone"];
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = support::client();
+            let (mut ok, mut lost) = (0usize, Vec::new());
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= REQUESTS {
+                    return (ok, lost);
+                }
+                let mode = if i % 100 == 50 {
+                    modes[(i / 100) % modes.len()]
+                } else {
+                    ""
+                };
+                let (status, worker) = chat_as(&c, addr, mode).await;
+                if status == 200 && !worker.is_empty() {
+                    ok += 1;
+                } else {
+                    lost.push((i, mode, status));
+                }
+            }
+        }));
+    }
+    let (mut ok, mut lost) = (0, Vec::new());
+    for t in tasks {
+        let (o, l) = t.await.unwrap();
+        ok += o;
+        lost.extend(l);
+    }
+    assert!(lost.is_empty(), "lost requests: {lost:?}");
+    assert_eq!(ok, REQUESTS);
+    let fallbacks = stat(admin, "wasm.policy.policy_fallbacks").await.unwrap();
+    eprintln!(
+        "fallback load: {REQUESTS} requests, 100 misbehaving, {fallbacks} fallbacks, {} VM failures",
+        stat(admin, "wasm.policy.vm_failures").await.unwrap_or(0)
+    );
+    assert!(fallbacks >= 100, "{fallbacks}");
 }

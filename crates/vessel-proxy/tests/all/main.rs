@@ -18,6 +18,7 @@ mod envoy_diff;
 mod lb;
 mod library;
 mod llm;
+mod llm_stream;
 mod load;
 mod reload;
 mod run;

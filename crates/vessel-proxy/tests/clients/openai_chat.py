@@ -4,7 +4,7 @@ Usage: python openai_chat.py <base_url>   (e.g. http://127.0.0.1:10000/v1)
 
 Runs one chat completion and one streamed completion (with
 `stream_options={"include_usage": True}`) and prints one JSON line for
-each, for crates/vessel-proxy/tests/all/llm.rs to check:
+each, for crates/vessel-proxy/tests/all/llm_stream.rs to check:
 
   {"kind": "completion", "content": ..., "usage": {...}, "worker": ...}
   {"kind": "stream", "tokens": [...], "finish_reason": ..., "usage": {...}}

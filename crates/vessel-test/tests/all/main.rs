@@ -117,3 +117,36 @@ fn a_redis_cluster_opens_nothing_without_services_and_goes_to_the_given_ones() {
         observations[0].errors
     );
 }
+
+#[test]
+fn upstream_chunks_are_separate_body_callbacks_and_clusters_refuse_them() {
+    let yaml = r#"
+plugin:
+  wasm: ../guests/target/wasm32-wasip1/release/guest_bodies.wasm
+streams:
+  - request:
+      headers: [[":method", "GET"], [":path", "/"]]
+    upstream:
+      headers: [[":status", "200"]]
+      chunks: ["ab", "cde"]
+    expect:
+      response:
+        body: "abcde"
+      logs_include: ["response-body chunk size=2 eos=false", "response-body chunk size=3 eos=false"]
+      logs_exclude: ["response-body chunk size=5"]
+"#;
+    let path = scenarios().join("inline.yaml");
+    let scenario = Scenario::from_yaml(yaml).expect("parses");
+    let mut loaded = Loaded::new(&engine(), &path, scenario.clone()).expect("loads");
+    let observations = loaded.run();
+    let failures = vessel_test::check(&scenario.streams[0].expect, &observations[0]);
+    assert!(failures.is_empty(), "{failures:?}");
+
+    let with_cluster = format!("{yaml}clusters:\n  c:\n    chunks: [\"x\"]\n");
+    let scenario = Scenario::from_yaml(&with_cluster).expect("parses");
+    match Loaded::new(&engine(), &path, scenario) {
+        Err(Error::Invalid { key, .. }) => assert_eq!(key, "clusters.c.chunks"),
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("a cluster with chunks loaded"),
+    }
+}

@@ -21,8 +21,17 @@
 //! no property, it names none and the cluster's fallback policy picks.
 //!
 //! Configuration (JSON): `{"cluster": "workers", "header":
-//! "x-gateway-destination-endpoint", "slack": 0, "prefix_bytes": 256}`;
-//! every key is optional.
+//! "x-gateway-destination-endpoint", "slack": 0, "prefix_bytes": 256,
+//! "cluster_header": null}`; every key is optional. With `cluster_header`,
+//! the policy also names `cluster` in that request header (for a
+//! `cluster_header` route).
+//!
+//! For the fallback tests, the request header `x-policy-test` makes it
+//! misbehave: `trap` (a panic in the headers callback), `trap-body` (in the
+//! body callback), `loop` (never returns), `grow` (allocates until its
+//! memory runs out), `garbage` (names `not-an-endpoint`), `gone` (names
+//! `10.255.255.1:1`, in no cluster), `cluster:<name>` (names cluster
+//! `<name>` in `cluster_header`).
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -43,6 +52,7 @@ struct Config {
     header: String,
     slack: u64,
     prefix_bytes: usize,
+    cluster_header: Option<String>,
 }
 
 impl Default for Config {
@@ -52,6 +62,7 @@ impl Default for Config {
             header: "x-gateway-destination-endpoint".into(),
             slack: 0,
             prefix_bytes: 256,
+            cluster_header: None,
         }
     }
 }
@@ -83,6 +94,7 @@ impl RootContext for PolicyRoot {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Policy {
             config: self.config.clone(),
+            test: None,
         }))
     }
 
@@ -93,6 +105,7 @@ impl RootContext for PolicyRoot {
 
 struct Policy {
     config: Rc<Config>,
+    test: Option<String>,
 }
 
 impl Context for Policy {}
@@ -146,7 +159,47 @@ fn choose<'a>(eps: &[Endpoint<'a>], slack: u64, prefix: &[u8]) -> Option<&'a str
 }
 
 impl Policy {
+    fn misbehave_now(&self, when: &str) {
+        match (self.test.as_deref(), when) {
+            (Some("trap"), "headers") | (Some("trap-body"), "body") => {
+                panic!("llm_policy: trap requested")
+            }
+            (Some("loop"), "headers") => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            (Some("grow"), "headers") => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn decide(&mut self, prefix: &[u8]) {
+        if let Some(h) = &self.config.cluster_header {
+            let name = match self.test.as_deref().and_then(|t| t.strip_prefix("cluster:")) {
+                Some(other) => other.to_owned(),
+                None => self.config.cluster.clone(),
+            };
+            self.set_http_request_header(h, Some(&name));
+        }
+        match self.test.as_deref() {
+            Some("garbage") => {
+                self.set_http_request_header(&self.config.header, Some("not-an-endpoint"));
+                return;
+            }
+            Some("gone") => {
+                self.set_http_request_header(&self.config.header, Some("10.255.255.1:1"));
+                return;
+            }
+            _ => {}
+        }
         let path = vec!["vessel", "cluster", self.config.cluster.as_str(), "endpoints"];
         let Some(bytes) = self.get_property(path) else {
             log::warn!("llm_policy: no endpoints for cluster `{}`", self.config.cluster);
@@ -163,6 +216,8 @@ impl Policy {
 
 impl HttpContext for Policy {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        self.test = self.get_http_request_header("x-policy-test");
+        self.misbehave_now("headers");
         if end_of_stream {
             self.decide(b"");
             return Action::Continue;
@@ -175,6 +230,7 @@ impl HttpContext for Policy {
         if !end_of_stream {
             return Action::Pause;
         }
+        self.misbehave_now("body");
         let body = self.get_http_request_body(0, size).unwrap_or_default();
         // The prompt: from the `messages` key on (the model name and the
         // sampling options before it would split equal prompts).
