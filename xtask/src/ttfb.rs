@@ -5,7 +5,10 @@
 //! * direct to the fake worker (`fake-llm-worker`, vessel-testkit);
 //! * through `vessel run` (one worker thread) with no filter;
 //! * through `vessel run` with the benchmark header filter
-//!   (`guest_bench_headers`, which also gets every body callback).
+//!   (`guest_bench_headers`, which also gets every body callback);
+//! * through `vessel run` with the five LLM middleware examples of
+//!   `examples/llm` (auth, token limit, PII masking, billing, moderation
+//!   annotating), in that order.
 //!
 //! The clock starts before the request is written and stops when the first
 //! `data:` bytes of the body are read; the rest of the stream is read too,
@@ -15,7 +18,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,25 +41,40 @@ impl Drop for Kill {
     }
 }
 
+/// One wasm filter of a `vessel run` case: its name, its module and its
+/// plugin configuration.
+struct Filter {
+    name: &'static str,
+    module: PathBuf,
+    configuration: &'static str,
+}
+
 /// The `vessel run` config: listener [`LISTEN`] routing everything to the
-/// cluster `workers` (the fake worker), with `filter` (a module path) as
-/// its wasm filter if given.
-fn config(worker: SocketAddr, filter: Option<&Path>) -> String {
-    let filters = filter.map_or_else(String::new, |module| {
-        format!(
-            r#"          - name: envoy.filters.http.wasm
+/// cluster `workers` (the fake worker), through `filters` in order.
+fn config(worker: SocketAddr, filters: &[Filter]) -> String {
+    let filters: String = filters
+        .iter()
+        .map(|f| {
+            format!(
+                r#"          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
-                name: bench_headers
-                root_id: bench_headers
+                name: {name}
+                root_id: {name}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{configuration}'
                 vm_config:
                   runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{}" }} }}
+                  code: {{ local: {{ filename: "{module}" }} }}
 "#,
-            module.display()
-        )
-    });
+                name = f.name,
+                configuration = f.configuration,
+                module = f.module.display()
+            )
+        })
+        .collect();
     let (ip, port) = LISTEN.split_once(':').unwrap_or(("127.0.0.1", "10020"));
     format!(
         r#"# cargo xtask bench ttfb: vessel run in front of one fake LLM worker.
@@ -150,7 +168,7 @@ impl Conn {
     /// byte, after reading the whole response.
     fn stream(&mut self, body: &str) -> Result<Duration> {
         let req = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer sk-bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
         let start = Instant::now();
@@ -247,19 +265,70 @@ pub(crate) fn ttfb_bench() -> Result<()> {
     let (_worker, addr) = start_worker(&target.join("fake-llm-worker"))?;
     let dir = root().join("target/bench/ttfb");
     std::fs::create_dir_all(&dir)?;
-    let module =
-        root().join("spec-tests/guests/target/wasm32-wasip1/release/guest_bench_headers.wasm");
+    let guest = |name: &str| {
+        root().join(format!(
+            "spec-tests/guests/target/wasm32-wasip1/release/guest_{name}.wasm"
+        ))
+    };
+    let llm = |name: &str| {
+        root().join(format!(
+            "examples/llm/target/wasm32-wasip1/release/llm_{name}.wasm"
+        ))
+    };
+    let header_filter = vec![Filter {
+        name: "bench_headers",
+        module: guest("bench_headers"),
+        configuration: "",
+    }];
+    // The five LLM middleware examples (examples/llm/README.md), auth
+    // first; moderation annotates (a verdict never blocks the bench).
+    let chain = vec![
+        Filter {
+            name: "llm_auth",
+            module: llm("auth"),
+            configuration: r#"{"keys": {"sk-bench": "bench"}}"#,
+        },
+        Filter {
+            name: "llm_token_limit",
+            module: llm("token_limit"),
+            configuration: r#"{"tokens_per_minute": 1000000000}"#,
+        },
+        Filter {
+            name: "llm_pii",
+            module: llm("pii"),
+            configuration: "{}",
+        },
+        Filter {
+            name: "llm_billing",
+            module: llm("billing"),
+            configuration: "{}",
+        },
+        Filter {
+            name: "llm_moderation",
+            module: llm("moderation"),
+            configuration: r#"{"mode": "annotate"}"#,
+        },
+    ];
     let mut rows = vec![("direct to the worker", measure(&addr.to_string())?)];
-    for (name, filter) in [
-        ("vessel run, no filter", None),
-        ("vessel run, bench_headers filter", Some(module.as_path())),
+    for (name, file, filters) in [
+        ("vessel run, no filter", "no_filter.yaml", Vec::new()),
+        (
+            "vessel run, bench_headers filter",
+            "filter.yaml",
+            header_filter,
+        ),
+        ("vessel run, the 5 LLM middlewares", "llm_chain.yaml", chain),
     ] {
-        let path = dir.join(if filter.is_some() {
-            "filter.yaml"
-        } else {
-            "no_filter.yaml"
-        });
-        std::fs::write(&path, config(addr, filter))?;
+        for f in &filters {
+            if !f.module.is_file() {
+                bail!(
+                    "{} is missing: run `cargo xtask guests`",
+                    f.module.display()
+                );
+            }
+        }
+        let path = dir.join(file);
+        std::fs::write(&path, config(addr, &filters))?;
         let vessel = Command::new(target.join("vessel"))
             .arg("run")
             .arg("-c")

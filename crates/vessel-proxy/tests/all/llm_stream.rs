@@ -4,7 +4,8 @@
 //! reads and logs every response body chunk, guest_quirks `q2`; both quirks
 //! log `quirks: on_done`), driven by a hyper client, by `curl -N` and by
 //! the official `openai` Python package (`VESSEL_PYTHON`, set by `cargo
-//! xtask test`).
+//! xtask test`); and once behind the five LLM middleware examples of
+//! `examples/llm`.
 //!
 //! No fixed sleeps: the worker's gate holds a stream after its first token,
 //! and its counters say when it is held, done or cancelled.
@@ -23,7 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use vessel_testkit::bootstrap::{Bootstrap, Cluster, Listener, Route, WasmFilter};
 use vessel_testkit::llm_worker::{LlmWorker, WorkerHandle};
-use vessel_testkit::{VesselProcess, WAIT, eventually};
+use vessel_testkit::{VesselProcess, WAIT, eventually, eventually_async};
 
 use crate::support;
 
@@ -54,6 +55,19 @@ async fn worker(name: &str) -> (LlmWorker, WorkerHandle) {
     (w, h)
 }
 
+/// A module of `examples/llm` (built by `cargo xtask guests`).
+fn llm_filter(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/llm/target/wasm32-wasip1/release")
+        .join(format!("llm_{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing; run `cargo xtask guests`",
+        p.display()
+    );
+    p.canonicalize().unwrap()
+}
+
 fn stream_request(addr: SocketAddr) -> http::Request<Full<Bytes>> {
     let ask = json!({
         "model": "fake-model",
@@ -63,6 +77,7 @@ fn stream_request(addr: SocketAddr) -> http::Request<Full<Bytes>> {
     });
     http::Request::post(format!("http://{addr}/v1/chat/completions"))
         .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-stream")
         .body(Full::new(Bytes::from(ask.to_string())))
         .unwrap()
 }
@@ -239,6 +254,81 @@ async fn a_client_leaving_mid_stream_cancels_upstream_and_runs_on_done() {
         })
         .await;
     }
+}
+
+/// The five LLM middleware examples (`examples/llm`: auth, token limit,
+/// PII masking, billing, moderation annotating) keep a stream streaming
+/// too: an event reaches the client while the worker is held after its
+/// first token. (llm-pii holds back the tail of a `delta.content` that
+/// could still grow into a match, so that first event may carry less
+/// text: the whole text arrives by the end.) The stream's usage reaches
+/// the billing counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_llm_middleware_chain_streams_too() {
+    let (w, h) = worker("w1").await;
+    let config = Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .route(Route::prefix("/").to("workers"))
+                .filter(
+                    WasmFilter::new("llm_auth", llm_filter("auth"))
+                        .configuration(r#"{"keys": {"sk-stream": "acme"}}"#),
+                )
+                .filter(
+                    WasmFilter::new("llm_token_limit", llm_filter("token_limit"))
+                        .configuration(r#"{"tokens_per_minute": 1000000}"#),
+                )
+                .filter(WasmFilter::new("llm_pii", llm_filter("pii")).configuration("{}"))
+                .filter(WasmFilter::new("llm_billing", llm_filter("billing")).configuration("{}"))
+                .filter(
+                    WasmFilter::new("llm_moderation", llm_filter("moderation"))
+                        .configuration(r#"{"mode": "annotate"}"#),
+                ),
+        )
+        .cluster(Cluster::new("workers").endpoint(w.addr()));
+    let vessel = support::start_vessel("llm-stream-middleware", &config, 1).await;
+    let (main, admin) = (vessel.listener("main"), vessel.admin());
+    h.close_gate();
+
+    let resp = tokio::time::timeout(WAIT, client(false).request(stream_request(main)))
+        .await
+        .expect("the head in time")
+        .expect("a response");
+    assert_eq!(resp.status(), 200, "{}", vessel.stderr());
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let verdict = resp.headers()["x-llm-moderation"].to_str().unwrap();
+    assert!(verdict.starts_with("ok; score="), "{verdict}");
+    let mut body = resp.into_body();
+    let mut buf = Vec::new();
+    let first = next_event(&mut body, &mut buf)
+        .await
+        .expect("a first event");
+    assert_eq!(data(&first)["object"], "chat.completion.chunk");
+    assert_eq!(h.counters().streams_completed, 0);
+    eventually("the worker holds the stream", || h.counters().gated == 1).await;
+
+    h.open_gate();
+    let mut content = data(&first)["choices"][0]["delta"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut done = false;
+    while let Some(event) = next_event(&mut body, &mut buf).await {
+        if event == "data: [DONE]\n\n" {
+            done = true;
+            continue;
+        }
+        if let Some(t) = data(&event)["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(t);
+        }
+    }
+    assert!(done, "no [DONE]");
+    assert_eq!(content, REPLY);
+    let billed = "llm_completion_tokens.tenant.acme.model.fake-model";
+    eventually_async("billing counts the stream's tokens", || async move {
+        support::stat(admin, billed).await == Some(4)
+    })
+    .await;
 }
 
 /// Whether the test may skip for a missing `what`: not under `CI=true`,
