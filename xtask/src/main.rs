@@ -614,8 +614,9 @@ fn load_tests() -> Result<()> {
     // build resolves other features (no other member's dev-dependencies)
     // and compiled wasmtime and cranelift again, about 2.5 minutes of CI.
     // The load tests are the workspace's only `#[ignore]`d tests (four in
-    // vessel-hyper's `policies::`, three in vessel-proxy's `load::` and
-    // its `reload::fifty_reloads_under_load_lose_no_request`).
+    // vessel-hyper's `policies::`, three in vessel-proxy's `load::`, its
+    // `reload::fifty_reloads_under_load_lose_no_request` and
+    // `lb::a_misbehaving_policy_loses_no_request_under_load`).
     let mut cmd = Command::new(cargo());
     cmd.args(["test", "--workspace", "--test", "all", "--"]);
     cmd.args(["--ignored", "--test-threads", "1", "--nocapture"]);
@@ -834,6 +835,10 @@ fn main() -> Result<()> {
                 "lifecycle",
                 "--bench",
                 "startup",
+                "--bench",
+                "policy",
+                "--bench",
+                "llm",
             ]))?;
             wasi_bench()?;
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))?;
