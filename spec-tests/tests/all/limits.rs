@@ -175,6 +175,56 @@ fn an_infinite_loop_in_start_up_is_stopped_by_the_startup_timeout() {
 }
 
 #[test]
+fn on_vm_start_and_on_configure_run_under_the_startup_timeout() {
+    // An endless `proxy_on_vm_start` or `proxy_on_configure` is stopped by
+    // the start-up budget (not left without a deadline when only the
+    // per-callback one is off), and is reported as a start-up timeout.
+    for callback in [Callback::VmStart, Callback::Configure] {
+        let mut p = Probe::new();
+        p.on(callback).raw("(loop $forever (br $forever))");
+        let cfg = PluginConfig {
+            limits: Limits {
+                callback_timeout: None,
+                startup_timeout: Some(TIMEOUT),
+                ..Limits::default()
+            },
+            ..config("configure")
+        };
+        let plugin = p.load(cfg).expect("loads");
+        let err = Vm::new(&plugin, &HostEnv::default()).expect_err("stopped");
+        assert_limit(
+            &err,
+            callback.export(),
+            &LimitExceeded::StartupTimeout { timeout: TIMEOUT },
+        );
+    }
+}
+
+#[test]
+fn on_configure_may_run_past_the_callback_timeout() {
+    // A long but finite `proxy_on_configure` (a stock plugin loading a
+    // dictionary) is not held to the per-request budget: with no start-up
+    // limit it finishes however long the callback timeout is exceeded.
+    let mut p = Probe::new();
+    p.on(Callback::Configure).raw(
+        "(local.set 0 (i32.const 0))
+         (loop $spin
+           (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+           (br_if $spin (i32.lt_u (local.get 0) (i32.const 400000000))))",
+    );
+    let cfg = PluginConfig {
+        limits: Limits {
+            callback_timeout: Some(Duration::from_millis(1)),
+            startup_timeout: None,
+            ..Limits::default()
+        },
+        ..config("configure")
+    };
+    let plugin = p.load(cfg).expect("loads");
+    Vm::new(&plugin, &HostEnv::default()).expect("on_configure runs to its end");
+}
+
+#[test]
 fn the_wat_infinite_loop_is_stopped_by_the_default_timeout() {
     let p = plugin(Source::Wat("infinite_loop"), config("loop")).expect("loads");
     assert_eq!(
