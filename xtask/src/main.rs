@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's commands.
 //!
 //! * `cargo xtask test`  — everything CI checks, on a new machine: adds the
-//!   wasm targets, builds the guest filters, then fmt, clippy, docs, every
-//!   test (the load tests too) and every scenario.
+//!   wasm targets, builds the guest filters, makes a Python venv with the
+//!   `openai` package in `target/py` (for the LLM gateway tests), then fmt,
+//!   clippy, docs, every test (the load tests too) and every scenario.
 //! * `cargo xtask run`   — builds the guests, runs the example scenarios
 //!   through `vessel test`, then serves `examples/envoy.yaml` with
 //!   `vessel run` in the foreground (Ctrl-C stops it).
@@ -12,8 +13,11 @@
 //!   `benches/wasi`, VM-pool scaling and the per-request adapter overhead in
 //!   vessel-hyper), then the wrk end-to-end benchmark: `vessel run` and
 //!   Envoy, one worker each, with and without a header filter, in the same
-//!   run. `cargo xtask bench wasi` runs only the WASI comparison
-//!   (`docs/wasi.md`), `cargo xtask bench e2e` only the end-to-end one.
+//!   run, then the time to the first SSE byte of a streamed chat completion
+//!   (direct to the fake LLM worker, through `vessel run` without and with
+//!   a filter). `cargo xtask bench wasi` runs only the WASI comparison
+//!   (`docs/wasi.md`), `cargo xtask bench e2e` only the end-to-end one,
+//!   `cargo xtask bench ttfb` only the time to first byte.
 //! * `cargo xtask envoy-diff` — builds the guests, gets Envoy, and runs every
 //!   scenario in-process, through `vessel run` and through Envoy
 //!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
@@ -35,6 +39,7 @@ use anyhow::{Context, Result, bail};
 
 mod assemblyscript;
 mod envoy_diff;
+mod ttfb;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -433,11 +438,17 @@ fn test() -> Result<()> {
     // The tests that run real Envoy find it through VESSEL_ENVOY, and the
     // Redis-backed ones find the server through VESSEL_REDIS.
     let envoy = steps.time("envoy download", envoy_diff::ensure_envoy)?;
+    // The LLM gateway tests drive `vessel run` with the official `openai`
+    // Python client, from the venv VESSEL_PYTHON names.
+    let python = steps.time("python venv", python_venv)?;
     steps.time("cargo test --workspace", || {
         let mut tests = Command::new(cargo());
         tests
             .args(["test", "--workspace", "--no-fail-fast"])
             .env("VESSEL_ENVOY", &envoy);
+        if let Some(p) = &python {
+            tests.env("VESSEL_PYTHON", p);
+        }
         if let Some(r) = &redis {
             tests.env("VESSEL_REDIS", &r.addr);
         }
@@ -473,6 +484,55 @@ fn test() -> Result<()> {
     steps.report();
     eprintln!("==> all checks passed");
     Ok(())
+}
+
+/// The `openai` package the LLM gateway tests run (PyPI), pinned so that
+/// CI runs what was tested.
+const OPENAI_PACKAGE: &str = "openai==3.63.0";
+
+/// A venv in `target/py` with [`OPENAI_PACKAGE`] (made or completed only
+/// when `import openai` at that version fails there): its Python. Without
+/// `python3` (or its `venv` module, or pip's access to PyPI) it prints why
+/// and returns `None`, so the tests print their skips; under `CI=true`
+/// that is an error.
+fn python_venv() -> Result<Option<PathBuf>> {
+    let venv = root().join("target/py");
+    let python = venv.join("bin/python");
+    let version = OPENAI_PACKAGE.trim_start_matches("openai==");
+    let check = format!("import openai, sys; sys.exit(openai.__version__ != {version:?})");
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", &check])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ready() {
+        return Ok(Some(python));
+    }
+    let made = run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).and_then(|()| {
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            OPENAI_PACKAGE,
+        ]))
+    });
+    match made {
+        Ok(()) if ready() => Ok(Some(python)),
+        outcome => {
+            let why = match outcome {
+                Err(e) => format!("{e:#}"),
+                Ok(()) => format!("{} cannot import {OPENAI_PACKAGE}", python.display()),
+            };
+            if std::env::var("CI").as_deref() == Ok("true") {
+                bail!("the Python venv for the openai client tests: {why}");
+            }
+            eprintln!(
+                "==> no Python venv for the openai client tests ({why}); they will be skipped"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The wall-clock time of each step of `cargo xtask test`, printed at the
@@ -554,8 +614,9 @@ fn load_tests() -> Result<()> {
     // build resolves other features (no other member's dev-dependencies)
     // and compiled wasmtime and cranelift again, about 2.5 minutes of CI.
     // The load tests are the workspace's only `#[ignore]`d tests (four in
-    // vessel-hyper's `policies::`, three in vessel-proxy's `load::` and
-    // its `reload::fifty_reloads_under_load_lose_no_request`).
+    // vessel-hyper's `policies::`, three in vessel-proxy's `load::`, its
+    // `reload::fifty_reloads_under_load_lose_no_request` and
+    // `lb::a_misbehaving_policy_loses_no_request_under_load`).
     let mut cmd = Command::new(cargo());
     cmd.args(["test", "--workspace", "--test", "all", "--"]);
     cmd.args(["--ignored", "--test-threads", "1", "--nocapture"]);
@@ -755,6 +816,10 @@ fn main() -> Result<()> {
             guests()?;
             e2e_bench()
         }
+        "bench" if std::env::args().nth(2).as_deref() == Some("ttfb") => {
+            guests()?;
+            ttfb::ttfb_bench()
+        }
         "bench" if std::env::args().nth(2).as_deref() == Some("wasi") => {
             go_plugins()?;
             wasi_bench()
@@ -770,11 +835,16 @@ fn main() -> Result<()> {
                 "lifecycle",
                 "--bench",
                 "startup",
+                "--bench",
+                "policy",
+                "--bench",
+                "llm",
             ]))?;
             wasi_bench()?;
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))?;
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "adapter"]))?;
-            e2e_bench()
+            e2e_bench()?;
+            ttfb::ttfb_bench()
         }
         "guests" => guests(),
         "envoy-diff" => {
@@ -801,7 +871,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|run|bench [wasi]|guests|envoy-diff|go-plugins|load>"
+                "usage: cargo xtask <test|run|bench [wasi|e2e|ttfb]|guests|envoy-diff|go-plugins|load>"
             );
             bail!("unknown task `{task}`")
         }

@@ -11,6 +11,10 @@
 //!   written as YAML through `vessel_test::yaml`; its listeners and admin
 //!   default to `port_value: 0`, and both `vessel run` and Envoy 1.40 read
 //!   what it writes;
+//! * [`llm_worker`]: a fake OpenAI-compatible model server (chat
+//!   completions, streamed or not, vLLM/SGLang `/metrics`, `/health`)
+//!   whose latency, failures, health, load and a stream gate the test
+//!   controls; also the binary `fake-llm-worker`;
 //! * [`eventually`] and friends: poll a condition until a deadline, with a
 //!   panic naming what was awaited;
 //! * with the `proxy` feature, `VesselProcess`: a `vessel run` child on
@@ -21,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod llm_worker;
 pub mod servers;
 mod wait;
 

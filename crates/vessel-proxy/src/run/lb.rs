@@ -523,35 +523,31 @@ impl Balancer {
     pub(crate) fn endpoints_property(&self) -> Vec<u8> {
         use std::fmt::Write as _;
         let now = self.now_ms();
-        let mut out = String::new();
-        for ep in self.snapshot().iter() {
+        let eps = self.snapshot();
+        let mut out = String::with_capacity(eps.len() * 48);
+        for ep in eps.iter() {
             let healthy = u8::from(ep.hc_healthy() && !ep.ejected_at(now));
             let _ = write!(out, "{} {healthy} {}", ep.addr, ep.in_flight());
-            let num = |v: u64| {
-                if v == u64::MAX {
-                    "-".to_owned()
+            for v in [
+                ep.running.load(Ordering::Relaxed),
+                ep.waiting.load(Ordering::Relaxed),
+            ] {
+                let _ = if v == u64::MAX {
+                    write!(out, " -")
                 } else {
-                    v.to_string()
-                }
-            };
+                    write!(out, " {v}")
+                };
+            }
             let kv = f64::from_bits(ep.kv_cache.load(Ordering::Relaxed));
-            let at = ep.scraped_at.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                " {} {} {} {}",
-                num(ep.running.load(Ordering::Relaxed)),
-                num(ep.waiting.load(Ordering::Relaxed)),
-                if kv.is_nan() {
-                    "-".to_owned()
-                } else {
-                    format!("{kv:.4}")
-                },
-                if at == 0 {
-                    "-".to_owned()
-                } else {
-                    now.saturating_sub(at).to_string()
-                },
-            );
+            let _ = if kv.is_nan() {
+                write!(out, " -")
+            } else {
+                write!(out, " {kv:.4}")
+            };
+            let _ = match ep.scraped_at.load(Ordering::Relaxed) {
+                0 => writeln!(out, " -"),
+                at => writeln!(out, " {}", now.saturating_sub(at)),
+            };
         }
         out.into_bytes()
     }

@@ -2075,3 +2075,50 @@ fn load_balancing_errors_name_their_field() {
         &format!("{}.route_config.internal_only_headers[0]", hcm()),
     );
 }
+
+/// `examples/llm-gateway.yaml` loads: the middleware chain, the policy with
+/// its fallback, and the workers' cluster with every load-balancing field.
+#[test]
+fn the_llm_gateway_example_loads() {
+    use vessel_proxy::config::{LbPolicy, PolicyFallback};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/llm-gateway.yaml");
+    let b = config::load(&path).expect("examples/llm-gateway.yaml loads");
+    let l = &b.listeners[0];
+    let names: Vec<&str> = l.wasm_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "llm-auth",
+            "llm-token-limit",
+            "llm-pii",
+            "llm-moderation",
+            "llm-billing",
+            "llm-policy"
+        ]
+    );
+    assert_eq!(
+        l.routes.internal_only_headers(),
+        ["x-gateway-destination-endpoint", "x-llm-tenant"]
+    );
+    let Some(RouteAction::Cluster {
+        policy_fallback: Some(PolicyFallback { plugin, .. }),
+        retry: Some(_),
+        ..
+    }) = l.routes.route("gw", "/v1/chat/completions", no_headers)
+    else {
+        panic!("the /v1/ route")
+    };
+    assert_eq!(plugin, "llm-policy");
+    let c = &b.clusters[0];
+    assert_eq!(
+        c.load_balancing.policy,
+        LbPolicy::LeastRequest { choice_count: 2 }
+    );
+    assert_eq!(
+        c.load_balancing.override_host_headers,
+        ["x-gateway-destination-endpoint"]
+    );
+    assert!(
+        c.health_check.is_some() && c.outlier_detection.is_some() && c.metrics_scrape.is_some()
+    );
+}

@@ -19,6 +19,7 @@ mod gpustack;
 mod lb;
 mod library;
 mod llm;
+mod llm_stream;
 mod load;
 mod reload;
 mod run;

@@ -119,30 +119,38 @@ struct Endpoint<'a> {
 }
 
 fn parse(text: &str) -> Vec<Endpoint<'_>> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        if f.len() < 7 || f[1] != "1" {
+    let mut out = Vec::with_capacity(text.len() / 24 + 1);
+    for line in text.split('\n') {
+        let mut f = line.split(' ');
+        let (Some(addr), Some("1"), Some(in_flight), Some(_running), Some(waiting)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
             continue;
-        }
-        let in_flight = f[2].parse().unwrap_or(0);
-        let load = f[4].parse().unwrap_or(in_flight);
+        };
+        let in_flight = in_flight.parse().unwrap_or(0);
         out.push(Endpoint {
-            addr: f[0],
-            load,
+            addr,
+            load: waiting.parse().unwrap_or(in_flight),
             in_flight,
         });
     }
     out
 }
 
-/// FNV-1a, then a final mix.
-fn hash(prefix: &[u8], addr: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in prefix.iter().chain(addr.as_bytes()) {
+/// FNV-1a over `bytes`, from `seed`.
+fn fnv(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = seed;
+    for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    h
+}
+
+/// The rendezvous weight of `addr` for a prompt whose prefix hashed to
+/// `prefix` (the prefix is hashed once per request, not per endpoint).
+fn weight(prefix: u64, addr: &str) -> u64 {
+    let mut h = fnv(prefix, addr.as_bytes());
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^ (h >> 33)
@@ -155,7 +163,8 @@ fn choose<'a>(eps: &[Endpoint<'a>], slack: u64, prefix: &[u8]) -> Option<&'a str
     if prefix.is_empty() {
         return near.min_by_key(|e| (e.load, e.in_flight)).map(|e| e.addr);
     }
-    near.max_by_key(|e| hash(prefix, e.addr)).map(|e| e.addr)
+    let p = fnv(0xcbf2_9ce4_8422_2325, prefix);
+    near.max_by_key(|e| weight(p, e.addr)).map(|e| e.addr)
 }
 
 impl Policy {
@@ -205,8 +214,11 @@ impl Policy {
             log::warn!("llm_policy: no endpoints for cluster `{}`", self.config.cluster);
             return;
         };
-        let text = String::from_utf8_lossy(&bytes);
-        let eps = parse(&text);
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            log::warn!("llm_policy: the endpoints property is not UTF-8");
+            return;
+        };
+        let eps = parse(text);
         match choose(&eps, self.config.slack, prefix) {
             Some(addr) => self.set_http_request_header(&self.config.header, Some(addr)),
             None => log::warn!("llm_policy: no healthy endpoint; the fallback picks"),
