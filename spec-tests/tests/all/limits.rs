@@ -139,13 +139,22 @@ fn an_infinite_loop_in_any_stream_callback_fails_only_its_vm() {
 fn an_infinite_loop_in_root_callbacks_is_stopped() {
     let timeout = LimitExceeded::CallbackTimeout { timeout: TIMEOUT };
     let env = HostEnv::default();
+    // `on_vm_start` and `on_configure` run under the start-up budget.
     for (at, callback) in [
         ("vm_start", "proxy_on_vm_start"),
         ("configure", "proxy_on_configure"),
     ] {
-        let p = limits_plugin(&format!("loop@{at}"), short_timeout());
+        let limits = Limits {
+            startup_timeout: Some(TIMEOUT),
+            ..short_timeout()
+        };
+        let p = limits_plugin(&format!("loop@{at}"), limits);
         let err = Vm::new(&p, &env).expect_err("start-up is stopped");
-        assert_limit(&err, callback, &timeout);
+        assert_limit(
+            &err,
+            callback,
+            &LimitExceeded::StartupTimeout { timeout: TIMEOUT },
+        );
     }
     let p = limits_plugin("loop@tick", short_timeout());
     let mut vm = Vm::new(&p, &env).expect("starts");
