@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | linear memory per VM | [`Limits::memory_bytes`] | [`Limits::DEFAULT_MEMORY_BYTES`] (1 GiB) | `memory.grow` returns -1; if the guest then traps, the VM fails with [`LimitExceeded::Memory`] |
 //! | CPU time per callback | [`Limits::callback_timeout`] | [`Limits::DEFAULT_CALLBACK_TIMEOUT`] (100 ms) | the callback is interrupted within the timeout plus one [`EngineConfig::epoch_period`](crate::EngineConfig::epoch_period); the VM fails with [`LimitExceeded::CallbackTimeout`] |
-//! | CPU time of start-up (`_initialize`, `_start`, `main`) | [`Limits::startup_timeout`] | [`Limits::DEFAULT_STARTUP_TIMEOUT`] (1 s) | as above; Go runtimes need more than a callback's budget to start |
+//! | CPU time of each start-up call (`_initialize`, `_start`, `main`, `proxy_on_vm_start`, `proxy_on_configure`) | [`Limits::startup_timeout`] | [`Limits::DEFAULT_STARTUP_TIMEOUT`] (1 s) | as above, with [`LimitExceeded::StartupTimeout`]; Go runtimes need more than a callback's budget to start, and stock plugins to configure |
 //! | fuel per callback (deterministic, for `vessel test`) | [`Limits::fuel_per_callback`] | none | the VM fails with [`LimitExceeded::Fuel`] |
 //! | wasm stack | [`EngineConfig::max_wasm_stack`](crate::EngineConfig::max_wasm_stack) | 1 MiB | the VM fails with [`LimitExceeded::WasmStack`] |
 //! | live contexts per VM | [`Limits::max_contexts`] | [`Limits::DEFAULT_MAX_CONTEXTS`] | creating a stream fails with [`VmError::TooManyContexts`](crate::VmError::TooManyContexts); the VM carries on |
@@ -54,9 +54,12 @@ pub struct Limits {
     /// [`EngineConfig::epoch_interruption`](crate::EngineConfig::epoch_interruption).
     /// Default: [`Limits::DEFAULT_CALLBACK_TIMEOUT`].
     pub callback_timeout: Option<Duration>,
-    /// The same budget for the module's start-up functions (`_initialize`,
-    /// `_start`, `main`, `__main_void`, a wasm start function), which run
-    /// once per VM and, for Go, start a whole runtime. `None` = no limit.
+    /// The same budget for the start-up functions, each call on its own:
+    /// the module's (`_initialize`, `_start`, `main`, `__main_void`, a wasm
+    /// start function), which for Go start a whole runtime, and the
+    /// plugin's `proxy_on_vm_start` and `proxy_on_configure`, where a stock
+    /// plugin may parse a large configuration or load a dictionary. They
+    /// run once per VM, never per request. `None` = no limit.
     /// Default: [`Limits::DEFAULT_STARTUP_TIMEOUT`].
     pub startup_timeout: Option<Duration>,
     /// Fuel (roughly, wasm instructions) one callback may burn. Deterministic,

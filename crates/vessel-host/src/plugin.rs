@@ -45,6 +45,9 @@ pub struct PluginConfig {
     /// Pass `StopIteration` from header callbacks through unchanged instead of
     /// Envoy's default translation to `StopAllIterationAndWatermark`
     /// (Envoy's `allow_on_headers_stop_iteration`; ABI reference §11.1).
+    /// Modules with the Higress 0.2.100 marker always get it, as in
+    /// Envoy-Higress, whose Go plugins return `StopIteration` from a header
+    /// callback to go on reading the body (`HeaderStopIteration`).
     pub allow_on_headers_stop_iteration: bool,
     /// WASI environment variables (`KEY=VALUE`), as granted by the config.
     pub environment: Vec<(String, String)>,

@@ -99,6 +99,64 @@ impl UpstreamInfo {
     }
 }
 
+/// How a response came about, as Envoy's stream info records it; the inner
+/// service puts it in the **response**'s extensions. It becomes the
+/// `response.code_details` (string) and `response.flags` (int, Envoy's
+/// `ResponseFlag` bits) properties of the response path, readable from the
+/// response callbacks to `on_done` (wasm-go reads `response.code_details`;
+/// GPUStack's `gpustack-lb` reads `response.flags` for its passive health).
+///
+/// A response with [`UpstreamInfo`] and no `ResponseInfo` came from the
+/// upstream: `via_upstream` and no flags. Without either (an inner
+/// service's own reply), neither property is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseInfo {
+    /// Envoy's response code details: `via_upstream` for an upstream's
+    /// answer, else the reason of a local reply (`no_healthy_upstream`,
+    /// `cluster_not_found`, `route_not_found`,
+    /// `upstream_reset_before_response_started{remote_connection_failure}`,
+    /// …).
+    pub code_details: String,
+    /// Envoy's `ResponseFlag` bits ([`ResponseInfo::NO_HEALTHY_UPSTREAM`],
+    /// …); 0 for none.
+    pub flags: u64,
+}
+
+impl ResponseInfo {
+    /// `UH`: no healthy upstream.
+    pub const NO_HEALTHY_UPSTREAM: u64 = 0x2;
+    /// `UT`: upstream request timeout.
+    pub const UPSTREAM_REQUEST_TIMEOUT: u64 = 0x4;
+    /// `UF`: upstream connection failure.
+    pub const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
+    /// `UC`: upstream connection termination.
+    pub const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
+    /// `NR`: no route found.
+    pub const NO_ROUTE_FOUND: u64 = 0x100;
+    /// `NC`: no cluster found.
+    pub const NO_CLUSTER_FOUND: u64 = 0x100_0000;
+
+    /// The details of an upstream's answer.
+    pub const VIA_UPSTREAM: &'static str = "via_upstream";
+
+    /// A response with these details and flags.
+    pub fn new(code_details: impl Into<String>, flags: u64) -> Self {
+        Self {
+            code_details: code_details.into(),
+            flags,
+        }
+    }
+
+    /// The properties, with Envoy's names and encodings.
+    pub fn properties(&self) -> Vec<(&'static str, PropertyValue)> {
+        vec![
+            ("response.code_details", self.code_details.as_str().into()),
+            // Envoy's int attribute: 8 bytes little-endian.
+            ("response.flags", PropertyValue::Uint(self.flags)),
+        ]
+    }
+}
+
 /// See [`VesselLayer`](crate::VesselLayer).
 #[derive(Debug, Clone)]
 pub struct VesselService<S> {

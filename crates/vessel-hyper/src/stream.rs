@@ -35,7 +35,7 @@ use vessel_host::{Action, Direction, HeaderMap};
 use crate::body::{BoxError, Item, PipeTx, Pump, VesselBody};
 use crate::chain::PooledStream;
 use crate::convert;
-use crate::service::{Framed, UpstreamInfo};
+use crate::service::{Framed, ResponseInfo, UpstreamInfo};
 
 /// How the response starts.
 pub(crate) enum Head {
@@ -299,6 +299,13 @@ where
         self.upstream_body = None;
         let (parts, body) = answer.into_parts();
         let info = UpstreamInfo::from_extensions(&parts.extensions);
+        let details = parts.extensions.get::<ResponseInfo>().cloned().or_else(|| {
+            info.as_ref()
+                .map(|_| ResponseInfo::new(ResponseInfo::VIA_UPSTREAM, 0))
+        });
+        for (path, value) in details.iter().flat_map(ResponseInfo::properties) {
+            self.stream.set_property(path, value);
+        }
         // Only a response that came over an HTTP/1 connection is framed the
         // HTTP/1 way; the inner service's own replies (no upstream facts)
         // come whole, as Envoy's local replies do.

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use vessel_host::{
     Action, ContextId, DEFAULT_BUFFER_LIMIT, Direction, Effect, Engine, FailurePolicy, FilterVms,
-    HeaderMap, HostEnv, HttpCallOutcome, HttpStream, Plugin, PropertyMap, RedisCallOutcome,
-    ReloadDecision, ReloadGate, StreamConfig, StreamSignal, Token, Vm, VmError, VmInstanceId,
+    HeaderMap, HostEnv, HttpCallOutcome, HttpStream, Plugin, PropertyMap, PropertyValue,
+    RedisCallOutcome, ReloadDecision, ReloadGate, StreamConfig, StreamSignal, Token, Vm, VmError,
+    VmInstanceId,
 };
 
 use super::canned::{canned_outcome, grpc_answer, map_to_headers, to_map};
@@ -706,6 +707,10 @@ impl Pump<'_, '_> {
                 ..CannedResponse::default()
             };
             let up = stream.upstream.as_ref().unwrap_or(&default);
+            // An upstream's answer, as Envoy's stream info says it.
+            let (http, chain) = (&mut *self.http, &mut *self.chain);
+            http.set_property(chain, "response.code_details", "via_upstream");
+            http.set_property(chain, "response.flags", PropertyValue::Uint(0));
             let trailers = (!up.trailers.is_empty()).then(|| to_map(&up.trailers));
             let body: Vec<&[u8]> = up.body_chunks().into_iter().map(str::as_bytes).collect();
             self.send(false, to_map(&up.headers), &body, trailers);

@@ -139,13 +139,22 @@ fn an_infinite_loop_in_any_stream_callback_fails_only_its_vm() {
 fn an_infinite_loop_in_root_callbacks_is_stopped() {
     let timeout = LimitExceeded::CallbackTimeout { timeout: TIMEOUT };
     let env = HostEnv::default();
+    // `on_vm_start` and `on_configure` run under the start-up budget.
     for (at, callback) in [
         ("vm_start", "proxy_on_vm_start"),
         ("configure", "proxy_on_configure"),
     ] {
-        let p = limits_plugin(&format!("loop@{at}"), short_timeout());
+        let limits = Limits {
+            startup_timeout: Some(TIMEOUT),
+            ..short_timeout()
+        };
+        let p = limits_plugin(&format!("loop@{at}"), limits);
         let err = Vm::new(&p, &env).expect_err("start-up is stopped");
-        assert_limit(&err, callback, &timeout);
+        assert_limit(
+            &err,
+            callback,
+            &LimitExceeded::StartupTimeout { timeout: TIMEOUT },
+        );
     }
     let p = limits_plugin("loop@tick", short_timeout());
     let mut vm = Vm::new(&p, &env).expect("starts");
@@ -172,6 +181,56 @@ fn an_infinite_loop_in_start_up_is_stopped_by_the_startup_timeout() {
         "_initialize",
         &LimitExceeded::StartupTimeout { timeout: TIMEOUT },
     );
+}
+
+#[test]
+fn on_vm_start_and_on_configure_run_under_the_startup_timeout() {
+    // An endless `proxy_on_vm_start` or `proxy_on_configure` is stopped by
+    // the start-up budget (not left without a deadline when only the
+    // per-callback one is off), and is reported as a start-up timeout.
+    for callback in [Callback::VmStart, Callback::Configure] {
+        let mut p = Probe::new();
+        p.on(callback).raw("(loop $forever (br $forever))");
+        let cfg = PluginConfig {
+            limits: Limits {
+                callback_timeout: None,
+                startup_timeout: Some(TIMEOUT),
+                ..Limits::default()
+            },
+            ..config("configure")
+        };
+        let plugin = p.load(cfg).expect("loads");
+        let err = Vm::new(&plugin, &HostEnv::default()).expect_err("stopped");
+        assert_limit(
+            &err,
+            callback.export(),
+            &LimitExceeded::StartupTimeout { timeout: TIMEOUT },
+        );
+    }
+}
+
+#[test]
+fn on_configure_may_run_past_the_callback_timeout() {
+    // A long but finite `proxy_on_configure` (a stock plugin loading a
+    // dictionary) is not held to the per-request budget: with no start-up
+    // limit it finishes however long the callback timeout is exceeded.
+    let mut p = Probe::new();
+    p.on(Callback::Configure).raw(
+        "(local.set 0 (i32.const 0))
+         (loop $spin
+           (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+           (br_if $spin (i32.lt_u (local.get 0) (i32.const 400000000))))",
+    );
+    let cfg = PluginConfig {
+        limits: Limits {
+            callback_timeout: Some(Duration::from_millis(1)),
+            startup_timeout: None,
+            ..Limits::default()
+        },
+        ..config("configure")
+    };
+    let plugin = p.load(cfg).expect("loads");
+    Vm::new(&plugin, &HostEnv::default()).expect("on_configure runs to its end");
 }
 
 #[test]

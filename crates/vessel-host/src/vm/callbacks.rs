@@ -284,7 +284,7 @@ fn enter<P: WasmParams, R: WasmResults>(
 impl Vm {
     /// The epoch ticks a guest call in `phase` may run.
     fn ticks(&self, phase: Phase) -> Option<u64> {
-        if phase == Phase::Start {
+        if matches!(phase, Phase::Start | Phase::VmStart | Phase::Configure) {
             self.startup_ticks
         } else {
             self.deadline_ticks

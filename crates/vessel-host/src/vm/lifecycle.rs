@@ -16,9 +16,20 @@ use crate::plugin::{Plugin, enforceable};
 use crate::state::{Context, HostState, Phase};
 use crate::wasi::ProcExit;
 
-/// True for the module's start-up functions (run with [`Phase::Start`]).
+/// True for the start-up functions: the module's own (run with
+/// [`Phase::Start`]) and the plugin's `proxy_on_vm_start` and
+/// `proxy_on_configure`, which run under
+/// [`Limits::startup_timeout`](crate::Limits::startup_timeout) too.
 fn is_startup(callback: &str) -> bool {
-    matches!(callback, "_initialize" | "_start" | "main" | "__main_void")
+    matches!(
+        callback,
+        "_initialize"
+            | "_start"
+            | "main"
+            | "__main_void"
+            | "proxy_on_vm_start"
+            | "proxy_on_configure"
+    )
 }
 
 /// An epoch deadline that never comes (far from overflowing wasmtime's

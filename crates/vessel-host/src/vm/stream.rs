@@ -125,7 +125,10 @@ impl Vm {
             self.call::<V2>(ctx, Phase::Callback, (id, n, i32::from(end_of_stream)))?
         };
         let (raw, stop_next) = self.result_and_stop(raw);
-        let allow_stop = self.plugin.config().allow_on_headers_stop_iteration;
+        // Envoy-Higress passes a 0.2.100 module's StopIteration through, as
+        // Higress's Go plugins expect (they return it to read the body).
+        let allow_stop = self.plugin.config().allow_on_headers_stop_iteration
+            || self.plugin.abi_version().has_higress_extensions();
         let status = translate_headers(raw, stop_next, allow_stop);
         let h = self.http_mut(ctx)?;
         if status == FilterHeadersStatus::Continue {

@@ -51,7 +51,7 @@ use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::oneshot;
 use tower::Service;
-use vessel_hyper::{BoxError, SkippedFilters, UpstreamInfo, VesselBody};
+use vessel_hyper::{BoxError, ResponseInfo, SkippedFilters, UpstreamInfo, VesselBody};
 
 use super::lb::{Balancer, InFlight, Outcome};
 use crate::config::{ClusterSpecifier, RetryPolicy, RouteAction, RouteConfig};
@@ -395,6 +395,16 @@ pub(crate) fn connection_manager<B>(req: &mut Request<B>) {
     }
 }
 
+/// A [`local_reply`] of the router that says why, as Envoy's stream info
+/// does: the `response.code_details` and `response.flags` properties
+/// ([`ResponseInfo`]).
+fn router_reply(status: StatusCode, body: &str, details: &str, flags: u64) -> Response<RouterBody> {
+    let mut resp = local_reply(status, body);
+    resp.extensions_mut()
+        .insert(ResponseInfo::new(details, flags));
+    resp
+}
+
 /// A local reply with a `text/plain` body (empty body: no content type).
 pub(crate) fn local_reply(status: StatusCode, body: &str) -> Response<RouterBody> {
     let mut resp = Response::new(
@@ -518,12 +528,17 @@ impl Router {
             .find_route(&host, &path, |name| header_value(&req, name))
         else {
             log::debug!("no route for {host}{path}");
-            return local_reply(StatusCode::NOT_FOUND, "");
+            return router_reply(
+                StatusCode::NOT_FOUND,
+                "",
+                "route_not_found",
+                ResponseInfo::NO_ROUTE_FOUND,
+            );
         };
         let (spec, timeout, retry, fallback) = match &route.action {
             RouteAction::Direct { status, body } => {
                 let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
-                return local_reply(status, body.as_deref().unwrap_or(""));
+                return router_reply(status, body.as_deref().unwrap_or(""), "direct_response", 0);
             }
             RouteAction::Cluster {
                 cluster,
@@ -557,7 +572,12 @@ impl Router {
             })
         };
         let Some((cluster, upstream)) = target else {
-            return local_reply(StatusCode::SERVICE_UNAVAILABLE, "");
+            return router_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                "cluster_not_found",
+                ResponseInfo::NO_CLUSTER_FOUND,
+            );
         };
         let upstream_path = route.rewritten_path(&path).unwrap_or(path);
         // The override-host policy reads the request as the filters left it.
@@ -648,7 +668,7 @@ impl Router {
                     match deadline.as_mut() {
                         Some(d) => tokio::select! {
                             () = sleep => {}
-                            () = d => return local_reply(StatusCode::GATEWAY_TIMEOUT, UPSTREAM_TIMEOUT),
+                            () = d => return timeout_reply(),
                         },
                         None => sleep.await,
                     }
@@ -666,9 +686,11 @@ impl Router {
                     match upstream.balancer.pick(avoid, picks) {
                         Some(ep) => ep,
                         None => {
-                            return local_reply(
+                            return router_reply(
                                 StatusCode::SERVICE_UNAVAILABLE,
                                 NO_HEALTHY_UPSTREAM,
+                                "no_healthy_upstream",
+                                ResponseInfo::NO_HEALTHY_UPSTREAM,
                             );
                         }
                     }
@@ -709,7 +731,7 @@ impl Router {
                     () = d => {
                         log::debug!("upstream {cluster} ({endpoint}): route timeout before the response head");
                         upstream.balancer.report(&ep, Outcome::Failure);
-                        return local_reply(StatusCode::GATEWAY_TIMEOUT, UPSTREAM_TIMEOUT);
+                        return timeout_reply();
                     }
                 },
                 None => call.await,
@@ -827,19 +849,43 @@ fn retries_error(r: &RetryPolicy, e: &UpstreamError) -> bool {
     on.any_5xx || on.gateway_error || on.reset || (on.connect_failure && connect)
 }
 
+/// Envoy's 504 when the route timeout fires before the response head.
+fn timeout_reply() -> Response<RouterBody> {
+    router_reply(
+        StatusCode::GATEWAY_TIMEOUT,
+        UPSTREAM_TIMEOUT,
+        "upstream_response_timeout",
+        ResponseInfo::UPSTREAM_REQUEST_TIMEOUT,
+    )
+}
+
 /// Envoy's local reply for a try that got no answer.
 fn error_reply(e: &UpstreamError) -> Response<RouterBody> {
     match e {
-        UpstreamError::Connect { timeout: false } => {
-            local_reply(StatusCode::SERVICE_UNAVAILABLE, CONNECT_FAILURE)
-        }
-        UpstreamError::Connect { timeout: true } => {
-            local_reply(StatusCode::SERVICE_UNAVAILABLE, CONNECT_TIMEOUT)
-        }
-        UpstreamError::Terminated => {
-            local_reply(StatusCode::SERVICE_UNAVAILABLE, CONNECTION_TERMINATION)
-        }
-        UpstreamError::PerTryTimeout => local_reply(StatusCode::GATEWAY_TIMEOUT, UPSTREAM_TIMEOUT),
+        UpstreamError::Connect { timeout: false } => router_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            CONNECT_FAILURE,
+            "upstream_reset_before_response_started{remote_connection_failure}",
+            ResponseInfo::UPSTREAM_CONNECTION_FAILURE,
+        ),
+        UpstreamError::Connect { timeout: true } => router_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            CONNECT_TIMEOUT,
+            "upstream_reset_before_response_started{connection_timeout}",
+            ResponseInfo::UPSTREAM_CONNECTION_FAILURE,
+        ),
+        UpstreamError::Terminated => router_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            CONNECTION_TERMINATION,
+            "upstream_reset_before_response_started{connection_termination}",
+            ResponseInfo::UPSTREAM_CONNECTION_TERMINATION,
+        ),
+        UpstreamError::PerTryTimeout => router_reply(
+            StatusCode::GATEWAY_TIMEOUT,
+            UPSTREAM_TIMEOUT,
+            "upstream_per_try_timeout",
+            ResponseInfo::UPSTREAM_REQUEST_TIMEOUT,
+        ),
     }
 }
 

@@ -15,6 +15,7 @@ mod backends;
 mod cli;
 mod config;
 mod envoy_diff;
+mod gpustack;
 mod lb;
 mod library;
 mod llm;
