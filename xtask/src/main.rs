@@ -39,6 +39,7 @@ use anyhow::{Context, Result, bail};
 
 mod assemblyscript;
 mod envoy_diff;
+mod gateway;
 mod ttfb;
 
 fn root() -> PathBuf {
@@ -820,6 +821,10 @@ fn main() -> Result<()> {
             guests()?;
             ttfb::ttfb_bench()
         }
+        "bench" if std::env::args().nth(2).as_deref() == Some("gateway") => {
+            guests()?;
+            gateway::gateway_bench()
+        }
         "bench" if std::env::args().nth(2).as_deref() == Some("wasi") => {
             go_plugins()?;
             wasi_bench()
@@ -844,7 +849,8 @@ fn main() -> Result<()> {
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))?;
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "adapter"]))?;
             e2e_bench()?;
-            ttfb::ttfb_bench()
+            ttfb::ttfb_bench()?;
+            gateway::gateway_bench()
         }
         "guests" => guests(),
         "envoy-diff" => {
@@ -871,7 +877,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|run|bench [wasi|e2e|ttfb]|guests|envoy-diff|go-plugins|load>"
+                "usage: cargo xtask <test|run|bench [wasi|e2e|ttfb|gateway]|guests|envoy-diff|go-plugins|load>"
             );
             bail!("unknown task `{task}`")
         }

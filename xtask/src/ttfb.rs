@@ -32,7 +32,7 @@ const WARMUP: usize = 200;
 /// The listener of the `vessel run` cases.
 const LISTEN: &str = "127.0.0.1:10020";
 
-struct Kill(Child);
+pub(crate) struct Kill(pub(crate) Child);
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -115,7 +115,7 @@ static_resources:
 }
 
 /// Starts `fake-llm-worker` and reads its address from its first line.
-fn start_worker(bin: &Path) -> Result<(Kill, SocketAddr)> {
+pub(crate) fn start_worker(bin: &Path) -> Result<(Kill, SocketAddr)> {
     let mut child = Command::new(bin)
         .args([
             "--name",
@@ -138,7 +138,7 @@ fn start_worker(bin: &Path) -> Result<(Kill, SocketAddr)> {
 }
 
 /// Waits until `addr` accepts connections (at most 60 s).
-fn wait_listening(addr: &str) -> Result<()> {
+pub(crate) fn wait_listening(addr: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(addr).is_err() {
         if Instant::now() > deadline {
