@@ -128,19 +128,7 @@ fn port(addr: &str) -> &str {
 }
 
 pub(crate) fn gateway_bench() -> Result<()> {
-    crate::run(Command::new(crate::cargo()).args([
-        "build",
-        "--release",
-        "-p",
-        "vessel-proxy",
-        "-p",
-        "vessel-testkit",
-        "--bin",
-        "vessel",
-        "--bin",
-        "fake-llm-worker",
-    ]))?;
-    let target = root().join("target/release");
+    let target = crate::ttfb::build_release_bins()?;
     let (_w1, a1) = start_worker(&target.join("fake-llm-worker"))?;
     let (_w2, a2) = start_worker(&target.join("fake-llm-worker"))?;
     let dir = root().join("target/bench/gateway");

@@ -244,8 +244,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Runs the three cases and prints their numbers.
-pub(crate) fn ttfb_bench() -> Result<()> {
+/// Builds the release `vessel` and `fake-llm-worker`; their directory.
+pub(crate) fn build_release_bins() -> Result<PathBuf> {
     // One command: the two packages' features unify to what `-p
     // vessel-proxy` alone builds (the e2e bench's vessel), so neither
     // build undoes the other.
@@ -261,7 +261,12 @@ pub(crate) fn ttfb_bench() -> Result<()> {
         "--bin",
         "fake-llm-worker",
     ]))?;
-    let target = root().join("target/release");
+    Ok(root().join("target/release"))
+}
+
+/// Runs the three cases and prints their numbers.
+pub(crate) fn ttfb_bench() -> Result<()> {
+    let target = build_release_bins()?;
     let (_worker, addr) = start_worker(&target.join("fake-llm-worker"))?;
     let dir = root().join("target/bench/ttfb");
     std::fs::create_dir_all(&dir)?;

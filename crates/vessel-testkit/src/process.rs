@@ -110,7 +110,14 @@ impl VesselProcess {
     /// the admin answers `/ready` and `/listeners?format=json` lists bound
     /// listeners; panics with the child's stderr if it exits first.
     pub async fn wait_ready(&mut self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.wait_ready_within(WAIT).await;
+    }
+
+    /// [`wait_ready`](Self::wait_ready) with another bound: for configs
+    /// whose modules take long to compile (the Go plugins, cold: about
+    /// 12 s each on one core).
+    pub async fn wait_ready_within(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!("vessel exited early ({status}):\n{}", self.stderr());
@@ -122,7 +129,7 @@ impl VesselProcess {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "vessel not ready after {WAIT:?}:\n{}",
+                "vessel not ready after {within:?}:\n{}",
                 self.stderr()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -23,6 +23,17 @@ use crate::config::{HealthCheck, MetricsScrape};
 
 type CheckClient = Client<HttpConnector, Empty<Bytes>>;
 
+/// The client of health checks and scrapes: one idle connection per
+/// endpoint, `timeout` to connect.
+fn probe_client(timeout: std::time::Duration) -> CheckClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .build(connector)
+}
+
 /// A cluster's health checker.
 pub(crate) struct Checker {
     balancer: Arc<Balancer>,
@@ -33,12 +44,7 @@ pub(crate) struct Checker {
 
 impl Checker {
     pub(crate) fn new(balancer: Arc<Balancer>, hc: HealthCheck) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(hc.timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(1)
-            .build(connector);
+        let client = probe_client(hc.timeout);
         let host = hc.host.clone().unwrap_or_else(|| balancer.cluster.clone());
         Self {
             balancer,
@@ -125,17 +131,12 @@ async fn check(
 pub(crate) struct Scraper {
     balancer: Arc<Balancer>,
     config: MetricsScrape,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: CheckClient,
 }
 
 impl Scraper {
     pub(crate) fn new(balancer: Arc<Balancer>, config: MetricsScrape) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(1)
-            .build(connector);
+        let client = probe_client(config.timeout);
         Self {
             balancer,
             config,

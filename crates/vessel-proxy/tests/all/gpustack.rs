@@ -33,7 +33,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use vessel_testkit::WAIT;
 use vessel_testkit::bootstrap::{Bootstrap, Cluster, Listener, Route, WasmFilter};
 
 use crate::support::{self, Answer, TestClient, eventually};
@@ -237,11 +236,15 @@ async fn start(name: &str, config: &Bootstrap) -> vessel_testkit::VesselProcess 
             &cache.to_string_lossy(),
         ],
     );
-    vessel.wait_ready().await;
+    // Cold, the band's four Go modules compile for about a minute on a
+    // loaded 2-core machine, and the tests of this file start together.
+    vessel
+        .wait_ready_within(std::time::Duration::from_secs(300))
+        .await;
     vessel
 }
 
-/// One chat completion, bounded by [`WAIT`].
+/// One chat completion, bounded by `vessel_testkit::WAIT`.
 async fn chat(c: &TestClient, addr: SocketAddr, headers: &[(&str, &str)]) -> Answer {
     let mut req = Request::post(format!("http://{addr}/v1/chat/completions"))
         .header("content-type", "application/json")
@@ -254,23 +257,7 @@ async fn chat(c: &TestClient, addr: SocketAddr, headers: &[(&str, &str)]) -> Ans
             br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
         )))
         .unwrap();
-    let failed = Answer {
-        status: 0,
-        headers: http::HeaderMap::new(),
-        body: String::new(),
-    };
-    let Ok(Ok(resp)) = tokio::time::timeout(WAIT, c.request(req)).await else {
-        return failed;
-    };
-    let (parts, body) = resp.into_parts();
-    match tokio::time::timeout(WAIT, body.collect()).await {
-        Ok(Ok(b)) => Answer {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-        },
-        _ => failed,
-    }
+    support::answer(c, req).await
 }
 
 /// Sends requests one at a time while both workers hold them: each must

@@ -8,26 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-
 use http::Response;
 use vessel_testkit::servers;
 
 use crate::support::{
-    Bootstrap, Cluster, Listener, Route, WasmFilter, admin_request, client, send, start_vessel,
+    Bootstrap, Cluster, Listener, Route, WasmFilter, admin_request, client, llm_filter, send,
+    start_vessel,
 };
-
-fn llm_filter(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/llm/target/wasm32-wasip1/release")
-        .join(format!("llm_{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing; run `cargo xtask guests`",
-        p.display()
-    );
-    p.canonicalize().unwrap()
-}
 
 const COMPLETION: &str = r#"{"id":"c","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
 

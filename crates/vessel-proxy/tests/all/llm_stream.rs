@@ -26,7 +26,7 @@ use vessel_testkit::bootstrap::{Bootstrap, Cluster, Listener, Route, WasmFilter}
 use vessel_testkit::llm_worker::{LlmWorker, WorkerHandle};
 use vessel_testkit::{VesselProcess, WAIT, eventually, eventually_async};
 
-use crate::support;
+use crate::support::{self, llm_filter};
 
 /// The worker's reply: four tokens.
 const REPLY: &str = "Streams stay streaming here";
@@ -53,19 +53,6 @@ async fn worker(name: &str) -> (LlmWorker, WorkerHandle) {
     let w = LlmWorker::builder().name(name).reply(REPLY).start().await;
     let h = w.handle();
     (w, h)
-}
-
-/// A module of `examples/llm` (built by `cargo xtask guests`).
-fn llm_filter(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/llm/target/wasm32-wasip1/release")
-        .join(format!("llm_{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing; run `cargo xtask guests`",
-        p.display()
-    );
-    p.canonicalize().unwrap()
 }
 
 fn stream_request(addr: SocketAddr) -> http::Request<Full<Bytes>> {

@@ -22,10 +22,23 @@ use hyper_util::rt::TokioExecutor;
 pub use vessel_testkit::bootstrap::{Bootstrap, Cluster, Limit, Listener, Route, WasmFilter};
 pub use vessel_testkit::{VesselProcess, WAIT, eventually_async as eventually, replace_file};
 
+/// A guest of `spec-tests/guests` (built by `cargo xtask guests`).
 pub fn guest(name: &str) -> PathBuf {
+    built("spec-tests/guests", &format!("guest_{name}.wasm"))
+}
+
+/// A module of `examples/llm` (built by `cargo xtask guests`).
+pub fn llm_filter(name: &str) -> PathBuf {
+    built("examples/llm", &format!("llm_{name}.wasm"))
+}
+
+/// `file` in the wasm release output of the workspace at `dir`.
+fn built(dir: &str, file: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../spec-tests/guests/target/wasm32-wasip1/release")
-        .join(format!("guest_{name}.wasm"));
+        .join("../..")
+        .join(dir)
+        .join("target/wasm32-wasip1/release")
+        .join(file);
     assert!(
         p.exists(),
         "{} is missing; run `cargo xtask guests`",
@@ -101,7 +114,12 @@ pub async fn send(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(Bytes::new())).unwrap();
+    answer(c, req.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Sends `req` and reads the whole answer, bounded by [`WAIT`] (status 0
+/// if the connection or the body failed).
+pub async fn answer(c: &TestClient, req: http::Request<Full<Bytes>>) -> Answer {
     let failed = Answer {
         status: 0,
         headers: http::HeaderMap::new(),

@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use llm_common::{Tee, is_event_stream, label, openai, sse};
+use llm_common::{Tee, UsageTap, label, openai};
 use log::{info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -130,19 +130,7 @@ impl Context for BillingRoot {}
 impl RootContext for BillingRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return true;
-        }
-        match serde_json::from_slice::<Config>(&bytes) {
-            Ok(c) => {
-                self.config = Rc::new(c);
-                true
-            }
-            Err(e) => {
-                warn!("llm-billing: bad configuration: {e}");
-                false
-            }
-        }
+        llm_common::configure("llm-billing", &bytes, &mut self.config)
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -150,7 +138,7 @@ impl RootContext for BillingRoot {
             config: Rc::clone(&self.config),
             tenant: String::new(),
             request: Tee::new(MAX_COPY),
-            response: Body::None,
+            response: UsageTap::Off,
         }))
     }
 
@@ -159,18 +147,11 @@ impl RootContext for BillingRoot {
     }
 }
 
-enum Body {
-    None,
-    Json(Tee),
-    /// The splitter, and the last event that had `usage` (parsed).
-    Stream(sse::Splitter, Option<Value>),
-}
-
 struct Billing {
     config: Rc<Config>,
     tenant: String,
     request: Tee,
-    response: Body,
+    response: UsageTap,
 }
 
 impl Context for Billing {}
@@ -226,11 +207,7 @@ impl HttpContext for Billing {
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if !end_of_stream {
             let ct = self.get_http_response_header("content-type");
-            self.response = if is_event_stream(ct.as_deref()) {
-                Body::Stream(sse::Splitter::new(MAX_COPY), None)
-            } else {
-                Body::Json(Tee::new(MAX_COPY))
-            };
+            self.response = UsageTap::for_response(ct.as_deref(), MAX_COPY);
         }
         Action::Continue
     }
@@ -242,27 +219,9 @@ impl HttpContext for Billing {
         } else {
             Vec::new()
         };
-        match &mut self.response {
-            Body::None => {}
-            Body::Json(tee) => tee.push(&chunk),
-            Body::Stream(split, last) => {
-                for event in split.push(&chunk).events {
-                    if let Some(v) = sse::data_of(&event)
-                        .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-                        .filter(|v| openai::usage_of(v).is_some())
-                    {
-                        *last = Some(v);
-                    }
-                }
-            }
-        }
+        self.response.push(&chunk);
         if end_of_stream {
-            let doc = match std::mem::replace(&mut self.response, Body::None) {
-                Body::None => None,
-                Body::Json(tee) => serde_json::from_slice::<Value>(tee.bytes()).ok(),
-                Body::Stream(_, last) => last,
-            };
-            match doc {
+            match self.response.finish() {
                 Some(doc) => self.bill(&doc),
                 None => info!("llm-billing: {} response without usage", self.tenant),
             }

@@ -63,6 +63,84 @@ impl Tee {
     }
 }
 
+/// Reads a plugin configuration (JSON) into `config`: an empty (or
+/// all-whitespace) configuration keeps the defaults. A configuration that
+/// does not parse is refused (`on_configure` returns false) with a log
+/// line naming `plugin`.
+pub fn configure<C: serde::de::DeserializeOwned>(
+    plugin: &str,
+    bytes: &[u8],
+    config: &mut std::rc::Rc<C>,
+) -> bool {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return true;
+    }
+    match serde_json::from_slice::<C>(bytes) {
+        Ok(c) => {
+            *config = std::rc::Rc::new(c);
+            true
+        }
+        Err(e) => {
+            log::warn!("{plugin}: bad configuration: {e}");
+            false
+        }
+    }
+}
+
+/// The response of an OpenAI-style call, watched for its `usage` as it
+/// passes: a JSON body is copied (at most `max` bytes), an event stream is
+/// split into events and the last one that carries `usage` is kept. Nothing
+/// is buffered by the host.
+#[derive(Debug, Default)]
+pub enum UsageTap {
+    /// Not watched.
+    #[default]
+    Off,
+    /// A JSON body, copied.
+    Json(Tee),
+    /// An event stream, and its last event with `usage` (parsed).
+    Stream(sse::Splitter, Option<serde_json::Value>),
+}
+
+impl UsageTap {
+    /// Watches a response with this `content-type`.
+    pub fn for_response(content_type: Option<&str>, max: usize) -> Self {
+        if is_event_stream(content_type) {
+            Self::Stream(sse::Splitter::new(max), None)
+        } else {
+            Self::Json(Tee::new(max))
+        }
+    }
+
+    /// One body chunk.
+    pub fn push(&mut self, chunk: &[u8]) {
+        match self {
+            Self::Off => {}
+            Self::Json(tee) => tee.push(chunk),
+            Self::Stream(split, last) => {
+                for event in split.push(chunk).events {
+                    if let Some(v) = sse::data_of(&event)
+                        .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+                        .filter(|v| openai::usage_of(v).is_some())
+                    {
+                        *last = Some(v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// At the end: the document that carries `usage` (the JSON body, or the
+    /// stream's last event with it), if any. The tap is off afterwards.
+    pub fn finish(&mut self) -> Option<serde_json::Value> {
+        match std::mem::take(self) {
+            Self::Off => None,
+            Self::Json(tee) => serde_json::from_slice(tee.bytes()).ok(),
+            Self::Stream(_, last) => last,
+        }
+    }
+}
+
 /// The bearer token of an `authorization` value (`Bearer <key>`, scheme
 /// case-insensitive), or the whole trimmed value for other headers.
 pub fn key_of(header: &str, value: &str) -> Option<String> {

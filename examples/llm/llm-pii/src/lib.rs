@@ -28,7 +28,7 @@ use std::rc::Rc;
 
 use llm_common::pii::{Kinds, StreamMasker, mask};
 use llm_common::{is_event_stream, is_json, openai, sse};
-use log::{info, warn};
+use log::info;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use serde::Deserialize;
@@ -104,19 +104,7 @@ impl Context for PiiRoot {}
 impl RootContext for PiiRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return true;
-        }
-        match serde_json::from_slice::<Config>(&bytes) {
-            Ok(c) => {
-                self.config = Rc::new(c);
-                true
-            }
-            Err(e) => {
-                warn!("llm-pii: bad configuration: {e}");
-                false
-            }
-        }
+        llm_common::configure("llm-pii", &bytes, &mut self.config)
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

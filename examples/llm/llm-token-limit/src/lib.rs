@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
-use llm_common::{Tee, is_event_stream, key_of, label, openai, sse};
+use llm_common::{UsageTap, key_of, label, openai};
 use log::{info, warn};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
@@ -111,7 +111,7 @@ impl RootContext for LimitRoot {
         Some(Box::new(Limit {
             config: Rc::clone(self.config.as_ref()?),
             who: String::new(),
-            body: Body::Other,
+            body: UsageTap::Off,
         }))
     }
 
@@ -120,22 +120,11 @@ impl RootContext for LimitRoot {
     }
 }
 
-/// How the response body is read.
-enum Body {
-    /// Not read (no caller yet, or a body without usage).
-    Other,
-    /// A JSON body, copied.
-    Json(Tee),
-    /// An event stream, split into events as it passes; the last usage
-    /// seen is kept.
-    Stream(sse::Splitter, Option<openai::Usage>),
-}
-
 struct Limit {
     config: Rc<Config>,
     /// The caller's name (already a safe label).
     who: String,
-    body: Body,
+    body: UsageTap,
 }
 
 impl Context for Limit {}
@@ -248,11 +237,7 @@ impl HttpContext for Limit {
             return Action::Continue;
         }
         let ct = self.get_http_response_header("content-type");
-        self.body = if is_event_stream(ct.as_deref()) {
-            Body::Stream(sse::Splitter::new(MAX_COPY), None)
-        } else {
-            Body::Json(Tee::new(MAX_COPY))
-        };
+        self.body = UsageTap::for_response(ct.as_deref(), MAX_COPY);
         Action::Continue
     }
 
@@ -263,28 +248,9 @@ impl HttpContext for Limit {
         } else {
             Vec::new()
         };
-        match &mut self.body {
-            Body::Other => {}
-            Body::Json(tee) => tee.push(&chunk),
-            Body::Stream(split, usage) => {
-                for event in split.push(&chunk).events {
-                    if let Some(u) = sse::data_of(&event)
-                        .and_then(|d| serde_json::from_str(&d).ok())
-                        .and_then(|v| openai::usage_of(&v))
-                    {
-                        *usage = Some(u);
-                    }
-                }
-            }
-        }
+        self.body.push(&chunk);
         if end_of_stream {
-            let usage = match std::mem::replace(&mut self.body, Body::Other) {
-                Body::Other => None,
-                Body::Json(tee) => serde_json::from_slice(tee.bytes())
-                    .ok()
-                    .and_then(|v| openai::usage_of(&v)),
-                Body::Stream(_, usage) => usage,
-            };
+            let usage = self.body.finish().and_then(|v| openai::usage_of(&v));
             match usage {
                 Some(u) => self.charge(u.total),
                 None => info!("llm-token-limit: {} response without usage", self.who),
