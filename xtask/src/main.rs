@@ -849,10 +849,8 @@ fn main() -> Result<()> {
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))?;
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "adapter"]))?;
             e2e_bench()?;
-            // `bench gateway` is left out: through vessel it still sees
-            // non-2xx answers (unexplained; see the closing note of
-            // 2026-12-06).
-            ttfb::ttfb_bench()
+            ttfb::ttfb_bench()?;
+            gateway::gateway_bench()
         }
         "guests" => guests(),
         "envoy-diff" => {

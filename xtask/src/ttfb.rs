@@ -137,6 +137,19 @@ pub(crate) fn start_worker(bin: &Path) -> Result<(Kill, SocketAddr)> {
     Ok((child, addr))
 }
 
+/// Starts the release `vessel run --concurrency 1 -l error` (in `target`)
+/// on `config` and waits until `listen` accepts connections; it is killed
+/// when the guard drops.
+pub(crate) fn serve(target: &Path, config: &Path, listen: &str) -> Result<Kill> {
+    let vessel = crate::vessel_proxy(&target.join("vessel"), &config.to_string_lossy())
+        .args(["-l", "error"])
+        .spawn()
+        .context("starting vessel run")?;
+    let vessel = Kill(vessel);
+    wait_listening(listen)?;
+    Ok(vessel)
+}
+
 /// Waits until `addr` accepts connections (at most 60 s).
 pub(crate) fn wait_listening(addr: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -334,15 +347,7 @@ pub(crate) fn ttfb_bench() -> Result<()> {
         }
         let path = dir.join(file);
         std::fs::write(&path, config(addr, &filters))?;
-        let vessel = Command::new(target.join("vessel"))
-            .arg("run")
-            .arg("-c")
-            .arg(&path)
-            .args(["--concurrency", "1", "-l", "error"])
-            .spawn()
-            .context("starting vessel run")?;
-        let _vessel = Kill(vessel);
-        wait_listening(LISTEN)?;
+        let _vessel = serve(&target, &path, LISTEN)?;
         rows.push((name, measure(LISTEN)?));
     }
     let us = |d: Duration| d.as_secs_f64() * 1e6;
