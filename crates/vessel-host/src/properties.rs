@@ -7,6 +7,8 @@
 //! context (by the embedder or by `proxy_set_property`), then the stream's
 //! lazy source if the embedder gave one ([`PropertyMap::with_source`]); then the root
 //! context's values; then the embedder's [`PropertyProvider`](crate::PropertyProvider).
+//! A stream context that finds no `response.flags` there reads 0, as Envoy's
+//! stream info always has response flags (none yet).
 
 use std::borrow::Cow;
 use std::collections::HashMap;

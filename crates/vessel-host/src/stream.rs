@@ -34,7 +34,9 @@
 //!   response callbacks of every filter that has a context (so the filters
 //!   before the sender, and the sender itself); one sent while the
 //!   response is processed, before its headers left, replaces the response
-//!   directly; after that, the stream can only be reset.
+//!   directly; after that, the stream can only be reset. A reply that is
+//!   sent sets the `response.code_details` property to its details, as
+//!   Envoy's stream info records them.
 //! * `on_log` runs for every filter, then `on_done` and `on_delete` for
 //!   every filter, aborted streams included ([`HttpStream::finish`]).
 //! * Filter state: what a filter sets with `proxy_set_property`, the later
@@ -883,6 +885,10 @@ impl HttpStream {
             self.reset(ResetReason::LocalReplyAfterHeaders);
             return;
         }
+        // Envoy's `sendLocalReply` records the reply's details in the
+        // stream info: `response.code_details` from here on (wasm-go reads
+        // it to tell a local reply from an upstream's answer).
+        self.set_property(vms, "response.code_details", reply.details.as_str());
         let (headers, body) = reply.to_response(self.grpc);
         if self.sides[0].sent && !self.local {
             self.actions.push_back(Action::CancelUpstream);

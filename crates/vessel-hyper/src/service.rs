@@ -108,7 +108,8 @@ impl UpstreamInfo {
 ///
 /// A response with [`UpstreamInfo`] and no `ResponseInfo` came from the
 /// upstream: `via_upstream` and no flags. Without either (an inner
-/// service's own reply), neither property is set.
+/// service's own reply), neither property is set (`response.flags` then
+/// reads 0, vessel-host's default for a stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseInfo {
     /// Envoy's response code details: `via_upstream` for an upstream's

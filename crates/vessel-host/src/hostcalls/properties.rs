@@ -111,7 +111,7 @@ pub(crate) fn resolve(state: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>,
     if let Some(v) = config.properties.get(path) {
         return Ok(Some(v.to_vec()));
     }
-    match &state.env.inner.properties {
+    let provided = match &state.env.inner.properties {
         Some(provider) => provider.get_property(
             &segs,
             PropertyScope {
@@ -119,8 +119,19 @@ pub(crate) fn resolve(state: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>,
                 context: target,
                 is_root: stream.is_none(),
             },
-        ),
-        None => Ok(None),
+        )?,
+        None => None,
+    };
+    Ok(provided.or_else(|| stream.and_then(|_| stream_default(&segs))))
+}
+
+/// What a stream attribute is when nobody set it: Envoy's stream info
+/// always has `response.flags` (no flag yet: 0, an int of 8 bytes
+/// little-endian) until the router or the upstream's answer sets some.
+fn stream_default(segs: &[&[u8]]) -> Option<Vec<u8>> {
+    match segs {
+        [b"response", b"flags"] => Some(0u64.to_le_bytes().to_vec()),
+        _ => None,
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `/local/empty`    | request headers        | 204, no headers, no body |
 //! | `/local/multi`    | request headers        | 200, two `set-cookie` headers, body `multi\n` |
 //! | `/local/grpc`     | request headers        | gRPC reply, grpc-status 7, message `denied` |
+//! | `/local/details`  | request headers        | 403, details `denied by guest`, body `denied with details\n` |
 //!
 //! The full contract (log lines included) is in `spec-tests/guests/README.md`.
 
@@ -23,6 +24,44 @@ proxy_wasm::main! {{
 }}
 
 struct LocalRoot;
+
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    /// `proxy_send_local_response(status, details, details_size, body,
+    /// body_size, headers, headers_size, grpc_status) -> status` (§4.4).
+    /// The SDK's `send_http_response` always passes empty details.
+    fn proxy_send_local_response(
+        status_code: u32,
+        details_data: *const u8,
+        details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+/// A local reply with response-code details and no headers; returns the
+/// host's status.
+fn send_with_details(status: u32, details: &str, body: &[u8]) -> u32 {
+    // An empty header map, encoded: a pair count of 0 (§5.1).
+    let headers = [0u8; 4];
+    // SAFETY: every pointer is valid for its size for the whole call, and
+    // the host only reads through them.
+    unsafe {
+        proxy_send_local_response(
+            status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    }
+}
 
 impl Context for LocalRoot {}
 
@@ -102,6 +141,13 @@ impl HttpContext for Local {
                     ],
                     Some(b"multi\n"),
                 );
+                Action::Pause
+            }
+            "/local/details" => {
+                info!("local_response: sending 403 with details from request_headers");
+                self.replied = true;
+                let status = send_with_details(403, "denied by guest", b"denied with details\n");
+                info!("local_response: send_local_response status={status}");
                 Action::Pause
             }
             "/local/grpc" => {
