@@ -21,6 +21,19 @@ use std::ops::Range;
 
 use vessel_abi::pairs;
 
+/// The connection-specific response headers a proxy removes after the
+/// filters, before it sends a response downstream, as Envoy 1.40 does
+/// (its connection manager's `mutateResponseHeaders`; the differential
+/// scenario `local_response.yaml` shows Envoy keeping `keep-alive`). The
+/// proxy frames the body itself; a filter that copies a callout's headers
+/// into its reply must not change that.
+pub const CONNECTION_SPECIFIC_RESPONSE_HEADERS: [&str; 4] = [
+    "connection",
+    "upgrade",
+    "transfer-encoding",
+    "proxy-connection",
+];
+
 /// An ordered multimap of byte keys to byte values.
 ///
 /// All keys and values live in one byte buffer, so building or cloning a

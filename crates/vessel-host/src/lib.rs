@@ -87,7 +87,9 @@ pub use error::{
     EngineError, InstantiateError, LoadError, TextError, TrapError, TrapKind, UnenforceableLimit,
     VmError, WasmtimeError,
 };
-pub use headers::{HeaderMap, HeaderMapFull, HeaderMapLimits};
+pub use headers::{
+    CONNECTION_SPECIFIC_RESPONSE_HEADERS, HeaderMap, HeaderMapFull, HeaderMapLimits,
+};
 pub use ids::{CalloutKind, ContextId, QueueToken, Token, VmInstanceId};
 pub use limits::{LimitExceeded, LimitSettingError, LimitValue, Limits};
 pub use plugin::{Plugin, PluginConfig};

@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | linear memory per VM | [`Limits::memory_bytes`] | [`Limits::DEFAULT_MEMORY_BYTES`] (1 GiB) | `memory.grow` returns -1; if the guest then traps, the VM fails with [`LimitExceeded::Memory`] |
 //! | CPU time per callback | [`Limits::callback_timeout`] | [`Limits::DEFAULT_CALLBACK_TIMEOUT`] (100 ms) | the callback is interrupted within the timeout plus one [`EngineConfig::epoch_period`](crate::EngineConfig::epoch_period); the VM fails with [`LimitExceeded::CallbackTimeout`] |
-//! | CPU time of each start-up call (`_initialize`, `_start`, `main`, `proxy_on_vm_start`, `proxy_on_configure`) | [`Limits::startup_timeout`] | [`Limits::DEFAULT_STARTUP_TIMEOUT`] (1 s) | as above, with [`LimitExceeded::StartupTimeout`]; Go runtimes need more than a callback's budget to start, and stock plugins to configure |
+//! | CPU time of each start-up call (`_initialize`, `_start`, `main`, `proxy_on_vm_start`, `proxy_on_configure`) | [`Limits::startup_timeout`] | [`Limits::DEFAULT_STARTUP_TIMEOUT`] (10 s) | as above, with [`LimitExceeded::StartupTimeout`]; Go runtimes need more than a callback's budget to start, and stock plugins to configure |
 //! | fuel per callback (deterministic, for `vessel test`) | [`Limits::fuel_per_callback`] | none | the VM fails with [`LimitExceeded::Fuel`] |
 //! | wasm stack | [`EngineConfig::max_wasm_stack`](crate::EngineConfig::max_wasm_stack) | 1 MiB | the VM fails with [`LimitExceeded::WasmStack`] |
 //! | live contexts per VM | [`Limits::max_contexts`] | [`Limits::DEFAULT_MAX_CONTEXTS`] | creating a stream fails with [`VmError::TooManyContexts`](crate::VmError::TooManyContexts); the VM carries on |
@@ -116,8 +116,12 @@ impl Limits {
     pub const DEFAULT_MEMORY_BYTES: usize = 1 << 30;
     /// 100 ms per callback.
     pub const DEFAULT_CALLBACK_TIMEOUT: Duration = Duration::from_millis(100);
-    /// 1 s for start-up.
-    pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(1);
+    /// 10 s for each start-up call. The budget is wall-clock time: a stock
+    /// plugin that loads a dictionary in `on_configure` in half a second
+    /// (Higress `ai-data-masking`) takes over a second on a loaded 2-core
+    /// machine, and Envoy gives start-up no deadline at all; 10 s still
+    /// stops a guest that loops there.
+    pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
     /// 100,000 live contexts per VM (a context per stream in flight).
     pub const DEFAULT_MAX_CONTEXTS: usize = 100_000;
     /// 1 MiB of guest log lines per callback.

@@ -233,6 +233,21 @@ pub fn apply_request(map: &HeaderMap, parts: &mut request::Parts) {
     }
 }
 
+/// Removes [`CONNECTION_SPECIFIC_RESPONSE_HEADERS`] from a response about
+/// to be sent downstream, as Envoy does after the filters. hyper frames the
+/// body itself and refuses (closing the connection) a response whose
+/// `transfer-encoding` contradicts it.
+///
+/// [`CONNECTION_SPECIFIC_RESPONSE_HEADERS`]: vessel_host::CONNECTION_SPECIFIC_RESPONSE_HEADERS
+pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    if headers.is_empty() {
+        return;
+    }
+    for name in vessel_host::CONNECTION_SPECIFIC_RESPONSE_HEADERS {
+        headers.remove(name);
+    }
+}
+
 /// Applies a filtered response header map back onto response parts.
 pub fn apply_response(map: &HeaderMap, parts: &mut response::Parts) {
     if let Some(s) = map

@@ -53,7 +53,7 @@ pub use layer::{ChainConfig, DEFAULT_BUFFER_LIMIT, VesselLayer};
 pub use pool::{
     FailurePolicy, FilterPool, FilterPoolBuilder, PluginError, PluginStats, ReloadBackoff, Runtime,
 };
-pub use service::{ConnectionInfo, ResponseInfo, UpstreamInfo, VesselService};
+pub use service::{ConnectionInfo, ResponseInfo, RouteInfo, UpstreamInfo, VesselService};
 
 /// On an upstream request: the plugin names of the filters the stream
 /// skipped because they failed (pools built with

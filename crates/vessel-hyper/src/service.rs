@@ -47,6 +47,17 @@ pub struct ConnectionInfo {
     pub id: u64,
 }
 
+/// The route a request matched, which an embedder that routes before the
+/// filters puts in the **request**'s extensions. A non-empty name becomes
+/// the `xds.route_name` property and its deprecated alias `route_name`
+/// (ABI reference §10.2), from the request headers on; an empty name gives
+/// neither (Envoy gives an empty string for an unnamed route).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteInfo {
+    /// The route's `name`.
+    pub name: String,
+}
+
 /// Facts about the upstream a response came from, which the inner service
 /// puts in the **response**'s extensions. They become the properties of the
 /// response path (ABI reference §10.2): `upstream.address` (`ip:port`),
@@ -183,9 +194,15 @@ fn properties(req: &http::request::Parts) -> PropertyMap {
         _ => "HTTP/1.1",
     };
     let conn = req.extensions.get::<ConnectionInfo>().copied();
+    let route: Option<Arc<str>> = req
+        .extensions
+        .get::<RouteInfo>()
+        .filter(|r| !r.name.is_empty())
+        .map(|r| Arc::from(r.name.as_str()));
     PropertyMap::with_source(move |path| {
         let value: PropertyValue = match (path, conn) {
             (b"request\0protocol", _) => protocol.into(),
+            (b"xds\0route_name" | b"route_name", _) => route.as_deref()?.into(),
             (b"source\0address", Some(c)) => c.source.to_string().into(),
             (b"source\0port", Some(c)) => i64::from(c.source.port()).into(),
             (b"destination\0address", Some(c)) => c.destination.to_string().into(),

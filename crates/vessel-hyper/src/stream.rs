@@ -328,11 +328,13 @@ where
     fn downstream_head(&mut self, headers: &HeaderMap, end_stream: bool) -> Head {
         if let Some(mut parts) = self.response.take() {
             convert::update_response(headers, &mut parts);
+            convert::strip_hop_by_hop(&mut parts.headers);
             return Head::Response(parts, end_stream);
         }
         // A local reply: sized when its whole body is known.
         let mut parts = Response::new(()).into_parts().0;
         convert::apply_response(headers, &mut parts);
+        convert::strip_hop_by_hop(&mut parts.headers);
         if !end_stream {
             self.pending = self.stream.poll_action();
             if let Some(Action::DownstreamData {

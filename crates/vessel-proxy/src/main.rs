@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use vessel_host::{CacheConfig, Engine, EngineConfig};
 use vessel_proxy::harness;
 use vessel_proxy::run::{self, RunOptions};
@@ -23,6 +23,28 @@ struct Cli {
     command: Command,
 }
 
+/// Where compiled modules are cached (every command that loads modules).
+#[derive(Args)]
+struct ModuleCacheArgs {
+    /// Cache compiled modules in DIR (default: $XDG_CACHE_HOME/vessel/modules,
+    /// else ~/.cache/vessel/modules).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_module_cache")]
+    module_cache_dir: Option<PathBuf>,
+    /// Compile every module afresh; read and write no module cache.
+    #[arg(long)]
+    no_module_cache: bool,
+}
+
+impl ModuleCacheArgs {
+    fn config(self) -> CacheConfig {
+        match (self.module_cache_dir, self.no_module_cache) {
+            (_, true) => CacheConfig::disabled(),
+            (Some(dir), false) => CacheConfig::in_dir(dir),
+            (None, false) => CacheConfig::user_default(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run scenario files against their filters, in-process.
@@ -34,6 +56,8 @@ enum Command {
         /// Scenario files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        module_cache: ModuleCacheArgs,
     },
     /// Serve an Envoy v3 bootstrap (listeners, wasm filters, routes,
     /// clusters, admin) until SIGTERM or Ctrl-C.
@@ -51,13 +75,8 @@ enum Command {
         /// Seconds connections in flight may take to finish on shutdown.
         #[arg(long, default_value_t = run::DEFAULT_DRAIN_TIMEOUT.as_secs())]
         drain_time_s: u64,
-        /// Cache compiled modules in DIR (default: $XDG_CACHE_HOME/vessel/modules,
-        /// else ~/.cache/vessel/modules).
-        #[arg(long, value_name = "DIR", conflicts_with = "no_module_cache")]
-        module_cache_dir: Option<PathBuf>,
-        /// Compile every module afresh; read and write no module cache.
-        #[arg(long)]
-        no_module_cache: bool,
+        #[command(flatten)]
+        module_cache: ModuleCacheArgs,
         /// Write the admin listener's address (`ip:port`) to FILE once the
         /// listeners are bound, as Envoy does; with `port_value: 0`
         /// listeners, `GET /listeners?format=json` on it tells their ports.
@@ -83,6 +102,8 @@ enum Command {
         /// Scenario files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        module_cache: ModuleCacheArgs,
     },
 }
 
@@ -99,15 +120,10 @@ fn main() -> ExitCode {
             concurrency,
             access_log,
             drain_time_s,
-            module_cache_dir,
-            no_module_cache,
+            module_cache,
             admin_address_path,
         } => {
-            let module_cache = match (module_cache_dir, no_module_cache) {
-                (_, true) => CacheConfig::disabled(),
-                (Some(dir), false) => CacheConfig::in_dir(dir),
-                (None, false) => CacheConfig::user_default(),
-            };
+            let module_cache = module_cache.config();
             let options = RunOptions {
                 concurrency,
                 access_log,
@@ -130,9 +146,24 @@ fn main() -> ExitCode {
             conformance,
             backends,
             files,
-        } => envoy_diff(envoy, &deviations, conformance, backends, &files),
-        Command::Test { record, files } => {
-            let engine = match Engine::new(EngineConfig::default()) {
+            module_cache,
+        } => envoy_diff(
+            envoy,
+            &deviations,
+            conformance,
+            backends,
+            &files,
+            module_cache.config(),
+        ),
+        Command::Test {
+            record,
+            files,
+            module_cache,
+        } => {
+            let engine = match Engine::new(EngineConfig {
+                cache: module_cache.config(),
+                ..EngineConfig::default()
+            }) {
                 Ok(engine) => engine,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -183,6 +214,7 @@ fn envoy_diff(
     conformance: Option<PathBuf>,
     backends: Vec<harness::diff::Backend>,
     files: &[PathBuf],
+    module_cache: CacheConfig,
 ) -> ExitCode {
     let known = match std::fs::read_to_string(deviations) {
         Ok(md) => harness::diff::deviation_ids(&md),
@@ -203,6 +235,7 @@ fn envoy_diff(
         envoy,
         known_deviations: known,
         backends,
+        module_cache,
     };
     let report = match harness::diff::run(&options, files) {
         Ok(r) => r,

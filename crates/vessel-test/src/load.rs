@@ -87,6 +87,11 @@ pub(super) fn setup(
     for (k, v) in &scenario.properties {
         properties.insert_dotted(k, property(v));
     }
+    if let Some(name) = &scenario.route_name {
+        for key in ["route_name", "xds.route_name"] {
+            properties.insert_dotted(key, name.as_str());
+        }
+    }
     Ok(Setup {
         plugins,
         env: env.build(),

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vessel_host::{
-    Action, ContextId, DEFAULT_BUFFER_LIMIT, Direction, Effect, Engine, FailurePolicy, FilterVms,
-    HeaderMap, HostEnv, HttpCallOutcome, HttpStream, Plugin, PropertyMap, PropertyValue,
-    RedisCallOutcome, ReloadDecision, ReloadGate, StreamConfig, StreamSignal, Token, Vm, VmError,
-    VmInstanceId,
+    Action, CONNECTION_SPECIFIC_RESPONSE_HEADERS, ContextId, DEFAULT_BUFFER_LIMIT, Direction,
+    Effect, Engine, FailurePolicy, FilterVms, HeaderMap, HostEnv, HttpCallOutcome, HttpStream,
+    Plugin, PropertyMap, PropertyValue, RedisCallOutcome, ReloadDecision, ReloadGate, StreamConfig,
+    StreamSignal, Token, Vm, VmError, VmInstanceId,
 };
 
 use super::canned::{canned_outcome, grpc_answer, map_to_headers, to_map};
@@ -721,8 +721,13 @@ impl Pump<'_, '_> {
         }
         if complete
             && !self.obs.reset
-            && let Some(headers) = self.seen.response_headers.take()
+            && let Some(mut headers) = self.seen.response_headers.take()
         {
+            // What the client gets: the proxy strips these after the
+            // filters (Envoy's `mutateResponseHeaders`).
+            for name in CONNECTION_SPECIFIC_RESPONSE_HEADERS {
+                headers.remove(name.as_bytes());
+            }
             self.obs.response = Some(ObservedMessage {
                 status: headers
                     .get_str(":status")

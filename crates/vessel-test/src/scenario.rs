@@ -26,6 +26,12 @@ pub struct Scenario {
     /// raw bytes; integers are 8-byte little-endian; booleans are one byte.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, PropertyScalar>,
+    /// The name of the route every stream matches: the `route_name` and
+    /// `xds.route_name` properties in-process, and the route's `name` in
+    /// the configuration the real backends run (Envoy and `vessel run` give
+    /// both properties from it). Unlike `properties`, it runs everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_name: Option<String>,
     /// Canned answers to `proxy_http_call`, by cluster name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub clusters: BTreeMap<String, CannedResponse>,

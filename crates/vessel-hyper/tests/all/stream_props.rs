@@ -1,6 +1,7 @@
 //! The stream properties of the request path (ABI reference §10.2):
 //! `request.protocol`, and `source.*`, `destination.*`, `connection.id`
-//! from the [`ConnectionInfo`] the server puts in each request, read by
+//! from the [`ConnectionInfo`] the server puts in each request (and
+//! `xds.route_name`, `route_name` from its [`RouteInfo`]), read by
 //! `guest_phase_properties` on both paths over real loopback connections.
 //! The adapter computes them only when a guest reads one.
 
@@ -13,13 +14,15 @@ use crate::common::*;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use vessel_hyper::{Clusters, ConnectionInfo, FailurePolicy, VesselLayer};
+use vessel_hyper::{Clusters, ConnectionInfo, FailurePolicy, RouteInfo, VesselLayer};
 
 const PATHS: &str = "request.protocol,source.address,source.port:int,\
-                     destination.address,destination.port:int,connection.id:int";
+                     destination.address,destination.port:int,connection.id:int,\
+                     xds.route_name,route_name";
 
 /// Serves `layer` in front of `up`; with `with_info`, each request carries
-/// the connection's [`ConnectionInfo`] (id 40 + the connection's index).
+/// the connection's [`ConnectionInfo`] (id 40 + the connection's index)
+/// and the [`RouteInfo`] of a route named `chat-route`.
 /// Returns the address and the peers accepted so far.
 async fn proxy_with_info(
     layer: VesselLayer,
@@ -47,6 +50,9 @@ async fn proxy_with_info(
                 .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
                     if with_info {
                         req.extensions_mut().insert(info);
+                        req.extensions_mut().insert(RouteInfo {
+                            name: "chat-route".into(),
+                        });
                     }
                     req
                 })
@@ -84,6 +90,8 @@ async fn connection_properties_come_from_connection_info() {
         assert_eq!(h("destination-address"), proxy.to_string(), "{phase}");
         assert_eq!(h("destination-port"), proxy.port().to_string(), "{phase}");
         assert_eq!(h("connection-id"), "40", "{phase}");
+        assert_eq!(h("xds-route_name"), "chat-route", "{phase}");
+        assert_eq!(h("route_name"), "chat-route", "{phase}");
     }
 }
 
@@ -106,6 +114,8 @@ async fn without_connection_info_only_the_protocol_is_known() {
         "destination-address",
         "destination-port",
         "connection-id",
+        "xds-route_name",
+        "route_name",
     ] {
         assert_eq!(h[format!("x-req-{name}").as_str()], "<none>", "{name}");
     }

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use vessel_host::{Engine, EngineConfig};
+use vessel_host::{CacheConfig, Engine, EngineConfig};
 
 use super::real::Run;
 use super::scenario::{Deviations, Expect, Scenario};
@@ -490,6 +490,9 @@ pub struct Options {
     /// The backends to run (the others report the file as not run); all
     /// three when empty. Without Envoy, nothing is compared with it.
     pub backends: Vec<Backend>,
+    /// The compiled-module cache of the in-process backend (`vessel run`
+    /// uses its own default, [`CacheConfig::user_default`]).
+    pub module_cache: CacheConfig,
 }
 
 /// Why a backend that `Options::backends` leaves out did not run a file.
@@ -829,7 +832,10 @@ impl Report {
 
 /// Runs every file; stops at a file that cannot be read at all.
 pub fn run(options: &Options, files: &[PathBuf]) -> Result<Report, Error> {
-    let engine = Engine::new(EngineConfig::default())?;
+    let engine = Engine::new(EngineConfig {
+        cache: options.module_cache.clone(),
+        ..EngineConfig::default()
+    })?;
     let mut report = Report::default();
     for f in files {
         report.files.push(diff_file(&engine, options, f)?);
@@ -913,6 +919,7 @@ mod tests {
             envoy: PathBuf::new(),
             known_deviations: BTreeSet::new(),
             backends: vec![Backend::Envoy],
+            module_cache: CacheConfig::disabled(),
         };
         assert!(only_envoy.runs(Backend::Envoy));
         assert!(!only_envoy.runs(Backend::InProcess));

@@ -406,6 +406,12 @@ pub(crate) fn bootstrap(
         .buffer_limit
         .map(|l| format!("    per_connection_buffer_limit_bytes: {l}\n"))
         .unwrap_or_default();
+    // The route's name gives Envoy's `xds.route_name` and `route_name`.
+    let route_name = s
+        .route_name
+        .as_ref()
+        .map(|n| format!("name: {}\n                ", yaml_str(n)))
+        .unwrap_or_default();
     out.push_str(&format!(
         r#"static_resources:
   listeners:
@@ -423,7 +429,7 @@ pub(crate) fn bootstrap(
             - name: all
               domains: ["*"]
               routes:
-              - match: {{ prefix: "/" }}
+              - {route_name}match: {{ prefix: "/" }}
                 route: {{ cluster: vessel_test_upstream }}
           http_filters:
 {wasm_filters}          - name: envoy.filters.http.router

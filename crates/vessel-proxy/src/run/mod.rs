@@ -647,7 +647,7 @@ async fn serve(
                 current_routes
                     .read()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .strip_internal_only(req.headers_mut());
+                    .prepare(&mut req);
                 let start = Instant::now();
                 let head = log.enabled.then(|| {
                     (

@@ -51,7 +51,7 @@ use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::oneshot;
 use tower::Service;
-use vessel_hyper::{BoxError, ResponseInfo, SkippedFilters, UpstreamInfo, VesselBody};
+use vessel_hyper::{BoxError, ResponseInfo, RouteInfo, SkippedFilters, UpstreamInfo, VesselBody};
 
 use super::lb::{Balancer, InFlight, Outcome};
 use crate::config::{ClusterSpecifier, RetryPolicy, RouteAction, RouteConfig};
@@ -286,6 +286,28 @@ impl Router {
     pub(crate) fn strip_internal_only(&self, headers: &mut http::HeaderMap) {
         for h in self.routes.internal_only_headers() {
             headers.remove(h.as_str());
+        }
+    }
+
+    /// Gets a downstream request ready for the filters: strips the route
+    /// table's `internal_only_headers` and, when the request matches a
+    /// route with a `name`, records it as a [`RouteInfo`] (the
+    /// `xds.route_name` and `route_name` properties). Envoy matches the
+    /// route before the filters too; vessel does not match again when a
+    /// filter changes the headers (Envoy does after `clearRouteCache`),
+    /// so the name is the one of the request as it arrived.
+    pub(crate) fn prepare<B>(&self, req: &mut Request<B>) {
+        self.strip_internal_only(req.headers_mut());
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let host = authority(req);
+        let name = self
+            .routes
+            .find_route(&host, path, |name| header_value(req, name))
+            .map(|r| r.name.as_str())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        if let Some(name) = name {
+            req.extensions_mut().insert(RouteInfo { name });
         }
     }
 

@@ -35,6 +35,7 @@ fn options(envoy: PathBuf) -> Options {
         envoy,
         known_deviations: diff::deviation_ids(&md),
         backends: Vec::new(),
+        module_cache: vessel_host::CacheConfig::user_default(),
     }
 }
 

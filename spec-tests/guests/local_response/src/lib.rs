@@ -10,6 +10,7 @@
 //! | `/local/empty`    | request headers        | 204, no headers, no body |
 //! | `/local/multi`    | request headers        | 200, two `set-cookie` headers, body `multi\n` |
 //! | `/local/grpc`     | request headers        | gRPC reply, grpc-status 7, message `denied` |
+//! | `/local/hop`      | request headers        | 200, `x-local: hop` and connection-specific headers (`transfer-encoding: chunked`, `connection: close`, `keep-alive`, `proxy-connection`), body `hop\n` |
 //! | `/local/details`  | request headers        | 403, details `denied by guest`, body `denied with details\n` |
 //!
 //! The full contract (log lines included) is in `spec-tests/guests/README.md`.
@@ -140,6 +141,23 @@ impl HttpContext for Local {
                         ("x-local", "multi"),
                     ],
                     Some(b"multi\n"),
+                );
+                Action::Pause
+            }
+            "/local/hop" => {
+                // What a filter that copies a callout's response headers
+                // into its reply sends: the proxy must frame the body itself.
+                self.reply(
+                    "request_headers",
+                    200,
+                    vec![
+                        ("transfer-encoding", "chunked"),
+                        ("connection", "close"),
+                        ("keep-alive", "timeout=5"),
+                        ("proxy-connection", "keep-alive"),
+                        ("x-local", "hop"),
+                    ],
+                    Some(b"hop\n"),
                 );
                 Action::Pause
             }
