@@ -783,7 +783,7 @@ fn every_limit_has_its_documented_default() {
     let l = Limits::default();
     assert_eq!(l.memory_bytes, 1 << 30);
     assert_eq!(l.callback_timeout, Some(Duration::from_millis(100)));
-    assert_eq!(l.startup_timeout, Some(Duration::from_secs(1)));
+    assert_eq!(l.startup_timeout, Some(Duration::from_secs(10)));
     assert_eq!(l.fuel_per_callback, None);
     assert_eq!(l.max_contexts, Limits::DEFAULT_MAX_CONTEXTS);
     assert_eq!(l.max_log_bytes_per_callback, 1 << 20);
