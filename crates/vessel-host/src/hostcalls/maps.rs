@@ -24,6 +24,12 @@
 //!   the guest with a message that names no limit. An edit that does not
 //!   grow the map (a remove, a shorter value) always passes.
 //!
+//! A header the plugin's [`Hidden`](crate::Hidden) hides in maps 0–3 does
+//! not exist for it: NOT_FOUND, left out of the pairs and the size; an add,
+//! replace or remove of it changes nothing and returns OK, a set-pairs keeps
+//! it as it was and drops the plugin's entries of its name; the first such
+//! write of a stream is logged (see [`crate::hidden`]).
+//!
 //! Maps 0–3 belong to the target stream and are available while the host
 //! holds them: after the embedder takes request headers (on Continue) they
 //! are gone, as in Envoy. Maps 4–7 are readable only during the callout

@@ -17,6 +17,11 @@
 //!   is not stored and fails the VM with
 //!   [`LimitExceeded::PropertyBytes`]
 //!   (the Rust SDK accepts only OK here, §11.20).
+//!
+//! A path the plugin's [`Hidden`](crate::Hidden) hides, or a `request.*` /
+//! `response.*` attribute of a hidden header, is NOT_FOUND; whole-map
+//! attributes leave hidden headers out; a set of a hidden path stores
+//! nothing and returns OK (logged once per stream, see [`crate::hidden`]).
 
 use vessel_abi::{MapType, Status, pairs, split_path};
 use wasmtime::Caller;
