@@ -186,9 +186,7 @@ impl Hidden {
     fn names(&self, ty: MapType) -> &[String] {
         match ty {
             MapType::HttpRequestHeaders | MapType::HttpRequestTrailers => &self.request_headers,
-            MapType::HttpResponseHeaders | MapType::HttpResponseTrailers => {
-                &self.response_headers
-            }
+            MapType::HttpResponseHeaders | MapType::HttpResponseTrailers => &self.response_headers,
             _ => &[],
         }
     }
@@ -269,7 +267,10 @@ mod tests {
         assert!(h.hides_property(b"connection"));
         assert!(h.hides_property(b"connection\0id"));
         assert!(!h.hides_property(b"connectionx\0id"));
-        assert_eq!(h.property(b"connection\0mtls").as_deref(), Some("connection.*"));
+        assert_eq!(
+            h.property(b"connection\0mtls").as_deref(),
+            Some("connection.*")
+        );
         for bad in ["", "*", "a.*.b", "a..b", ".a", "a.", "a*"] {
             assert_eq!(
                 h.hide_property(bad).unwrap_err(),

@@ -220,7 +220,8 @@ impl HiddenSpec {
         type Hide = for<'h> fn(
             &'h mut vessel_host::Hidden,
             &str,
-        ) -> Result<&'h mut vessel_host::Hidden, vessel_host::HiddenError>;
+        )
+            -> Result<&'h mut vessel_host::Hidden, vessel_host::HiddenError>;
         let mut h = vessel_host::Hidden::new();
         let lists: [(&str, &Vec<String>, Hide); 3] = [
             (

@@ -251,7 +251,10 @@ fn a_hidden_header_does_not_exist_for_its_plugin_and_reaches_the_next_one_and_th
     s.finish(&mut vms);
 
     let f0 = lines.of("hide-f0");
-    assert!(f0.iter().any(|l| l == "request-header x-visible=plain"), "{f0:#?}");
+    assert!(
+        f0.iter().any(|l| l == "request-header x-visible=plain"),
+        "{f0:#?}"
+    );
     for secret in SECRETS {
         assert!(
             !f0.iter().any(|l| l.contains(secret)),
@@ -339,7 +342,10 @@ fn without_hiding_the_same_chain_sees_and_changes_everything() {
             .any(|l| l == "request-header authorization=Bearer s3cr3t"),
         "{f0:#?}"
     );
-    assert!(f0.iter().any(|l| l == "request cookie first=Some(\"session=abc123\")"));
+    assert!(
+        f0.iter()
+            .any(|l| l == "request cookie first=Some(\"session=abc123\")")
+    );
     assert_eq!(vms.vms[0].hidden_writes(), 0);
     assert!(host_lines_naming("plain-f0").is_empty());
 }
@@ -387,7 +393,10 @@ fn hidden_properties_and_header_attributes_are_not_found_and_not_written() {
     assert_eq!(vms.vms[0].hidden_writes(), 1);
     let logged = host_lines_naming("hide-props");
     assert_eq!(logged.len(), 1, "{logged:#?}");
-    assert!(logged[0].contains("property `guest_property`"), "{logged:?}");
+    assert!(
+        logged[0].contains("property `guest_property`"),
+        "{logged:?}"
+    );
 
     // The control: nothing hidden, everything seen.
     let (_, _, down) = properties_stream(Hidden::new(), "plain-props");

@@ -199,7 +199,10 @@ fn has_limits(s: &Scenario) -> bool {
 
 /// A filter of the scenario sets `hidden`.
 fn has_hidden(s: &Scenario) -> bool {
-    s.chain().unwrap_or_default().iter().any(|p| p.hidden.is_some())
+    s.chain()
+        .unwrap_or_default()
+        .iter()
+        .any(|p| p.hidden.is_some())
 }
 
 /// A FAIL_RELOAD filter with a 1 ms `reload_backoff.base_ms`.

@@ -2167,19 +2167,31 @@ fn vessel_hidden_bad_values_are_rejected_with_their_path() {
             "request_headers[1]",
             "not a header name",
         ),
-        ("{response_headers: [\"\"]}", "response_headers[0]", "not a header name"),
+        (
+            "{response_headers: [\"\"]}",
+            "response_headers[0]",
+            "not a header name",
+        ),
         (
             "{properties: [source.address, \"a.*.b\"]}",
             "properties[1]",
             "not a property pattern",
         ),
-        ("{properties: [\"*\"]}", "properties[0]", "not a property pattern"),
+        (
+            "{properties: [\"*\"]}",
+            "properties[0]",
+            "not a property pattern",
+        ),
         ("{properties: [5]}", "properties[0]", "string"),
     ] {
         let mut doc = base();
         set(&mut doc, &format!("{}.vessel_hidden", vm()), y(value));
         let (k, p, m) = field_err(&doc);
-        assert_eq!((k, p.as_str()), (ErrorKind::Invalid, at(field).as_str()), "{value}: {m}");
+        assert_eq!(
+            (k, p.as_str()),
+            (ErrorKind::Invalid, at(field).as_str()),
+            "{value}: {m}"
+        );
         assert!(m.contains(needle), "{value}: {m}");
     }
     // An unknown key is named by its path.

@@ -29,10 +29,8 @@ async fn hidden_headers_and_properties_reach_the_upstream_but_not_the_plugin() {
         async move {
             record(req, &rec).await;
             let mut resp = vessel_testkit::servers::reply(200, "ok");
-            resp.headers_mut().insert(
-                "set-cookie",
-                http::HeaderValue::from_static("id=topsecret"),
-            );
+            resp.headers_mut()
+                .insert("set-cookie", http::HeaderValue::from_static("id=topsecret"));
             resp
         }
     })
@@ -49,10 +47,7 @@ async fn hidden_headers_and_properties_reach_the_upstream_but_not_the_plugin() {
                 .filter(
                     WasmFilter::new("logger", guest("headers"))
                         .vm_id("logger")
-                        .vessel_hidden(
-                            "request_headers",
-                            ["authorization", "Cookie", "x-replace"],
-                        )
+                        .vessel_hidden("request_headers", ["authorization", "Cookie", "x-replace"])
                         .vessel_hidden("response_headers", ["set-cookie"]),
                 )
                 .filter(WasmFilter::new("sees", guest("properties")).vm_id("sees")),
@@ -99,17 +94,29 @@ async fn hidden_headers_and_properties_reach_the_upstream_but_not_the_plugin() {
     // are in the log, every line it wrote for the request is too.
     support::eventually("the logger's response lines are logged", || {
         let log = vessel.stderr();
-        async move { lines_of(&log, "logger").iter().any(|l| l == "set-cookie first=None") }
+        async move {
+            lines_of(&log, "logger")
+                .iter()
+                .any(|l| l == "set-cookie first=None")
+        }
     })
     .await;
     let log = vessel.stderr();
     let logger = lines_of(&log, "logger");
-    assert!(logger.iter().any(|l| l == "request cookie first=None"), "{logger:#?}");
     assert!(
-        logger.iter().any(|l| l == "request after replace x-replace=None"),
+        logger.iter().any(|l| l == "request cookie first=None"),
         "{logger:#?}"
     );
-    assert!(logger.iter().any(|l| l == "set-cookie count=0"), "{logger:#?}");
+    assert!(
+        logger
+            .iter()
+            .any(|l| l == "request after replace x-replace=None"),
+        "{logger:#?}"
+    );
+    assert!(
+        logger.iter().any(|l| l == "set-cookie count=0"),
+        "{logger:#?}"
+    );
     for secret in ["s3cr3t", "session=abc123", "original-value", "topsecret"] {
         assert!(
             !logger.iter().any(|l| l.contains(secret)),
@@ -118,7 +125,9 @@ async fn hidden_headers_and_properties_reach_the_upstream_but_not_the_plugin() {
     }
     let hides = lines_of(&log, "hides-props");
     assert!(
-        hides.iter().any(|l| l == "properties: source.address=<none>"),
+        hides
+            .iter()
+            .any(|l| l == "properties: source.address=<none>"),
         "{hides:#?}"
     );
     let sees = lines_of(&log, "sees");
@@ -133,5 +142,9 @@ async fn hidden_headers_and_properties_reach_the_upstream_but_not_the_plugin() {
         .filter(|l| l.contains("plugin `logger`: a write to hidden"))
         .collect();
     assert_eq!(warned.len(), 1, "{log}");
-    assert!(warned[0].contains("request header `x-replace`"), "{}", warned[0]);
+    assert!(
+        warned[0].contains("request header `x-replace`"),
+        "{}",
+        warned[0]
+    );
 }
