@@ -264,6 +264,40 @@ async fn chat(c: &TestClient, addr: SocketAddr, headers: &[(&str, &str)]) -> Ans
 /// reach a worker before the next is sent, so the band sees it in flight.
 /// Least-load sends each to the less busy worker; with a cap of 2 the
 /// fifth finds both full and gets the finisher's 429.
+/// The keys that start with `prefix` in the Redis server at `addr` (`KEYS`, over a
+/// plain RESP exchange).
+fn redis_keys(addr: SocketAddr, prefix: &str) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let pattern = format!("{prefix}*");
+    let mut tcp = std::net::TcpStream::connect(addr).expect("redis connects");
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        tcp,
+        "*2\r\n$4\r\nKEYS\r\n${}\r\n{pattern}\r\n",
+        pattern.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(tcp);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let n: usize = line
+        .strip_prefix('*')
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("KEYS answered {line:?}"));
+    (0..n)
+        .map(|_| {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let len: usize = line[1..].trim().parse().unwrap();
+            let mut key = vec![0; len + 2];
+            reader.read_exact(&mut key).unwrap();
+            key.truncate(len);
+            String::from_utf8_lossy(&key).into_owned()
+        })
+        .collect()
+}
+
 async fn spread_then_cap(name: &str, redis: Option<(SocketAddr, String)>) {
     let Some(dir) = plugins_dir(name) else {
         return;
@@ -277,7 +311,7 @@ async fn spread_then_cap(name: &str, redis: Option<(SocketAddr, String)>) {
         workers: &[("a", a), ("b", b)],
         cap: 2,
         cooldown_ms: 10_000,
-        redis,
+        redis: redis.clone(),
     };
     let vessel = start(name, &band(&dir, &band_cfg)).await;
     let addr = vessel.listener("main");
@@ -322,15 +356,33 @@ async fn spread_then_cap(name: &str, redis: Option<(SocketAddr, String)>) {
         assert_eq!(answer.header("x-model"), Some("qwen3-8b"), "{answer:?}");
     }
     // The reservations were released in on_done: there is room again.
+    released(redis.as_ref()).await;
     let again = chat(&support::client(), addr, &[("session_id", "s-1")]).await;
     assert_eq!(again.status, 200, "{again:?}");
     // Session affinity through vessel run: s-1's owner is worker-a
     // (higress_gpustack_lb_band.yaml), and it stays there.
     assert_eq!(again.header("x-worker"), Some("a"), "{again:?}");
     for _ in 0..3 {
+        released(redis.as_ref()).await;
         let a = chat(&support::client(), addr, &[("session_id", "s-1")]).await;
         assert_eq!(a.header("x-worker"), Some("a"), "{a:?}");
     }
+}
+
+/// With Redis, the finisher releases a request's reservation with a
+/// script from `on_done`, after the client has its answer: waits until no
+/// reservation is left, or the next request may still see its worker busy
+/// (and least-load outranks the session's owner).
+async fn released(redis: Option<&(SocketAddr, String)>) {
+    let Some((addr, prefix)) = redis else {
+        return;
+    };
+    let (addr, pattern) = (*addr, format!("{{{prefix}}}:inflight:"));
+    eventually("the band's reservations in Redis are released", move || {
+        let reserved = redis_keys(addr, &pattern);
+        async move { reserved.is_empty() }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
