@@ -237,8 +237,9 @@ mod tests {
     #[test]
     fn names_are_checked_and_lower_cased() {
         let mut h = Hidden::new();
-        h.hide_request_header("Authorization").unwrap();
-        h.hide_request_header(":authority").unwrap();
+        h.hide_request_header("Authorization").expect("a name");
+        h.hide_request_header(":authority")
+            .expect("a pseudo-header");
         assert!(h.hides_header(MapType::HttpRequestHeaders, b"AUTHORIZATION"));
         assert!(h.hides_header(MapType::HttpRequestTrailers, b"authorization"));
         assert!(!h.hides_header(MapType::HttpResponseHeaders, b"authorization"));
@@ -249,8 +250,8 @@ mod tests {
         );
         for bad in ["", ":", "a b", "x\n", "é"] {
             assert_eq!(
-                h.hide_response_header(bad).unwrap_err(),
-                HiddenError::HeaderName(bad.into())
+                h.hide_response_header(bad).err(),
+                Some(HiddenError::HeaderName(bad.into()))
             );
         }
     }
@@ -258,8 +259,8 @@ mod tests {
     #[test]
     fn property_patterns_match_exact_paths_and_prefixes() {
         let mut h = Hidden::new();
-        h.hide_property("source.address").unwrap();
-        h.hide_property("connection.*").unwrap();
+        h.hide_property("source.address").expect("a path");
+        h.hide_property("connection.*").expect("a prefix");
         assert!(h.hides_property(b"source\0address"));
         assert!(h.hides_property(b"source.address"));
         assert!(!h.hides_property(b"source\0port"));
@@ -273,8 +274,8 @@ mod tests {
         );
         for bad in ["", "*", "a.*.b", "a..b", ".a", "a.", "a*"] {
             assert_eq!(
-                h.hide_property(bad).unwrap_err(),
-                HiddenError::PropertyPattern(bad.into()),
+                h.hide_property(bad).err(),
+                Some(HiddenError::PropertyPattern(bad.into())),
                 "{bad}"
             );
         }
