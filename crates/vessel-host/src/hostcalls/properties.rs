@@ -18,7 +18,7 @@
 //!   [`LimitExceeded::PropertyBytes`]
 //!   (the Rust SDK accepts only OK here, §11.20).
 //!
-//! A path the plugin's [`Hidden`](crate::Hidden) hides, or a `request.*` /
+//! A path the plugin's [`Hidden`] hides, or a `request.*` /
 //! `response.*` attribute of a hidden header, is NOT_FOUND; whole-map
 //! attributes leave hidden headers out; a set of a hidden path stores
 //! nothing and returns OK (logged once per stream, see [`crate::hidden`]).
