@@ -116,6 +116,9 @@ impl FilterVms for Chain {
 }
 
 fn chain(plugins: Vec<(&str, PluginConfig)>) -> (Chain, Lines) {
+    // The host logger must be in place before any VM logs, whichever test
+    // of this binary runs first (or alone).
+    host_log();
     let lines = Lines::default();
     let env = HostEnv::builder().log_sink(lines.clone()).build();
     let engine = vessel_host::Engine::new(vessel_host::EngineConfig::default()).expect("engine");
