@@ -59,6 +59,7 @@ pub mod env;
 pub mod epoch;
 pub mod error;
 pub mod headers;
+pub mod hidden;
 pub mod hostcalls;
 pub mod ids;
 pub mod limits;
@@ -90,6 +91,7 @@ pub use error::{
 pub use headers::{
     CONNECTION_SPECIFIC_RESPONSE_HEADERS, HeaderMap, HeaderMapFull, HeaderMapLimits,
 };
+pub use hidden::{Hidden, HiddenError};
 pub use ids::{CalloutKind, ContextId, QueueToken, Token, VmInstanceId};
 pub use limits::{LimitExceeded, LimitSettingError, LimitValue, Limits};
 pub use plugin::{Plugin, PluginConfig};

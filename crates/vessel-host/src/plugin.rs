@@ -20,6 +20,7 @@ use crate::engine::Engine;
 #[cfg(feature = "wat")]
 use crate::error::TextError;
 use crate::error::{LoadError, UnenforceableLimit};
+use crate::hidden::Hidden;
 use crate::hostcalls::{self, ImportTable, capabilities};
 use crate::limits::Limits;
 use crate::properties::PropertyMap;
@@ -61,6 +62,10 @@ pub struct PluginConfig {
     /// (the default) or an empty list allows everything, as in Envoy. See
     /// [`hostcalls::capabilities`] for what a name that is not allowed does.
     pub allowed_capabilities: Option<Vec<String>>,
+    /// Request and response headers and properties this plugin must never
+    /// see (a vessel extension; see [`crate::hidden`]). Default: nothing
+    /// hidden.
+    pub hidden: Hidden,
 }
 
 impl Default for PluginConfig {
@@ -77,6 +82,7 @@ impl Default for PluginConfig {
             properties: PropertyMap::new(),
             limits: Limits::default(),
             allowed_capabilities: None,
+            hidden: Hidden::new(),
         }
     }
 }

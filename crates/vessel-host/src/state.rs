@@ -281,6 +281,9 @@ pub(crate) struct HttpContext {
     pub(crate) response: DirectionState,
     pub(crate) local_response_sent: bool,
     pub(crate) properties: PropertyMap,
+    /// The plugin tried to write something its
+    /// [`Hidden`](crate::Hidden) hides, and it was logged (once per stream).
+    pub(crate) hidden_write_logged: bool,
 }
 
 /// Which part of a stream a stream map type (0–3) names.
@@ -561,6 +564,8 @@ pub(crate) struct HostState {
     pub(crate) callout_bytes: usize,
     /// Hostcalls refused with an error status because of a limit.
     pub(crate) limit_refusals: u64,
+    /// Writes to hidden headers or properties that were ignored.
+    pub(crate) hidden_writes: u64,
 }
 
 impl HostState {
@@ -592,6 +597,7 @@ impl HostState {
             effect_bytes: 0,
             callout_bytes: 0,
             limit_refusals: 0,
+            hidden_writes: 0,
         }
     }
 
@@ -675,6 +681,26 @@ impl HostState {
         status
     }
 
+    /// A write to something the plugin's [`Hidden`](crate::Hidden) hides
+    /// (`what`: "request header `authorization`", never a value): ignored
+    /// by the caller, and logged at warn level the first time in the
+    /// target stream.
+    pub(crate) fn hidden_write(&mut self, what: &dyn std::fmt::Display) {
+        self.hidden_writes += 1;
+        let target = self.target();
+        let Some(h) = self.http_mut(target) else {
+            return;
+        };
+        if std::mem::replace(&mut h.hidden_write_logged, true) {
+            return;
+        }
+        log::warn!(
+            target: "vessel::hidden",
+            "plugin `{}`: a write to hidden {what} was ignored (logged once per stream)",
+            self.plugin.config.name
+        );
+    }
+
     /// Allocates the next context id, skipping 0 and live ids.
     pub(crate) fn alloc_context_id(&mut self) -> ContextId {
         loop {
@@ -708,12 +734,14 @@ impl HostState {
                 response,
                 local_response_sent,
                 properties,
+                hidden_write_logged,
             } = &mut *h;
             *root = ContextId(0);
             request.reset();
             response.reset();
             *local_response_sent = false;
             *properties = PropertyMap::new();
+            *hidden_write_logged = false;
             self.spare_http = Some(h);
         }
     }

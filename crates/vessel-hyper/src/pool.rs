@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use vessel_host::{
-    ContextId, Effect, HostEnv, IdHasher, LoadError, Plugin, ReloadDecision, ReloadGate,
+    ContextId, Effect, Hidden, HostEnv, IdHasher, LoadError, Plugin, ReloadDecision, ReloadGate,
     StreamSignal, Vm, VmError, VmInstanceId,
 };
 pub use vessel_host::{FailurePolicy, ReloadBackoff};
@@ -295,9 +295,21 @@ pub struct FilterPoolBuilder<'a> {
     policy: FailurePolicy,
     stats: Option<Arc<PluginStats>>,
     skip_on_failure: bool,
+    hidden: Option<Hidden>,
 }
 
 impl FilterPoolBuilder<'_> {
+    /// The request and response headers and properties the plugin's VMs
+    /// must never see, in place of the plugin's own
+    /// [`PluginConfig::hidden`](vessel_host::PluginConfig::hidden) (see
+    /// [`vessel_host::hidden`]). The hidden values still reach the
+    /// upstream and the client unchanged, and the other filters of a chain
+    /// still see them unless they hide them too.
+    pub fn hidden(mut self, hidden: Hidden) -> Self {
+        self.hidden = Some(hidden);
+        self
+    }
+
     /// Marks the filter a routing policy with a native fallback: when it
     /// fails, a stream skips it instead of failing
     /// ([`StreamConfig::skip_on_failure`](vessel_host::StreamConfig::skip_on_failure));
@@ -331,8 +343,15 @@ impl FilterPoolBuilder<'_> {
     /// Starts the VMs. Must run inside a tokio runtime (ticks and callouts
     /// the filter starts during start-up are spawned on it).
     pub fn build(self) -> Result<Arc<FilterPool>, VmError> {
+        let plugin = match self.hidden {
+            Some(hidden) => self.plugin.with_config(vessel_host::PluginConfig {
+                hidden,
+                ..self.plugin.config().clone()
+            }),
+            None => self.plugin.clone(),
+        };
         let meta = Arc::new(PoolMeta {
-            name: self.plugin.config().name.clone(),
+            name: plugin.config().name.clone(),
             policy: self.policy,
             stats: self.stats.unwrap_or_default(),
             skip_on_failure: self.skip_on_failure,
@@ -340,7 +359,7 @@ impl FilterPoolBuilder<'_> {
         let now = Instant::now();
         let mut slots = Vec::with_capacity(self.vms);
         for _ in 0..self.vms {
-            let cell = VmCell::start(self.plugin, self.env, self.runtime, &meta)?;
+            let cell = VmCell::start(&plugin, self.env, self.runtime, &meta)?;
             let gate = match self.policy {
                 FailurePolicy::FailReload(backoff) => Some(ReloadGate::new(backoff, now)),
                 _ => None,
@@ -348,7 +367,7 @@ impl FilterPoolBuilder<'_> {
             slots.push(Mutex::new(VmSlot { cell, gate }));
         }
         Ok(Arc::new(FilterPool {
-            plugin: self.plugin.clone(),
+            plugin,
             env: self.env.clone(),
             runtime: self.runtime.clone(),
             meta,
@@ -389,6 +408,7 @@ impl FilterPool {
             policy: FailurePolicy::default(),
             stats: None,
             skip_on_failure: false,
+            hidden: None,
         }
     }
 

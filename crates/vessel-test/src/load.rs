@@ -278,6 +278,10 @@ fn load_plugin(
             "a capability name must not be empty".into(),
         )));
     }
+    let hidden = match &spec.hidden {
+        Some(h) => h.hidden().map_err(invalid)?,
+        None => vessel_host::Hidden::new(),
+    };
     let config = PluginConfig {
         name,
         root_id: spec.root_id.clone(),
@@ -289,6 +293,7 @@ fn load_plugin(
         environment,
         limits,
         allowed_capabilities: spec.allowed_capabilities.clone(),
+        hidden,
         ..PluginConfig::default()
     };
     let plugin = Plugin::load(engine, &wasm, config).map_err(|e| plugin_error(e.to_string()))?;

@@ -190,6 +190,63 @@ pub struct PluginSpec {
     /// `vm_config.environment_variables`). Absent: an empty environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<EnvironmentSpec>,
+    /// Headers and properties the plugin must never see (vessel's
+    /// `Hidden`, `vm_config.vessel_hidden` in `vessel run`; no Envoy
+    /// equivalent). Absent: the plugin sees everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<HiddenSpec>,
+}
+
+/// The `plugin.hidden` key: what the plugin must never see (vessel-host's
+/// `Hidden`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HiddenSpec {
+    /// Request header (and trailer) names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers: Vec<String>,
+    /// Response header (and trailer) names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers: Vec<String>,
+    /// Property paths (`source.address`) and prefixes (`connection.*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<String>,
+}
+
+impl HiddenSpec {
+    /// The vessel-host value. The `Err` is `(key, message)`, the key
+    /// relative to the plugin (`hidden.request_headers[1]`).
+    pub fn hidden(&self) -> Result<vessel_host::Hidden, (String, String)> {
+        type Hide = for<'h> fn(
+            &'h mut vessel_host::Hidden,
+            &str,
+        )
+            -> Result<&'h mut vessel_host::Hidden, vessel_host::HiddenError>;
+        let mut h = vessel_host::Hidden::new();
+        let lists: [(&str, &Vec<String>, Hide); 3] = [
+            (
+                "request_headers",
+                &self.request_headers,
+                vessel_host::Hidden::hide_request_header,
+            ),
+            (
+                "response_headers",
+                &self.response_headers,
+                vessel_host::Hidden::hide_response_header,
+            ),
+            (
+                "properties",
+                &self.properties,
+                vessel_host::Hidden::hide_property,
+            ),
+        ];
+        for (key, list, hide) in lists {
+            for (i, item) in list.iter().enumerate() {
+                hide(&mut h, item).map_err(|e| (format!("hidden.{key}[{i}]"), e.to_string()))?;
+            }
+        }
+        Ok(h)
+    }
 }
 
 impl PluginSpec {

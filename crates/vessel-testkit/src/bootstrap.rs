@@ -3,14 +3,15 @@
 //! with an HTTP connection manager, its routes and wasm filters (plugin
 //! name, root_id, configuration, vm_config, failure policy, reload
 //! backoff, capability restriction, environment, vessel's own
-//! `vessel_limits`), the router, clusters and the admin listener.
+//! `vessel_limits` and `vessel_hidden`), the router, clusters and the
+//! admin listener.
 //!
 //! Listeners and the admin listener default to 127.0.0.1 `port_value: 0`:
 //! the proxy binds what the system gives it, and a test reads the ports
 //! back from the admin (`crate::VesselProcess`). [`Bootstrap::to_yaml`]
 //! writes YAML through `vessel_test::yaml`, the workspace's one YAML path.
-//! Without `vessel_limits` (which only vessel knows), Envoy 1.40 accepts
-//! what it writes too: the wasm filters have `runtime:
+//! Without `vessel_limits` and `vessel_hidden` (which only vessel knows),
+//! Envoy 1.40 accepts what it writes too: the wasm filters have `runtime:
 //! envoy.wasm.runtime.v8` and the router its typed config.
 //!
 //! ```
@@ -578,6 +579,7 @@ pub struct WasmFilter {
     env_keys: Vec<String>,
     env_values: Vec<(String, String)>,
     vessel_limits: Vec<(String, Limit)>,
+    vessel_hidden: Vec<(String, Vec<String>)>,
 }
 
 impl WasmFilter {
@@ -597,6 +599,7 @@ impl WasmFilter {
             env_keys: Vec::new(),
             env_values: Vec::new(),
             vessel_limits: Vec::new(),
+            vessel_hidden: Vec::new(),
         }
     }
 
@@ -672,6 +675,19 @@ impl WasmFilter {
         self
     }
 
+    /// Sets `vm_config.vessel_hidden.<list>` (`request_headers`,
+    /// `response_headers` or `properties`) to `items` (vessel's own; Envoy
+    /// refuses a config that has it).
+    pub fn vessel_hidden<S: Into<String>>(
+        mut self,
+        list: impl Into<String>,
+        items: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.vessel_hidden
+            .push((list.into(), items.into_iter().map(Into::into).collect()));
+        self
+    }
+
     fn to_value(&self) -> Value {
         let mut vm = Map::new();
         if let Some(id) = &self.vm_id {
@@ -713,6 +729,14 @@ impl WasmFilter {
                 })
                 .collect();
             vm.insert("vessel_limits".into(), limits.into());
+        }
+        if !self.vessel_hidden.is_empty() {
+            let hidden: Map<String, Value> = self
+                .vessel_hidden
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into()))
+                .collect();
+            vm.insert("vessel_hidden".into(), hidden.into());
         }
         let mut config = Map::new();
         config.insert("name".into(), self.name.clone().into());

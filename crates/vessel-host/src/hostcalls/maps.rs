@@ -24,10 +24,18 @@
 //!   the guest with a message that names no limit. An edit that does not
 //!   grow the map (a remove, a shorter value) always passes.
 //!
+//! A header the plugin's [`Hidden`](crate::Hidden) hides in maps 0–3 does
+//! not exist for it: NOT_FOUND, left out of the pairs and the size; an add,
+//! replace or remove of it changes nothing and returns OK, a set-pairs keeps
+//! it as it was and drops the plugin's entries of its name; the first such
+//! write of a stream is logged (see [`crate::hidden`]).
+//!
 //! Maps 0–3 belong to the target stream and are available while the host
 //! holds them: after the embedder takes request headers (on Continue) they
 //! are gone, as in Envoy. Maps 4–7 are readable only during the callout
 //! callback that carries them, and are read-only.
+
+use std::sync::Arc;
 
 use vessel_abi::{MapType, Status, pairs};
 use wasmtime::Caller;
@@ -78,7 +86,26 @@ fn get_header_map_pairs(
     ret_size: i32,
 ) -> HostResult {
     let ty = map_type(ty)?;
-    let len = caller.data().map(ty).map_or(0, |m| m.encoded_len());
+    let state = caller.data();
+    let hidden = &state.plugin.config.hidden;
+    if hidden.hides_in(ty) {
+        // The plugin's view: the map without its hidden entries.
+        let len = state.map(ty).map_or(0, |m| {
+            pairs::encoded_len(m.iter().filter(|(k, _)| !hidden.hides_header(ty, k)))
+        });
+        return return_blob(caller, ret_ptr, ret_size, len, |dst, state| {
+            let hidden = &state.plugin.config.hidden;
+            pairs::encode_into(
+                state
+                    .map(ty)?
+                    .iter()
+                    .filter(|(k, _)| !hidden.hides_header(ty, k)),
+                dst,
+            )
+            .map_err(|_| Status::InternalFailure)
+        });
+    }
+    let len = state.map(ty).map_or(0, |m| m.encoded_len());
     return_blob(caller, ret_ptr, ret_size, len, |dst, state| {
         state
             .map(ty)?
@@ -97,19 +124,80 @@ fn set_header_map_pairs(
     with_mem(caller, |mem, state| {
         let bytes = read(mem, ptr, size)?;
         let limits = state.plugin.config.limits.header_map();
+        if !state.plugin.config.hidden.hides_in(ty) {
+            let map = state.map_mut(ty)?;
+            return map
+                .try_replace_with(pairs::decode_lenient(bytes), limits)
+                .map_err(|full| LimitExceeded::header_map(map_name(ty), full).into());
+        }
+        let plugin = Arc::clone(&state.plugin);
+        let hidden = &plugin.config.hidden;
+        // The hidden entries stay as they were (pseudo-headers first, the
+        // others last); hidden names among the plugin's pairs are dropped.
         let map = state.map_mut(ty)?;
-        map.try_replace_with(pairs::decode_lenient(bytes), limits)
-            .map_err(|full| LimitExceeded::header_map(map_name(ty), full).into())
+        let kept: Vec<(Vec<u8>, Vec<u8>)> = map
+            .iter()
+            .filter(|(k, _)| hidden.hides_header(ty, k))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        let given = pairs::decode_lenient(bytes);
+        let attempted = given
+            .iter()
+            .find_map(|(k, _)| hidden.header(ty, k))
+            .map(str::to_owned);
+        let pseudo = |k: &[u8]| k.first() == Some(&b':');
+        let entries = kept
+            .iter()
+            .filter(|(k, _)| pseudo(k))
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .chain(
+                given
+                    .iter()
+                    .copied()
+                    .filter(|(k, _)| !hidden.hides_header(ty, k)),
+            )
+            .chain(
+                kept.iter()
+                    .filter(|(k, _)| !pseudo(k))
+                    .map(|(k, v)| (k.as_slice(), v.as_slice())),
+            );
+        map.try_replace_with(entries, limits)
+            .map_err(|full| Fail::from(LimitExceeded::header_map(map_name(ty), full)))?;
+        if let Some(name) = attempted {
+            state.hidden_write(&HiddenHeader(ty, &name));
+        }
+        Ok(())
     })?
 }
 
 fn get_header_map_size(caller: &mut Caller<'_, HostState>, ty: i32, ret: i32) -> HostResult {
     let ty = map_type(ty)?;
     with_mem(caller, |mem, state| {
-        let size = state.map(ty)?.byte_size();
+        let map = state.map(ty)?;
+        let hidden = &state.plugin.config.hidden;
+        let size = if hidden.hides_in(ty) {
+            map.iter()
+                .filter(|(k, _)| !hidden.hides_header(ty, k))
+                .map(|(k, v)| k.len() + v.len())
+                .sum()
+        } else {
+            map.byte_size()
+        };
         write_u32(mem, ret, u32::try_from(size).unwrap_or(u32::MAX))
     })??;
     Ok(())
+}
+
+/// How a write log names a hidden header: "request header `cookie`".
+struct HiddenHeader<'a>(MapType, &'a str);
+
+impl std::fmt::Display for HiddenHeader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let map = map_name(self.0);
+        // "request headers" -> "request header"
+        let map = map.strip_suffix('s').unwrap_or(map);
+        write!(f, "{map} `{}`", self.1)
+    }
 }
 
 fn get_header_map_value(
@@ -130,6 +218,10 @@ fn get_header_map_value(
             Err(_) if state.frame.phase == Phase::Log => return Ok(None),
             Err(e) => return Err(e),
         };
+        if state.plugin.config.hidden.hides_header(ty, key) {
+            // A hidden header does not exist for this plugin.
+            return Ok(None);
+        }
         let found = map
             .position(key)
             .map(|i| (i, map.value_at(i).map_or(0, <[u8]>::len)));
@@ -209,6 +301,13 @@ fn edit(
         let key = read(mem, key, key_len)?;
         let val = read(mem, val, val_len)?;
         let limits = state.plugin.config.limits.header_map();
+        state.map_mut(ty)?;
+        if let Some(name) = state.plugin.config.hidden.header(ty, key) {
+            // Not written; OK, since the SDKs accept only OK here.
+            let name = name.to_owned();
+            state.hidden_write(&HiddenHeader(ty, &name));
+            return Ok(());
+        }
         op(state.map_mut(ty)?, key, val, limits)
             .map_err(|full| Fail::from(LimitExceeded::header_map(map_name(ty), full)))
     })?

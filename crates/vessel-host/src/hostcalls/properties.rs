@@ -17,12 +17,19 @@
 //!   is not stored and fails the VM with
 //!   [`LimitExceeded::PropertyBytes`]
 //!   (the Rust SDK accepts only OK here, §11.20).
+//!
+//! A path the plugin's [`Hidden`] hides, or a `request.*` /
+//! `response.*` attribute of a hidden header, is NOT_FOUND; whole-map
+//! attributes leave hidden headers out; a set of a hidden path stores
+//! nothing and returns OK (logged once per stream, see [`crate::hidden`]).
 
-use vessel_abi::{Status, split_path};
+use vessel_abi::{MapType, Status, pairs, split_path};
 use wasmtime::Caller;
 
 use super::{Registry, hostcall};
 use crate::embedder::PropertyScope;
+use crate::headers::HeaderMap;
+use crate::hidden::Hidden;
 use crate::limits::LimitExceeded;
 use crate::memory::{Fail, HostResult, read, return_bytes, with_mem};
 use crate::state::{Context, HostState, HttpContext};
@@ -62,6 +69,14 @@ fn set_property(
         let val = read(mem, val, val_len)?;
         let target = state.target();
         let limit = state.plugin.config.limits.max_property_bytes;
+        if matches!(state.contexts.get(&target.0), Some(Context::Http(_)))
+            && let Some(pattern) = state.plugin.config.hidden.property(path)
+        {
+            // Not stored (a later filter of the stream would read it in
+            // place of the real value); OK, as the Rust SDK accepts only OK.
+            state.hidden_write(&HiddenProperty(&pattern));
+            return Ok(());
+        }
         match state.contexts.get_mut(&target.0) {
             Some(Context::Http(h)) => {
                 let (before, after) = h.properties.guest_set_bytes(path, val.len());
@@ -79,10 +94,23 @@ fn set_property(
     })?
 }
 
-/// Resolves a property path for the target context.
+/// How a write log names a hidden property: "property `source.address`".
+struct HiddenProperty<'a>(&'a str);
+
+impl std::fmt::Display for HiddenProperty<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "property `{}`", self.0)
+    }
+}
+
+/// Resolves a property path for the target context. A path the plugin's
+/// [`Hidden`] hides is absent.
 pub(crate) fn resolve(state: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
-    let segs: Vec<&[u8]> = split_path(path).collect();
     let config = &state.plugin.config;
+    if config.hidden.hides_property(path) {
+        return Ok(None);
+    }
+    let segs: Vec<&[u8]> = split_path(path).collect();
     match segs.as_slice() {
         [b"plugin_name"] => return Ok(Some(config.name.as_bytes().to_vec())),
         [b"plugin_root_id"] => return Ok(Some(config.root_id.as_bytes().to_vec())),
@@ -96,7 +124,7 @@ pub(crate) fn resolve(state: &HostState, path: &[u8]) -> Result<Option<Vec<u8>>,
         _ => (target, None),
     };
     if let Some(h) = stream {
-        if let Some(v) = derived(h, &segs) {
+        if let Some(v) = derived(h, &segs, &config.hidden) {
             return Ok(Some(v));
         }
         if let Some(v) = h.properties.lookup(path) {
@@ -135,23 +163,36 @@ fn stream_default(segs: &[&[u8]]) -> Option<Vec<u8>> {
     }
 }
 
-/// `request.*` and `response.*` attributes from the stream's header maps.
-fn derived(h: &HttpContext, segs: &[&[u8]]) -> Option<Vec<u8>> {
-    let req = h.request.headers.get();
-    let resp = h.response.headers.get();
-    let resp_trailers = h.response.trailers.get();
-    let header = |map: Option<&crate::HeaderMap>, name: &[u8]| -> Option<Vec<u8>> {
+/// `request.*` and `response.*` attributes from the stream's header maps,
+/// as `hidden` lets the plugin see them: an attribute of a hidden header is
+/// absent, and a whole map leaves hidden entries out.
+fn derived(h: &HttpContext, segs: &[&[u8]], hidden: &Hidden) -> Option<Vec<u8>> {
+    let req = (h.request.headers.get(), MapType::HttpRequestHeaders);
+    let resp = (h.response.headers.get(), MapType::HttpResponseHeaders);
+    let resp_trailers = (h.response.trailers.get(), MapType::HttpResponseTrailers);
+    let header = |(map, ty): (Option<&HeaderMap>, MapType), name: &[u8]| -> Option<Vec<u8>> {
+        if hidden.hides_header(ty, name) {
+            return None;
+        }
         let map = map?;
         let values: Vec<&[u8]> = map.get_all(name).collect();
         (!values.is_empty()).then(|| values.join(&b","[..]))
     };
-    let whole = |map: Option<&crate::HeaderMap>| map.map(crate::HeaderMap::encode);
-    let path = || req.and_then(|m| m.get(b":path"));
+    let whole = |(map, ty): (Option<&HeaderMap>, MapType)| {
+        let map = map?;
+        Some(if hidden.hides_in(ty) {
+            pairs::encode(map.iter().filter(|(k, _)| !hidden.hides_header(ty, k)))
+        } else {
+            map.encode()
+        })
+    };
+    let path = || header(req, b":path");
     match segs {
-        [b"request", b"path"] => path().map(<[u8]>::to_vec),
-        [b"request", b"url_path"] => {
-            path().map(|p| p.split(|b| *b == b'?').next().unwrap_or(p).to_vec())
-        }
+        [b"request", b"path"] => path(),
+        [b"request", b"url_path"] => path().map(|p| {
+            let end = p.iter().position(|b| *b == b'?').unwrap_or(p.len());
+            p[..end].to_vec()
+        }),
         [b"request", b"query"] => path().map(|p| match p.iter().position(|b| *b == b'?') {
             Some(i) => p[i + 1..].to_vec(),
             None => Vec::new(),
@@ -165,8 +206,9 @@ fn derived(h: &HttpContext, segs: &[&[u8]]) -> Option<Vec<u8>> {
         [b"request", b"headers"] => whole(req),
         [b"request", b"headers", name] => header(req, name),
         [b"response", b"code"] => {
-            let status = std::str::from_utf8(resp?.get(b":status")?).ok()?;
-            status
+            let status = header(resp, b":status")?;
+            std::str::from_utf8(&status)
+                .ok()?
                 .trim()
                 .parse::<i64>()
                 .ok()

@@ -144,6 +144,14 @@ impl Vm {
         self.store.data().denied_calls
     }
 
+    /// Writes (add, replace, remove, set pairs, set property) to a header
+    /// or property the plugin's [`Hidden`](crate::Hidden) hides, each
+    /// ignored, since the VM started. The first of each stream is logged
+    /// at warn level (target `vessel::hidden`).
+    pub fn hidden_writes(&self) -> u64 {
+        self.store.data().hidden_writes
+    }
+
     /// Number of callouts in flight.
     pub fn callouts_in_flight(&self) -> usize {
         self.store.data().callouts.in_flight.len()

@@ -7,3 +7,4 @@
 mod alone;
 mod cache;
 mod epoch_ticker;
+mod hidden;

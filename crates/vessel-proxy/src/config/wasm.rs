@@ -1,15 +1,17 @@
 //! `envoy.extensions.wasm.v3.PluginConfig` and `VmConfig` (ABI reference §9;
 //! failure policies §6.6; capability restriction §6.5; resource limits §6.6).
 //!
-//! One key here is vessel's own: `vm_config.vessel_limits` sets the per-VM
-//! [`Limits`] (docs/envoy-config.md, "vessel extensions"). Envoy's
-//! `VmConfig` has no such field, so Envoy rejects a config that uses it.
+//! Two keys here are vessel's own: `vm_config.vessel_limits` sets the
+//! per-VM [`Limits`], and `vm_config.vessel_hidden` the headers and
+//! properties the plugin must never see ([`Hidden`]) (docs/envoy-config.md,
+//! "vessel extensions"). Envoy's `VmConfig` has no such fields, so Envoy
+//! rejects a config that uses them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vessel_host::{EngineConfig, FailurePolicy, LimitValue, Limits, ReloadBackoff};
+use vessel_host::{EngineConfig, FailurePolicy, Hidden, LimitValue, Limits, ReloadBackoff};
 
 use super::any::configuration_bytes;
 use super::error::ErrorKind;
@@ -54,6 +56,10 @@ pub struct WasmFilter {
     /// rejects): the per-VM limits, [`Limits::default`] for every field not
     /// given.
     pub limits: Limits,
+    /// `config.vm_config.vessel_hidden` (a vessel extension that Envoy
+    /// rejects): the request and response headers and the properties the
+    /// plugin must never see; empty when absent.
+    pub hidden: Hidden,
 }
 
 /// Where the module comes from.
@@ -96,6 +102,7 @@ const VM_KEYS: &[&str] = &[
     "configuration",
     "environment_variables",
     "vessel_limits",
+    "vessel_hidden",
 ];
 
 /// The fields of `vm_config.vessel_limits`.
@@ -155,6 +162,11 @@ pub(crate) fn plugin_config(node: &Node<'_>, base_dir: &Path) -> Res<WasmFilter>
         .map(|l| limits(&l))
         .transpose()?
         .unwrap_or_default();
+    let hidden = vm
+        .get("vessel_hidden")
+        .map(|h| hidden(&h))
+        .transpose()?
+        .unwrap_or_default();
 
     let reload_backoff = o
         .get("reload_config")
@@ -185,7 +197,31 @@ pub(crate) fn plugin_config(node: &Node<'_>, base_dir: &Path) -> Res<WasmFilter>
         environment,
         allow_on_headers_stop_iteration,
         limits,
+        hidden,
     })
+}
+
+/// `vm_config.vessel_hidden`: lists of request header names, response
+/// header names and property patterns (`source.address`, `connection.*`)
+/// the plugin must never see ([`Hidden`]). Every key is optional; a name or
+/// pattern [`Hidden`] refuses is an error at its own path.
+fn hidden(node: &Node<'_>) -> Res<Hidden> {
+    type Hide =
+        for<'h> fn(&'h mut Hidden, &str) -> Result<&'h mut Hidden, vessel_host::HiddenError>;
+    let o = node.obj(&["request_headers", "response_headers", "properties"])?;
+    let mut h = Hidden::new();
+    let keys: [(&str, Hide); 3] = [
+        ("request_headers", Hidden::hide_request_header),
+        ("response_headers", Hidden::hide_response_header),
+        ("properties", Hidden::hide_property),
+    ];
+    for (key, hide) in keys {
+        let Some(list) = o.get(key) else { continue };
+        for item in list.list() {
+            hide(&mut h, item.str()?).map_err(|e| item.err(ErrorKind::Invalid, e.to_string()))?;
+        }
+    }
+    Ok(h)
 }
 
 /// `vm_config.vessel_limits`: vessel's per-VM [`Limits`], keyed by their

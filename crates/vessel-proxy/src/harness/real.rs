@@ -113,6 +113,11 @@ impl Proxy<'_> {
             Proxy::Envoy(_) if has_limits(s) => {
                 Some("plugin.limits: Envoy has no per-VM memory, CPU-time or fuel limit".into())
             }
+            Proxy::Envoy(_) if has_hidden(s) => Some(
+                "plugin.hidden: Envoy cannot hide headers or properties from a plugin \
+                 (vessel's `vm_config.vessel_hidden`, which Envoy rejects)"
+                    .into(),
+            ),
             Proxy::Envoy(_) if tiny_reload_base(s) => Some(
                 "reload_backoff.base_ms 1: Envoy 1.40 divides by zero computing the jitter of a 1 ms backoff (SIGFPE)".into(),
             ),
@@ -192,6 +197,14 @@ fn has_limits(s: &Scenario) -> bool {
         .any(|p| p.limits.as_ref().is_some_and(|l| !l.is_empty()))
 }
 
+/// A filter of the scenario sets `hidden`.
+fn has_hidden(s: &Scenario) -> bool {
+    s.chain()
+        .unwrap_or_default()
+        .iter()
+        .any(|p| p.hidden.is_some())
+}
+
 /// A FAIL_RELOAD filter with a 1 ms `reload_backoff.base_ms`.
 fn tiny_reload_base(s: &Scenario) -> bool {
     s.chain().unwrap_or_default().iter().any(|p| {
@@ -202,7 +215,9 @@ fn tiny_reload_base(s: &Scenario) -> bool {
 
 /// The Envoy fields of a filter's `failure_policy`, `allowed_capabilities`
 /// and `allow_on_headers_stop_iteration` (in `config`, indented for it) and
-/// `environment` (in `vm_config`).
+/// `environment` (in `vm_config`), and vessel's `vessel_hidden` (in
+/// `vm_config`; only `vessel run` gets a scenario that has it, see
+/// [`Proxy::unsupported`]).
 fn policy_yaml(f: &Filter<'_>) -> (String, String) {
     let p = f.spec;
     let mut config = String::new();
@@ -254,6 +269,20 @@ fn policy_yaml(f: &Filter<'_>) -> (String, String) {
                     yaml_str(v)
                 ));
             }
+        }
+    }
+    if let Some(h) = &p.hidden {
+        vm.push_str("                  vessel_hidden:\n");
+        for (key, list) in [
+            ("request_headers", &h.request_headers),
+            ("response_headers", &h.response_headers),
+            ("properties", &h.properties),
+        ] {
+            let items: Vec<String> = list.iter().map(|i| yaml_str(i)).collect();
+            vm.push_str(&format!(
+                "                    {key}: [{}]\n",
+                items.join(", ")
+            ));
         }
     }
     (config, vm)

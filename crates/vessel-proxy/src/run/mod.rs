@@ -40,7 +40,8 @@
 //!   restricts the hostcalls the module may use (ABI reference §6.5;
 //!   [`vessel_host::hostcalls::capabilities`]), and vessel's own
 //!   `vm_config.vessel_limits` sets its per-VM [`vessel_host::Limits`]
-//!   (§6.6). One engine serves every filter: it has epoch interruption,
+//!   (§6.6), and `vm_config.vessel_hidden` the headers and properties it
+//!   must never see ([`vessel_host::Hidden`]). One engine serves every filter: it has epoch interruption,
 //!   fuel metering if any filter sets `fuel_per_callback` at start-up, and
 //!   the on-disk module cache of [`RunOptions::module_cache`]
 //!   (`docs/operations.md`, "vessel run knobs").
@@ -1018,6 +1019,7 @@ fn plugin_config(f: &WasmFilter, boot: &Bootstrap) -> PluginConfig {
         properties,
         limits: f.limits.clone(),
         allowed_capabilities: f.allowed_capabilities.clone(),
+        hidden: f.hidden.clone(),
     }
 }
 

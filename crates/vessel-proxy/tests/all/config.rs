@@ -486,7 +486,7 @@ fn allow_precompiled_error_names_path_and_supported_keys() {
         e.to_string(),
         "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.\
          http_filters[0].typed_config.config.vm_config.allow_precompiled: not supported; \
-         supported keys here: vm_id, runtime, code, configuration, environment_variables, vessel_limits"
+         supported keys here: vm_id, runtime, code, configuration, environment_variables, vessel_limits, vessel_hidden"
     );
     assert_eq!(e.kind(), Some(ErrorKind::Unsupported));
 }
@@ -2121,4 +2121,87 @@ fn the_llm_gateway_example_loads() {
     assert!(
         c.health_check.is_some() && c.outlier_detection.is_some() && c.metrics_scrape.is_some()
     );
+}
+
+/// `plugin_with` plus `vm_config.vessel_hidden: hidden`.
+fn hidden_with(hidden: &str) -> vessel_host::Hidden {
+    let mut doc = base();
+    set(&mut doc, &format!("{}.vessel_hidden", vm()), y(hidden));
+    ok(&doc).listeners[0].wasm_filters[0].hidden.clone()
+}
+
+#[test]
+fn vessel_hidden_lists_headers_and_properties() {
+    use vessel_host::{Hidden, MapType};
+    assert_eq!(
+        ok(&base()).listeners[0].wasm_filters[0].hidden,
+        Hidden::new()
+    );
+    assert_eq!(hidden_with("{}"), Hidden::new());
+    let h = hidden_with(
+        "{request_headers: [Authorization, cookie], response_headers: [set-cookie], \
+         properties: [source.address, connection.*]}",
+    );
+    assert_eq!(
+        h.request_headers().collect::<Vec<_>>(),
+        ["authorization", "cookie"]
+    );
+    assert_eq!(h.response_headers().collect::<Vec<_>>(), ["set-cookie"]);
+    assert_eq!(
+        h.properties().collect::<Vec<_>>(),
+        ["source.address", "connection.*"]
+    );
+    assert!(h.hides_header(MapType::HttpRequestTrailers, b"AUTHORIZATION"));
+    assert!(h.hides_property(b"connection\0id"));
+    // A single value is a one-element list, as elsewhere.
+    let one = hidden_with("{properties: source.address}");
+    assert_eq!(one.properties().collect::<Vec<_>>(), ["source.address"]);
+}
+
+#[test]
+fn vessel_hidden_bad_values_are_rejected_with_their_path() {
+    let at = |field: &str| format!("{}.vessel_hidden.{field}", vm());
+    for (value, field, needle) in [
+        (
+            "{request_headers: [cookie, \"bad name\"]}",
+            "request_headers[1]",
+            "not a header name",
+        ),
+        (
+            "{response_headers: [\"\"]}",
+            "response_headers[0]",
+            "not a header name",
+        ),
+        (
+            "{properties: [source.address, \"a.*.b\"]}",
+            "properties[1]",
+            "not a property pattern",
+        ),
+        (
+            "{properties: [\"*\"]}",
+            "properties[0]",
+            "not a property pattern",
+        ),
+        ("{properties: [5]}", "properties[0]", "string"),
+    ] {
+        let mut doc = base();
+        set(&mut doc, &format!("{}.vessel_hidden", vm()), y(value));
+        let (k, p, m) = field_err(&doc);
+        assert_eq!(
+            (k, p.as_str()),
+            (ErrorKind::Invalid, at(field).as_str()),
+            "{value}: {m}"
+        );
+        assert!(m.contains(needle), "{value}: {m}");
+    }
+    // An unknown key is named by its path.
+    let mut doc = base();
+    set(
+        &mut doc,
+        &format!("{}.vessel_hidden", vm()),
+        y("{request_headers: [a], trailers: [b]}"),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(k, ErrorKind::Unsupported);
+    assert_eq!(p, at("trailers"));
 }

@@ -16,6 +16,7 @@ mod cli;
 mod config;
 mod envoy_diff;
 mod gpustack;
+mod hidden;
 mod lb;
 mod library;
 mod llm;
