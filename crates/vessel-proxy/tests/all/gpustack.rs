@@ -35,7 +35,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use vessel_testkit::bootstrap::{Bootstrap, Cluster, Listener, Route, WasmFilter};
 
-use crate::support::{self, Answer, TestClient, eventually};
+use crate::support::{self, Answer, TestClient, eventually, redis};
 
 const TARGET_HEADER: &str = "x-higress-target-cluster";
 
@@ -53,25 +53,6 @@ fn plugins_dir(test: &str) -> Option<PathBuf> {
     );
     eprintln!("skipped {test}: the gpustack-higress-plugins wheel is not in target/higress");
     None
-}
-
-/// The Redis server `cargo xtask test` starts, or `None` (skipped; a
-/// failure under `CI=true`).
-fn redis(test: &str) -> Option<SocketAddr> {
-    match std::env::var("VESSEL_REDIS")
-        .ok()
-        .and_then(|a| a.parse().ok())
-    {
-        Some(a) => Some(a),
-        None => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true needs VESSEL_REDIS (a redis-server address)"
-            );
-            eprintln!("skipped {test}: VESSEL_REDIS is not set");
-            None
-        }
-    }
 }
 
 /// A worker's controls and counters.

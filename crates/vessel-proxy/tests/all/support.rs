@@ -72,6 +72,26 @@ pub async fn start_vessel(name: &str, config: &Bootstrap, workers: usize) -> Ves
     vessel
 }
 
+/// The Redis server `cargo xtask test` starts (`VESSEL_REDIS`), or `None`:
+/// the test `test` is skipped (printed), and fails under `CI=true`.
+#[allow(clippy::print_stderr)]
+pub fn redis(test: &str) -> Option<SocketAddr> {
+    match std::env::var("VESSEL_REDIS")
+        .ok()
+        .and_then(|a| a.parse().ok())
+    {
+        Some(a) => Some(a),
+        None => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true needs VESSEL_REDIS (a redis-server address)"
+            );
+            eprintln!("skipped {test}: VESSEL_REDIS is not set");
+            None
+        }
+    }
+}
+
 /// A loopback upstream answering 200 `ok`; it keeps nothing.
 pub async fn upstream() -> SocketAddr {
     vessel_testkit::servers::fixed().await

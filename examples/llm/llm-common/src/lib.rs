@@ -9,6 +9,8 @@
 //!   carry-over rule for text that arrives in pieces;
 //! * [`classifier`]: the naive-Bayes text classifier of `llm-moderation`
 //!   (training and scoring);
+//! * [`resp`]: Redis commands and replies (RESP) for `llm-token-limit`'s
+//!   Redis budget;
 //! * [`Tee`]: a bounded copy of a body that passes through unbuffered.
 
 #![warn(missing_docs)]
@@ -16,6 +18,7 @@
 pub mod classifier;
 pub mod openai;
 pub mod pii;
+pub mod resp;
 pub mod sse;
 
 /// A bounded copy of a body the filter lets pass chunk by chunk: the
