@@ -6,23 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 
+use crate::guest;
 use vessel_host::cache::{CacheKey, ModuleCache};
 use vessel_host::{
     CacheConfig, CacheError, CacheOutcome, Engine, EngineConfig, FilterHeadersStatus, HeaderMap,
     HostEnv, InstantiateError, MapType, Plugin, PluginConfig, PoolingConfig, Vm, VmError,
 };
-
-fn guest(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../spec-tests/guests/target/wasm32-wasip1/release")
-        .join(format!("guest_{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; build the guests with `cargo xtask guests`",
-            path.display()
-        )
-    })
-}
 
 /// A fresh, empty directory for one test.
 fn scratch(test: &str) -> PathBuf {

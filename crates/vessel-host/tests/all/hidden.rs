@@ -7,25 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::guest;
 use vessel_host::{
     Action, ContextId, Effect, FailurePolicy, FilterVms, HeaderMap, Hidden, HostEnv, HttpStream,
     LogRecord, LogSink, Plugin, PluginConfig, PropertyMap, StreamConfig, Vm,
 };
-
-fn guest(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../spec-tests/guests/target/wasm32-wasip1/release")
-        .join(format!("guest_{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; build the guests with `cargo xtask guests`",
-            path.display()
-        )
-    })
-}
 
 /// Guest log lines, as `<plugin>: <text>`.
 #[derive(Clone, Default)]

@@ -8,3 +8,16 @@ mod alone;
 mod cache;
 mod epoch_ticker;
 mod hidden;
+
+/// The bytes of `spec-tests/guests`' `guest_<name>.wasm`.
+pub(crate) fn guest(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../spec-tests/guests/target/wasm32-wasip1/release")
+        .join(format!("guest_{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the guests with `cargo xtask guests`",
+            path.display()
+        )
+    })
+}
