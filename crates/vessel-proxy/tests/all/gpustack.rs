@@ -245,37 +245,11 @@ async fn chat(c: &TestClient, addr: SocketAddr, headers: &[(&str, &str)]) -> Ans
 /// reach a worker before the next is sent, so the band sees it in flight.
 /// Least-load sends each to the less busy worker; with a cap of 2 the
 /// fifth finds both full and gets the finisher's 429.
-/// The keys that start with `prefix` in the Redis server at `addr` (`KEYS`, over a
-/// plain RESP exchange).
+/// The keys that start with `prefix` in the Redis server at `addr`.
 fn redis_keys(addr: SocketAddr, prefix: &str) -> Vec<String> {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let pattern = format!("{prefix}*");
-    let mut tcp = std::net::TcpStream::connect(addr).expect("redis connects");
-    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        tcp,
-        "*2\r\n$4\r\nKEYS\r\n${}\r\n{pattern}\r\n",
-        pattern.len()
-    )
-    .unwrap();
-    let mut reader = BufReader::new(tcp);
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let n: usize = line
-        .strip_prefix('*')
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("KEYS answered {line:?}"));
-    (0..n)
-        .map(|_| {
-            line.clear();
-            reader.read_line(&mut line).unwrap();
-            let len: usize = line[1..].trim().parse().unwrap();
-            let mut key = vec![0; len + 2];
-            reader.read_exact(&mut key).unwrap();
-            key.truncate(len);
-            String::from_utf8_lossy(&key).into_owned()
-        })
+    support::redis_command(addr, &["KEYS", &format!("{prefix}*")])
+        .into_iter()
+        .flatten()
         .collect()
 }
 

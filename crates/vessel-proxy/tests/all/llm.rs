@@ -175,24 +175,13 @@ async fn chat(addr: SocketAddr, tenant: &str) -> Answer {
     answer(&client(), req).await
 }
 
-/// `GET key` in the Redis server at `addr` over a plain RESP exchange:
-/// the number stored, `None` for a key not set.
+/// `GET key` in the Redis server at `addr`: the number stored, `None` for
+/// a key not set.
 fn redis_get(addr: SocketAddr, key: &str) -> Option<u64> {
-    use std::io::{BufRead, BufReader, Write};
-    let mut tcp = std::net::TcpStream::connect(addr).expect("redis connects");
-    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    write!(tcp, "*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).unwrap();
-    let mut reader = BufReader::new(tcp);
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    if line.trim_end() == "$-1" {
-        return None;
-    }
-    assert!(line.starts_with('$'), "GET answered {line:?}");
-    line.clear();
-    reader.read_line(&mut line).unwrap();
-    Some(line.trim_end().parse().unwrap())
+    let reply = crate::support::redis_command(addr, &["GET", key])
+        .pop()
+        .flatten()?;
+    Some(reply.parse().expect("a number"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,6 +92,51 @@ pub fn redis(test: &str) -> Option<SocketAddr> {
     }
 }
 
+/// Sends one command to the Redis server at `addr` over a plain RESP
+/// exchange and returns its reply's bulk strings: one (`None` for nil) for
+/// a bulk reply, one per element for an array of them. Any other reply
+/// fails the test.
+pub fn redis_command(addr: SocketAddr, args: &[&str]) -> Vec<Option<String>> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).expect("redis connects");
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut query = format!("*{}\r\n", args.len());
+    for a in args {
+        query.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    tcp.write_all(query.as_bytes()).unwrap();
+    let mut reader = BufReader::new(tcp);
+    let mut header = String::new();
+    reader.read_line(&mut header).unwrap();
+    match header.strip_prefix('*') {
+        Some(n) => {
+            let n: usize = n.trim().parse().expect("an array length");
+            (0..n)
+                .map(|_| {
+                    header.clear();
+                    reader.read_line(&mut header).unwrap();
+                    bulk(&mut reader, &header, args)
+                })
+                .collect()
+        }
+        None => vec![bulk(&mut reader, &header, args)],
+    }
+}
+
+/// The bulk string whose `$<len>` line is `header` (`None` for `$-1`).
+fn bulk(reader: &mut impl std::io::Read, header: &str, args: &[&str]) -> Option<String> {
+    let len: i64 = header
+        .strip_prefix('$')
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{args:?} answered {header:?}"));
+    let len = usize::try_from(len).ok()?;
+    let mut value = vec![0; len + 2];
+    reader.read_exact(&mut value).unwrap();
+    value.truncate(len);
+    Some(String::from_utf8_lossy(&value).into_owned())
+}
+
 /// A loopback upstream answering 200 `ok`; it keeps nothing.
 pub async fn upstream() -> SocketAddr {
     vessel_testkit::servers::fixed().await
