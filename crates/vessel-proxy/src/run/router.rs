@@ -265,6 +265,9 @@ pub(crate) struct Router {
     fallbacks: PolicyFallbacks,
     /// The router's `suppress_envoy_headers`.
     suppress_envoy_headers: bool,
+    /// Some route has a `name`: only then does [`Router::prepare`] match
+    /// the request before the filters.
+    named_routes: bool,
 }
 
 impl Router {
@@ -273,11 +276,17 @@ impl Router {
         upstreams: Upstreams,
         fallbacks: PolicyFallbacks,
     ) -> Self {
+        let named_routes = routes
+            .virtual_hosts()
+            .iter()
+            .flat_map(|v| &v.routes)
+            .any(|r| !r.name.is_empty());
         Self {
             routes: Arc::new(routes),
             upstreams,
             fallbacks,
             suppress_envoy_headers: false,
+            named_routes,
         }
     }
 
@@ -298,6 +307,9 @@ impl Router {
     /// so the name is the one of the request as it arrived.
     pub(crate) fn prepare<B>(&self, req: &mut Request<B>) {
         self.strip_internal_only(req.headers_mut());
+        if !self.named_routes {
+            return;
+        }
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let host = authority(req);
         let name = self
