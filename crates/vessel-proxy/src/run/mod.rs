@@ -52,6 +52,7 @@ mod dns;
 mod health;
 mod lb;
 mod router;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
@@ -171,6 +172,15 @@ pub enum RunError {
     /// The wasm engine cannot be built.
     #[error(transparent)]
     Engine(vessel_host::EngineError),
+    /// A cluster's or a listener's TLS context cannot be set up (a
+    /// certificate, key or CA that does not read).
+    #[error("{context}: {source}")]
+    Tls {
+        /// The cluster or listener.
+        context: String,
+        /// Why.
+        source: tls::TlsError,
+    },
     /// A cluster endpoint's host name does not resolve.
     #[error("cluster `{cluster}`: cannot resolve {host}: {source}")]
     Resolve {
@@ -522,11 +532,21 @@ async fn serve(
     let mut scrapers = Vec::new();
     for c in &boot.clusters {
         let endpoints = resolve(c)?;
+        let upstream_tls = c
+            .tls
+            .as_ref()
+            .map(|t| tls::upstream_tls(t, c.http2).map(Arc::new))
+            .transpose()
+            .map_err(|source| RunError::Tls {
+                context: format!("cluster `{}`", c.name),
+                source,
+            })?;
         callout_clusters.add(vessel_hyper::Cluster {
             name: c.name.clone(),
             endpoints: endpoints.clone(),
             connect_timeout: c.connect_timeout,
             http2: c.http2,
+            tls: upstream_tls.clone(),
         });
         let balancer = Arc::new(Balancer::new(
             &c.name,
@@ -542,7 +562,12 @@ async fn serve(
             scrapers.push(Arc::new(health::Scraper::new(balancer.clone(), m.clone())));
         }
         balancers.push(balancer.clone());
-        let upstream = Arc::new(Upstream::new(balancer, c.connect_timeout, c.http2));
+        let upstream = Arc::new(Upstream::new(
+            balancer,
+            c.connect_timeout,
+            c.http2,
+            upstream_tls,
+        ));
         if matches!(c.kind, ClusterKind::StrictDns | ClusterKind::LogicalDns) {
             let stats = Arc::new(dns::DnsStats::new(&c.name));
             dns::record_startup(&stats, &endpoints);
