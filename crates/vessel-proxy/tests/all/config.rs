@@ -591,7 +591,10 @@ fn every_unsupported_field_is_named_by_path() {
         ),
         (format!("{C}.dns_lookup_family"), "V4_ONLY"),
         (format!("{C}.upstream_connection_options"), "{}"),
-        (format!("{C}.transport_socket"), "{name: tls}"),
+        (
+            format!("{C}.transport_socket.name"),
+            "envoy.transport_sockets.raw_buffer",
+        ),
         (
             format!("{C}.http2_protocol_options.max_concurrent_streams"),
             "10",
