@@ -44,6 +44,7 @@ pub mod redis;
 pub mod service;
 mod signal;
 mod stream;
+pub mod tcp;
 pub mod tls;
 
 pub use body::{BoxError, VesselBody};

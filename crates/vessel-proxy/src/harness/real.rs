@@ -921,7 +921,12 @@ streams: []
     fn a_chain_becomes_wasm_filters_in_order() {
         let (dir, yaml) = chain_bootstrap(CHAIN);
         let b = config::parse(&yaml, dir.path()).expect("vessel run reads the bootstrap");
-        let f = &b.listeners[0].wasm_filters;
+        let f = &b.listeners[0]
+            .http_managers()
+            .next()
+            .expect("an HTTP connection manager")
+            .1
+            .wasm_filters;
         assert_eq!(f.len(), 4, "{yaml}");
         let names: Vec<&str> = f.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["first", "b", "third", "fourth"]);
@@ -970,8 +975,26 @@ streams: []
         let (dir, yaml) =
             chain_bootstrap("plugin: { wasm: a.wasm, configuration: one }\nstreams: []\n");
         let b = config::parse(&yaml, dir.path()).expect("bootstrap");
-        assert_eq!(b.listeners[0].wasm_filters.len(), 1);
-        assert_eq!(b.listeners[0].wasm_filters[0].name, "a");
+        assert_eq!(
+            b.listeners[0]
+                .http_managers()
+                .next()
+                .expect("an HTTP connection manager")
+                .1
+                .wasm_filters
+                .len(),
+            1
+        );
+        assert_eq!(
+            b.listeners[0]
+                .http_managers()
+                .next()
+                .expect("an HTTP connection manager")
+                .1
+                .wasm_filters[0]
+                .name,
+            "a"
+        );
         for (text, want) in [
             (
                 "plugin: { wasm: a.wasm }\nplugins: [{ wasm: b.wasm }]\nstreams: []\n",

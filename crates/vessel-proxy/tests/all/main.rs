@@ -24,4 +24,5 @@ mod llm_stream;
 mod load;
 mod reload;
 mod run;
+mod tcp;
 mod tls;
