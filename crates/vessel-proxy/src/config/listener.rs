@@ -51,6 +51,8 @@ pub struct FilterChain {
     pub network_filters: Vec<WasmFilter>,
     /// The last network filter.
     pub terminal: Terminal,
+    /// `transport_socket`: TLS termination (a `DownstreamTlsContext`).
+    pub tls: Option<super::tls::DownstreamTls>,
 }
 
 /// `filter_chain_match`: which connections a chain takes. An empty match
@@ -329,12 +331,10 @@ fn filter_chain(node: &Node<'_>, base_dir: &Path, with_match: bool) -> Res<Filte
         Some(m) => chain_match(&m)?,
         None => FilterChainMatch::default(),
     };
-    if let Some(ts) = c.get("transport_socket") {
-        return Err(ts.err(
-            ErrorKind::Unsupported,
-            "transport sockets (TLS) are not supported yet",
-        ));
-    }
+    let tls = c
+        .get("transport_socket")
+        .map(|ts| super::tls::downstream_tls_context(&ts, base_dir))
+        .transpose()?;
     let filters_node = c.req("filters")?;
     let filters = filters_node.list();
     let Some((last, front)) = filters.split_last() else {
@@ -373,6 +373,7 @@ fn filter_chain(node: &Node<'_>, base_dir: &Path, with_match: bool) -> Res<Filte
         matcher,
         network_filters,
         terminal,
+        tls,
     })
 }
 

@@ -135,8 +135,6 @@ fn open_socket<'a>(node: &Node<'a>, expected: &str) -> Res<(Obj<'a>, bool)> {
 
 /// Reads a listener filter chain's `transport_socket` (a
 /// `DownstreamTlsContext`).
-// Read by the listener reader once filter chains take a transport socket.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn downstream_tls_context(node: &Node<'_>, base_dir: &Path) -> Res<DownstreamTls> {
     let (o, _) = open_socket(node, DOWNSTREAM)?;
     let common = match o.get("common_tls_context") {

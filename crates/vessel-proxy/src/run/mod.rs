@@ -507,7 +507,12 @@ fn restart_required(old: &Bootstrap, new: &Bootstrap) -> Option<String> {
         Http(Codec, &'a str),
         Tcp(&'a config::TcpProxy),
     }
-    type Shape<'a> = (&'a config::FilterChainMatch, &'a [WasmFilter], Kind<'a>);
+    type Shape<'a> = (
+        &'a config::FilterChainMatch,
+        &'a [WasmFilter],
+        Kind<'a>,
+        Option<&'a config::DownstreamTls>,
+    );
     fn describe(b: &Bootstrap) -> Vec<(String, SocketAddr, usize, Vec<Shape<'_>>)> {
         b.listeners
             .iter()
@@ -519,7 +524,12 @@ fn restart_required(old: &Bootstrap, new: &Bootstrap) -> Option<String> {
                             config::Terminal::Http(h) => Kind::Http(h.codec, &h.stat_prefix),
                             config::Terminal::TcpProxy(t) => Kind::Tcp(t),
                         };
-                        (&c.matcher, c.network_filters.as_slice(), kind)
+                        (
+                            &c.matcher,
+                            c.network_filters.as_slice(),
+                            kind,
+                            c.tls.as_ref(),
+                        )
                     })
                     .collect();
                 (l.name.clone(), l.addr, l.buffer_limit, chains)
@@ -529,7 +539,7 @@ fn restart_required(old: &Bootstrap, new: &Bootstrap) -> Option<String> {
     if describe(old) != describe(new) {
         return Some(
             "the listeners changed (added, removed, renamed, or a new address, buffer limit, \
-             filter chain, codec, stat_prefix, network filter or tcp_proxy)"
+             filter chain, codec, stat_prefix, network filter, tcp_proxy or transport socket)"
                 .to_owned(),
         );
     }
@@ -682,7 +692,19 @@ async fn serve(
     for l in &boot.listeners {
         let mut chains = Vec::new();
         let mut live_chains = Vec::new();
+        let mut chain_tls = Vec::new();
         for (ci, chain) in l.chains().enumerate() {
+            chain_tls.push(
+                chain
+                    .tls
+                    .as_ref()
+                    .map(|t| tls::ServerTls::new(t).map(Arc::new))
+                    .transpose()
+                    .map_err(|source| RunError::Tls {
+                        context: format!("listener `{}` filter chain #{ci}", l.name),
+                        source,
+                    })?,
+            );
             if !chain.network_filters.is_empty() {
                 return Err(RunError::Config(ConfigError::Field {
                     kind: config::ErrorKind::Unsupported,
@@ -730,6 +752,8 @@ async fn serve(
                 name: l.name.clone(),
                 matcher: Some(l.clone()),
                 chains,
+                inspect: l.needs_server_name() || chain_tls.iter().any(Option::is_some),
+                tls: chain_tls,
             }),
         ));
     }
@@ -816,6 +840,8 @@ async fn serve(
                 make: Arc::new(make),
                 stats: Arc::new(ListenerStats::new("admin")),
             })],
+            tls: vec![None],
+            inspect: false,
         };
         tasks.push(tokio::spawn(accept_loop(
             listener,
@@ -946,6 +972,12 @@ struct ListenerServe {
     matcher: Option<config::Listener>,
     /// In [`config::Listener::chains`] order.
     chains: Vec<ChainServe>,
+    /// Per chain (same order): its TLS, when it terminates TLS
+    /// (`transport_socket`).
+    tls: Vec<Option<Arc<tls::ServerTls>>>,
+    /// Whether a connection's TLS ClientHello is read before its chain is
+    /// chosen (some chain matches `server_names` or terminates TLS).
+    inspect: bool,
 }
 
 /// One filter chain as it serves.
@@ -994,7 +1026,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let builders: Vec<Option<Builder<TokioExecutor>>> = serve
+    let builders: Arc<Vec<Option<Builder<TokioExecutor>>>> = serve
         .chains
         .iter()
         .map(|c| match c {
@@ -1009,7 +1041,8 @@ async fn accept_loop(
             }
             ChainServe::Tcp(_) => None,
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .into();
     let local = listener.local_addr().ok();
     let graceful = GracefulShutdown::new();
     let open = Arc::new(OpenConnections::default());
@@ -1033,46 +1066,17 @@ async fn accept_loop(
                     destination,
                     id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
                 };
-                let chain = match &serve.matcher {
-                    None => Some(0),
-                    Some(l) => l.select(destination.port(), None),
-                };
-                let Some(ci) = chain else {
-                    log::debug!(
-                        "listener `{}`: no filter chain matches the connection from {peer} \
-                         to {destination}; closing it",
-                        serve.name
-                    );
-                    continue;
-                };
-                match (&serve.chains[ci], &builders[ci]) {
-                    (ChainServe::Http(h), Some(builder)) => {
-                        let svc = TowerToHyperService::new((h.make)(info));
-                        let conn = builder
-                            .serve_connection(TokioIo::new(tcp), svc)
-                            .into_owned();
-                        let conn = graceful.watch(conn);
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                log::debug!("connection from {peer}: {e}");
-                            }
-                        });
-                    }
-                    (ChainServe::Tcp(t), _) => {
-                        let t = t.clone();
-                        open.count.fetch_add(1, Ordering::AcqRel);
-                        let guard = OpenGuard(open.clone());
-                        let mut close = close_rx.clone();
-                        tokio::spawn(async move {
-                            let _guard = guard;
-                            tokio::select! {
-                                () = t.serve(tcp, info) => {}
-                                _ = close.wait_for(|c| *c) => {}
-                            }
-                        });
-                    }
-                    (ChainServe::Http(_), None) => {}
-                }
+                let serve = serve.clone();
+                let builders = builders.clone();
+                let watcher = graceful.watcher();
+                let open = open.clone();
+                let close = close_rx.clone();
+                tokio::spawn(async move {
+                    serve_connection(
+                        &serve, &builders, tcp, destination, info, watcher, open, close,
+                    )
+                    .await;
+                });
             }
         }
     }
@@ -1092,6 +1096,120 @@ async fn accept_loop(
             log::warn!("connections still open after {drain:?}; closing them");
             let _ = close_tx.send(true);
         }
+    }
+}
+
+/// Serves one accepted connection: reads its ClientHello when the listener
+/// needs it, chooses the filter chain (destination port, SNI), terminates
+/// TLS when the chain has a transport socket, and serves the chain.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    serve: &ListenerServe,
+    builders: &[Option<Builder<TokioExecutor>>],
+    tcp: tokio::net::TcpStream,
+    destination: SocketAddr,
+    info: ConnectionInfo,
+    watcher: hyper_util::server::graceful::Watcher,
+    open: Arc<OpenConnections>,
+    close: watch::Receiver<bool>,
+) {
+    let peer = info.source;
+    let server_name = if serve.inspect {
+        match tls::peek_server_name(&tcp, tls::CLIENT_HELLO_TIMEOUT).await {
+            Ok(name) => name,
+            Err(e) => {
+                log::debug!("listener `{}`: connection from {peer}: {e}", serve.name);
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let chain = match &serve.matcher {
+        None => Some(0),
+        Some(l) => l.select(destination.port(), server_name.as_deref()),
+    };
+    let Some(ci) = chain else {
+        log::debug!(
+            "listener `{}`: no filter chain matches the connection from {peer} \
+             to {destination}; closing it",
+            serve.name
+        );
+        return;
+    };
+    match &serve.tls[ci] {
+        None => serve_chain(serve, builders, ci, tcp, info, None, watcher, open, close).await,
+        Some(t) => {
+            let (stream, tls_info) =
+                match tokio::time::timeout(tls::CLIENT_HELLO_TIMEOUT, t.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        log::debug!("listener `{}`: TLS handshake with {peer}: {e}", serve.name);
+                        return;
+                    }
+                    Err(_) => {
+                        log::debug!(
+                            "listener `{}`: TLS handshake with {peer} timed out",
+                            serve.name
+                        );
+                        return;
+                    }
+                };
+            serve_chain(
+                serve,
+                builders,
+                ci,
+                stream,
+                info,
+                Some(tls_info),
+                watcher,
+                open,
+                close,
+            )
+            .await;
+        }
+    }
+}
+
+/// Serves chain `ci` on `io` (TCP, or TLS over it with `tls_info`).
+#[allow(clippy::too_many_arguments)]
+async fn serve_chain<IO>(
+    serve: &ListenerServe,
+    builders: &[Option<Builder<TokioExecutor>>],
+    ci: usize,
+    io: IO,
+    info: ConnectionInfo,
+    tls_info: Option<Arc<vessel_hyper::TlsInfo>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    open: Arc<OpenConnections>,
+    mut close: watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.source;
+    match (&serve.chains[ci], &builders[ci]) {
+        (ChainServe::Http(h), Some(builder)) => {
+            let mut svc = (h.make)(info);
+            if let Some(t) = tls_info {
+                svc = BoxCloneService::new(tls::with_tls_info(svc, t));
+            }
+            let conn = builder
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                log::debug!("connection from {peer}: {e}");
+            }
+        }
+        (ChainServe::Tcp(t), _) => {
+            drop(watcher);
+            open.count.fetch_add(1, Ordering::AcqRel);
+            let _guard = OpenGuard(open);
+            tokio::select! {
+                () = t.serve(io, info) => {}
+                _ = close.wait_for(|c| *c) => {}
+            }
+        }
+        (ChainServe::Http(_), None) => {}
     }
 }
 

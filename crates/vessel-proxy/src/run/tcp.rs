@@ -58,8 +58,12 @@ pub(crate) struct TcpProxyServe {
 }
 
 impl TcpProxyServe {
-    /// Proxies one accepted connection until it ends.
-    pub(crate) async fn serve(&self, downstream: TcpStream, info: ConnectionInfo) {
+    /// Proxies one accepted connection (plain TCP, or TLS terminated by
+    /// the chain's transport socket) until it ends.
+    pub(crate) async fn serve<D>(&self, downstream: D, info: ConnectionInfo)
+    where
+        D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         self.stats.cx_total.fetch_add(1, Ordering::Relaxed);
         let cluster = &self.config.cluster;
         let Some(ep) = self.upstream.balancer.pick(&[], 1) else {

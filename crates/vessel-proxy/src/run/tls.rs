@@ -21,7 +21,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -511,6 +511,82 @@ impl ServerTls {
     pub fn negotiated_h2(stream: &TlsStream<TcpStream>) -> bool {
         stream.get_ref().1.alpn_protocol() == Some(b"h2")
     }
+}
+
+/// How long a listener that must read the TLS ClientHello (to choose a
+/// filter chain by SNI, or to terminate TLS) waits for it: Envoy's default
+/// `listener_filters_timeout`.
+pub(crate) const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The largest ClientHello read ahead (a TLS record: 16 KiB and its header).
+const MAX_CLIENT_HELLO: usize = 16 * 1024 + 5;
+
+/// Reads the SNI of the TLS ClientHello that starts `tcp` without taking
+/// any bytes off the socket (as Envoy's `tls_inspector`), so the chosen
+/// filter chain then terminates TLS or passes it through. `Ok(None)`: the
+/// connection is not TLS, or its ClientHello names no server. An error:
+/// the peer closed, or sent nothing within `timeout`.
+pub(crate) async fn peek_server_name(
+    tcp: &TcpStream,
+    timeout: Duration,
+) -> io::Result<Option<String>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; MAX_CLIENT_HELLO];
+    let mut last = 0;
+    loop {
+        let n = tokio::time::timeout_at(deadline, tcp.peek(&mut buf))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no ClientHello in time"))??;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        // A TLS handshake record starts with content type 22.
+        if buf[0] != 0x16 {
+            return Ok(None);
+        }
+        if n > last {
+            last = n;
+            let mut acceptor = rustls::server::Acceptor::default();
+            let mut rd = &buf[..n];
+            while !rd.is_empty() {
+                match acceptor.read_tls(&mut rd) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(_) => return Ok(None),
+                }
+            }
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    return Ok(accepted.client_hello().server_name().map(str::to_owned));
+                }
+                Ok(None) if n < buf.len() => {}
+                Ok(None) | Err(_) => return Ok(None),
+            }
+        }
+        // Part of the ClientHello is here: wait for the rest (peek sees
+        // the same bytes until more arrive).
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Wraps a connection's service so that every request carries the
+/// connection's TLS facts (the `connection.*` TLS properties).
+pub(crate) fn with_tls_info<S>(
+    svc: S,
+    info: Arc<TlsInfo>,
+) -> impl tower::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = S::Response,
+    Error = S::Error,
+    Future = S::Future,
+> + Clone
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>> + Clone,
+{
+    tower::util::MapRequest::new(svc, move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        req
+    })
 }
 
 /// A cluster's TLS. Without `alpn_protocols`, an HTTP/2 cluster offers

@@ -207,3 +207,338 @@ async fn a_callout_reaches_a_tls_cluster() {
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.header("x-seen-auth-user"), Some("tls-user"));
 }
+
+// ---- Downstream: `DownstreamTlsContext` on the listener's filter chain,
+// driven by curl and openssl s_client.
+
+/// The TLS properties `guest_phase_properties` copies into response
+/// headers (`x-req-<path with . → ->`).
+const TLS_PROPERTIES: &str = "connection.tls_version,connection.mtls:bool,\
+    connection.requested_server_name,connection.subject_peer_certificate,\
+    connection.uri_san_peer_certificate,connection.dns_san_peer_certificate,\
+    connection.sha256_peer_certificate_digest,connection.subject_local_certificate,\
+    connection.dns_san_local_certificate,request.protocol";
+
+/// True if `curl` and `openssl` run here. Without them the test is skipped
+/// (printed); under CI=true it fails.
+#[allow(clippy::print_stderr)]
+fn tls_clients(test: &str) -> bool {
+    let works = |tool: &str, arg: &str| {
+        std::process::Command::new(tool)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works("curl", "--version") && works("openssl", "version") {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true needs curl and openssl (Debian: apt-get install curl openssl)"
+    );
+    eprintln!("skipped {test}: curl or openssl is missing");
+    false
+}
+
+/// A `DownstreamTlsContext` with `certs` (`<name>.crt`/`.key` in `dir`),
+/// ALPN h2 and http/1.1, and the CA `ca.crt` for client certificates.
+fn downstream_tls(dir: &Path, certs: &[&str], require_client: bool) -> serde_json::Value {
+    let certs: Vec<serde_json::Value> = certs
+        .iter()
+        .map(|n| {
+            json!({
+                "certificate_chain": { "filename": dir.join(format!("{n}.crt")) },
+                "private_key": { "filename": dir.join(format!("{n}.key")) },
+            })
+        })
+        .collect();
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": require_client,
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_certificates": certs,
+                "validation_context": { "trusted_ca": { "filename": dir.join("ca.crt") } },
+            },
+        },
+    })
+}
+
+/// `vessel run` with one TLS listener `main` (the properties guest, routes
+/// to a plain upstream).
+async fn tls_vessel(name: &str, tls: serde_json::Value) -> crate::support::VesselProcess {
+    let upstream = crate::support::upstream().await;
+    let config = Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .route(Route::prefix("/").to("backend"))
+                .filter(
+                    WasmFilter::new("props", guest("phase_properties"))
+                        .configuration(TLS_PROPERTIES),
+                ),
+        )
+        .cluster(Cluster::new("backend").endpoint(upstream));
+    let mut v = config.to_value();
+    v["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = tls;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vessel-tls-{name}"));
+    let mut vessel = crate::support::VesselProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_vessel")),
+        &dir,
+        &serde_json::to_string_pretty(&v).expect("json"),
+        &["-l", "info", "--concurrency", "1"],
+    );
+    vessel.wait_ready().await;
+    vessel
+}
+
+/// Runs curl on `https://<host>:<port>/` (resolved to the listener) and
+/// returns its exit status and the response head (lower-case header names).
+fn curl(addr: SocketAddr, host: &str, ca: &Path, extra: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-", "--max-time", "10"])
+        .arg("--cacert")
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{host}:{}:{}", addr.port(), addr.ip()))
+        .args(extra)
+        .arg(format!("https://{host}:{}/", addr.port()))
+        .output()
+        .expect("run curl");
+    // Header names in lower case (HTTP/1.1 keeps the server's case).
+    let head: String = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| match l.split_once(": ") {
+            Some((k, v)) => format!("{}: {v}\n", k.to_ascii_lowercase()),
+            None => format!("{}\n", l.to_ascii_lowercase()),
+        })
+        .collect();
+    (
+        out.status.success(),
+        head + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// The value of header `name` in a response head from [`curl`].
+fn head_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map(str::trim)
+}
+
+/// Runs `openssl s_client` against the listener with `-servername sni` and
+/// returns its output (the chain it was served, the verify result).
+fn s_client(addr: SocketAddr, sni: &str, ca: &Path, client: Option<(&Path, &Path)>) -> String {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &addr.to_string(),
+        "-servername",
+        sni,
+    ])
+    .arg("-CAfile")
+    .arg(ca)
+    .stdin(std::process::Stdio::null());
+    if let Some((cert, key)) = client {
+        cmd.arg("-cert").arg(cert).arg("-key").arg(key);
+    }
+    let out = cmd.output().expect("run openssl");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_http1_and_h2_sees_the_tls_properties() {
+    if !tls_clients("curl_over_http1_and_h2_sees_the_tls_properties") {
+        return;
+    }
+    let dir = TempDir::new("tls-curl");
+    let ca = TestCa::new("vessel downstream CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    ca.server("server-a", &["a.test", "localhost"])
+        .write(dir.path(), "a");
+    let me = ca.client("curl", "spiffe://vessel/curl", "curl.test");
+    let (cert, key) = me.write(dir.path(), "client");
+    let vessel = tls_vessel("curl", downstream_tls(dir.path(), &["a"], false)).await;
+    let addr = vessel.listener("main");
+
+    for (flag, protocol) in [("--http1.1", "HTTP/1.1"), ("--http2", "HTTP/2")] {
+        let (ok, head) = curl(addr, "a.test", &ca_file, &[flag]);
+        assert!(ok, "{flag}: {head}");
+        assert!(
+            head.starts_with(if protocol == "HTTP/2" {
+                "http/2 200"
+            } else {
+                "http/1.1 200"
+            }),
+            "{head}"
+        );
+        assert_eq!(
+            head_value(&head, "x-req-request-protocol"),
+            Some(protocol),
+            "{head}"
+        );
+        assert_eq!(
+            head_value(&head, "x-req-connection-tls_version"),
+            Some("TLSv1.3"),
+            "{head}"
+        );
+        assert_eq!(
+            head_value(&head, "x-req-connection-mtls"),
+            Some("false"),
+            "{head}"
+        );
+        assert_eq!(
+            head_value(&head, "x-req-connection-requested_server_name"),
+            Some("a.test"),
+            "{head}"
+        );
+        assert_eq!(
+            head_value(&head, "x-req-connection-subject_local_certificate"),
+            Some("CN=server-a,O=vessel tests"),
+            "{head}"
+        );
+        assert_eq!(
+            head_value(&head, "x-req-connection-dns_san_local_certificate"),
+            Some("a.test")
+        );
+        // Envoy gives an empty subject without a client certificate; the SDK
+        // reads an empty value as absent.
+        assert_eq!(
+            head_value(&head, "x-req-connection-subject_peer_certificate"),
+            Some("<none>")
+        );
+        assert_eq!(
+            head_value(&head, "x-req-connection-uri_san_peer_certificate"),
+            Some("<none>")
+        );
+    }
+
+    // With a client certificate: mTLS and the peer's fields.
+    let (ok, head) = curl(
+        addr,
+        "a.test",
+        &ca_file,
+        &[
+            "--http2",
+            "--cert",
+            &cert.to_string_lossy(),
+            "--key",
+            &key.to_string_lossy(),
+        ],
+    );
+    assert!(ok, "{head}");
+    assert_eq!(
+        head_value(&head, "x-req-connection-mtls"),
+        Some("true"),
+        "{head}"
+    );
+    assert_eq!(
+        head_value(&head, "x-req-connection-subject_peer_certificate"),
+        Some("CN=curl,O=vessel tests")
+    );
+    assert_eq!(
+        head_value(&head, "x-req-connection-uri_san_peer_certificate"),
+        Some("spiffe://vessel/curl")
+    );
+    assert_eq!(
+        head_value(&head, "x-req-connection-dns_san_peer_certificate"),
+        Some("curl.test")
+    );
+    let digest: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&me.cert_der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(
+        head_value(&head, "x-req-connection-sha256_peer_certificate_digest"),
+        Some(digest.as_str())
+    );
+
+    // Plain HTTP to the TLS listener gets no answer.
+    let a = send(&client(), addr, "/", &[]).await;
+    assert_eq!(a.status, 0, "{a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_sni_picks_the_certificate_and_mtls_is_required() {
+    if !tls_clients("openssl_sni_picks_the_certificate_and_mtls_is_required") {
+        return;
+    }
+    let dir = TempDir::new("tls-sni");
+    let ca = TestCa::new("vessel downstream CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    ca.server("cert-a", &["a.test"]).write(dir.path(), "a");
+    ca.server("cert-wild", &["*.b.test"]).write(dir.path(), "b");
+    let (cert, key) = ca
+        .client("openssl", "spiffe://vessel/openssl", "openssl.test")
+        .write(dir.path(), "client");
+    let vessel = tls_vessel("sni", downstream_tls(dir.path(), &["a", "b"], true)).await;
+    let addr = vessel.listener("main");
+
+    for (sni, want, not) in [
+        ("x.b.test", "cert-wild", "cert-a"),
+        ("a.test", "cert-a", "cert-wild"),
+        // A name no certificate has: the first certificate.
+        ("c.test", "cert-a", "cert-wild"),
+    ] {
+        let out = s_client(addr, sni, &ca_file, Some((&cert, &key)));
+        assert!(out.contains(want) && !out.contains(not), "{sni}: {out}");
+    }
+    let out = s_client(addr, "a.test", &ca_file, Some((&cert, &key)));
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+
+    // Without a client certificate the server refuses: curl fails, with
+    // one it gets its answer.
+    let (ok, head) = curl(addr, "a.test", &ca_file, &[]);
+    assert!(!ok, "no client certificate: {head}");
+    let (ok, head) = curl(
+        addr,
+        "a.test",
+        &ca_file,
+        &[
+            "--cert",
+            &cert.to_string_lossy(),
+            "--key",
+            &key.to_string_lossy(),
+        ],
+    );
+    assert!(ok, "{head}");
+    assert_eq!(
+        head_value(&head, "x-req-connection-mtls"),
+        Some("true"),
+        "{head}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_certificate_is_served_to_new_connections() {
+    if !tls_clients("a_replaced_certificate_is_served_to_new_connections") {
+        return;
+    }
+    let dir = TempDir::new("tls-reload");
+    let ca = TestCa::new("vessel downstream CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    ca.server("first-cert", &["a.test"]).write(dir.path(), "a");
+    let vessel = tls_vessel("reload", downstream_tls(dir.path(), &["a"], false)).await;
+    let addr = vessel.listener("main");
+    let out = s_client(addr, "a.test", &ca_file, None);
+    assert!(out.contains("first-cert"), "{out}");
+
+    let second = ca.server("second-cert", &["a.test"]);
+    crate::support::replace_file(&dir.path().join("a.crt"), second.cert_pem.as_bytes());
+    crate::support::replace_file(&dir.path().join("a.key"), second.key_pem.as_bytes());
+    crate::support::eventually("the new certificate is served", || async {
+        s_client(addr, "a.test", &ca_file, None).contains("second-cert")
+    })
+    .await;
+    let (ok, head) = curl(addr, "a.test", &ca_file, &[]);
+    assert!(ok, "{head}");
+    assert_eq!(
+        head_value(&head, "x-req-connection-subject_local_certificate"),
+        Some("CN=second-cert,O=vessel tests")
+    );
+}
