@@ -5,7 +5,12 @@
 //! * Each accepted connection takes the filter chain it matches
 //!   ([`config::Listener::select`]): an HTTP connection manager, or a
 //!   `tcp_proxy` (module `tcp`) that moves its bytes to an endpoint of a
-//!   cluster. A connection no chain takes is closed.
+//!   cluster. A connection no chain takes is closed. A chain with a
+//!   `transport_socket` terminates TLS ([`tls`]: rustls, certificates by
+//!   SNI and reloaded when their files change, client certificates); the
+//!   ClientHello's SNI, read without consuming it, also chooses among
+//!   chains by `server_names`. Clusters with an `UpstreamTlsContext`
+//!   connect with TLS.
 //! * Each `envoy.filters.http.wasm` filter becomes a
 //!   [`vessel_hyper::FilterPool`] of `concurrency` VMs (ABI reference §9:
 //!   plugin and VM configuration; §6.6: failure policy, `FAIL_CLOSED`,
@@ -24,15 +29,15 @@
 //!   not load, a VM that does not start or configure) the old config keeps
 //!   serving and the error is logged (and returned by `/reload`). Changes
 //!   to listeners (names, addresses, buffer limits, filter chains, codecs,
-//!   stat prefixes, tcp_proxy, network filters), clusters or the admin
+//!   stat prefixes, tcp_proxy, network filters, transport sockets), clusters or the admin
 //!   address need a restart and are refused.
 //! * The router (module `router`) answers `direct_response` routes, forwards the
 //!   others round-robin to their cluster's endpoints, and answers upstream
 //!   failures as Envoy does (503 `no healthy upstream`, 503 `upstream
 //!   connect error…`, 504 `upstream request timeout`, 404 when no route
 //!   matches).
-//! * HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on every listener
-//!   unless its `codec_type` says otherwise.
+//! * HTTP/1.1 and HTTP/2 (prior knowledge in cleartext, ALPN over TLS) on
+//!   every listener unless its `codec_type` says otherwise.
 //! * SIGTERM or Ctrl-C stops accepting and lets connections in flight
 //!   finish (bounded by [`RunOptions::drain_timeout`]), so every stream's
 //!   `on_log`/`on_done` runs.

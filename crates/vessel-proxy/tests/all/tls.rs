@@ -542,3 +542,66 @@ async fn a_replaced_certificate_is_served_to_new_connections() {
         Some("CN=second-cert,O=vessel tests")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sni_chooses_the_filter_chain_and_its_certificate() {
+    if !tls_clients("the_sni_chooses_the_filter_chain_and_its_certificate") {
+        return;
+    }
+    let dir = TempDir::new("tls-chains");
+    let ca = TestCa::new("vessel downstream CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    ca.server("chain-a", &["a.test"]).write(dir.path(), "a");
+    ca.server("chain-b", &["b.test"]).write(dir.path(), "b");
+    // Two listeners' chains merged into one listener, one per server name.
+    let config = Bootstrap::new()
+        .listener(Listener::new("main").route(Route::prefix("/").direct(200, Some("from A"))))
+        .listener(Listener::new("other").route(Route::prefix("/").direct(200, Some("from B"))));
+    let mut v = config.to_value();
+    let listeners = v["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners");
+    let mut b = listeners.pop().expect("listener other")["filter_chains"][0].clone();
+    let a = &mut listeners[0]["filter_chains"][0];
+    a["filter_chain_match"] = json!({ "server_names": ["a.test"] });
+    a["transport_socket"] = downstream_tls(dir.path(), &["a"], false);
+    b["filter_chain_match"] = json!({ "server_names": ["*.b.test", "b.test"] });
+    b["transport_socket"] = downstream_tls(dir.path(), &["b"], false);
+    listeners[0]["filter_chains"]
+        .as_array_mut()
+        .expect("chains")
+        .push(b);
+    let vessel_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vessel-tls-chains");
+    let mut vessel = crate::support::VesselProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_vessel")),
+        &vessel_dir,
+        &serde_json::to_string_pretty(&v).expect("json"),
+        &["-l", "info", "--concurrency", "1"],
+    );
+    vessel.wait_ready().await;
+    let addr = vessel.listener("main");
+    for (host, body, cert) in [
+        ("a.test", "from A", "chain-a"),
+        ("b.test", "from B", "chain-b"),
+    ] {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&ca_file)
+            .arg("--resolve")
+            .arg(format!("{host}:{}:{}", addr.port(), addr.ip()))
+            .arg(format!("https://{host}:{}/", addr.port()))
+            .output()
+            .expect("run curl");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            body,
+            "{host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let served = s_client(addr, host, &ca_file, None);
+        assert!(served.contains(cert), "{host}: {served}");
+    }
+    // A name no chain matches: no chain, the connection is closed.
+    let (ok, head) = curl(addr, "c.test", &ca_file, &[]);
+    assert!(!ok, "{head}");
+}
