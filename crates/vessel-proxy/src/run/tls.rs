@@ -1,7 +1,7 @@
 //! TLS for `vessel run`, with rustls and its default provider (aws-lc-rs).
 //!
 //! Downstream ([`ServerTls`], from a `DownstreamTlsContext`): several
-//! certificates chosen by the client's SNI ([`CertResolver`]: the first
+//! certificates chosen by the client's SNI (`CertResolver`: the first
 //! whose DNS SANs match the name exactly, then by a wildcard, else the first
 //! certificate, as Envoy does), each read again when its files change (the
 //! files' modification times and sizes are compared at each handshake; a
@@ -12,7 +12,7 @@
 //! handshake, [`ServerTls::accept`] returns the connection's
 //! [`TlsInfo`] (the `connection.*` TLS properties).
 //!
-//! Upstream ([`upstream_tls`], from an `UpstreamTlsContext`): a
+//! Upstream (`upstream_tls`, from an `UpstreamTlsContext`): a
 //! [`vessel_hyper::tls::UpstreamTls`] with the SNI, the trusted CAs, the
 //! client certificate and ALPN (`h2` for HTTP/2 clusters when none is
 //! given).

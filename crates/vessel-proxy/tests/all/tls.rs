@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use rustls::pki_types::pem::PemObject;
@@ -23,10 +23,11 @@ use crate::support::{Bootstrap, Cluster, Listener, Route, WasmFilter, client, gu
 
 /// A TLS upstream: requires a client certificate signed by `ca`, offers
 /// ALPN `h2` and `http/1.1`, and answers 200 with what it saw: `x-seen-sni`,
-/// `x-seen-alpn`, `x-seen-client` (the client certificate's first DNS-less
-/// subject bytes length, or `none`), `x-seen-version`, and
-/// `x-seen-auth-user` (the request's `x-auth-user`); it also sends
-/// `x-auth-user: tls-user` (for the `http_call` guest).
+/// `x-seen-alpn`, `x-seen-client` (`yes` with a client certificate),
+/// `x-seen-version`, `x-seen-auth-user` and `x-seen-grpc-user` (those
+/// request headers); it also sends `x-auth-user: tls-user` (for the
+/// `http_call` guest). `POST /auth.Auth/Check` gets a unary gRPC answer,
+/// the message `grpc-tls-user` (for the `grpc_call` guest).
 async fn tls_upstream(ca: &TestCa, cert: &CertPair) -> SocketAddr {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes()) {
@@ -69,21 +70,43 @@ async fn tls_upstream(ca: &TestCa, cert: &CertPair) -> SocketAddr {
                     "none"
                 };
                 let svc = hyper::service::service_fn(move |req: http::Request<_>| {
-                    let seen_user = req
-                        .headers()
-                        .get("x-auth-user")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("none")
-                        .to_owned();
-                    let resp = http::Response::builder()
-                        .header("x-seen-sni", sni.as_str())
-                        .header("x-seen-alpn", alpn.as_str())
-                        .header("x-seen-client", client)
-                        .header("x-seen-version", format!("{:?}", req.version()))
-                        .header("x-seen-auth-user", seen_user)
-                        .header("x-auth-user", "tls-user")
-                        .body(Full::new(Bytes::from_static(b"secure")))
-                        .expect("response");
+                    let seen = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("none")
+                            .to_owned()
+                    };
+                    let resp = if req.uri().path() == "/auth.Auth/Check" {
+                        // A unary gRPC answer: one message, grpc-status 0.
+                        let msg = b"grpc-tls-user";
+                        let mut frame = vec![0u8];
+                        frame.extend_from_slice(
+                            &u32::try_from(msg.len()).unwrap_or(0).to_be_bytes(),
+                        );
+                        frame.extend_from_slice(msg);
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(
+                                Full::new(Bytes::from(frame))
+                                    .with_trailers(async move { Some(Ok(trailers)) })
+                                    .boxed(),
+                            )
+                            .expect("response")
+                    } else {
+                        http::Response::builder()
+                            .header("x-seen-sni", sni.as_str())
+                            .header("x-seen-alpn", alpn.as_str())
+                            .header("x-seen-client", client)
+                            .header("x-seen-version", format!("{:?}", req.version()))
+                            .header("x-seen-auth-user", seen("x-auth-user"))
+                            .header("x-seen-grpc-user", seen("x-grpc-user"))
+                            .header("x-auth-user", "tls-user")
+                            .body(Full::new(Bytes::from_static(b"secure")).boxed())
+                            .expect("response")
+                    };
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 let _ = Builder::new(TokioExecutor::new())
@@ -180,6 +203,32 @@ async fn the_router_reaches_a_tls_upstream_over_http1_and_h2() {
     // A server whose chain does not lead to the trusted CA: no connection.
     let a = send(&c, addr, "/stranger", &[]).await;
     assert_eq!(a.status, 503, "{a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_reaches_a_tls_cluster_over_h2() {
+    let s = setup("tls-grpc").await;
+    let config = Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .route(Route::prefix("/").to("secure"))
+                .filter(WasmFilter::new("auth", guest("grpc_call"))),
+        )
+        .cluster(Cluster::new("secure").endpoint(s.upstream).field(
+            "transport_socket",
+            upstream_tls(s.dir.path(), "upstream.test", "ca.crt"),
+        ))
+        .cluster(Cluster::new("grpc").endpoint(s.upstream).http2().field(
+            "transport_socket",
+            upstream_tls(s.dir.path(), "grpc.test", "ca.crt"),
+        ));
+    let vessel = crate::support::start_vessel("tls-grpc", &config, 1).await;
+    let addr = vessel.listener("main");
+    let a = send(&client(), addr, "/", &[("x-token", "t")]).await;
+    // The gRPC call (HTTP/2 by ALPN over TLS) answered OK with its message;
+    // the guest added it to the request, which the TLS upstream saw.
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.header("x-seen-grpc-user"), Some("grpc-tls-user"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
