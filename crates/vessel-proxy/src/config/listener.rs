@@ -37,6 +37,10 @@ pub struct Listener {
     /// `default_filter_chain`: the chain of a connection that matches none
     /// of `filter_chains` (without one, such a connection is closed).
     pub default_filter_chain: Option<FilterChain>,
+    /// `listener_filters` names the TLS inspector. With it (or with a chain
+    /// matching `server_names`, for which Envoy adds it itself) a TLS
+    /// connection's SNI is its `connection.requested_server_name`.
+    pub tls_inspector: bool,
 }
 
 /// One filter chain.
@@ -138,6 +142,14 @@ impl Listener {
             })
     }
 
+    /// Whether a TLS connection's SNI is recorded
+    /// (`connection.requested_server_name`): as in Envoy, when the TLS
+    /// inspector runs, i.e. `listener_filters` names it or a chain matches
+    /// on `server_names`.
+    pub fn records_server_name(&self) -> bool {
+        self.tls_inspector || self.needs_server_name()
+    }
+
     /// True if choosing a chain needs the TLS ClientHello's SNI (some chain
     /// matches on `server_names`).
     pub fn needs_server_name(&self) -> bool {
@@ -228,9 +240,11 @@ pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Li
         Some(n) => usize::try_from(n.u32()?).unwrap_or(usize::MAX),
         None => vessel_host::DEFAULT_BUFFER_LIMIT,
     };
+    let mut tls_inspector = false;
     if let Some(lf) = o.get("listener_filters") {
         for f in lf.list() {
             listener_filter(&f)?;
+            tls_inspector = true;
         }
     }
 
@@ -278,6 +292,7 @@ pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Li
         buffer_limit,
         filter_chains,
         default_filter_chain,
+        tls_inspector,
     })
 }
 

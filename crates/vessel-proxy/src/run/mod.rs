@@ -1160,6 +1160,18 @@ async fn serve_connection(
                         return;
                     }
                 };
+            // Without the TLS inspector Envoy records no SNI.
+            let tls_info = if serve
+                .matcher
+                .as_ref()
+                .is_some_and(config::Listener::records_server_name)
+            {
+                tls_info
+            } else {
+                let mut t = (*tls_info).clone();
+                t.requested_server_name.clear();
+                Arc::new(t)
+            };
             serve_chain(
                 serve,
                 builders,

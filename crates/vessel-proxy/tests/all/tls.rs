@@ -315,9 +315,24 @@ fn downstream_tls(dir: &Path, certs: &[&str], require_client: bool) -> serde_jso
     })
 }
 
+/// `listener_filters` with the TLS inspector (Envoy 1.40 needs its
+/// `typed_config`).
+fn tls_inspector() -> serde_json::Value {
+    json!([{
+        "name": "envoy.filters.listener.tls_inspector",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        },
+    }])
+}
+
 /// `vessel run` with one TLS listener `main` (the properties guest, routes
-/// to a plain upstream).
-async fn tls_vessel(name: &str, tls: serde_json::Value) -> crate::support::VesselProcess {
+/// to a plain upstream), with the TLS inspector if `inspector`.
+async fn tls_vessel(
+    name: &str,
+    tls: serde_json::Value,
+    inspector: bool,
+) -> crate::support::VesselProcess {
     let upstream = crate::support::upstream().await;
     let config = Bootstrap::new()
         .listener(
@@ -331,6 +346,9 @@ async fn tls_vessel(name: &str, tls: serde_json::Value) -> crate::support::Vesse
         .cluster(Cluster::new("backend").endpoint(upstream));
     let mut v = config.to_value();
     v["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = tls;
+    if inspector {
+        v["static_resources"]["listeners"][0]["listener_filters"] = tls_inspector();
+    }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vessel-tls-{name}"));
     let mut vessel = crate::support::VesselProcess::start(
         Path::new(env!("CARGO_BIN_EXE_vessel")),
@@ -409,7 +427,7 @@ async fn curl_over_http1_and_h2_sees_the_tls_properties() {
         .write(dir.path(), "a");
     let me = ca.client("curl", "spiffe://vessel/curl", "curl.test");
     let (cert, key) = me.write(dir.path(), "client");
-    let vessel = tls_vessel("curl", downstream_tls(dir.path(), &["a"], false)).await;
+    let vessel = tls_vessel("curl", downstream_tls(dir.path(), &["a"], false), true).await;
     let addr = vessel.listener("main");
 
     for (flag, protocol) in [("--http1.1", "HTTP/1.1"), ("--http2", "HTTP/2")] {
@@ -525,7 +543,7 @@ async fn openssl_sni_picks_the_certificate_and_mtls_is_required() {
     let (cert, key) = ca
         .client("openssl", "spiffe://vessel/openssl", "openssl.test")
         .write(dir.path(), "client");
-    let vessel = tls_vessel("sni", downstream_tls(dir.path(), &["a", "b"], true)).await;
+    let vessel = tls_vessel("sni", downstream_tls(dir.path(), &["a", "b"], true), true).await;
     let addr = vessel.listener("main");
 
     for (sni, want, not) in [
@@ -572,7 +590,7 @@ async fn a_replaced_certificate_is_served_to_new_connections() {
     let ca = TestCa::new("vessel downstream CA");
     let ca_file = ca.write(dir.path(), "ca");
     ca.server("first-cert", &["a.test"]).write(dir.path(), "a");
-    let vessel = tls_vessel("reload", downstream_tls(dir.path(), &["a"], false)).await;
+    let vessel = tls_vessel("reload", downstream_tls(dir.path(), &["a"], false), false).await;
     let addr = vessel.listener("main");
     let out = s_client(addr, "a.test", &ca_file, None);
     assert!(out.contains("first-cert"), "{out}");
@@ -653,4 +671,173 @@ async fn the_sni_chooses_the_filter_chain_and_its_certificate() {
     // A name no chain matches: no chain, the connection is closed.
     let (ok, head) = curl(addr, "c.test", &ca_file, &[]);
     assert!(!ok, "{head}");
+}
+
+/// The listener `main`'s address from an admin's `/listeners?format=json`.
+async fn listener_from_admin(admin_file: &Path) -> Option<SocketAddr> {
+    let admin: SocketAddr = std::fs::read_to_string(admin_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let (status, body) = vessel_testkit::admin_get(admin, "GET", "/listeners?format=json")
+        .await
+        .ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let l = v["listener_statuses"]
+        .as_array()?
+        .iter()
+        .find(|l| l["name"] == "main")?;
+    let sa = &l["local_address"]["socket_address"];
+    let port = u16::try_from(sa["port_value"].as_u64()?).ok()?;
+    if port == 0 {
+        return None;
+    }
+    Some(SocketAddr::new(sa["address"].as_str()?.parse().ok()?, port))
+}
+
+/// The same TLS listener (certificates, mTLS, the properties guest) on
+/// Envoy and on `vessel run`: curl with a client certificate, over
+/// HTTP/1.1 and HTTP/2, sees the same `connection.*` TLS properties from
+/// both. Envoy comes from `VESSEL_ENVOY` (`cargo xtask test` sets it);
+/// without it the test prints a skip, and fails under `CI=true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stderr)]
+async fn envoy_and_vessel_report_the_same_tls_properties() {
+    if !tls_clients("envoy_and_vessel_report_the_same_tls_properties") {
+        return;
+    }
+    let Some(envoy) = std::env::var_os("VESSEL_ENVOY").map(std::path::PathBuf::from) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true needs VESSEL_ENVOY"
+        );
+        eprintln!("SKIPPED: VESSEL_ENVOY is not set (cargo xtask test sets it)");
+        return;
+    };
+    let dir = TempDir::new("tls-envoy");
+    let ca = TestCa::new("vessel downstream CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    ca.server("server-a", &["a.test", "localhost"])
+        .write(dir.path(), "a");
+    ca.server("server-b", &["*.b.test"]).write(dir.path(), "b");
+    let (cert, key) = ca
+        .client("peer", "spiffe://vessel/peer", "peer.test")
+        .write(dir.path(), "client");
+    for inspector in [false, true] {
+        compare_with_envoy(&envoy, &dir, &ca_file, (&cert, &key), inspector).await;
+    }
+}
+
+/// One run of [`envoy_and_vessel_report_the_same_tls_properties`], with or
+/// without the TLS inspector (without it Envoy records no SNI).
+async fn compare_with_envoy(
+    envoy: &Path,
+    dir: &TempDir,
+    ca_file: &Path,
+    (cert, key): (&Path, &Path),
+    inspector: bool,
+) {
+    let tls = downstream_tls(dir.path(), &["a", "b"], true);
+    let vessel = tls_vessel(&format!("envoy-diff-{inspector}"), tls.clone(), inspector).await;
+
+    // The same bootstrap for Envoy.
+    let upstream = crate::support::upstream().await;
+    let config = Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .route(Route::prefix("/").to("backend"))
+                .filter(
+                    WasmFilter::new("props", guest("phase_properties"))
+                        .configuration(TLS_PROPERTIES),
+                ),
+        )
+        .cluster(Cluster::new("backend").endpoint(upstream));
+    let mut v = config.to_value();
+    v["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = tls;
+    if inspector {
+        v["static_resources"]["listeners"][0]["listener_filters"] = tls_inspector();
+    }
+    let envoy_yaml = dir.write(
+        &format!("envoy-{inspector}.yaml"),
+        serde_json::to_string_pretty(&v).expect("json"),
+    );
+    let admin_file = dir.path().join(format!("envoy-admin-{inspector}"));
+    let log = dir.path().join(format!("envoy-{inspector}.log"));
+    let child = std::process::Command::new(envoy)
+        .arg("-c")
+        .arg(&envoy_yaml)
+        .arg("--admin-address-path")
+        .arg(&admin_file)
+        .args(["--concurrency", "1", "-l", "warning", "--base-id"])
+        .arg((std::process::id() % 100_000 * 1000 + 996 + u32::from(inspector)).to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start envoy");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(child);
+    crate::support::eventually("Envoy serves its TLS listener", || {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!(
+                "envoy exited ({status}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        let admin_file = admin_file.clone();
+        async move { listener_from_admin(&admin_file).await.is_some() }
+    })
+    .await;
+    let envoy_addr = listener_from_admin(&admin_file)
+        .await
+        .expect("Envoy's listener");
+    let vessel_addr = vessel.listener("main");
+
+    let props = |head: &str| -> Vec<String> {
+        let mut p: Vec<String> = head
+            .lines()
+            .filter(|l| l.starts_with("x-req-"))
+            .map(str::to_owned)
+            .collect();
+        p.sort();
+        p
+    };
+    let with_cert = [
+        "--cert",
+        &*cert.to_string_lossy(),
+        "--key",
+        &*key.to_string_lossy(),
+    ]
+    .map(str::to_owned);
+    for (host, flag) in [
+        ("a.test", "--http1.1"),
+        ("x.b.test", "--http2"),
+        ("a.test", "--http2"),
+    ] {
+        let mut args: Vec<&str> = with_cert.iter().map(String::as_str).collect();
+        args.push(flag);
+        let (ok_e, head_e) = curl(envoy_addr, host, ca_file, &args);
+        let (ok_v, head_v) = curl(vessel_addr, host, ca_file, &args);
+        assert!(
+            ok_e && ok_v,
+            "{host} {flag}:\nenvoy: {head_e}\nvessel: {head_v}"
+        );
+        let (pe, pv) = (props(&head_e), props(&head_v));
+        assert_eq!(pe.len(), 10, "{host} {flag}: envoy: {head_e}");
+        assert_eq!(
+            pe, pv,
+            "{host} {flag} (inspector {inspector}): Envoy (left) and vessel (right) differ"
+        );
+        let sni = format!("x-req-connection-requested_server_name: {host}");
+        assert_eq!(pv.contains(&sni), inspector, "{pv:?}");
+    }
 }
