@@ -9,6 +9,8 @@
 //! <peer> (down <d>, up <u>)`, `tcp_count #<id>: downstream close <peer>
 //! (down <d>, up <u>)`, `tcp_count #<id>: done`, `tcp_count #<id>: log down
 //! <d> up <u>`. It also adds `tcp_count.down` and `tcp_count.up` counters.
+//! Client bytes that contain `TRAP` make `on_downstream_data` panic (a
+//! trap that fails the VM), for the failure-policy scenarios.
 //! Contract: `spec-tests/guests/README.md`.
 
 use log::info;
@@ -72,6 +74,11 @@ impl StreamContext for Count {
     }
 
     fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
+        let data = self.get_downstream_data(0, data_size).unwrap_or_default();
+        if data.windows(4).any(|w| w == b"TRAP") {
+            // A trap on request, for the failure-policy scenarios.
+            panic!("tcp_count #{}: trapping as asked", self.id);
+        }
         self.down += data_size;
         if let Some(m) = self.down_metric {
             let _ = proxy_wasm::hostcalls::increment_metric(m, data_size as i64);
