@@ -70,6 +70,7 @@ pub mod properties;
 pub mod shared;
 mod state;
 pub mod stream;
+pub mod tcp;
 pub mod vm;
 pub mod wasi;
 
@@ -102,9 +103,10 @@ pub use stream::{
     Action, DEFAULT_BUFFER_LIMIT, Direction, FilterVms, HttpStream, ResetReason, StreamConfig,
     StreamSignal,
 };
+pub use tcp::{CloseReason, TcpAction, TcpStream};
 pub use vessel_abi;
 pub use vessel_abi::{
-    AbiVersion, BufferType, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, LogLevel,
-    MapType, MetricType, Status, StreamType,
+    AbiVersion, BufferType, FilterDataStatus, FilterHeadersStatus, FilterStatus,
+    FilterTrailersStatus, LogLevel, MapType, MetricType, PeerType, Status, StreamType,
 };
 pub use vm::{HttpCallOutcome, HttpCallResponse, RedisCallOutcome, Vm};

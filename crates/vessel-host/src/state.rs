@@ -281,6 +281,10 @@ pub(crate) struct HttpContext {
     pub(crate) response: DirectionState,
     pub(crate) local_response_sent: bool,
     pub(crate) properties: PropertyMap,
+    /// A TCP stream (network filter) context: its data buffers are
+    /// `DOWNSTREAM_DATA` (in `request.body`) and `UPSTREAM_DATA` (in
+    /// `response.body`), and the HTTP body buffers are not available.
+    pub(crate) tcp: bool,
     /// The plugin tried to write something its
     /// [`Hidden`](crate::Hidden) hides, and it was logged (once per stream).
     pub(crate) hidden_write_logged: bool,
@@ -362,23 +366,37 @@ impl HttpContext {
         slot.writable()
     }
 
-    /// The direction of a body buffer type (`None` for other buffers).
+    /// The direction of a body or data buffer type (`None` for other
+    /// buffers): `HTTP_REQUEST_BODY` and `DOWNSTREAM_DATA` are the request
+    /// (client to upstream) side, `HTTP_RESPONSE_BODY` and `UPSTREAM_DATA`
+    /// the response side.
     pub(crate) fn body_direction(ty: BufferType) -> Option<Direction> {
         match ty {
-            BufferType::HttpRequestBody => Some(Direction::Request),
-            BufferType::HttpResponseBody => Some(Direction::Response),
+            BufferType::HttpRequestBody | BufferType::DownstreamData => Some(Direction::Request),
+            BufferType::HttpResponseBody | BufferType::UpstreamData => Some(Direction::Response),
             _ => None,
         }
     }
 
-    /// The body buffer slot of a direction (`None` for other buffer types).
+    /// The direction of buffer `ty` in this context: body buffers for an
+    /// HTTP stream, data buffers for a TCP stream, `None` otherwise.
+    fn own_direction(&self, ty: BufferType) -> Option<Direction> {
+        let tcp_buffer = matches!(ty, BufferType::DownstreamData | BufferType::UpstreamData);
+        if tcp_buffer != self.tcp {
+            return None;
+        }
+        Self::body_direction(ty)
+    }
+
+    /// The body (or data) buffer slot of a direction (`None` for other
+    /// buffer types, and for the buffers of the other kind of stream).
     pub(crate) fn body_slot(&mut self, ty: BufferType) -> Option<&mut Option<Vec<u8>>> {
-        let direction = Self::body_direction(ty)?;
+        let direction = self.own_direction(ty)?;
         Some(&mut self.direction_mut(direction).body)
     }
 
     pub(crate) fn body(&self, ty: BufferType) -> Option<&Vec<u8>> {
-        self.direction(Self::body_direction(ty)?).body.as_ref()
+        self.direction(self.own_direction(ty)?).body.as_ref()
     }
 
     pub(crate) fn body_mut(&mut self, ty: BufferType) -> Option<&mut Vec<u8>> {
@@ -734,6 +752,7 @@ impl HostState {
                 response,
                 local_response_sent,
                 properties,
+                tcp,
                 hidden_write_logged,
             } = &mut *h;
             *root = ContextId(0);
@@ -741,6 +760,7 @@ impl HostState {
             response.reset();
             *local_response_sent = false;
             *properties = PropertyMap::new();
+            *tcp = false;
             *hidden_write_logged = false;
             self.spare_http = Some(h);
         }
@@ -828,7 +848,10 @@ impl HostState {
     /// Reads a buffer (ABI reference §4.2, §11.16). `Err(NOT_FOUND)` if unavailable.
     pub(crate) fn buffer(&self, ty: BufferType) -> Result<&[u8], Status> {
         match ty {
-            BufferType::HttpRequestBody | BufferType::HttpResponseBody => self
+            BufferType::HttpRequestBody
+            | BufferType::HttpResponseBody
+            | BufferType::DownstreamData
+            | BufferType::UpstreamData => self
                 .http(self.target())
                 .and_then(|h| h.body(ty))
                 .map(Vec::as_slice)
@@ -854,7 +877,6 @@ impl HostState {
                 Ok(&self.callouts.redis.response)
             }
             BufferType::RedisCallResponse => Err(Status::BadArgument),
-            BufferType::DownstreamData | BufferType::UpstreamData => Err(Status::NotFound),
             // A buffer type a newer vessel-abi knows and this host does not serve.
             _ => Err(Status::BadArgument),
         }

@@ -111,7 +111,21 @@ pub trait FilterVms {
         Ok((ctx, self.with_vm(i, |vm| then(vm, ctx))))
     }
 
-    /// Filter `i`'s context ended ([`HttpStream::finish`]); `vm_ok` is
+    /// Creates filter `i`'s context for a TCP connection
+    /// ([`TcpStream`](crate::TcpStream)). The default runs
+    /// [`Vm::create_tcp_context_with`]; an embedder that routes signals by
+    /// context registers the new context here. The connection takes the
+    /// signals `on_context_create` left.
+    fn create_tcp_context(
+        &mut self,
+        i: usize,
+        properties: PropertyMap,
+    ) -> Result<ContextId, VmError> {
+        self.with_vm(i, |vm| vm.create_tcp_context_with(properties))
+    }
+
+    /// Filter `i`'s context ended ([`HttpStream::finish`], or the end of a
+    /// [`TcpStream`](crate::TcpStream) connection); `vm_ok` is
     /// false if its VM had failed. The default does nothing.
     fn context_finished(&mut self, i: usize, context: ContextId, vm_ok: bool) {
         let _ = (i, context, vm_ok);
@@ -224,9 +238,10 @@ pub enum ResetReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StreamSignal {
-    /// `proxy_continue_stream` for a direction.
+    /// `proxy_continue_stream` for a direction (for a TCP stream,
+    /// `Direction::Request` is `DOWNSTREAM`: resume reading).
     Continue(Direction),
-    /// `proxy_close_stream`.
+    /// `proxy_close_stream` (for a TCP stream: close the connection).
     Close,
     /// `proxy_send_local_response`.
     LocalReply(LocalResponse),
@@ -245,6 +260,8 @@ impl StreamSignal {
             Effect::ContinueStream { context, stream } => match stream {
                 StreamType::HttpRequest => Ok((context, Self::Continue(Direction::Request))),
                 StreamType::HttpResponse => Ok((context, Self::Continue(Direction::Response))),
+                // A TCP stream's read side ([`TcpStream`](crate::TcpStream)).
+                StreamType::Downstream => Ok((context, Self::Continue(Direction::Request))),
                 _ => Err(Effect::ContinueStream { context, stream }),
             },
             Effect::CloseStream { context, .. } => Ok((context, Self::Close)),
@@ -1473,7 +1490,7 @@ fn log_context(vm: &mut Vm, i: usize, ctx: ContextId) {
     }
 }
 
-fn take_own(vm: &mut Vm, ctx: ContextId) -> Vec<StreamSignal> {
+pub(crate) fn take_own(vm: &mut Vm, ctx: ContextId) -> Vec<StreamSignal> {
     let effects = vm.effects_mut();
     if effects.is_empty() {
         return Vec::new();

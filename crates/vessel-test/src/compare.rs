@@ -1,7 +1,7 @@
 //! Checks an [`Observation`] against an [`Expect`], and turns an
 //! observation into the expectation that matches it (`--record`).
 
-use super::scenario::{Expect, ExpectMessage, ExpectResponse, Headers};
+use super::scenario::{ConnectionExpect, Expect, ExpectMessage, ExpectResponse, Headers};
 use super::{Observation, ObservedMessage};
 
 fn has(headers: &[(String, String)], name: &str, value: &str) -> bool {
@@ -136,7 +136,13 @@ pub fn check(expect: &Expect, obs: &Observation) -> Vec<String> {
             }
         }
     }
-    for want in &expect.logs_include {
+    check_logs(&expect.logs_include, &expect.logs_exclude, obs, &mut out);
+    out
+}
+
+/// `logs_include` and `logs_exclude` against the observed lines.
+fn check_logs(include: &[String], exclude: &[String], obs: &Observation, out: &mut Vec<String>) {
+    for want in include {
         if !obs.logs.iter().any(|l| l.contains(want.as_str())) {
             out.push(format!(
                 "logs_include: no log line contains {want:?}; lines were:{}",
@@ -147,12 +153,66 @@ pub fn check(expect: &Expect, obs: &Observation) -> Vec<String> {
             ));
         }
     }
-    for bad in &expect.logs_exclude {
+    for bad in exclude {
         if let Some(l) = obs.logs.iter().find(|l| l.contains(bad.as_str())) {
             out.push(format!("logs_exclude: a log line contains {bad:?}: {l:?}"));
         }
     }
+}
+
+/// [`check`] for a connection of the TCP form: one message per failed
+/// expectation or step; empty means PASS.
+pub fn check_connection(expect: &ConnectionExpect, obs: &Observation) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in &obs.errors {
+        out.push(format!("vessel test could not run this: {e}"));
+    }
+    match (&expect.vm_failed, &obs.vm_failure) {
+        (Some(want), Some(got)) if !got.contains(want.as_str()) => out.push(format!(
+            "vm_failed: expected a failure containing {want:?}, got {got:?}"
+        )),
+        (Some(want), None) => out.push(format!(
+            "vm_failed: expected a failure containing {want:?}, but the VM did not fail"
+        )),
+        (None, Some(got)) => out.push(format!("the VM failed unexpectedly: {got}")),
+        _ => {}
+    }
+    let conn = obs.connection.clone().unwrap_or_default();
+    out.extend(conn.step_failures.iter().cloned());
+    for (what, want, got) in [
+        (
+            "upstream_received",
+            &expect.upstream_received,
+            &conn.upstream_received,
+        ),
+        (
+            "client_received",
+            &expect.client_received,
+            &conn.client_received,
+        ),
+    ] {
+        if let Some(want) = want
+            && want != got
+        {
+            out.push(format!(
+                "{what}:\n  expected: {want:?}\n  got:      {got:?}"
+            ));
+        }
+    }
+    check_logs(&expect.logs_include, &expect.logs_exclude, obs, &mut out);
     out
+}
+
+/// The connection expectation an observation satisfies.
+pub(crate) fn connection_expectation_from(obs: &Observation) -> ConnectionExpect {
+    let conn = obs.connection.clone().unwrap_or_default();
+    ConnectionExpect {
+        upstream_received: Some(conn.upstream_received),
+        client_received: Some(conn.client_received),
+        logs_include: obs.logs.clone(),
+        logs_exclude: Vec::new(),
+        vm_failed: obs.vm_failure.clone(),
+    }
 }
 
 /// The expectation an observation satisfies.

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use vessel_host::{Engine, EngineConfig, RedisCallOutcome, RedisCallRequest};
 
-pub use compare::check;
+pub use compare::{check, check_connection};
 pub use runner::Loaded;
 pub use scenario::Scenario;
 pub use yaml::YamlError;
@@ -158,6 +158,26 @@ pub struct Observation {
     /// effect it has no canned answer for, say). Each one fails the stream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// For a connection of the TCP form: what each side got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ObservedConnection>,
+}
+
+/// What one TCP connection of the TCP form showed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedConnection {
+    /// Every byte the upstream got (lossy UTF-8).
+    pub upstream_received: String,
+    /// Every byte the client got (lossy UTF-8).
+    pub client_received: String,
+    /// The proxy closed (or half-closed) the upstream connection.
+    pub upstream_closed: bool,
+    /// The proxy closed (or half-closed) the client connection.
+    pub client_closed: bool,
+    /// The steps that failed (a `*_receive` that got other bytes, say),
+    /// each naming its step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_failures: Vec<String>,
 }
 
 /// The result of one stream.
@@ -251,6 +271,22 @@ pub fn run_file_with(
 ) -> Result<Vec<StreamResult>, Error> {
     let mut loaded = Loaded::from_file_with(engine, path, services)?;
     let observations = loaded.run();
+    if loaded.scenario.is_tcp() {
+        return Ok(loaded
+            .scenario
+            .connections
+            .iter()
+            .zip(observations)
+            .enumerate()
+            .map(|(i, (conn, observation))| StreamResult {
+                file: path.to_owned(),
+                index: i + 1,
+                label: "TCP connection".into(),
+                failures: compare::check_connection(&conn.expect, &observation),
+                observation,
+            })
+            .collect());
+    }
     Ok(loaded
         .scenario
         .streams
@@ -301,6 +337,9 @@ pub fn record_file(
     let mut scenario = loaded.scenario.clone();
     for (stream, obs) in scenario.streams.iter_mut().zip(&observations) {
         stream.expect = compare::expectation_from(obs);
+    }
+    for (conn, obs) in scenario.connections.iter_mut().zip(&observations) {
+        conn.expect = compare::connection_expectation_from(obs);
     }
     scenario.to_yaml().map_err(|error| Error::Yaml {
         path: path.to_owned(),

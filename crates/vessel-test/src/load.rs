@@ -37,11 +37,13 @@ pub(super) fn setup(
     scenario: &Scenario,
     services: &dyn Services,
 ) -> Result<Setup, Error> {
-    let chain = scenario.chain().map_err(|(key, message)| Error::Invalid {
+    let invalid = |(key, message)| Error::Invalid {
         path: path.to_owned(),
         key,
         message,
-    })?;
+    };
+    scenario.check_form().map_err(invalid)?;
+    let chain = scenario.chain().map_err(invalid)?;
     let mut plugins = Vec::with_capacity(chain.len());
     for (i, spec) in chain.iter().enumerate() {
         plugins.push(load_plugin(engine, path, &scenario.plugin_key(i), spec)?);

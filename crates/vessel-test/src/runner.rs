@@ -1,5 +1,6 @@
 //! Runs scenarios in-process: one VM per filter of the scenario's chain,
-//! the streams one after another, with a canned upstream and canned
+//! the streams (or, in the TCP form, the connections, through
+//! [`TcpStream`]) one after another, with a canned upstream and canned
 //! callouts. Envoy's stream rules (iteration, pauses, buffering and its
 //! limit, local replies, the end callbacks, the failure policies) are
 //! vessel-host's [`HttpStream`]; this runner only pumps the script into it
@@ -19,13 +20,13 @@ use vessel_host::{
     Action, CONNECTION_SPECIFIC_RESPONSE_HEADERS, ContextId, DEFAULT_BUFFER_LIMIT, Direction,
     Effect, Engine, FailurePolicy, FilterVms, HeaderMap, HostEnv, HttpCallOutcome, HttpStream,
     Plugin, PropertyMap, PropertyValue, RedisCallOutcome, ReloadDecision, ReloadGate, StreamConfig,
-    StreamSignal, Token, Vm, VmError, VmInstanceId,
+    StreamSignal, TcpAction, TcpStream, Token, Vm, VmError, VmInstanceId,
 };
 
 use super::canned::{canned_outcome, grpc_answer, map_to_headers, to_map};
 use super::load::{Capture, Setup, setup};
-use super::scenario::{CannedResponse, Scenario, Stream};
-use super::{Error, NoServices, Observation, ObservedMessage, Services};
+use super::scenario::{CannedResponse, Connection, Scenario, Step, Stream};
+use super::{Error, NoServices, Observation, ObservedConnection, ObservedMessage, Services};
 
 /// Upper bound on the effects carried out per stream event, so a filter
 /// that starts a new callout from every callout response cannot hang the
@@ -172,15 +173,24 @@ impl Loaded {
         // callouts from `on_configure`, ...).
         let mut chain = Chain::new(&mut loaded.filters);
         chain.collect_all();
-        if let Err(e) = settle(&mut chain, &mut loaded.world, None) {
+        if let Err(e) = settle(&mut chain, &mut loaded.world, Target::Nothing) {
             loaded.world.errors.push(e);
         }
         loaded.note_failures();
         Ok(loaded)
     }
 
-    /// Runs every stream and returns one observation per stream.
+    /// Runs every stream (or every connection of the TCP form) and returns
+    /// one observation per stream (connection).
     pub fn run(&mut self) -> Vec<Observation> {
+        if self.scenario.is_tcp() {
+            let connections = self.scenario.connections.clone();
+            return connections
+                .iter()
+                .enumerate()
+                .map(|(i, c)| self.run_connection(c, i == 0))
+                .collect();
+        }
         let streams = self.scenario.streams.clone();
         streams
             .iter()
@@ -225,6 +235,33 @@ impl Loaded {
             obs: &mut obs,
         };
         pump.drive(stream);
+        self.note_failures();
+        obs.vm_failure.clone_from(&self.world.failure);
+        obs.logs = self.world.capture.since(start);
+        obs
+    }
+
+    /// Runs one connection of the TCP form: the steps in order, each
+    /// event's actions recorded before the next step, then the end of the
+    /// connection. The first connection's logs also hold what the VMs
+    /// logged while they started.
+    fn run_connection(&mut self, conn: &Connection, first: bool) -> Observation {
+        let start = if first { 0 } else { self.world.capture.len() };
+        let mut obs = Observation {
+            errors: std::mem::take(&mut self.world.errors),
+            ..Observation::default()
+        };
+        self.reload_failed_vms(&mut obs);
+        let mut chain = Chain::new(&mut self.filters);
+        let mut tcp = TcpStream::new(chain.filters.len(), self.world.buffer_limit);
+        let mut pump = TcpPump {
+            chain: &mut chain,
+            world: &mut self.world,
+            tcp: &mut tcp,
+            seen: TcpSeen::default(),
+            obs: &mut obs,
+        };
+        pump.drive(conn);
         self.note_failures();
         obs.vm_failure.clone_from(&self.world.failure);
         obs.logs = self.world.capture.since(start);
@@ -327,7 +364,7 @@ impl Loaded {
         if reloaded {
             let mut chain = Chain::new(&mut self.filters);
             chain.collect_all();
-            if let Err(e) = settle(&mut chain, &mut self.world, None) {
+            if let Err(e) = settle(&mut chain, &mut self.world, Target::Nothing) {
                 obs.errors.push(e);
             }
         }
@@ -337,7 +374,7 @@ impl Loaded {
 /// One `on_tick` on filter `i`'s root context, and what it asked for.
 fn tick(chain: &mut Chain<'_>, world: &mut World, i: usize, obs: &mut Observation) {
     chain.root_event(i, Vm::on_tick);
-    if let Err(e) = settle(chain, world, None) {
+    if let Err(e) = settle(chain, world, Target::Nothing) {
         obs.errors.push(e);
     }
 }
@@ -395,7 +432,7 @@ impl FilterVms for Chain<'_> {
         // The stream reaches a filter's VM only through a context that
         // `create_context` made, which needs a started VM.
         let Ok(vm) = self.filters[i].vm.as_mut() else {
-            unreachable!("HttpStream used filter {i}, whose VM never started, without a context")
+            unreachable!("the stream used filter {i}, whose VM never started, without a context")
         };
         let r = f(vm);
         let id = vm.instance_id();
@@ -417,6 +454,17 @@ impl FilterVms for Chain<'_> {
         }
     }
 
+    fn create_tcp_context(
+        &mut self,
+        i: usize,
+        properties: PropertyMap,
+    ) -> Result<ContextId, VmError> {
+        match &mut self.filters[i].vm {
+            Ok(vm) => vm.create_tcp_context_with(properties),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
     fn context_finished(&mut self, i: usize, _context: ContextId, vm_ok: bool) {
         if vm_ok && let Some(gate) = &mut self.filters[i].gate {
             gate.served();
@@ -427,11 +475,17 @@ impl FilterVms for Chain<'_> {
 /// Carries out the queued effects with the canned answers, and routes the
 /// signals for `http` (continue, local reply, close) to it. Bounded by
 /// [`MAX_EFFECT_ROUNDS`]; the `Err` says why it gave up.
-fn settle(
-    chain: &mut Chain<'_>,
-    world: &mut World,
-    mut http: Option<&mut HttpStream>,
-) -> Result<(), String> {
+/// Where [`settle`] routes the signals for a stream.
+enum Target<'s> {
+    /// No stream runs (start-up, ticks between streams).
+    Nothing,
+    /// An HTTP stream.
+    Http(&'s mut HttpStream),
+    /// A TCP connection.
+    Tcp(&'s mut TcpStream),
+}
+
+fn settle(chain: &mut Chain<'_>, world: &mut World, mut target: Target<'_>) -> Result<(), String> {
     let mut rounds = 0;
     while let Some((i, id, effect)) = chain.effects.pop_front() {
         rounds += 1;
@@ -446,13 +500,15 @@ fn settle(
             continue;
         }
         match StreamSignal::from_effect(effect) {
-            Ok((ctx, signal)) => match http.as_deref_mut() {
-                Some(s) if s.context(i) == Some(ctx) => s.signal(chain, i, signal),
+            Ok((ctx, signal)) => match &mut target {
+                Target::Http(s) if s.context(i) == Some(ctx) => s.signal(chain, i, signal),
+                Target::Tcp(s) if s.context(i) == Some(ctx) => s.signal(chain, i, signal),
                 // The stream ended (a callout answered after its end):
                 // Envoy ignores the signal too.
-                Some(s) if s.is_done() => {}
-                None => {}
-                Some(_) => world.errors.push(format!(
+                Target::Http(s) if s.is_done() => {}
+                Target::Tcp(s) if s.is_closed() => {}
+                Target::Nothing => {}
+                Target::Http(_) | Target::Tcp(_) => world.errors.push(format!(
                     "filter {i} signalled {signal:?} for context {ctx:?}, which is not this stream's"
                 )),
             },
@@ -549,7 +605,7 @@ fn carry_out(chain: &mut Chain<'_>, world: &mut World, i: usize, effect: Effect)
         other @ (Effect::ContinueStream { .. }
         | Effect::CloseStream { .. }
         | Effect::LocalResponse { .. }) => world.errors.push(format!(
-            "filter {i}: {other:?} is for no HTTP stream; vessel test runs HTTP streams only"
+            "filter {i}: {other:?} is for no stream of this scenario"
         )),
         // `Effect` is non-exhaustive: say what this runner cannot carry out.
         other => world.errors.push(format!(
@@ -587,7 +643,7 @@ struct Pump<'p, 'a> {
 impl Pump<'_, '_> {
     /// Carries out what the last event left, and records the actions.
     fn after_event(&mut self) {
-        if let Err(e) = settle(self.chain, self.world, Some(self.http)) {
+        if let Err(e) = settle(self.chain, self.world, Target::Http(self.http)) {
             self.obs.stalled = Some(e);
         }
         while let Some(action) = self.http.poll_action() {
@@ -741,5 +797,162 @@ impl Pump<'_, '_> {
         // carried out, but the stream is over.
         self.http.finish(self.chain);
         self.after_event();
+    }
+}
+
+/// What left a connection so far, and how far the steps have read it.
+#[derive(Default)]
+struct TcpSeen {
+    upstream: Vec<u8>,
+    client: Vec<u8>,
+    /// The proxy ended (half-closed or closed) the upstream connection.
+    upstream_eof: bool,
+    /// The proxy ended the client connection.
+    client_eof: bool,
+    /// How much of `upstream` and `client` the `*_receive` steps took.
+    upstream_read: usize,
+    client_read: usize,
+}
+
+/// One connection of the TCP form: the steps in, the actions out, the
+/// effects carried out after each step.
+struct TcpPump<'p, 'a> {
+    chain: &'p mut Chain<'a>,
+    world: &'p mut World,
+    tcp: &'p mut TcpStream,
+    seen: TcpSeen,
+    obs: &'p mut Observation,
+}
+
+impl TcpPump<'_, '_> {
+    /// Carries out what the last event left, and records the actions.
+    fn after_event(&mut self) {
+        if let Err(e) = settle(self.chain, self.world, Target::Tcp(self.tcp)) {
+            self.obs.stalled = Some(e);
+        }
+        while let Some(action) = self.tcp.poll_action() {
+            match action {
+                TcpAction::UpstreamData { data, end_stream } => {
+                    self.seen.upstream.extend_from_slice(&data);
+                    self.seen.upstream_eof |= end_stream;
+                }
+                TcpAction::DownstreamData { data, end_stream } => {
+                    self.seen.client.extend_from_slice(&data);
+                    self.seen.client_eof |= end_stream;
+                }
+                TcpAction::CloseDownstream => self.seen.client_eof = true,
+                TcpAction::CloseUpstream => self.seen.upstream_eof = true,
+                other => self
+                    .obs
+                    .errors
+                    .push(format!("vessel test cannot carry out {other:?}")),
+            }
+        }
+        self.obs.errors.append(&mut self.world.errors);
+    }
+
+    /// A `*_receive` step: the next bytes of a side must be `want`.
+    fn receive(&mut self, n: usize, step: &Step, client: bool, want: &[u8]) -> Option<String> {
+        let (got, read) = if client {
+            (&self.seen.client, &mut self.seen.client_read)
+        } else {
+            (&self.seen.upstream, &mut self.seen.upstream_read)
+        };
+        let rest = got.get(*read..).unwrap_or_default();
+        if rest.starts_with(want) {
+            *read += want.len();
+            return None;
+        }
+        Some(format!(
+            "step {n} ({}): expected the next bytes {:?}, but the {} had received {:?} since the last receive step",
+            step.key(),
+            String::from_utf8_lossy(want),
+            if client { "client" } else { "upstream" },
+            String::from_utf8_lossy(rest),
+        ))
+    }
+
+    /// A `*_receive_close` step: the side must have seen the proxy end its
+    /// connection, with every byte before it received.
+    fn receive_close(&mut self, n: usize, step: &Step, client: bool) -> Option<String> {
+        let (got, read, eof) = if client {
+            (
+                &self.seen.client,
+                self.seen.client_read,
+                self.seen.client_eof,
+            )
+        } else {
+            (
+                &self.seen.upstream,
+                self.seen.upstream_read,
+                self.seen.upstream_eof,
+            )
+        };
+        let rest = got.get(read..).unwrap_or_default();
+        let side = if client { "client" } else { "upstream" };
+        if !rest.is_empty() {
+            return Some(format!(
+                "step {n} ({}): expected the proxy to close the {side} connection, but the {side} has bytes it did not receive first: {:?}",
+                step.key(),
+                String::from_utf8_lossy(rest),
+            ));
+        }
+        (!eof).then(|| {
+            format!(
+                "step {n} ({}): the proxy did not close the {side} connection",
+                step.key()
+            )
+        })
+    }
+
+    fn drive(&mut self, conn: &Connection) {
+        let properties = self.world.properties.clone();
+        self.tcp.new_connection(self.chain, properties);
+        self.after_event();
+        for (k, step) in conn.steps.iter().enumerate() {
+            let n = k + 1;
+            let failure = match step {
+                Step::ClientSend(text) => {
+                    self.tcp.downstream_data(self.chain, text.as_bytes(), false);
+                    None
+                }
+                Step::UpstreamSend(text) => {
+                    self.tcp.upstream_data(self.chain, text.as_bytes(), false);
+                    None
+                }
+                Step::ClientClose(_) => {
+                    self.tcp.downstream_data(self.chain, &[], true);
+                    None
+                }
+                Step::UpstreamClose(_) => {
+                    self.tcp.upstream_data(self.chain, &[], true);
+                    None
+                }
+                Step::UpstreamReceive(want) => self.receive(n, step, false, want.as_bytes()),
+                Step::ClientReceive(want) => self.receive(n, step, true, want.as_bytes()),
+                Step::ClientReceiveClose(_) => self.receive_close(n, step, true),
+                Step::UpstreamReceiveClose(_) => self.receive_close(n, step, false),
+            };
+            self.after_event();
+            if let Some(f) = failure {
+                self.obs
+                    .connection
+                    .get_or_insert_with(ObservedConnection::default)
+                    .step_failures
+                    .push(f);
+            }
+        }
+        // The end of the connection (if the steps left it open): the
+        // downstream close and on_done, on_log, on_delete for every filter.
+        self.tcp.finish(self.chain);
+        self.after_event();
+        let conn = self
+            .obs
+            .connection
+            .get_or_insert_with(ObservedConnection::default);
+        conn.upstream_received = String::from_utf8_lossy(&self.seen.upstream).into_owned();
+        conn.client_received = String::from_utf8_lossy(&self.seen.client).into_owned();
+        conn.upstream_closed = self.seen.upstream_eof;
+        conn.client_closed = self.seen.client_eof;
     }
 }

@@ -43,8 +43,14 @@ pub struct Scenario {
     /// `per_connection_buffer_limit_bytes`; default 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_limit: Option<usize>,
-    /// Streams, run one after another on the same VM.
+    /// Streams, run one after another on the same VM. A file has
+    /// `streams` (HTTP) or `connections` (TCP), never both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<Stream>,
+    /// TCP connections through the chain as network filters, run one
+    /// after another on the same VMs (the TCP form).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<Connection>,
     /// Deliberate differences from Envoy that this scenario shows, by
     /// backend (the differential runner, `cargo xtask envoy-diff`).
     #[serde(default, skip_serializing_if = "Deviations::is_empty")]
@@ -101,6 +107,23 @@ impl Scenario {
                 "no filter: give `plugin` (one filter) or `plugins` (a chain)".into(),
             )),
         }
+    }
+
+    /// True for the TCP form (the file has `connections`).
+    pub fn is_tcp(&self) -> bool {
+        !self.connections.is_empty()
+    }
+
+    /// `Err((key, message))` if the file mixes the forms (`streams` and
+    /// `connections`).
+    pub fn check_form(&self) -> Result<(), (String, String)> {
+        if !self.streams.is_empty() && !self.connections.is_empty() {
+            return Err((
+                "connections".into(),
+                "a file has `streams` (HTTP) or `connections` (TCP), never both".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The key path of filter `i` of the chain in error messages:
@@ -659,4 +682,86 @@ pub struct ExpectResponse {
     /// Pairs that must be present in the trailers (an extension).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trailers_include: Headers,
+}
+
+/// One TCP connection of the TCP form: what the client and the upstream do,
+/// in order, and what to check.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    /// The steps, run in order.
+    pub steps: Vec<Step>,
+    /// What to check once the steps ran.
+    #[serde(default)]
+    pub expect: ConnectionExpect,
+}
+
+/// The value of a step that takes none (`client_close: {}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoValue {}
+
+/// One step of a connection: a map with exactly one key. Text is the YAML
+/// string's bytes (so double-quoted YAML escapes, `"\n"`, `"\x00"`, work
+/// as in the HTTP form's bodies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// The client writes these bytes.
+    ClientSend(String),
+    /// The upstream must receive exactly these next bytes (real backends
+    /// wait for them, bounded; in-process everything is synchronous).
+    UpstreamReceive(String),
+    /// The upstream writes these bytes.
+    UpstreamSend(String),
+    /// The client must receive exactly these next bytes.
+    ClientReceive(String),
+    /// The client half-closes (shuts down its write side).
+    ClientClose(NoValue),
+    /// The upstream closes (its end of stream).
+    UpstreamClose(NoValue),
+    /// The client must see the proxy close its connection (EOF), with no
+    /// bytes it has not received first.
+    ClientReceiveClose(NoValue),
+    /// The upstream must see the proxy close its connection (EOF), with no
+    /// bytes it has not received first.
+    UpstreamReceiveClose(NoValue),
+}
+
+impl Step {
+    /// The step's key, as in the file (`client_send`).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::ClientSend(_) => "client_send",
+            Self::UpstreamReceive(_) => "upstream_receive",
+            Self::UpstreamSend(_) => "upstream_send",
+            Self::ClientReceive(_) => "client_receive",
+            Self::ClientClose(_) => "client_close",
+            Self::UpstreamClose(_) => "upstream_close",
+            Self::ClientReceiveClose(_) => "client_receive_close",
+            Self::UpstreamReceiveClose(_) => "upstream_receive_close",
+        }
+    }
+}
+
+/// What to check on a connection; every key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionExpect {
+    /// Every byte the upstream got over the whole connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_received: Option<String>,
+    /// Every byte the client got over the whole connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_received: Option<String>,
+    /// Substrings that some guest log line of this connection must contain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs_include: Vec<String>,
+    /// Substrings that no guest log line of this connection may contain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs_exclude: Vec<String>,
+    /// The VM must have failed (trapped) with a message containing this
+    /// text (an extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_failed: Option<String>,
 }

@@ -10,7 +10,11 @@
 //! * `proxy_set_buffer_bytes`: Envoy's rules. `start == 0` drains `size`
 //!   bytes then prepends the data; `start >= len` appends; anything else →
 //!   BAD_ARGUMENT. Configuration, call and foreign-argument buffers are
-//!   immutable → BAD_ARGUMENT. Unavailable body → NOT_FOUND. A write that
+//!   immutable → BAD_ARGUMENT. Unavailable body → NOT_FOUND. The same rules
+//!   hold for a TCP stream's `DOWNSTREAM_DATA` and `UPSTREAM_DATA`, readable
+//!   and writable during their data callback and while the connection is
+//!   paused on it (NOT_FOUND otherwise, and in HTTP streams; a TCP stream
+//!   has no HTTP bodies). A write that
 //!   would grow the body past [`Limits::max_body_bytes`](crate::Limits::max_body_bytes)
 //!   changes nothing and fails the VM with
 //!   [`LimitExceeded::BodyBytes`] (the
@@ -73,7 +77,10 @@ fn set_buffer_bytes(
         let target = state.target();
         let limit = state.plugin.config.limits.max_body_bytes;
         let body = match ty {
-            BufferType::HttpRequestBody | BufferType::HttpResponseBody => state
+            BufferType::HttpRequestBody
+            | BufferType::HttpResponseBody
+            | BufferType::DownstreamData
+            | BufferType::UpstreamData => state
                 .http_mut(target)
                 .and_then(|h| h.body_mut(ty))
                 .ok_or(Status::NotFound)?,
@@ -102,6 +109,8 @@ fn set_buffer_bytes(
 pub(crate) fn body_name(ty: BufferType) -> &'static str {
     match ty {
         BufferType::HttpResponseBody => "response body",
+        BufferType::DownstreamData => "downstream data",
+        BufferType::UpstreamData => "upstream data",
         _ => "request body",
     }
 }

@@ -2,16 +2,20 @@
 //! §11.3, §11.4, §11.8, §11.11).
 //!
 //! * `proxy_continue_stream`: OK; type > 3 → BAD_ARGUMENT; UPSTREAM →
-//!   UNIMPLEMENTED (as Envoy). For an HTTP stream it emits
+//!   UNIMPLEMENTED (as Envoy). For a TCP stream, DOWNSTREAM emits
+//!   [`Effect::ContinueStream`] (the filter manager resumes reading after
+//!   the callback); the HTTP types are no-ops. For an HTTP stream it emits
 //!   [`Effect::ContinueStream`] and seals that
 //!   direction's headers and trailers (later map calls → BAD_ARGUMENT, as in
 //!   Envoy). From a root context it is a no-op that returns OK.
 //! * `proxy_continue_request`, `proxy_continue_response` (0.1.0): as
 //!   `proxy_continue_stream(HTTP_REQUEST / HTTP_RESPONSE)`.
 //! * `proxy_close_stream`: OK, emits [`Effect::CloseStream`]; type > 3 → BAD_ARGUMENT.
+//!   For a TCP stream only DOWNSTREAM and UPSTREAM close (the connection).
 //! * `proxy_send_local_response`: OK; emits
 //!   [`Effect::LocalResponse`] and makes the
-//!   current callback's result a stop (§11.3). From a root context: OK, ignored.
+//!   current callback's result a stop (§11.3). From a root context or a
+//!   TCP stream: OK, ignored.
 //! * `proxy_clear_route_cache` (0.1.0): OK, emits [`Effect::ClearRouteCache`].
 //! * `proxy_set_effective_context`: OK; unknown id → BAD_ARGUMENT.
 //! * `proxy_done`: OK if the root context was waiting in `on_done`
@@ -66,7 +70,14 @@ pub(crate) fn do_continue(state: &mut HostState, stream: StreamType) -> HostResu
         return Err(Status::Unimplemented.into());
     }
     let target = state.target();
-    if state.http(target).is_some() {
+    // Each kind of stream continues only its own directions; the others
+    // are no-ops that return OK, as in Envoy (no callbacks of that kind).
+    let own = match state.http(target) {
+        Some(h) if h.tcp => stream == StreamType::Downstream,
+        Some(_) => matches!(stream, StreamType::HttpRequest | StreamType::HttpResponse),
+        None => false,
+    };
+    if own {
         state.queue_effect(Effect::ContinueStream {
             context: target,
             stream,
@@ -99,7 +110,15 @@ fn close_stream(caller: &mut Caller<'_, HostState>, ty: i32) -> HostResult {
     let stream = stream_type(ty)?;
     let state = caller.data_mut();
     let context = state.target();
-    if state.http(context).is_some() {
+    // A TCP stream closes its connection for DOWNSTREAM and UPSTREAM (both
+    // close the client connection in Envoy, with FlushWrite); the HTTP
+    // types are no-ops for it.
+    let queue = match state.http(context) {
+        Some(h) if h.tcp => matches!(stream, StreamType::Downstream | StreamType::Upstream),
+        Some(_) => true,
+        None => false,
+    };
+    if queue {
         state.queue_effect(Effect::CloseStream { context, stream })?;
     }
     Ok(())
@@ -132,7 +151,9 @@ fn send_local_response(
         let body = read(mem, body, body_len)?;
         let header_bytes = read(mem, hdr, hdr_len)?;
         let target = state.target();
-        if state.http(target).is_none() {
+        // From a root context or a TCP stream: OK, ignored (Envoy has no
+        // decoder callbacks there).
+        if state.http(target).is_none_or(|h| h.tcp) {
             return Ok(());
         }
         let limits = state.plugin.config.limits.header_map();

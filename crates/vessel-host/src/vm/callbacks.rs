@@ -211,6 +211,16 @@ callbacks! {
         OnGrpcReceiveTrailingMetadata, grpc_trailing_metadata: "proxy_on_grpc_receive_trailing_metadata", All, (i32, i32, i32) -> ();
         /// `proxy_on_grpc_close(root_id, token, status)`.
         OnGrpcClose, grpc_close: "proxy_on_grpc_close", All, (i32, i32, i32) -> ();
+        /// `proxy_on_new_connection(context_id) -> action`.
+        OnNewConnection, new_connection: "proxy_on_new_connection", All, (i32) -> i32;
+        /// `proxy_on_downstream_data(context_id, data_size, end_of_stream) -> action`.
+        OnDownstreamData, downstream_data: "proxy_on_downstream_data", All, (i32, i32, i32) -> i32;
+        /// `proxy_on_upstream_data(context_id, data_size, end_of_stream) -> action`.
+        OnUpstreamData, upstream_data: "proxy_on_upstream_data", All, (i32, i32, i32) -> i32;
+        /// `proxy_on_downstream_connection_close(context_id, peer_type)`.
+        OnDownstreamConnectionClose, downstream_close: "proxy_on_downstream_connection_close", All, (i32, i32) -> ();
+        /// `proxy_on_upstream_connection_close(context_id, peer_type)`.
+        OnUpstreamConnectionClose, upstream_close: "proxy_on_upstream_connection_close", All, (i32, i32) -> ();
         /// `proxy_on_done(context_id) -> done`.
         OnDone, done: "proxy_on_done", All, (i32) -> i32;
         /// `proxy_on_log(context_id)`.
@@ -228,11 +238,6 @@ callbacks! {
         "_start", All, 0 -> 0;
         // Exported by SDKs, never called by vessel.
         "proxy_validate_configuration", All, 2 -> 1;
-        "proxy_on_new_connection", All, 1 -> 1;
-        "proxy_on_downstream_data", All, 3 -> 1;
-        "proxy_on_upstream_data", All, 3 -> 1;
-        "proxy_on_downstream_connection_close", All, 2 -> 0;
-        "proxy_on_upstream_connection_close", All, 2 -> 0;
         "proxy_on_request_metadata", All, 2 -> 1;
         "proxy_on_response_metadata", All, 2 -> 1;
     }

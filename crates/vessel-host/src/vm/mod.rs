@@ -34,6 +34,8 @@
 //!   frame, the CPU budget, trap handling);
 //! * `stream.rs`: the HTTP stream API (contexts, header, body and trailer
 //!   callbacks, the maps and bodies the host holds, the end of a stream);
+//! * `tcp.rs`: the TCP stream API (network-filter contexts, connection
+//!   and data callbacks, the data buffers, the end of a connection);
 //! * `callouts.rs`: root-context events (HTTP, gRPC and Redis answers,
 //!   ticks, queues, foreign functions).
 
@@ -41,6 +43,7 @@ pub(crate) mod callbacks;
 mod callouts;
 mod lifecycle;
 mod stream;
+mod tcp;
 
 use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 

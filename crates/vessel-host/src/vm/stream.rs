@@ -55,6 +55,16 @@ impl Vm {
         &mut self,
         properties: PropertyMap,
     ) -> Result<ContextId, VmError> {
+        self.create_stream_context(properties, false)
+    }
+
+    /// Creates a stream context (`tcp`: a network filter's) and runs
+    /// `proxy_on_context_create(id, root)`.
+    pub(super) fn create_stream_context(
+        &mut self,
+        properties: PropertyMap,
+        tcp: bool,
+    ) -> Result<ContextId, VmError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -68,7 +78,8 @@ impl Vm {
         let id = self.store.data_mut().alloc_context_id();
         let root = self.root;
         let st = self.store.data_mut();
-        let ctx = st.new_http_context(root, properties);
+        let mut ctx = st.new_http_context(root, properties);
+        ctx.tcp = tcp;
         st.contexts.insert_new(id.0, Context::Http(ctx));
         if let Err(e) =
             self.call::<OnContextCreate>(id, Phase::Callback, (id.0 as i32, self.root.0 as i32))
@@ -402,12 +413,14 @@ impl Vm {
         Ok(())
     }
 
-    /// The buffered body of a stream.
+    /// The buffered body of a stream (or, for a TCP stream, its
+    /// `DOWNSTREAM_DATA` / `UPSTREAM_DATA` buffer).
     pub fn body(&self, ctx: ContextId, ty: BufferType) -> Option<&[u8]> {
         self.http(ctx).ok()?.body(ty).map(Vec::as_slice)
     }
 
-    /// Takes the buffered body (to forward it on Continue).
+    /// Takes the buffered body (to forward it on Continue); for a TCP
+    /// stream, its `DOWNSTREAM_DATA` / `UPSTREAM_DATA` buffer.
     pub fn take_body(&mut self, ctx: ContextId, ty: BufferType) -> Option<Vec<u8>> {
         HttpContext::body_direction(ty)?;
         self.http_mut(ctx).ok()?.body_slot(ty)?.take()

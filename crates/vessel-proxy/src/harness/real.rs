@@ -78,6 +78,9 @@ fn unsupported_anywhere(s: &Scenario) -> Option<String> {
     if let Some(why) = &s.only_in_process {
         return Some(format!("runs only in-process: {why}"));
     }
+    if s.is_tcp() {
+        return Some("the TCP form (`connections`) has no real backend yet".into());
+    }
     if !s.properties.is_empty() {
         return Some("uses properties".into());
     }

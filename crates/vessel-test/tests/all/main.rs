@@ -19,6 +19,27 @@ fn engine() -> Engine {
 }
 
 #[test]
+fn tcp_scenarios_run_in_process_and_pass() {
+    let files: Vec<PathBuf> = [
+        "tcp_rewrite.yaml",
+        "tcp_count.yaml",
+        "tcp_close_on_pattern.yaml",
+        "tcp_pause.yaml",
+        "tcp_pause_check.yaml",
+        "tcp_pause_check_denied.yaml",
+        "tcp_chain.yaml",
+        "tcp_fail_open.yaml",
+        "tcp_fail_closed.yaml",
+    ]
+    .iter()
+    .map(|f| scenarios().join(f))
+    .collect();
+    let report = vessel_test::run_files(&files).expect("the TCP scenarios load");
+    assert!(report.passed(), "{}", report.render());
+    assert!(report.results.len() >= files.len(), "{}", report.render());
+}
+
+#[test]
 fn chains_of_filters_run_in_process_and_pass() {
     let files: Vec<PathBuf> = [
         "chain_local_reply.yaml",
