@@ -17,21 +17,23 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use vessel_hyper::tls::{Connector, UpstreamTls};
 
 use super::lb::{Balancer, EndpointState, ScrapedLoad};
 use crate::config::{HealthCheck, MetricsScrape};
 
-type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+type CheckClient = Client<Connector, Empty<Bytes>>;
 
 /// The client of health checks and scrapes: one idle connection per
-/// endpoint, `timeout` to connect.
-fn probe_client(timeout: std::time::Duration) -> CheckClient {
+/// endpoint, `timeout` to connect, TLS when the cluster has a transport
+/// socket (as Envoy's health checks use the cluster's).
+fn probe_client(timeout: std::time::Duration, tls: Option<Arc<UpstreamTls>>) -> CheckClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(timeout));
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1)
-        .build(connector)
+        .build(Connector::new(connector, tls))
 }
 
 /// A cluster's health checker.
@@ -43,8 +45,12 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
-    pub(crate) fn new(balancer: Arc<Balancer>, hc: HealthCheck) -> Self {
-        let client = probe_client(hc.timeout);
+    pub(crate) fn new(
+        balancer: Arc<Balancer>,
+        hc: HealthCheck,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Self {
+        let client = probe_client(hc.timeout, tls);
         let host = hc.host.clone().unwrap_or_else(|| balancer.cluster.clone());
         Self {
             balancer,
@@ -135,8 +141,12 @@ pub(crate) struct Scraper {
 }
 
 impl Scraper {
-    pub(crate) fn new(balancer: Arc<Balancer>, config: MetricsScrape) -> Self {
-        let client = probe_client(config.timeout);
+    pub(crate) fn new(
+        balancer: Arc<Balancer>,
+        config: MetricsScrape,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Self {
+        let client = probe_client(config.timeout, tls);
         Self {
             balancer,
             config,

@@ -621,10 +621,18 @@ async fn serve(
             c.health_check.is_some(),
         ));
         if let Some(hc) = &c.health_check {
-            checkers.push(Arc::new(health::Checker::new(balancer.clone(), hc.clone())));
+            checkers.push(Arc::new(health::Checker::new(
+                balancer.clone(),
+                hc.clone(),
+                upstream_tls.clone(),
+            )));
         }
         if let Some(m) = &c.metrics_scrape {
-            scrapers.push(Arc::new(health::Scraper::new(balancer.clone(), m.clone())));
+            scrapers.push(Arc::new(health::Scraper::new(
+                balancer.clone(),
+                m.clone(),
+                upstream_tls.clone(),
+            )));
         }
         balancers.push(balancer.clone());
         let upstream = Arc::new(Upstream::new(

@@ -163,6 +163,7 @@ async fn the_router_reaches_a_tls_upstream_over_http1_and_h2() {
             Listener::new("main")
                 .route(Route::prefix("/h2").to("secure_h2"))
                 .route(Route::prefix("/stranger").to("stranger"))
+                .route(Route::prefix("/checked").to("checked"))
                 .route(Route::prefix("/").to("secure")),
         )
         .cluster(Cluster::new("secure").endpoint(s.upstream).field(
@@ -176,6 +177,29 @@ async fn the_router_reaches_a_tls_upstream_over_http1_and_h2() {
                 .field(
                     "transport_socket",
                     upstream_tls(s.dir.path(), "h2.test", "ca.crt"),
+                ),
+        )
+        .cluster(
+            // Health checks go over the cluster's TLS too: a check over
+            // plain TCP would fail, and without panic mode the route would
+            // get 503.
+            Cluster::new("checked")
+                .endpoint(s.upstream)
+                .field(
+                    "transport_socket",
+                    upstream_tls(s.dir.path(), "upstream.test", "ca.crt"),
+                )
+                .field(
+                    "health_checks",
+                    json!([{
+                        "timeout": "1s", "interval": "0.05s",
+                        "unhealthy_threshold": 1, "healthy_threshold": 1,
+                        "http_health_check": {"path": "/health"},
+                    }]),
+                )
+                .field(
+                    "common_lb_config",
+                    json!({"healthy_panic_threshold": {"value": 0}}),
                 ),
         )
         .cluster(Cluster::new("stranger").endpoint(s.upstream).field(
@@ -199,6 +223,10 @@ async fn the_router_reaches_a_tls_upstream_over_http1_and_h2() {
     assert_eq!(a.header("x-seen-sni"), Some("h2.test"));
     assert_eq!(a.header("x-seen-alpn"), Some("h2"));
     assert_eq!(a.header("x-seen-version"), Some("HTTP/2.0"));
+
+    let a = send(&c, addr, "/checked", &[]).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.header("x-seen-client"), Some("yes"));
 
     // A server whose chain does not lead to the trusted CA: no connection.
     let a = send(&c, addr, "/stranger", &[]).await;
