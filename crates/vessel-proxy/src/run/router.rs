@@ -163,6 +163,11 @@ impl Upstream {
         self.connect_timeout
     }
 
+    /// The cluster's TLS (`transport_socket`), if any.
+    pub(crate) fn tls(&self) -> Option<&Arc<UpstreamTls>> {
+        self.tls.as_ref()
+    }
+
     /// The HTTP/2 connection to `endpoint`, made when there is none (or
     /// the last one closed).
     async fn h2_conn(&self, endpoint: SocketAddr) -> Result<H2Conn, UpstreamError> {

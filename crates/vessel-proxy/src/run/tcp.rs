@@ -98,7 +98,31 @@ impl TcpProxyServe {
             idle_timeout: self.config.idle_timeout,
             ..TcpOptions::default()
         };
-        match vessel_hyper::tcp::proxy(downstream, upstream, options).await {
+        // A cluster with a transport socket: TLS to the endpoint.
+        let proxied = match self.upstream.tls() {
+            None => vessel_hyper::tcp::proxy(downstream, upstream, options).await,
+            Some(tls) => {
+                let handshake = tokio::time::timeout(
+                    self.upstream.connect_timeout(),
+                    tls.handshake(upstream, ep.addr.ip()),
+                )
+                .await;
+                match handshake {
+                    Ok(Ok(stream)) => vessel_hyper::tcp::proxy(downstream, stream, options).await,
+                    Ok(Err(e)) => {
+                        self.stats.connect_fail.fetch_add(1, Ordering::Relaxed);
+                        log::debug!("tcp_proxy: TLS to {} ({cluster}): {e}", ep.addr);
+                        return;
+                    }
+                    Err(_) => {
+                        self.stats.connect_fail.fetch_add(1, Ordering::Relaxed);
+                        log::debug!("tcp_proxy: TLS to {} ({cluster}) timed out", ep.addr);
+                        return;
+                    }
+                }
+            }
+        };
+        match proxied {
             Ok(out) => {
                 self.stats
                     .rx_bytes

@@ -869,3 +869,86 @@ async fn compare_with_envoy(
         assert_eq!(pv.contains(&sni), inspector, "{pv:?}");
     }
 }
+
+/// A tcp_proxy listener `name` on port 0 to `cluster`, with `tls` as its
+/// chain's transport socket.
+fn tcp_listener(name: &str, cluster: &str, tls: Option<serde_json::Value>) -> serde_json::Value {
+    let mut chain = json!({
+        "filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": name,
+                "cluster": cluster,
+            },
+        }],
+    });
+    if let Some(t) = tls {
+        chain["transport_socket"] = t;
+    }
+    json!({
+        "name": name,
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
+        "filter_chains": [chain],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_terminates_and_originates_tls() {
+    if !tls_clients("tcp_proxy_terminates_and_originates_tls") {
+        return;
+    }
+    let s = setup("tls-tcp").await;
+    let ca = TestCa::new("vessel downstream CA");
+    let ca_file = ca.write(s.dir.path(), "down-ca");
+    ca.server("tcp-a", &["a.test"]).write(s.dir.path(), "a");
+    // `downstream_tls` names `ca.crt` for client certificates; the upstream
+    // CA is fine there (no client certificate is required).
+    let plain = crate::support::upstream().await;
+    let mut v = Bootstrap::new()
+        .cluster(Cluster::new("plain").endpoint(plain))
+        .cluster(Cluster::new("secure").endpoint(s.upstream).field(
+            "transport_socket",
+            upstream_tls(s.dir.path(), "upstream.test", "ca.crt"),
+        ))
+        .to_value();
+    v["static_resources"]["listeners"] = json!([
+        tcp_listener("wrap", "secure", None),
+        tcp_listener(
+            "term",
+            "plain",
+            Some(downstream_tls(s.dir.path(), &["a"], false))
+        ),
+    ]);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vessel-tls-tcp");
+    let mut vessel = crate::support::VesselProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_vessel")),
+        &dir,
+        &serde_json::to_string_pretty(&v).expect("json"),
+        &["-l", "info", "--concurrency", "1"],
+    );
+    vessel.wait_ready().await;
+
+    // Plain bytes in, TLS (with the client certificate) to the upstream.
+    let wrap = vessel.listener("wrap");
+    let mut tcp = tokio::net::TcpStream::connect(wrap).await.expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::support::WAIT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("x-seen-client: yes"), "{answer}");
+    assert!(answer.contains("x-seen-sni: upstream.test"), "{answer}");
+
+    // TLS in (terminated), plain bytes to the upstream.
+    let term = vessel.listener("term");
+    let (ok, head) = curl(term, "a.test", &ca_file, &["--http1.1"]);
+    assert!(ok, "{head}");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+}
