@@ -268,6 +268,34 @@ fn ensure_cmake() -> Result<()> {
     bail!("cmake is needed to build examples/pingora (Debian: `apt-get install cmake`)")
 }
 
+/// The TLS tests drive `vessel run` with real clients: `curl` (HTTP/1.1
+/// and HTTP/2 over TLS) and `openssl s_client` (SNI, client
+/// certificates). Installs the Debian packages when a tool is missing; the
+/// tests fail under CI=true without them.
+fn ensure_tls_clients() {
+    let works = |tool: &str, arg: &str| {
+        Command::new(tool)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works("curl", "--version") && works("openssl", "version") {
+        return;
+    }
+    eprintln!("==> curl or openssl is missing; trying `apt-get install -y curl openssl`");
+    for args in [
+        &["install", "-y", "curl", "openssl"][..],
+        &["update"],
+        &["install", "-y", "curl", "openssl"],
+    ] {
+        let _ = Command::new("apt-get").args(args).status();
+        if works("curl", "--version") && works("openssl", "version") {
+            return;
+        }
+    }
+    eprintln!("warning: no curl or openssl (Debian: `apt-get install curl openssl`)");
+}
+
 fn has_redis_server() -> bool {
     Command::new("redis-server")
         .arg("--version")
@@ -403,6 +431,7 @@ fn test() -> Result<()> {
     steps.time("guests", guests)?;
     steps.time("go plugins", go_plugins)?;
     let redis = redis();
+    ensure_tls_clients();
     steps.time("fmt", || {
         run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
         run(Command::new(cargo()).args([

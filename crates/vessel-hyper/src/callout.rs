@@ -53,7 +53,7 @@ pub(crate) async fn http_call(clusters: &Clusters, req: HttpCallRequest) -> Http
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
         .unwrap_or(Method::GET);
     let path = req.headers.get_str(":path").unwrap_or("/");
-    let Ok(uri) = format!("http://{endpoint}{path}").parse::<Uri>() else {
+    let Ok(uri) = format!("{}://{endpoint}{path}", entry.scheme()).parse::<Uri>() else {
         return local(503, "invalid path");
     };
     let mut builder = Request::builder().method(method).uri(uri);
@@ -174,8 +174,13 @@ pub(crate) async fn grpc_call(
     let Some(endpoint) = entry.next_endpoint() else {
         return GrpcOutcome::Closed(14, "no healthy upstream".into());
     };
-    let Ok(uri) = format!("http://{endpoint}/{}/{}", call.service, call.method).parse::<Uri>()
-    else {
+    let Ok(uri) = format!(
+        "{}://{endpoint}/{}/{}",
+        entry.scheme(),
+        call.service,
+        call.method
+    )
+    .parse::<Uri>() else {
         return GrpcOutcome::Closed(13, "invalid service or method".into());
     };
     let mut framed = Vec::with_capacity(call.message.len() + 5);

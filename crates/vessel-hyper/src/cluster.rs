@@ -30,6 +30,8 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     /// Speak HTTP/2 (prior knowledge) to it, as gRPC needs.
     pub http2: bool,
+    /// TLS to the endpoints (none: plain TCP).
+    pub tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 impl Cluster {
@@ -43,7 +45,14 @@ impl Cluster {
             endpoints: vec![endpoint],
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             http2: false,
+            tls: None,
         }
+    }
+
+    /// Connects with TLS.
+    pub fn tls(mut self, tls: crate::tls::UpstreamTls) -> Self {
+        self.tls = Some(Arc::new(tls));
+        self
     }
 
     /// Uses HTTP/2 with prior knowledge.
@@ -57,7 +66,7 @@ impl Cluster {
 /// streamed (gRPC streams).
 pub(crate) type CalloutBody = BoxBody<Bytes, Infallible>;
 
-pub(crate) type HttpClient = Client<HttpConnector, CalloutBody>;
+pub(crate) type HttpClient = Client<crate::tls::Connector, CalloutBody>;
 
 pub(crate) struct ClusterEntry {
     pub(crate) cluster: Cluster,
@@ -70,6 +79,15 @@ pub(crate) struct ClusterEntry {
 }
 
 impl ClusterEntry {
+    /// The URI scheme of requests to this cluster.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.cluster.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub(crate) fn next_endpoint(&self) -> Option<SocketAddr> {
         let endpoints = self
             .endpoints
@@ -111,7 +129,7 @@ impl Clusters {
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .http2_only(cluster.http2)
-            .build(connector);
+            .build(crate::tls::Connector::new(connector, cluster.tls.clone()));
         self.by_name.insert(
             cluster.name.clone(),
             ClusterEntry {

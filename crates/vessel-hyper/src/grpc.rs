@@ -336,8 +336,13 @@ async fn run_stream(
     let Some(endpoint) = entry.next_endpoint() else {
         return unavailable(emit, NO_HEALTHY_UPSTREAM);
     };
-    let Ok(uri) = format!("http://{endpoint}/{}/{}", call.service, call.method).parse::<Uri>()
-    else {
+    let Ok(uri) = format!(
+        "{}://{endpoint}/{}/{}",
+        entry.scheme(),
+        call.service,
+        call.method
+    )
+    .parse::<Uri>() else {
         return stream_error(emit, code::INTERNAL, "invalid service or method");
     };
     let mut builder = Request::builder()

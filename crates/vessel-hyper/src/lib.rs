@@ -45,6 +45,7 @@ pub mod service;
 mod signal;
 mod stream;
 pub mod tcp;
+pub mod tls;
 
 pub use body::{BoxError, VesselBody};
 pub use chain::{PooledChain, PooledStream};
@@ -54,7 +55,9 @@ pub use layer::{ChainConfig, DEFAULT_BUFFER_LIMIT, VesselLayer};
 pub use pool::{
     FailurePolicy, FilterPool, FilterPoolBuilder, PluginError, PluginStats, ReloadBackoff, Runtime,
 };
-pub use service::{ConnectionInfo, ResponseInfo, RouteInfo, UpstreamInfo, VesselService};
+pub use service::{
+    CertificateInfo, ConnectionInfo, ResponseInfo, RouteInfo, TlsInfo, UpstreamInfo, VesselService,
+};
 
 /// On an upstream request: the plugin names of the filters the stream
 /// skipped because they failed (pools built with

@@ -47,6 +47,38 @@ pub struct ConnectionInfo {
     pub id: u64,
 }
 
+/// The TLS facts of a downstream connection, which the embedder puts in
+/// the request's extensions (as an `Arc<TlsInfo>`) next to its
+/// [`ConnectionInfo`]. They become Envoy's `connection.*` TLS properties
+/// (`tls_version`, `mtls`, `requested_server_name`, the peer's and the
+/// local certificate's subject, URI SAN and DNS SAN, and
+/// `sha256_peer_certificate_digest`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsInfo {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// The SNI the client sent (empty without one).
+    pub requested_server_name: String,
+    /// The client's certificate, when it presented one.
+    pub peer: Option<CertificateInfo>,
+    /// The lower-case hex SHA-256 of the client's certificate (DER), empty
+    /// without one.
+    pub sha256_peer_certificate_digest: String,
+    /// The certificate the server presented.
+    pub local: Option<CertificateInfo>,
+}
+
+/// The fields of a certificate that Envoy's properties expose.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CertificateInfo {
+    /// The subject in RFC 2253 form (`CN=client,O=Example`).
+    pub subject: String,
+    /// The URI subject alternative names, in order.
+    pub uri_sans: Vec<String>,
+    /// The DNS subject alternative names, in order.
+    pub dns_sans: Vec<String>,
+}
+
 /// The route a request matched, which an embedder that routes before the
 /// filters puts in the **request**'s extensions. A non-empty name becomes
 /// the `xds.route_name` property and its deprecated alias `route_name`
@@ -194,6 +226,7 @@ fn properties(req: &http::request::Parts) -> PropertyMap {
         _ => "HTTP/1.1",
     };
     let conn = req.extensions.get::<ConnectionInfo>().copied();
+    let tls = req.extensions.get::<Arc<TlsInfo>>().cloned();
     let route: Option<Arc<str>> = req
         .extensions
         .get::<RouteInfo>()
@@ -208,10 +241,44 @@ fn properties(req: &http::request::Parts) -> PropertyMap {
             (b"destination\0address", Some(c)) => c.destination.to_string().into(),
             (b"destination\0port", Some(c)) => i64::from(c.destination.port()).into(),
             (b"connection\0id", Some(c)) => PropertyValue::Uint(c.id),
+            // Envoy gives these for every connection, TLS or not.
+            (b"connection\0mtls", Some(_)) => {
+                PropertyValue::Bool(tls.as_ref().is_some_and(|t| t.peer.is_some()))
+            }
+            (b"connection\0requested_server_name", Some(_)) => tls
+                .as_ref()
+                .map_or("", |t| t.requested_server_name.as_str())
+                .into(),
+            (path, Some(_)) => return tls_property(tls.as_deref()?, path),
             _ => return None,
         };
         Some(value.encode())
     })
+}
+
+/// The `connection.*` properties that only a TLS connection has.
+fn tls_property(tls: &TlsInfo, path: &[u8]) -> Option<Vec<u8>> {
+    let first = |v: &[String]| v.first().map(|s| s.as_bytes().to_vec());
+    let subject = |c: &Option<CertificateInfo>| {
+        Some(
+            c.as_ref()
+                .map_or(Vec::new(), |c| c.subject.as_bytes().to_vec()),
+        )
+    };
+    match path {
+        b"connection\0tls_version" => Some(tls.version.as_bytes().to_vec()),
+        b"connection\0subject_peer_certificate" => subject(&tls.peer),
+        b"connection\0subject_local_certificate" => subject(&tls.local),
+        b"connection\0uri_san_peer_certificate" => first(&tls.peer.as_ref()?.uri_sans),
+        b"connection\0uri_san_local_certificate" => first(&tls.local.as_ref()?.uri_sans),
+        b"connection\0dns_san_peer_certificate" => first(&tls.peer.as_ref()?.dns_sans),
+        b"connection\0dns_san_local_certificate" => first(&tls.local.as_ref()?.dns_sans),
+        b"connection\0sha256_peer_certificate_digest" => {
+            let d = &tls.sha256_peer_certificate_digest;
+            (!d.is_empty()).then(|| d.as_bytes().to_vec())
+        }
+        _ => None,
+    }
 }
 
 /// A body that never reports its end together with data: after the last

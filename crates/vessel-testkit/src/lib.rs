@@ -15,6 +15,8 @@
 //!   completions, streamed or not, vLLM/SGLang `/metrics`, `/health`)
 //!   whose latency, failures, health, load and a stream gate the test
 //!   controls; also the binary `fake-llm-worker`;
+//! * [`certs`]: test certificates made at test time (a CA, server and
+//!   client certificates, PEM), so no key is committed;
 //! * [`eventually`] and friends: poll a condition until a deadline, with a
 //!   panic naming what was awaited;
 //! * with the `proxy` feature, `VesselProcess`: a `vessel run` child on
@@ -25,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod certs;
 pub mod llm_worker;
 pub mod servers;
 mod wait;

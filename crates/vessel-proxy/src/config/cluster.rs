@@ -40,6 +40,8 @@ pub struct Cluster {
     /// resolved again (Envoy's default 5 s; must be over 1 ms). Ignored for
     /// STATIC clusters, as in Envoy.
     pub dns_refresh_rate: Duration,
+    /// `transport_socket`: TLS to the endpoints (an `UpstreamTlsContext`).
+    pub tls: Option<super::tls::UpstreamTls>,
 }
 
 /// Envoy's default `dns_refresh_rate`.
@@ -72,7 +74,7 @@ pub struct Endpoint {
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// Reads one cluster.
-pub(crate) fn cluster(node: &Node<'_>) -> Res<Cluster> {
+pub(crate) fn cluster(node: &Node<'_>, base_dir: &std::path::Path) -> Res<Cluster> {
     let o = node.obj(&[
         "name",
         "type",
@@ -88,6 +90,7 @@ pub(crate) fn cluster(node: &Node<'_>) -> Res<Cluster> {
         "load_assignment",
         "http2_protocol_options",
         "typed_extension_protocol_options",
+        "transport_socket",
     ])?;
     let name = o.req("name")?.non_empty_str()?.to_owned();
     let kind = match o.get("type") {
@@ -226,7 +229,13 @@ pub(crate) fn cluster(node: &Node<'_>) -> Res<Cluster> {
         }
     }
 
+    let tls = o
+        .get("transport_socket")
+        .map(|t| super::tls::upstream_tls_context(&t, base_dir))
+        .transpose()?;
+
     Ok(Cluster {
+        tls,
         name,
         kind,
         connect_timeout,

@@ -37,6 +37,10 @@ pub struct Listener {
     /// `default_filter_chain`: the chain of a connection that matches none
     /// of `filter_chains` (without one, such a connection is closed).
     pub default_filter_chain: Option<FilterChain>,
+    /// `listener_filters` names the TLS inspector. With it (or with a chain
+    /// matching `server_names`, for which Envoy adds it itself) a TLS
+    /// connection's SNI is its `connection.requested_server_name`.
+    pub tls_inspector: bool,
 }
 
 /// One filter chain.
@@ -51,6 +55,8 @@ pub struct FilterChain {
     pub network_filters: Vec<WasmFilter>,
     /// The last network filter.
     pub terminal: Terminal,
+    /// `transport_socket`: TLS termination (a `DownstreamTlsContext`).
+    pub tls: Option<super::tls::DownstreamTls>,
 }
 
 /// `filter_chain_match`: which connections a chain takes. An empty match
@@ -134,6 +140,14 @@ impl Listener {
                 Terminal::Http(h) => Some((i, &**h)),
                 Terminal::TcpProxy(_) => None,
             })
+    }
+
+    /// Whether a TLS connection's SNI is recorded
+    /// (`connection.requested_server_name`): as in Envoy, when the TLS
+    /// inspector runs, i.e. `listener_filters` names it or a chain matches
+    /// on `server_names`.
+    pub fn records_server_name(&self) -> bool {
+        self.tls_inspector || self.needs_server_name()
     }
 
     /// True if choosing a chain needs the TLS ClientHello's SNI (some chain
@@ -226,9 +240,11 @@ pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Li
         Some(n) => usize::try_from(n.u32()?).unwrap_or(usize::MAX),
         None => vessel_host::DEFAULT_BUFFER_LIMIT,
     };
+    let mut tls_inspector = false;
     if let Some(lf) = o.get("listener_filters") {
         for f in lf.list() {
             listener_filter(&f)?;
+            tls_inspector = true;
         }
     }
 
@@ -276,6 +292,7 @@ pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Li
         buffer_limit,
         filter_chains,
         default_filter_chain,
+        tls_inspector,
     })
 }
 
@@ -329,12 +346,10 @@ fn filter_chain(node: &Node<'_>, base_dir: &Path, with_match: bool) -> Res<Filte
         Some(m) => chain_match(&m)?,
         None => FilterChainMatch::default(),
     };
-    if let Some(ts) = c.get("transport_socket") {
-        return Err(ts.err(
-            ErrorKind::Unsupported,
-            "transport sockets (TLS) are not supported yet",
-        ));
-    }
+    let tls = c
+        .get("transport_socket")
+        .map(|ts| super::tls::downstream_tls_context(&ts, base_dir))
+        .transpose()?;
     let filters_node = c.req("filters")?;
     let filters = filters_node.list();
     let Some((last, front)) = filters.split_last() else {
@@ -373,6 +388,7 @@ fn filter_chain(node: &Node<'_>, base_dir: &Path, with_match: bool) -> Res<Filte
         matcher,
         network_filters,
         terminal,
+        tls,
     })
 }
 

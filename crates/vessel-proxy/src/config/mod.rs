@@ -66,6 +66,7 @@ mod error;
 mod lb;
 mod listener;
 mod route;
+mod tls;
 mod wasm;
 mod yaml;
 
@@ -87,6 +88,10 @@ pub use route::{
     ClusterSpecifier, DEFAULT_ROUTE_TIMEOUT, HeaderMatch, HeaderMatcher, PathMatch, PolicyFallback,
     RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, SafeRegex, StringMatchKind,
     VirtualHost,
+};
+pub use tls::{
+    CertificateSource, CommonTls, DownstreamTls, PemSource, SdsSecret, TlsCertificate, TlsVersion,
+    UpstreamTls, sds_certificate,
 };
 pub use vessel_host::{FailurePolicy, ReloadBackoff};
 pub use wasm::{EnvSpec, WasmCode, WasmFilter};
@@ -154,7 +159,7 @@ fn bootstrap(root: &YNode<'_>, base_dir: &Path) -> Res<Bootstrap> {
         let sr = sr.obj(&["listeners", "clusters"])?;
         let mut cluster_names: HashMap<String, ()> = HashMap::new();
         for c in sr.get("clusters").map(|c| c.list()).unwrap_or_default() {
-            let cluster = cluster::cluster(&c)?;
+            let cluster = cluster::cluster(&c, base_dir)?;
             if cluster_names.insert(cluster.name.clone(), ()).is_some() {
                 return Err(c.path.key("name").err(
                     ErrorKind::Duplicate,

@@ -167,6 +167,7 @@ mod tests {
             metrics_scrape: None,
             http2: false,
             dns_refresh_rate: config::DEFAULT_DNS_REFRESH_RATE,
+            tls: None,
         }
     }
 

@@ -5,7 +5,12 @@
 //! * Each accepted connection takes the filter chain it matches
 //!   ([`config::Listener::select`]): an HTTP connection manager, or a
 //!   `tcp_proxy` (module `tcp`) that moves its bytes to an endpoint of a
-//!   cluster. A connection no chain takes is closed.
+//!   cluster. A connection no chain takes is closed. A chain with a
+//!   `transport_socket` terminates TLS ([`tls`]: rustls, certificates by
+//!   SNI and reloaded when their files change, client certificates); the
+//!   ClientHello's SNI, read without consuming it, also chooses among
+//!   chains by `server_names`. Clusters with an `UpstreamTlsContext`
+//!   connect with TLS.
 //! * Each `envoy.filters.http.wasm` filter becomes a
 //!   [`vessel_hyper::FilterPool`] of `concurrency` VMs (ABI reference §9:
 //!   plugin and VM configuration; §6.6: failure policy, `FAIL_CLOSED`,
@@ -24,15 +29,15 @@
 //!   not load, a VM that does not start or configure) the old config keeps
 //!   serving and the error is logged (and returned by `/reload`). Changes
 //!   to listeners (names, addresses, buffer limits, filter chains, codecs,
-//!   stat prefixes, tcp_proxy, network filters), clusters or the admin
+//!   stat prefixes, tcp_proxy, network filters, transport sockets), clusters or the admin
 //!   address need a restart and are refused.
 //! * The router (module `router`) answers `direct_response` routes, forwards the
 //!   others round-robin to their cluster's endpoints, and answers upstream
 //!   failures as Envoy does (503 `no healthy upstream`, 503 `upstream
 //!   connect error…`, 504 `upstream request timeout`, 404 when no route
 //!   matches).
-//! * HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on every listener
-//!   unless its `codec_type` says otherwise.
+//! * HTTP/1.1 and HTTP/2 (prior knowledge in cleartext, ALPN over TLS) on
+//!   every listener unless its `codec_type` says otherwise.
 //! * SIGTERM or Ctrl-C stops accepting and lets connections in flight
 //!   finish (bounded by [`RunOptions::drain_timeout`]), so every stream's
 //!   `on_log`/`on_done` runs.
@@ -58,6 +63,7 @@ mod health;
 mod lb;
 mod router;
 mod tcp;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
@@ -177,6 +183,15 @@ pub enum RunError {
     /// The wasm engine cannot be built.
     #[error(transparent)]
     Engine(vessel_host::EngineError),
+    /// A cluster's or a listener's TLS context cannot be set up (a
+    /// certificate, key or CA that does not read).
+    #[error("{context}: {source}")]
+    Tls {
+        /// The cluster or listener.
+        context: String,
+        /// Why.
+        source: tls::TlsError,
+    },
     /// A cluster endpoint's host name does not resolve.
     #[error("cluster `{cluster}`: cannot resolve {host}: {source}")]
     Resolve {
@@ -497,7 +512,12 @@ fn restart_required(old: &Bootstrap, new: &Bootstrap) -> Option<String> {
         Http(Codec, &'a str),
         Tcp(&'a config::TcpProxy),
     }
-    type Shape<'a> = (&'a config::FilterChainMatch, &'a [WasmFilter], Kind<'a>);
+    type Shape<'a> = (
+        &'a config::FilterChainMatch,
+        &'a [WasmFilter],
+        Kind<'a>,
+        Option<&'a config::DownstreamTls>,
+    );
     fn describe(b: &Bootstrap) -> Vec<(String, SocketAddr, usize, Vec<Shape<'_>>)> {
         b.listeners
             .iter()
@@ -509,7 +529,12 @@ fn restart_required(old: &Bootstrap, new: &Bootstrap) -> Option<String> {
                             config::Terminal::Http(h) => Kind::Http(h.codec, &h.stat_prefix),
                             config::Terminal::TcpProxy(t) => Kind::Tcp(t),
                         };
-                        (&c.matcher, c.network_filters.as_slice(), kind)
+                        (
+                            &c.matcher,
+                            c.network_filters.as_slice(),
+                            kind,
+                            c.tls.as_ref(),
+                        )
                     })
                     .collect();
                 (l.name.clone(), l.addr, l.buffer_limit, chains)
@@ -519,7 +544,7 @@ fn restart_required(old: &Bootstrap, new: &Bootstrap) -> Option<String> {
     if describe(old) != describe(new) {
         return Some(
             "the listeners changed (added, removed, renamed, or a new address, buffer limit, \
-             filter chain, codec, stat_prefix, network filter or tcp_proxy)"
+             filter chain, codec, stat_prefix, network filter, tcp_proxy or transport socket)"
                 .to_owned(),
         );
     }
@@ -572,11 +597,21 @@ async fn serve(
     let mut scrapers = Vec::new();
     for c in &boot.clusters {
         let endpoints = resolve(c)?;
+        let upstream_tls = c
+            .tls
+            .as_ref()
+            .map(|t| tls::upstream_tls(t, c.http2).map(Arc::new))
+            .transpose()
+            .map_err(|source| RunError::Tls {
+                context: format!("cluster `{}`", c.name),
+                source,
+            })?;
         callout_clusters.add(vessel_hyper::Cluster {
             name: c.name.clone(),
             endpoints: endpoints.clone(),
             connect_timeout: c.connect_timeout,
             http2: c.http2,
+            tls: upstream_tls.clone(),
         });
         let balancer = Arc::new(Balancer::new(
             &c.name,
@@ -592,7 +627,12 @@ async fn serve(
             scrapers.push(Arc::new(health::Scraper::new(balancer.clone(), m.clone())));
         }
         balancers.push(balancer.clone());
-        let upstream = Arc::new(Upstream::new(balancer, c.connect_timeout, c.http2));
+        let upstream = Arc::new(Upstream::new(
+            balancer,
+            c.connect_timeout,
+            c.http2,
+            upstream_tls,
+        ));
         if matches!(c.kind, ClusterKind::StrictDns | ClusterKind::LogicalDns) {
             let stats = Arc::new(dns::DnsStats::new(&c.name));
             dns::record_startup(&stats, &endpoints);
@@ -657,7 +697,19 @@ async fn serve(
     for l in &boot.listeners {
         let mut chains = Vec::new();
         let mut live_chains = Vec::new();
+        let mut chain_tls = Vec::new();
         for (ci, chain) in l.chains().enumerate() {
+            chain_tls.push(
+                chain
+                    .tls
+                    .as_ref()
+                    .map(|t| tls::ServerTls::new(t).map(Arc::new))
+                    .transpose()
+                    .map_err(|source| RunError::Tls {
+                        context: format!("listener `{}` filter chain #{ci}", l.name),
+                        source,
+                    })?,
+            );
             let mut network = Vec::new();
             for (fi, f) in chain.network_filters.iter().enumerate() {
                 let label = format!(
@@ -718,6 +770,8 @@ async fn serve(
                 name: l.name.clone(),
                 matcher: Some(l.clone()),
                 chains,
+                inspect: l.needs_server_name() || chain_tls.iter().any(Option::is_some),
+                tls: chain_tls,
             }),
         ));
     }
@@ -804,6 +858,8 @@ async fn serve(
                 make: Arc::new(make),
                 stats: Arc::new(ListenerStats::new("admin")),
             })],
+            tls: vec![None],
+            inspect: false,
         };
         tasks.push(tokio::spawn(accept_loop(
             listener,
@@ -934,6 +990,12 @@ struct ListenerServe {
     matcher: Option<config::Listener>,
     /// In [`config::Listener::chains`] order.
     chains: Vec<ChainServe>,
+    /// Per chain (same order): its TLS, when it terminates TLS
+    /// (`transport_socket`).
+    tls: Vec<Option<Arc<tls::ServerTls>>>,
+    /// Whether a connection's TLS ClientHello is read before its chain is
+    /// chosen (some chain matches `server_names` or terminates TLS).
+    inspect: bool,
 }
 
 /// One filter chain as it serves.
@@ -982,7 +1044,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let builders: Vec<Option<Builder<TokioExecutor>>> = serve
+    let builders: Arc<Vec<Option<Builder<TokioExecutor>>>> = serve
         .chains
         .iter()
         .map(|c| match c {
@@ -997,7 +1059,8 @@ async fn accept_loop(
             }
             ChainServe::Tcp(_) => None,
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .into();
     let local = listener.local_addr().ok();
     let graceful = GracefulShutdown::new();
     let open = Arc::new(OpenConnections::default());
@@ -1021,46 +1084,17 @@ async fn accept_loop(
                     destination,
                     id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
                 };
-                let chain = match &serve.matcher {
-                    None => Some(0),
-                    Some(l) => l.select(destination.port(), None),
-                };
-                let Some(ci) = chain else {
-                    log::debug!(
-                        "listener `{}`: no filter chain matches the connection from {peer} \
-                         to {destination}; closing it",
-                        serve.name
-                    );
-                    continue;
-                };
-                match (&serve.chains[ci], &builders[ci]) {
-                    (ChainServe::Http(h), Some(builder)) => {
-                        let svc = TowerToHyperService::new((h.make)(info));
-                        let conn = builder
-                            .serve_connection(TokioIo::new(tcp), svc)
-                            .into_owned();
-                        let conn = graceful.watch(conn);
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                log::debug!("connection from {peer}: {e}");
-                            }
-                        });
-                    }
-                    (ChainServe::Tcp(t), _) => {
-                        let t = t.clone();
-                        open.count.fetch_add(1, Ordering::AcqRel);
-                        let guard = OpenGuard(open.clone());
-                        let mut close = close_rx.clone();
-                        tokio::spawn(async move {
-                            let _guard = guard;
-                            tokio::select! {
-                                () = t.serve(tcp, info) => {}
-                                _ = close.wait_for(|c| *c) => {}
-                            }
-                        });
-                    }
-                    (ChainServe::Http(_), None) => {}
-                }
+                let serve = serve.clone();
+                let builders = builders.clone();
+                let watcher = graceful.watcher();
+                let open = open.clone();
+                let close = close_rx.clone();
+                tokio::spawn(async move {
+                    serve_connection(
+                        &serve, &builders, tcp, destination, info, watcher, open, close,
+                    )
+                    .await;
+                });
             }
         }
     }
@@ -1080,6 +1114,132 @@ async fn accept_loop(
             log::warn!("connections still open after {drain:?}; closing them");
             let _ = close_tx.send(true);
         }
+    }
+}
+
+/// Serves one accepted connection: reads its ClientHello when the listener
+/// needs it, chooses the filter chain (destination port, SNI), terminates
+/// TLS when the chain has a transport socket, and serves the chain.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    serve: &ListenerServe,
+    builders: &[Option<Builder<TokioExecutor>>],
+    tcp: tokio::net::TcpStream,
+    destination: SocketAddr,
+    info: ConnectionInfo,
+    watcher: hyper_util::server::graceful::Watcher,
+    open: Arc<OpenConnections>,
+    close: watch::Receiver<bool>,
+) {
+    let peer = info.source;
+    let server_name = if serve.inspect {
+        match tls::peek_server_name(&tcp, tls::CLIENT_HELLO_TIMEOUT).await {
+            Ok(name) => name,
+            Err(e) => {
+                log::debug!("listener `{}`: connection from {peer}: {e}", serve.name);
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let chain = match &serve.matcher {
+        None => Some(0),
+        Some(l) => l.select(destination.port(), server_name.as_deref()),
+    };
+    let Some(ci) = chain else {
+        log::debug!(
+            "listener `{}`: no filter chain matches the connection from {peer} \
+             to {destination}; closing it",
+            serve.name
+        );
+        return;
+    };
+    match &serve.tls[ci] {
+        None => serve_chain(serve, builders, ci, tcp, info, None, watcher, open, close).await,
+        Some(t) => {
+            let (stream, tls_info) =
+                match tokio::time::timeout(tls::CLIENT_HELLO_TIMEOUT, t.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        log::debug!("listener `{}`: TLS handshake with {peer}: {e}", serve.name);
+                        return;
+                    }
+                    Err(_) => {
+                        log::debug!(
+                            "listener `{}`: TLS handshake with {peer} timed out",
+                            serve.name
+                        );
+                        return;
+                    }
+                };
+            // Without the TLS inspector Envoy records no SNI.
+            let tls_info = if serve
+                .matcher
+                .as_ref()
+                .is_some_and(config::Listener::records_server_name)
+            {
+                tls_info
+            } else {
+                let mut t = (*tls_info).clone();
+                t.requested_server_name.clear();
+                Arc::new(t)
+            };
+            serve_chain(
+                serve,
+                builders,
+                ci,
+                stream,
+                info,
+                Some(tls_info),
+                watcher,
+                open,
+                close,
+            )
+            .await;
+        }
+    }
+}
+
+/// Serves chain `ci` on `io` (TCP, or TLS over it with `tls_info`).
+#[allow(clippy::too_many_arguments)]
+async fn serve_chain<IO>(
+    serve: &ListenerServe,
+    builders: &[Option<Builder<TokioExecutor>>],
+    ci: usize,
+    io: IO,
+    info: ConnectionInfo,
+    tls_info: Option<Arc<vessel_hyper::TlsInfo>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    open: Arc<OpenConnections>,
+    mut close: watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.source;
+    match (&serve.chains[ci], &builders[ci]) {
+        (ChainServe::Http(h), Some(builder)) => {
+            let mut svc = (h.make)(info);
+            if let Some(t) = tls_info {
+                svc = BoxCloneService::new(tls::with_tls_info(svc, t));
+            }
+            let conn = builder
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                log::debug!("connection from {peer}: {e}");
+            }
+        }
+        (ChainServe::Tcp(t), _) => {
+            drop(watcher);
+            open.count.fetch_add(1, Ordering::AcqRel);
+            let _guard = OpenGuard(open);
+            tokio::select! {
+                () = t.serve(io, info) => {}
+                _ = close.wait_for(|c| *c) => {}
+            }
+        }
+        (ChainServe::Http(_), None) => {}
     }
 }
 

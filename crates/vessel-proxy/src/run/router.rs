@@ -51,6 +51,7 @@ use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::oneshot;
 use tower::Service;
+use vessel_hyper::tls::{Conn, Connector, UpstreamTls};
 use vessel_hyper::{BoxError, ResponseInfo, RouteInfo, SkippedFilters, UpstreamInfo, VesselBody};
 
 use super::lb::{Balancer, InFlight, Outcome};
@@ -94,7 +95,9 @@ pub(crate) struct Upstream {
     connect_timeout: Duration,
     /// HTTP/1.1 clusters: a pooled client (the URI names the endpoint; the
     /// `Host` header keeps the client's authority).
-    client: Client<HttpConnector, NotifyEnd<Prefixed>>,
+    client: Client<Connector, NotifyEnd<Prefixed>>,
+    /// TLS to the endpoints (`transport_socket`).
+    tls: Option<Arc<UpstreamTls>>,
     /// HTTP/2 clusters: one multiplexed connection per endpoint, so that
     /// `:authority` (taken from the request URI) can be the client's.
     h2: Mutex<HashMap<SocketAddr, H2Conn>>,
@@ -133,16 +136,22 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 
 impl Upstream {
     /// A pooled client for the balancer's endpoints.
-    pub(crate) fn new(balancer: Arc<Balancer>, connect_timeout: Duration, http2: bool) -> Self {
+    pub(crate) fn new(
+        balancer: Arc<Balancer>,
+        connect_timeout: Duration,
+        http2: bool,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .http2_only(http2)
-            .build(connector);
+            .build(Connector::new(connector, tls.clone()));
         Self {
             balancer,
             http2,
+            tls,
             connect_timeout,
             client,
             h2: Mutex::new(HashMap::new()),
@@ -184,7 +193,22 @@ impl Upstream {
         };
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().ok();
-        let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        let io = match &self.tls {
+            None => Conn::Plain(TokioIo::new(tcp)),
+            Some(tls) => {
+                let handshake =
+                    tokio::time::timeout(self.connect_timeout, tls.handshake(tcp, endpoint.ip()));
+                match handshake.await {
+                    Ok(Ok(s)) => Conn::Tls(Box::new(TokioIo::new(s))),
+                    Ok(Err(e)) => {
+                        log::debug!("upstream {endpoint}: TLS handshake: {e}");
+                        return Err(UpstreamError::Connect { timeout: false });
+                    }
+                    Err(_) => return Err(UpstreamError::Connect { timeout: true }),
+                }
+            }
+        };
+        let (send, conn) = http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(|e| {
                 log::debug!("upstream {endpoint}: HTTP/2 handshake: {e}");

@@ -80,8 +80,9 @@ pub(crate) fn connection_properties(info: ConnectionInfo) -> PropertyMap {
 }
 
 impl TcpProxyServe {
-    /// Proxies one accepted connection until it ends: through the
-    /// network filters when the chain has some.
+    /// Proxies one accepted connection (plain TCP, or TLS terminated by
+    /// the chain's transport socket) until it ends: through the network
+    /// filters when the chain has some.
     pub(crate) async fn serve<D>(&self, downstream: D, info: ConnectionInfo)
     where
         D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

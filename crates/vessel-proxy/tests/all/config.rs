@@ -551,8 +551,8 @@ fn every_unsupported_field_is_named_by_path() {
         (format!("{L}.address.socket_address.ipv4_compat"), "true"),
         (format!("{L}.address.pipe"), "{path: /tmp/x}"),
         (
-            format!("{L}.filter_chains[0].transport_socket"),
-            "{name: tls}",
+            format!("{L}.filter_chains[0].transport_socket.name"),
+            "envoy.transport_sockets.raw_buffer",
         ),
         (
             format!("{L}.filter_chains[0].filter_chain_match.transport_protocol"),
@@ -611,7 +611,10 @@ fn every_unsupported_field_is_named_by_path() {
         ),
         (format!("{C}.dns_lookup_family"), "V4_ONLY"),
         (format!("{C}.upstream_connection_options"), "{}"),
-        (format!("{C}.transport_socket"), "{name: tls}"),
+        (
+            format!("{C}.transport_socket.name"),
+            "envoy.transport_sockets.raw_buffer",
+        ),
         (
             format!("{C}.http2_protocol_options.max_concurrent_streams"),
             "10",

@@ -25,3 +25,4 @@ mod load;
 mod reload;
 mod run;
 mod tcp;
+mod tls;

@@ -14,8 +14,19 @@ proxy_wasm::main! {{
     });
 }}
 
-/// `(dotted path, is_int)` pairs from the configuration.
-type Paths = Vec<(String, bool)>;
+/// How a property's value is shown.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Lossy UTF-8.
+    Str,
+    /// An 8-byte little-endian integer, in decimal.
+    Int,
+    /// A 1-byte boolean: `true` or `false`.
+    Bool,
+}
+
+/// `(dotted path, kind)` pairs from the configuration.
+type Paths = Vec<(String, Kind)>;
 
 struct PropsRoot {
     paths: Paths,
@@ -33,9 +44,14 @@ impl RootContext for PropsRoot {
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(|p| match p.strip_suffix(":int") {
-                Some(path) => (path.to_owned(), true),
-                None => (p.strip_suffix(":str").unwrap_or(p).to_owned(), false),
+            .map(|p| {
+                if let Some(path) = p.strip_suffix(":int") {
+                    (path.to_owned(), Kind::Int)
+                } else if let Some(path) = p.strip_suffix(":bool") {
+                    (path.to_owned(), Kind::Bool)
+                } else {
+                    (p.strip_suffix(":str").unwrap_or(p).to_owned(), Kind::Str)
+                }
             })
             .collect();
         true
@@ -65,16 +81,23 @@ fn header_name(path: &str) -> String {
 }
 
 impl PhaseProps {
-    fn read(&self, phase: &str, path: &str, is_int: bool) -> String {
+    fn read(&self, phase: &str, path: &str, kind: Kind) -> String {
         let segments: Vec<&str> = path.split('.').collect();
         let value = match self.get_property(segments) {
             None => "<none>".to_owned(),
             Some(v) if v.is_empty() => "<empty>".to_owned(),
-            Some(v) if is_int => match <[u8; 8]>::try_from(v.as_slice()) {
-                Ok(b) => i64::from_le_bytes(b).to_string(),
-                Err(_) => format!("bad-int-size:{}", v.len()),
+            Some(v) => match kind {
+                Kind::Int => match <[u8; 8]>::try_from(v.as_slice()) {
+                    Ok(b) => i64::from_le_bytes(b).to_string(),
+                    Err(_) => format!("bad-int-size:{}", v.len()),
+                },
+                Kind::Bool => match v.as_slice() {
+                    [0] => "false".to_owned(),
+                    [1] => "true".to_owned(),
+                    _ => format!("bad-bool-size:{}", v.len()),
+                },
+                Kind::Str => String::from_utf8_lossy(&v).into_owned(),
             },
-            Some(v) => String::from_utf8_lossy(&v).into_owned(),
         };
         info!("phase_properties: {phase} {path}={value}");
         value
@@ -84,8 +107,8 @@ impl PhaseProps {
 impl HttpContext for PhaseProps {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let paths = self.paths.clone();
-        for (path, is_int) in &paths {
-            let value = self.read("request", path, *is_int);
+        for (path, kind) in &paths {
+            let value = self.read("request", path, *kind);
             self.request.push((path.clone(), value));
         }
         Action::Continue
@@ -93,8 +116,8 @@ impl HttpContext for PhaseProps {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let paths = self.paths.clone();
-        for (path, is_int) in &paths {
-            let value = self.read("response", path, *is_int);
+        for (path, kind) in &paths {
+            let value = self.read("response", path, *kind);
             self.add_http_response_header(&format!("x-resp-{}", header_name(path)), &value);
         }
         let request = std::mem::take(&mut self.request);
