@@ -718,11 +718,22 @@ async fn serve(
                         source,
                     })?,
             );
-            if !chain.network_filters.is_empty() {
+            let mut network = Vec::new();
+            for (fi, f) in chain.network_filters.iter().enumerate() {
+                let label = format!(
+                    "listener `{}` filter chain #{ci} network wasm filter #{fi} `{}`",
+                    l.name, f.name
+                );
+                let code = Arc::new(read_code(f, &label)?);
+                network.push(build_filter(&host, f, code, &boot, &label, false)?.pool);
+            }
+            if !network.is_empty() && matches!(chain.terminal, config::Terminal::Http(_)) {
                 return Err(RunError::Config(ConfigError::Field {
                     kind: config::ErrorKind::Unsupported,
                     path: format!("listener `{}` filter chain #{ci}", l.name),
-                    message: "network wasm filters are not served yet".to_owned(),
+                    message: "network wasm filters before the HTTP connection manager are \
+                              not served yet"
+                        .to_owned(),
                 }));
             }
             match &chain.terminal {
@@ -747,6 +758,8 @@ async fn serve(
                         config: t.clone(),
                         upstream,
                         stats,
+                        filters: network,
+                        buffer_limit: l.buffer_limit,
                     })));
                     live_chains.push(None);
                 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::TcpStream;
-use vessel_hyper::ConnectionInfo;
+use vessel_host::{PropertyMap, PropertyValue};
 use vessel_hyper::tcp::TcpOptions;
+use vessel_hyper::{ConnectionInfo, FilterPool};
 
 use super::lb::InFlight;
 use super::router::Upstream;
@@ -55,11 +56,33 @@ pub(crate) struct TcpProxyServe {
     pub(crate) config: TcpProxy,
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) stats: Arc<TcpStats>,
+    /// The chain's network wasm filters, in order.
+    pub(crate) filters: Vec<Arc<FilterPool>>,
+    /// The listener's `per_connection_buffer_limit_bytes`.
+    pub(crate) buffer_limit: usize,
+}
+
+/// The properties of a connection for its network filters:
+/// `source.address`/`.port`, `destination.address`/`.port`,
+/// `connection.id`, computed when a guest reads one.
+pub(crate) fn connection_properties(info: ConnectionInfo) -> PropertyMap {
+    PropertyMap::with_source(move |path| {
+        let value: PropertyValue = match path {
+            b"source\0address" => info.source.to_string().into(),
+            b"source\0port" => i64::from(info.source.port()).into(),
+            b"destination\0address" => info.destination.to_string().into(),
+            b"destination\0port" => i64::from(info.destination.port()).into(),
+            b"connection\0id" => PropertyValue::Uint(info.id),
+            _ => return None,
+        };
+        Some(value.encode())
+    })
 }
 
 impl TcpProxyServe {
     /// Proxies one accepted connection (plain TCP, or TLS terminated by
-    /// the chain's transport socket) until it ends.
+    /// the chain's transport socket) until it ends: through the network
+    /// filters when the chain has some.
     pub(crate) async fn serve<D>(&self, downstream: D, info: ConnectionInfo)
     where
         D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -77,64 +100,93 @@ impl TcpProxyServe {
             return;
         };
         let _in_flight = InFlight::new(ep.clone());
-        let connect =
-            tokio::time::timeout(self.upstream.connect_timeout(), TcpStream::connect(ep.addr))
-                .await;
-        let upstream = match connect {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                self.stats.connect_fail.fetch_add(1, Ordering::Relaxed);
-                log::debug!("tcp_proxy: cannot connect to {} ({cluster}): {e}", ep.addr);
-                return;
-            }
-            Err(_) => {
-                self.stats.connect_fail.fetch_add(1, Ordering::Relaxed);
-                log::debug!("tcp_proxy: connecting to {} ({cluster}) timed out", ep.addr);
-                return;
-            }
+        let timeout = self.upstream.connect_timeout();
+        let addr = ep.addr;
+        let connect = async move {
+            let s = tokio::time::timeout(timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            let _ = s.set_nodelay(true);
+            Ok::<_, std::io::Error>(s)
         };
-        let _ = upstream.set_nodelay(true);
         let options = TcpOptions {
             idle_timeout: self.config.idle_timeout,
             ..TcpOptions::default()
         };
         // A cluster with a transport socket: TLS to the endpoint.
-        let proxied = match self.upstream.tls() {
-            None => vessel_hyper::tcp::proxy(downstream, upstream, options).await,
+        let (bytes, connect_failed) = match self.upstream.tls().cloned() {
+            None => self.pump(downstream, connect, info, options).await,
             Some(tls) => {
-                let handshake = tokio::time::timeout(
-                    self.upstream.connect_timeout(),
-                    tls.handshake(upstream, ep.addr.ip()),
-                )
-                .await;
-                match handshake {
-                    Ok(Ok(stream)) => vessel_hyper::tcp::proxy(downstream, stream, options).await,
-                    Ok(Err(e)) => {
-                        self.stats.connect_fail.fetch_add(1, Ordering::Relaxed);
-                        log::debug!("tcp_proxy: TLS to {} ({cluster}): {e}", ep.addr);
-                        return;
-                    }
-                    Err(_) => {
-                        self.stats.connect_fail.fetch_add(1, Ordering::Relaxed);
-                        log::debug!("tcp_proxy: TLS to {} ({cluster}) timed out", ep.addr);
-                        return;
-                    }
-                }
+                let connect = async move {
+                    let s = connect.await?;
+                    tokio::time::timeout(timeout, tls.handshake(s, addr.ip()))
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+                };
+                self.pump(downstream, connect, info, options).await
             }
         };
-        match proxied {
-            Ok(out) => {
-                self.stats
-                    .rx_bytes
-                    .fetch_add(out.downstream_rx, Ordering::Relaxed);
-                self.stats
-                    .tx_bytes
-                    .fetch_add(out.downstream_tx, Ordering::Relaxed);
-                if out.idle_timeout {
-                    self.stats.idle_timeout.fetch_add(1, Ordering::Relaxed);
+        if connect_failed {
+            self.stats.connect_fail.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(out) = bytes {
+            self.stats
+                .rx_bytes
+                .fetch_add(out.downstream_rx, Ordering::Relaxed);
+            self.stats
+                .tx_bytes
+                .fetch_add(out.downstream_tx, Ordering::Relaxed);
+            if out.idle_timeout {
+                self.stats.idle_timeout.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Connects (`connect`) and moves the bytes, through the network
+    /// filters when the chain has some: the byte counts (none if the
+    /// proxy failed) and whether the connection to the upstream failed.
+    async fn pump<D, U, C>(
+        &self,
+        downstream: D,
+        connect: C,
+        info: ConnectionInfo,
+        options: TcpOptions,
+    ) -> (Option<vessel_hyper::tcp::TcpOutcome>, bool)
+    where
+        D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        C: std::future::Future<Output = std::io::Result<U>>,
+    {
+        if self.filters.is_empty() {
+            match connect.await {
+                Err(e) => {
+                    log::debug!(
+                        "tcp_proxy: cannot connect to cluster `{}`: {e}",
+                        self.config.cluster
+                    );
+                    (None, true)
+                }
+                Ok(upstream) => {
+                    match vessel_hyper::tcp::proxy(downstream, upstream, options).await {
+                        Ok(out) => (Some(out), false),
+                        Err(e) => {
+                            log::debug!("tcp_proxy: connection from {}: {e}", info.source);
+                            (None, false)
+                        }
+                    }
                 }
             }
-            Err(e) => log::debug!("tcp_proxy: connection from {}: {e}", info.source),
+        } else {
+            let out = vessel_hyper::tcp::proxy_filtered(
+                downstream,
+                connect,
+                &self.filters,
+                connection_properties(info),
+                self.buffer_limit,
+                options,
+            )
+            .await;
+            (Some(out.bytes), out.connect_failed)
         }
     }
 }
