@@ -17,7 +17,9 @@
 //!   (direct to the fake LLM worker, through `vessel run` without and with
 //!   a filter). `cargo xtask bench wasi` runs only the WASI comparison
 //!   (`docs/wasi.md`), `cargo xtask bench e2e` only the end-to-end one,
-//!   `cargo xtask bench ttfb` only the time to first byte.
+//!   `cargo xtask bench ttfb` only the time to first byte, `cargo xtask
+//!   bench edge` only the edge comparison with Envoy (`edge.rs`: TCP proxy
+//!   throughput with and without a network filter).
 //! * `cargo xtask envoy-diff` — builds the guests, gets Envoy, and runs every
 //!   scenario in-process, through `vessel run` and through Envoy
 //!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
@@ -38,6 +40,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod assemblyscript;
+mod edge;
 mod envoy_diff;
 mod gateway;
 mod ttfb;
@@ -825,6 +828,7 @@ fn main() -> Result<()> {
             guests()?;
             gateway::gateway_bench()
         }
+        "bench" if std::env::args().nth(2).as_deref() == Some("edge") => edge::edge_bench(),
         "bench" if std::env::args().nth(2).as_deref() == Some("wasi") => {
             go_plugins()?;
             wasi_bench()
@@ -850,7 +854,8 @@ fn main() -> Result<()> {
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "adapter"]))?;
             e2e_bench()?;
             ttfb::ttfb_bench()?;
-            gateway::gateway_bench()
+            gateway::gateway_bench()?;
+            edge::edge_bench()
         }
         "guests" => guests(),
         "envoy-diff" => {

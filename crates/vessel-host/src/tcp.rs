@@ -51,10 +51,14 @@
 //!   closed ([`downstream_closed`](TcpStream::downstream_closed)) and when
 //!   the upstream went away ([`upstream_closed`](TcpStream::upstream_closed):
 //!   the proxy closes the client, LOCAL).
-//! * Failures: a filter whose VM has failed, or whose callback fails, is
-//!   passed by under `FAIL_OPEN` (the bytes go on as the filter left them)
-//!   and closes the connection under `FAIL_CLOSED` and `FAIL_RELOAD`
-//!   (cpp-host's `CHECK_FAIL_NET`, Envoy's fail-closed empty context). Bytes
+//! * Failures: the connection whose own callback fails is closed, under
+//!   every policy (what Envoy 1.40 does, as for an HTTP stream's
+//!   `wasm_fail_stream`; `spec-tests/scenarios/tcp_fail_open.yaml`). A
+//!   filter whose VM had failed before (in another connection, or at its
+//!   context's creation) is passed by under `FAIL_OPEN` (the bytes go on
+//!   untouched) and closes the connection under `FAIL_CLOSED` and
+//!   `FAIL_RELOAD` (cpp-host's `CHECK_FAIL_NET`, Envoy's fail-closed empty
+//!   context). Bytes
 //!   past [`Limits::max_body_bytes`](crate::Limits::max_body_bytes) in one
 //!   filter's buffer close the connection (the VM is fine).
 //!
@@ -506,17 +510,23 @@ impl TcpStream {
             }
         };
         self.filters[i].ctx = Some(ctx);
-        let (result, own) = vms.with_vm(i, |vm| {
+        let (result, own, was_failed) = vms.with_vm(i, |vm| {
             // What `on_context_create` asked, then the callback.
             let mut own = take_own(vm, ctx);
+            let was_failed = vm.is_failed();
             let r = vm.on_new_connection(ctx);
             own.extend(take_own(vm, ctx));
-            (r, own)
+            (r, own, was_failed)
         });
         let status = match result {
             Ok(s) => s,
             Err(e) => {
                 log::debug!(target: "vessel::tcp", "filter {i}: {e}");
+                if !was_failed {
+                    // Its own callback failed: closed under every policy.
+                    self.close_connection(vms, CloseReason::FilterFailed);
+                    return false;
+                }
                 return !self.failed(vms, i);
             }
         };
@@ -561,7 +571,8 @@ impl TcpStream {
     ) -> Step {
         let end = self.sides[s].end;
         let ty = buffer_type(s);
-        let (result, own, left) = vms.with_vm(i, |vm| {
+        let (result, own, left, was_failed) = vms.with_vm(i, |vm| {
+            let was_failed = vm.is_failed();
             let r = if s == READ {
                 vm.on_downstream_data(ctx, &data, end)
             } else {
@@ -579,7 +590,7 @@ impl TcpStream {
                 Ok(FilterStatus::StopIteration) => None,
                 _ => vm.take_body(ctx, ty),
             };
-            (r, own, left)
+            (r, own, left, was_failed)
         });
         let status = match result {
             Ok(status) => status,
@@ -593,6 +604,13 @@ impl TcpStream {
             }
             Err(e) => {
                 log::debug!(target: "vessel::tcp", "filter {i}: {e}");
+                if !was_failed {
+                    // This connection's own callback failed: the
+                    // connection closes under every policy, as Envoy 1.40
+                    // does (spec-tests/scenarios/tcp_fail_open.yaml).
+                    self.close_connection(vms, CloseReason::FilterFailed);
+                    return Step::Closed;
+                }
                 if self.failed(vms, i) {
                     return Step::Closed;
                 }

@@ -174,6 +174,22 @@ impl FilterVms for PooledChain {
         r
     }
 
+    fn create_tcp_context(
+        &mut self,
+        i: usize,
+        properties: PropertyMap,
+    ) -> Result<ContextId, VmError> {
+        let cell = &self.filters[i].cell;
+        let mut shared = cell.lock();
+        let created = shared.vm.create_tcp_context_with(properties);
+        if let Ok(ctx) = created {
+            // Registered under the lock, so no signal for it is lost.
+            shared.streams.insert(ctx, (self.tx.clone(), i));
+        }
+        dispatch(cell, &mut shared);
+        created
+    }
+
     fn context_finished(&mut self, i: usize, context: ContextId, vm_ok: bool) {
         let cell = &self.filters[i].cell;
         let mut shared = cell.lock();

@@ -44,6 +44,7 @@ pub mod redis;
 pub mod service;
 mod signal;
 mod stream;
+pub mod tcp;
 
 pub use body::{BoxError, VesselBody};
 pub use chain::{PooledChain, PooledStream};

@@ -1,9 +1,11 @@
 //! The Envoy-config reader of `vessel run -c envoy.yaml`.
 //!
-//! Reads the subset of an Envoy v3 bootstrap YAML needed to serve wasm HTTP
-//! filters: static listeners with one HTTP connection manager (routes,
-//! `envoy.filters.http.wasm` filters, the router), static clusters, the admin
-//! address and the node. The wasm part follows Envoy's
+//! Reads the subset of an Envoy v3 bootstrap YAML needed to serve wasm
+//! filters: static listeners whose filter chains (matched on destination
+//! port and SNI) end in an HTTP connection manager (routes,
+//! `envoy.filters.http.wasm` filters, the router) or a `tcp_proxy`, after
+//! optional `envoy.filters.network.wasm` filters; static clusters, the
+//! admin address and the node. The wasm part follows Envoy's
 //! `envoy.extensions.wasm.v3.PluginConfig`/`VmConfig` (ABI reference §9),
 //! including the failure policy (§6.6) and capability restriction (§6.5).
 //!
@@ -49,7 +51,8 @@
 //!           - name: envoy.filters.http.router
 //! "#;
 //! let boot = vessel_proxy::config::parse(yaml, Path::new("/etc/vessel")).unwrap();
-//! let filter = &boot.listeners[0].wasm_filters[0];
+//! let (_, hcm) = boot.listeners[0].http_managers().next().unwrap();
+//! let filter = &hcm.wasm_filters[0];
 //! assert_eq!(filter.root_id, "hello");
 //! assert_eq!(
 //!     filter.code,
@@ -76,7 +79,10 @@ pub use lb::{
     DEFAULT_CHOICE_COUNT, DEFAULT_PANIC_THRESHOLD_BP, HealthCheck, LbPolicy, LoadBalancing,
     MetricsScrape, OutlierDetection,
 };
-pub use listener::{Codec, Listener};
+pub use listener::{
+    Codec, DEFAULT_TCP_IDLE_TIMEOUT, FilterChain, FilterChainMatch, HttpManager, Listener,
+    TcpProxy, Terminal,
+};
 pub use route::{
     ClusterSpecifier, DEFAULT_ROUTE_TIMEOUT, HeaderMatch, HeaderMatcher, PathMatch, PolicyFallback,
     RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, SafeRegex, StringMatchKind,
@@ -184,32 +190,57 @@ fn bootstrap(root: &YNode<'_>, base_dir: &Path) -> Res<Bootstrap> {
         }
     }
 
-    // Routes must name known clusters (Envoy's validate_clusters default for
-    // static route tables).
+    // Routes and TCP proxies must name known clusters (Envoy's
+    // validate_clusters default for static route tables).
+    let known = |name: &str| clusters.iter().any(|c| c.name == name);
     for (listener, lpath) in listeners.iter().zip(&listener_paths) {
-        for (suffix, name) in listener.routes.cluster_refs() {
-            if !clusters.iter().any(|c| c.name == name) {
-                let path = format!(
-                    "{}.filter_chains[0].filters[0].typed_config.route_config.{suffix}",
-                    lpath.display()
-                );
-                return Err(ConfigError::Field {
-                    kind: ErrorKind::UnknownReference,
-                    path,
-                    message: format!("unknown cluster `{name}` (not in static_resources.clusters)"),
-                });
-            }
-        }
-        for (suffix, plugin) in listener.routes.policy_plugins() {
-            if !listener.wasm_filters.iter().any(|f| f.name == plugin) {
-                return Err(ConfigError::Field {
-                    kind: ErrorKind::UnknownReference,
-                    path: format!(
-                        "{}.filter_chains[0].filters[0].typed_config.route_config.{suffix}",
-                        lpath.display()
-                    ),
-                    message: format!("no wasm filter of this listener is named `{plugin}`"),
-                });
+        for (ci, chain) in listener.chains().enumerate() {
+            let chain_path = if ci < listener.filter_chains.len() {
+                format!("{}.filter_chains[{ci}]", lpath.display())
+            } else {
+                format!("{}.default_filter_chain", lpath.display())
+            };
+            let terminal_path = format!(
+                "{chain_path}.filters[{}].typed_config",
+                chain.network_filters.len()
+            );
+            match &chain.terminal {
+                Terminal::TcpProxy(t) => {
+                    if !known(&t.cluster) {
+                        return Err(ConfigError::Field {
+                            kind: ErrorKind::UnknownReference,
+                            path: format!("{terminal_path}.cluster"),
+                            message: format!(
+                                "unknown cluster `{}` (not in static_resources.clusters)",
+                                t.cluster
+                            ),
+                        });
+                    }
+                }
+                Terminal::Http(h) => {
+                    for (suffix, name) in h.routes.cluster_refs() {
+                        if !known(name) {
+                            return Err(ConfigError::Field {
+                                kind: ErrorKind::UnknownReference,
+                                path: format!("{terminal_path}.route_config.{suffix}"),
+                                message: format!(
+                                    "unknown cluster `{name}` (not in static_resources.clusters)"
+                                ),
+                            });
+                        }
+                    }
+                    for (suffix, plugin) in h.routes.policy_plugins() {
+                        if !h.wasm_filters.iter().any(|f| f.name == plugin) {
+                            return Err(ConfigError::Field {
+                                kind: ErrorKind::UnknownReference,
+                                path: format!("{terminal_path}.route_config.{suffix}"),
+                                message: format!(
+                                    "no wasm filter of this connection manager is named `{plugin}`"
+                                ),
+                            });
+                        }
+                    }
+                }
             }
         }
     }

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use vessel_host::{CacheConfig, Engine, EngineConfig};
 
 use super::real::Run;
-use super::scenario::{Deviations, Expect, Scenario};
-use super::{Error, Observation, ObservedMessage, check};
+use super::scenario::{ConnectionExpect, Deviations, Expect, Scenario};
+use super::{Error, Observation, ObservedMessage, check, check_connection};
 
 /// One thing that differs by proxy and is therefore not compared.
 #[derive(Debug, Clone, Copy)]
@@ -204,6 +204,18 @@ fn msg(m: &Option<ObservedMessage>) -> Option<Msg> {
     })
 }
 
+/// A TCP connection in its compared form: what each side received, and
+/// which steps failed (`step 3 (upstream_receive)`: the drivers word the
+/// rest differently). Whether a side saw the proxy close is compared
+/// through the `*_receive_close` steps only: in-process, the end of the
+/// connection closes both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Conn {
+    upstream_received: String,
+    client_received: String,
+    failed_steps: Vec<String>,
+}
+
 /// An observation in its compared form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Normal {
@@ -212,6 +224,7 @@ struct Normal {
     end: &'static str,
     vm_failure: Option<String>,
     logs: Vec<String>,
+    connection: Option<Conn>,
 }
 
 fn normal(o: &Observation) -> Normal {
@@ -227,6 +240,19 @@ fn normal(o: &Observation) -> Normal {
         },
         vm_failure: vm_failure(&o.vm_failure),
         logs: logs(&o.logs),
+        connection: o.connection.as_ref().map(|c| Conn {
+            upstream_received: c.upstream_received.clone(),
+            client_received: c.client_received.clone(),
+            failed_steps: c
+                .step_failures
+                .iter()
+                .map(|f| {
+                    f.split_once(':')
+                        .map_or(f.as_str(), |(step, _)| step)
+                        .to_owned()
+                })
+                .collect(),
+        }),
     }
 }
 
@@ -294,6 +320,26 @@ pub fn compare(ours: &Observation, envoy: &Observation) -> Vec<String> {
     let mut out = Vec::new();
     diff_msg("upstream_request", &a.upstream, &b.upstream, &mut out);
     diff_msg("response", &a.response, &b.response, &mut out);
+    if let (Some(x), Some(y)) = (&a.connection, &b.connection) {
+        for (what, here, there) in [
+            (
+                "upstream_received",
+                &x.upstream_received,
+                &y.upstream_received,
+            ),
+            ("client_received", &x.client_received, &y.client_received),
+        ] {
+            if here != there {
+                out.push(format!("{what}: {here:?} here, {there:?} in Envoy"));
+            }
+        }
+        if x.failed_steps != y.failed_steps {
+            out.push(format!(
+                "failed steps: {:?} here, {:?} in Envoy",
+                x.failed_steps, y.failed_steps
+            ));
+        }
+    }
     if a.end != b.end {
         out.push(format!(
             "the stream ended: {} here, {} in Envoy",
@@ -333,6 +379,13 @@ pub fn compare(ours: &Observation, envoy: &Observation) -> Vec<String> {
 /// `vm_failed` is reduced to the callback that failed
 /// ([`Rule::VmFailureText`]).
 fn envoy_expect(e: &Expect) -> Expect {
+    let mut e = e.clone();
+    e.vm_failed = vm_failure(&e.vm_failed);
+    e
+}
+
+/// [`envoy_expect`] for a TCP connection.
+fn envoy_connection_expect(e: &ConnectionExpect) -> ConnectionExpect {
     let mut e = e.clone();
     e.vm_failed = vm_failure(&e.vm_failed);
     e
@@ -606,11 +659,28 @@ fn judge(
         };
         let mut failed = false;
         let mut differs = false;
-        for (n, (stream, o)) in scenario.streams.iter().zip(&obs).enumerate() {
-            let failures = if i == 2 {
-                check(&envoy_expect(&stream.expect), &envoy_observation(o))
+        for (n, o) in obs.iter().enumerate() {
+            let failures = if scenario.is_tcp() {
+                let Some(conn) = scenario.connections.get(n) else {
+                    break;
+                };
+                if i == 2 {
+                    check_connection(
+                        &envoy_connection_expect(&conn.expect),
+                        &envoy_observation(o),
+                    )
+                } else {
+                    check_connection(&conn.expect, o)
+                }
             } else {
-                check(&stream.expect, o)
+                let Some(stream) = scenario.streams.get(n) else {
+                    break;
+                };
+                if i == 2 {
+                    check(&envoy_expect(&stream.expect), &envoy_observation(o))
+                } else {
+                    check(&stream.expect, o)
+                }
             };
             for f in failures {
                 failed = true;

@@ -17,6 +17,7 @@ pub mod diff;
 pub mod envoy;
 pub mod real;
 mod servers;
+mod tcp_drive;
 pub mod via_run;
 
 use std::net::SocketAddr;

@@ -78,9 +78,6 @@ fn unsupported_anywhere(s: &Scenario) -> Option<String> {
     if let Some(why) = &s.only_in_process {
         return Some(format!("runs only in-process: {why}"));
     }
-    if s.is_tcp() {
-        return Some("the TCP form (`connections`) has no real backend yet".into());
-    }
     if !s.properties.is_empty() {
         return Some("uses properties".into());
     }
@@ -477,7 +474,73 @@ pub(crate) fn bootstrap(
         st.request.trailers.is_some()
             || st.upstream.as_ref().is_some_and(|u| !u.trailers.is_empty())
     });
-    let mut all = vec![("vessel_test_upstream".to_owned(), upstream, trailers)];
+    out.push_str(&clusters_yaml(s, upstream, trailers, clusters));
+    out
+}
+
+/// One `envoy.filters.network.wasm` entry of a chain's `filters`: the
+/// same plugin config as [`wasm_filter_yaml`], four columns to the left.
+fn network_wasm_yaml(f: &Filter<'_>) -> String {
+    wasm_filter_yaml(f)
+        .lines()
+        .map(|l| {
+            let l = l.strip_prefix("    ").unwrap_or(l);
+            let l = l.replace("envoy.filters.http.wasm", "envoy.filters.network.wasm");
+            let l = l.replace(
+                "envoy.extensions.filters.http.wasm.v3.Wasm",
+                "envoy.extensions.filters.network.wasm.v3.Wasm",
+            );
+            format!("{l}\n")
+        })
+        .collect()
+}
+
+/// The generated Envoy bootstrap of a TCP scenario: one listener whose
+/// chain is the scenario's network wasm filters, in order, then a
+/// `tcp_proxy` to the upstream; it and the admin listener on
+/// `port_value: 0`.
+pub(crate) fn tcp_bootstrap(
+    s: &Scenario,
+    filters: &[Filter<'_>],
+    upstream: SocketAddr,
+    clusters: &[(String, SocketAddr)],
+) -> String {
+    let network: String = filters.iter().map(network_wasm_yaml).collect();
+    let limit = s
+        .buffer_limit
+        .map(|l| format!("    per_connection_buffer_limit_bytes: {l}\n"))
+        .unwrap_or_default();
+    let mut out = format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: {LISTENER}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+{limit}    filter_chains:
+    - filters:
+{network}      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: scenario
+          cluster: vessel_test_upstream
+  clusters:
+"#
+    );
+    out.push_str(&clusters_yaml(s, upstream, false, clusters));
+    out
+}
+
+/// The `clusters` entries of a generated bootstrap: `vessel_test_upstream`
+/// at `upstream` (HTTP/2 if `upstream_h2`), then the scenario's clusters.
+fn clusters_yaml(
+    s: &Scenario,
+    upstream: SocketAddr,
+    upstream_h2: bool,
+    clusters: &[(String, SocketAddr)],
+) -> String {
+    let mut out = String::new();
+    let mut all = vec![("vessel_test_upstream".to_owned(), upstream, upstream_h2)];
     // gRPC clusters, and clusters whose answers have trailers, speak
     // HTTP/2 (trailers do not cross HTTP/1.1 to a client that did not ask).
     all.extend(clusters.iter().map(|(n, a)| {
@@ -627,7 +690,24 @@ async fn drive(
         };
         clusters.push((cname.clone(), addr));
     }
-    let config = bootstrap(scenario, filters, upstream, &clusters);
+    // The TCP form: the proxy's upstream connections come to this
+    // listener.
+    let tcp_upstream = if scenario.is_tcp() {
+        Some(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| io(format!("TCP upstream: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let config = match &tcp_upstream {
+        Some(l) => {
+            let addr = l.local_addr().map_err(|e| io(e.to_string()))?;
+            tcp_bootstrap(scenario, filters, addr, &clusters)
+        }
+        None => bootstrap(scenario, filters, upstream, &clusters),
+    };
     let config_path = scratch("config", "yaml");
     let log_path = scratch("proxy", "log");
     let admin_path = scratch("admin", "txt");
@@ -645,6 +725,12 @@ async fn drive(
         Ready::Serving(front) => front,
         Ready::Refused(skipped) => return Ok(skipped),
     };
+    if let Some(listener) = &tcp_upstream {
+        let out = drive_connections(proxy, &guard, front, listener, scenario).await;
+        drop(guard);
+        drop(refusing);
+        return Ok(Run::Observed(out));
+    }
     // Every request goes to the listener, whatever authority its URI names.
     let connector = tower::service_fn(move |_: http::Uri| {
         Box::pin(async move {
@@ -692,6 +778,58 @@ async fn drive(
     drop(guard);
     drop(refusing);
     Ok(Run::Observed(out))
+}
+
+/// Runs the connections of a TCP-form scenario, one after another, each
+/// with its own client and upstream sockets.
+async fn drive_connections(
+    proxy: Proxy<'_>,
+    guard: &Guard,
+    front: SocketAddr,
+    upstream: &tokio::net::TcpListener,
+    scenario: &Scenario,
+) -> Vec<Observation> {
+    use super::tcp_drive::{self, Step as S};
+    use vessel_test::scenario::Step;
+    let mut out = Vec::new();
+    let mut failure: Option<String> = None;
+    for (index, conn) in scenario.connections.iter().enumerate() {
+        let start = if index == 0 { 0 } else { guard.lines().len() };
+        let steps: Vec<S> = conn
+            .steps
+            .iter()
+            .map(|step| match step {
+                Step::ClientSend(t) => S::ClientSend(t.as_bytes().to_vec()),
+                Step::UpstreamReceive(t) => S::UpstreamReceive(t.as_bytes().to_vec()),
+                Step::UpstreamSend(t) => S::UpstreamSend(t.as_bytes().to_vec()),
+                Step::ClientReceive(t) => S::ClientReceive(t.as_bytes().to_vec()),
+                Step::ClientClose(_) => S::ClientClose,
+                Step::UpstreamClose(_) => S::UpstreamClose,
+                Step::ClientReceiveClose(_) => S::ClientReceiveClose,
+                Step::UpstreamReceiveClose(_) => S::UpstreamReceiveClose,
+            })
+            .collect();
+        let seen = tcp_drive::drive(front, upstream, &steps).await;
+        guard.settle().await;
+        let lines = guard.lines();
+        let (logs, failed) = proxy.guest_lines(&lines[start.min(lines.len())..]);
+        if failure.is_none() {
+            failure = failed;
+        }
+        out.push(Observation {
+            logs,
+            vm_failure: failure.clone(),
+            connection: Some(vessel_test::ObservedConnection {
+                upstream_received: String::from_utf8_lossy(&seen.upstream_received).into_owned(),
+                client_received: String::from_utf8_lossy(&seen.client_received).into_owned(),
+                upstream_closed: seen.upstream_closed_by_proxy,
+                client_closed: seen.client_closed_by_proxy,
+                step_failures: seen.failures,
+            }),
+            ..Observation::default()
+        });
+    }
+    out
 }
 
 /// A proxy that started, or refused the plugin.
@@ -924,7 +1062,12 @@ streams: []
     fn a_chain_becomes_wasm_filters_in_order() {
         let (dir, yaml) = chain_bootstrap(CHAIN);
         let b = config::parse(&yaml, dir.path()).expect("vessel run reads the bootstrap");
-        let f = &b.listeners[0].wasm_filters;
+        let f = &b.listeners[0]
+            .http_managers()
+            .next()
+            .expect("an HTTP connection manager")
+            .1
+            .wasm_filters;
         assert_eq!(f.len(), 4, "{yaml}");
         let names: Vec<&str> = f.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["first", "b", "third", "fourth"]);
@@ -973,8 +1116,26 @@ streams: []
         let (dir, yaml) =
             chain_bootstrap("plugin: { wasm: a.wasm, configuration: one }\nstreams: []\n");
         let b = config::parse(&yaml, dir.path()).expect("bootstrap");
-        assert_eq!(b.listeners[0].wasm_filters.len(), 1);
-        assert_eq!(b.listeners[0].wasm_filters[0].name, "a");
+        assert_eq!(
+            b.listeners[0]
+                .http_managers()
+                .next()
+                .expect("an HTTP connection manager")
+                .1
+                .wasm_filters
+                .len(),
+            1
+        );
+        assert_eq!(
+            b.listeners[0]
+                .http_managers()
+                .next()
+                .expect("an HTTP connection manager")
+                .1
+                .wasm_filters[0]
+                .name,
+            "a"
+        );
         for (text, want) in [
             (
                 "plugin: { wasm: a.wasm }\nplugins: [{ wasm: b.wasm }]\nstreams: []\n",

@@ -42,6 +42,8 @@ pub(crate) struct Admin {
     pub(crate) balancers: Vec<Arc<super::lb::Balancer>>,
     /// `wasm.<plugin>.policy_fallbacks`.
     pub(crate) fallbacks: super::router::PolicyFallbacks,
+    /// Every tcp_proxy's counters.
+    pub(crate) tcp: Vec<Arc<super::tcp::TcpStats>>,
     pub(crate) plugins: PluginStatsMap,
     pub(crate) reloads: Arc<ReloadCounters>,
     /// Each listener's name and bound address, in config order.
@@ -112,6 +114,11 @@ impl Admin {
         let mut out = Vec::new();
         for l in &self.listeners {
             for (name, value) in l.counters() {
+                out.push((name, false, Stat::Counter(value)));
+            }
+        }
+        for t in &self.tcp {
+            for (name, value) in t.counters() {
                 out.push((name, false, Stat::Counter(value)));
             }
         }
@@ -358,6 +365,7 @@ mod tests {
         Admin {
             metrics,
             listeners: vec![],
+            tcp: vec![],
             clusters: vec![Arc::new(DnsStats::new("named"))],
             balancers: vec![],
             fallbacks: Default::default(),

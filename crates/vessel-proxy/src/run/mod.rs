@@ -2,6 +2,10 @@
 //! (read by [`crate::config`]) with their proxy-wasm HTTP filters in front
 //! of a router, plus the admin listener.
 //!
+//! * Each accepted connection takes the filter chain it matches
+//!   ([`config::Listener::select`]): an HTTP connection manager, or a
+//!   `tcp_proxy` (module `tcp`) that moves its bytes to an endpoint of a
+//!   cluster. A connection no chain takes is closed.
 //! * Each `envoy.filters.http.wasm` filter becomes a
 //!   [`vessel_hyper::FilterPool`] of `concurrency` VMs (ABI reference §9:
 //!   plugin and VM configuration; §6.6: failure policy, `FAIL_CLOSED`,
@@ -19,8 +23,9 @@
 //!   change keeps its VMs. If anything fails (the YAML, a module that does
 //!   not load, a VM that does not start or configure) the old config keeps
 //!   serving and the error is logged (and returned by `/reload`). Changes
-//!   to listeners (names, addresses, codecs, stat prefixes), clusters or
-//!   the admin address need a restart and are refused.
+//!   to listeners (names, addresses, buffer limits, filter chains, codecs,
+//!   stat prefixes, tcp_proxy, network filters), clusters or the admin
+//!   address need a restart and are refused.
 //! * The router (module `router`) answers `direct_response` routes, forwards the
 //!   others round-robin to their cluster's endpoints, and answers upstream
 //!   failures as Envoy does (503 `no healthy upstream`, 503 `upstream
@@ -52,6 +57,7 @@ mod dns;
 mod health;
 mod lb;
 mod router;
+mod tcp;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
@@ -281,11 +287,18 @@ struct LiveFilter {
     pool: Arc<FilterPool>,
 }
 
-/// One listener's swappable parts.
-struct LiveListener {
+/// One HTTP connection manager's swappable parts.
+struct LiveHttp {
     layer: VesselLayer,
     routes: Arc<RwLock<Router>>,
     filters: Vec<LiveFilter>,
+}
+
+/// One listener's swappable parts: for each chain (in
+/// [`config::Listener::chains`] order), its HTTP connection manager's, if it
+/// ends in one.
+struct LiveListener {
+    chains: Vec<Option<LiveHttp>>,
 }
 
 /// The config that serves.
@@ -360,85 +373,101 @@ impl Reloader {
         // Reuse a filter whose spec and module did not change; build the
         // others off the async workers (compiling can take seconds).
         let node_same = live.boot.node == boot.node;
-        let mut reuse: Vec<Vec<Option<Reused>>> = Vec::new();
+        let mut reuse: HashMap<(usize, usize, usize), Reused> = HashMap::new();
         let mut plan = Vec::new();
         for (li, l) in boot.listeners.iter().enumerate() {
-            let mut row = Vec::new();
-            for (fi, f) in l.wasm_filters.iter().enumerate() {
-                let label = format!("listener `{}` wasm filter #{fi} `{}`", l.name, f.name);
-                let code = Arc::new(read_code(f, &label).map_err(ReloadError::Filter)?);
-                let skip = is_policy(l, f);
-                let old = live.listeners[li].filters.get(fi).filter(|old| {
-                    node_same
-                        && old.spec == *f
-                        && *old.code == *code
-                        && old.pool.skips_on_failure() == skip
-                });
-                row.push(old.map(|o| (o.code.clone(), o.pool.clone())));
-                if old.is_none() {
-                    plan.push((li, fi, f.clone(), code, label));
+            for (ci, h) in l.http_managers() {
+                for (fi, f) in h.wasm_filters.iter().enumerate() {
+                    let label = filter_label(l, ci, fi, f);
+                    let code = Arc::new(read_code(f, &label).map_err(ReloadError::Filter)?);
+                    let skip = is_policy(h, f);
+                    let old = live.listeners[li].chains[ci]
+                        .as_ref()
+                        .and_then(|c| c.filters.get(fi))
+                        .filter(|old| {
+                            node_same
+                                && old.spec == *f
+                                && *old.code == *code
+                                && old.pool.skips_on_failure() == skip
+                        });
+                    match old {
+                        Some(o) => {
+                            reuse.insert((li, ci, fi), (o.code.clone(), o.pool.clone()));
+                        }
+                        None => plan.push((li, ci, fi, f.clone(), code, label, skip)),
+                    }
                 }
             }
-            reuse.push(row);
         }
         let rebuilt = plan.len();
         let host = self.host.clone();
         let boot_for_build = boot.clone();
         let built = tokio::task::spawn_blocking(move || {
             plan.into_iter()
-                .map(|(li, fi, f, code, label)| {
-                    let skip = is_policy(&boot_for_build.listeners[li], &f);
+                .map(|(li, ci, fi, f, code, label, skip)| {
                     build_filter(&host, &f, code, &boot_for_build, &label, skip)
-                        .map(|lf| (li, fi, lf))
+                        .map(|lf| ((li, ci, fi), lf))
                 })
-                .collect::<Result<Vec<_>, RunError>>()
+                .collect::<Result<HashMap<_, _>, RunError>>()
         })
         .await
         .map_err(|e| ReloadError::Task(e.to_string()))?
         .map_err(ReloadError::Filter)?;
-        let mut built: HashMap<(usize, usize), LiveFilter> = built
-            .into_iter()
-            .map(|(li, fi, lf)| ((li, fi), lf))
-            .collect();
-        // Everything is ready: swap, listener by listener.
+        let mut built = built;
+        // Everything is ready: swap, connection manager by connection
+        // manager.
         let mut kept = 0;
+        let mut managers = 0;
         for (li, l) in boot.listeners.iter().enumerate() {
-            let mut filters = Vec::new();
-            for (fi, f) in l.wasm_filters.iter().enumerate() {
-                let lf = match (built.remove(&(li, fi)), reuse[li][fi].take()) {
-                    (Some(lf), _) => lf,
-                    (None, Some((code, pool))) => {
-                        kept += 1;
-                        LiveFilter {
-                            spec: f.clone(),
-                            code,
-                            pool,
+            for (ci, h) in l.http_managers() {
+                let mut filters = Vec::new();
+                for (fi, f) in h.wasm_filters.iter().enumerate() {
+                    let key = (li, ci, fi);
+                    let lf = match (built.remove(&key), reuse.remove(&key)) {
+                        (Some(lf), _) => lf,
+                        (None, Some((code, pool))) => {
+                            kept += 1;
+                            LiveFilter {
+                                spec: f.clone(),
+                                code,
+                                pool,
+                            }
                         }
-                    }
-                    (None, None) => unreachable!("every filter is built or reused"),
+                        (None, None) => {
+                            return Err(ReloadError::Task(format!(
+                                "filter {key:?} was neither built nor kept"
+                            )));
+                        }
+                    };
+                    filters.push(lf);
+                }
+                let Some(target) = live.listeners[li].chains[ci].as_mut() else {
+                    return Err(ReloadError::RestartRequired(format!(
+                        "listener `{}` filter chain #{ci} is now an HTTP connection manager",
+                        l.name
+                    )));
                 };
-                filters.push(lf);
+                *target
+                    .routes
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Router::new(
+                    h.routes.clone(),
+                    self.upstreams.clone(),
+                    self.fallbacks.clone(),
+                )
+                .suppress_envoy_headers(h.suppress_envoy_headers);
+                target
+                    .layer
+                    .swap_filters(filters.iter().map(|f| f.pool.clone()).collect());
+                target.filters = filters;
+                managers += 1;
             }
-            let target = &mut live.listeners[li];
-            *target
-                .routes
-                .write()
-                .unwrap_or_else(PoisonError::into_inner) = Router::new(
-                l.routes.clone(),
-                self.upstreams.clone(),
-                self.fallbacks.clone(),
-            )
-            .suppress_envoy_headers(l.suppress_envoy_headers);
-            target
-                .layer
-                .swap_filters(filters.iter().map(|f| f.pool.clone()).collect());
-            target.filters = filters;
         }
         live.boot = boot;
         Ok(format!(
-            "reloaded {}: {rebuilt} wasm filter(s) rebuilt, {kept} unchanged, routes of {} listener(s) replaced",
+            "reloaded {}: {rebuilt} wasm filter(s) rebuilt, {kept} unchanged, routes of {managers} \
+             HTTP connection manager(s) replaced",
             self.path.display(),
-            live.listeners.len()
         ))
     }
 
@@ -448,9 +477,11 @@ impl Reloader {
         let live = self.live.lock().await;
         let mut files = vec![self.path.clone()];
         for l in &live.boot.listeners {
-            for f in &l.wasm_filters {
-                if let WasmCode::File(p) = &f.code {
-                    files.push(p.clone());
+            for (_, h) in l.http_managers() {
+                for f in &h.wasm_filters {
+                    if let WasmCode::File(p) = &f.code {
+                        files.push(p.clone());
+                    }
                 }
             }
         }
@@ -460,16 +491,35 @@ impl Reloader {
 
 /// Why `new` cannot replace `old` without a restart, if it cannot.
 fn restart_required(old: &Bootstrap, new: &Bootstrap) -> Option<String> {
-    let describe = |b: &Bootstrap| -> Vec<(String, SocketAddr, Codec, String)> {
+    /// What of a chain only a restart changes.
+    #[derive(PartialEq)]
+    enum Kind<'a> {
+        Http(Codec, &'a str),
+        Tcp(&'a config::TcpProxy),
+    }
+    type Shape<'a> = (&'a config::FilterChainMatch, &'a [WasmFilter], Kind<'a>);
+    fn describe(b: &Bootstrap) -> Vec<(String, SocketAddr, usize, Vec<Shape<'_>>)> {
         b.listeners
             .iter()
-            .map(|l| (l.name.clone(), l.addr, l.codec, l.stat_prefix.clone()))
+            .map(|l| {
+                let chains = l
+                    .chains()
+                    .map(|c| {
+                        let kind = match &c.terminal {
+                            config::Terminal::Http(h) => Kind::Http(h.codec, &h.stat_prefix),
+                            config::Terminal::TcpProxy(t) => Kind::Tcp(t),
+                        };
+                        (&c.matcher, c.network_filters.as_slice(), kind)
+                    })
+                    .collect();
+                (l.name.clone(), l.addr, l.buffer_limit, chains)
+            })
             .collect()
-    };
+    }
     if describe(old) != describe(new) {
         return Some(
-            "the listeners changed (added, removed, renamed, or a new address, codec or \
-             stat_prefix)"
+            "the listeners changed (added, removed, renamed, or a new address, buffer limit, \
+             filter chain, codec, stat_prefix, network filter or tcp_proxy)"
                 .to_owned(),
         );
     }
@@ -552,8 +602,8 @@ async fn serve(
     }
     let upstreams: Upstreams = Arc::new(upstreams);
     let fallbacks = PolicyFallbacks::default();
-    for l in &boot.listeners {
-        for (_, plugin) in l.routes.policy_plugins() {
+    for (_, h) in boot.listeners.iter().flat_map(|l| l.http_managers()) {
+        for (_, plugin) in h.routes.policy_plugins() {
             fallbacks
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -603,92 +653,78 @@ async fn serve(
     let mut bound = Vec::new();
     let mut live_listeners = Vec::new();
     let mut listener_addrs = Vec::new();
+    let mut tcp_stats = Vec::new();
     for l in &boot.listeners {
-        let mut filters = Vec::new();
-        for (i, f) in l.wasm_filters.iter().enumerate() {
-            let label = format!("listener `{}` wasm filter #{i} `{}`", l.name, f.name);
-            let code = Arc::new(read_code(f, &label)?);
-            filters.push(build_filter(
-                &host,
-                f,
-                code,
-                &boot,
-                &label,
-                is_policy(l, f),
-            )?);
-        }
-        let stats = Arc::new(ListenerStats::new(&l.stat_prefix));
-        all_stats.push(stats.clone());
-        let log = Arc::new(AccessLog {
-            enabled: options.access_log,
-            stats,
-        });
-        let layer = VesselLayer::new(filters.iter().map(|f| f.pool.clone()).collect())
-            .buffer_limit(l.buffer_limit);
-        let routes = Arc::new(RwLock::new(
-            Router::new(l.routes.clone(), upstreams.clone(), fallbacks.clone())
-                .suppress_envoy_headers(l.suppress_envoy_headers),
-        ));
-        live_listeners.push(LiveListener {
-            layer: layer.clone(),
-            routes: routes.clone(),
-            filters,
-        });
-        let current_routes = routes.clone();
-        let chain = ServiceBuilder::new()
-            .layer(layer)
-            .service(SwapRouter(routes));
-        let make = move |info: ConnectionInfo| -> ConnService {
-            let chain = chain.clone();
-            let log = log.clone();
-            let current_routes = current_routes.clone();
-            BoxCloneService::new(tower::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(info);
-                router::connection_manager(&mut req);
-                current_routes
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .prepare(&mut req);
-                let start = Instant::now();
-                let head = log.enabled.then(|| {
-                    (
-                        req.method().to_string(),
-                        req.uri()
-                            .path_and_query()
-                            .map_or("/", |p| p.as_str())
-                            .to_owned(),
-                        access::protocol(req.version()),
-                    )
-                });
-                let call = chain.clone().oneshot(req);
-                let log = log.clone();
-                async move {
-                    let resp = call.await?;
-                    let status = resp.status().as_u16();
-                    log.stats.record(status);
-                    let entry = head.map(|(method, path, protocol)| Entry {
-                        start,
-                        method,
-                        path,
-                        protocol,
-                        status,
-                        bytes_sent: 0,
-                    });
-                    Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, entry)))
+        let mut chains = Vec::new();
+        let mut live_chains = Vec::new();
+        for (ci, chain) in l.chains().enumerate() {
+            let mut network = Vec::new();
+            for (fi, f) in chain.network_filters.iter().enumerate() {
+                let label = format!(
+                    "listener `{}` filter chain #{ci} network wasm filter #{fi} `{}`",
+                    l.name, f.name
+                );
+                let code = Arc::new(read_code(f, &label)?);
+                network.push(build_filter(&host, f, code, &boot, &label, false)?.pool);
+            }
+            if !network.is_empty() && matches!(chain.terminal, config::Terminal::Http(_)) {
+                return Err(RunError::Config(ConfigError::Field {
+                    kind: config::ErrorKind::Unsupported,
+                    path: format!("listener `{}` filter chain #{ci}", l.name),
+                    message: "network wasm filters before the HTTP connection manager are \
+                              not served yet"
+                        .to_owned(),
+                }));
+            }
+            match &chain.terminal {
+                config::Terminal::Http(h) => {
+                    let (serve, live) =
+                        http_chain(&host, &boot, l, ci, h, &upstreams, &fallbacks, options)?;
+                    all_stats.push(serve.stats.clone());
+                    chains.push(ChainServe::Http(serve));
+                    live_chains.push(Some(live));
                 }
-            }))
-        };
+                config::Terminal::TcpProxy(t) => {
+                    let stats = Arc::new(tcp::TcpStats::new(&t.stat_prefix));
+                    tcp_stats.push(stats.clone());
+                    let upstream = upstreams.get(&t.cluster).cloned().ok_or_else(|| {
+                        RunError::Config(ConfigError::Field {
+                            kind: config::ErrorKind::UnknownReference,
+                            path: format!("listener `{}` filter chain #{ci}", l.name),
+                            message: format!("unknown cluster `{}`", t.cluster),
+                        })
+                    })?;
+                    chains.push(ChainServe::Tcp(Arc::new(tcp::TcpProxyServe {
+                        config: t.clone(),
+                        upstream,
+                        stats,
+                        filters: network,
+                        buffer_limit: l.buffer_limit,
+                    })));
+                    live_chains.push(None);
+                }
+            }
+        }
+        live_listeners.push(LiveListener {
+            chains: live_chains,
+        });
         let listener = bind(l.addr).await?;
         let local = listener.local_addr().unwrap_or(l.addr);
         log::info!("listener `{}` on {local}", l.name);
         listener_addrs.push((l.name.clone(), local));
-        bound.push((listener, l.codec, make));
+        bound.push((
+            listener,
+            Arc::new(ListenerServe {
+                name: l.name.clone(),
+                matcher: Some(l.clone()),
+                chains,
+            }),
+        ));
     }
-    for (listener, codec, make) in bound {
+    for (listener, serve) in bound {
         tasks.push(tokio::spawn(accept_loop(
             listener,
-            codec,
-            make,
+            serve,
             stop_rx.clone(),
             options.drain_timeout,
         )));
@@ -729,6 +765,7 @@ async fn serve(
             clusters: dns_stats,
             balancers,
             fallbacks,
+            tcp: tcp_stats,
             plugins: host.stats.clone(),
             reloads: counters,
             bound: listener_addrs,
@@ -759,10 +796,18 @@ async fn serve(
                 }
             }))
         };
+        let serve = ListenerServe {
+            name: "admin".to_owned(),
+            matcher: None,
+            chains: vec![ChainServe::Http(HttpServe {
+                codec: Codec::Auto,
+                make: Arc::new(make),
+                stats: Arc::new(ListenerStats::new("admin")),
+            })],
+        };
         tasks.push(tokio::spawn(accept_loop(
             listener,
-            Codec::Auto,
-            make,
+            Arc::new(serve),
             stop_rx.clone(),
             options.drain_timeout,
         )));
@@ -881,25 +926,82 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
 /// Process-unique connection ids (`connection.id`).
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Accepts connections until `stop`, then lets the open ones finish within
-/// `drain`.
-async fn accept_loop<F>(
-    listener: TcpListener,
+/// What a listener serves: its chains, and how a connection picks one.
+struct ListenerServe {
+    name: String,
+    /// The listener's config, for [`config::Listener::select`]; `None`:
+    /// always the first chain (the admin listener).
+    matcher: Option<config::Listener>,
+    /// In [`config::Listener::chains`] order.
+    chains: Vec<ChainServe>,
+}
+
+/// One filter chain as it serves.
+enum ChainServe {
+    /// An HTTP connection manager.
+    Http(HttpServe),
+    /// A tcp_proxy.
+    Tcp(Arc<tcp::TcpProxyServe>),
+}
+
+/// The per-connection service maker of an HTTP connection manager.
+type MakeService = Arc<dyn Fn(ConnectionInfo) -> ConnService + Send + Sync>;
+
+/// An HTTP connection manager as it serves.
+struct HttpServe {
     codec: Codec,
-    make: F,
+    make: MakeService,
+    stats: Arc<ListenerStats>,
+}
+
+/// Counts the TCP connections a listener has open, so a drain can wait for
+/// them.
+#[derive(Default)]
+struct OpenConnections {
+    count: AtomicU64,
+    idle: tokio::sync::Notify,
+}
+
+/// Decrements [`OpenConnections`] when a connection task ends.
+struct OpenGuard(Arc<OpenConnections>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Accepts connections until `stop`, gives each to the filter chain it
+/// matches, then lets the open ones finish within `drain` (TCP proxy
+/// connections still open then are closed).
+async fn accept_loop(
+    listener: TcpListener,
+    serve: Arc<ListenerServe>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
-) where
-    F: Fn(ConnectionInfo) -> ConnService + Send + 'static,
-{
-    let mut builder = Builder::new(TokioExecutor::new());
-    match codec {
-        Codec::Http1 => builder = builder.http1_only(),
-        Codec::Http2 => builder = builder.http2_only(),
-        Codec::Auto => {}
-    }
+) {
+    let builders: Vec<Option<Builder<TokioExecutor>>> = serve
+        .chains
+        .iter()
+        .map(|c| match c {
+            ChainServe::Http(h) => {
+                let mut b = Builder::new(TokioExecutor::new());
+                match h.codec {
+                    Codec::Http1 => b = b.http1_only(),
+                    Codec::Http2 => b = b.http2_only(),
+                    Codec::Auto => {}
+                }
+                Some(b)
+            }
+            ChainServe::Tcp(_) => None,
+        })
+        .collect();
     let local = listener.local_addr().ok();
     let graceful = GracefulShutdown::new();
+    let open = Arc::new(OpenConnections::default());
+    let (close_tx, close_rx) = watch::channel(false);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -919,25 +1021,166 @@ async fn accept_loop<F>(
                     destination,
                     id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
                 };
-                let svc = TowerToHyperService::new(make(info));
-                let conn = builder
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        log::debug!("connection from {peer}: {e}");
+                let chain = match &serve.matcher {
+                    None => Some(0),
+                    Some(l) => l.select(destination.port(), None),
+                };
+                let Some(ci) = chain else {
+                    log::debug!(
+                        "listener `{}`: no filter chain matches the connection from {peer} \
+                         to {destination}; closing it",
+                        serve.name
+                    );
+                    continue;
+                };
+                match (&serve.chains[ci], &builders[ci]) {
+                    (ChainServe::Http(h), Some(builder)) => {
+                        let svc = TowerToHyperService::new((h.make)(info));
+                        let conn = builder
+                            .serve_connection(TokioIo::new(tcp), svc)
+                            .into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                log::debug!("connection from {peer}: {e}");
+                            }
+                        });
                     }
-                });
+                    (ChainServe::Tcp(t), _) => {
+                        let t = t.clone();
+                        open.count.fetch_add(1, Ordering::AcqRel);
+                        let guard = OpenGuard(open.clone());
+                        let mut close = close_rx.clone();
+                        tokio::spawn(async move {
+                            let _guard = guard;
+                            tokio::select! {
+                                () = t.serve(tcp, info) => {}
+                                _ = close.wait_for(|c| *c) => {}
+                            }
+                        });
+                    }
+                    (ChainServe::Http(_), None) => {}
+                }
             }
         }
     }
     drop(listener);
+    let tcp_drained = async {
+        loop {
+            let idle = open.idle.notified();
+            if open.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    };
     tokio::select! {
-        () = graceful.shutdown() => {}
+        ((), ()) = async { tokio::join!(graceful.shutdown(), tcp_drained) } => {}
         () = tokio::time::sleep(drain) => {
             log::warn!("connections still open after {drain:?}; closing them");
+            let _ = close_tx.send(true);
         }
+    }
+}
+
+/// The serving parts of HTTP connection manager `h` (chain `ci` of `l`):
+/// its filters started, its router, and the per-connection service.
+#[allow(clippy::too_many_arguments)]
+fn http_chain(
+    host: &FilterHost,
+    boot: &Bootstrap,
+    l: &config::Listener,
+    ci: usize,
+    h: &config::HttpManager,
+    upstreams: &Upstreams,
+    fallbacks: &PolicyFallbacks,
+    options: &RunOptions,
+) -> Result<(HttpServe, LiveHttp), RunError> {
+    let mut filters = Vec::new();
+    for (fi, f) in h.wasm_filters.iter().enumerate() {
+        let label = filter_label(l, ci, fi, f);
+        let code = Arc::new(read_code(f, &label)?);
+        filters.push(build_filter(host, f, code, boot, &label, is_policy(h, f))?);
+    }
+    let stats = Arc::new(ListenerStats::new(&h.stat_prefix));
+    let log = Arc::new(AccessLog {
+        enabled: options.access_log,
+        stats: stats.clone(),
+    });
+    let layer = VesselLayer::new(filters.iter().map(|f| f.pool.clone()).collect())
+        .buffer_limit(l.buffer_limit);
+    let routes = Arc::new(RwLock::new(
+        Router::new(h.routes.clone(), upstreams.clone(), fallbacks.clone())
+            .suppress_envoy_headers(h.suppress_envoy_headers),
+    ));
+    let live = LiveHttp {
+        layer: layer.clone(),
+        routes: routes.clone(),
+        filters,
+    };
+    let current_routes = routes.clone();
+    let chain = ServiceBuilder::new()
+        .layer(layer)
+        .service(SwapRouter(routes));
+    let make = move |info: ConnectionInfo| -> ConnService {
+        let chain = chain.clone();
+        let log = log.clone();
+        let current_routes = current_routes.clone();
+        BoxCloneService::new(tower::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(info);
+            router::connection_manager(&mut req);
+            current_routes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .prepare(&mut req);
+            let start = Instant::now();
+            let head = log.enabled.then(|| {
+                (
+                    req.method().to_string(),
+                    req.uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_owned(),
+                    access::protocol(req.version()),
+                )
+            });
+            let call = chain.clone().oneshot(req);
+            let log = log.clone();
+            async move {
+                let resp = call.await?;
+                let status = resp.status().as_u16();
+                log.stats.record(status);
+                let entry = head.map(|(method, path, protocol)| Entry {
+                    start,
+                    method,
+                    path,
+                    protocol,
+                    status,
+                    bytes_sent: 0,
+                });
+                Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, entry)))
+            }
+        }))
+    };
+    Ok((
+        HttpServe {
+            codec: h.codec,
+            make: Arc::new(make),
+            stats,
+        },
+        live,
+    ))
+}
+
+/// How logs and errors name wasm filter `fi` of chain `ci` of `l`.
+fn filter_label(l: &config::Listener, ci: usize, fi: usize, f: &WasmFilter) -> String {
+    if l.filter_chains.len() + usize::from(l.default_filter_chain.is_some()) > 1 {
+        format!(
+            "listener `{}` filter chain #{ci} wasm filter #{fi} `{}`",
+            l.name, f.name
+        )
+    } else {
+        format!("listener `{}` wasm filter #{fi} `{}`", l.name, f.name)
     }
 }
 
@@ -968,10 +1211,16 @@ fn resolve(c: &config::Cluster) -> Result<Vec<SocketAddr>, RunError> {
 /// Whether a filter of `boot` sets `vessel_limits.fuel_per_callback`, so
 /// the engine must meter fuel (which slows every guest down a little).
 fn needs_fuel(boot: &Bootstrap) -> bool {
-    boot.listeners
-        .iter()
-        .flat_map(|l| &l.wasm_filters)
-        .any(|f| f.limits.fuel_per_callback.is_some())
+    boot.listeners.iter().flat_map(|l| l.chains()).any(|c| {
+        let http: &[WasmFilter] = match &c.terminal {
+            config::Terminal::Http(h) => &h.wasm_filters,
+            config::Terminal::TcpProxy(_) => &[],
+        };
+        c.network_filters
+            .iter()
+            .chain(http)
+            .any(|f| f.limits.fuel_per_callback.is_some())
+    })
 }
 
 /// The guest log level matching the host's `-l`.
@@ -1038,8 +1287,8 @@ fn read_code(f: &WasmFilter, label: &str) -> Result<Vec<u8>, RunError> {
 /// Loads one filter from `code` and starts its VMs.
 /// Whether a route of `l` names `f` in its `vessel_policy_fallback`: then
 /// its failures skip it instead of failing the stream.
-fn is_policy(l: &config::Listener, f: &WasmFilter) -> bool {
-    l.routes.policy_plugins().any(|(_, p)| p == f.name)
+fn is_policy(h: &config::HttpManager, f: &WasmFilter) -> bool {
+    h.routes.policy_plugins().any(|(_, p)| p == f.name)
 }
 
 fn build_filter(

@@ -149,6 +149,11 @@ impl Upstream {
         }
     }
 
+    /// How long a connection to an endpoint may take.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// The HTTP/2 connection to `endpoint`, made when there is none (or
     /// the last one closed).
     async fn h2_conn(&self, endpoint: SocketAddr) -> Result<H2Conn, UpstreamError> {

@@ -9,10 +9,25 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The HTTP connection manager of a listener's first chain that has one.
+trait Hcm {
+    fn hcm(&self) -> &vessel_proxy::config::HttpManager;
+}
+
+impl Hcm for vessel_proxy::config::Listener {
+    fn hcm(&self) -> &vessel_proxy::config::HttpManager {
+        self.http_managers()
+            .next()
+            .expect("the listener has an HTTP connection manager")
+            .1
+    }
+}
+
 use serde_json::Value;
 use vessel_proxy::config::{
-    self, Bootstrap, ClusterKind, ClusterSpecifier, Codec, ConfigError, Endpoint, ErrorKind,
-    FailurePolicy, HeaderMatch, PathMatch, ReloadBackoff, RouteAction, WasmCode,
+    self, Bootstrap, ClusterKind, ClusterSpecifier, Codec, ConfigError, DEFAULT_TCP_IDLE_TIMEOUT,
+    Endpoint, ErrorKind, FailurePolicy, HeaderMatch, PathMatch, ReloadBackoff, RouteAction,
+    Terminal, WasmCode,
 };
 
 // ------------------------------------------------------------------ helpers
@@ -188,11 +203,11 @@ fn minimal_fixture_values_and_defaults() {
     let l = &b.listeners[0];
     assert_eq!(l.name, "main");
     assert_eq!(l.addr, "127.0.0.1:10000".parse::<SocketAddr>().unwrap());
-    assert_eq!(l.codec, Codec::Auto);
-    assert_eq!(l.stat_prefix, "ingress_http");
-    assert_eq!(l.routes.name(), "local");
-    assert_eq!(l.wasm_filters.len(), 1);
-    let w = &l.wasm_filters[0];
+    assert_eq!(l.hcm().codec, Codec::Auto);
+    assert_eq!(l.hcm().stat_prefix, "ingress_http");
+    assert_eq!(l.hcm().routes.name(), "local");
+    assert_eq!(l.hcm().wasm_filters.len(), 1);
+    let w = &l.hcm().wasm_filters[0];
     assert_eq!(w.name, "plugin");
     assert_eq!(w.root_id, "root");
     assert_eq!(w.vm_id, "vm");
@@ -221,7 +236,7 @@ fn minimal_fixture_values_and_defaults() {
     assert_eq!(b.admin, Some("127.0.0.1:9901".parse().unwrap()));
     assert!(b.node.is_none());
     assert_eq!(
-        l.routes.route("anything", "/x", no_headers),
+        l.hcm().routes.route("anything", "/x", no_headers),
         Some(&RouteAction::Cluster {
             cluster: ClusterSpecifier::Named("backend".into()),
             prefix_rewrite: None,
@@ -247,10 +262,10 @@ fn full_fixture_every_field() {
     let l = &b.listeners[0];
     assert_eq!(l.name, "public");
     assert_eq!(l.addr, "[::]:8443".parse::<SocketAddr>().unwrap());
-    assert_eq!(l.codec, Codec::Http2);
-    assert_eq!(l.stat_prefix, "public");
-    assert_eq!(l.routes.name(), "public_routes");
-    let vhs = l.routes.virtual_hosts();
+    assert_eq!(l.hcm().codec, Codec::Http2);
+    assert_eq!(l.hcm().stat_prefix, "public");
+    assert_eq!(l.hcm().routes.name(), "public_routes");
+    let vhs = l.hcm().routes.virtual_hosts();
     assert_eq!(vhs.len(), 2);
     assert_eq!(vhs[0].name, "api");
     assert_eq!(vhs[0].domains, ["api.example.com", "api.example.com:8443"]);
@@ -316,8 +331,8 @@ fn full_fixture_every_field() {
         }
     );
 
-    assert_eq!(l.wasm_filters.len(), 2);
-    let auth = &l.wasm_filters[0];
+    assert_eq!(l.hcm().wasm_filters.len(), 2);
+    let auth = &l.hcm().wasm_filters[0];
     assert_eq!(auth.name, "auth");
     assert_eq!(auth.root_id, "auth_root");
     assert_eq!(auth.vm_id, "shared");
@@ -345,7 +360,7 @@ fn full_fixture_every_field() {
         ])
     );
 
-    let headers = &l.wasm_filters[1];
+    let headers = &l.hcm().wasm_filters[1];
     assert_eq!(headers.name, "headers");
     assert_eq!(headers.root_id, "");
     assert_eq!(headers.failure_policy, FailurePolicy::FailOpen);
@@ -360,9 +375,9 @@ fn full_fixture_every_field() {
 
     let plain = &b.listeners[1];
     assert_eq!(plain.name, "plain");
-    assert_eq!(plain.codec, Codec::Http1);
-    assert!(plain.wasm_filters.is_empty());
-    assert_eq!(plain.routes.name(), "");
+    assert_eq!(plain.hcm().codec, Codec::Http1);
+    assert!(plain.hcm().wasm_filters.is_empty());
+    assert_eq!(plain.hcm().routes.name(), "");
 
     assert_eq!(b.clusters.len(), 3);
     let users = b.cluster("users").expect("users");
@@ -395,7 +410,7 @@ fn sdk_example_shape_loads_as_written() {
     let l = &b.listeners[0];
     assert_eq!(l.name, "listener_0");
     assert_eq!(l.addr, "0.0.0.0:10000".parse::<SocketAddr>().unwrap());
-    let w = &l.wasm_filters[0];
+    let w = &l.hcm().wasm_filters[0];
     assert_eq!(w.name, "x");
     assert_eq!(w.root_id, "x_root");
     assert_eq!(w.vm_id, "x_vm");
@@ -418,14 +433,16 @@ fn sdk_example_shape_loads_as_written() {
     );
     assert_eq!(b.admin, Some("0.0.0.0:9901".parse().unwrap()));
     assert_eq!(
-        l.routes.route("localhost:10000", "/static/a", no_headers),
+        l.hcm()
+            .routes
+            .route("localhost:10000", "/static/a", no_headers),
         Some(&RouteAction::Direct {
             status: 200,
             body: Some("Inspect the HTTP header: custom-header".into())
         })
     );
     assert!(matches!(
-        l.routes.route("localhost:10000", "/other", no_headers),
+        l.hcm().routes.route("localhost:10000", "/other", no_headers),
         Some(RouteAction::Cluster { cluster: ClusterSpecifier::Named(name), .. }) if name == "echo"
     ));
 }
@@ -434,11 +451,11 @@ fn sdk_example_shape_loads_as_written() {
 fn sdk_hello_world_shape_loads_as_written() {
     let b = load_fixture("sdk_hello_world.yaml");
     let l = &b.listeners[0];
-    assert_eq!(l.codec, Codec::Auto);
-    assert_eq!(l.routes.name(), "no_routes");
-    assert!(l.routes.virtual_hosts().is_empty());
-    assert_eq!(l.routes.route("h", "/", no_headers), None);
-    let w = &l.wasm_filters[0];
+    assert_eq!(l.hcm().codec, Codec::Auto);
+    assert_eq!(l.hcm().routes.name(), "no_routes");
+    assert!(l.hcm().routes.virtual_hosts().is_empty());
+    assert_eq!(l.hcm().routes.route("h", "/", no_headers), None);
+    let w = &l.hcm().wasm_filters[0];
     assert_eq!(w.root_id, "hello_world");
     assert_eq!(
         w.code,
@@ -498,7 +515,7 @@ fn buffer_limit_and_suppress_envoy_headers() {
         b.listeners[0].buffer_limit,
         vessel_host::DEFAULT_BUFFER_LIMIT
     );
-    assert!(!b.listeners[0].suppress_envoy_headers);
+    assert!(!b.listeners[0].hcm().suppress_envoy_headers);
     let mut doc = base();
     set(
         &mut doc,
@@ -515,7 +532,7 @@ fn buffer_limit_and_suppress_envoy_headers() {
     );
     let b = ok(&doc);
     assert_eq!(b.listeners[0].buffer_limit, 16);
-    assert!(b.listeners[0].suppress_envoy_headers);
+    assert!(b.listeners[0].hcm().suppress_envoy_headers);
     expect_err(
         &format!("{L}.per_connection_buffer_limit_bytes"),
         y("-1"),
@@ -531,14 +548,17 @@ fn every_unsupported_field_is_named_by_path() {
         ("stats_sinks".into(), "[]"),
         ("static_resources.secrets".into(), "[]"),
         (format!("{L}.tcp_backlog_size"), "128"),
-        (format!("{L}.listener_filters"), "[]"),
         (format!("{L}.address.socket_address.ipv4_compat"), "true"),
         (format!("{L}.address.pipe"), "{path: /tmp/x}"),
         (
             format!("{L}.filter_chains[0].transport_socket"),
             "{name: tls}",
         ),
-        (format!("{L}.filter_chains[0].filter_chain_match"), "{}"),
+        (
+            format!("{L}.filter_chains[0].filter_chain_match.transport_protocol"),
+            "tls",
+        ),
+        (format!("{L}.default_filter_chain.filter_chain_match"), "{}"),
         (format!("{}.access_log", hcm()), "[]"),
         (format!("{}.use_remote_address", hcm()), "true"),
         (format!("{}.rds", hcm()), "{}"),
@@ -675,12 +695,12 @@ fn unsupported_filter_and_any_types() {
     let m = expect_err(
         &format!("{f}.typed_config"),
         y(
-            r#"{"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}"#,
+            r#"{"@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy}"#,
         ),
         ErrorKind::Unsupported,
         &format!("{f}.typed_config.@type"),
     );
-    assert!(m.contains("tcp_proxy"), "{m}");
+    assert!(m.contains("redis_proxy") && m.contains("tcp_proxy"), "{m}");
 
     let hf = format!("{}.http_filters[0]", hcm());
     expect_err(
@@ -724,7 +744,7 @@ fn unsupported_filter_and_any_types() {
         ErrorKind::Missing,
         &format!("{}.configuration.@type", plugin()),
     );
-    // Two network filters, two filter chains.
+    // Two terminal network filters in a chain: the first is not last.
     let chain = format!("{L}.filter_chains[0].filters");
     let mut doc = base();
     let filters = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"].clone();
@@ -732,7 +752,8 @@ fn unsupported_filter_and_any_types() {
     two.push(two[0].clone());
     set(&mut doc, &chain, Value::Array(two));
     let (k, p, _) = field_err(&doc);
-    assert_eq!((k, p), (ErrorKind::Unsupported, chain));
+    assert_eq!((k, p), (ErrorKind::Invalid, format!("{chain}[0]")));
+    // Two filter chains with the same (empty) match.
     let mut doc = base();
     let chains = format!("{L}.filter_chains");
     let mut two = doc["static_resources"]["listeners"][0]["filter_chains"]
@@ -742,7 +763,13 @@ fn unsupported_filter_and_any_types() {
     two.push(two[0].clone());
     set(&mut doc, &chains, Value::Array(two));
     let (k, p, _) = field_err(&doc);
-    assert_eq!((k, p), (ErrorKind::Unsupported, chains));
+    assert_eq!(
+        (k, p),
+        (
+            ErrorKind::Duplicate,
+            format!("{chains}[1].filter_chain_match")
+        )
+    );
 }
 
 // --------------------------------------------------------- bad values
@@ -756,7 +783,7 @@ fn bad_enum_values() {
     // Enums are case-insensitive, as in Envoy.
     let mut doc = base();
     set(&mut doc, &codec, y("http1"));
-    assert_eq!(ok(&doc).listeners[0].codec, Codec::Http1);
+    assert_eq!(ok(&doc).listeners[0].hcm().codec, Codec::Http1);
 
     let ty = format!("{C}.type");
     expect_err(&ty, y("EDS"), ErrorKind::Unsupported, &ty);
@@ -1023,13 +1050,14 @@ fn router_placement() {
     // Only a router: zero wasm filters is fine.
     let mut d = base();
     set(&mut d, &filters, Value::Array(vec![router.clone()]));
-    assert!(ok(&d).listeners[0].wasm_filters.is_empty());
+    assert!(ok(&d).listeners[0].hcm().wasm_filters.is_empty());
     // Several wasm filters keep their order.
     let mut second = wasm.clone();
     second["typed_config"]["config"]["name"] = y("second");
     let mut d = base();
     set(&mut d, &filters, Value::Array(vec![wasm, second, router]));
     let names: Vec<String> = ok(&d).listeners[0]
+        .hcm()
         .wasm_filters
         .iter()
         .map(|w| w.name.clone())
@@ -1146,7 +1174,7 @@ fn plugin_with(fields: &str) -> config::WasmFilter {
     let mut cfg = y(fields);
     cfg["vm_config"] = y("{code: {local: {filename: p.wasm}}}");
     set(&mut doc, &plugin(), cfg);
-    ok(&doc).listeners[0].wasm_filters[0].clone()
+    ok(&doc).listeners[0].hcm().wasm_filters[0].clone()
 }
 
 #[test]
@@ -1252,7 +1280,7 @@ fn configuration_any_forms() {
         let mut doc = base();
         set(&mut doc, &format!("{}.configuration", vm()), y(any));
         assert_eq!(
-            ok(&doc).listeners[0].wasm_filters[0].vm_configuration,
+            ok(&doc).listeners[0].hcm().wasm_filters[0].vm_configuration,
             want,
             "{any}"
         );
@@ -1311,17 +1339,17 @@ fn code_sources() {
     let local = format!("{}.code.local", vm());
     set(&mut doc, &local, y("{inline_string: \"(module)\"}"));
     assert_eq!(
-        ok(&doc).listeners[0].wasm_filters[0].code,
+        ok(&doc).listeners[0].hcm().wasm_filters[0].code,
         WasmCode::Inline(b"(module)".to_vec())
     );
     set(&mut doc, &local, y("{filename: /abs/p.wasm}"));
     assert_eq!(
-        ok(&doc).listeners[0].wasm_filters[0].code,
+        ok(&doc).listeners[0].hcm().wasm_filters[0].code,
         WasmCode::File("/abs/p.wasm".into())
     );
     set(&mut doc, &local, y("{filename: rel/p.wasm}"));
     assert_eq!(
-        ok(&doc).listeners[0].wasm_filters[0].code,
+        ok(&doc).listeners[0].hcm().wasm_filters[0].code,
         WasmCode::File("/cfg/rel/p.wasm".into())
     );
 }
@@ -1345,10 +1373,10 @@ fn camel_case_quoted_numbers_single_values_and_merge_keys() {
         y("'*.example.com'"),
     );
     let b = ok(&doc);
-    assert_eq!(b.listeners[0].wasm_filters[0].root_id, "camel");
+    assert_eq!(b.listeners[0].hcm().wasm_filters[0].root_id, "camel");
     assert_eq!(b.listeners[0].addr.port(), 10005);
     assert_eq!(
-        b.listeners[0].routes.virtual_hosts()[0].domains,
+        b.listeners[0].hcm().routes.virtual_hosts()[0].domains,
         ["*.example.com"]
     );
 
@@ -1458,7 +1486,7 @@ fn ignored_admin_fields_and_node() {
 fn routes(vhosts: &str) -> config::RouteConfig {
     let mut doc = base();
     set(&mut doc, &format!("{}.route_config", hcm()), y(vhosts));
-    ok(&doc).listeners[0].routes.clone()
+    ok(&doc).listeners[0].hcm().routes.clone()
 }
 
 fn direct(status: u16) -> RouteAction {
@@ -1691,7 +1719,7 @@ virtual_hosts:
 fn limits_with(limits: &str) -> vessel_host::Limits {
     let mut doc = base();
     set(&mut doc, &format!("{}.vessel_limits", vm()), y(limits));
-    ok(&doc).listeners[0].wasm_filters[0].limits.clone()
+    ok(&doc).listeners[0].hcm().wasm_filters[0].limits.clone()
 }
 
 #[test]
@@ -1699,7 +1727,7 @@ fn vessel_limits_every_field_and_defaults() {
     use vessel_host::Limits;
     // Absent: every default.
     assert_eq!(
-        ok(&base()).listeners[0].wasm_filters[0].limits,
+        ok(&base()).listeners[0].hcm().wasm_filters[0].limits,
         Limits::default()
     );
     assert_eq!(limits_with("{}"), Limits::default());
@@ -1955,7 +1983,7 @@ fn load_balancing_fields_parse_with_envoys_defaults() {
     assert_eq!(od.consecutive_5xx, 2);
     assert_eq!(od.base_ejection_time, Duration::from_secs(30));
     assert_eq!(od.max_ejection_percent, 10);
-    let route = b.listeners[0].routes.route("x", "/", no_headers);
+    let route = b.listeners[0].hcm().routes.route("x", "/", no_headers);
     let Some(RouteAction::Cluster { retry: Some(r), .. }) = route else {
         panic!("{route:?}")
     };
@@ -2084,7 +2112,12 @@ fn the_llm_gateway_example_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/llm-gateway.yaml");
     let b = config::load(&path).expect("examples/llm-gateway.yaml loads");
     let l = &b.listeners[0];
-    let names: Vec<&str> = l.wasm_filters.iter().map(|f| f.name.as_str()).collect();
+    let names: Vec<&str> = l
+        .hcm()
+        .wasm_filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
     assert_eq!(
         names,
         [
@@ -2097,14 +2130,17 @@ fn the_llm_gateway_example_loads() {
         ]
     );
     assert_eq!(
-        l.routes.internal_only_headers(),
+        l.hcm().routes.internal_only_headers(),
         ["x-gateway-destination-endpoint", "x-llm-tenant"]
     );
     let Some(RouteAction::Cluster {
         policy_fallback: Some(PolicyFallback { plugin, .. }),
         retry: Some(_),
         ..
-    }) = l.routes.route("gw", "/v1/chat/completions", no_headers)
+    }) = l
+        .hcm()
+        .routes
+        .route("gw", "/v1/chat/completions", no_headers)
     else {
         panic!("the /v1/ route")
     };
@@ -2127,14 +2163,14 @@ fn the_llm_gateway_example_loads() {
 fn hidden_with(hidden: &str) -> vessel_host::Hidden {
     let mut doc = base();
     set(&mut doc, &format!("{}.vessel_hidden", vm()), y(hidden));
-    ok(&doc).listeners[0].wasm_filters[0].hidden.clone()
+    ok(&doc).listeners[0].hcm().wasm_filters[0].hidden.clone()
 }
 
 #[test]
 fn vessel_hidden_lists_headers_and_properties() {
     use vessel_host::{Hidden, MapType};
     assert_eq!(
-        ok(&base()).listeners[0].wasm_filters[0].hidden,
+        ok(&base()).listeners[0].hcm().wasm_filters[0].hidden,
         Hidden::new()
     );
     assert_eq!(hidden_with("{}"), Hidden::new());
@@ -2204,4 +2240,258 @@ fn vessel_hidden_bad_values_are_rejected_with_their_path() {
     let (k, p, _) = field_err(&doc);
     assert_eq!(k, ErrorKind::Unsupported);
     assert_eq!(p, at("trailers"));
+}
+
+// ------------------------------------------------- filter chains, tcp_proxy
+
+/// A tcp_proxy network filter to `cluster`, with extra typed_config keys.
+fn tcp_filter(cluster: &str, extra: &str) -> Value {
+    y(&format!(
+        r#"{{name: envoy.filters.network.tcp_proxy, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: tcp, cluster: {cluster} {extra}}}}}"#
+    ))
+}
+
+/// A network wasm filter named `name`.
+fn network_wasm(name: &str) -> Value {
+    y(&format!(
+        r#"{{name: envoy.filters.network.wasm, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm, config: {{name: {name}, vm_config: {{code: {{local: {{filename: {name}.wasm}}}}}}}}}}}}"#
+    ))
+}
+
+/// `base()` with the HTTP chain on port 10000 only, plus: a tcp_proxy
+/// chain for `a.example.com` and `*.example.com`; a chain of a network wasm
+/// filter then tcp_proxy for everything else.
+fn chains_doc() -> Value {
+    let mut doc = base();
+    set(
+        &mut doc,
+        &format!("{L}.filter_chains[0].filter_chain_match"),
+        y("{destination_port: 10000}"),
+    );
+    let chains = doc["static_resources"]["listeners"][0]["filter_chains"]
+        .as_array_mut()
+        .expect("filter_chains");
+    let mut sni = serde_json::Map::new();
+    sni.insert(
+        "filter_chain_match".into(),
+        y(r#"{server_names: [a.example.com, "*.Example.com"]}"#),
+    );
+    sni.insert(
+        "filters".into(),
+        Value::Array(vec![tcp_filter("backend", "")]),
+    );
+    chains.push(Value::Object(sni));
+    let mut rest = serde_json::Map::new();
+    rest.insert("name".into(), y("rest"));
+    rest.insert(
+        "filters".into(),
+        Value::Array(vec![
+            network_wasm("counter"),
+            tcp_filter("backend", ", idle_timeout: 5s"),
+        ]),
+    );
+    chains.push(Value::Object(rest));
+    doc
+}
+
+#[test]
+fn filter_chains_match_by_port_then_server_name() {
+    let b = ok(&chains_doc());
+    let l = &b.listeners[0];
+    assert_eq!(l.filter_chains.len(), 3);
+    assert_eq!(l.filter_chains[0].matcher.destination_port, Some(10000));
+    assert_eq!(
+        l.filter_chains[1].matcher.server_names,
+        ["a.example.com", "*.example.com"],
+        "names are lower-cased"
+    );
+    let Terminal::TcpProxy(t) = &l.filter_chains[1].terminal else {
+        panic!("chain 1 is a tcp_proxy");
+    };
+    assert_eq!(t.cluster, "backend");
+    assert_eq!(t.stat_prefix, "tcp");
+    assert_eq!(
+        t.idle_timeout,
+        Some(DEFAULT_TCP_IDLE_TIMEOUT),
+        "Envoy's default"
+    );
+    let rest = &l.filter_chains[2];
+    assert_eq!(rest.name, "rest");
+    assert_eq!(rest.network_filters.len(), 1);
+    assert_eq!(rest.network_filters[0].name, "counter");
+    let Terminal::TcpProxy(t) = &rest.terminal else {
+        panic!("chain 2 is a tcp_proxy");
+    };
+    assert_eq!(t.idle_timeout, Some(Duration::from_secs(5)));
+    assert!(l.needs_server_name());
+    assert_eq!(l.http_managers().map(|(i, _)| i).collect::<Vec<_>>(), [0]);
+
+    // The port is matched first: the HTTP chain names it.
+    assert_eq!(l.select(10000, Some("a.example.com")), Some(0));
+    assert_eq!(l.select(10000, None), Some(0));
+    // Another port: an exact name, then a wildcard, then the chain
+    // without names.
+    assert_eq!(l.select(9000, Some("a.example.com")), Some(1));
+    assert_eq!(l.select(9000, Some("B.EXAMPLE.COM")), Some(1));
+    assert_eq!(
+        l.select(9000, Some("example.com")),
+        Some(2),
+        "*. needs a label"
+    );
+    assert_eq!(l.select(9000, Some("other.org")), Some(2));
+    assert_eq!(l.select(9000, None), Some(2));
+}
+
+#[test]
+fn a_connection_no_chain_takes_goes_to_the_default_chain_or_is_closed() {
+    let mut doc = chains_doc();
+    // Without the catch-all chain, a name nobody serves matches nothing.
+    doc["static_resources"]["listeners"][0]["filter_chains"]
+        .as_array_mut()
+        .expect("filter_chains")
+        .pop();
+    let b = ok(&doc);
+    assert_eq!(b.listeners[0].select(9000, Some("other.org")), None);
+    assert_eq!(b.listeners[0].select(9000, Some("x.example.com")), Some(1));
+
+    let mut d = serde_json::Map::new();
+    d.insert(
+        "filters".into(),
+        Value::Array(vec![tcp_filter("backend", ", idle_timeout: 0s")]),
+    );
+    set(
+        &mut doc,
+        &format!("{L}.default_filter_chain"),
+        Value::Object(d),
+    );
+    let b = ok(&doc);
+    let l = &b.listeners[0];
+    assert_eq!(
+        l.select(9000, Some("other.org")),
+        Some(2),
+        "the default chain"
+    );
+    let Some(Terminal::TcpProxy(t)) = l.chains().nth(2).map(|c| &c.terminal) else {
+        panic!("the default chain is a tcp_proxy");
+    };
+    assert_eq!(t.idle_timeout, None, "0s disables the idle timeout");
+}
+
+#[test]
+fn filter_chain_errors_name_their_field() {
+    // Two chains with the same match.
+    let mut doc = chains_doc();
+    set(
+        &mut doc,
+        &format!("{L}.filter_chains[2].filter_chain_match"),
+        y("{server_names: [a.example.com]}"),
+    );
+    let (kind, path, msg) = field_err(&doc);
+    assert_eq!(kind, ErrorKind::Duplicate);
+    assert_eq!(path, format!("{L}.filter_chains[2].filter_chain_match"));
+    assert!(msg.contains("filter_chains[1]"), "{msg}");
+
+    // A wildcard that is not a leading `*.`.
+    let mut doc = chains_doc();
+    set(
+        &mut doc,
+        &format!("{L}.filter_chains[1].filter_chain_match.server_names[1]"),
+        y("a.*.com"),
+    );
+    let (kind, path, _) = field_err(&doc);
+    assert_eq!(
+        (kind, path.as_str()),
+        (
+            ErrorKind::Invalid,
+            format!("{L}.filter_chains[1].filter_chain_match.server_names[1]").as_str()
+        )
+    );
+
+    // A tcp_proxy to a cluster that does not exist.
+    let mut doc = chains_doc();
+    set(
+        &mut doc,
+        &format!("{L}.filter_chains[1].filters[0]"),
+        tcp_filter("nowhere", ""),
+    );
+    let (kind, path, msg) = field_err(&doc);
+    assert_eq!(kind, ErrorKind::UnknownReference);
+    assert_eq!(
+        path,
+        format!("{L}.filter_chains[1].filters[0].typed_config.cluster")
+    );
+    assert!(msg.contains("nowhere"), "{msg}");
+
+    // A terminal filter before another filter.
+    let mut doc = chains_doc();
+    doc["static_resources"]["listeners"][0]["filter_chains"][2]["filters"]
+        .as_array_mut()
+        .expect("filters")
+        .reverse();
+    let (kind, path, _) = field_err(&doc);
+    assert_eq!(
+        (kind, path.as_str()),
+        (
+            ErrorKind::Invalid,
+            format!("{L}.filter_chains[2].filters[0]").as_str()
+        )
+    );
+
+    // A network wasm filter alone: no terminal filter.
+    let mut doc = chains_doc();
+    set(
+        &mut doc,
+        &format!("{L}.filter_chains[2].filters"),
+        Value::Array(vec![network_wasm("alone")]),
+    );
+    let (kind, path, _) = field_err(&doc);
+    assert_eq!(
+        (kind, path.as_str()),
+        (
+            ErrorKind::Invalid,
+            format!("{L}.filter_chains[2].filters[0]").as_str()
+        )
+    );
+
+    // tcp_proxy fields vessel does not implement.
+    let mut doc = chains_doc();
+    set(
+        &mut doc,
+        &format!("{L}.filter_chains[1].filters[0].typed_config.weighted_clusters"),
+        y("{}"),
+    );
+    let (kind, path, _) = field_err(&doc);
+    assert_eq!(
+        (kind, path.as_str()),
+        (
+            ErrorKind::Unsupported,
+            format!("{L}.filter_chains[1].filters[0].typed_config.weighted_clusters").as_str()
+        )
+    );
+}
+
+#[test]
+fn listener_filters_take_only_the_tls_inspector() {
+    let mut doc = base();
+    set(
+        &mut doc,
+        &format!("{L}.listener_filters"),
+        y(
+            r#"[{name: envoy.filters.listener.tls_inspector}, {name: tls, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}]"#,
+        ),
+    );
+    ok(&doc);
+    set(
+        &mut doc,
+        &format!("{L}.listener_filters"),
+        y("[{name: envoy.filters.listener.http_inspector}]"),
+    );
+    let (kind, path, _) = field_err(&doc);
+    assert_eq!(
+        (kind, path.as_str()),
+        (
+            ErrorKind::Unsupported,
+            format!("{L}.listener_filters[0].name").as_str()
+        )
+    );
 }

@@ -24,3 +24,4 @@ mod llm_stream;
 mod load;
 mod reload;
 mod run;
+mod tcp;

@@ -1,0 +1,220 @@
+//! `cargo xtask bench edge`: vessel run at the edge, against Envoy 1.40 on
+//! the same config, one worker each, in the same run:
+//!
+//! * TCP proxy throughput (MB/s): one client streams 1 GiB through
+//!   `tcp_proxy` to a loopback sink that counts it, without and with a
+//!   network wasm filter that reads every chunk
+//!   (`guest_tcp_inspect`... see [`INSPECT_GUEST`]).
+//!
+//! Results go to stderr.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::root;
+
+const LISTEN: &str = "127.0.0.1:10031";
+/// Bytes per transfer.
+const TRANSFER: usize = 1 << 30;
+/// Transfers per proxy and config; the median is reported.
+const ROUNDS: usize = 3;
+/// The network filter that reads every chunk, built by `cargo xtask guests`.
+pub(crate) const INSPECT_GUEST: &str =
+    "spec-tests/guests/target/wasm32-wasip1/release/guest_tcp_close.wasm";
+
+/// A loopback sink: reads each connection to its end, then writes the
+/// number of bytes it read (8 bytes, little-endian) and closes.
+fn sink() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut n: u64 = 0;
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k as u64,
+                    }
+                }
+                let _ = s.write_all(&n.to_le_bytes());
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The bootstrap: `tcp_proxy` to the sink, after the inspecting filter if
+/// `filter`.
+fn config(sink: SocketAddr, filter: bool) -> String {
+    let network = if filter {
+        format!(
+            r#"      - name: envoy.filters.network.wasm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: inspect
+            root_id: inspect
+            configuration:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: "a pattern that never comes"
+            vm_config:
+              runtime: envoy.wasm.runtime.v8
+              code: {{ local: {{ filename: {} }} }}
+"#,
+            root().join(INSPECT_GUEST).display()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: edge
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 10031 }} }}
+    filter_chains:
+    - filters:
+{network}      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: edge
+          cluster: sink
+  clusters:
+  - name: sink
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: sink
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+"#,
+        sink.port()
+    )
+}
+
+/// One transfer of [`TRANSFER`] bytes through the proxy: MB/s (10^6 bytes).
+fn transfer() -> Result<f64> {
+    let chunk = vec![b'x'; 64 * 1024];
+    let start = Instant::now();
+    let mut s = TcpStream::connect(LISTEN)?;
+    s.set_nodelay(true)?;
+    let mut sent = 0;
+    while sent < TRANSFER {
+        s.write_all(&chunk)?;
+        sent += chunk.len();
+    }
+    s.shutdown(Shutdown::Write)?;
+    let mut count = [0u8; 8];
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    s.read_exact(&mut count)
+        .context("the sink's byte count did not come back")?;
+    let took = start.elapsed();
+    let got = u64::from_le_bytes(count);
+    if got != TRANSFER as u64 {
+        bail!("the sink got {got} bytes of {TRANSFER}");
+    }
+    Ok(TRANSFER as f64 / took.as_secs_f64() / 1e6)
+}
+
+/// Starts `cmd`, waits for [`LISTEN`], runs [`ROUNDS`] transfers, stops
+/// it: the MB/s of each.
+fn measure(mut cmd: Command) -> Result<Vec<f64>> {
+    let mut child: Child = cmd
+        .current_dir(root())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let result = (|| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(LISTEN).is_err() {
+            if Instant::now() > deadline {
+                bail!("the proxy did not start listening on {LISTEN}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (0..ROUNDS).map(|_| transfer()).collect()
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn write_config(name: &str, text: &str) -> Result<PathBuf> {
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn vessel(bin: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "-c"])
+        .arg(config)
+        .args(["--concurrency", "1", "-l", "error"]);
+    cmd
+}
+
+fn envoy(bin: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c")
+        .arg(config)
+        .args(["--concurrency", "1", "-l", "error", "--base-id", "7311"]);
+    cmd
+}
+
+/// `cargo xtask bench edge`.
+pub(crate) fn edge_bench() -> Result<()> {
+    crate::guests()?;
+    crate::run(Command::new(crate::cargo()).args([
+        "build",
+        "--release",
+        "-p",
+        "vessel-proxy",
+        "--bin",
+        "vessel",
+    ]))?;
+    let vessel_bin = root().join("target/release/vessel");
+    let envoy_bin = crate::envoy_diff::ensure_envoy()?;
+    let sink = sink()?;
+    let without = write_config("edge_tcp_without.yaml", &config(sink, false))?;
+    let with = write_config("edge_tcp_with.yaml", &config(sink, true))?;
+    let mut lines = Vec::new();
+    for (name, without_cmd, with_cmd) in [
+        (
+            "vessel run",
+            vessel(&vessel_bin, &without),
+            vessel(&vessel_bin, &with),
+        ),
+        (
+            "Envoy 1.40",
+            envoy(&envoy_bin, &without),
+            envoy(&envoy_bin, &with),
+        ),
+    ] {
+        let a = measure(without_cmd)?;
+        let b = measure(with_cmd)?;
+        lines.push(format!(
+            "    {name}: tcp_proxy {:.0} MB/s, with the inspecting network filter {:.0} MB/s (runs: {a:.0?} / {b:.0?})",
+            median(a.clone()),
+            median(b.clone()),
+        ));
+    }
+    eprintln!(
+        "==> edge: TCP proxy throughput, one worker, one connection streaming {} MiB to a sink, median of {ROUNDS}:\n{}",
+        TRANSFER >> 20,
+        lines.join("\n")
+    );
+    Ok(())
+}
