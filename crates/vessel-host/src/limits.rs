@@ -89,7 +89,9 @@ pub struct Limits {
     /// Largest request or response body one filter holds for one stream:
     /// what it buffers (body callbacks, [`Vm::append_body`](crate::Vm::append_body))
     /// and what it writes with `proxy_set_buffer_bytes`. The embedder's own
-    /// buffer limit (Envoy's 413/500) usually stops a stream first.
+    /// buffer limit (Envoy's 413/500) usually stops a stream first. A TCP
+    /// stream's `DOWNSTREAM_DATA` / `UPSTREAM_DATA` buffers count the same
+    /// way ([`TcpStream`](crate::TcpStream) closes a connection over it).
     /// Default: [`Limits::DEFAULT_MAX_BODY_BYTES`].
     pub max_body_bytes: usize,
     /// Largest sum of path and value bytes of the properties a guest sets

@@ -1,5 +1,5 @@
 //! [`TcpStream`]: the network filter manager. One TCP connection through an
-//! ordered chain of network filters, each a context in its own [`Vm`], with
+//! ordered chain of network filters, each a context in its own [`Vm`](crate::Vm), with
 //! Envoy's connection rules. Sans-IO like [`HttpStream`](crate::HttpStream):
 //! events come in (the connection opened, bytes and half-closes from each
 //! side, a side went away, signals from the VMs), and [`TcpAction`]s come

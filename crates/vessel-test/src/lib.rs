@@ -2,7 +2,8 @@
 //! test`: the scenario format ([`Scenario`], `spec-tests/SCENARIOS.md`), its
 //! checker ([`check`]) and vessel's in-process runner ([`Loaded`],
 //! [`run_files`]), which drives vessel-host's filter manager
-//! (`vessel_host::stream::HttpStream`) over the script, on a scenario clock.
+//! (`vessel_host::stream::HttpStream`, and `vessel_host::tcp::TcpStream` for
+//! the TCP form's `connections`) over the script, on a scenario clock.
 //!
 //! ```no_run
 //! let report = vessel_test::run_files(&["tests/hello.yaml"]).expect("loads");

@@ -111,7 +111,7 @@ macro_rules! callbacks {
         }
     ) => {
         /// Every callback vessel knows: those it calls, then those it only
-        /// checks (start-up functions, the allocator, network-filter and
+        /// checks (start-up functions, the allocator, and the validation and
         /// metadata callbacks vessel does not call).
         pub(crate) const CALLBACKS: &[CallbackSpec] = &[
             $( <$marker as Callback>::SPEC, )*

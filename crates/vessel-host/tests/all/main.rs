@@ -8,6 +8,7 @@ mod alone;
 mod cache;
 mod epoch_ticker;
 mod hidden;
+mod tcp;
 
 /// The bytes of `spec-tests/guests`' `guest_<name>.wasm`.
 pub(crate) fn guest(name: &str) -> Vec<u8> {

@@ -82,6 +82,42 @@ fn a_failed_expectation_is_reported_with_the_difference() {
     );
 }
 
+#[test]
+fn a_tcp_receive_step_that_gets_other_bytes_fails_naming_the_step() {
+    let path = scenarios().join("tcp_rewrite.yaml");
+    let text = std::fs::read_to_string(&path).expect("tcp_rewrite.yaml");
+    let mut scenario = Scenario::from_yaml(&text).expect("parses");
+    scenario.connections[0].steps[1] =
+        vessel_test::scenario::Step::UpstreamReceive("hello world\n".into());
+    let mut loaded = Loaded::new(&engine(), &path, scenario.clone()).expect("loads");
+    let observations = loaded.run();
+    let failures = vessel_test::check_connection(&scenario.connections[0].expect, &observations[0]);
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.starts_with("step 2 (upstream_receive)") && f.contains("HELLO-THERE world")),
+        "{failures:?}"
+    );
+}
+
+#[test]
+fn the_tcp_form_is_checked_when_it_loads() {
+    let two_keys = "plugin: { wasm: x.wasm }\nconnections:\n  - steps:\n      - client_send: a\n        client_close: {}\n";
+    assert!(Scenario::from_yaml(two_keys).is_err(), "a step has one key");
+    let unknown = "plugin: { wasm: x.wasm }\nconnections:\n  - steps:\n      - client_shout: a\n";
+    assert!(Scenario::from_yaml(unknown).is_err(), "unknown step");
+    let path = scenarios().join("tcp_rewrite.yaml");
+    let text = std::fs::read_to_string(&path).expect("tcp_rewrite.yaml");
+    let mut both = Scenario::from_yaml(&text).expect("parses");
+    let http = std::fs::read_to_string(scenarios().join("headers.yaml")).expect("headers.yaml");
+    both.streams = Scenario::from_yaml(&http).expect("parses").streams;
+    match Loaded::new(&engine(), &path, both) {
+        Err(Error::Invalid { key, .. }) => assert_eq!(key, "connections"),
+        Err(e) => panic!("expected the form error, got {e}"),
+        Ok(_) => panic!("a file with streams and connections loaded"),
+    }
+}
+
 /// Counts what the runner asks of it; answers every Redis call as failed.
 #[derive(Default)]
 struct Recording {
