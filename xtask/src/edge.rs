@@ -4,9 +4,17 @@
 //! * TCP proxy throughput (MB/s): one client streams 1 GiB through
 //!   `tcp_proxy` to a loopback sink that counts it, without and with a
 //!   network wasm filter that reads every chunk
-//!   (`guest_tcp_inspect`... see [`INSPECT_GUEST`]).
+//!   ([`INSPECT_GUEST`]);
+//! * HTTPS requests per second with keep-alive (wrk over TLS 1.3, 32
+//!   connections), without and with the benchmark header filter, on the
+//!   end-to-end benchmark's configs (`examples/bench/`) with a
+//!   `DownstreamTlsContext` added;
+//! * new TLS connections per second: the same without a filter, but every
+//!   request on a new connection (`Connection: close`), so each pays a
+//!   handshake.
 //!
-//! Results go to stderr.
+//! The certificate is made at run time with the `openssl` CLI. Results go
+//! to stderr.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -174,6 +182,105 @@ fn envoy(bin: &Path, config: &Path) -> Command {
     cmd
 }
 
+/// The HTTPS port of the TLS benchmark configs.
+const HTTPS_PORT: u16 = 10032;
+
+/// A self-signed ECDSA P-256 certificate for `bench.test` in `dir`: the
+/// certificate and key files.
+fn bench_certificate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("bench.crt"), dir.join("bench.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=bench.test",
+            "-addext",
+            "subjectAltName=DNS:bench.test",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running `openssl req` (Debian: apt-get install openssl)")?;
+    if !out.status.success() {
+        bail!(
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((cert, key))
+}
+
+/// `examples/bench/<name>` served over TLS on [`HTTPS_PORT`] with `cert`:
+/// the wasm path made absolute (the file moves to `target/bench`).
+fn https_config(name: &str, cert: &Path, key: &Path) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(root().join("examples/bench").join(name))?;
+    let tls = format!(
+        r#"    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: ["http/1.1"]
+            tls_certificates:
+            - certificate_chain: {{ filename: {} }}
+              private_key: {{ filename: {} }}
+      filters:"#,
+        cert.display(),
+        key.display()
+    );
+    let out = text
+        .replace("    filter_chains:\n    - filters:", &tls)
+        .replace("port_value: 10010", &format!("port_value: {HTTPS_PORT}"))
+        .replace(
+            "../../spec-tests/",
+            &format!("{}/spec-tests/", root().display()),
+        );
+    if !out.contains("DownstreamTlsContext") || !out.contains(&HTTPS_PORT.to_string()) {
+        bail!("examples/bench/{name} no longer has the shape the TLS benchmark edits");
+    }
+    write_config(&format!("edge_https_{name}"), &out)
+}
+
+/// HTTPS req/s (keep-alive) without and with the filter, and new TLS
+/// connections per second, for `vessel run` and Envoy: one line each.
+fn https_bench(vessel_bin: &Path, envoy_bin: &Path) -> Result<Vec<String>> {
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = bench_certificate(&dir)?;
+    let without = https_config("without_filter.yaml", &cert, &key)?;
+    let with = https_config("with_filter.yaml", &cert, &key)?;
+    let url = format!("https://127.0.0.1:{HTTPS_PORT}/x");
+    let close = ["-H", "Connection: close"];
+    let mut lines = Vec::new();
+    for (name, make) in [
+        (
+            "vessel run",
+            &(|c: &Path| vessel(vessel_bin, c)) as &dyn Fn(&Path) -> Command,
+        ),
+        ("Envoy 1.40", &|c: &Path| envoy(envoy_bin, c)),
+    ] {
+        let keep = crate::wrk_rps_at(make(&without), &url, &[])?;
+        let filtered = crate::wrk_rps_at(make(&with), &url, &[])?;
+        let handshakes = crate::wrk_rps_at(make(&without), &url, &close)?;
+        lines.push(format!(
+            "    {name}: HTTPS keep-alive {keep:.0} req/s, with the filter {filtered:.0} req/s; \
+             new TLS connections {handshakes:.0}/s"
+        ));
+    }
+    Ok(lines)
+}
+
 /// `cargo xtask bench edge`.
 pub(crate) fn edge_bench() -> Result<()> {
     crate::guests()?;
@@ -211,6 +318,12 @@ pub(crate) fn edge_bench() -> Result<()> {
             median(b.clone()),
         ));
     }
+    let https = https_bench(&vessel_bin, &envoy_bin)?;
+    eprintln!(
+        "==> edge: HTTPS, one worker, wrk -t1 -c32 -d10s over TLS 1.3 (ECDSA P-256), direct response; \
+         new connections: every request with `Connection: close`:\n{}",
+        https.join("\n")
+    );
     eprintln!(
         "==> edge: TCP proxy throughput, one worker, one connection streaming {} MiB to a sink, median of {ROUNDS}:\n{}",
         TRANSFER >> 20,

@@ -659,28 +659,34 @@ fn load_tests() -> Result<()> {
 /// Runs wrk against a proxy started by `proxy` (listening on
 /// 127.0.0.1:10010 with one worker) and returns the requests per second
 /// wrk reports.
-fn wrk_rps(mut proxy: Command) -> Result<f64> {
+fn wrk_rps(proxy: Command) -> Result<f64> {
+    wrk_rps_at(proxy, "http://127.0.0.1:10010/x", &[])
+}
+
+/// [`wrk_rps`] on `url` (its proxy listens on the URL's port), with
+/// `extra` wrk arguments (e.g. another header).
+pub(crate) fn wrk_rps_at(mut proxy: Command, url: &str, extra: &[&str]) -> Result<f64> {
+    let port = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next()?.parse::<u16>().ok())
+        .with_context(|| format!("no port in {url}"))?;
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut child = proxy
         .current_dir(root())
         .spawn()
         .with_context(|| format!("starting {}", describe(&proxy)))?;
     let result = (|| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::net::TcpStream::connect("127.0.0.1:10010").is_err() {
+        while std::net::TcpStream::connect(listen).is_err() {
             if std::time::Instant::now() > deadline {
-                bail!("the proxy did not start listening on 127.0.0.1:10010");
+                bail!("the proxy did not start listening on {listen}");
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let out = Command::new("wrk")
-            .args([
-                "-t1",
-                "-c32",
-                "-d10s",
-                "-H",
-                "x-bench: 1",
-                "http://127.0.0.1:10010/x",
-            ])
+            .args(["-t1", "-c32", "-d10s", "-H", "x-bench: 1"])
+            .args(extra)
+            .arg(url)
             .output()
             .context("running wrk")?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -690,6 +696,17 @@ fn wrk_rps(mut proxy: Command) -> Result<f64> {
             .find_map(|l| l.strip_prefix("Requests/sec:"))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .context("wrk printed no Requests/sec")?;
+        // Socket errors (a failed handshake, a reset) would make the rate
+        // meaningless.
+        if let Some(errors) = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("Socket errors"))
+        {
+            bail!("wrk saw errors against {url}: {errors}");
+        }
+        if let Some(non2xx) = text.lines().find(|l| l.contains("Non-2xx")) {
+            bail!("wrk got non-2xx answers from {url}: {non2xx}");
+        }
         Ok(rps)
     })();
     let _ = child.kill();

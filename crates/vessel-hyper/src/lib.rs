@@ -57,6 +57,7 @@ pub use pool::{
 };
 pub use service::{
     CertificateInfo, ConnectionInfo, ResponseInfo, RouteInfo, TlsInfo, UpstreamInfo, VesselService,
+    connection_properties,
 };
 
 /// On an upstream request: the plugin names of the filters the stream

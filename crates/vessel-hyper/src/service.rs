@@ -233,27 +233,39 @@ fn properties(req: &http::request::Parts) -> PropertyMap {
         .filter(|r| !r.name.is_empty())
         .map(|r| Arc::from(r.name.as_str()));
     PropertyMap::with_source(move |path| {
-        let value: PropertyValue = match (path, conn) {
-            (b"request\0protocol", _) => protocol.into(),
-            (b"xds\0route_name" | b"route_name", _) => route.as_deref()?.into(),
-            (b"source\0address", Some(c)) => c.source.to_string().into(),
-            (b"source\0port", Some(c)) => i64::from(c.source.port()).into(),
-            (b"destination\0address", Some(c)) => c.destination.to_string().into(),
-            (b"destination\0port", Some(c)) => i64::from(c.destination.port()).into(),
-            (b"connection\0id", Some(c)) => PropertyValue::Uint(c.id),
-            // Envoy gives these for every connection, TLS or not.
-            (b"connection\0mtls", Some(_)) => {
-                PropertyValue::Bool(tls.as_ref().is_some_and(|t| t.peer.is_some()))
-            }
-            (b"connection\0requested_server_name", Some(_)) => tls
-                .as_ref()
-                .map_or("", |t| t.requested_server_name.as_str())
-                .into(),
-            (path, Some(_)) => return tls_property(tls.as_deref()?, path),
-            _ => return None,
+        let value: PropertyValue = match path {
+            b"request\0protocol" => protocol.into(),
+            b"xds\0route_name" | b"route_name" => route.as_deref()?.into(),
+            _ => return connection_property(conn.as_ref()?, tls.as_deref(), path),
         };
         Some(value.encode())
     })
+}
+
+/// The properties of a connection, for its network filters (ABI reference
+/// §10.2): `source.*`, `destination.*`, `connection.id`, `connection.mtls`,
+/// `connection.requested_server_name`, and with `tls` the other
+/// `connection.*` TLS properties. Computed only when a guest reads one.
+pub fn connection_properties(info: ConnectionInfo, tls: Option<Arc<TlsInfo>>) -> PropertyMap {
+    PropertyMap::with_source(move |path| connection_property(&info, tls.as_deref(), path))
+}
+
+/// Property `path` of connection `c` (TLS over it when `tls`), encoded.
+fn connection_property(c: &ConnectionInfo, tls: Option<&TlsInfo>, path: &[u8]) -> Option<Vec<u8>> {
+    let value: PropertyValue = match path {
+        b"source\0address" => c.source.to_string().into(),
+        b"source\0port" => i64::from(c.source.port()).into(),
+        b"destination\0address" => c.destination.to_string().into(),
+        b"destination\0port" => i64::from(c.destination.port()).into(),
+        b"connection\0id" => PropertyValue::Uint(c.id),
+        // Envoy gives these for every connection, TLS or not.
+        b"connection\0mtls" => PropertyValue::Bool(tls.is_some_and(|t| t.peer.is_some())),
+        b"connection\0requested_server_name" => {
+            tls.map_or("", |t| t.requested_server_name.as_str()).into()
+        }
+        path => return tls_property(tls?, path),
+    };
+    Some(value.encode())
 }
 
 /// The `connection.*` properties that only a TLS connection has.

@@ -36,7 +36,7 @@ mod wait;
 mod process;
 
 #[cfg(feature = "proxy")]
-pub use process::{VesselProcess, admin_get, replace_file};
+pub use process::{VesselProcess, admin_get, envoy_from_env, replace_file};
 pub use wait::{
     WAIT, eventually, eventually_async, eventually_blocking, eventually_some,
     eventually_some_within,

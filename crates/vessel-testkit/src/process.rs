@@ -45,7 +45,36 @@ pub async fn admin_get(
         .map_err(|_| format!("{method} {path}: no answer in 10 s"))?
 }
 
-/// A `vessel run` child on `dir/envoy.yaml`; killed when dropped.
+/// Which proxy a [`VesselProcess`] runs.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Vessel,
+    Envoy,
+}
+
+/// Real Envoy for a differential test: the binary `VESSEL_ENVOY` names
+/// (`cargo xtask test` sets it). Without it: `None` after printing a skip
+/// for `test`, and a panic under `CI=true` (a missing prerequisite is
+/// never a silent pass).
+///
+/// # Panics
+/// Under `CI=true` without `VESSEL_ENVOY`, or if it names no file.
+#[allow(clippy::print_stderr)]
+pub fn envoy_from_env(test: &str) -> Option<PathBuf> {
+    let Some(p) = std::env::var_os("VESSEL_ENVOY").map(PathBuf::from) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: CI=true needs VESSEL_ENVOY"
+        );
+        eprintln!("SKIPPED {test}: VESSEL_ENVOY is not set (cargo xtask test sets it)");
+        return None;
+    };
+    assert!(p.is_file(), "VESSEL_ENVOY={} is not a file", p.display());
+    Some(p)
+}
+
+/// A `vessel run` child (or real Envoy's, [`VesselProcess::start_envoy`])
+/// on `dir/envoy.yaml`; killed when dropped.
 #[derive(Debug)]
 pub struct VesselProcess {
     /// The child.
@@ -67,14 +96,41 @@ impl VesselProcess {
     /// # Panics
     /// If the directory cannot be written or the binary not started.
     pub fn start(bin: &Path, dir: &Path, config: &str, args: &[&str]) -> Self {
+        Self::start_as(Kind::Vessel, bin, dir, config, args)
+    }
+
+    /// [`VesselProcess::start`] for real Envoy (`bin` is the `envoy`
+    /// binary, `args` e.g. `["--concurrency", "1"]`): the same config file,
+    /// admin address file and readiness; a fresh `--base-id` per process.
+    ///
+    /// # Panics
+    /// If the directory cannot be written or the binary not started.
+    pub fn start_envoy(bin: &Path, dir: &Path, config: &str, args: &[&str]) -> Self {
+        Self::start_as(Kind::Envoy, bin, dir, config, args)
+    }
+
+    fn start_as(kind: Kind, bin: &Path, dir: &Path, config: &str, args: &[&str]) -> Self {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("create the test directory");
         let dir = dir.canonicalize().expect("a canonical directory");
         std::fs::write(dir.join("envoy.yaml"), config).expect("write the config");
         let stderr = dir.join("stderr.log");
         let admin_file = dir.join("admin-address");
-        let child = Command::new(bin)
-            .arg("run")
+        let mut command = Command::new(bin);
+        match kind {
+            Kind::Vessel => {
+                command.arg("run");
+            }
+            Kind::Envoy => {
+                // Envoy's shared-memory region is per base id: one each.
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                command
+                    .arg("--base-id")
+                    .arg((std::process::id() % 100_000 * 1000 + 500 + n % 400).to_string());
+            }
+        }
+        let child = command
             .arg("-c")
             .arg(dir.join("envoy.yaml"))
             .arg("--admin-address-path")

@@ -727,19 +727,11 @@ async fn serve(
                 let code = Arc::new(read_code(f, &label)?);
                 network.push(build_filter(&host, f, code, &boot, &label, false)?.pool);
             }
-            if !network.is_empty() && matches!(chain.terminal, config::Terminal::Http(_)) {
-                return Err(RunError::Config(ConfigError::Field {
-                    kind: config::ErrorKind::Unsupported,
-                    path: format!("listener `{}` filter chain #{ci}", l.name),
-                    message: "network wasm filters before the HTTP connection manager are \
-                              not served yet"
-                        .to_owned(),
-                }));
-            }
             match &chain.terminal {
                 config::Terminal::Http(h) => {
-                    let (serve, live) =
+                    let (mut serve, live) =
                         http_chain(&host, &boot, l, ci, h, &upstreams, &fallbacks, options)?;
+                    serve.network = network;
                     all_stats.push(serve.stats.clone());
                     chains.push(ChainServe::Http(serve));
                     live_chains.push(Some(live));
@@ -865,6 +857,8 @@ async fn serve(
                 codec: Codec::Auto,
                 make: Arc::new(make),
                 stats: Arc::new(ListenerStats::new("admin")),
+                network: Vec::new(),
+                buffer_limit: 0,
             })],
             tls: vec![None],
             inspect: false,
@@ -1022,6 +1016,11 @@ struct HttpServe {
     codec: Codec,
     make: MakeService,
     stats: Arc<ListenerStats>,
+    /// The chain's network wasm filters, before the connection manager
+    /// (empty: none).
+    network: Vec<Arc<FilterPool>>,
+    /// The listener's `per_connection_buffer_limit_bytes`, for `network`.
+    buffer_limit: usize,
 }
 
 /// Counts the TCP connections a listener has open, so a drain can wait for
@@ -1209,6 +1208,10 @@ async fn serve_connection(
     }
 }
 
+/// The in-memory pipe between network filters and the HTTP connection
+/// manager after them: bytes in flight each way.
+const NETWORK_PIPE: usize = 64 * 1024;
+
 /// Serves chain `ci` on `io` (TCP, or TLS over it with `tls_info`).
 #[allow(clippy::too_many_arguments)]
 async fn serve_chain<IO>(
@@ -1228,22 +1231,50 @@ async fn serve_chain<IO>(
     match (&serve.chains[ci], &builders[ci]) {
         (ChainServe::Http(h), Some(builder)) => {
             let mut svc = (h.make)(info);
-            if let Some(t) = tls_info {
-                svc = BoxCloneService::new(tls::with_tls_info(svc, t));
+            if let Some(t) = &tls_info {
+                svc = BoxCloneService::new(tls::with_tls_info(svc, t.clone()));
             }
+            if h.network.is_empty() {
+                let conn = builder
+                    .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    log::debug!("connection from {peer}: {e}");
+                }
+                return;
+            }
+            // Network filters before the connection manager: the bytes pass
+            // them as they would before a tcp_proxy, and their "upstream" is
+            // the connection manager at the other end of an in-memory pipe
+            // (what it writes back is the upstream data).
+            let (near, far) = tokio::io::duplex(NETWORK_PIPE);
             let conn = builder
-                .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+                .serve_connection(TokioIo::new(far), TowerToHyperService::new(svc))
                 .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                log::debug!("connection from {peer}: {e}");
-            }
+            let http = async {
+                if let Err(e) = watcher.watch(conn).await {
+                    log::debug!("connection from {peer}: {e}");
+                }
+            };
+            let filtered = vessel_hyper::tcp::proxy_filtered(
+                io,
+                std::future::ready(Ok(near)),
+                &h.network,
+                vessel_hyper::connection_properties(info, tls_info),
+                h.buffer_limit,
+                vessel_hyper::tcp::TcpOptions {
+                    idle_timeout: None,
+                    ..Default::default()
+                },
+            );
+            tokio::join!(http, filtered);
         }
         (ChainServe::Tcp(t), _) => {
             drop(watcher);
             open.count.fetch_add(1, Ordering::AcqRel);
             let _guard = OpenGuard(open);
             tokio::select! {
-                () = t.serve(io, info) => {}
+                () = t.serve(io, info, tls_info) => {}
                 _ = close.wait_for(|c| *c) => {}
             }
         }
@@ -1335,6 +1366,8 @@ fn http_chain(
             codec: h.codec,
             make: Arc::new(make),
             stats,
+            network: Vec::new(),
+            buffer_limit: l.buffer_limit,
         },
         live,
     ))

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::TcpStream;
-use vessel_host::{PropertyMap, PropertyValue};
 use vessel_hyper::tcp::TcpOptions;
 use vessel_hyper::{ConnectionInfo, FilterPool};
 
@@ -62,29 +61,16 @@ pub(crate) struct TcpProxyServe {
     pub(crate) buffer_limit: usize,
 }
 
-/// The properties of a connection for its network filters:
-/// `source.address`/`.port`, `destination.address`/`.port`,
-/// `connection.id`, computed when a guest reads one.
-pub(crate) fn connection_properties(info: ConnectionInfo) -> PropertyMap {
-    PropertyMap::with_source(move |path| {
-        let value: PropertyValue = match path {
-            b"source\0address" => info.source.to_string().into(),
-            b"source\0port" => i64::from(info.source.port()).into(),
-            b"destination\0address" => info.destination.to_string().into(),
-            b"destination\0port" => i64::from(info.destination.port()).into(),
-            b"connection\0id" => PropertyValue::Uint(info.id),
-            _ => return None,
-        };
-        Some(value.encode())
-    })
-}
-
 impl TcpProxyServe {
     /// Proxies one accepted connection (plain TCP, or TLS terminated by
     /// the chain's transport socket) until it ends: through the network
     /// filters when the chain has some.
-    pub(crate) async fn serve<D>(&self, downstream: D, info: ConnectionInfo)
-    where
+    pub(crate) async fn serve<D>(
+        &self,
+        downstream: D,
+        info: ConnectionInfo,
+        tls: Option<Arc<vessel_hyper::TlsInfo>>,
+    ) where
         D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         self.stats.cx_total.fetch_add(1, Ordering::Relaxed);
@@ -115,15 +101,15 @@ impl TcpProxyServe {
         };
         // A cluster with a transport socket: TLS to the endpoint.
         let (bytes, connect_failed) = match self.upstream.tls().cloned() {
-            None => self.pump(downstream, connect, info, options).await,
-            Some(tls) => {
+            None => self.pump(downstream, connect, info, tls, options).await,
+            Some(origin) => {
                 let connect = async move {
                     let s = connect.await?;
-                    tokio::time::timeout(timeout, tls.handshake(s, addr.ip()))
+                    tokio::time::timeout(timeout, origin.handshake(s, addr.ip()))
                         .await
                         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
                 };
-                self.pump(downstream, connect, info, options).await
+                self.pump(downstream, connect, info, tls, options).await
             }
         };
         if connect_failed {
@@ -150,6 +136,7 @@ impl TcpProxyServe {
         downstream: D,
         connect: C,
         info: ConnectionInfo,
+        tls: Option<Arc<vessel_hyper::TlsInfo>>,
         options: TcpOptions,
     ) -> (Option<vessel_hyper::tcp::TcpOutcome>, bool)
     where
@@ -181,7 +168,7 @@ impl TcpProxyServe {
                 downstream,
                 connect,
                 &self.filters,
-                connection_properties(info),
+                vessel_hyper::connection_properties(info, tls),
                 self.buffer_limit,
                 options,
             )

@@ -177,3 +177,125 @@ async fn tcp_proxy_to_a_refusing_endpoint_closes_the_client_and_counts_it() {
     })
     .await;
 }
+
+/// A listener whose chain is `envoy.filters.network.wasm` filters (each
+/// `(guest, configuration)`) then the HTTP connection manager: `/secret`
+/// answers `the secret path`, anything else 404.
+fn network_before_hcm(filters: &[(&str, &str)]) -> String {
+    let mut network = String::new();
+    for (i, (guest, configuration)) in filters.iter().enumerate() {
+        network.push_str(&format!(
+            r#"      - name: envoy.filters.network.wasm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: net{i}
+            root_id: net{i}
+            configuration:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: {configuration:?}
+            vm_config:
+              runtime: envoy.wasm.runtime.v8
+              code: {{ local: {{ filename: {file:?} }} }}
+"#,
+            file = crate::support::guest(guest).display().to_string(),
+        ));
+    }
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+{network}      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            name: local
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/secret" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "the secret path\n" }} }}
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 404, body: {{ inline_string: "elsewhere\n" }} }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+"#
+    )
+}
+
+/// Sends `request` on a new connection to `addr` and reads until the
+/// proxy closes it: the status line and the body (what follows the blank
+/// line), or `None` for a connection closed with no answer.
+async fn exchange(addr: SocketAddr, request: &str) -> Option<(String, String)> {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // A reset after a close is an end too.
+    let _ = tokio::time::timeout(WAIT, c.read_to_end(&mut answer))
+        .await
+        .expect("the proxy ends the connection");
+    if answer.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole response");
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    Some((status, body.to_owned()))
+}
+
+/// Network wasm filters before the HTTP connection manager, on `vessel
+/// run` and on real Envoy with the same config: the bytes a filter
+/// rewrites are what the connection manager parses (the request path) and
+/// what the client gets (the response body); a filter that closes on a
+/// pattern ends the connection before any answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_filters_before_the_http_connection_manager() {
+    let config = network_before_hcm(&[
+        ("tcp_close", "EVIL"),
+        (
+            "tcp_rewrite",
+            "downstream /before /secret\nupstream secret SECRET",
+        ),
+    ]);
+    let mut proxies = vec![("vessel", start("before-hcm", &config).await)];
+    if let Some(envoy) = vessel_testkit::envoy_from_env("network_filters_before_the_hcm") {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("envoy-tcp-before-hcm");
+        let mut e = VesselProcess::start_envoy(
+            &envoy,
+            &dir,
+            &config,
+            &["--concurrency", "1", "-l", "warning"],
+        );
+        e.wait_ready().await;
+        proxies.push(("envoy", e));
+    }
+    for (name, proxy) in &proxies {
+        let addr = proxy.listener("main");
+        let get =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        // The client asks for /before; the connection manager sees
+        // /secret, and the body it answers is rewritten on the way back.
+        assert_eq!(
+            exchange(addr, &get("/before")).await,
+            Some(("HTTP/1.1 200 OK".into(), "the SECRET path\n".into())),
+            "{name}"
+        );
+        assert_eq!(
+            exchange(addr, &get("/other")).await,
+            Some(("HTTP/1.1 404 Not Found".into(), "elsewhere\n".into())),
+            "{name}"
+        );
+        // The first filter closes the connection: no answer at all.
+        assert_eq!(exchange(addr, &get("/EVIL")).await, None, "{name}");
+    }
+}
