@@ -43,6 +43,7 @@ pub(super) fn setup(
         message,
     };
     scenario.check_form().map_err(invalid)?;
+    scenario.check_tls().map_err(invalid)?;
     let chain = scenario.chain().map_err(invalid)?;
     let mut plugins = Vec::with_capacity(chain.len());
     for (i, spec) in chain.iter().enumerate() {
@@ -88,6 +89,20 @@ pub(super) fn setup(
     let mut properties = PropertyMap::new();
     for (k, v) in &scenario.properties {
         properties.insert_dotted(k, property(v));
+    }
+    // The handshake's `connection.*` properties; `properties` may not
+    // give any of them too (the two would disagree).
+    if let Some(tls) = &scenario.tls {
+        for (k, v) in tls.properties() {
+            if scenario.properties.contains_key(k) {
+                return Err(Error::Invalid {
+                    path: path.to_owned(),
+                    key: format!("properties.{k}"),
+                    message: "the `tls` handshake gives this property; leave it out".into(),
+                });
+            }
+            properties.insert_dotted(k, property(&v));
+        }
     }
     if let Some(name) = &scenario.route_name {
         for key in ["route_name", "xds.route_name"] {

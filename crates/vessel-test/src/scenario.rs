@@ -43,6 +43,12 @@ pub struct Scenario {
     /// `per_connection_buffer_limit_bytes`; default 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_limit: Option<usize>,
+    /// The client connects over TLS: the real backends terminate it on the
+    /// listener with certificates made at run time; in-process, every
+    /// stream (and connection) gets the `connection.*` properties that
+    /// handshake gives ([`TlsSpec::properties`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Streams, run one after another on the same VM. A file has
     /// `streams` (HTTP) or `connections` (TCP), never both.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -126,6 +132,44 @@ impl Scenario {
         Ok(())
     }
 
+    /// `Err((key, message))` if the `tls` key is invalid: a `sni` that is
+    /// no DNS name, or `alpn: http/1.1` in a file whose streams have
+    /// trailers (the client then speaks HTTP/2).
+    pub fn check_tls(&self) -> Result<(), (String, String)> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        tls.check()?;
+        let trailers = self.streams.iter().any(|st| {
+            st.request.trailers.is_some()
+                || st.upstream.as_ref().is_some_and(|u| !u.trailers.is_empty())
+        });
+        if trailers && tls.alpn == Some(Alpn::Http11) {
+            return Err((
+                "tls.alpn".into(),
+                "`http/1.1`, but a stream has trailers: the real backends' client sends and \
+                 receives trailers over HTTP/2 only (give `h2`, or no `alpn`)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ALPN protocol the client offers (and so speaks): `tls.alpn`,
+    /// else `h2` when a stream has trailers, else `http/1.1`. `None`
+    /// without `tls`.
+    pub fn alpn(&self) -> Option<Alpn> {
+        let tls = self.tls.as_ref()?;
+        let trailers = self.streams.iter().any(|st| {
+            st.request.trailers.is_some()
+                || st.upstream.as_ref().is_some_and(|u| !u.trailers.is_empty())
+        });
+        Some(
+            tls.alpn
+                .unwrap_or(if trailers { Alpn::H2 } else { Alpn::Http11 }),
+        )
+    }
+
     /// The key path of filter `i` of the chain in error messages:
     /// `plugin` for a chain given with `plugin`, else `plugins[i]`.
     pub fn plugin_key(&self, i: usize) -> String {
@@ -134,6 +178,181 @@ impl Scenario {
         } else {
             format!("plugins[{i}]")
         }
+    }
+}
+
+/// The `tls` key: the client connects over TLS (TLS 1.3, the proxies'
+/// default). The real backends make a CA, a server certificate and (with
+/// `client_certificate`) a client certificate at run time, with the fixed
+/// names of [`tls_names`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// The server name the client sends (SNI), a DNS name; it is also the
+    /// server certificate's first DNS name. Absent: no SNI (the client
+    /// connects to `127.0.0.1` and the certificate is for `localhost` and
+    /// that address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// The one protocol the client offers by ALPN: `h2` or `http/1.1`
+    /// (the listener offers both). Absent: `h2` when a stream has
+    /// trailers, else `http/1.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<Alpn>,
+    /// The client presents a certificate, and the listener requires one
+    /// (`require_client_certificate`, mTLS).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_certificate: bool,
+    /// The listener runs Envoy's TLS inspector (`listener_filters`):
+    /// only then does Envoy record the SNI (`connection.requested_server_name`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inspector: bool,
+}
+
+/// An ALPN protocol of [`TlsSpec::alpn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Alpn {
+    /// HTTP/2.
+    #[serde(rename = "h2")]
+    H2,
+    /// HTTP/1.1.
+    #[serde(rename = "http/1.1")]
+    Http11,
+}
+
+impl Alpn {
+    /// The protocol id as ALPN sends it.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::H2 => "h2",
+            Self::Http11 => "http/1.1",
+        }
+    }
+}
+
+/// The fixed names of the certificates a `tls` scenario runs with, so the
+/// in-process properties are those of the real handshake.
+pub mod tls_names {
+    /// The organisation of every subject.
+    pub const ORGANISATION: &str = "vessel tests";
+    /// The CA's common name.
+    pub const CA_COMMON_NAME: &str = "vessel scenario CA";
+    /// The server certificate's common name.
+    pub const SERVER_COMMON_NAME: &str = "vessel scenario server";
+    /// The server certificate's DNS name without `sni`.
+    pub const SERVER_DEFAULT_DNS: &str = "localhost";
+    /// The client certificate's common name.
+    pub const CLIENT_COMMON_NAME: &str = "vessel scenario client";
+    /// The client certificate's URI SAN.
+    pub const CLIENT_URI_SAN: &str = "spiffe://vessel.test/scenario-client";
+    /// The client certificate's DNS SAN.
+    pub const CLIENT_DNS_SAN: &str = "client.vessel.test";
+    /// The TLS version both proxies negotiate with the harness's client.
+    pub const VERSION: &str = "TLSv1.3";
+
+    /// A subject `O=vessel tests, CN=<cn>` as Envoy prints it (RFC 2253,
+    /// last component first).
+    pub fn subject(cn: &str) -> String {
+        format!("CN={cn},O={ORGANISATION}")
+    }
+}
+
+impl TlsSpec {
+    /// `Err((key, message))` if `sni` is not a DNS name (letters, digits,
+    /// `-` and `.`, labels of 1 to 63 characters, not all digits: an IP
+    /// literal sends no SNI).
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let Some(sni) = &self.sni else {
+            return Ok(());
+        };
+        let bad = |why: &str| {
+            Err((
+                "tls.sni".to_owned(),
+                format!("`{sni}` is not a DNS name: {why}"),
+            ))
+        };
+        if sni.is_empty() || sni.len() > 253 {
+            return bad("it must have 1 to 253 characters");
+        }
+        for label in sni.split('.') {
+            if label.is_empty() || label.len() > 63 {
+                return bad("each dot-separated label must have 1 to 63 characters");
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                || label.starts_with('-')
+                || label.ends_with('-')
+            {
+                return bad("a label holds only letters, digits and inner `-`");
+            }
+        }
+        if sni
+            .split('.')
+            .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return bad("an IP address is sent as no SNI at all (leave `sni` out)");
+        }
+        Ok(())
+    }
+
+    /// The server certificate's DNS names: `sni` (lower-case), else
+    /// `localhost`. (It also holds the IP address `127.0.0.1`.)
+    pub fn server_dns(&self) -> String {
+        self.sni.as_deref().map_or_else(
+            || tls_names::SERVER_DEFAULT_DNS.to_owned(),
+            str::to_ascii_lowercase,
+        )
+    }
+
+    /// The `connection.*` properties Envoy 1.40 gives a stream of this
+    /// handshake, which the in-process runner gives every stream:
+    /// `tls_version`, `mtls`, `requested_server_name` (the SNI only with
+    /// `inspector`, else empty), the subject and first DNS SAN of the local
+    /// (server) certificate, and the subject and first URI and DNS SANs of
+    /// the peer (client) certificate (an empty subject and no SANs without
+    /// one). `connection.sha256_peer_certificate_digest` is not among them:
+    /// the certificate is made at run time, so its digest cannot be known
+    /// here (DEVIATIONS.md H9).
+    pub fn properties(&self) -> Vec<(&'static str, PropertyScalar)> {
+        use tls_names::*;
+        let s = PropertyScalar::Str;
+        let sni = match (&self.sni, self.inspector) {
+            (Some(name), true) => name.to_ascii_lowercase(),
+            _ => String::new(),
+        };
+        let mut out = vec![
+            ("connection.tls_version", s(VERSION.into())),
+            (
+                "connection.mtls",
+                PropertyScalar::Bool(self.client_certificate),
+            ),
+            ("connection.requested_server_name", s(sni)),
+            (
+                "connection.subject_local_certificate",
+                s(subject(SERVER_COMMON_NAME)),
+            ),
+            ("connection.dns_san_local_certificate", s(self.server_dns())),
+        ];
+        if self.client_certificate {
+            out.extend([
+                (
+                    "connection.subject_peer_certificate",
+                    s(subject(CLIENT_COMMON_NAME)),
+                ),
+                (
+                    "connection.uri_san_peer_certificate",
+                    s(CLIENT_URI_SAN.into()),
+                ),
+                (
+                    "connection.dns_san_peer_certificate",
+                    s(CLIENT_DNS_SAN.into()),
+                ),
+            ]);
+        } else {
+            out.push(("connection.subject_peer_certificate", s(String::new())));
+        }
+        out
     }
 }
 

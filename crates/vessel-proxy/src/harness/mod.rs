@@ -18,6 +18,7 @@ pub mod envoy;
 pub mod real;
 mod servers;
 mod tcp_drive;
+mod tls;
 pub mod via_run;
 
 use std::net::SocketAddr;

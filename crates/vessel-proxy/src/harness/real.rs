@@ -87,6 +87,13 @@ fn unsupported_anywhere(s: &Scenario) -> Option<String> {
     if s.streams.iter().any(|st| st.ticks_before > 0) {
         return Some("uses ticks_before".into());
     }
+    if s.tls.is_some() && s.is_tcp() {
+        return Some(
+            "tls with `connections`: the TCP driver of the real backends connects in plain \
+             TCP only (in-process, the connections get the TLS properties)"
+                .into(),
+        );
+    }
     if s.clusters.values().any(|c| c.reset) {
         return Some(
             "uses `reset: true` clusters (no real proxy resets a callout on cue; \
@@ -320,7 +327,7 @@ fn level_of(s: &Scenario) -> &'static str {
     LEVELS[min.unwrap_or(0)]
 }
 
-fn yaml_str(s: &str) -> String {
+pub(crate) fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
@@ -426,6 +433,7 @@ pub(crate) fn bootstrap(
     filters: &[Filter<'_>],
     upstream: SocketAddr,
     clusters: &[(String, SocketAddr)],
+    tls: Option<&super::tls::RunTls>,
 ) -> String {
     let mut out = String::from(
         "admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }\n",
@@ -441,13 +449,18 @@ pub(crate) fn bootstrap(
         .as_ref()
         .map(|n| format!("name: {}\n                ", yaml_str(n)))
         .unwrap_or_default();
+    // With `tls`: the TLS inspector, and the chain's transport socket.
+    let listener_filters = tls.map_or("", |t| t.listener_filters());
+    let transport = tls
+        .map(|t| format!("transport_socket: {}\n      ", t.transport_socket()))
+        .unwrap_or_default();
     out.push_str(&format!(
         r#"static_resources:
   listeners:
   - name: {LISTENER}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-{limit}    filter_chains:
-    - filters:
+{limit}{listener_filters}    filter_chains:
+    - {transport}filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
@@ -651,6 +664,34 @@ async fn drive(
         path: path.to_owned(),
         message,
     };
+    scenario
+        .check_tls()
+        .map_err(|(key, message)| Error::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        })?;
+    // With `tls`: the certificates, written into this run's files.
+    let tls = match (&scenario.tls, scenario.alpn()) {
+        (Some(spec), Some(alpn)) => {
+            let certs = super::tls::Certs::of(path, spec).map_err(io)?;
+            Some(Arc::new(
+                super::tls::RunTls::new(&certs, spec, alpn, scratch).map_err(io)?,
+            ))
+        }
+        _ => None,
+    };
+    let tls_files = tls.as_ref().map(|t| t.files.clone()).unwrap_or_default();
+    // Removes them if the run ends before the guard takes them.
+    struct Remove(Vec<PathBuf>);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            for f in &self.0 {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+    let _remove = Remove(tls_files.clone());
     let answers = Arc::new(Mutex::new(VecDeque::new()));
     let seen: Recorded = Arc::default();
     let upstream = servers::canned_server(answers.clone(), seen.clone(), Behaviour::Answer)
@@ -706,7 +747,7 @@ async fn drive(
             let addr = l.local_addr().map_err(|e| io(e.to_string()))?;
             tcp_bootstrap(scenario, filters, addr, &clusters)
         }
-        None => bootstrap(scenario, filters, upstream, &clusters),
+        None => bootstrap(scenario, filters, upstream, &clusters, tls.as_deref()),
     };
     let config_path = scratch("config", "yaml");
     let log_path = scratch("proxy", "log");
@@ -716,9 +757,11 @@ async fn drive(
         .command(&config_path, &log_path, &admin_path, scenario)
         .spawn()
         .map_err(|e| io(format!("starting {proxy:?}: {e}")))?;
+    let mut files = vec![config_path, log_path.clone(), admin_path.clone()];
+    files.extend(tls_files);
     let mut guard = Guard {
         child,
-        files: vec![config_path, log_path.clone(), admin_path.clone()],
+        files,
         log: log_path,
     };
     let front = match wait_ready(proxy, &mut guard, &admin_path).await? {
@@ -731,18 +774,30 @@ async fn drive(
         drop(refusing);
         return Ok(Run::Observed(out));
     }
-    // Every request goes to the listener, whatever authority its URI names.
+    // Every request goes to the listener, whatever authority its URI names;
+    // with `tls`, over a TLS connection.
+    let connect_tls = tls.clone();
     let connector = tower::service_fn(move |_: http::Uri| {
+        let tls = connect_tls.clone();
         Box::pin(async move {
-            tokio::net::TcpStream::connect(front)
-                .await
-                .map(hyper_util::rt::TokioIo::new)
+            match tls {
+                Some(t) => t.connect(front).await,
+                None => tokio::net::TcpStream::connect(front)
+                    .await
+                    .map(|s| super::tls::Conn::Plain(hyper_util::rt::TokioIo::new(s))),
+            }
         })
     });
-    // HTTP/1.1, the common client; HTTP/2 when trailers must pass.
+    // HTTP/1.1, the common client; HTTP/2 when trailers must pass, or
+    // when `tls.alpn` is `h2`.
+    let h2 = match &tls {
+        Some(t) => t.alpn == vessel_test::scenario::Alpn::H2,
+        None => has_trailers(scenario),
+    };
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(has_trailers(scenario))
+        .http2_only(h2)
         .build::<_, Scripted>(connector);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut out = Vec::new();
     let mut failure: Option<String> = None;
     for (index, stream) in scenario.streams.iter().enumerate() {
@@ -761,7 +816,7 @@ async fn drive(
                 ..CannedResponse::default()
             }));
         }
-        let mut obs = send(&client, stream)
+        let mut obs = send(&client, stream, scheme)
             .await
             .map_err(|e| io(format!("stream {}: {e}", index + 1)))?;
         guard.settle().await;
@@ -914,6 +969,7 @@ async fn admin_get(admin: SocketAddr, path: &str) -> Option<(http::StatusCode, B
 async fn send<C>(
     client: &hyper_util::client::legacy::Client<C, Scripted>,
     stream: &Stream,
+    scheme: &str,
 ) -> Result<Observation, String>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
@@ -937,7 +993,7 @@ where
     // The connector sends it to the listener.
     let mut req = Request::builder()
         .method(method.as_str())
-        .uri(format!("http://{authority}{p}"));
+        .uri(format!("{scheme}://{authority}{p}"));
     for (k, v) in &stream.request.headers {
         if !k.starts_with(':') {
             req = req.header(k.as_str(), v.as_str());
@@ -1050,7 +1106,7 @@ streams: []
         let scenario: Scenario = Scenario::from_yaml(text).expect("scenario");
         let filters = filters(&scenario, &file).expect("filters");
         let upstream = SocketAddr::from(([127, 0, 0, 1], 9001));
-        let yaml = bootstrap(&scenario, &filters, upstream, &[]);
+        let yaml = bootstrap(&scenario, &filters, upstream, &[], None);
         (dir, yaml)
     }
 
@@ -1173,6 +1229,54 @@ streams: []
         let status = crate::run::ListenersStatus::from_json(unbound).expect("parses");
         assert_eq!(status.address_of(LISTENER), None);
         assert!(crate::run::ListenersStatus::from_json(b"not json").is_err());
+    }
+
+    /// A `tls` scenario's bootstrap has the TLS inspector when asked and a
+    /// `DownstreamTlsContext` with the run's certificate files (the CA and
+    /// `require_client_certificate` only with a client certificate), and
+    /// vessel's config reader accepts it; without `tls` there is neither.
+    #[test]
+    fn a_tls_scenario_gets_a_tls_listener() {
+        let dir = Dir(scratch("tls", "d"));
+        std::fs::create_dir_all(dir.path()).expect("scratch folder");
+        std::fs::write(dir.path().join("a.wasm"), b"\0asm").expect("write");
+        let file = dir.path().join("tls.yaml");
+        let upstream = SocketAddr::from(([127, 0, 0, 1], 9001));
+        for (tls, inspector, mtls) in [
+            (
+                "{ sni: a.test, client_certificate: true, inspector: true }",
+                true,
+                true,
+            ),
+            ("{ alpn: h2 }", false, false),
+        ] {
+            let text = format!("plugin: {{ wasm: a.wasm }}\ntls: {tls}\nstreams: []\n");
+            let scenario = Scenario::from_yaml(&text).expect("scenario");
+            let spec = scenario.tls.as_ref().expect("tls");
+            let certs = super::super::tls::Certs::of(&file, spec).expect("certificates");
+            let alpn = scenario.alpn().expect("an ALPN protocol");
+            let run = super::super::tls::RunTls::new(&certs, spec, alpn, |t, e| {
+                dir.path().join(format!("{tls}-{t}.{e}"))
+            })
+            .expect("the run's files and client");
+            let filters = filters(&scenario, &file).expect("filters");
+            let yaml = bootstrap(&scenario, &filters, upstream, &[], Some(&run));
+            let b = config::parse(&yaml, dir.path()).expect("vessel run reads it");
+            let l = &b.listeners[0];
+            assert_eq!(l.tls_inspector, inspector, "{yaml}");
+            let t = l.filter_chains[0].tls.as_ref().expect("a TLS chain");
+            assert_eq!(t.require_client_certificate, mtls, "{yaml}");
+            assert_eq!(t.common.trusted_ca.is_some(), mtls, "{yaml}");
+            assert_eq!(t.common.alpn_protocols, ["h2", "http/1.1"]);
+            assert_eq!(t.common.certificates.len(), 1);
+        }
+        let plain =
+            Scenario::from_yaml("plugin: { wasm: a.wasm }\nstreams: []\n").expect("scenario");
+        let filters = filters(&plain, &file).expect("filters");
+        let yaml = bootstrap(&plain, &filters, upstream, &[], None);
+        let b = config::parse(&yaml, dir.path()).expect("vessel run reads it");
+        assert!(!b.listeners[0].tls_inspector);
+        assert!(b.listeners[0].filter_chains[0].tls.is_none());
     }
 
     /// One log level serves every filter of a chain on a real proxy: the

@@ -207,3 +207,125 @@ streams:
         Ok(_) => panic!("a cluster with chunks loaded"),
     }
 }
+
+/// The `tls` scenarios run in-process with the `connection.*` properties of
+/// their handshake, and pass.
+#[test]
+fn tls_scenarios_run_in_process_and_pass() {
+    let files: Vec<PathBuf> = [
+        "tls_http1.yaml",
+        "tls_h2_mtls.yaml",
+        "tls_mtls_no_inspector.yaml",
+        "tls_h2_no_sni.yaml",
+    ]
+    .iter()
+    .map(|f| scenarios().join(f))
+    .collect();
+    let report = vessel_test::run_files(&files).expect("the TLS scenarios load");
+    assert!(report.passed(), "{}", report.render());
+    assert!(report.results.len() >= files.len(), "{}", report.render());
+}
+
+/// A bad `tls` is refused when the file loads, naming the key: an `alpn`
+/// that is no protocol and an unknown key by the reader, a `sni` that is
+/// no DNS name, `http/1.1` with trailers, and a `properties` entry the
+/// handshake gives, by the loader.
+#[test]
+fn a_bad_tls_key_is_refused_with_its_key() {
+    let head =
+        "plugin: { wasm: ../guests/target/wasm32-wasip1/release/guest_phase_properties.wasm }\n";
+    let stream =
+        "streams:\n  - request: { headers: [[\":method\", \"GET\"], [\":path\", \"/\"]] }\n";
+    for (tls, want) in [
+        ("tls: { alpn: h3 }\n", "tls.alpn"),
+        ("tls: { sni: a.test, client_cert: true }\n", "client_cert"),
+    ] {
+        match Scenario::from_yaml(&format!("{head}{tls}{stream}")) {
+            Err(e) => assert!(e.to_string().contains(want), "{tls}: {e}"),
+            Ok(s) => panic!("{tls} parsed: {s:?}"),
+        }
+    }
+    let path = scenarios().join("inline.yaml");
+    let trailers = "streams:\n  - request: { headers: [[\":method\", \"POST\"]], body: b, trailers: [[\"t\", \"1\"]] }\n";
+    for (text, key) in [
+        (format!("{head}tls: {{ sni: \"\" }}\n{stream}"), "tls.sni"),
+        (
+            format!("{head}tls: {{ sni: \"a_b.test\" }}\n{stream}"),
+            "tls.sni",
+        ),
+        (
+            format!("{head}tls: {{ sni: \"-a.test\" }}\n{stream}"),
+            "tls.sni",
+        ),
+        (
+            format!("{head}tls: {{ sni: \"10.0.0.1\" }}\n{stream}"),
+            "tls.sni",
+        ),
+        (
+            format!("{head}tls: {{ alpn: http/1.1 }}\n{trailers}"),
+            "tls.alpn",
+        ),
+        (
+            format!("{head}tls: {{}}\nproperties: {{ connection.mtls: true }}\n{stream}"),
+            "properties.connection.mtls",
+        ),
+    ] {
+        let scenario = Scenario::from_yaml(&text).expect("parses");
+        match Loaded::new(&engine(), &path, scenario) {
+            Err(Error::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+            Err(e) => panic!("{text}: another error: {e}"),
+            Ok(_) => panic!("{text}: loaded"),
+        }
+    }
+    // Valid: no SNI, an SNI with digits and inner dashes, `h2` with trailers.
+    for text in [
+        format!("{head}tls: {{}}\n{stream}"),
+        format!("{head}tls: {{ sni: x-1.b2.test, inspector: true }}\n{stream}"),
+        format!("{head}tls: {{ alpn: h2 }}\n{trailers}"),
+    ] {
+        let scenario = Scenario::from_yaml(&text).expect("parses");
+        if let Err(e) = Loaded::new(&engine(), &path, scenario) {
+            panic!("{text}: {e}");
+        }
+    }
+}
+
+/// The in-process properties of a handshake: the SNI only with the
+/// inspector, the peer's fields only with a client certificate, and no
+/// digest (it is of a certificate made at run time).
+#[test]
+fn tls_gives_the_properties_of_its_handshake() {
+    use vessel_test::scenario::{PropertyScalar as P, TlsSpec};
+    let get = |t: &TlsSpec, k: &str| {
+        t.properties()
+            .into_iter()
+            .find(|(p, _)| *p == k)
+            .map(|(_, v)| v)
+    };
+    let mut t = TlsSpec {
+        sni: Some("A.Test".into()),
+        ..TlsSpec::default()
+    };
+    assert_eq!(
+        get(&t, "connection.requested_server_name"),
+        Some(P::Str(String::new()))
+    );
+    assert_eq!(get(&t, "connection.mtls"), Some(P::Bool(false)));
+    assert_eq!(get(&t, "connection.uri_san_peer_certificate"), None);
+    assert_eq!(
+        get(&t, "connection.dns_san_local_certificate"),
+        Some(P::Str("a.test".into()))
+    );
+    t.inspector = true;
+    t.client_certificate = true;
+    assert_eq!(
+        get(&t, "connection.requested_server_name"),
+        Some(P::Str("a.test".into()))
+    );
+    assert_eq!(get(&t, "connection.mtls"), Some(P::Bool(true)));
+    assert_eq!(
+        get(&t, "connection.subject_peer_certificate"),
+        Some(P::Str("CN=vessel scenario client,O=vessel tests".into()))
+    );
+    assert_eq!(get(&t, "connection.sha256_peer_certificate_digest"), None);
+}
