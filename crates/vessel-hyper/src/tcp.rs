@@ -24,7 +24,7 @@ impl Default for TcpOptions {
     fn default() -> Self {
         Self {
             idle_timeout: Some(Duration::from_secs(3600)),
-            read_chunk: 16 * 1024,
+            read_chunk: 64 * 1024,
         }
     }
 }
@@ -56,7 +56,7 @@ where
     let (mut down_open, mut up_open) = (true, true);
     let far = Duration::from_secs(86_400 * 365);
     let idle = options.idle_timeout.unwrap_or(far);
-    let mut deadline = Instant::now() + idle;
+    let mut idle_timer = IdleTimer::new(idle);
     while down_open || up_open {
         tokio::select! {
             r = dr.read(&mut dbuf), if down_open => {
@@ -79,14 +79,53 @@ where
                     out.downstream_tx += n as u64;
                 }
             }
-            () = tokio::time::sleep_until(deadline) => {
-                out.idle_timeout = true;
-                break;
+            expired = idle_timer.wait() => {
+                if expired {
+                    out.idle_timeout = true;
+                    break;
+                }
+                continue;
             }
         }
-        deadline = Instant::now() + idle;
+        idle_timer.touch();
     }
     Ok(out)
+}
+
+/// The idle timeout of a connection: one timer, moved only when it fires
+/// early (re-arming a timer for every chunk costs more than the chunk).
+struct IdleTimer {
+    idle: Duration,
+    last: Instant,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(idle: Duration) -> Self {
+        let last = Instant::now();
+        Self {
+            idle,
+            last,
+            sleep: Box::pin(tokio::time::sleep_until(last + idle)),
+        }
+    }
+
+    /// Something moved: the timeout counts from now.
+    fn touch(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Resolves when the timer fires: true if nothing moved for `idle`
+    /// (false: it fired early and was moved; the caller loops).
+    async fn wait(&mut self) -> bool {
+        self.sleep.as_mut().await;
+        let due = self.last + self.idle;
+        if Instant::now() >= due {
+            return true;
+        }
+        self.sleep.as_mut().reset(due);
+        false
+    }
 }
 
 /// Why a filtered connection ended ([`proxy_filtered`]).
@@ -246,7 +285,7 @@ where
     let mut ubuf = vec![0u8; options.read_chunk.max(1)];
     let far = Duration::from_secs(86_400 * 365);
     let idle = options.idle_timeout.unwrap_or(far);
-    let mut deadline = Instant::now() + idle;
+    let mut idle_timer = IdleTimer::new(idle);
     loop {
         // Carry out what the filters decided.
         while let Some(action) = conn.poll_action() {
@@ -295,12 +334,15 @@ where
                 }
             },
             (i, signal) = chain.next_signal() => conn.signal(&mut chain, i, signal),
-            () = tokio::time::sleep_until(deadline) => {
-                out.bytes.idle_timeout = true;
-                break;
+            expired = idle_timer.wait() => {
+                if expired {
+                    out.bytes.idle_timeout = true;
+                    break;
+                }
+                continue;
             }
         }
-        deadline = Instant::now() + idle;
+        idle_timer.touch();
     }
     out.close_reason = conn.close_reason();
     conn.finish(&mut chain);
