@@ -87,7 +87,22 @@ impl Scenario {
     /// Reads a scenario file's text. Unknown keys and values of the wrong
     /// type are errors that name the key path, with the line and column.
     pub fn from_yaml(text: &str) -> Result<Self, crate::YamlError> {
-        crate::yaml::from_str(text)
+        let scenario: Self = crate::yaml::from_str(text)?;
+        if scenario.streams.is_empty() && scenario.connections.is_empty() {
+            // Empty lists are fine; a file with neither key is not.
+            #[derive(Deserialize)]
+            struct Form {
+                streams: Option<serde::de::IgnoredAny>,
+                connections: Option<serde::de::IgnoredAny>,
+            }
+            let form: Form = crate::yaml::from_str(text)?;
+            if form.streams.is_none() && form.connections.is_none() {
+                return Err(crate::YamlError::new(
+                    "missing field `streams` (or `connections`, the TCP form)",
+                ));
+            }
+        }
+        Ok(scenario)
     }
 
     /// Writes the scenario in the file format (what `vessel test --record`

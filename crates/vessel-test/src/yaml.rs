@@ -31,6 +31,14 @@ pub struct YamlError {
 }
 
 impl YamlError {
+    /// An error about the whole document (no location).
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            location: None,
+            message: message.into(),
+        }
+    }
+
     /// The 1-based line of the problem, when known.
     pub fn line(&self) -> Option<usize> {
         self.location.map(|(line, _)| line)

@@ -85,10 +85,12 @@ fn scenarios_agree_in_process_and_through_vessel_run() {
             eprintln!("skipped {}: {why}", file.display());
             continue;
         }
+        let redis = crate::common::redis_guard(&file);
         let in_process = run_file(&engine, &file).expect("in-process run");
         let Some(via) = via_run::run_file_via_vessel_run(vessel, &file).expect("vessel run") else {
             continue;
         };
+        drop(redis);
         ran += 1;
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let scenario =

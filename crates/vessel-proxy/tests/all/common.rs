@@ -113,3 +113,21 @@ streams:
         wasm = guest("hello")
     )
 }
+
+/// Held while a scenario file that uses the shared Redis server runs: the
+/// tests of this binary run at the same time, and two runs of one file
+/// (the suite in-process, the backends comparison) would count in the same
+/// keys, or `FLUSHALL` under each other.
+pub(crate) fn redis_guard(file: &Path) -> Option<std::sync::MutexGuard<'static, ()>> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let text = std::fs::read_to_string(file).ok()?;
+    let scenario = vessel_proxy::harness::Scenario::from_yaml(&text).ok()?;
+    scenario
+        .clusters
+        .values()
+        .any(|c| c.redis.is_some())
+        .then(|| {
+            LOCK.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
+}
