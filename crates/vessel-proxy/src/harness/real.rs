@@ -87,13 +87,6 @@ fn unsupported_anywhere(s: &Scenario) -> Option<String> {
     if s.streams.iter().any(|st| st.ticks_before > 0) {
         return Some("uses ticks_before".into());
     }
-    if s.tls.is_some() && s.is_tcp() {
-        return Some(
-            "tls with `connections`: the TCP driver of the real backends connects in plain \
-             TCP only (in-process, the connections get the TLS properties)"
-                .into(),
-        );
-    }
     if s.clusters.values().any(|c| c.reset) {
         return Some(
             "uses `reset: true` clusters (no real proxy resets a callout on cue; \
@@ -517,8 +510,14 @@ pub(crate) fn tcp_bootstrap(
     filters: &[Filter<'_>],
     upstream: SocketAddr,
     clusters: &[(String, SocketAddr)],
+    tls: Option<&super::tls::RunTls>,
 ) -> String {
     let network: String = filters.iter().map(network_wasm_yaml).collect();
+    // With `tls`: the TLS inspector, and the chain's transport socket.
+    let listener_filters = tls.map_or("", |t| t.listener_filters());
+    let transport = tls
+        .map(|t| format!("transport_socket: {}\n      ", t.transport_socket()))
+        .unwrap_or_default();
     let limit = s
         .buffer_limit
         .map(|l| format!("    per_connection_buffer_limit_bytes: {l}\n"))
@@ -530,8 +529,8 @@ static_resources:
   listeners:
   - name: {LISTENER}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-{limit}    filter_chains:
-    - filters:
+{limit}{listener_filters}    filter_chains:
+    - {transport}filters:
 {network}      - name: envoy.filters.network.tcp_proxy
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
@@ -745,7 +744,7 @@ async fn drive(
     let config = match &tcp_upstream {
         Some(l) => {
             let addr = l.local_addr().map_err(|e| io(e.to_string()))?;
-            tcp_bootstrap(scenario, filters, addr, &clusters)
+            tcp_bootstrap(scenario, filters, addr, &clusters, tls.as_deref())
         }
         None => bootstrap(scenario, filters, upstream, &clusters, tls.as_deref()),
     };
@@ -769,7 +768,7 @@ async fn drive(
         Ready::Refused(skipped) => return Ok(skipped),
     };
     if let Some(listener) = &tcp_upstream {
-        let out = drive_connections(proxy, &guard, front, listener, scenario).await;
+        let out = drive_connections(proxy, &guard, front, listener, scenario, tls.as_deref()).await;
         drop(guard);
         drop(refusing);
         return Ok(Run::Observed(out));
@@ -843,6 +842,7 @@ async fn drive_connections(
     front: SocketAddr,
     upstream: &tokio::net::TcpListener,
     scenario: &Scenario,
+    tls: Option<&super::tls::RunTls>,
 ) -> Vec<Observation> {
     use super::tcp_drive::{self, Step as S};
     use vessel_test::scenario::Step;
@@ -864,7 +864,7 @@ async fn drive_connections(
                 Step::UpstreamReceiveClose(_) => S::UpstreamReceiveClose,
             })
             .collect();
-        let seen = tcp_drive::drive(front, upstream, &steps).await;
+        let seen = tcp_drive::drive(front, upstream, &steps, tls).await;
         guard.settle().await;
         let lines = guard.lines();
         let (logs, failed) = proxy.guest_lines(&lines[start.min(lines.len())..]);

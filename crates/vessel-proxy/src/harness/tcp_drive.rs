@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -56,10 +56,16 @@ pub(crate) struct Observed {
     pub(crate) failures: Vec<String>,
 }
 
+/// A socket of the driver: plain TCP, or TLS over it (the client with a
+/// scenario's `tls`).
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// One side of the connection.
 #[derive(Default)]
 struct Side {
-    stream: Option<TcpStream>,
+    stream: Option<Box<dyn Io>>,
     /// Received, not yet consumed by a `*_receive` step.
     pending: Vec<u8>,
     /// Everything received.
@@ -147,20 +153,32 @@ async fn accept(upstream: &TcpListener, side: &mut Side, deadline: Instant) {
     }
     if let Ok(Ok((s, _))) = tokio::time::timeout_at(deadline, upstream.accept()).await {
         let _ = s.set_nodelay(true);
-        side.stream = Some(s);
+        side.stream = Some(Box::new(s));
     }
 }
 
 /// Runs `steps` on a new connection to `front`; the proxy's upstream
 /// connection is accepted on `upstream`.
-pub(crate) async fn drive(front: SocketAddr, upstream: &TcpListener, steps: &[Step]) -> Observed {
+pub(crate) async fn drive(
+    front: SocketAddr,
+    upstream: &TcpListener,
+    steps: &[Step],
+    tls: Option<&super::tls::RunTls>,
+) -> Observed {
     let mut out = Observed::default();
     let mut client = Side::default();
-    match tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(front)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            client.stream = Some(s);
-        }
+    let connect = async {
+        Ok::<Box<dyn Io>, std::io::Error>(match tls {
+            Some(t) => Box::new(t.connect_stream(front).await?),
+            None => {
+                let s = TcpStream::connect(front).await?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+        })
+    };
+    match tokio::time::timeout(STEP_TIMEOUT, connect).await {
+        Ok(Ok(s)) => client.stream = Some(s),
         Ok(Err(e)) => {
             out.failures.push(format!("connecting to the proxy: {e}"));
             return out;

@@ -210,12 +210,22 @@ impl RunTls {
         }
     }
 
-    /// Connects to `front` and makes the handshake.
-    pub(crate) async fn connect(&self, front: SocketAddr) -> std::io::Result<Conn> {
+    /// Connects to `front` and makes the handshake: the TLS stream, for
+    /// the TCP driver.
+    pub(crate) async fn connect_stream(
+        &self,
+        front: SocketAddr,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         let tcp = tokio::net::TcpStream::connect(front).await?;
-        let tls = tokio_rustls::TlsConnector::from(self.client.clone())
+        let _ = tcp.set_nodelay(true);
+        tokio_rustls::TlsConnector::from(self.client.clone())
             .connect(self.server_name.clone(), tcp)
-            .await?;
+            .await
+    }
+
+    /// Connects to `front` and makes the handshake, for hyper's client.
+    pub(crate) async fn connect(&self, front: SocketAddr) -> std::io::Result<Conn> {
+        let tls = self.connect_stream(front).await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok(Conn::Tls {
             io: Box::new(TokioIo::new(tls)),
