@@ -48,6 +48,9 @@ pub(crate) struct Admin {
     pub(crate) reloads: Arc<ReloadCounters>,
     /// Each listener's name and bound address, in config order.
     pub(crate) bound: Vec<(String, SocketAddr)>,
+    /// The xDS client (`/config_dump`, `control_plane.*` and the xDS
+    /// update counters), when the config has `dynamic_resources`.
+    pub(crate) xds: Option<Arc<crate::xds::Shared>>,
 }
 
 /// The answer of the admin `GET /listeners?format=json`, in Envoy's shape
@@ -151,6 +154,16 @@ impl Admin {
             ));
         }
         out.push(("server.live".to_owned(), false, Stat::Gauge(1)));
+        if let Some(x) = &self.xds {
+            for (name, counter, v) in x.stat_lines() {
+                let stat = if counter {
+                    Stat::Counter(u64::try_from(v).unwrap_or(0))
+                } else {
+                    Stat::Gauge(v)
+                };
+                out.push((name, false, stat));
+            }
+        }
         for (plugin, stats) in self
             .plugins
             .lock()
@@ -270,6 +283,15 @@ impl Admin {
                     (StatusCode::OK, self.listeners(true), "application/json")
                 }
                 "/listeners" => (StatusCode::OK, self.listeners(false), TEXT),
+                "/config_dump" => match &self.xds {
+                    Some(x) => (StatusCode::OK, x.config_dump(), "application/json"),
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        "vessel serves /config_dump when the config has dynamic_resources\n"
+                            .to_owned(),
+                        TEXT,
+                    ),
+                },
                 "/clusters" => {
                     let mut text = String::new();
                     for b in &self.balancers {
@@ -371,6 +393,7 @@ mod tests {
             fallbacks: Default::default(),
             plugins,
             reloads: Arc::default(),
+            xds: None,
             bound: vec![
                 ("main".to_owned(), SocketAddr::from(([127, 0, 0, 1], 41023))),
                 ("second".to_owned(), "[::1]:8080".parse().expect("address")),

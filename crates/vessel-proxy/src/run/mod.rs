@@ -221,6 +221,9 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// The xDS client cannot start.
+    #[error("xDS: {0}")]
+    Xds(String),
 }
 
 /// Why a hot reload was refused. The config that was serving keeps serving.
@@ -265,7 +268,17 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
         .map_err(RunError::Runtime)?;
     let result = rt.block_on(async {
         let shutdown = shutdown_signal().map_err(RunError::Runtime)?;
-        serve(boot, threads, options, shutdown).await
+        // With `dynamic_resources`, the first configuration comes from the
+        // control plane (crate::xds).
+        let (boot, xds) = if boot.dynamic.is_some() {
+            let xds = crate::xds::Xds::start(&boot, &options.config)
+                .map_err(|e| RunError::Xds(e.to_string()))?;
+            let boot = xds.initial_boot(crate::xds::INITIAL_FETCH_TIMEOUT).await?;
+            (boot, Some(xds))
+        } else {
+            (boot, None)
+        };
+        serve(boot, threads, options, shutdown, xds).await
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     result
@@ -357,7 +370,10 @@ impl Reloader {
     /// Reads the config again and swaps what changed; the summary or why not.
     async fn reload(&self) -> Result<String, ReloadError> {
         let mut live = self.live.lock().await;
-        let result = self.try_reload(&mut live).await;
+        let result = self
+            .try_reload(&mut live)
+            .await
+            .map(|summary| format!("reloaded {}: {summary}", self.path.display()));
         match &result {
             Ok(summary) => {
                 self.counters.success.fetch_add(1, Ordering::Relaxed);
@@ -374,8 +390,26 @@ impl Reloader {
         result
     }
 
+    /// Serves `boot` (from the control plane): swaps what changed, as a
+    /// reload does; the summary, or why not (the old config keeps serving).
+    pub(crate) async fn apply(&self, boot: Bootstrap) -> Result<String, ReloadError> {
+        let mut live = self.live.lock().await;
+        self.try_apply(&mut live, boot).await
+    }
+
     async fn try_reload(&self, live: &mut Live) -> Result<String, ReloadError> {
         let boot = config::load(&self.path)?;
+        if boot.dynamic.is_some() {
+            return Err(ReloadError::RestartRequired(
+                "the config follows a control plane (dynamic_resources): the file is not \
+                 reloaded"
+                    .to_owned(),
+            ));
+        }
+        self.try_apply(live, boot).await
+    }
+
+    async fn try_apply(&self, live: &mut Live, boot: Bootstrap) -> Result<String, ReloadError> {
         restart_required(&live.boot, &boot)
             .map_or(Ok(()), |why| Err(ReloadError::RestartRequired(why)))?;
         if needs_fuel(&boot) && !self.host.engine.config().consume_fuel {
@@ -480,9 +514,8 @@ impl Reloader {
         }
         live.boot = boot;
         Ok(format!(
-            "reloaded {}: {rebuilt} wasm filter(s) rebuilt, {kept} unchanged, routes of {managers} \
-             HTTP connection manager(s) replaced",
-            self.path.display(),
+            "{rebuilt} wasm filter(s) rebuilt, {kept} unchanged, routes of {managers} HTTP \
+             connection manager(s) replaced"
         ))
     }
 
@@ -587,6 +620,7 @@ async fn serve(
     vms: usize,
     options: &RunOptions,
     shutdown: impl Future<Output = ()>,
+    xds: Option<crate::xds::Xds>,
 ) -> Result<(), RunError> {
     // Clusters: the router's clients and the callout clusters.
     let mut callout_clusters = vessel_hyper::Clusters::new();
@@ -797,7 +831,14 @@ async fn serve(
         }),
         counters: counters.clone(),
     });
-    if options.watch {
+    if let Some(xds) = &xds {
+        let r = reloader.clone();
+        xds.set_applier(Arc::new(move |boot| {
+            let r = r.clone();
+            Box::pin(async move { r.apply(boot).await.map_err(|e| e.to_string()) })
+        }));
+    }
+    if options.watch && xds.is_none() {
         match watch_files(reloader.clone(), stop_rx.clone()).await {
             Ok(task) => tasks.push(task),
             Err(e) => log::warn!("cannot watch the config files, reload with POST /reload: {e}"),
@@ -823,6 +864,7 @@ async fn serve(
             plugins: host.stats.clone(),
             reloads: counters,
             bound: listener_addrs,
+            xds: xds.as_ref().map(crate::xds::Xds::shared),
         });
         let listener = bind(addr).await?;
         let local = listener.local_addr().unwrap_or(addr);
@@ -872,6 +914,9 @@ async fn serve(
     }
 
     shutdown.await;
+    if let Some(xds) = &xds {
+        xds.abort();
+    }
     for t in dns_tasks {
         t.abort();
     }
@@ -1403,7 +1448,7 @@ fn resolve(c: &config::Cluster) -> Result<Vec<SocketAddr>, RunError> {
         };
         match c.kind {
             ClusterKind::LogicalDns => out.extend(addrs.into_iter().take(1)),
-            ClusterKind::Static | ClusterKind::StrictDns => out.extend(addrs),
+            ClusterKind::Static | ClusterKind::StrictDns | ClusterKind::Eds => out.extend(addrs),
         }
     }
     Ok(out)

@@ -26,3 +26,4 @@ mod reload;
 mod run;
 mod tcp;
 mod tls;
+mod xds;
