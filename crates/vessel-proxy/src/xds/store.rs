@@ -447,3 +447,125 @@ pub fn read_file(path: &Path) -> Result<BootstrapFile, ConfigError> {
         base_dir: path.parent().unwrap_or(Path::new("")).to_path_buf(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+    use super::*;
+
+    fn value(json: serde_json::Value) -> (serde_json::Value, Value) {
+        let v: Value = serde::Deserialize::deserialize(json.clone()).expect("a tree");
+        (json, v)
+    }
+
+    fn listener(route: &str) -> serde_json::Value {
+        serde_json::json!({
+            "name": "main",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "main",
+                "rds": {"config_source": {"ads": {}}, "route_config_name": route},
+                "http_filters": [{"name": "envoy.filters.http.router"}]
+            }}]}]
+        })
+    }
+
+    fn routes(name: &str, body: &str) -> serde_json::Value {
+        serde_json::json!({"name": name, "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": body}}}
+        ]}]})
+    }
+
+    fn take(store: &mut Store, kind: Kind, version: &str, items: Vec<serde_json::Value>) {
+        let delivered = items
+            .into_iter()
+            .map(|j| {
+                let name = j[kind.name_field()].as_str().expect("named").to_owned();
+                let (j, v) = value(j);
+                (name, j, v)
+            })
+            .collect();
+        store.take(kind, version, delivered);
+    }
+
+    fn file() -> BootstrapFile {
+        BootstrapFile {
+            doc: crate::yaml::from_str("node: {id: n}").expect("yaml"),
+            base_dir: "/".into(),
+        }
+    }
+
+    fn body(boot: &Bootstrap) -> Option<String> {
+        let (_, h) = boot.listeners.first()?.http_managers().next()?;
+        match &h.routes.virtual_hosts()[0].routes[0].action {
+            config::RouteAction::Direct { body, .. } => body.clone(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_listener_warms_until_its_routes_come_and_its_old_version_serves_meanwhile() {
+        let file = file();
+        let mut store = Store::default();
+        take(&mut store, Kind::Listener, "l1", vec![listener("r1")]);
+        let a = store.assemble(&file);
+        assert_eq!(a.warming_listeners, BTreeSet::from(["main".to_owned()]));
+        assert!(a.boot.expect("parses").listeners.is_empty());
+        assert_eq!(
+            store.subscriptions(&file).routes,
+            BTreeSet::from(["r1".to_owned()])
+        );
+
+        take(&mut store, Kind::Route, "r1", vec![routes("r1", "one")]);
+        let a = store.assemble(&file);
+        assert!(a.warming_listeners.is_empty());
+        assert_eq!(body(&a.boot.expect("parses")).as_deref(), Some("one"));
+        store.serving_listeners = a.listeners;
+
+        // The listener now wants r2: its version with r1 serves until r2
+        // comes, and both stay subscribed.
+        take(&mut store, Kind::Listener, "l2", vec![listener("r2")]);
+        let a = store.assemble(&file);
+        assert_eq!(a.warming_listeners, BTreeSet::from(["main".to_owned()]));
+        assert_eq!(body(&a.boot.expect("parses")).as_deref(), Some("one"));
+        assert_eq!(
+            store.subscriptions(&file).routes,
+            BTreeSet::from(["r1".to_owned(), "r2".to_owned()])
+        );
+        take(&mut store, Kind::Route, "r2", vec![routes("r2", "two")]);
+        let a = store.assemble(&file);
+        assert_eq!(body(&a.boot.expect("parses")).as_deref(), Some("two"));
+        // RDS responses update the resources they carry; the others stay.
+        assert_eq!(store.of(Kind::Route).count(), 2);
+        assert_eq!(
+            store
+                .of(Kind::Route)
+                .map(|(_, r)| r.version.as_str())
+                .collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
+    }
+
+    #[test]
+    fn an_eds_cluster_warms_until_its_endpoints_come() {
+        let file = file();
+        let mut store = Store::default();
+        let cluster = serde_json::json!({"name": "b", "type": "EDS",
+            "eds_cluster_config": {"eds_config": {"ads": {}}}});
+        take(&mut store, Kind::Cluster, "c1", vec![cluster]);
+        let a = store.assemble(&file);
+        assert_eq!(a.warming_clusters, BTreeSet::from(["b".to_owned()]));
+        assert!(a.boot.expect("parses").clusters.is_empty());
+        assert_eq!(
+            store.subscriptions(&file).endpoints,
+            BTreeSet::from(["b".to_owned()])
+        );
+        let cla = serde_json::json!({"cluster_name": "b", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9}}}}]}]});
+        take(&mut store, Kind::Endpoint, "e1", vec![cla]);
+        let boot = store.assemble(&file).boot.expect("parses");
+        assert_eq!(boot.clusters[0].endpoints[0].port, 9);
+        assert_eq!(boot.clusters[0].kind, config::ClusterKind::Eds);
+    }
+}
