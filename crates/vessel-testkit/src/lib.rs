@@ -23,7 +23,7 @@
 //!   such a config, which learns its listeners' ports from the admin
 //!   (`--admin-address-path`, `GET /listeners?format=json`), so no test
 //!   picks a "free" port that someone may take before the proxy binds it;
-//! * with the `proxy` feature, [`ads`]: a small ADS (xDS) server serving
+//! * with the `proxy` feature, `ads`: a small ADS (xDS) server serving
 //!   scripted snapshots and recording each client's ACK/NACK.
 
 #![forbid(unsafe_code)]

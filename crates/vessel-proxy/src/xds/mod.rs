@@ -10,7 +10,7 @@
 //! (the file's static resources plus the dynamic ones, leaving out what
 //! still warms, [`store`]), parses it, hands it to the running proxy, and
 //! ACKs, or NACKs with the error while the last good config keeps serving
-//! ([`client`]). docs/xds.md describes the subset.
+//! (`client`). docs/xds.md describes the subset.
 
 pub(crate) mod client;
 mod dump;
