@@ -207,16 +207,7 @@ async fn stream_once(
         got = true;
         // After the initial configuration is served, updates are applied
         // to the running proxy: wait until it can take them.
-        let initial_done = shared.lock().initial_done;
-        if initial_done && applier.borrow().is_none() {
-            let _ = applier.wait_for(Option::is_some).await;
-        }
-        let apply = if initial_done {
-            applier.borrow().clone()
-        } else {
-            None
-        };
-        let requests = handle(shared, msg, apply).await;
+        let requests = handle(shared, msg, applier).await;
         for mut req in requests {
             req.node = node_for(&mut node_sent);
             if tx.send(req).await.is_err() {
@@ -231,7 +222,7 @@ async fn stream_once(
 async fn handle(
     shared: &Arc<Shared>,
     resp: DiscoveryResponse,
-    apply: Option<ApplyFn>,
+    applier: &mut watch::Receiver<Option<ApplyFn>>,
 ) -> Vec<DiscoveryRequest> {
     let Some(kind) = Kind::from_type_url(&resp.type_url) else {
         log::warn!("xDS: ignoring a response of type `{}`", resp.type_url);
@@ -239,31 +230,63 @@ async fn handle(
     };
     let stats = shared.stats.of(kind);
     stats.attempt.fetch_add(1, Ordering::Relaxed);
-    // Decide under the lock (only this task changes the store), apply
-    // outside it, commit under it again.
+    // Before the first configuration is served, a response is only
+    // checked: decide and commit under one lock, so `Xds::initial_boot`
+    // serves either the store before it or the store after it.
+    {
+        let mut state = shared.lock();
+        if !state.initial_done {
+            let outcome = match candidate(&shared.file, &state, kind, &resp) {
+                Err(e) => Err(e),
+                Ok((_, Err(e), _)) => Err(e.to_string()),
+                Ok((store, Ok(_), warming)) => Ok((store, warming)),
+            };
+            return commit(shared, &mut state, kind, &resp, outcome);
+        }
+    }
+    // Then updates are applied to the running proxy: wait until it can
+    // take them. Decide under the lock (only this task changes the store),
+    // apply outside it, commit under it again.
+    let apply = match applier.wait_for(Option::is_some).await {
+        Ok(a) => a.clone(),
+        Err(_) => None,
+    };
+    let Some(apply) = apply else {
+        return Vec::new();
+    };
     let decided = {
         let state = shared.lock();
         candidate(&shared.file, &state, kind, &resp)
     };
     let outcome = match decided {
         Err(e) => Err(e),
-        Ok((store, boot, warming)) => match (&apply, boot) {
-            (_, Err(e)) => Err(e.to_string()),
-            (Some(apply), Ok(boot)) => match apply(boot).await {
-                Ok(summary) => {
-                    log::info!(
-                        "xDS {} version {}: {summary}",
-                        kind.short(),
-                        resp.version_info
-                    );
-                    Ok((store, warming))
-                }
-                Err(e) => Err(e),
-            },
-            (None, Ok(_)) => Ok((store, warming)),
+        Ok((_, Err(e), _)) => Err(e.to_string()),
+        Ok((store, Ok(boot), warming)) => match apply(boot).await {
+            Ok(summary) => {
+                log::info!(
+                    "xDS {} version {}: {summary}",
+                    kind.short(),
+                    resp.version_info
+                );
+                Ok((store, warming))
+            }
+            Err(e) => Err(e),
         },
     };
     let mut state = shared.lock();
+    commit(shared, &mut state, kind, &resp, outcome)
+}
+
+/// Records a decision: the new store (ACK) or the error (NACK); the
+/// requests to send.
+fn commit(
+    shared: &Shared,
+    state: &mut State,
+    kind: Kind,
+    resp: &DiscoveryResponse,
+    outcome: Result<(Store, Warming), String>,
+) -> Vec<DiscoveryRequest> {
+    let stats = shared.stats.of(kind);
     let mut out = Vec::new();
     match outcome {
         Ok((store, warming)) => {
@@ -276,13 +299,13 @@ async fn handle(
             state.nonces.insert(kind, resp.nonce.clone());
             state.received.insert(kind);
             state.warming = warming;
-            out.push(request(&state, kind, resp.nonce.clone(), None, None));
+            out.push(request(state, kind, resp.nonce.clone(), None, None));
             let subs = state.store.subscriptions(&shared.file);
             let old = std::mem::replace(&mut state.subs, subs);
             for k in [Kind::Endpoint, Kind::Route, Kind::Extension] {
                 if state.subs.names(k) != old.names(k) {
                     let nonce = state.nonces.get(&k).cloned().unwrap_or_default();
-                    out.push(request(&state, k, nonce, None, None));
+                    out.push(request(state, k, nonce, None, None));
                 }
             }
             if !state.initial_done && state.initial_complete(&shared.file) {
@@ -301,7 +324,7 @@ async fn handle(
             state
                 .rejected
                 .insert(kind, (resp.version_info.clone(), error.clone()));
-            out.push(request(&state, kind, resp.nonce.clone(), Some(error), None));
+            out.push(request(state, kind, resp.nonce.clone(), Some(error), None));
         }
     }
     out

@@ -488,7 +488,7 @@ async fn routes_and_filters_update_as_in_envoy() {
 /// NACK it (vessel starts the filter's VMs before it answers; Envoy 1.40
 /// fails to create the plugin), and the old filter keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plugin_that_refuses_its_configuration_is_rejected() {
+async fn a_plugin_that_refuses_its_configuration_or_an_unsupported_field_is_rejected() {
     let f = Fleet::start("refuses").await;
     f.all_ack(ads::EXTENSION, "x1").await;
     f.serves("main", "/", "A", Some("v1")).await;
@@ -515,6 +515,27 @@ async fn a_plugin_that_refuses_its_configuration_is_rejected() {
             .find(|(k, _, _)| k == "ecds"),
         Some(entry("ecds", "plugin", "x1"))
     );
+
+    // A field outside vessel's subset (valid in Envoy): vessel NACKs it,
+    // naming the field by its path in the resource; Envoy's answer is
+    // printed (the proxies differ from here on, so this comes last).
+    let mut unsupported = plugin_config(&f.module, "v3");
+    unsupported["typed_config"]["config"]["vm_config"]["allow_precompiled"] = Json::Bool(true);
+    f.ads.set(ads::EXTENSION, "x3", &[unsupported]);
+    let answers = f.answers(ads::EXTENSION, "x3").await;
+    eprintln!("answers to a field outside vessel's subset: {answers:?}");
+    let error = answers[0]
+        .1
+        .as_deref()
+        .expect("vessel NACKs an unsupported field");
+    assert!(
+        error.contains(
+            "ecds[plugin].typed_config.config.vm_config.allow_precompiled: not supported"
+        ),
+        "{error}"
+    );
+    let a = v.get("main", "/").await;
+    assert_eq!((a.status, a.header("x-plugin-config")), (200, Some("v1")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
