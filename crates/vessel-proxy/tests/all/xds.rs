@@ -146,6 +146,13 @@ async fn gated() -> (SocketAddr, Arc<Notify>, Arc<AtomicUsize>) {
 /// The ECDS config of `plugin`: the misbehave guest (it echoes its plugin
 /// configuration in `x-plugin-config`) from `module`.
 fn plugin_config(module: &Path, configuration: &str) -> Json {
+    let code = serde_json::json!({"local": {"filename": module.to_string_lossy()}});
+    plugin_config_with_code(code, configuration)
+}
+
+/// The ECDS config of `plugin` with any `vm_config.code` (a `local` file,
+/// or `remote` with its `sha256`: the hook for the remote-code tests).
+fn plugin_config_with_code(code: Json, configuration: &str) -> Json {
     serde_json::json!({
         "name": "plugin",
         "typed_config": {
@@ -157,7 +164,7 @@ fn plugin_config(module: &Path, configuration: &str) -> Json {
                 "vm_config": {
                     "vm_id": format!("misbehave-{configuration}"),
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": module.to_string_lossy()}}
+                    "code": code
                 }
             }
         }
