@@ -1,0 +1,437 @@
+//! Remote wasm code (`vm_config.code.remote`) on the real `vessel run`:
+//! the module comes from a real hyper server on loopback (a cluster),
+//! checked against its sha256, cached on disk by digest; failures stop
+//! start-up or refuse a reload unless the filter is fail-open.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    missing_docs
+)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use vessel_testkit::servers::{RefusingPort, serve_fn};
+
+use crate::support::*;
+
+/// The path the module server serves the module at.
+const MODULE_PATH: &str = "/filters/hello.wasm";
+
+/// A module server: `GET /filters/hello.wasm` answers the module, after
+/// `fail_first` requests answered 503; every request is counted.
+struct ModuleServer {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    fail_first: Arc<AtomicUsize>,
+    /// Serve other bytes than the module (a digest mismatch).
+    tampered: Arc<AtomicBool>,
+}
+
+impl ModuleServer {
+    async fn start(module: Vec<u8>, fail_first: usize) -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let fail = Arc::new(AtomicUsize::new(fail_first));
+        let tampered = Arc::new(AtomicBool::new(false));
+        let module = Bytes::from(module);
+        let (h, f, t) = (hits.clone(), fail.clone(), tampered.clone());
+        let addr = serve_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (h, f, t, module) = (h.clone(), f.clone(), t.clone(), module.clone());
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                let failing = f
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let (status, body) = if req.uri().path() != MODULE_PATH {
+                    (404, Bytes::from_static(b"no such module"))
+                } else if failing {
+                    (503, Bytes::from_static(b"not yet"))
+                } else if t.load(Ordering::SeqCst) {
+                    (200, Bytes::from_static(b"\0asm tampered"))
+                } else {
+                    (200, module)
+                };
+                http::Response::builder()
+                    .status(status)
+                    .body(Full::new(body))
+                    .unwrap()
+            }
+        })
+        .await;
+        Self {
+            addr,
+            hits,
+            fail_first: fail,
+            tampered,
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `vm_config.code.remote` for the module server's module.
+fn remote_code(sha256: &str, retries: u32) -> Value {
+    json!({ "remote": {
+        "http_uri": {
+            "uri": format!("http://modules.example{MODULE_PATH}"),
+            "cluster": "modules",
+            "timeout": "5s",
+        },
+        "sha256": sha256,
+        "retry_policy": {
+            "num_retries": retries,
+            "retry_back_off": { "base_interval": "0.01s", "max_interval": "0.05s" },
+        },
+    }})
+}
+
+/// Listener `main` through the hello filter with remote code (`code`) to
+/// cluster `backend` (`up`); cluster `modules` at `modules`.
+fn remote_config(up: SocketAddr, modules: SocketAddr, filter: WasmFilter) -> Bootstrap {
+    config(up, filter).cluster(Cluster::new("modules").endpoint(modules))
+}
+
+fn hello(code: Value) -> WasmFilter {
+    WasmFilter::new("hello", guest("hello")).code(code)
+}
+
+/// A directory under the test target dir, emptied.
+fn fresh_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vessel-remote-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `vessel run` on `config` in `dir/run` with the module cache `cache`.
+fn spawn(dir: &Path, cache: &Path, config: &str) -> VesselProcess {
+    VesselProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_vessel")),
+        &dir.join("run"),
+        config,
+        &[
+            "-l",
+            "info",
+            "--concurrency",
+            "1",
+            "--module-cache-dir",
+            &cache.to_string_lossy(),
+        ],
+    )
+}
+
+/// Waits for `vessel` to exit: its stderr, after checking it failed.
+async fn start_up_fails(vessel: &mut VesselProcess) -> String {
+    let status = vessel
+        .wait_exit(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("vessel did not exit:\n{}", vessel.stderr()));
+    assert!(!status.success(), "vessel exited 0:\n{}", vessel.stderr());
+    vessel.stderr()
+}
+
+async fn hello_answer(main: SocketAddr) -> Answer {
+    send(&client(), main, "/hello", &[]).await
+}
+
+/// The module is fetched, verified and served; it is cached by digest;
+/// a reload with the same spec fetches nothing; a later run with the
+/// same cache and the server down serves the cached copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_module_serves_is_cached_and_outlives_its_server() {
+    let module = std::fs::read(guest("hello")).unwrap();
+    let sha = sha256_hex(&module);
+    let server = ModuleServer::start(module.clone(), 0).await;
+    let up = upstream().await;
+    let dir = fresh_dir("fetch");
+    let cache = dir.join("cache");
+    let config = remote_config(up, server.addr, hello(remote_code(&sha, 1))).to_yaml();
+
+    let mut vessel = spawn(&dir, &cache, &config);
+    vessel.wait_ready().await;
+    let a = hello_answer(vessel.listener("main")).await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (200, "Hello, World!\n"),
+        "{}",
+        vessel.stderr()
+    );
+    assert_eq!(server.hits(), 1);
+    let admin = vessel.admin();
+    assert_eq!(stat(admin, "wasm_remote.fetch_success").await, Some(1));
+    assert_eq!(stat(admin, "wasm_remote.fetch_failure").await, Some(0));
+    let cached = cache.join("remote").join(format!("{sha}.wasm"));
+    assert_eq!(std::fs::read(&cached).unwrap(), module, "the cached copy");
+    let leftovers: Vec<_> = std::fs::read_dir(cache.join("remote"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The same spec again: the filter keeps its VMs, nothing is fetched.
+    let (status, body) = post_reload(admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("0 wasm filter(s) rebuilt, 1 unchanged"),
+        "{body}"
+    );
+    assert_eq!(server.hits(), 1, "an unchanged filter is not fetched again");
+    assert_eq!(stat(admin, "wasm_remote.reused").await, Some(1));
+    assert_eq!(hello_answer(vessel.listener("main")).await.status, 200);
+    drop(vessel);
+
+    // The server is gone: a new run with the same cache serves the copy.
+    let gone = RefusingPort::new();
+    let config = remote_config(up, gone.addr(), hello(remote_code(&sha, 1))).to_yaml();
+    let mut vessel = spawn(&dir, &cache, &config);
+    vessel.wait_ready().await;
+    let a = hello_answer(vessel.listener("main")).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "Hello, World!\n"));
+    let admin = vessel.admin();
+    assert_eq!(stat(admin, "wasm_remote.fetch_failure").await, Some(1));
+    assert_eq!(stat(admin, "wasm_remote.cache_hit").await, Some(1));
+    assert_eq!(stat(admin, "wasm_remote.fetch_success").await, Some(0));
+    assert!(
+        vessel.stderr().contains("using the cached copy"),
+        "{}",
+        vessel.stderr()
+    );
+
+    // A corrupt cached copy is not used.
+    drop(vessel);
+    std::fs::write(&cached, b"\0asm corrupt").unwrap();
+    let mut vessel = spawn(&dir, &cache, &config);
+    let err = start_up_fails(&mut vessel).await;
+    assert!(err.contains("was corrupt"), "{err}");
+    assert!(!cached.exists(), "the corrupt copy is removed");
+}
+
+/// A module whose sha256 is not the configured one stops start-up, the
+/// error naming both digests; a reload to a wrong digest is refused and
+/// the old filter keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_digest_fails_start_up_and_is_refused_on_reload() {
+    let module = std::fs::read(guest("hello")).unwrap();
+    let sha = sha256_hex(&module);
+    let wrong = sha256_hex(b"some other module");
+    let server = ModuleServer::start(module, 0).await;
+    let up = upstream().await;
+    let dir = fresh_dir("digest");
+    let cache = dir.join("cache");
+
+    let bad = remote_config(up, server.addr, hello(remote_code(&wrong, 1))).to_yaml();
+    let mut vessel = spawn(&dir, &cache, &bad);
+    let err = start_up_fails(&mut vessel).await;
+    assert!(
+        err.contains(&format!("expected {wrong}, got {sha}")),
+        "the error names both digests:\n{err}"
+    );
+    assert_eq!(server.hits(), 2, "one try and one retry");
+    assert!(!cache.join("remote").join(format!("{wrong}.wasm")).exists());
+
+    let good = remote_config(up, server.addr, hello(remote_code(&sha, 0))).to_yaml();
+    let mut vessel = spawn(&dir, &cache, &good);
+    vessel.wait_ready().await;
+    let main = vessel.listener("main");
+    assert_eq!(hello_answer(main).await.status, 200);
+    // The server now serves other bytes under the good digest's name: a
+    // reload to a new digest (the tampered one) is refused.
+    server.tampered.store(true, Ordering::SeqCst);
+    let tampered_sha = sha256_hex(b"\0asm tampered");
+    let expect_other = sha256_hex(b"yet another module");
+    let reload = remote_config(
+        up,
+        server.addr,
+        hello(remote_code(&expect_other, 0)).configuration("v2"),
+    );
+    vessel.write_config(&reload.to_yaml());
+    let (status, body) = post_reload(vessel.admin()).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains(&format!("expected {expect_other}, got {tampered_sha}")),
+        "{body}"
+    );
+    let a = hello_answer(main).await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (200, "Hello, World!\n"),
+        "the old filter keeps serving"
+    );
+    assert_eq!(stat(vessel.admin(), "vessel.reload.failure").await, Some(1));
+}
+
+/// The server down and no cached copy: start-up fails, unless the filter
+/// is fail-open, which is then left out (its traffic passes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_down_without_a_cached_copy_fails_start_up_unless_fail_open() {
+    let module = std::fs::read(guest("hello")).unwrap();
+    let sha = sha256_hex(&module);
+    let gone = RefusingPort::new();
+    let up = upstream().await;
+    let dir = fresh_dir("down");
+    let cache = dir.join("cache");
+
+    let closed = remote_config(up, gone.addr(), hello(remote_code(&sha, 1))).to_yaml();
+    let mut vessel = spawn(&dir, &cache, &closed);
+    let err = start_up_fails(&mut vessel).await;
+    assert!(
+        err.contains(&format!(
+            "cannot fetch http://modules.example{MODULE_PATH} through cluster `modules`"
+        )) && err.contains("2 attempt(s)")
+            && err.contains("no cached copy"),
+        "{err}"
+    );
+
+    let open = hello(remote_code(&sha, 1)).failure_policy("FAIL_OPEN");
+    let config = remote_config(up, gone.addr(), open).to_yaml();
+    let mut vessel = spawn(&dir, &cache, &config);
+    vessel.wait_ready().await;
+    // No filter: /hello reaches the upstream.
+    let a = hello_answer(vessel.listener("main")).await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (200, "ok"),
+        "{}",
+        vessel.stderr()
+    );
+    assert_eq!(stat(vessel.admin(), "wasm_remote.left_out").await, Some(1));
+    assert!(
+        vessel.stderr().contains("the filter is fail-open"),
+        "{}",
+        vessel.stderr()
+    );
+}
+
+/// A server that fails the first requests: the retries reach it (its
+/// hit count is exactly the attempts), and too few retries fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_reach_a_server_that_fails_first() {
+    let module = std::fs::read(guest("hello")).unwrap();
+    let sha = sha256_hex(&module);
+    let server = ModuleServer::start(module, 2).await;
+    let up = upstream().await;
+    let dir = fresh_dir("retries");
+    let cache = dir.join("cache");
+
+    // One retry is not enough for two failures.
+    let config = remote_config(up, server.addr, hello(remote_code(&sha, 1))).to_yaml();
+    let mut vessel = spawn(&dir, &cache, &config);
+    let err = start_up_fails(&mut vessel).await;
+    assert!(err.contains("status 503"), "{err}");
+    assert_eq!(server.hits(), 2);
+
+    server.fail_first.store(2, Ordering::SeqCst);
+    let config = remote_config(up, server.addr, hello(remote_code(&sha, 3))).to_yaml();
+    let mut vessel = spawn(&dir, &cache, &config);
+    vessel.wait_ready().await;
+    assert_eq!(server.hits(), 2 + 3, "two failures, then the module");
+    assert_eq!(hello_answer(vessel.listener("main")).await.status, 200);
+    assert_eq!(
+        stat(vessel.admin(), "wasm_remote.fetch_success").await,
+        Some(1)
+    );
+}
+
+/// A network wasm filter with remote code: fetched and run before the
+/// connection manager; fail-open and unreachable, it is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_filter_with_remote_code() {
+    let module = std::fs::read(guest("tcp_rewrite")).unwrap();
+    let sha = sha256_hex(&module);
+    let server = ModuleServer::start(module, 0).await;
+    let dir = fresh_dir("network");
+    let gone = RefusingPort::new();
+
+    // (The second run has its own, empty cache: no copy to fall back on.)
+    for (modules, fail_open, body, cache) in [
+        (server.addr, false, "the SECRET path\n", "cache-1"),
+        (gone.addr(), true, "the secret path\n", "cache-2"),
+    ] {
+        let cache = dir.join(cache);
+        let config = network_config(modules, &sha, fail_open);
+        let mut vessel = spawn(&dir, &cache, &config);
+        vessel.wait_ready().await;
+        let a = send(&client(), vessel.listener("main"), "/secret", &[]).await;
+        assert_eq!(
+            (a.status, a.body.as_str()),
+            (200, body),
+            "{}",
+            vessel.stderr()
+        );
+    }
+    assert_eq!(server.hits(), 1);
+}
+
+fn network_config(modules: SocketAddr, sha: &str, fail_open: bool) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.wasm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: rewrite
+            fail_open: {fail_open}
+            configuration:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: "upstream secret SECRET"
+            vm_config:
+              runtime: envoy.wasm.runtime.v8
+              code:
+                remote:
+                  http_uri: {{ uri: "http://modules.example{MODULE_PATH}", cluster: modules, timeout: 5s }}
+                  sha256: {sha}
+                  retry_policy: {{ num_retries: 0 }}
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            name: local
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "the secret path\n" }} }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: modules
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: modules
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+"#,
+        port = modules.port(),
+    )
+}
