@@ -5,7 +5,7 @@
 //!
 //! What happens, per filter whose code is [`WasmCode::Remote`]:
 //!
-//! 1. A digest this [`Resolver`] already holds (the filter is unchanged
+//! 1. A digest this `Resolver` already holds (the filter is unchanged
 //!    since the last start-up or reload, or another filter of the same
 //!    config has the same digest) is used as it is: no fetch
 //!    (`wasm_remote.reused`).
@@ -32,9 +32,9 @@
 //!
 //! A resolved filter's code becomes [`WasmCode::Fetched`], which the filter
 //! builders read like inline bytes. `vessel run` calls
-//! [`Resolver::resolve_all`] on the bootstrap before it builds filters, at
+//! `Resolver::resolve_all` on the bootstrap before it builds filters, at
 //! start-up and on every reload (a [`RemoteError`] refuses the reload);
-//! [`Resolver::resolve_filter`] does one filter (an xDS update).
+//! `Resolver::resolve_filter` does one filter (an xDS update).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -182,7 +182,7 @@ pub(crate) struct Resolver {
     held: Mutex<Held>,
 }
 
-/// The modules a [`Resolver`] holds, by sha256.
+/// The modules a `Resolver` holds, by sha256.
 #[derive(Default)]
 struct Held {
     code: HashMap<String, Arc<Vec<u8>>>,

@@ -435,3 +435,58 @@ admin:
         port = modules.port(),
     )
 }
+
+/// The same remote-code configs on real Envoy 1.40 (`VESSEL_ENVOY`), for
+/// what vessel copies and where it differs (docs/envoy-config.md, "Remote
+/// code"): the fetched module serves; with the server down and no
+/// module, a fail-open filter is left out (traffic passes) and a
+/// fail-closed one makes Envoy answer 503 where vessel refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_fetches_the_same_config() {
+    let Some(envoy) = vessel_testkit::envoy_from_env("envoy_fetches_the_same_config") else {
+        return;
+    };
+    let module = std::fs::read(guest("hello")).unwrap();
+    let sha = sha256_hex(&module);
+    let server = ModuleServer::start(module, 0).await;
+    let up = upstream().await;
+    let gone = RefusingPort::new();
+    let dir = fresh_dir("envoy");
+    let cases = [
+        ("fetched", server.addr, hello(remote_code(&sha, 1))),
+        (
+            "down-open",
+            gone.addr(),
+            hello(remote_code(&sha, 0)).failure_policy("FAIL_OPEN"),
+        ),
+        ("down-closed", gone.addr(), hello(remote_code(&sha, 0))),
+        (
+            "wrong-digest",
+            server.addr,
+            hello(remote_code(&sha256_hex(b"other"), 0)),
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (name, modules, filter) in cases {
+        let config = remote_config(up, modules, filter).to_yaml();
+        let mut e = VesselProcess::start_envoy(
+            &envoy,
+            &dir.join(name),
+            &config,
+            &["--concurrency", "1", "-l", "warning"],
+        );
+        e.wait_ready().await;
+        let a = hello_answer(e.listener("main")).await;
+        seen.push((name, a.status, a.body));
+    }
+    eprintln!("{seen:?}");
+    assert_eq!(
+        seen,
+        [
+            ("fetched", 200, "Hello, World!\n".to_owned()),
+            ("down-open", 200, "ok".to_owned()),
+            ("down-closed", 503, String::new()),
+            ("wrong-digest", 503, String::new()),
+        ]
+    );
+}
