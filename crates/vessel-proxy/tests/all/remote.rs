@@ -318,6 +318,23 @@ async fn a_server_down_without_a_cached_copy_fails_start_up_unless_fail_open() {
         "{}",
         vessel.stderr()
     );
+    drop(vessel);
+
+    // A server that answers 503 until it is fixed: the fail-open filter is
+    // left out at start-up and comes in with the next reload.
+    let server = ModuleServer::start(module, usize::MAX / 2).await;
+    let open = hello(remote_code(&sha, 0)).failure_policy("FAIL_OPEN");
+    let config = remote_config(up, server.addr, open).to_yaml();
+    let mut vessel = spawn(&dir, &dir.join("cache-2"), &config);
+    vessel.wait_ready().await;
+    let main = vessel.listener("main");
+    assert_eq!(hello_answer(main).await.body, "ok");
+    server.fail_first.store(0, Ordering::SeqCst);
+    let (status, body) = post_reload(vessel.admin()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("1 wasm filter(s) rebuilt"), "{body}");
+    assert_eq!(hello_answer(main).await.body, "Hello, World!\n");
+    assert_eq!(server.hits(), 2);
 }
 
 /// A server that fails the first requests: the retries reach it (its
@@ -488,5 +505,112 @@ async fn envoy_fetches_the_same_config() {
             ("down-closed", 503, String::new()),
             ("wrong-digest", 503, String::new()),
         ]
+    );
+}
+
+/// A TLS module server (rustls, a certificate of `ca` for
+/// `modules.test`, no client certificate asked): serves the module at
+/// [`MODULE_PATH`], counts requests that got past the handshake.
+async fn tls_module_server(
+    ca: &vessel_testkit::certs::TestCa,
+    module: Vec<u8>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = ca.server("modules", &["modules.test"]);
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.cert_der.clone())],
+            PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (h, module) = (hits.clone(), Bytes::from(module));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, h, module) = (acceptor.clone(), h.clone(), module.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req: http::Request<_>| {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let (status, body) = if req.uri().path() == MODULE_PATH {
+                        (200, module.clone())
+                    } else {
+                        (404, Bytes::new())
+                    };
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .body(Full::new(body))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+/// The module cluster's `UpstreamTlsContext` (`sni`, the CA in `ca_file`):
+/// the fetch speaks TLS and checks the server's chain; a CA that did not
+/// sign it fails the fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_cluster_may_speak_tls() {
+    let module = std::fs::read(guest("hello")).unwrap();
+    let sha = sha256_hex(&module);
+    let ca = vessel_testkit::certs::TestCa::new("module CA");
+    let (addr, hits) = tls_module_server(&ca, module).await;
+    let up = upstream().await;
+    let dir = fresh_dir("tls");
+    let ca_file = ca.write(&dir, "ca");
+    let stranger = vessel_testkit::certs::TestCa::new("stranger").write(&dir, "stranger");
+    let with_ca = |file: &Path| {
+        config(up, hello(remote_code(&sha, 0))).cluster(
+            Cluster::new("modules").endpoint(addr).field(
+                "transport_socket",
+                json!({
+                    "name": "envoy.transport_sockets.tls",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                        "sni": "modules.test",
+                        "common_tls_context": {
+                            "validation_context": { "trusted_ca": { "filename": file } },
+                        },
+                    },
+                }),
+            ),
+        )
+    };
+
+    let mut vessel = spawn(&dir, &dir.join("cache-1"), &with_ca(&ca_file).to_yaml());
+    vessel.wait_ready().await;
+    let a = hello_answer(vessel.listener("main")).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "Hello, World!\n"));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    drop(vessel);
+
+    let mut vessel = spawn(&dir, &dir.join("cache-2"), &with_ca(&stranger).to_yaml());
+    let err = start_up_fails(&mut vessel).await;
+    assert!(err.contains("connection failed"), "{err}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "no request without a trusted server"
     );
 }
