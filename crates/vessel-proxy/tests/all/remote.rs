@@ -108,6 +108,13 @@ fn remote_config(up: SocketAddr, modules: SocketAddr, filter: WasmFilter) -> Boo
     config(up, filter).cluster(Cluster::new("modules").endpoint(modules))
 }
 
+/// [`remote_code`] with `http_uri.timeout: 0s` (no limit).
+fn zero_timeout(sha256: &str) -> Value {
+    let mut code = remote_code(sha256, 0);
+    code["remote"]["http_uri"]["timeout"] = json!("0s");
+    code
+}
+
 fn hello(code: Value) -> WasmFilter {
     WasmFilter::new("hello", guest("hello")).code(code)
 }
@@ -247,7 +254,8 @@ async fn a_wrong_digest_fails_start_up_and_is_refused_on_reload() {
     assert_eq!(server.hits(), 2, "one try and one retry");
     assert!(!cache.join("remote").join(format!("{wrong}.wasm")).exists());
 
-    let good = remote_config(up, server.addr, hello(remote_code(&sha, 0))).to_yaml();
+    // (`timeout: 0s` is no limit, as in Envoy.)
+    let good = remote_config(up, server.addr, hello(zero_timeout(&sha))).to_yaml();
     let mut vessel = spawn(&dir, &cache, &good);
     vessel.wait_ready().await;
     let main = vessel.listener("main");
@@ -482,6 +490,7 @@ async fn envoy_fetches_the_same_config() {
             server.addr,
             hello(remote_code(&sha256_hex(b"other"), 0)),
         ),
+        ("zero-timeout", server.addr, hello(zero_timeout(&sha))),
     ];
     let mut seen = Vec::new();
     for (name, modules, filter) in cases {
@@ -504,6 +513,7 @@ async fn envoy_fetches_the_same_config() {
             ("down-open", 200, "ok".to_owned()),
             ("down-closed", 503, String::new()),
             ("wrong-digest", 503, String::new()),
+            ("zero-timeout", 200, "Hello, World!\n".to_owned()),
         ]
     );
 }
