@@ -12,7 +12,8 @@
 //! reload counters under Envoy's plugin scope `wasm.<plugin name>.`
 //! (`vm_reload_success`, `vm_reload_failure`, `vm_reload_backoff`, and
 //! vessel's `vm_failures`; ABI reference §6.6), and `vessel.reload.success`
-//! / `vessel.reload.failure` for the hot reloads.
+//! / `vessel.reload.failure` for the hot reloads, and the `wasm_remote.*`
+//! counters of remote wasm code (`run::remote`).
 //!
 //! Guest metrics (ABI reference §4.6) are named `wasmcustom.<name>` in
 //! Envoy, a registered custom stat namespace: `/stats` prints them without
@@ -45,6 +46,8 @@ pub(crate) struct Admin {
     /// Every tcp_proxy's counters.
     pub(crate) tcp: Vec<Arc<super::tcp::TcpStats>>,
     pub(crate) plugins: PluginStatsMap,
+    /// `wasm_remote.*` (remote wasm code).
+    pub(crate) remote: Arc<super::remote::RemoteStats>,
     pub(crate) reloads: Arc<ReloadCounters>,
     /// Each listener's name and bound address, in config order.
     pub(crate) bound: Vec<(String, SocketAddr)>,
@@ -172,6 +175,9 @@ impl Admin {
             false,
             Stat::Counter(load(&self.reloads.failure)),
         ));
+        for (name, value) in self.remote.counters() {
+            out.push((name.to_owned(), false, Stat::Counter(value)));
+        }
         for (name, value) in self.metrics.snapshot() {
             let stat = match value {
                 MetricValue::Counter(c) => Stat::Counter(c),
@@ -370,6 +376,7 @@ mod tests {
             balancers: vec![],
             fallbacks: Default::default(),
             plugins,
+            remote: Arc::default(),
             reloads: Arc::default(),
             bound: vec![
                 ("main".to_owned(), SocketAddr::from(([127, 0, 0, 1], 41023))),

@@ -61,6 +61,7 @@ mod admin;
 mod dns;
 mod health;
 mod lb;
+pub mod remote;
 mod router;
 mod tcp;
 pub mod tls;
@@ -163,6 +164,10 @@ pub enum RunError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A filter's remote code (`vm_config.code.remote`) cannot be fetched
+    /// or does not have its sha256 (and no cached copy does).
+    #[error(transparent)]
+    Remote(Box<remote::RemoteError>),
     /// A filter's module does not load.
     #[error("{filter}: {source}")]
     Load {
@@ -221,6 +226,12 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl From<remote::RemoteError> for RunError {
+    fn from(e: remote::RemoteError) -> Self {
+        Self::Remote(Box::new(e))
+    }
 }
 
 /// Why a hot reload was refused. The config that was serving keeps serving.
@@ -334,6 +345,8 @@ struct FilterHost {
     runtime: Arc<Runtime>,
     vms: usize,
     stats: PluginStatsMap,
+    /// Remote wasm code (`run::remote`): fetched, verified, cached.
+    remote: Arc<remote::Resolver>,
 }
 
 /// Counts of `vessel run`'s own reloads (`/stats`: `vessel.reload.*`).
@@ -375,7 +388,14 @@ impl Reloader {
     }
 
     async fn try_reload(&self, live: &mut Live) -> Result<String, ReloadError> {
-        let boot = config::load(&self.path)?;
+        let mut boot = config::load(&self.path)?;
+        // Hook (remote code): fetch and verify `code.remote` modules before
+        // anything is compared or built; unchanged digests are not fetched.
+        self.host
+            .remote
+            .resolve_all(&mut boot)
+            .await
+            .map_err(|e| ReloadError::Filter(e.into()))?;
         restart_required(&live.boot, &boot)
             .map_or(Ok(()), |why| Err(ReloadError::RestartRequired(why)))?;
         if needs_fuel(&boot) && !self.host.engine.config().consume_fuel {
@@ -583,7 +603,7 @@ impl tower::Service<Request<VesselBody>> for SwapRouter {
 
 /// Serves `boot` until `shutdown` resolves, then drains.
 async fn serve(
-    boot: Bootstrap,
+    mut boot: Bootstrap,
     vms: usize,
     options: &RunOptions,
     shutdown: impl Future<Output = ()>,
@@ -693,7 +713,14 @@ async fn serve(
         runtime,
         vms,
         stats: PluginStatsMap::default(),
+        remote: Arc::new(remote::Resolver::new(
+            upstreams.clone(),
+            &options.module_cache,
+        )),
     };
+    // Hook (remote code): fetch and verify `code.remote` modules before the
+    // filters are built (after the clusters' first health checks).
+    host.remote.resolve_all(&mut boot).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -821,6 +848,7 @@ async fn serve(
             fallbacks,
             tcp: tcp_stats,
             plugins: host.stats.clone(),
+            remote: host.remote.stats(),
             reloads: counters,
             bound: listener_addrs,
         });
@@ -1482,6 +1510,13 @@ fn read_code(f: &WasmFilter, label: &str) -> Result<Vec<u8>, RunError> {
             source,
         }),
         WasmCode::Inline(bytes) => Ok(bytes.clone()),
+        WasmCode::Fetched { code, .. } => Ok(code.to_vec()),
+        // `remote::Resolver::resolve_all` replaces every `Remote` first.
+        WasmCode::Remote(r) => Err(RunError::ReadWasm {
+            filter: label.to_owned(),
+            path: PathBuf::from(&r.uri),
+            source: std::io::Error::other("remote code was not fetched"),
+        }),
     }
 }
 
