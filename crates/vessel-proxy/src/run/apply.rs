@@ -47,8 +47,9 @@ use super::lb::LbRegistry;
 use super::router::{PolicyFallbacks, Router, Upstreams};
 use super::tcp::{TcpProxyServe, TcpStats};
 use super::{
-    ChainServe, FilterHost, ListenerServe, ReloadCounters, ReloadError, RunError, accept_loop,
-    bind, build_filter, filter_label, http_chain, is_policy, needs_fuel, read_code, tls,
+    ChainServe, FilterHost, ListenerServe, ReloadCounters, ReloadError, RunError, Stop,
+    accept_loop, bind, build_filter, filter_label, http_chain, is_policy, needs_fuel, read_code,
+    tls,
 };
 use crate::config::{self, Bootstrap, ConfigError, Terminal, WasmCode, WasmFilter};
 
@@ -89,8 +90,8 @@ struct LiveListener {
     local: SocketAddr,
     /// The chains new connections take.
     serve: watch::Sender<Arc<ListenerServe>>,
-    /// `true`: stop accepting and drain.
-    stop: watch::Sender<bool>,
+    /// Stop accepting and drain.
+    stop: watch::Sender<Stop>,
     task: JoinHandle<()>,
 }
 
@@ -106,7 +107,7 @@ impl LiveListener {
         let local = socket.local_addr().unwrap_or(config.addr);
         log::info!("listener `{}` on {local}", config.name);
         let (serve, serve_rx) = watch::channel(serve);
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(Stop::Serve);
         let task = tokio::spawn(accept_loop(socket.clone(), serve_rx, stop_rx, drain));
         Self {
             config: config.clone(),
@@ -701,7 +702,7 @@ impl Reloader {
                             p.local,
                             l.addr
                         );
-                        p.stop.send_replace(true);
+                        p.stop.send_replace(Stop::Remove);
                         live.draining.push(p.task);
                         changed += 1;
                     } else {
@@ -717,7 +718,7 @@ impl Reloader {
         let removed = old.len();
         for (name, p) in old {
             log::info!("listener `{name}` removed: it stops accepting and drains");
-            p.stop.send_replace(true);
+            p.stop.send_replace(Stop::Remove);
             live.draining.push(p.task);
         }
         live.draining.retain(|t| !t.is_finished());
@@ -829,7 +830,7 @@ impl Reloader {
         }
         let mut handles: Vec<JoinHandle<()>> = live.draining.drain(..).collect();
         for l in live.listeners.drain(..) {
-            l.stop.send_replace(true);
+            l.stop.send_replace(Stop::Shutdown);
             handles.push(l.task);
         }
         handles

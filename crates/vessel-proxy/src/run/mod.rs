@@ -398,7 +398,7 @@ async fn serve(
     // warming), filters, then the listeners, bound and accepting.
     reloader.start(boot).await?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Stop::Serve);
     let mut tasks = Vec::new();
     if options.watch {
         match watch_files(reloader.clone(), stop_rx.clone()).await {
@@ -458,6 +458,7 @@ async fn serve(
             chains: vec![ChainServe::Http(HttpServe {
                 codec: Codec::Auto,
                 make: Arc::new(make),
+                draining: Arc::default(),
                 network: Vec::new(),
                 buffer_limit: 0,
             })],
@@ -476,7 +477,7 @@ async fn serve(
 
     shutdown.await;
     tasks.extend(reloader.shutdown().await);
-    let _ = stop_tx.send(true);
+    let _ = stop_tx.send(Stop::Shutdown);
     for t in tasks {
         if let Err(e) = t.await {
             log::warn!("a listener task failed: {e}");
@@ -492,7 +493,7 @@ async fn serve(
 /// they have been quiet for [`WATCH_DEBOUNCE`].
 async fn watch_files(
     reloader: Arc<Reloader>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
 ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<notify::Event>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -617,6 +618,9 @@ type MakeService = Arc<dyn Fn(ConnectionInfo) -> ConnService + Send + Sync>;
 struct HttpServe {
     codec: Codec,
     make: MakeService,
+    /// Set when its chains are replaced or its listener removed: HTTP/1
+    /// responses then carry `connection: close`.
+    draining: Arc<std::sync::atomic::AtomicBool>,
     /// The chain's network wasm filters, before the connection manager
     /// (empty: none).
     network: Vec<Arc<FilterPool>>,
@@ -642,6 +646,25 @@ impl Drop for OpenGuard {
         }
     }
 }
+
+/// What an accept loop is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Accept.
+    Serve,
+    /// The listener was removed or moved: stop accepting and drain, giving
+    /// idle HTTP/1 connections [`DRAIN_GRACE`] to be used once more.
+    Remove,
+    /// vessel is shutting down: stop accepting and drain.
+    Shutdown,
+}
+
+/// How long the connections of replaced or removed chains stay open before
+/// the idle ones are closed: meanwhile each HTTP/1 response carries
+/// `connection: close` (HTTP/2 gets GOAWAY when it ends), so a client that
+/// sends its next request on a kept-alive connection gets it answered
+/// instead of racing the close (bounded by the drain timeout too).
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// The connections a listener accepted while it served one
 /// [`ListenerServe`]: they are drained together when the listener stops or
@@ -688,7 +711,19 @@ impl Generation {
     /// Lets the connections finish within `drain` (HTTP connections close
     /// once their requests in flight are answered); those still open then
     /// are closed.
-    async fn drain(self, drain: Duration) {
+    async fn drain(self, drain: Duration, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + drain;
+        if !grace.is_zero() {
+            for c in &self.serve.chains {
+                if let ChainServe::Http(h) = c {
+                    h.draining.store(true, Ordering::Relaxed);
+                }
+            }
+            let until = tokio::time::Instant::now() + grace.min(drain);
+            while self.graceful.count() > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let open = self.open;
         let tcp_drained = async {
             loop {
@@ -701,7 +736,7 @@ impl Generation {
         };
         tokio::select! {
             ((), ()) = async { tokio::join!(self.graceful.shutdown(), tcp_drained) } => {}
-            () = tokio::time::sleep(drain) => {
+            () = tokio::time::sleep_until(deadline) => {
                 log::warn!(
                     "listener `{}`: connections still open after {drain:?}; closing them",
                     self.serve.name
@@ -720,7 +755,7 @@ impl Generation {
 async fn accept_loop(
     listener: Arc<TcpListener>,
     mut serve: watch::Receiver<Arc<ListenerServe>>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     drain: Duration,
 ) {
     let local = listener.local_addr().ok();
@@ -730,6 +765,7 @@ async fn accept_loop(
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            Some(_) = draining.join_next(), if !draining.is_empty() => {}
             changed = serve.changed(), if swappable => {
                 if changed.is_err() {
                     swappable = false;
@@ -737,7 +773,7 @@ async fn accept_loop(
                 }
                 let next = Generation::new(serve.borrow_and_update().clone());
                 let old = std::mem::replace(&mut current, next);
-                draining.spawn(old.drain(drain));
+                draining.spawn(old.drain(drain, DRAIN_GRACE));
             }
             accepted = listener.accept() => {
                 let (tcp, peer) = match accepted {
@@ -772,7 +808,11 @@ async fn accept_loop(
     // Stop accepting: the socket closes unless a listener that took its
     // address over still accepts on it.
     drop(listener);
-    tokio::join!(current.drain(drain), async {
+    let grace = match *stop.borrow() {
+        Stop::Remove => DRAIN_GRACE,
+        Stop::Serve | Stop::Shutdown => Duration::ZERO,
+    };
+    tokio::join!(current.drain(drain, grace), async {
         while draining.join_next().await.is_some() {}
     });
 }
@@ -973,10 +1013,13 @@ fn http_chain(
     let chain = ServiceBuilder::new()
         .layer(layer)
         .service(SwapRouter(routes));
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closing = draining.clone();
     let make = move |info: ConnectionInfo| -> ConnService {
         let chain = chain.clone();
         let log = log.clone();
         let current_routes = current_routes.clone();
+        let closing = closing.clone();
         BoxCloneService::new(tower::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(info);
             router::connection_manager(&mut req);
@@ -995,10 +1038,18 @@ fn http_chain(
                     access::protocol(req.version()),
                 )
             });
+            let http1 = req.version() < http::Version::HTTP_2;
             let call = chain.clone().oneshot(req);
             let log = log.clone();
+            let closing = closing.clone();
             async move {
-                let resp = call.await?;
+                let mut resp = call.await?;
+                if http1 && closing.load(Ordering::Relaxed) {
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 let status = resp.status().as_u16();
                 log.stats.record(status);
                 let entry = head.map(|(method, path, protocol)| Entry {
@@ -1017,6 +1068,7 @@ fn http_chain(
         HttpServe {
             codec: h.codec,
             make: Arc::new(make),
+            draining,
             network: Vec::new(),
             buffer_limit: l.buffer_limit,
         },

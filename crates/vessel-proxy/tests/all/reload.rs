@@ -561,3 +561,65 @@ async fn a_failing_update_changes_nothing() {
     assert_eq!(stat(s.admin, "vessel.reload.success").await, Some(0));
     drop(taken);
 }
+
+/// Reloads that replace a listener's chains while 4 keep-alive clients
+/// send requests lose no request: connections of the old chains get
+/// `connection: close` on their next response and move to the new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_changes_under_load_lose_no_request() {
+    let up = upstream().await;
+    let boot = |g: u32| {
+        Bootstrap::new()
+            .listener(
+                Listener::new("main")
+                    .stat_prefix(format!("gen{g}"))
+                    .route(Route::prefix("/").to("backend")),
+            )
+            .cluster(Cluster::new("backend").endpoint(up))
+    };
+    let vessel = start_vessel("chain-load", &boot(0), 2).await;
+    let (admin, main) = (vessel.admin(), vessel.listener("main"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                let a = send(&c, main, "/", &[]).await;
+                if a.status == 200 && a.body == "ok" {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for g in 1..=10 {
+        let before = ok.load(Ordering::Relaxed);
+        let counted = ok.clone();
+        eventually("requests flow", move || {
+            let counted = counted.clone();
+            async move { counted.load(Ordering::Relaxed) > before + 20 }
+        })
+        .await;
+        vessel.write_config(&boot(g).to_yaml());
+        let (status, body) = post_reload(admin).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("1 rebuilt"), "{body}");
+        let name = format!("http.gen{g}.downstream_rq_2xx");
+        eventually("the new chain serves", move || {
+            let name = name.clone();
+            async move { stat(admin, &name).await.is_some_and(|n| n > 0) }
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("10 chain changes under load: {ok} requests, {failed} failed");
+    assert_eq!(failed, 0);
+}
