@@ -2,8 +2,9 @@
 //! `GET /stats/prometheus` and `GET /listeners` (`?format=json`), in
 //! Envoy's formats, and `POST /reload` (hot reload; see the parent module).
 //!
-//! `/listeners` tells each listener's bound address, the port the system
-//! chose for a `port_value: 0` listener included: `name::ip:port` lines, or
+//! `/listeners` tells the bound address of each listener serving now
+//! (reloads add, move and remove listeners), the port the system chose for
+//! a `port_value: 0` listener included: `name::ip:port` lines, or
 //! with `?format=json` Envoy's `ListenersStatus`:
 //! `{"listener_statuses":[{"name":"main","local_address":{"socket_address":
 //! {"address":"127.0.0.1","port_value":41023}}}]}`.

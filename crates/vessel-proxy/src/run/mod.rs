@@ -21,16 +21,20 @@
 //!   `.vm_reload_failure` and `.vm_reload_backoff` in `/stats`.
 //! * Hot reload: on `POST /reload` on the admin listener, and when the
 //!   config file or a module file it names changes (watched with `notify`,
-//!   debounced by [`WATCH_DEBOUNCE`]), the config is read again and the
-//!   wasm filters and routes are swapped atomically
-//!   ([`vessel_hyper::VesselLayer::swap_filters`]): streams in flight
-//!   finish on the old VMs. A filter whose spec and module bytes did not
-//!   change keeps its VMs. If anything fails (the YAML, a module that does
-//!   not load, a VM that does not start or configure) the old config keeps
-//!   serving and the error is logged (and returned by `/reload`). Changes
-//!   to listeners (names, addresses, buffer limits, filter chains, codecs,
-//!   stat prefixes, tcp_proxy, network filters, transport sockets), clusters or the admin
-//!   address need a restart and are refused.
+//!   debounced by [`WATCH_DEBOUNCE`]), the config is read again and
+//!   applied (module `apply`, `Reloader::apply`, which an xDS client calls
+//!   with the config it assembles): listeners and clusters are added,
+//!   changed and removed by name while serving, wasm filters and routes
+//!   swapped ([`vessel_hyper::VesselLayer::swap_filters`]: streams in
+//!   flight finish on the old VMs; a filter whose spec and module bytes did
+//!   not change keeps its VMs), and connections in flight finish on the
+//!   chains they started with, drained as on shutdown (after
+//!   [`DRAIN_GRACE`]). Everything is built before anything is switched: if
+//!   anything fails (the YAML, a module that does not load, a VM that does
+//!   not start or configure, an address in use, a TLS file, a name that
+//!   does not resolve) the old config keeps serving and the error is logged
+//!   (and returned by `/reload`). Only a new admin address (and fuel
+//!   metering the engine was started without) needs a restart.
 //! * The router (module `router`) answers `direct_response` routes, forwards the
 //!   others round-robin to their cluster's endpoints, and answers upstream
 //!   failures as Envoy does (503 `no healthy upstream`, 503 `upstream
