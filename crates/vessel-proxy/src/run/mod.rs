@@ -121,7 +121,8 @@ pub struct RunOptions {
     pub concurrency: Option<usize>,
     /// Write one access log line per request on stdout.
     pub access_log: bool,
-    /// How long in-flight connections may take to finish on shutdown.
+    /// How long in-flight connections may take to finish on shutdown, and
+    /// after a reload replaced or removed their listener's chains.
     pub drain_timeout: Duration,
     /// Reload when the config file or a module file it names changes
     /// (default true). `POST /reload` works either way.
