@@ -482,6 +482,8 @@ impl Reloader {
     /// Replaces the serving config with `boot` (see the module docs); a
     /// one-line summary, or why nothing was changed. Counted in
     /// `vessel.reload.success`/`.failure` and logged, as file reloads are.
+    /// Runs on `vessel run`'s multi-threaded runtime (building compiles
+    /// modules in `block_in_place`); updates are applied one at a time.
     #[allow(dead_code, reason = "the xDS client (crate::xds, issue 12) calls it")]
     pub(crate) async fn apply(&self, boot: Bootstrap) -> Result<String, ReloadError> {
         let result = {
@@ -837,9 +839,10 @@ impl Reloader {
     }
 }
 
-/// The socket of a serving listener that is on `addr` and leaves it in
-/// `boot` (removed, or moved), for a listener that takes `addr`: the
-/// socket goes on accepting, so no connection is refused in between.
+/// The socket of a serving listener that is on `addr` (as configured, or
+/// as bound: a `port_value: 0` listener's port) and leaves it in `boot`
+/// (removed, or moved), for a listener that takes `addr`: the socket goes
+/// on accepting, so no connection is refused in between.
 fn handover(live: &Live, boot: &Bootstrap, addr: SocketAddr) -> Option<Arc<TcpListener>> {
     if addr.port() == 0 {
         return None;
@@ -847,12 +850,12 @@ fn handover(live: &Live, boot: &Bootstrap, addr: SocketAddr) -> Option<Arc<TcpLi
     live.listeners
         .iter()
         .find(|o| {
-            o.config.addr == addr
+            (o.config.addr == addr || o.local == addr)
                 && boot
                     .listeners
                     .iter()
                     .find(|n| n.name == o.config.name)
-                    .is_none_or(|n| n.addr != addr)
+                    .is_none_or(|n| n.addr != o.config.addr)
         })
         .map(|o| o.socket.clone())
 }

@@ -383,6 +383,25 @@ async fn listeners_are_added_removed_and_moved_by_reload() {
     refused(added).await;
     assert_eq!(vessel.listener("main"), main);
     assert_eq!(stat(admin, "http.added.downstream_rq_2xx").await, Some(2));
+
+    // `main` renamed on its own address: the socket is handed over.
+    let renamed = Bootstrap::new()
+        .listener(
+            Listener::new("renamed")
+                .addr(main)
+                .route(Route::prefix("/").to("backend")),
+        )
+        .cluster(Cluster::new("backend").endpoint(up));
+    vessel.write_config(&renamed.to_yaml());
+    let (status, body) = post_reload(admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("listeners: 1 added, 2 removed"), "{body}");
+    assert_eq!(
+        vessel.refresh_listeners().await.address_of("renamed"),
+        Some(main)
+    );
+    assert_eq!(send(&client(), main, "/", &[]).await.body, "up");
+    assert_eq!(stat(admin, "http.renamed.downstream_rq_2xx").await, Some(1));
 }
 
 /// A listener whose chain changes (its stat prefix and its wasm filter's
