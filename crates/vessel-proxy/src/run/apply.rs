@@ -286,7 +286,8 @@ impl Stage<'_> {
             && o.buffer_limit == l.buffer_limit
             && o.tls_inspector == l.tls_inspector
             && (self.node_same || !has_network)
-            && o.chains().count() == l.chains().count()
+            && o.filter_chains.len() == l.filter_chains.len()
+            && o.default_filter_chain.is_some() == l.default_filter_chain.is_some()
             && o.chains().zip(l.chains()).enumerate().all(|(ci, (a, b))| {
                 let same_terminal = match (&a.terminal, &b.terminal) {
                     (Terminal::Http(x), Terminal::Http(y)) => {
