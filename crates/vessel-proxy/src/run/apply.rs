@@ -485,7 +485,10 @@ impl Reloader {
     /// `vessel.reload.success`/`.failure` and logged, as file reloads are.
     /// Runs on `vessel run`'s multi-threaded runtime (building compiles
     /// modules in `block_in_place`); updates are applied one at a time.
-    #[allow(dead_code, reason = "the xDS client (crate::xds, issue 12) calls it")]
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "the xDS client (crate::xds, issue 12) calls it")
+    )]
     pub(crate) async fn apply(&self, boot: Bootstrap) -> Result<String, ReloadError> {
         let result = {
             let mut live = self.live.lock().await;
@@ -879,4 +882,145 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Ite
 /// the admin address (the engine's fuel metering is checked apart).
 pub(super) fn restart_required(old: &Bootstrap, new: &Bootstrap) -> Option<String> {
     (old.admin != new.admin).then(|| "the admin address changed".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    //! `Reloader::apply` as the xDS client calls it: a whole `Bootstrap`,
+    //! a summary or a refusal that changes nothing.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::Path;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use vessel_host::{Engine, EngineConfig, HostEnv};
+    use vessel_hyper::{Clusters, Runtime};
+
+    use super::*;
+
+    /// Listeners `(name, address, body)`, each answering `GET /` with its
+    /// body (a direct response).
+    fn boot(listeners: &[(&str, &str, &str)]) -> Bootstrap {
+        let mut yaml = String::from("static_resources:\n  listeners:\n");
+        for (name, addr, body) in listeners {
+            let (ip, port) = addr.rsplit_once(':').unwrap();
+            yaml.push_str(&format!(
+                r#"  - name: {name}
+    address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "{body}" }} }}
+          http_filters:
+          - name: envoy.filters.http.router
+"#
+            ));
+        }
+        config::parse(&yaml, Path::new(".")).unwrap()
+    }
+
+    fn reloader() -> Reloader {
+        let host = FilterHost {
+            engine: Engine::new(EngineConfig::default()).unwrap(),
+            env: HostEnv::default(),
+            runtime: Runtime::new(Clusters::new()),
+            vms: 1,
+            stats: super::super::PluginStatsMap::default(),
+        };
+        Reloader::new(
+            host,
+            ReloaderParts {
+                path: "envoy.yaml".into(),
+                fallbacks: PolicyFallbacks::default(),
+                lb: LbRegistry::default(),
+                view: SharedView::default(),
+                access_log: false,
+                drain: Duration::from_secs(1),
+                counters: Arc::default(),
+                admin: None,
+            },
+        )
+    }
+
+    fn bound(r: &Reloader, name: &str) -> Option<SocketAddr> {
+        let view = r.view.read().unwrap();
+        view.bound.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// `GET /` on a new connection to `addr`: the response's body.
+    async fn get(addr: SocketAddr) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.unwrap();
+        out.rsplit("\r\n\r\n").next().unwrap().to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn apply_adds_changes_and_removes_listeners_or_changes_nothing() {
+        let r = reloader();
+        r.start(boot(&[("a", "127.0.0.1:0", "one")])).await.unwrap();
+        let a = bound(&r, "a").unwrap();
+        assert_eq!(get(a).await, "one");
+
+        let summary = r
+            .apply(boot(&[
+                ("a", "127.0.0.1:0", "two"),
+                ("b", "127.0.0.1:0", "bee"),
+            ]))
+            .await
+            .unwrap();
+        assert!(
+            summary.starts_with(
+                "applied a new config: listeners: 1 added, 0 removed, 0 rebuilt, 1 kept"
+            ),
+            "{summary}"
+        );
+        assert_eq!(bound(&r, "a"), Some(a), "a keeps its socket");
+        assert_eq!(get(a).await, "two", "and serves its new routes");
+        let b = bound(&r, "b").unwrap();
+        assert_eq!(get(b).await, "bee");
+
+        // `b` on an address in use: refused, nothing changes.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = taken.local_addr().unwrap().to_string();
+        let e = r
+            .apply(boot(&[("a", "127.0.0.1:0", "three"), ("b", &at, "bee")]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ReloadError::Build(RunError::Bind { .. })),
+            "{e}"
+        );
+        assert_eq!(e.status(), 500);
+        assert_eq!((bound(&r, "a"), bound(&r, "b")), (Some(a), Some(b)));
+        assert_eq!(get(a).await, "two");
+        assert_eq!(get(b).await, "bee");
+
+        // `a` removed.
+        r.apply(boot(&[("b", "127.0.0.1:0", "bee")])).await.unwrap();
+        assert_eq!(bound(&r, "a"), None);
+        assert_eq!(get(b).await, "bee");
+        assert_eq!(r.counters.success.load(Ordering::Relaxed), 2);
+        assert_eq!(r.counters.failure.load(Ordering::Relaxed), 1);
+        for t in r.shutdown().await {
+            t.await.unwrap();
+        }
+        assert!(tokio::net::TcpStream::connect(b).await.is_err(), "closed");
+        assert!(matches!(
+            r.apply(boot(&[])).await,
+            Err(ReloadError::Task(_))
+        ));
+    }
 }
