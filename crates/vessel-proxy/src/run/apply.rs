@@ -598,54 +598,33 @@ impl Reloader {
             self.switch_clusters(&clusters, &fresh, &retired, &clusters_removed);
         }
 
-        // Listeners: build them against the old ones.
-        let mut stage = Stage {
-            host: &self.host,
-            boot: &boot,
-            node_same: live.boot.node == boot.node,
-            upstreams: &upstreams,
-            fallbacks: &self.fallbacks,
-            access_log: self.access_log,
-            old_http_stats: &live.http_stats,
-            old_tcp_stats: &live.tcp_stats,
-            http_stats: HashMap::new(),
-            tcp_stats: HashMap::new(),
-            counts: Counts::default(),
-        };
-        let mut staged = tokio::task::block_in_place(|| {
-            boot.listeners
-                .iter()
-                .map(|l| {
-                    let old = live.listeners.iter().find(|o| o.config.name == l.name);
-                    stage.listener(l, old)
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(refused)?;
-        let counts = stage.counts;
-        // Sockets: new listeners, new addresses.
-        for (l, s) in boot.listeners.iter().zip(staged.iter_mut()) {
-            let old = live.listeners.iter().find(|o| o.config.name == l.name);
-            if old.is_some_and(|o| o.config.addr == l.addr) {
-                continue;
-            }
-            let socket = match handover(live, &boot, l.addr) {
-                Some(s) => s,
-                None => Arc::new(bind(l.addr).await.map_err(refused)?),
-            };
-            let next = match std::mem::replace(s, Staged::InPlace(Vec::new())) {
-                Staged::Swap(chains, serve) | Staged::Bind(chains, serve, _) => {
-                    Staged::Bind(chains, serve, socket)
-                }
-                Staged::InPlace(_) => {
-                    return Err(ReloadError::Task(format!(
-                        "listener `{}` was built in place but needs a socket",
-                        l.name
-                    )));
-                }
-            };
-            *s = next;
+        // Listeners: build them against the old ones. Meanwhile the
+        // clusters of new names are known to callouts already, so a new
+        // filter's on_configure may call them (taken back if this fails).
+        let new_names: Vec<&Arc<LiveCluster>> = fresh
+            .iter()
+            .filter(|c| !old.contains_key(c.name()))
+            .collect();
+        if !live.empty && !new_names.is_empty() {
+            self.host
+                .runtime
+                .update_clusters(new_names.iter().map(|c| c.callout.clone()), [] as [&str; 0]);
         }
+        let node_same = live.boot.node == boot.node;
+        let (staged, counts) = match self
+            .stage_listeners(live, &boot, &upstreams, node_same)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                if !live.empty && !new_names.is_empty() {
+                    self.host
+                        .runtime
+                        .update_clusters([], new_names.iter().map(|c| c.name()));
+                }
+                return Err(e);
+            }
+        };
 
         // Nothing can fail from here on: switch.
         if !live.empty {
@@ -753,6 +732,65 @@ impl Reloader {
             counts.filters_rebuilt,
             counts.filters_kept,
         ))
+    }
+
+    /// Builds the listeners of `boot` against the serving ones, and binds
+    /// the sockets of new and moved listeners.
+    async fn stage_listeners(
+        &self,
+        live: &Live,
+        boot: &Bootstrap,
+        upstreams: &Upstreams,
+        node_same: bool,
+    ) -> Result<(Vec<Staged>, Counts), ReloadError> {
+        let mut stage = Stage {
+            host: &self.host,
+            boot,
+            node_same,
+            upstreams,
+            fallbacks: &self.fallbacks,
+            access_log: self.access_log,
+            old_http_stats: &live.http_stats,
+            old_tcp_stats: &live.tcp_stats,
+            http_stats: HashMap::new(),
+            tcp_stats: HashMap::new(),
+            counts: Counts::default(),
+        };
+        let mut staged = tokio::task::block_in_place(|| {
+            boot.listeners
+                .iter()
+                .map(|l| {
+                    let old = live.listeners.iter().find(|o| o.config.name == l.name);
+                    stage.listener(l, old)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(refused)?;
+        let counts = stage.counts;
+        // Sockets: new listeners, new addresses.
+        for (l, s) in boot.listeners.iter().zip(staged.iter_mut()) {
+            let old = live.listeners.iter().find(|o| o.config.name == l.name);
+            if old.is_some_and(|o| o.config.addr == l.addr) {
+                continue;
+            }
+            let socket = match handover(live, boot, l.addr) {
+                Some(s) => s,
+                None => Arc::new(bind(l.addr).await.map_err(refused)?),
+            };
+            let next = match std::mem::replace(s, Staged::InPlace(Vec::new())) {
+                Staged::Swap(chains, serve) | Staged::Bind(chains, serve, _) => {
+                    Staged::Bind(chains, serve, socket)
+                }
+                Staged::InPlace(_) => {
+                    return Err(ReloadError::Task(format!(
+                        "listener `{}` was built in place but needs a socket",
+                        l.name
+                    )));
+                }
+            };
+            *s = next;
+        }
+        Ok((staged, counts))
     }
 
     /// Switches the callout clusters, the balancers filters read and the
