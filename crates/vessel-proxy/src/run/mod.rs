@@ -789,6 +789,13 @@ async fn accept_loop(
                         continue;
                     }
                 };
+                // A connection accepted after new chains were sent takes
+                // them, even if this loop has not seen the change yet.
+                if swappable && serve.has_changed().unwrap_or(false) {
+                    let next = Generation::new(serve.borrow_and_update().clone());
+                    let old = std::mem::replace(&mut current, next);
+                    draining.spawn(old.drain(drain, DRAIN_GRACE));
+                }
                 let _ = tcp.set_nodelay(true);
                 let destination = tcp.local_addr().ok().or(local).unwrap_or(peer);
                 let info = ConnectionInfo {
