@@ -32,7 +32,8 @@
 //!
 //! A resolved filter's code becomes [`WasmCode::Fetched`], which the filter
 //! builders read like inline bytes. `vessel run` calls
-//! `Resolver::resolve_all` on the bootstrap before it builds filters, at
+//! `Resolver::resolve_all` on the bootstrap in `Reloader::apply`, through the
+//! clusters of the config being built and before it builds filters, at
 //! start-up and on every reload (a [`RemoteError`] refuses the reload);
 //! `Resolver::resolve_filter` does one filter (an xDS update).
 
@@ -175,7 +176,6 @@ pub enum RemoteError {
 /// Fetches, verifies and caches remote code; keeps the modules of the last
 /// resolved configs by digest so an unchanged filter is not fetched again.
 pub(crate) struct Resolver {
-    upstreams: Upstreams,
     /// `<module cache>/remote`, if there is a module cache.
     cache_dir: Option<PathBuf>,
     stats: Arc<RemoteStats>,
@@ -192,11 +192,11 @@ struct Held {
 }
 
 impl Resolver {
-    /// A resolver over the clusters of `vessel run`, caching in
-    /// `<module_cache.dir>/remote`.
-    pub(crate) fn new(upstreams: Upstreams, module_cache: &CacheConfig) -> Self {
+    /// A resolver caching in `<module_cache.dir>/remote`; each call
+    /// fetches through the clusters it is given (those of the config being
+    /// built).
+    pub(crate) fn new(module_cache: &CacheConfig) -> Self {
         Self {
-            upstreams,
             cache_dir: module_cache.dir.as_ref().map(|d| d.join(CACHE_SUBDIR)),
             stats: Arc::default(),
             held: Mutex::default(),
@@ -211,7 +211,11 @@ impl Resolver {
     /// Resolves the remote code of every wasm filter of `boot` (network
     /// and HTTP), leaving out the fail-open filters whose code cannot be
     /// had. On error `boot` is half resolved and must not be served.
-    pub(crate) async fn resolve_all(&self, boot: &mut Bootstrap) -> Result<(), RemoteError> {
+    pub(crate) async fn resolve_all(
+        &self,
+        boot: &mut Bootstrap,
+        upstreams: &Upstreams,
+    ) -> Result<(), RemoteError> {
         let mut used = HashSet::new();
         for l in &mut boot.listeners {
             let name = l.name.clone();
@@ -226,12 +230,12 @@ impl Resolver {
                         f.name
                     )
                 };
-                self.resolve_list(&mut chain.network_filters, &mut used, |fi, f| {
+                self.resolve_list(&mut chain.network_filters, upstreams, &mut used, |fi, f| {
                     label("network wasm filter", fi, f)
                 })
                 .await?;
                 if let Terminal::Http(h) = &mut chain.terminal {
-                    self.resolve_list(&mut h.wasm_filters, &mut used, |fi, f| {
+                    self.resolve_list(&mut h.wasm_filters, upstreams, &mut used, |fi, f| {
                         label("wasm filter", fi, f)
                     })
                     .await?;
@@ -250,13 +254,14 @@ impl Resolver {
     async fn resolve_list(
         &self,
         filters: &mut Vec<WasmFilter>,
+        upstreams: &Upstreams,
         used: &mut HashSet<String>,
         label: impl Fn(usize, &WasmFilter) -> String,
     ) -> Result<(), RemoteError> {
         let mut kept = Vec::with_capacity(filters.len());
         for (fi, mut f) in std::mem::take(filters).into_iter().enumerate() {
             let name = label(fi, &f);
-            if self.resolve_filter(&mut f, &name).await? {
+            if self.resolve_filter(&mut f, &name, upstreams).await? {
                 if let Some(r) = f.code.remote() {
                     used.insert(r.sha256.clone());
                 }
@@ -275,6 +280,7 @@ impl Resolver {
         &self,
         f: &mut WasmFilter,
         label: &str,
+        upstreams: &Upstreams,
     ) -> Result<bool, RemoteError> {
         let WasmCode::Remote(r) = &f.code else {
             return Ok(true);
@@ -287,7 +293,7 @@ impl Resolver {
             f.code = WasmCode::Fetched { remote: r, code };
             return Ok(true);
         }
-        let (attempts, outcome) = self.fetch(&r, label).await;
+        let (attempts, outcome) = self.fetch(&r, label, upstreams).await;
         let code = match outcome {
             Ok(bytes) => {
                 self.stats.fetch_success.fetch_add(1, Ordering::Relaxed);
@@ -357,8 +363,13 @@ impl Resolver {
 
     /// Fetches `r` with its retries: the attempts made, and the verified
     /// bytes or why the last attempt failed.
-    async fn fetch(&self, r: &RemoteCode, label: &str) -> (u32, Result<Vec<u8>, FetchFailure>) {
-        let Some(upstream) = self.upstreams.get(&r.cluster) else {
+    async fn fetch(
+        &self,
+        r: &RemoteCode,
+        label: &str,
+        upstreams: &Upstreams,
+    ) -> (u32, Result<Vec<u8>, FetchFailure>) {
+        let Some(upstream) = upstreams.get(&r.cluster) else {
             return (0, Err(FetchFailure::UnknownCluster));
         };
         let client = client(upstream);

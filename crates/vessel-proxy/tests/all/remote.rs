@@ -197,7 +197,7 @@ async fn a_fetched_module_serves_is_cached_and_outlives_its_server() {
     let (status, body) = post_reload(admin).await;
     assert_eq!(status, 200, "{body}");
     assert!(
-        body.contains("0 wasm filter(s) rebuilt, 1 unchanged"),
+        body.contains("wasm filters: 0 rebuilt, 1 unchanged"),
         "{body}"
     );
     assert_eq!(server.hits(), 1, "an unchanged filter is not fetched again");
@@ -340,7 +340,7 @@ async fn a_server_down_without_a_cached_copy_fails_start_up_unless_fail_open() {
     server.fail_first.store(0, Ordering::SeqCst);
     let (status, body) = post_reload(vessel.admin()).await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("1 wasm filter(s) rebuilt"), "{body}");
+    assert!(body.contains("wasm filters: 1 rebuilt"), "{body}");
     assert_eq!(hello_answer(main).await.body, "Hello, World!\n");
     assert_eq!(server.hits(), 2);
 }
