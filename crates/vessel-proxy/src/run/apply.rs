@@ -982,6 +982,9 @@ mod tests {
             runtime: Runtime::new(Clusters::new()),
             vms: 1,
             stats: super::super::PluginStatsMap::default(),
+            remote: Arc::new(super::super::remote::Resolver::new(
+                &vessel_host::CacheConfig::default(),
+            )),
         };
         Reloader::new(
             host,
