@@ -4,7 +4,9 @@
 //!
 //! A cluster's endpoints can be replaced while it is in use
 //! ([`Clusters::set_endpoints`]), e.g. by an embedder that re-resolves DNS
-//! names as Envoy's `STRICT_DNS` and `LOGICAL_DNS` clusters do.
+//! names as Envoy's `STRICT_DNS` and `LOGICAL_DNS` clusters do, and the set
+//! of clusters itself while callouts run ([`crate::Runtime::update_clusters`]:
+//! a cluster left alone keeps its client, endpoints and Redis connections).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -105,7 +107,7 @@ impl ClusterEntry {
 /// The clusters callouts may use.
 #[derive(Default)]
 pub struct Clusters {
-    pub(crate) by_name: HashMap<String, ClusterEntry>,
+    pub(crate) by_name: HashMap<String, Arc<ClusterEntry>>,
 }
 
 impl std::fmt::Debug for Clusters {
@@ -132,14 +134,27 @@ impl Clusters {
             .build(crate::tls::Connector::new(connector, cluster.tls.clone()));
         self.by_name.insert(
             cluster.name.clone(),
-            ClusterEntry {
+            Arc::new(ClusterEntry {
                 endpoints: RwLock::new(cluster.endpoints.clone().into()),
                 cluster,
                 client,
                 redis: Default::default(),
                 next: AtomicUsize::new(0),
-            },
+            }),
         );
+    }
+
+    /// A copy sharing every cluster's entry (its client, endpoints and
+    /// idle connections) with `self`.
+    pub(crate) fn share(&self) -> Self {
+        Self {
+            by_name: self.by_name.clone(),
+        }
+    }
+
+    /// Removes cluster `name`; false if there was none.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.by_name.remove(name).is_some()
     }
 
     /// Replaces the endpoints of cluster `name` (new callouts use them;
@@ -177,6 +192,6 @@ impl Clusters {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&ClusterEntry> {
-        self.by_name.get(name)
+        self.by_name.get(name).map(|e| &**e)
     }
 }

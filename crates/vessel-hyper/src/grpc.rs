@@ -183,7 +183,7 @@ pub(crate) fn start_call(
 ) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let weak = Arc::downgrade(cell);
-    let clusters = cell.runtime.clusters.clone();
+    let clusters = cell.runtime.clusters();
     let task = tokio::spawn(async move {
         let event = match callout::grpc_call(&clusters, call).await {
             GrpcOutcome::Message(m) => Event::Message(m),
@@ -210,7 +210,7 @@ pub(crate) fn start_stream(
 ) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let weak = Arc::downgrade(cell);
-    let clusters = cell.runtime.clusters.clone();
+    let clusters = cell.runtime.clusters();
     let (tx, rx) = unbounded_channel();
     let task = tokio::spawn(async move {
         run_stream(&clusters, call, rx, &mut |event| {

@@ -198,14 +198,16 @@ impl VmCell {
 /// Process-wide adapter state: clusters and the VM registry that routes
 /// queue notifications.
 pub struct Runtime {
-    pub(crate) clusters: Arc<Clusters>,
+    /// The callout clusters; replaced whole by [`Runtime::update_clusters`]
+    /// (a callout keeps the set it started with).
+    clusters: std::sync::RwLock<Arc<Clusters>>,
     vms: Mutex<HashMap<VmInstanceId, Weak<VmCell>>>,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("clusters", &self.clusters)
+            .field("clusters", &self.clusters())
             .finish_non_exhaustive()
     }
 }
@@ -214,25 +216,60 @@ impl Runtime {
     /// A runtime with these callout clusters.
     pub fn new(clusters: Clusters) -> Arc<Self> {
         Arc::new(Self {
-            clusters: Arc::new(clusters),
+            clusters: std::sync::RwLock::new(Arc::new(clusters)),
             vms: Mutex::default(),
         })
+    }
+
+    /// The callout clusters as they are now.
+    pub(crate) fn clusters(&self) -> Arc<Clusters> {
+        self.clusters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes the set of callout clusters while filters run: each cluster
+    /// of `upsert` is added, or replaces the one of its name (a new client,
+    /// its configured endpoints, no idle connections); each name of
+    /// `remove` is removed. Every other cluster is kept as it is (client,
+    /// endpoints set by [`Runtime::set_cluster_endpoints`], idle Redis
+    /// connections). Callouts already started finish on the clusters they
+    /// started with; new ones, and [`Runtime::knows_cluster`], see the new
+    /// set.
+    pub fn update_clusters(
+        &self,
+        upsert: impl IntoIterator<Item = crate::Cluster>,
+        remove: impl IntoIterator<Item = impl AsRef<str>>,
+    ) {
+        let mut guard = self
+            .clusters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = guard.share();
+        for name in remove {
+            next.remove(name.as_ref());
+        }
+        for c in upsert {
+            next.add(c);
+        }
+        *guard = Arc::new(next);
     }
 
     /// Replaces the endpoints of callout cluster `name` (e.g. after a DNS
     /// refresh). Returns false if there is no such cluster.
     pub fn set_cluster_endpoints(&self, name: &str, endpoints: Vec<std::net::SocketAddr>) -> bool {
-        self.clusters.set_endpoints(name, endpoints)
+        self.clusters().set_endpoints(name, endpoints)
     }
 
     /// The endpoints callout cluster `name` uses now.
     pub fn cluster_endpoints(&self, name: &str) -> Option<Vec<std::net::SocketAddr>> {
-        self.clusters.endpoints(name)
+        self.clusters().endpoints(name)
     }
 
     /// True if callouts may use `cluster`.
     pub fn knows_cluster(&self, cluster: &str) -> bool {
-        self.clusters.contains(cluster)
+        self.clusters().contains(cluster)
     }
 
     fn register(&self, id: VmInstanceId, cell: &Arc<VmCell>) {
@@ -600,7 +637,7 @@ fn carry_out(cell: &Arc<VmCell>, shared: &mut VmShared, effect: Effect) {
     match effect {
         Effect::HttpCall { token, request, .. } => {
             let weak = Arc::downgrade(cell);
-            let clusters = cell.runtime.clusters.clone();
+            let clusters = cell.runtime.clusters();
             tokio::spawn(async move {
                 let outcome = callout::http_call(&clusters, request).await;
                 if let Some(cell) = weak.upgrade() {
@@ -617,7 +654,7 @@ fn carry_out(cell: &Arc<VmCell>, shared: &mut VmShared, effect: Effect) {
         }
         Effect::RedisCall { token, call, .. } => {
             let weak = Arc::downgrade(cell);
-            let clusters = cell.runtime.clusters.clone();
+            let clusters = cell.runtime.clusters();
             tokio::spawn(async move {
                 let outcome = crate::redis::cluster_call(&clusters, &call).await;
                 if let Some(cell) = weak.upgrade() {

@@ -72,7 +72,8 @@ enum Command {
         /// Write one access log line per request on stdout.
         #[arg(long)]
         access_log: bool,
-        /// Seconds connections in flight may take to finish on shutdown.
+        /// Seconds connections in flight may take to finish on shutdown, and
+        /// after a reload replaced or removed their listener's chains.
         #[arg(long, default_value_t = run::DEFAULT_DRAIN_TIMEOUT.as_secs())]
         drain_time_s: u64,
         #[command(flatten)]

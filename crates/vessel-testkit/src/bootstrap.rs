@@ -580,6 +580,7 @@ pub struct WasmFilter {
     env_values: Vec<(String, String)>,
     vessel_limits: Vec<(String, Limit)>,
     vessel_hidden: Vec<(String, Vec<String>)>,
+    code: Option<Value>,
 }
 
 impl WasmFilter {
@@ -600,7 +601,15 @@ impl WasmFilter {
             env_values: Vec::new(),
             vessel_limits: Vec::new(),
             vessel_hidden: Vec::new(),
+            code: None,
         }
+    }
+
+    /// `vm_config.code` given as is (e.g. `{"remote": {...}}`), instead of
+    /// `local.filename` of the module file.
+    pub fn code(mut self, code: Value) -> Self {
+        self.code = Some(code);
+        self
     }
 
     /// `root_id`.
@@ -699,7 +708,9 @@ impl WasmFilter {
         }
         vm.insert(
             "code".into(),
-            json!({ "local": { "filename": self.module.to_string_lossy() } }),
+            self.code.clone().unwrap_or_else(
+                || json!({ "local": { "filename": self.module.to_string_lossy() } }),
+            ),
         );
         if !self.env_keys.is_empty() || !self.env_values.is_empty() {
             let mut env = Map::new();

@@ -211,6 +211,23 @@ impl VesselProcess {
         Some((admin, listeners))
     }
 
+    /// Reads the admin's `/listeners?format=json` again, after a reload
+    /// added, moved or removed listeners: [`VesselProcess::listener`] then
+    /// answers from it. Returns the listeners now serving.
+    ///
+    /// # Panics
+    /// Before [`VesselProcess::wait_ready`], or if the admin does not answer.
+    pub async fn refresh_listeners(&mut self) -> &ListenersStatus {
+        let admin = self.admin();
+        let (status, body) = admin_get(admin, "GET", "/listeners?format=json")
+            .await
+            .unwrap_or_else(|e| panic!("GET /listeners?format=json: {e}"));
+        assert_eq!(status, 200, "GET /listeners?format=json: {body}");
+        let listeners = ListenersStatus::from_json(body.as_bytes())
+            .unwrap_or_else(|e| panic!("/listeners?format=json: {e}:\n{body}"));
+        self.listeners.insert(listeners)
+    }
+
     /// The admin listener's address.
     ///
     /// # Panics

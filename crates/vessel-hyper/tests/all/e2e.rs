@@ -80,3 +80,44 @@ async fn callout_to_dead_cluster_gets_envoy_503_and_local_403() {
     assert_eq!(status, 403);
     assert!(seen.lock().unwrap().is_empty());
 }
+
+/// `Runtime::update_clusters` while the filter serves: a replaced cluster
+/// is used by the next callout, a cluster left alone keeps the endpoints
+/// set on it, a new one becomes known, and a removed one is unknown to
+/// `proxy_http_call` (dispatch fails: the guest's 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callout_clusters_change_while_serving() {
+    let (up, _) = upstream(200, "ok").await;
+    let (alice, alice_seen) = upstream(200, "alice").await;
+    let (bob, bob_seen) = upstream(200, "bob").await;
+    let refusing = vessel_testkit::servers::RefusingPort::new();
+    let mut clusters = Clusters::new();
+    clusters.add(Cluster::new("auth", refusing.addr()));
+    clusters.add(Cluster::new("other", refusing.addr()));
+    let (pool, rt) = pool("http_call", "", clusters, FailurePolicy::FailClosed);
+    let proxy = proxy(VesselLayer::new(vec![pool]), up).await;
+    assert_eq!(get(proxy, "/", &[]).await.0, 403, "auth refuses");
+
+    // Replaced: the next callout reaches the new endpoint.
+    rt.update_clusters([Cluster::new("auth", alice)], [] as [&str; 0]);
+    assert_eq!(get(proxy, "/", &[]).await.0, 200);
+    assert_eq!(alice_seen.lock().unwrap().len(), 1);
+
+    // Left alone: `other` keeps the endpoints set on it; `new` is known.
+    assert!(rt.set_cluster_endpoints("other", vec![bob]));
+    rt.update_clusters([Cluster::new("new", refusing.addr())], ["auth"]);
+    assert_eq!(rt.cluster_endpoints("other"), Some(vec![bob]));
+    assert!(rt.knows_cluster("new") && rt.knows_cluster("other"));
+    assert!(!rt.knows_cluster("auth"));
+    let (status, _, _) = get(proxy, "/", &[("x-auth-cluster", "other")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(bob_seen.lock().unwrap().len(), 1);
+
+    // Removed: the dispatch fails, nothing reaches the old endpoint.
+    let (status, _, body) = get(proxy, "/", &[]).await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (503, b"auth dispatch failed\n".as_slice())
+    );
+    assert_eq!(alice_seen.lock().unwrap().len(), 1);
+}

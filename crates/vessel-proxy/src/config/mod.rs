@@ -96,7 +96,7 @@ pub use tls::{
     UpstreamTls, sds_certificate,
 };
 pub use vessel_host::{FailurePolicy, ReloadBackoff};
-pub use wasm::{EnvSpec, WasmCode, WasmFilter};
+pub use wasm::{EnvSpec, RemoteCode, RemoteRetry, WasmCode, WasmFilter};
 
 use dynamic::{NoDynamic, Resolver};
 use yaml::{Node as YNode, Res, YamlPath};
@@ -244,6 +244,30 @@ fn bootstrap(root: &YNode<'_>, base_dir: &Path, dynamic: &dyn Resolver) -> Res<B
                 "{chain_path}.filters[{}].typed_config",
                 chain.network_filters.len()
             );
+            // Remote wasm code must be fetched through a known cluster
+            // (Envoy finds out only when it fetches; vessel says so here).
+            let remote_unknown = |filter_path: String, f: &WasmFilter| -> Res<()> {
+                match f.code.remote() {
+                    Some(r) if !known(&r.cluster) => Err(ConfigError::Field {
+                        kind: ErrorKind::UnknownReference,
+                        path: filter_path,
+                        message: format!(
+                            "config.vm_config.code.remote.http_uri.cluster: unknown cluster `{}` \
+                             (not in static_resources.clusters)",
+                            r.cluster
+                        ),
+                    }),
+                    _ => Ok(()),
+                }
+            };
+            for (k, f) in chain.network_filters.iter().enumerate() {
+                remote_unknown(format!("{chain_path}.filters[{k}].typed_config"), f)?;
+            }
+            if let Terminal::Http(h) = &chain.terminal {
+                for (j, f) in h.wasm_filters.iter().enumerate() {
+                    remote_unknown(format!("{terminal_path}.http_filters[{j}].typed_config"), f)?;
+                }
+            }
             match &chain.terminal {
                 Terminal::TcpProxy(t) => {
                     if !known(&t.cluster) {

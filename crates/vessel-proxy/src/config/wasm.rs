@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use vessel_host::{EngineConfig, FailurePolicy, Hidden, LimitValue, Limits, ReloadBackoff};
@@ -33,7 +34,7 @@ pub struct WasmFilter {
     /// `config.vm_config.configuration`, as the bytes `proxy_on_vm_start`
     /// sees (empty if absent).
     pub vm_configuration: Vec<u8>,
-    /// `config.vm_config.code.local`: the module.
+    /// `config.vm_config.code`: where the module comes from.
     pub code: WasmCode,
     /// What happens when the VM fails, from `fail_open` and
     /// `failure_policy`. `FAIL_RELOAD` carries `config.reload_config.backoff`,
@@ -71,6 +72,74 @@ pub enum WasmCode {
     /// `code.local.inline_bytes` (base64-decoded) or `code.local.inline_string`
     /// (its UTF-8 bytes).
     Inline(Vec<u8>),
+    /// `code.remote`: fetched over HTTP through a cluster and checked
+    /// against its sha256 before it is compiled. The reader gives this;
+    /// `vessel run` resolves it (`run::remote`) into [`WasmCode::Fetched`]
+    /// before it builds the filters.
+    Remote(RemoteCode),
+    /// `code.remote` once resolved: the module bytes, whose sha256 is
+    /// `remote.sha256` (fetched, or read from the on-disk cache). The
+    /// reader never gives this.
+    Fetched {
+        /// What the config said.
+        remote: RemoteCode,
+        /// The verified module bytes.
+        code: Arc<Vec<u8>>,
+    },
+}
+
+impl WasmCode {
+    /// The remote source, resolved or not.
+    pub fn remote(&self) -> Option<&RemoteCode> {
+        match self {
+            Self::Remote(r) | Self::Fetched { remote: r, .. } => Some(r),
+            Self::File(_) | Self::Inline(_) => None,
+        }
+    }
+}
+
+/// `vm_config.code.remote` (`config.core.v3.RemoteDataSource`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCode {
+    /// `http_uri.uri`: `scheme://authority/path`. The authority is the
+    /// request's `Host`, the path (default `/`) its path; the connection
+    /// goes to an endpoint of `cluster` (TLS when the cluster has an
+    /// `UpstreamTlsContext`), whatever the scheme says, as in Envoy.
+    pub uri: String,
+    /// `http_uri.cluster`: a cluster of `static_resources.clusters`.
+    pub cluster: String,
+    /// `http_uri.timeout` (required, as in Envoy): how long one attempt may
+    /// take until the whole body has arrived. Zero: no limit.
+    pub timeout: Duration,
+    /// `sha256`: 64 lowercase hex digits, the digest the module must have.
+    pub sha256: String,
+    /// `retry_policy`, with Envoy's defaults.
+    pub retry: RemoteRetry,
+}
+
+/// `code.remote.retry_policy`: how often, and how long apart, a failed
+/// fetch is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteRetry {
+    /// `num_retries` (default 1, Envoy's `RetryCount`): tries after the
+    /// first, so `num_retries + 1` attempts in all.
+    pub num_retries: u32,
+    /// `retry_back_off.base_interval` (default 1 s, Envoy's
+    /// `RetryInitialDelayMilliseconds`).
+    pub base_interval: Duration,
+    /// `retry_back_off.max_interval` (default 10 × base; without
+    /// `retry_back_off`, 10 s, Envoy's `RetryMaxDelayMilliseconds`).
+    pub max_interval: Duration,
+}
+
+impl Default for RemoteRetry {
+    fn default() -> Self {
+        Self {
+            num_retries: 1,
+            base_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `vm_config.environment_variables`: what the guest's WASI environment
@@ -248,10 +317,21 @@ fn limits(node: &Node<'_>) -> Res<Limits> {
     Ok(l)
 }
 
-/// `vm_config.code`: an `AsyncDataSource`; only `local` is supported.
+/// `vm_config.code`: an `AsyncDataSource`, `local` or `remote`.
 fn code(node: &Node<'_>, base_dir: &Path) -> Res<WasmCode> {
-    let o = node.obj(&["local"])?;
-    let local = o.req("local")?;
+    let o = node.obj(&["local", "remote"])?;
+    match (o.get("local"), o.get("remote")) {
+        (Some(_), Some(r)) => {
+            Err(r.err(ErrorKind::Invalid, "only one of local, remote may be given"))
+        }
+        (None, Some(r)) => remote(&r).map(WasmCode::Remote),
+        (None, None) => Err(node.err(ErrorKind::Missing, "one of local, remote is required")),
+        (Some(local), None) => local_code(&local, base_dir),
+    }
+}
+
+/// `vm_config.code.local`: a `DataSource`.
+fn local_code(local: &Node<'_>, base_dir: &Path) -> Res<WasmCode> {
     let l = local.obj(&["filename", "inline_bytes", "inline_string"])?;
     let given: Vec<&str> = ["filename", "inline_bytes", "inline_string"]
         .into_iter()
@@ -280,6 +360,74 @@ fn code(node: &Node<'_>, base_dir: &Path) -> Res<WasmCode> {
             format!("only one of {} may be given", several.join(", ")),
         )),
     }
+}
+
+/// `vm_config.code.remote`: a `RemoteDataSource` (`http_uri`, `sha256`,
+/// `retry_policy`), with Envoy's validation and defaults (Envoy's
+/// `remote_async_datasource.cc`). That `http_uri.cluster` names a cluster is
+/// checked with the other cross-references, in `config::bootstrap`.
+fn remote(node: &Node<'_>) -> Res<RemoteCode> {
+    let o = node.obj(&["http_uri", "sha256", "retry_policy"])?;
+    let h = o.req("http_uri")?;
+    let hu = h.obj(&["uri", "cluster", "timeout"])?;
+    let uri_node = hu.req("uri")?;
+    let uri = uri_node.non_empty_str()?;
+    let parsed: http::Uri = uri
+        .parse()
+        .map_err(|e| uri_node.err(ErrorKind::Invalid, format!("`{uri}` is not a URI: {e}")))?;
+    if parsed.scheme().is_none() || parsed.authority().is_none() {
+        return Err(uri_node.err(
+            ErrorKind::Invalid,
+            format!("`{uri}` must be an absolute URI with a host, like http://host/path"),
+        ));
+    }
+    let cluster = hu.req("cluster")?.non_empty_str()?.to_owned();
+    let timeout_node = hu.req("timeout")?;
+    let timeout = timeout_node.duration()?;
+    if timeout.as_secs() >= 1 << 32 {
+        return Err(timeout_node.err(ErrorKind::Invalid, "must be less than 2^32 seconds"));
+    }
+    let sha_node = o.req("sha256")?;
+    let sha256 = sha_node.non_empty_str()?;
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(sha_node.err(
+            ErrorKind::Invalid,
+            format!("`{sha256}` is not a sha256 digest: 64 hex digits expected"),
+        ));
+    }
+    if sha256.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(sha_node.err(
+            ErrorKind::Invalid,
+            "write the digest in lowercase hex: Envoy compares it with the lowercase \
+             hex of the module's sha256, so an uppercase digest never matches",
+        ));
+    }
+    let mut retry = RemoteRetry::default();
+    if let Some(rp) = o.get("retry_policy") {
+        let rp = rp.obj(&["retry_back_off", "num_retries"])?;
+        if let Some(n) = rp.get("num_retries") {
+            retry.num_retries = wrapped_u32(&n)?;
+        }
+        if let Some(b) = rp.get("retry_back_off") {
+            (retry.base_interval, retry.max_interval) = backoff_strategy(&b)?;
+        }
+    }
+    Ok(RemoteCode {
+        uri: uri.to_owned(),
+        cluster,
+        timeout,
+        sha256: sha256.to_owned(),
+        retry,
+    })
+}
+
+/// A `google.protobuf.UInt32Value`: a number, or `{value: n}`.
+fn wrapped_u32(node: &Node<'_>) -> Res<u32> {
+    if node.v.is_mapping() {
+        let o = node.obj(&["value"])?;
+        return o.get("value").map_or(Ok(0), |v| v.u32());
+    }
+    node.u32()
 }
 
 /// `vm_config.environment_variables`.
@@ -351,7 +499,15 @@ fn reload_backoff(node: &Node<'_>) -> Res<ReloadBackoff> {
     let Some(b) = o.get("backoff") else {
         return Ok(ReloadBackoff::default());
     };
-    let b = b.obj(&["base_interval", "max_interval"])?;
+    let (base, max) = backoff_strategy(&b)?;
+    Ok(ReloadBackoff::new(base, max))
+}
+
+/// A `config.core.v3.BackoffStrategy`: `base_interval` (required, at least
+/// 1 ms) and `max_interval` (at least the base; default 10 × base), as
+/// Envoy's `buildJitteredExponentialBackOffStrategy`.
+fn backoff_strategy(node: &Node<'_>) -> Res<(Duration, Duration)> {
+    let b = node.obj(&["base_interval", "max_interval"])?;
     let base_node = b.req("base_interval")?;
     let base = base_node.duration()?;
     if base < Duration::from_millis(1) {
@@ -370,7 +526,7 @@ fn reload_backoff(node: &Node<'_>) -> Res<ReloadBackoff> {
             max
         }
     };
-    Ok(ReloadBackoff::new(base, max))
+    Ok((base, max))
 }
 
 /// `capability_restriction_config.allowed_capabilities`: keys only; the

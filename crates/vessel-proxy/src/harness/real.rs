@@ -1158,7 +1158,7 @@ streams: []
         assert_eq!(knobs, [true, false, false, false]);
         let code = |w: &config::WasmFilter| match &w.code {
             WasmCode::File(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
-            WasmCode::Inline(_) => None,
+            WasmCode::Inline(_) | WasmCode::Remote(_) | WasmCode::Fetched { .. } => None,
         };
         assert_eq!(code(&f[0]).as_deref(), Some("a.wasm"));
         assert_eq!(code(&f[1]).as_deref(), Some("b.wasm"));

@@ -30,6 +30,11 @@ impl ListenerStats {
         }
     }
 
+    /// `http.<stat_prefix>.`.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Counts a response with `status`.
     pub(crate) fn record(&self, status: u16) {
         self.total.fetch_add(1, Ordering::Relaxed);

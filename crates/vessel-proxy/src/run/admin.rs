@@ -2,8 +2,9 @@
 //! `GET /stats/prometheus` and `GET /listeners` (`?format=json`), in
 //! Envoy's formats, and `POST /reload` (hot reload; see the parent module).
 //!
-//! `/listeners` tells each listener's bound address, the port the system
-//! chose for a `port_value: 0` listener included: `name::ip:port` lines, or
+//! `/listeners` tells the bound address of each listener serving now
+//! (reloads add, move and remove listeners), the port the system chose for
+//! a `port_value: 0` listener included: `name::ip:port` lines, or
 //! with `?format=json` Envoy's `ListenersStatus`:
 //! `{"listener_statuses":[{"name":"main","local_address":{"socket_address":
 //! {"address":"127.0.0.1","port_value":41023}}}]}`.
@@ -12,7 +13,8 @@
 //! reload counters under Envoy's plugin scope `wasm.<plugin name>.`
 //! (`vm_reload_success`, `vm_reload_failure`, `vm_reload_backoff`, and
 //! vessel's `vm_failures`; ABI reference §6.6), and `vessel.reload.success`
-//! / `vessel.reload.failure` for the hot reloads.
+//! / `vessel.reload.failure` for the hot reloads, and the `wasm_remote.*`
+//! counters of remote wasm code (`run::remote`).
 //!
 //! Guest metrics (ABI reference §4.6) are named `wasmcustom.<name>` in
 //! Envoy, a registered custom stat namespace: `/stats` prints them without
@@ -22,7 +24,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use http::{Method, Request, Response, StatusCode, header};
 use vessel_host::shared::metrics::{MetricValue, Metrics};
@@ -35,22 +37,35 @@ use vessel_hyper::VesselBody;
 /// What the admin endpoints read.
 pub(crate) struct Admin {
     pub(crate) metrics: Arc<Metrics>,
+    /// `wasm.<plugin>.policy_fallbacks`.
+    pub(crate) fallbacks: super::router::PolicyFallbacks,
+    pub(crate) plugins: PluginStatsMap,
+    /// `wasm_remote.*` (remote wasm code).
+    pub(crate) remote: Arc<super::remote::RemoteStats>,
+    pub(crate) reloads: Arc<ReloadCounters>,
+    /// The listeners and clusters serving now (replaced by each reload).
+    pub(crate) view: SharedView,
+    /// The xDS client (`/config_dump`, `control_plane.*` and the xDS
+    /// update counters), when the config has `dynamic_resources`.
+    pub(crate) xds: Option<Arc<crate::xds::Shared>>,
+}
+
+/// The admin's view of what serves, shared with the reloader.
+pub(crate) type SharedView = Arc<RwLock<AdminView>>;
+
+/// The listeners and clusters serving now, for the admin.
+#[derive(Default)]
+pub(crate) struct AdminView {
+    /// Each HTTP connection manager's counters (one per stat prefix).
     pub(crate) listeners: Vec<Arc<ListenerStats>>,
     /// Stats of the DNS clusters.
     pub(crate) clusters: Vec<Arc<DnsStats>>,
     /// Every cluster's balancer (load-balancing stats, `/clusters`).
     pub(crate) balancers: Vec<Arc<super::lb::Balancer>>,
-    /// `wasm.<plugin>.policy_fallbacks`.
-    pub(crate) fallbacks: super::router::PolicyFallbacks,
-    /// Every tcp_proxy's counters.
+    /// Every tcp_proxy's counters (one per stat prefix).
     pub(crate) tcp: Vec<Arc<super::tcp::TcpStats>>,
-    pub(crate) plugins: PluginStatsMap,
-    pub(crate) reloads: Arc<ReloadCounters>,
     /// Each listener's name and bound address, in config order.
     pub(crate) bound: Vec<(String, SocketAddr)>,
-    /// The xDS client (`/config_dump`, `control_plane.*` and the xDS
-    /// update counters), when the config has `dynamic_resources`.
-    pub(crate) xds: Option<Arc<crate::xds::Shared>>,
 }
 
 /// The answer of the admin `GET /listeners?format=json`, in Envoy's shape
@@ -115,17 +130,18 @@ impl Admin {
     /// Every stat, sorted by name. `custom` is true for guest metrics.
     fn stats(&self) -> Vec<(String, bool, Stat)> {
         let mut out = Vec::new();
-        for l in &self.listeners {
+        let view = self.view();
+        for l in &view.listeners {
             for (name, value) in l.counters() {
                 out.push((name, false, Stat::Counter(value)));
             }
         }
-        for t in &self.tcp {
+        for t in &view.tcp {
             for (name, value) in t.counters() {
                 out.push((name, false, Stat::Counter(value)));
             }
         }
-        for c in &self.clusters {
+        for c in &view.clusters {
             for (name, value) in c.counters() {
                 out.push((name, false, Stat::Counter(value)));
             }
@@ -133,7 +149,7 @@ impl Admin {
                 out.push((name, false, Stat::Gauge(value)));
             }
         }
-        for b in &self.balancers {
+        for b in &view.balancers {
             for (name, value) in b.counters() {
                 out.push((name, false, Stat::Counter(value)));
             }
@@ -185,6 +201,9 @@ impl Admin {
             false,
             Stat::Counter(load(&self.reloads.failure)),
         ));
+        for (name, value) in self.remote.counters() {
+            out.push((name.to_owned(), false, Stat::Counter(value)));
+        }
         for (name, value) in self.metrics.snapshot() {
             let stat = match value {
                 MetricValue::Counter(c) => Stat::Counter(c),
@@ -238,17 +257,22 @@ impl Admin {
         s
     }
 
+    fn view(&self) -> std::sync::RwLockReadGuard<'_, AdminView> {
+        self.view.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// `/listeners`: `name::address` lines, or Envoy's JSON with `json`.
     pub(crate) fn listeners(&self, json: bool) -> String {
+        let view = self.view();
         if !json {
-            return self
+            return view
                 .bound
                 .iter()
                 .map(|(name, addr)| format!("{name}::{addr}\n"))
                 .collect();
         }
         let doc = ListenersStatus {
-            listener_statuses: self
+            listener_statuses: view
                 .bound
                 .iter()
                 .map(|(name, addr)| ListenerStatus {
@@ -294,7 +318,7 @@ impl Admin {
                 },
                 "/clusters" => {
                     let mut text = String::new();
-                    for b in &self.balancers {
+                    for b in &self.view().balancers {
                         b.clusters_text(&mut text);
                     }
                     (StatusCode::OK, text, TEXT)
@@ -386,18 +410,19 @@ mod tests {
             .insert("auth".to_owned(), Arc::default());
         Admin {
             metrics,
-            listeners: vec![],
-            tcp: vec![],
-            clusters: vec![Arc::new(DnsStats::new("named"))],
-            balancers: vec![],
             fallbacks: Default::default(),
             plugins,
+            remote: Arc::default(),
             reloads: Arc::default(),
             xds: None,
-            bound: vec![
-                ("main".to_owned(), SocketAddr::from(([127, 0, 0, 1], 41023))),
-                ("second".to_owned(), "[::1]:8080".parse().expect("address")),
-            ],
+            view: Arc::new(RwLock::new(AdminView {
+                clusters: vec![Arc::new(DnsStats::new("named"))],
+                bound: vec![
+                    ("main".to_owned(), SocketAddr::from(([127, 0, 0, 1], 41023))),
+                    ("second".to_owned(), "[::1]:8080".parse().expect("address")),
+                ],
+                ..AdminView::default()
+            })),
         }
     }
 

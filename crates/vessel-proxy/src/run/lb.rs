@@ -589,21 +589,29 @@ impl Balancer {
     }
 }
 
+/// The balancers by cluster name, as they serve: replaced whole when the
+/// clusters change (a reload or an xDS update).
+pub(crate) type LbRegistry =
+    Arc<std::sync::RwLock<Arc<std::collections::HashMap<String, Arc<Balancer>>>>>;
+
 /// The properties a routing policy reads (docs/llm-gateway.md):
 /// `vessel.cluster.<name>.endpoints` ([`Balancer::endpoints_property`]) and
-/// `vessel.clusters` (the cluster names, a list).
+/// `vessel.clusters` (the cluster names, a list), of the clusters serving
+/// now.
 pub(crate) struct LbProperties {
-    balancers: std::collections::HashMap<String, Arc<Balancer>>,
+    balancers: LbRegistry,
 }
 
 impl LbProperties {
-    pub(crate) fn new(balancers: &[Arc<Balancer>]) -> Self {
-        Self {
-            balancers: balancers
-                .iter()
-                .map(|b| (b.cluster.clone(), b.clone()))
-                .collect(),
-        }
+    pub(crate) fn new(balancers: LbRegistry) -> Self {
+        Self { balancers }
+    }
+
+    fn current(&self) -> Arc<std::collections::HashMap<String, Arc<Balancer>>> {
+        self.balancers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -616,10 +624,11 @@ impl vessel_host::PropertyProvider for LbProperties {
         Ok(match path {
             [b"vessel", b"cluster", name, b"endpoints"] => std::str::from_utf8(name)
                 .ok()
-                .and_then(|n| self.balancers.get(n))
+                .and_then(|n| self.current().get(n).cloned())
                 .map(|b| b.endpoints_property()),
             [b"vessel", b"clusters"] => {
-                let mut names: Vec<&String> = self.balancers.keys().collect();
+                let balancers = self.current();
+                let mut names: Vec<&String> = balancers.keys().collect();
                 names.sort();
                 Some(
                     vessel_host::PropertyValue::List(

@@ -21,16 +21,20 @@
 //!   `.vm_reload_failure` and `.vm_reload_backoff` in `/stats`.
 //! * Hot reload: on `POST /reload` on the admin listener, and when the
 //!   config file or a module file it names changes (watched with `notify`,
-//!   debounced by [`WATCH_DEBOUNCE`]), the config is read again and the
-//!   wasm filters and routes are swapped atomically
-//!   ([`vessel_hyper::VesselLayer::swap_filters`]): streams in flight
-//!   finish on the old VMs. A filter whose spec and module bytes did not
-//!   change keeps its VMs. If anything fails (the YAML, a module that does
-//!   not load, a VM that does not start or configure) the old config keeps
-//!   serving and the error is logged (and returned by `/reload`). Changes
-//!   to listeners (names, addresses, buffer limits, filter chains, codecs,
-//!   stat prefixes, tcp_proxy, network filters, transport sockets), clusters or the admin
-//!   address need a restart and are refused.
+//!   debounced by [`WATCH_DEBOUNCE`]), the config is read again and
+//!   applied (module `apply`, `Reloader::apply`, which an xDS client calls
+//!   with the config it assembles): listeners and clusters are added,
+//!   changed and removed by name while serving, wasm filters and routes
+//!   swapped ([`vessel_hyper::VesselLayer::swap_filters`]: streams in
+//!   flight finish on the old VMs; a filter whose spec and module bytes did
+//!   not change keeps its VMs), and connections in flight finish on the
+//!   chains they started with, drained as on shutdown (after
+//!   [`DRAIN_GRACE`]). Everything is built before anything is switched: if
+//!   anything fails (the YAML, a module that does not load, a VM that does
+//!   not start or configure, an address in use, a TLS file, a name that
+//!   does not resolve) the old config keeps serving and the error is logged
+//!   (and returned by `/reload`). Only a new admin address (and fuel
+//!   metering the engine was started without) needs a restart.
 //! * The router (module `router`) answers `direct_response` routes, forwards the
 //!   others round-robin to their cluster's endpoints, and answers upstream
 //!   failures as Envoy does (503 `no healthy upstream`, 503 `upstream
@@ -58,14 +62,17 @@
 
 mod access;
 mod admin;
+mod apply;
+mod clusters;
 mod dns;
 mod health;
 mod lb;
+pub mod remote;
 mod router;
 mod tcp;
 pub mod tls;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -93,8 +100,9 @@ use crate::config::{self, Bootstrap, ClusterKind, Codec, ConfigError, WasmCode, 
 use access::{AccessLog, Entry, ListenerStats, LoggedBody};
 use admin::Admin;
 pub use admin::{Address, ListenerStatus, ListenersStatus, SocketAddress};
-use lb::Balancer;
-use router::{PolicyFallbacks, Router, RouterBody, Upstream, Upstreams};
+use apply::LiveFilter;
+pub(crate) use apply::Reloader;
+use router::{PolicyFallbacks, Router, RouterBody};
 
 /// How long connections in flight may take to finish after a shutdown
 /// signal, by default.
@@ -114,7 +122,8 @@ pub struct RunOptions {
     pub concurrency: Option<usize>,
     /// Write one access log line per request on stdout.
     pub access_log: bool,
-    /// How long in-flight connections may take to finish on shutdown.
+    /// How long in-flight connections may take to finish on shutdown, and
+    /// after a reload replaced or removed their listener's chains.
     pub drain_timeout: Duration,
     /// Reload when the config file or a module file it names changes
     /// (default true). `POST /reload` works either way.
@@ -163,6 +172,10 @@ pub enum RunError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A filter's remote code (`vm_config.code.remote`) cannot be fetched
+    /// or does not have its sha256 (and no cached copy does).
+    #[error(transparent)]
+    Remote(Box<remote::RemoteError>),
     /// A filter's module does not load.
     #[error("{filter}: {source}")]
     Load {
@@ -226,6 +239,12 @@ pub enum RunError {
     Xds(String),
 }
 
+impl From<remote::RemoteError> for RunError {
+    fn from(e: remote::RemoteError) -> Self {
+        Self::Remote(Box::new(e))
+    }
+}
+
 /// Why a hot reload was refused. The config that was serving keeps serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -238,7 +257,12 @@ pub enum ReloadError {
     /// A filter's module cannot be read or loaded, or its VMs do not start.
     #[error(transparent)]
     Filter(RunError),
-    /// The reload task died.
+    /// Another part of the new config cannot be built: a listener's
+    /// address cannot be bound, a TLS context or a cluster's names do not
+    /// resolve.
+    #[error(transparent)]
+    Build(RunError),
+    /// The reload task died, or vessel is shutting down.
     #[error("the reload task failed: {0}")]
     Task(String),
 }
@@ -305,36 +329,6 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'stati
 /// The per-connection service every listener runs.
 type ConnService = BoxCloneService<Request<Incoming>, Response<LoggedBody>, Infallible>;
 
-/// A filter kept across a reload: its module bytes and pool.
-type Reused = (Arc<Vec<u8>>, Arc<FilterPool>);
-
-/// One wasm filter as it serves: what it was built from, and its pool.
-struct LiveFilter {
-    spec: WasmFilter,
-    code: Arc<Vec<u8>>,
-    pool: Arc<FilterPool>,
-}
-
-/// One HTTP connection manager's swappable parts.
-struct LiveHttp {
-    layer: VesselLayer,
-    routes: Arc<RwLock<Router>>,
-    filters: Vec<LiveFilter>,
-}
-
-/// One listener's swappable parts: for each chain (in
-/// [`config::Listener::chains`] order), its HTTP connection manager's, if it
-/// ends in one.
-struct LiveListener {
-    chains: Vec<Option<LiveHttp>>,
-}
-
-/// The config that serves.
-struct Live {
-    boot: Bootstrap,
-    listeners: Vec<LiveListener>,
-}
-
 /// The per-plugin counters, by plugin name (Envoy's `wasm.<name>.` scope);
 /// kept across reloads.
 pub(crate) type PluginStatsMap = Arc<Mutex<BTreeMap<String, Arc<PluginStats>>>>;
@@ -347,6 +341,8 @@ struct FilterHost {
     runtime: Arc<Runtime>,
     vms: usize,
     stats: PluginStatsMap,
+    /// Remote wasm code (`run::remote`): fetched, verified, cached.
+    remote: Arc<remote::Resolver>,
 }
 
 /// Counts of `vessel run`'s own reloads (`/stats`: `vessel.reload.*`).
@@ -354,240 +350,6 @@ struct FilterHost {
 pub(crate) struct ReloadCounters {
     pub(crate) success: AtomicU64,
     pub(crate) failure: AtomicU64,
-}
-
-/// Reloads the config: see the module docs.
-struct Reloader {
-    path: PathBuf,
-    host: FilterHost,
-    upstreams: Upstreams,
-    fallbacks: PolicyFallbacks,
-    live: tokio::sync::Mutex<Live>,
-    counters: Arc<ReloadCounters>,
-}
-
-impl Reloader {
-    /// Reads the config again and swaps what changed; the summary or why not.
-    async fn reload(&self) -> Result<String, ReloadError> {
-        let mut live = self.live.lock().await;
-        let result = self
-            .try_reload(&mut live)
-            .await
-            .map(|summary| format!("reloaded {}: {summary}", self.path.display()));
-        match &result {
-            Ok(summary) => {
-                self.counters.success.fetch_add(1, Ordering::Relaxed);
-                log::info!("{summary}");
-            }
-            Err(e) => {
-                self.counters.failure.fetch_add(1, Ordering::Relaxed);
-                log::error!(
-                    "reload of {} refused, the old config keeps serving: {e}",
-                    self.path.display()
-                );
-            }
-        }
-        result
-    }
-
-    /// Serves `boot` (from the control plane): swaps what changed, as a
-    /// reload does; the summary, or why not (the old config keeps serving).
-    pub(crate) async fn apply(&self, boot: Bootstrap) -> Result<String, ReloadError> {
-        let mut live = self.live.lock().await;
-        self.try_apply(&mut live, boot).await
-    }
-
-    async fn try_reload(&self, live: &mut Live) -> Result<String, ReloadError> {
-        let boot = config::load(&self.path)?;
-        if boot.dynamic.is_some() {
-            return Err(ReloadError::RestartRequired(
-                "the config follows a control plane (dynamic_resources): the file is not \
-                 reloaded"
-                    .to_owned(),
-            ));
-        }
-        self.try_apply(live, boot).await
-    }
-
-    async fn try_apply(&self, live: &mut Live, boot: Bootstrap) -> Result<String, ReloadError> {
-        restart_required(&live.boot, &boot)
-            .map_or(Ok(()), |why| Err(ReloadError::RestartRequired(why)))?;
-        if needs_fuel(&boot) && !self.host.engine.config().consume_fuel {
-            return Err(ReloadError::RestartRequired(
-                "a wasm filter now sets vm_config.vessel_limits.fuel_per_callback, which \
-                 needs fuel metering in the engine"
-                    .to_owned(),
-            ));
-        }
-        // Reuse a filter whose spec and module did not change; build the
-        // others off the async workers (compiling can take seconds).
-        let node_same = live.boot.node == boot.node;
-        let mut reuse: HashMap<(usize, usize, usize), Reused> = HashMap::new();
-        let mut plan = Vec::new();
-        for (li, l) in boot.listeners.iter().enumerate() {
-            for (ci, h) in l.http_managers() {
-                for (fi, f) in h.wasm_filters.iter().enumerate() {
-                    let label = filter_label(l, ci, fi, f);
-                    let code = Arc::new(read_code(f, &label).map_err(ReloadError::Filter)?);
-                    let skip = is_policy(h, f);
-                    let old = live.listeners[li].chains[ci]
-                        .as_ref()
-                        .and_then(|c| c.filters.get(fi))
-                        .filter(|old| {
-                            node_same
-                                && old.spec == *f
-                                && *old.code == *code
-                                && old.pool.skips_on_failure() == skip
-                        });
-                    match old {
-                        Some(o) => {
-                            reuse.insert((li, ci, fi), (o.code.clone(), o.pool.clone()));
-                        }
-                        None => plan.push((li, ci, fi, f.clone(), code, label, skip)),
-                    }
-                }
-            }
-        }
-        let rebuilt = plan.len();
-        let host = self.host.clone();
-        let boot_for_build = boot.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            plan.into_iter()
-                .map(|(li, ci, fi, f, code, label, skip)| {
-                    build_filter(&host, &f, code, &boot_for_build, &label, skip)
-                        .map(|lf| ((li, ci, fi), lf))
-                })
-                .collect::<Result<HashMap<_, _>, RunError>>()
-        })
-        .await
-        .map_err(|e| ReloadError::Task(e.to_string()))?
-        .map_err(ReloadError::Filter)?;
-        let mut built = built;
-        // Everything is ready: swap, connection manager by connection
-        // manager.
-        let mut kept = 0;
-        let mut managers = 0;
-        for (li, l) in boot.listeners.iter().enumerate() {
-            for (ci, h) in l.http_managers() {
-                let mut filters = Vec::new();
-                for (fi, f) in h.wasm_filters.iter().enumerate() {
-                    let key = (li, ci, fi);
-                    let lf = match (built.remove(&key), reuse.remove(&key)) {
-                        (Some(lf), _) => lf,
-                        (None, Some((code, pool))) => {
-                            kept += 1;
-                            LiveFilter {
-                                spec: f.clone(),
-                                code,
-                                pool,
-                            }
-                        }
-                        (None, None) => {
-                            return Err(ReloadError::Task(format!(
-                                "filter {key:?} was neither built nor kept"
-                            )));
-                        }
-                    };
-                    filters.push(lf);
-                }
-                let Some(target) = live.listeners[li].chains[ci].as_mut() else {
-                    return Err(ReloadError::RestartRequired(format!(
-                        "listener `{}` filter chain #{ci} is now an HTTP connection manager",
-                        l.name
-                    )));
-                };
-                *target
-                    .routes
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = Router::new(
-                    h.routes.clone(),
-                    self.upstreams.clone(),
-                    self.fallbacks.clone(),
-                )
-                .suppress_envoy_headers(h.suppress_envoy_headers);
-                target
-                    .layer
-                    .swap_filters(filters.iter().map(|f| f.pool.clone()).collect());
-                target.filters = filters;
-                managers += 1;
-            }
-        }
-        live.boot = boot;
-        Ok(format!(
-            "{rebuilt} wasm filter(s) rebuilt, {kept} unchanged, routes of {managers} HTTP \
-             connection manager(s) replaced"
-        ))
-    }
-
-    /// The files whose changes trigger a reload: the config and every
-    /// module file it names.
-    async fn watched_files(&self) -> Vec<PathBuf> {
-        let live = self.live.lock().await;
-        let mut files = vec![self.path.clone()];
-        for l in &live.boot.listeners {
-            for (_, h) in l.http_managers() {
-                for f in &h.wasm_filters {
-                    if let WasmCode::File(p) = &f.code {
-                        files.push(p.clone());
-                    }
-                }
-            }
-        }
-        files
-    }
-}
-
-/// Why `new` cannot replace `old` without a restart, if it cannot.
-fn restart_required(old: &Bootstrap, new: &Bootstrap) -> Option<String> {
-    /// What of a chain only a restart changes.
-    #[derive(PartialEq)]
-    enum Kind<'a> {
-        Http(Codec, &'a str),
-        Tcp(&'a config::TcpProxy),
-    }
-    type Shape<'a> = (
-        &'a config::FilterChainMatch,
-        &'a [WasmFilter],
-        Kind<'a>,
-        Option<&'a config::DownstreamTls>,
-    );
-    fn describe(b: &Bootstrap) -> Vec<(String, SocketAddr, usize, Vec<Shape<'_>>)> {
-        b.listeners
-            .iter()
-            .map(|l| {
-                let chains = l
-                    .chains()
-                    .map(|c| {
-                        let kind = match &c.terminal {
-                            config::Terminal::Http(h) => Kind::Http(h.codec, &h.stat_prefix),
-                            config::Terminal::TcpProxy(t) => Kind::Tcp(t),
-                        };
-                        (
-                            &c.matcher,
-                            c.network_filters.as_slice(),
-                            kind,
-                            c.tls.as_ref(),
-                        )
-                    })
-                    .collect();
-                (l.name.clone(), l.addr, l.buffer_limit, chains)
-            })
-            .collect()
-    }
-    if describe(old) != describe(new) {
-        return Some(
-            "the listeners changed (added, removed, renamed, or a new address, buffer limit, \
-             filter chain, codec, stat_prefix, network filter, tcp_proxy or transport socket)"
-                .to_owned(),
-        );
-    }
-    if old.clusters != new.clusters {
-        return Some("the clusters changed".to_owned());
-    }
-    if old.admin != new.admin {
-        return Some("the admin address changed".to_owned());
-    }
-    None
 }
 
 /// Serves a listener's current routes: the router is swapped on reload,
@@ -622,95 +384,14 @@ async fn serve(
     shutdown: impl Future<Output = ()>,
     xds: Option<crate::xds::Xds>,
 ) -> Result<(), RunError> {
-    // Clusters: the router's clients and the callout clusters.
-    let mut callout_clusters = vessel_hyper::Clusters::new();
-    let mut upstreams = HashMap::new();
-    let mut dns_clusters = Vec::new();
-    let mut balancers = Vec::new();
-    let mut checkers = Vec::new();
-    let mut scrapers = Vec::new();
-    for c in &boot.clusters {
-        let endpoints = resolve(c)?;
-        let upstream_tls = c
-            .tls
-            .as_ref()
-            .map(|t| tls::upstream_tls(t, c.http2).map(Arc::new))
-            .transpose()
-            .map_err(|source| RunError::Tls {
-                context: format!("cluster `{}`", c.name),
-                source,
-            })?;
-        callout_clusters.add(vessel_hyper::Cluster {
-            name: c.name.clone(),
-            endpoints: endpoints.clone(),
-            connect_timeout: c.connect_timeout,
-            http2: c.http2,
-            tls: upstream_tls.clone(),
-        });
-        let balancer = Arc::new(Balancer::new(
-            &c.name,
-            &endpoints,
-            &c.load_balancing,
-            c.outlier_detection.clone(),
-            c.health_check.is_some(),
-        ));
-        if let Some(hc) = &c.health_check {
-            checkers.push(Arc::new(health::Checker::new(
-                balancer.clone(),
-                hc.clone(),
-                upstream_tls.clone(),
-            )));
-        }
-        if let Some(m) = &c.metrics_scrape {
-            scrapers.push(Arc::new(health::Scraper::new(
-                balancer.clone(),
-                m.clone(),
-                upstream_tls.clone(),
-            )));
-        }
-        balancers.push(balancer.clone());
-        let upstream = Arc::new(Upstream::new(
-            balancer,
-            c.connect_timeout,
-            c.http2,
-            upstream_tls,
-        ));
-        if matches!(c.kind, ClusterKind::StrictDns | ClusterKind::LogicalDns) {
-            let stats = Arc::new(dns::DnsStats::new(&c.name));
-            dns::record_startup(&stats, &endpoints);
-            dns_clusters.push((c.clone(), upstream.clone(), stats));
-        }
-        upstreams.insert(c.name.clone(), upstream);
-    }
-    let upstreams: Upstreams = Arc::new(upstreams);
-    let fallbacks = PolicyFallbacks::default();
-    for (_, h) in boot.listeners.iter().flat_map(|l| l.http_managers()) {
-        for (_, plugin) in h.routes.policy_plugins() {
-            fallbacks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(plugin.to_owned())
-                .or_insert(0);
-        }
-    }
-    // Active health checks: the first round before the listeners bind (as
-    // Envoy's cluster warming waits for it), then every interval.
-    for c in &checkers {
-        c.round().await;
-    }
-    let mut dns_tasks: Vec<tokio::task::JoinHandle<()>> =
-        checkers.into_iter().map(health::Checker::spawn).collect();
-    dns_tasks.extend(scrapers.into_iter().map(health::Scraper::spawn));
-    let runtime = Runtime::new(callout_clusters);
-    let mut dns_stats = Vec::new();
-    for (c, upstream, stats) in dns_clusters {
-        dns_stats.push(stats.clone());
-        dns_tasks.push(dns::spawn_refresh(c, upstream, runtime.clone(), stats));
-    }
+    // The callout clusters and the balancers filters read: empty until the
+    // reloader switches the first config in, replaced by every reload.
+    let runtime = Runtime::new(vessel_hyper::Clusters::new());
+    let balancers = lb::LbRegistry::default();
     let names = runtime.clone();
     let env = HostEnv::builder()
         .known_clusters(move |c| names.knows_cluster(c))
-        .property_provider(lb::LbProperties::new(&balancers))
+        .property_provider(lb::LbProperties::new(balancers.clone()))
         .build();
     let engine = Engine::new(EngineConfig {
         consume_fuel: needs_fuel(&boot),
@@ -727,110 +408,29 @@ async fn serve(
         runtime,
         vms,
         stats: PluginStatsMap::default(),
+        remote: Arc::new(remote::Resolver::new(&options.module_cache)),
     };
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let mut all_stats = Vec::new();
-    let mut bound = Vec::new();
-    let mut live_listeners = Vec::new();
-    let mut listener_addrs = Vec::new();
-    let mut tcp_stats = Vec::new();
-    for l in &boot.listeners {
-        let mut chains = Vec::new();
-        let mut live_chains = Vec::new();
-        let mut chain_tls = Vec::new();
-        for (ci, chain) in l.chains().enumerate() {
-            chain_tls.push(
-                chain
-                    .tls
-                    .as_ref()
-                    .map(|t| tls::ServerTls::new(t).map(Arc::new))
-                    .transpose()
-                    .map_err(|source| RunError::Tls {
-                        context: format!("listener `{}` filter chain #{ci}", l.name),
-                        source,
-                    })?,
-            );
-            let mut network = Vec::new();
-            for (fi, f) in chain.network_filters.iter().enumerate() {
-                let label = format!(
-                    "listener `{}` filter chain #{ci} network wasm filter #{fi} `{}`",
-                    l.name, f.name
-                );
-                let code = Arc::new(read_code(f, &label)?);
-                network.push(build_filter(&host, f, code, &boot, &label, false)?.pool);
-            }
-            match &chain.terminal {
-                config::Terminal::Http(h) => {
-                    let (mut serve, live) =
-                        http_chain(&host, &boot, l, ci, h, &upstreams, &fallbacks, options)?;
-                    serve.network = network;
-                    all_stats.push(serve.stats.clone());
-                    chains.push(ChainServe::Http(serve));
-                    live_chains.push(Some(live));
-                }
-                config::Terminal::TcpProxy(t) => {
-                    let stats = Arc::new(tcp::TcpStats::new(&t.stat_prefix));
-                    tcp_stats.push(stats.clone());
-                    let upstream = upstreams.get(&t.cluster).cloned().ok_or_else(|| {
-                        RunError::Config(ConfigError::Field {
-                            kind: config::ErrorKind::UnknownReference,
-                            path: format!("listener `{}` filter chain #{ci}", l.name),
-                            message: format!("unknown cluster `{}`", t.cluster),
-                        })
-                    })?;
-                    chains.push(ChainServe::Tcp(Arc::new(tcp::TcpProxyServe {
-                        config: t.clone(),
-                        upstream,
-                        stats,
-                        filters: network,
-                        buffer_limit: l.buffer_limit,
-                    })));
-                    live_chains.push(None);
-                }
-            }
-        }
-        live_listeners.push(LiveListener {
-            chains: live_chains,
-        });
-        let listener = bind(l.addr).await?;
-        let local = listener.local_addr().unwrap_or(l.addr);
-        log::info!("listener `{}` on {local}", l.name);
-        listener_addrs.push((l.name.clone(), local));
-        bound.push((
-            listener,
-            Arc::new(ListenerServe {
-                name: l.name.clone(),
-                matcher: Some(l.clone()),
-                chains,
-                inspect: l.needs_server_name() || chain_tls.iter().any(Option::is_some),
-                tls: chain_tls,
-            }),
-        ));
-    }
-    for (listener, serve) in bound {
-        tasks.push(tokio::spawn(accept_loop(
-            listener,
-            serve,
-            stop_rx.clone(),
-            options.drain_timeout,
-        )));
-    }
-
+    let fallbacks = PolicyFallbacks::default();
     let counters = Arc::new(ReloadCounters::default());
+    let view = admin::SharedView::default();
     let admin_addr = boot.admin;
-    let reloader = Arc::new(Reloader {
-        path: options.config.clone(),
-        host: host.clone(),
-        upstreams,
-        fallbacks: fallbacks.clone(),
-        live: tokio::sync::Mutex::new(Live {
-            boot,
-            listeners: live_listeners,
-        }),
-        counters: counters.clone(),
-    });
+    let reloader = Arc::new(Reloader::new(
+        host.clone(),
+        apply::ReloaderParts {
+            path: options.config.clone(),
+            fallbacks: fallbacks.clone(),
+            lb: balancers,
+            view: view.clone(),
+            access_log: options.access_log,
+            drain: options.drain_timeout,
+            counters: counters.clone(),
+            admin: admin_addr,
+        },
+    ));
+    // Clusters (with their first health-check round, as Envoy's cluster
+    // warming), filters, then the listeners, bound and accepting.
+    reloader.start(boot).await?;
+    // Updates from the control plane are applied as a reload is.
     if let Some(xds) = &xds {
         let r = reloader.clone();
         xds.set_applier(Arc::new(move |boot| {
@@ -838,6 +438,9 @@ async fn serve(
             Box::pin(async move { r.apply(boot).await.map_err(|e| e.to_string()) })
         }));
     }
+
+    let (stop_tx, stop_rx) = watch::channel(Stop::Serve);
+    let mut tasks = Vec::new();
     if options.watch && xds.is_none() {
         match watch_files(reloader.clone(), stop_rx.clone()).await {
             Ok(task) => tasks.push(task),
@@ -853,17 +456,16 @@ async fn serve(
             path.display()
         );
     }
+    // Kept until shutdown: the admin's chains never change.
+    let mut admin_serve = None;
     if let Some(addr) = admin_addr {
         let admin = Arc::new(Admin {
             metrics: env.metrics().clone(),
-            listeners: all_stats,
-            clusters: dns_stats,
-            balancers,
             fallbacks,
-            tcp: tcp_stats,
             plugins: host.stats.clone(),
+            remote: host.remote.stats(),
             reloads: counters,
-            bound: listener_addrs,
+            view,
             xds: xds.as_ref().map(crate::xds::Xds::shared),
         });
         let listener = bind(addr).await?;
@@ -872,6 +474,7 @@ async fn serve(
         if let Some(path) = &options.admin_address_path {
             write_admin_address(path, local)?;
         }
+        let reloader = reloader.clone();
         let make = move |_info: ConnectionInfo| -> ConnService {
             let admin = admin.clone();
             let reloader = reloader.clone();
@@ -898,16 +501,18 @@ async fn serve(
             chains: vec![ChainServe::Http(HttpServe {
                 codec: Codec::Auto,
                 make: Arc::new(make),
-                stats: Arc::new(ListenerStats::new("admin")),
+                draining: Arc::default(),
                 network: Vec::new(),
                 buffer_limit: 0,
             })],
             tls: vec![None],
             inspect: false,
         };
+        let (serve_tx, serve_rx) = watch::channel(Arc::new(serve));
+        admin_serve = Some(serve_tx);
         tasks.push(tokio::spawn(accept_loop(
-            listener,
-            Arc::new(serve),
+            Arc::new(listener),
+            serve_rx,
             stop_rx.clone(),
             options.drain_timeout,
         )));
@@ -917,15 +522,14 @@ async fn serve(
     if let Some(xds) = &xds {
         xds.abort();
     }
-    for t in dns_tasks {
-        t.abort();
-    }
-    let _ = stop_tx.send(true);
+    tasks.extend(reloader.shutdown().await);
+    let _ = stop_tx.send(Stop::Shutdown);
     for t in tasks {
         if let Err(e) = t.await {
             log::warn!("a listener task failed: {e}");
         }
     }
+    drop(admin_serve);
     log::info!("all connections closed");
     Ok(())
 }
@@ -935,7 +539,7 @@ async fn serve(
 /// they have been quiet for [`WATCH_DEBOUNCE`].
 async fn watch_files(
     reloader: Arc<Reloader>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
 ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<notify::Event>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -1060,7 +664,9 @@ type MakeService = Arc<dyn Fn(ConnectionInfo) -> ConnService + Send + Sync>;
 struct HttpServe {
     codec: Codec,
     make: MakeService,
-    stats: Arc<ListenerStats>,
+    /// Set when its chains are replaced or its listener removed: HTTP/1
+    /// responses then carry `connection: close`.
+    draining: Arc<std::sync::atomic::AtomicBool>,
     /// The chain's network wasm filters, before the connection manager
     /// (empty: none).
     network: Vec<Arc<FilterPool>>,
@@ -1087,39 +693,134 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Accepts connections until `stop`, gives each to the filter chain it
-/// matches, then lets the open ones finish within `drain` (TCP proxy
-/// connections still open then are closed).
-async fn accept_loop(
-    listener: TcpListener,
+/// What an accept loop is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Accept.
+    Serve,
+    /// The listener was removed or moved: stop accepting and drain, giving
+    /// idle HTTP/1 connections [`DRAIN_GRACE`] to be used once more.
+    Remove,
+    /// vessel is shutting down: stop accepting and drain.
+    Shutdown,
+}
+
+/// How long the connections of replaced or removed chains stay open before
+/// the idle ones are closed: meanwhile each HTTP/1 response carries
+/// `connection: close` (HTTP/2 gets GOAWAY when it ends), so a client that
+/// sends its next request on a kept-alive connection gets it answered
+/// instead of racing the close (bounded by the drain timeout too).
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// The connections a listener accepted while it served one
+/// [`ListenerServe`]: they are drained together when the listener stops or
+/// its chains are replaced.
+struct Generation {
     serve: Arc<ListenerServe>,
-    mut stop: watch::Receiver<bool>,
+    builders: Arc<Vec<Option<Builder<TokioExecutor>>>>,
+    graceful: GracefulShutdown,
+    open: Arc<OpenConnections>,
+    close_tx: watch::Sender<bool>,
+    close_rx: watch::Receiver<bool>,
+}
+
+impl Generation {
+    fn new(serve: Arc<ListenerServe>) -> Self {
+        let builders = serve
+            .chains
+            .iter()
+            .map(|c| match c {
+                ChainServe::Http(h) => {
+                    let mut b = Builder::new(TokioExecutor::new());
+                    match h.codec {
+                        Codec::Http1 => b = b.http1_only(),
+                        Codec::Http2 => b = b.http2_only(),
+                        Codec::Auto => {}
+                    }
+                    Some(b)
+                }
+                ChainServe::Tcp(_) => None,
+            })
+            .collect::<Vec<_>>()
+            .into();
+        let (close_tx, close_rx) = watch::channel(false);
+        Self {
+            serve,
+            builders,
+            graceful: GracefulShutdown::new(),
+            open: Arc::new(OpenConnections::default()),
+            close_tx,
+            close_rx,
+        }
+    }
+
+    /// Lets the connections finish within `drain` (HTTP connections close
+    /// once their requests in flight are answered); those still open then
+    /// are closed.
+    async fn drain(self, drain: Duration, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + drain;
+        if !grace.is_zero() {
+            for c in &self.serve.chains {
+                if let ChainServe::Http(h) = c {
+                    h.draining.store(true, Ordering::Relaxed);
+                }
+            }
+            let until = tokio::time::Instant::now() + grace.min(drain);
+            while self.graceful.count() > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let open = self.open;
+        let tcp_drained = async {
+            loop {
+                let idle = open.idle.notified();
+                if open.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::select! {
+            ((), ()) = async { tokio::join!(self.graceful.shutdown(), tcp_drained) } => {}
+            () = tokio::time::sleep_until(deadline) => {
+                log::warn!(
+                    "listener `{}`: connections still open after {drain:?}; closing them",
+                    self.serve.name
+                );
+                let _ = self.close_tx.send(true);
+            }
+        }
+    }
+}
+
+/// Accepts connections until `stop`, gives each to the filter chain it
+/// matches in the current `serve` (a new one replaces it for the
+/// connections accepted next, and the connections of the old one drain),
+/// then lets the open ones finish within `drain` (connections still open
+/// then are closed).
+async fn accept_loop(
+    listener: Arc<TcpListener>,
+    mut serve: watch::Receiver<Arc<ListenerServe>>,
+    mut stop: watch::Receiver<Stop>,
     drain: Duration,
 ) {
-    let builders: Arc<Vec<Option<Builder<TokioExecutor>>>> = serve
-        .chains
-        .iter()
-        .map(|c| match c {
-            ChainServe::Http(h) => {
-                let mut b = Builder::new(TokioExecutor::new());
-                match h.codec {
-                    Codec::Http1 => b = b.http1_only(),
-                    Codec::Http2 => b = b.http2_only(),
-                    Codec::Auto => {}
-                }
-                Some(b)
-            }
-            ChainServe::Tcp(_) => None,
-        })
-        .collect::<Vec<_>>()
-        .into();
     let local = listener.local_addr().ok();
-    let graceful = GracefulShutdown::new();
-    let open = Arc::new(OpenConnections::default());
-    let (close_tx, close_rx) = watch::channel(false);
+    let mut current = Generation::new(serve.borrow_and_update().clone());
+    let mut draining = tokio::task::JoinSet::new();
+    let mut swappable = true;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            Some(_) = draining.join_next(), if !draining.is_empty() => {}
+            changed = serve.changed(), if swappable => {
+                if changed.is_err() {
+                    swappable = false;
+                    continue;
+                }
+                let next = Generation::new(serve.borrow_and_update().clone());
+                let old = std::mem::replace(&mut current, next);
+                draining.spawn(old.drain(drain, DRAIN_GRACE));
+            }
             accepted = listener.accept() => {
                 let (tcp, peer) = match accepted {
                     Ok(a) => a,
@@ -1129,6 +830,13 @@ async fn accept_loop(
                         continue;
                     }
                 };
+                // A connection accepted after new chains were sent takes
+                // them, even if this loop has not seen the change yet.
+                if swappable && serve.has_changed().unwrap_or(false) {
+                    let next = Generation::new(serve.borrow_and_update().clone());
+                    let old = std::mem::replace(&mut current, next);
+                    draining.spawn(old.drain(drain, DRAIN_GRACE));
+                }
                 let _ = tcp.set_nodelay(true);
                 let destination = tcp.local_addr().ok().or(local).unwrap_or(peer);
                 let info = ConnectionInfo {
@@ -1136,11 +844,11 @@ async fn accept_loop(
                     destination,
                     id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
                 };
-                let serve = serve.clone();
-                let builders = builders.clone();
-                let watcher = graceful.watcher();
-                let open = open.clone();
-                let close = close_rx.clone();
+                let serve = current.serve.clone();
+                let builders = current.builders.clone();
+                let watcher = current.graceful.watcher();
+                let open = current.open.clone();
+                let close = current.close_rx.clone();
                 tokio::spawn(async move {
                     serve_connection(
                         &serve, &builders, tcp, destination, info, watcher, open, close,
@@ -1150,23 +858,16 @@ async fn accept_loop(
             }
         }
     }
+    // Stop accepting: the socket closes unless a listener that took its
+    // address over still accepts on it.
     drop(listener);
-    let tcp_drained = async {
-        loop {
-            let idle = open.idle.notified();
-            if open.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            idle.await;
-        }
+    let grace = match *stop.borrow() {
+        Stop::Remove => DRAIN_GRACE,
+        Stop::Serve | Stop::Shutdown => Duration::ZERO,
     };
-    tokio::select! {
-        ((), ()) = async { tokio::join!(graceful.shutdown(), tcp_drained) } => {}
-        () = tokio::time::sleep(drain) => {
-            log::warn!("connections still open after {drain:?}; closing them");
-            let _ = close_tx.send(true);
-        }
-    }
+    tokio::join!(current.drain(drain, grace), async {
+        while draining.join_next().await.is_some() {}
+    });
 }
 
 /// Serves one accepted connection: reads its ClientHello when the listener
@@ -1279,12 +980,18 @@ async fn serve_chain<IO>(
             if let Some(t) = &tls_info {
                 svc = BoxCloneService::new(tls::with_tls_info(svc, t.clone()));
             }
+            // Past the drain timeout (`close`), the connection is dropped.
             if h.network.is_empty() {
                 let conn = builder
                     .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
                     .into_owned();
-                if let Err(e) = watcher.watch(conn).await {
-                    log::debug!("connection from {peer}: {e}");
+                tokio::select! {
+                    r = watcher.watch(conn) => {
+                        if let Err(e) = r {
+                            log::debug!("connection from {peer}: {e}");
+                        }
+                    }
+                    _ = close.wait_for(|c| *c) => {}
                 }
                 return;
             }
@@ -1312,7 +1019,10 @@ async fn serve_chain<IO>(
                     ..Default::default()
                 },
             );
-            tokio::join!(http, filtered);
+            tokio::select! {
+                _ = async { tokio::join!(http, filtered) } => {}
+                _ = close.wait_for(|c| *c) => {}
+            }
         }
         (ChainServe::Tcp(t), _) => {
             drop(watcher);
@@ -1327,49 +1037,42 @@ async fn serve_chain<IO>(
     }
 }
 
-/// The serving parts of HTTP connection manager `h` (chain `ci` of `l`):
-/// its filters started, its router, and the per-connection service.
-#[allow(clippy::too_many_arguments)]
+/// The serving parts of HTTP connection manager `h` (a chain of `l`) with
+/// its wasm `filters` started and its `router`: the per-connection service
+/// and what a reload swaps.
 fn http_chain(
-    host: &FilterHost,
-    boot: &Bootstrap,
     l: &config::Listener,
-    ci: usize,
     h: &config::HttpManager,
-    upstreams: &Upstreams,
-    fallbacks: &PolicyFallbacks,
-    options: &RunOptions,
-) -> Result<(HttpServe, LiveHttp), RunError> {
-    let mut filters = Vec::new();
-    for (fi, f) in h.wasm_filters.iter().enumerate() {
-        let label = filter_label(l, ci, fi, f);
-        let code = Arc::new(read_code(f, &label)?);
-        filters.push(build_filter(host, f, code, boot, &label, is_policy(h, f))?);
-    }
-    let stats = Arc::new(ListenerStats::new(&h.stat_prefix));
+    filters: Vec<apply::LiveFilter>,
+    router: Router,
+    stats: Arc<ListenerStats>,
+    access_log: bool,
+) -> (HttpServe, apply::LiveHttp) {
     let log = Arc::new(AccessLog {
-        enabled: options.access_log,
+        enabled: access_log,
         stats: stats.clone(),
     });
     let layer = VesselLayer::new(filters.iter().map(|f| f.pool.clone()).collect())
         .buffer_limit(l.buffer_limit);
-    let routes = Arc::new(RwLock::new(
-        Router::new(h.routes.clone(), upstreams.clone(), fallbacks.clone())
-            .suppress_envoy_headers(h.suppress_envoy_headers),
-    ));
-    let live = LiveHttp {
+    let routes = Arc::new(RwLock::new(router));
+    let live = apply::LiveHttp {
         layer: layer.clone(),
         routes: routes.clone(),
         filters,
+        stats: stats.clone(),
+        stat_prefix: h.stat_prefix.clone(),
     };
     let current_routes = routes.clone();
     let chain = ServiceBuilder::new()
         .layer(layer)
         .service(SwapRouter(routes));
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closing = draining.clone();
     let make = move |info: ConnectionInfo| -> ConnService {
         let chain = chain.clone();
         let log = log.clone();
         let current_routes = current_routes.clone();
+        let closing = closing.clone();
         BoxCloneService::new(tower::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(info);
             router::connection_manager(&mut req);
@@ -1388,10 +1091,18 @@ fn http_chain(
                     access::protocol(req.version()),
                 )
             });
+            let http1 = req.version() < http::Version::HTTP_2;
             let call = chain.clone().oneshot(req);
             let log = log.clone();
+            let closing = closing.clone();
             async move {
-                let resp = call.await?;
+                let mut resp = call.await?;
+                if http1 && closing.load(Ordering::Relaxed) {
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 let status = resp.status().as_u16();
                 log.stats.record(status);
                 let entry = head.map(|(method, path, protocol)| Entry {
@@ -1406,16 +1117,16 @@ fn http_chain(
             }
         }))
     };
-    Ok((
+    (
         HttpServe {
             codec: h.codec,
             make: Arc::new(make),
-            stats,
+            draining,
             network: Vec::new(),
             buffer_limit: l.buffer_limit,
         },
         live,
-    ))
+    )
 }
 
 /// How logs and errors name wasm filter `fi` of chain `ci` of `l`.
@@ -1527,6 +1238,13 @@ fn read_code(f: &WasmFilter, label: &str) -> Result<Vec<u8>, RunError> {
             source,
         }),
         WasmCode::Inline(bytes) => Ok(bytes.clone()),
+        WasmCode::Fetched { code, .. } => Ok(code.to_vec()),
+        // `remote::Resolver::resolve_all` replaces every `Remote` first.
+        WasmCode::Remote(r) => Err(RunError::ReadWasm {
+            filter: label.to_owned(),
+            path: PathBuf::from(&r.uri),
+            source: std::io::Error::other("remote code was not fetched"),
+        }),
     }
 }
 

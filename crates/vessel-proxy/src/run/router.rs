@@ -163,6 +163,11 @@ impl Upstream {
         self.connect_timeout
     }
 
+    /// Whether the cluster speaks HTTP/2.
+    pub(crate) fn http2(&self) -> bool {
+        self.http2
+    }
+
     /// The cluster's TLS (`transport_socket`), if any.
     pub(crate) fn tls(&self) -> Option<&Arc<UpstreamTls>> {
         self.tls.as_ref()

@@ -34,6 +34,11 @@ impl TcpStats {
         }
     }
 
+    /// `tcp.<stat_prefix>.`.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// `(name, value)` of every counter.
     pub(crate) fn counters(&self) -> Vec<(String, u64)> {
         let c = |name: &str, v: &AtomicU64| {

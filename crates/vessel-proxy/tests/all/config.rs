@@ -597,7 +597,6 @@ fn every_unsupported_field_is_named_by_path() {
         ),
         (format!("{}.sanitization", plugin()), "{}"),
         (format!("{}.nack_on_code_cache_miss", vm()), "true"),
-        (format!("{}.code.remote", vm()), "{sha256: x}"),
         (format!("{}.code.local.environment_variable", vm()), "X"),
         (format!("{}.environment_variables.inherit", vm()), "true"),
         (format!("{}.reload_config.backoff.jitter", plugin()), "0.1"),
@@ -2501,6 +2500,226 @@ fn listener_filters_take_only_the_tls_inspector() {
             format!("{L}.listener_filters[0].name").as_str()
         )
     );
+}
+
+/// `vm_config.code.remote` (a `RemoteDataSource`): read with Envoy's
+/// defaults (1 retry, 1 s base backoff, 10 × base), every field checked,
+/// unknown keys errors, the cluster a known one.
+#[test]
+fn remote_code_is_read_with_envoys_defaults_and_checked() {
+    use vessel_proxy::config::{RemoteCode, RemoteRetry, WasmCode};
+    const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    let code = format!("{}.code", vm());
+    let remote = |extra: &str| {
+        y(&format!(
+            "{{remote: {{http_uri: {{uri: 'http://modules.example/f.wasm', cluster: backend, \
+             timeout: 5s}}, sha256: {SHA}{extra}}}}}"
+        ))
+    };
+    let read = |v: Value| {
+        let mut doc = base();
+        set(&mut doc, &code, v);
+        ok(&doc).listeners[0].hcm().wasm_filters[0].code.clone()
+    };
+    let expected = RemoteCode {
+        uri: "http://modules.example/f.wasm".into(),
+        cluster: "backend".into(),
+        timeout: Duration::from_secs(5),
+        sha256: SHA.into(),
+        retry: RemoteRetry {
+            num_retries: 1,
+            base_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(10),
+        },
+    };
+    assert_eq!(read(remote("")), WasmCode::Remote(expected.clone()));
+    assert_eq!(
+        read(remote(
+            ", retry_policy: {num_retries: 3, retry_back_off: {base_interval: 0.2s}}"
+        )),
+        WasmCode::Remote(RemoteCode {
+            retry: RemoteRetry {
+                num_retries: 3,
+                base_interval: Duration::from_millis(200),
+                max_interval: Duration::from_secs(2),
+            },
+            ..expected.clone()
+        })
+    );
+    assert_eq!(
+        read(remote(
+            ", retry_policy: {num_retries: {value: 0}, retry_back_off: {base_interval: 1s, max_interval: 3s}}"
+        )),
+        WasmCode::Remote(RemoteCode {
+            retry: RemoteRetry {
+                num_retries: 0,
+                base_interval: Duration::from_secs(1),
+                max_interval: Duration::from_secs(3),
+            },
+            ..expected.clone()
+        })
+    );
+
+    let r = format!("{code}.remote");
+    let hu = format!("{r}.http_uri");
+    let bad: Vec<(String, &str, ErrorKind, String)> = vec![
+        (
+            format!("{r}.sha256"),
+            "abc",
+            ErrorKind::Invalid,
+            format!("{r}.sha256"),
+        ),
+        (
+            format!("{r}.sha256"),
+            "''",
+            ErrorKind::Invalid,
+            format!("{r}.sha256"),
+        ),
+        (
+            format!("{r}.sha256"),
+            "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+            ErrorKind::Invalid,
+            format!("{r}.sha256"),
+        ),
+        (
+            format!("{r}.sha256"),
+            "z3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            ErrorKind::Invalid,
+            format!("{r}.sha256"),
+        ),
+        (
+            format!("{hu}.uri"),
+            "''",
+            ErrorKind::Invalid,
+            format!("{hu}.uri"),
+        ),
+        (
+            format!("{hu}.uri"),
+            "f.wasm",
+            ErrorKind::Invalid,
+            format!("{hu}.uri"),
+        ),
+        (
+            format!("{hu}.timeout"),
+            "5",
+            ErrorKind::Invalid,
+            format!("{hu}.timeout"),
+        ),
+        (
+            format!("{hu}.cluster"),
+            "''",
+            ErrorKind::Invalid,
+            format!("{hu}.cluster"),
+        ),
+        (
+            format!("{hu}.extra"),
+            "1",
+            ErrorKind::Unsupported,
+            format!("{hu}.extra"),
+        ),
+        (
+            format!("{r}.extra"),
+            "1",
+            ErrorKind::Unsupported,
+            format!("{r}.extra"),
+        ),
+        (
+            format!("{r}.retry_policy.retry_priority"),
+            "{}",
+            ErrorKind::Unsupported,
+            format!("{r}.retry_policy.retry_priority"),
+        ),
+        (
+            format!("{r}.retry_policy.retry_back_off"),
+            "{base_interval: 2s, max_interval: 1s}",
+            ErrorKind::Invalid,
+            format!("{r}.retry_policy.retry_back_off.max_interval"),
+        ),
+        (
+            format!("{r}.retry_policy.retry_back_off"),
+            "{max_interval: 1s}",
+            ErrorKind::Missing,
+            format!("{r}.retry_policy.retry_back_off.base_interval"),
+        ),
+        (
+            format!("{r}.retry_policy.num_retries"),
+            "-1",
+            ErrorKind::Invalid,
+            format!("{r}.retry_policy.num_retries"),
+        ),
+    ];
+    for (path, value, kind, at) in bad {
+        let mut doc = base();
+        set(&mut doc, &code, remote(""));
+        set(&mut doc, &path, y(value));
+        let (k, p, m) = field_err(&doc);
+        assert_eq!((k, p.as_str()), (kind, at.as_str()), "setting {path}: {m}");
+    }
+    // Required fields.
+    for (missing, at) in [
+        ("sha256", format!("{r}.sha256")),
+        ("http_uri", format!("{r}.http_uri")),
+    ] {
+        let mut doc = base();
+        set(&mut doc, &code, remote(""));
+        doc_remove(&mut doc, &format!("{r}.{missing}"));
+        let (k, p, m) = field_err(&doc);
+        assert_eq!((k, p.as_str()), (ErrorKind::Missing, at.as_str()), "{m}");
+    }
+    for missing in ["uri", "cluster", "timeout"] {
+        let mut doc = base();
+        set(&mut doc, &code, remote(""));
+        doc_remove(&mut doc, &format!("{hu}.{missing}"));
+        let (k, p, m) = field_err(&doc);
+        assert_eq!(
+            (k, p.as_str()),
+            (ErrorKind::Missing, format!("{hu}.{missing}").as_str()),
+            "{m}"
+        );
+    }
+    // local and remote together; neither.
+    let mut doc = base();
+    set(
+        &mut doc,
+        &format!("{code}.remote"),
+        remote("")["remote"].clone(),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!((k, p), (ErrorKind::Invalid, format!("{code}.remote")));
+    expect_err(&code, y("{}"), ErrorKind::Missing, &code);
+    // The cluster must exist.
+    let mut doc = base();
+    set(&mut doc, &code, remote(""));
+    set(&mut doc, &format!("{hu}.cluster"), y("nowhere"));
+    let (k, p, m) = field_err(&doc);
+    assert_eq!(
+        (k, p.as_str()),
+        (
+            ErrorKind::UnknownReference,
+            format!("{}.http_filters[0].typed_config", hcm()).as_str()
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("code.remote.http_uri.cluster") && m.contains("nowhere"),
+        "{m}"
+    );
+}
+
+/// Removes the key at `path` (its last segment) from `doc`.
+fn doc_remove(doc: &mut Value, path: &str) {
+    let (parent, key) = path.rsplit_once('.').expect("a dotted path");
+    let pointer: String = segments(parent)
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => format!("/{}", k.replace('~', "~0").replace('/', "~1")),
+            Seg::Index(i) => format!("/{i}"),
+        })
+        .collect();
+    doc.pointer_mut(&pointer)
+        .and_then(Value::as_object_mut)
+        .expect("the parent is a mapping")
+        .remove(key);
 }
 
 // ------------------------------------------------------- dynamic forms (xDS)

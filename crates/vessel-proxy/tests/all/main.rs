@@ -23,6 +23,7 @@ mod llm;
 mod llm_stream;
 mod load;
 mod reload;
+mod remote;
 mod run;
 mod tcp;
 mod tls;

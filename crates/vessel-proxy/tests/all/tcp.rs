@@ -299,3 +299,48 @@ async fn network_filters_before_the_http_connection_manager() {
         assert_eq!(exchange(addr, &get("/EVIL")).await, None, "{name}");
     }
 }
+
+/// A reload that changes the tcp_proxy's cluster gives the listener new
+/// chains: a new connection reaches the new endpoint, the connection in
+/// flight finishes on the old one, and the counters go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_new_connections_to_the_changed_cluster() {
+    let (a, a_seen) = counting_upstream().await;
+    let (b, b_seen) = counting_upstream().await;
+    let vessel = start("reload", &config(a, "60s")).await;
+    let (main, admin) = (vessel.listener("main"), vessel.admin());
+    let mut first = TcpStream::connect(main).await.unwrap();
+    first.write_all(b"first").await.unwrap();
+    eventually_async("the first connection is proxied", || async {
+        stat(admin, "tcp.t.downstream_cx_total").await == Some(1)
+    })
+    .await;
+
+    vessel.write_config(&config(b, "60s"));
+    let (status, body) = admin_get(admin, "POST", "/reload").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("1 rebuilt") && body.contains("1 changed"),
+        "{body}"
+    );
+    let mut second = TcpStream::connect(main).await.unwrap();
+    second.write_all(b"second").await.unwrap();
+    second.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, second.read_to_string(&mut answer))
+        .await
+        .expect("the second answer")
+        .unwrap();
+    assert_eq!(answer, "got 6 bytes");
+    assert_eq!(b_seen.lock().unwrap().as_slice(), [b"second".to_vec()]);
+
+    first.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, first.read_to_string(&mut answer))
+        .await
+        .expect("the first answer")
+        .unwrap();
+    assert_eq!(answer, "got 5 bytes");
+    assert_eq!(a_seen.lock().unwrap().as_slice(), [b"first".to_vec()]);
+    assert_eq!(stat(admin, "tcp.t.downstream_cx_total").await, Some(2));
+}

@@ -585,12 +585,9 @@ async fn a_lost_control_plane_is_survived_and_rejoined() {
     f.same_config_dump().await;
 }
 
-/// Listener and cluster changes over LDS and CDS. These need the running
-/// proxy to add listeners and clusters (the `xds-runtime` branch's
-/// `Reloader::apply`); until it lands vessel refuses them ("restart vessel
-/// to apply it"), so the test is ignored, by name, until the merge.
+/// Listener and cluster changes over LDS and CDS: a listener added with
+/// its own route config, a cluster added and traffic moved to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Reloader::apply to add listeners and clusters (the xds-runtime branch)"]
 async fn listeners_and_clusters_update_as_in_envoy() {
     let f = Fleet::start("lds_cds").await;
     f.all_ack(ads::LISTENER, "l1").await;
