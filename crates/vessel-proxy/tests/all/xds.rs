@@ -626,6 +626,44 @@ async fn listeners_and_clusters_update_as_in_envoy() {
     let dump = f.same_config_dump().await;
     assert!(dump.contains(&entry("cds", "c", "c2")), "{dump:?}");
     assert!(dump.contains(&entry("lds", "second", "l2")), "{dump:?}");
+
+    // New endpoints for the EDS cluster: `second` (routed to `b`) moves.
+    f.ads.set(ads::ENDPOINT, "e2", &[endpoints("b", c)]);
+    f.all_ack(ads::ENDPOINT, "e2").await;
+    f.serves("second", "/", "C", Some("v1")).await;
+
+    // A listener removed: both stop serving it, the other keeps serving.
+    f.ads
+        .set(ads::LISTENER, "l3", &[listener("main", "routes")]);
+    f.all_ack(ads::LISTENER, "l3").await;
+    for p in &f.proxies {
+        let what = format!("{}: listener second is gone", p.node);
+        eventually(&what, || async {
+            let (_, body) = admin_request(p.process.admin(), "GET", "/listeners?format=json")
+                .await
+                .unwrap();
+            vessel_proxy::run::ListenersStatus::from_json(body.as_bytes())
+                .is_ok_and(|s| s.address_of("second").is_none())
+        })
+        .await;
+    }
+    f.serves("main", "/", "C", Some("v1")).await;
+    // Neither lists `second` as active. (Envoy keeps it as draining, with
+    // its route config, for its drain time; vessel drops both from the
+    // dump at once while its connections drain: not compared.)
+    for p in &f.proxies {
+        let dump = versions(&p.config_dump().await);
+        assert!(
+            !dump.iter().any(|(k, n, _)| k == "lds" && n == "second"),
+            "{}: {dump:?}",
+            p.node
+        );
+        assert!(
+            dump.contains(&entry("lds", "main", "l1")),
+            "{}: {dump:?}",
+            p.node
+        );
+    }
 }
 
 /// A request in flight across an update finishes on the filter chain it
