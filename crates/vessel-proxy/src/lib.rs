@@ -8,6 +8,7 @@
 pub mod config;
 pub mod harness;
 pub mod run;
+pub mod xds;
 use vessel_test::yaml;
 
 pub use vessel_test::YamlError;

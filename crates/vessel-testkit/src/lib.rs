@@ -22,7 +22,9 @@
 //! * with the `proxy` feature, `VesselProcess`: a `vessel run` child on
 //!   such a config, which learns its listeners' ports from the admin
 //!   (`--admin-address-path`, `GET /listeners?format=json`), so no test
-//!   picks a "free" port that someone may take before the proxy binds it.
+//!   picks a "free" port that someone may take before the proxy binds it;
+//! * with the `proxy` feature, `ads`: a small ADS (xDS) server serving
+//!   scripted snapshots and recording each client's ACK/NACK.
 
 #![forbid(unsafe_code)]
 
@@ -32,6 +34,8 @@ pub mod llm_worker;
 pub mod servers;
 mod wait;
 
+#[cfg(feature = "proxy")]
+pub mod ads;
 #[cfg(feature = "proxy")]
 mod process;
 

@@ -5,9 +5,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::any::open_typed;
+use super::dynamic::{Resolver, ads_config_source};
 use super::error::ErrorKind;
 use super::lb::{HealthCheck, LoadBalancing, MetricsScrape, OutlierDetection};
-use super::yaml::{Node, Res};
+use super::yaml::{Node, Res, YamlPath};
 
 /// An upstream cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +53,9 @@ pub const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_millis(5000);
 pub enum ClusterKind {
     /// `STATIC`: addresses are IP literals.
     Static,
+    /// `EDS`: the endpoints (IP literals) come from the control plane; the
+    /// cluster serves the `ClusterLoadAssignment` delivered last.
+    Eds,
     /// `STRICT_DNS`: every address is resolved; all results are endpoints.
     StrictDns,
     /// `LOGICAL_DNS`: a single address; the first resolution result is used
@@ -74,7 +78,11 @@ pub struct Endpoint {
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// Reads one cluster.
-pub(crate) fn cluster(node: &Node<'_>, base_dir: &std::path::Path) -> Res<Cluster> {
+pub(crate) fn cluster(
+    node: &Node<'_>,
+    base_dir: &std::path::Path,
+    dynamic: &dyn Resolver,
+) -> Res<Cluster> {
     let o = node.obj(&[
         "name",
         "type",
@@ -88,6 +96,7 @@ pub(crate) fn cluster(node: &Node<'_>, base_dir: &std::path::Path) -> Res<Cluste
         "outlier_detection",
         "vessel_metrics_scrape",
         "load_assignment",
+        "eds_cluster_config",
         "http2_protocol_options",
         "typed_extension_protocol_options",
         "transport_socket",
@@ -96,10 +105,11 @@ pub(crate) fn cluster(node: &Node<'_>, base_dir: &std::path::Path) -> Res<Cluste
     let kind = match o.get("type") {
         None => ClusterKind::Static,
         Some(t) => match t.enumeration(
-            &["STATIC", "STRICT_DNS", "LOGICAL_DNS"],
-            &["EDS", "ORIGINAL_DST"],
+            &["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS"],
+            &["ORIGINAL_DST"],
         )? {
             "STRICT_DNS" => ClusterKind::StrictDns,
+            "EDS" => ClusterKind::Eds,
             "LOGICAL_DNS" => ClusterKind::LogicalDns,
             _ => ClusterKind::Static,
         },
@@ -159,8 +169,52 @@ pub(crate) fn cluster(node: &Node<'_>, base_dir: &std::path::Path) -> Res<Cluste
         .map(|n| super::lb::metrics_scrape(&n))
         .transpose()?;
 
+    let eds_assignment = match (kind, o.get("eds_cluster_config")) {
+        (ClusterKind::Eds, Some(e)) => {
+            if let Some(la) = o.get("load_assignment") {
+                return Err(la.err(
+                    ErrorKind::Invalid,
+                    "an EDS cluster takes its endpoints from EDS, not load_assignment",
+                ));
+            }
+            let eo = e.obj(&["eds_config", "service_name"])?;
+            ads_config_source(&eo.req("eds_config")?)?;
+            let service = match eo.get("service_name") {
+                Some(n) => n.non_empty_str()?.to_owned(),
+                None => name.clone(),
+            };
+            match dynamic.endpoints(&service) {
+                Some(v) => Some(Node {
+                    v,
+                    path: YamlPath::named(format!("eds[{service}]")),
+                }),
+                None => {
+                    return Err(e.err(
+                        ErrorKind::UnknownReference,
+                        format!(
+                            "the endpoints of `{service}` have not been delivered by EDS \
+                             (needs dynamic_resources.ads_config)"
+                        ),
+                    ));
+                }
+            }
+        }
+        (ClusterKind::Eds, None) => {
+            return Err(o.path.key("eds_cluster_config").err(
+                ErrorKind::Missing,
+                "an EDS cluster needs eds_cluster_config",
+            ));
+        }
+        (_, Some(e)) => {
+            return Err(e.err(
+                ErrorKind::Invalid,
+                "only an EDS cluster takes eds_cluster_config",
+            ));
+        }
+        (_, None) => None,
+    };
     let mut endpoints = Vec::new();
-    if let Some(la) = o.get("load_assignment") {
+    if let Some(la) = eds_assignment.or_else(|| o.get("load_assignment")) {
         let la = la.obj(&["cluster_name", "endpoints"])?;
         la.req("cluster_name")?.non_empty_str()?;
         for locality in la.get("endpoints").map(|e| e.list()).unwrap_or_default() {
@@ -174,7 +228,9 @@ pub(crate) fn cluster(node: &Node<'_>, base_dir: &std::path::Path) -> Res<Cluste
                     return Err(at.err(ErrorKind::Invalid, "an endpoint needs a port_value"));
                 }
                 let host_path = addr_node.path.key("socket_address").key("address");
-                if kind == ClusterKind::Static && address.parse::<IpAddr>().is_err() {
+                if matches!(kind, ClusterKind::Static | ClusterKind::Eds)
+                    && address.parse::<IpAddr>().is_err()
+                {
                     return Err(host_path.err(
                         ErrorKind::Invalid,
                         format!(

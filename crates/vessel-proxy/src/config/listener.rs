@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use super::any::open_typed;
 use super::cluster::ip_socket_address;
+use super::dynamic::{Resolver, ads_config_source};
 use super::error::ErrorKind;
 use super::route::{RouteConfig, route_config};
 use super::wasm::{WasmFilter, plugin_config};
-use super::yaml::{Node, Res};
+use super::yaml::{Node, Res, YamlPath};
 
 /// A listener: an address and the filter chains a connection is matched
 /// against.
@@ -88,8 +89,10 @@ pub struct HttpManager {
     pub stat_prefix: String,
     /// `codec_type` (default AUTO).
     pub codec: Codec,
-    /// `route_config`.
+    /// `route_config`, or the route config RDS delivered.
     pub routes: RouteConfig,
+    /// `rds.route_config_name`: the routes come from RDS.
+    pub rds: Option<String>,
     /// The `envoy.filters.http.wasm` entries of `http_filters`, in order.
     pub wasm_filters: Vec<WasmFilter>,
     /// The router's `suppress_envoy_headers`: when true the router adds no
@@ -222,7 +225,12 @@ const ROUTER_NAME: &str = "envoy.filters.http.router";
 const WASM_NAME: &str = "envoy.filters.http.wasm";
 
 /// Reads one listener (`index` names an unnamed one).
-pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Listener> {
+pub(crate) fn listener(
+    node: &Node<'_>,
+    index: usize,
+    base_dir: &Path,
+    dynamic: &dyn Resolver,
+) -> Res<Listener> {
     let o = node.obj(&[
         "name",
         "address",
@@ -252,7 +260,7 @@ pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Li
     if let Some(chains_node) = o.get("filter_chains") {
         let mut seen: Vec<(Option<u16>, Option<String>, usize)> = Vec::new();
         for (ci, chain) in chains_node.list().into_iter().enumerate() {
-            let c = filter_chain(&chain, base_dir, true)?;
+            let c = filter_chain(&chain, base_dir, true, dynamic)?;
             // Envoy refuses two chains with the same match.
             let names: Vec<Option<String>> = if c.matcher.server_names.is_empty() {
                 vec![None]
@@ -278,7 +286,7 @@ pub(crate) fn listener(node: &Node<'_>, index: usize, base_dir: &Path) -> Res<Li
     }
     let default_filter_chain = o
         .get("default_filter_chain")
-        .map(|d| filter_chain(&d, base_dir, false))
+        .map(|d| filter_chain(&d, base_dir, false, dynamic))
         .transpose()?;
     if filter_chains.is_empty() && default_filter_chain.is_none() {
         return Err(node.err(
@@ -331,7 +339,12 @@ fn listener_filter(node: &Node<'_>) -> Res<()> {
 
 /// One filter chain; `with_match` is false for `default_filter_chain`,
 /// which takes no `filter_chain_match`.
-fn filter_chain(node: &Node<'_>, base_dir: &Path, with_match: bool) -> Res<FilterChain> {
+fn filter_chain(
+    node: &Node<'_>,
+    base_dir: &Path,
+    with_match: bool,
+    dynamic: &dyn Resolver,
+) -> Res<FilterChain> {
     let keys: &[&str] = if with_match {
         &["name", "filters", "filter_chain_match", "transport_socket"]
     } else {
@@ -361,7 +374,7 @@ fn filter_chain(node: &Node<'_>, base_dir: &Path, with_match: bool) -> Res<Filte
     };
     let mut network_filters = Vec::new();
     for f in front {
-        match network_filter(f, base_dir)? {
+        match network_filter(f, base_dir, dynamic)? {
             NetworkFilter::Wasm(w) => network_filters.push(*w),
             NetworkFilter::Terminal(_) => {
                 return Err(f.err(
@@ -372,7 +385,7 @@ fn filter_chain(node: &Node<'_>, base_dir: &Path, with_match: bool) -> Res<Filte
             }
         }
     }
-    let terminal = match network_filter(last, base_dir)? {
+    let terminal = match network_filter(last, base_dir, dynamic)? {
         NetworkFilter::Terminal(t) => t,
         NetworkFilter::Wasm(_) => {
             return Err(last.err(
@@ -422,7 +435,7 @@ enum NetworkFilter {
 }
 
 /// One `filters` entry of a chain, chosen by its typed_config type.
-fn network_filter(node: &Node<'_>, base_dir: &Path) -> Res<NetworkFilter> {
+fn network_filter(node: &Node<'_>, base_dir: &Path, dynamic: &dyn Resolver) -> Res<NetworkFilter> {
     let f = node.obj(&["name", "typed_config"])?;
     f.req("name")?.non_empty_str()?;
     let tc = f.req("typed_config")?;
@@ -431,8 +444,15 @@ fn network_filter(node: &Node<'_>, base_dir: &Path) -> Res<NetworkFilter> {
         HCM => Ok(NetworkFilter::Terminal(Terminal::Http(Box::new(
             http_manager(
                 &any.body,
-                &any.keys(&["stat_prefix", "codec_type", "route_config", "http_filters"]),
+                &any.keys(&[
+                    "stat_prefix",
+                    "codec_type",
+                    "route_config",
+                    "rds",
+                    "http_filters",
+                ]),
                 base_dir,
+                dynamic,
             )?,
         )))),
         TCP_PROXY => {
@@ -467,7 +487,12 @@ fn network_filter(node: &Node<'_>, base_dir: &Path) -> Res<NetworkFilter> {
     }
 }
 
-fn http_manager(body: &Node<'_>, keys: &[&str], base_dir: &Path) -> Res<HttpManager> {
+fn http_manager(
+    body: &Node<'_>,
+    keys: &[&str],
+    base_dir: &Path,
+    dynamic: &dyn Resolver,
+) -> Res<HttpManager> {
     let h = body.obj(keys)?;
     let stat_prefix = h.req("stat_prefix")?.non_empty_str()?.to_owned();
     let codec = match h.get("codec_type") {
@@ -478,7 +503,41 @@ fn http_manager(body: &Node<'_>, keys: &[&str], base_dir: &Path) -> Res<HttpMana
             _ => Codec::Auto,
         },
     };
-    let routes = route_config(&h.req("route_config")?)?;
+    let (routes, rds) = match (h.get("route_config"), h.get("rds")) {
+        (Some(_), Some(r)) => {
+            return Err(r.err(
+                ErrorKind::Invalid,
+                "only one of route_config, rds may be given",
+            ));
+        }
+        (Some(rc), None) => (route_config(&rc)?, None),
+        (None, Some(r)) => {
+            let o = r.obj(&["config_source", "route_config_name"])?;
+            ads_config_source(&o.req("config_source")?)?;
+            let name_node = o.req("route_config_name")?;
+            let name = name_node.non_empty_str()?;
+            let Some(v) = dynamic.route_config(name) else {
+                return Err(name_node.err(
+                    ErrorKind::UnknownReference,
+                    format!(
+                        "route config `{name}` has not been delivered by RDS (needs \
+                         dynamic_resources.ads_config)"
+                    ),
+                ));
+            };
+            let rc = route_config(&Node {
+                v,
+                path: YamlPath::named(format!("rds[{name}]")),
+            })?;
+            (rc, Some(name.to_owned()))
+        }
+        (None, None) => {
+            return Err(h.path.key("route_config").err(
+                ErrorKind::Missing,
+                "required field is missing (route_config or rds)",
+            ));
+        }
+    };
 
     let hf_node = h.req("http_filters")?;
     let mut wasm_filters = Vec::new();
@@ -494,7 +553,7 @@ fn http_manager(body: &Node<'_>, keys: &[&str], base_dir: &Path) -> Res<HttpMana
                 ),
             ));
         }
-        match http_filter(&entry, base_dir)? {
+        match http_filter(&entry, base_dir, dynamic)? {
             HttpFilter::Wasm(w) => wasm_filters.push(*w),
             HttpFilter::Router { suppress } => {
                 suppress_envoy_headers = suppress;
@@ -512,9 +571,83 @@ fn http_manager(body: &Node<'_>, keys: &[&str], base_dir: &Path) -> Res<HttpMana
         stat_prefix,
         codec,
         routes,
+        rds,
         wasm_filters,
         suppress_envoy_headers,
     })
+}
+
+/// An HTTP filter's `config_discovery` (ECDS): the `typed_config` of the
+/// `TypedExtensionConfig` named like the filter, or the `default_config`
+/// with `apply_default_config_without_warming`.
+fn discovered_config<'a>(cd: &Node<'a>, name: &str, dynamic: &'a dyn Resolver) -> Res<Node<'a>> {
+    let o = cd.obj(&[
+        "config_source",
+        "default_config",
+        "apply_default_config_without_warming",
+        "type_urls",
+    ])?;
+    ads_config_source(&o.req("config_source")?)?;
+    let type_urls_node = o.req("type_urls")?;
+    let mut type_urls = Vec::new();
+    for t in type_urls_node.list() {
+        let url = t.non_empty_str()?;
+        type_urls.push(super::yaml::type_name(url).unwrap_or(url).to_owned());
+    }
+    if type_urls.is_empty() {
+        return Err(type_urls_node.err(ErrorKind::Missing, "at least one type URL is required"));
+    }
+    let without_warming = o
+        .get("apply_default_config_without_warming")
+        .map(|b| b.bool())
+        .transpose()?
+        .unwrap_or(false);
+    let default = o.get("default_config");
+    if without_warming && default.is_none() {
+        return Err(o.path.key("default_config").err(
+            ErrorKind::Missing,
+            "apply_default_config_without_warming needs a default_config",
+        ));
+    }
+    let check_type = |tc: &Node<'_>| -> Res<()> {
+        let ty = super::yaml::any_type(tc)?;
+        if type_urls.iter().any(|t| t == ty) {
+            Ok(())
+        } else {
+            Err(tc.path.key("@type").err(
+                ErrorKind::Invalid,
+                format!(
+                    "type `{ty}` is not one of the filter's type_urls ({})",
+                    type_urls.join(", ")
+                ),
+            ))
+        }
+    };
+    if let Some(d) = &default {
+        check_type(d)?;
+    }
+    match dynamic.extension_config(name) {
+        Some(v) => {
+            let root = Node {
+                v,
+                path: YamlPath::named(format!("ecds[{name}]")),
+            };
+            let e = root.obj(&["name", "typed_config"])?;
+            let tc = e.req("typed_config")?;
+            check_type(&tc)?;
+            Ok(tc)
+        }
+        None => match default {
+            Some(d) if without_warming => Ok(d),
+            _ => Err(cd.err(
+                ErrorKind::UnknownReference,
+                format!(
+                    "filter config `{name}` has not been delivered by ECDS (needs \
+                     dynamic_resources.ads_config)"
+                ),
+            )),
+        },
+    }
 }
 
 enum HttpFilter {
@@ -524,11 +657,25 @@ enum HttpFilter {
 
 /// One `http_filters` entry. The filter is chosen by its typed_config type
 /// (as Envoy does), or by name when typed_config is absent.
-fn http_filter(node: &Node<'_>, base_dir: &Path) -> Res<HttpFilter> {
-    let f = node.obj(&["name", "typed_config"])?;
+fn http_filter(node: &Node<'_>, base_dir: &Path, dynamic: &dyn Resolver) -> Res<HttpFilter> {
+    let f = node.obj(&["name", "typed_config", "config_discovery"])?;
     let name_node = f.req("name")?;
     let name = name_node.non_empty_str()?;
-    let Some(tc) = f.get("typed_config") else {
+    let discovered;
+    let typed_config = match (f.get("typed_config"), f.get("config_discovery")) {
+        (Some(_), Some(cd)) => {
+            return Err(cd.err(
+                ErrorKind::Invalid,
+                "only one of typed_config, config_discovery may be given",
+            ));
+        }
+        (tc, None) => tc,
+        (None, Some(cd)) => {
+            discovered = discovered_config(&cd, name, dynamic)?;
+            Some(discovered)
+        }
+    };
+    let Some(tc) = typed_config else {
         return match name {
             ROUTER_NAME => Ok(HttpFilter::Router { suppress: false }),
             WASM_NAME => Err(f.path.key("typed_config").err(

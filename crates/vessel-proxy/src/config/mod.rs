@@ -62,6 +62,7 @@
 
 mod any;
 mod cluster;
+pub(crate) mod dynamic;
 mod error;
 mod lb;
 mod listener;
@@ -75,6 +76,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 pub use cluster::{Cluster, ClusterKind, DEFAULT_DNS_REFRESH_RATE, Endpoint};
+pub use dynamic::DynamicResources;
 pub use error::{ConfigError, ErrorKind};
 pub use lb::{
     DEFAULT_CHOICE_COUNT, DEFAULT_PANIC_THRESHOLD_BP, HealthCheck, LbPolicy, LoadBalancing,
@@ -96,7 +98,8 @@ pub use tls::{
 pub use vessel_host::{FailurePolicy, ReloadBackoff};
 pub use wasm::{EnvSpec, RemoteCode, RemoteRetry, WasmCode, WasmFilter};
 
-use yaml::{Node as YNode, Res};
+use dynamic::{NoDynamic, Resolver};
+use yaml::{Node as YNode, Res, YamlPath};
 
 /// The parsed, validated bootstrap.
 #[derive(Debug, Clone)]
@@ -109,6 +112,8 @@ pub struct Bootstrap {
     pub admin: Option<SocketAddr>,
     /// `node`, if given (exposed to filters as the `node` property).
     pub node: Option<Node>,
+    /// `dynamic_resources`: the control plane (docs/xds.md).
+    pub dynamic: Option<DynamicResources>,
 }
 
 impl Bootstrap {
@@ -145,21 +150,49 @@ pub fn load(path: &Path) -> Result<Bootstrap, ConfigError> {
 pub fn parse(text: &str, base_dir: &Path) -> Result<Bootstrap, ConfigError> {
     // Merge keys are applied and duplicate keys rejected by the reader.
     let doc: crate::yaml::Value = crate::yaml::from_str(text)?;
-    bootstrap(&YNode::root(&doc), base_dir)
+    bootstrap(&YNode::root(&doc), base_dir, &NoDynamic)
 }
 
-fn bootstrap(root: &YNode<'_>, base_dir: &Path) -> Res<Bootstrap> {
-    let top = root.obj(&["static_resources", "admin", "node"])?;
+/// Parses a bootstrap document with what a control plane delivered: its
+/// listeners (LDS) and clusters (CDS) after the static ones, and the route
+/// configs (RDS), HTTP filter configs (ECDS) and endpoints (EDS) they name.
+pub(crate) fn parse_dynamic(
+    doc: &crate::yaml::Value,
+    base_dir: &Path,
+    dynamic: &dyn Resolver,
+) -> Result<Bootstrap, ConfigError> {
+    bootstrap(&YNode::root(doc), base_dir, dynamic)
+}
+
+fn bootstrap(root: &YNode<'_>, base_dir: &Path, dynamic: &dyn Resolver) -> Res<Bootstrap> {
+    let top = root.obj(&["static_resources", "admin", "node", "dynamic_resources"])?;
 
     let mut clusters: Vec<Cluster> = Vec::new();
     let mut listeners: Vec<Listener> = Vec::new();
     // Listener index → its path, for cross-reference errors.
     let mut listener_paths = Vec::new();
-    if let Some(sr) = top.get("static_resources") {
-        let sr = sr.obj(&["listeners", "clusters"])?;
+    let static_resources = top
+        .get("static_resources")
+        .map(|sr| sr.obj(&["listeners", "clusters"]))
+        .transpose()?;
+    let listed = |key: &str| {
+        static_resources
+            .as_ref()
+            .and_then(|sr| sr.get(key))
+            .map(|l| l.list())
+            .unwrap_or_default()
+    };
+    let cds = dynamic.clusters();
+    let lds = dynamic.listeners();
+    let static_clusters = listed("clusters").len();
+    {
         let mut cluster_names: HashMap<String, ()> = HashMap::new();
-        for c in sr.get("clusters").map(|c| c.list()).unwrap_or_default() {
-            let cluster = cluster::cluster(&c, base_dir)?;
+        let dynamic_clusters = cds.iter().map(|(name, v)| YNode {
+            v,
+            path: YamlPath::named(format!("cds[{name}]")),
+        });
+        for c in listed("clusters").into_iter().chain(dynamic_clusters) {
+            let cluster = cluster::cluster(&c, base_dir, dynamic)?;
             if cluster_names.insert(cluster.name.clone(), ()).is_some() {
                 return Err(c.path.key("name").err(
                     ErrorKind::Duplicate,
@@ -170,14 +203,16 @@ fn bootstrap(root: &YNode<'_>, base_dir: &Path) -> Res<Bootstrap> {
         }
         let mut names: HashMap<String, ()> = HashMap::new();
         let mut addrs: HashMap<SocketAddr, ()> = HashMap::new();
-        for (i, l) in sr
-            .get("listeners")
-            .map(|l| l.list())
-            .unwrap_or_default()
+        let dynamic_listeners = lds.iter().map(|(name, v)| YNode {
+            v,
+            path: YamlPath::named(format!("lds[{name}]")),
+        });
+        for (i, l) in listed("listeners")
             .into_iter()
+            .chain(dynamic_listeners)
             .enumerate()
         {
-            let listener = listener::listener(&l, i, base_dir)?;
+            let listener = listener::listener(&l, i, base_dir, dynamic)?;
             if names.insert(listener.name.clone(), ()).is_some() {
                 return Err(l.path.key("name").err(
                     ErrorKind::Duplicate,
@@ -246,7 +281,10 @@ fn bootstrap(root: &YNode<'_>, base_dir: &Path) -> Res<Bootstrap> {
                         });
                     }
                 }
-                Terminal::Http(h) => {
+                // Routes from RDS may name clusters not (yet) known: the
+                // router answers 503 for them, as Envoy does
+                // (`validate_clusters` defaults to false for RDS).
+                Terminal::Http(h) if h.rds.is_none() => {
                     for (suffix, name) in h.routes.cluster_refs() {
                         if !known(name) {
                             return Err(ConfigError::Field {
@@ -270,10 +308,39 @@ fn bootstrap(root: &YNode<'_>, base_dir: &Path) -> Res<Bootstrap> {
                         }
                     }
                 }
+                Terminal::Http(_) => {}
             }
         }
     }
 
+    let dynamic_resources = top
+        .get("dynamic_resources")
+        .map(|d| {
+            let dr = dynamic::dynamic_resources(&d)?;
+            let path = d.path.key("ads_config").key("grpc_services");
+            match clusters[..static_clusters]
+                .iter()
+                .find(|c| c.name == dr.ads_cluster)
+            {
+                None => Err(path.err(
+                    ErrorKind::UnknownReference,
+                    format!(
+                        "unknown cluster `{}` (the control plane's cluster must be in \
+                         static_resources.clusters)",
+                        dr.ads_cluster
+                    ),
+                )),
+                Some(c) if !c.http2 => Err(path.err(
+                    ErrorKind::Invalid,
+                    format!(
+                        "cluster `{}` must speak HTTP/2 (gRPC): add http2_protocol_options: {{}}",
+                        dr.ads_cluster
+                    ),
+                )),
+                Some(_) => Ok(dr),
+            }
+        })
+        .transpose()?;
     let admin = top.get("admin").map(|a| admin(&a)).transpose()?.flatten();
     let node = top.get("node").map(|n| envoy_node(&n)).transpose()?;
     Ok(Bootstrap {
@@ -281,6 +348,7 @@ fn bootstrap(root: &YNode<'_>, base_dir: &Path) -> Res<Bootstrap> {
         clusters,
         admin,
         node,
+        dynamic: dynamic_resources,
     })
 }
 

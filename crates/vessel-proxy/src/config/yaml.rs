@@ -32,6 +32,12 @@ impl YamlPath {
         Self(String::new())
     }
 
+    /// A root with a name: a resource a control plane delivered
+    /// (`lds[main]`, `rds[routes]`).
+    pub(crate) fn named(name: String) -> Self {
+        Self(name)
+    }
+
     /// The child `key` of this mapping.
     pub(crate) fn key(&self, key: &str) -> Self {
         if self.0.is_empty() {

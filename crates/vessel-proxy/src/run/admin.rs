@@ -45,6 +45,9 @@ pub(crate) struct Admin {
     pub(crate) reloads: Arc<ReloadCounters>,
     /// The listeners and clusters serving now (replaced by each reload).
     pub(crate) view: SharedView,
+    /// The xDS client (`/config_dump`, `control_plane.*` and the xDS
+    /// update counters), when the config has `dynamic_resources`.
+    pub(crate) xds: Option<Arc<crate::xds::Shared>>,
 }
 
 /// The admin's view of what serves, shared with the reloader.
@@ -167,6 +170,16 @@ impl Admin {
             ));
         }
         out.push(("server.live".to_owned(), false, Stat::Gauge(1)));
+        if let Some(x) = &self.xds {
+            for (name, counter, v) in x.stat_lines() {
+                let stat = if counter {
+                    Stat::Counter(u64::try_from(v).unwrap_or(0))
+                } else {
+                    Stat::Gauge(v)
+                };
+                out.push((name, false, stat));
+            }
+        }
         for (plugin, stats) in self
             .plugins
             .lock()
@@ -294,6 +307,15 @@ impl Admin {
                     (StatusCode::OK, self.listeners(true), "application/json")
                 }
                 "/listeners" => (StatusCode::OK, self.listeners(false), TEXT),
+                "/config_dump" => match &self.xds {
+                    Some(x) => (StatusCode::OK, x.config_dump(), "application/json"),
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        "vessel serves /config_dump when the config has dynamic_resources\n"
+                            .to_owned(),
+                        TEXT,
+                    ),
+                },
                 "/clusters" => {
                     let mut text = String::new();
                     for b in &self.view().balancers {
@@ -392,6 +414,7 @@ mod tests {
             plugins,
             remote: Arc::default(),
             reloads: Arc::default(),
+            xds: None,
             view: Arc::new(RwLock::new(AdminView {
                 clusters: vec![Arc::new(DnsStats::new("named"))],
                 bound: vec![

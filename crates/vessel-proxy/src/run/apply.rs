@@ -452,6 +452,7 @@ impl Reloader {
                     clusters: Vec::new(),
                     admin: parts.admin,
                     node: None,
+                    dynamic: None,
                 },
                 clusters: Vec::new(),
                 listeners: Vec::new(),
@@ -485,10 +486,6 @@ impl Reloader {
     /// `vessel.reload.success`/`.failure` and logged, as file reloads are.
     /// Runs on `vessel run`'s multi-threaded runtime (building compiles
     /// modules in `block_in_place`); updates are applied one at a time.
-    #[cfg_attr(
-        not(test),
-        allow(dead_code, reason = "the xDS client (crate::xds, issue 12) calls it")
-    )]
     pub(crate) async fn apply(&self, boot: Bootstrap) -> Result<String, ReloadError> {
         let result = {
             let mut live = self.live.lock().await;
@@ -503,6 +500,11 @@ impl Reloader {
     /// Reads the config file again and applies it; the summary or why not.
     pub(super) async fn reload(&self) -> Result<String, ReloadError> {
         let result = match config::load(&self.path) {
+            Ok(boot) if boot.dynamic.is_some() => Err(ReloadError::RestartRequired(
+                "the config follows a control plane (dynamic_resources): the file is not \
+                 reloaded"
+                    .to_owned(),
+            )),
             Ok(boot) => {
                 let mut live = self.live.lock().await;
                 self.try_apply(&mut live, boot)

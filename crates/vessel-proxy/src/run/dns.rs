@@ -81,7 +81,7 @@ impl DnsStats {
 fn select(kind: ClusterKind, addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     match kind {
         ClusterKind::LogicalDns => addrs.into_iter().take(1).collect(),
-        ClusterKind::Static | ClusterKind::StrictDns => addrs,
+        ClusterKind::Static | ClusterKind::StrictDns | ClusterKind::Eds => addrs,
     }
 }
 

@@ -234,6 +234,9 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// The xDS client cannot start.
+    #[error("xDS: {0}")]
+    Xds(String),
 }
 
 impl From<remote::RemoteError> for RunError {
@@ -289,7 +292,17 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
         .map_err(RunError::Runtime)?;
     let result = rt.block_on(async {
         let shutdown = shutdown_signal().map_err(RunError::Runtime)?;
-        serve(boot, threads, options, shutdown).await
+        // With `dynamic_resources`, the first configuration comes from the
+        // control plane (crate::xds).
+        let (boot, xds) = if boot.dynamic.is_some() {
+            let xds = crate::xds::Xds::start(&boot, &options.config)
+                .map_err(|e| RunError::Xds(e.to_string()))?;
+            let boot = xds.initial_boot(crate::xds::INITIAL_FETCH_TIMEOUT).await?;
+            (boot, Some(xds))
+        } else {
+            (boot, None)
+        };
+        serve(boot, threads, options, shutdown, xds).await
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     result
@@ -369,6 +382,7 @@ async fn serve(
     vms: usize,
     options: &RunOptions,
     shutdown: impl Future<Output = ()>,
+    xds: Option<crate::xds::Xds>,
 ) -> Result<(), RunError> {
     // The callout clusters and the balancers filters read: empty until the
     // reloader switches the first config in, replaced by every reload.
@@ -416,10 +430,18 @@ async fn serve(
     // Clusters (with their first health-check round, as Envoy's cluster
     // warming), filters, then the listeners, bound and accepting.
     reloader.start(boot).await?;
+    // Updates from the control plane are applied as a reload is.
+    if let Some(xds) = &xds {
+        let r = reloader.clone();
+        xds.set_applier(Arc::new(move |boot| {
+            let r = r.clone();
+            Box::pin(async move { r.apply(boot).await.map_err(|e| e.to_string()) })
+        }));
+    }
 
     let (stop_tx, stop_rx) = watch::channel(Stop::Serve);
     let mut tasks = Vec::new();
-    if options.watch {
+    if options.watch && xds.is_none() {
         match watch_files(reloader.clone(), stop_rx.clone()).await {
             Ok(task) => tasks.push(task),
             Err(e) => log::warn!("cannot watch the config files, reload with POST /reload: {e}"),
@@ -444,6 +466,7 @@ async fn serve(
             remote: host.remote.stats(),
             reloads: counters,
             view,
+            xds: xds.as_ref().map(crate::xds::Xds::shared),
         });
         let listener = bind(addr).await?;
         let local = listener.local_addr().unwrap_or(addr);
@@ -496,6 +519,9 @@ async fn serve(
     }
 
     shutdown.await;
+    if let Some(xds) = &xds {
+        xds.abort();
+    }
     tasks.extend(reloader.shutdown().await);
     let _ = stop_tx.send(Stop::Shutdown);
     for t in tasks {
@@ -1133,7 +1159,7 @@ fn resolve(c: &config::Cluster) -> Result<Vec<SocketAddr>, RunError> {
         };
         match c.kind {
             ClusterKind::LogicalDns => out.extend(addrs.into_iter().take(1)),
-            ClusterKind::Static | ClusterKind::StrictDns => out.extend(addrs),
+            ClusterKind::Static | ClusterKind::StrictDns | ClusterKind::Eds => out.extend(addrs),
         }
     }
     Ok(out)

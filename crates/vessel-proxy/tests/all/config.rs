@@ -561,7 +561,6 @@ fn every_unsupported_field_is_named_by_path() {
         (format!("{L}.default_filter_chain.filter_chain_match"), "{}"),
         (format!("{}.access_log", hcm()), "[]"),
         (format!("{}.use_remote_address", hcm()), "true"),
-        (format!("{}.rds", hcm()), "{}"),
         (
             format!("{}.route_config.request_headers_to_add", hcm()),
             "[]",
@@ -788,7 +787,12 @@ fn bad_enum_values() {
     assert_eq!(ok(&doc).listeners[0].hcm().codec, Codec::Http1);
 
     let ty = format!("{C}.type");
-    expect_err(&ty, y("EDS"), ErrorKind::Unsupported, &ty);
+    expect_err(
+        &ty,
+        y("EDS"),
+        ErrorKind::Missing,
+        &format!("{C}.eds_cluster_config"),
+    );
     expect_err(&ty, y("ORIGINAL_DST"), ErrorKind::Unsupported, &ty);
     expect_err(&ty, y("DYNAMIC"), ErrorKind::Invalid, &ty);
     let lb = format!("{C}.lb_policy");
@@ -2716,4 +2720,206 @@ fn doc_remove(doc: &mut Value, path: &str) {
         .and_then(Value::as_object_mut)
         .expect("the parent is a mapping")
         .remove(key);
+}
+
+// ------------------------------------------------------- dynamic forms (xDS)
+
+#[test]
+fn dynamic_resources_name_an_http2_static_cluster() {
+    let ads = y("{ads_config: {api_type: GRPC, transport_api_version: V3, \
+                 grpc_services: [{envoy_grpc: {cluster_name: backend}}]}, \
+                 lds_config: {ads: {}, resource_api_version: V3}, cds_config: {ads: {}}}");
+    let mut doc = base();
+    set(&mut doc, "dynamic_resources", ads.clone());
+    let (k, p, m) = field_err(&doc);
+    assert_eq!(
+        (k, p.as_str()),
+        (
+            ErrorKind::Invalid,
+            "dynamic_resources.ads_config.grpc_services"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("HTTP/2"), "{m}");
+    set(&mut doc, &format!("{C}.http2_protocol_options"), y("{}"));
+    let boot = ok(&doc);
+    let d = boot.dynamic.expect("dynamic_resources");
+    assert_eq!(
+        (
+            d.ads_cluster.as_str(),
+            d.lds,
+            d.cds,
+            d.node_on_first_message_only
+        ),
+        ("backend", true, true, false)
+    );
+
+    let dr = "dynamic_resources";
+    set(
+        &mut doc,
+        &format!("{dr}.ads_config.grpc_services[0].envoy_grpc.cluster_name"),
+        y("nowhere"),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p),
+        (
+            ErrorKind::UnknownReference,
+            format!("{dr}.ads_config.grpc_services")
+        )
+    );
+    let mut doc = base();
+    set(&mut doc, dr, ads);
+    set(&mut doc, &format!("{C}.http2_protocol_options"), y("{}"));
+    set(
+        &mut doc,
+        &format!("{dr}.ads_config.api_type"),
+        y("DELTA_GRPC"),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p.as_str()),
+        (
+            ErrorKind::Unsupported,
+            "dynamic_resources.ads_config.api_type"
+        )
+    );
+    set(&mut doc, &format!("{dr}.ads_config.api_type"), y("GRPC"));
+    set(
+        &mut doc,
+        &format!("{dr}.lds_config"),
+        y("{path: /etc/lds.yaml}"),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p.as_str()),
+        (ErrorKind::Unsupported, "dynamic_resources.lds_config.path")
+    );
+}
+
+#[test]
+fn rds_config_discovery_and_eds_need_a_control_plane() {
+    let rds = y("{config_source: {ads: {}, resource_api_version: V3}, route_config_name: r}");
+    // Both route_config and rds.
+    expect_err(
+        &format!("{}.rds", hcm()),
+        rds.clone(),
+        ErrorKind::Invalid,
+        &format!("{}.rds", hcm()),
+    );
+    // rds alone: nothing delivered it.
+    let mut doc = base();
+    remove(&mut doc, &format!("{}.route_config", hcm()));
+    set(&mut doc, &format!("{}.rds", hcm()), rds);
+    let (k, p, m) = field_err(&doc);
+    assert_eq!(
+        (k, p),
+        (
+            ErrorKind::UnknownReference,
+            format!("{}.rds.route_config_name", hcm())
+        ),
+        "{m}"
+    );
+    // Only ADS config sources.
+    set(
+        &mut doc,
+        &format!("{}.rds.config_source", hcm()),
+        y("{path_config_source: {path: /x}}"),
+    );
+    let (k, _, _) = field_err(&doc);
+    assert_eq!(k, ErrorKind::Unsupported);
+
+    // config_discovery: type_urls are required; a default of another type
+    // is an error; a default applied without warming serves.
+    let f0 = format!("{}.http_filters[0]", hcm());
+    let wasm_default = y(
+        "{\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, \
+         config: {root_id: d, vm_config: {code: {local: {filename: d.wasm}}}}}",
+    );
+    let mut doc = base();
+    remove(&mut doc, &format!("{f0}.typed_config"));
+    set(
+        &mut doc,
+        &format!("{f0}.config_discovery"),
+        y("{config_source: {ads: {}}}"),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p),
+        (
+            ErrorKind::Missing,
+            format!("{f0}.config_discovery.type_urls")
+        )
+    );
+    set(
+        &mut doc,
+        &format!("{f0}.config_discovery.type_urls"),
+        y("[type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm]"),
+    );
+    let (k, p, _) = field_err(&doc);
+    assert_eq!(
+        (k, p),
+        (
+            ErrorKind::UnknownReference,
+            format!("{f0}.config_discovery")
+        )
+    );
+    set(
+        &mut doc,
+        &format!("{f0}.config_discovery.default_config"),
+        wasm_default,
+    );
+    // A default without apply_default_config_without_warming waits.
+    assert_eq!(field_err(&doc).0, ErrorKind::UnknownReference);
+    set(
+        &mut doc,
+        &format!("{f0}.config_discovery.apply_default_config_without_warming"),
+        y("true"),
+    );
+    let boot = ok(&doc);
+    assert_eq!(boot.listeners[0].hcm().wasm_filters[0].root_id, "d");
+    set(
+        &mut doc,
+        &format!("{f0}.config_discovery.default_config"),
+        y("{\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}"),
+    );
+    let (k, p, m) = field_err(&doc);
+    assert_eq!(
+        (k, p),
+        (
+            ErrorKind::Invalid,
+            format!("{f0}.config_discovery.default_config.@type")
+        ),
+        "{m}"
+    );
+    // typed_config and config_discovery together.
+    let mut doc = base();
+    set(
+        &mut doc,
+        &format!("{f0}.config_discovery"),
+        y("{config_source: {ads: {}}}"),
+    );
+    assert_eq!(field_err(&doc).0, ErrorKind::Invalid);
+
+    // EDS: eds_cluster_config only on an EDS cluster, and nothing delivered.
+    let eds = y("{eds_config: {ads: {}}}");
+    expect_err(
+        &format!("{C}.eds_cluster_config"),
+        eds.clone(),
+        ErrorKind::Invalid,
+        &format!("{C}.eds_cluster_config"),
+    );
+    let mut doc = base();
+    set(&mut doc, &format!("{C}.type"), y("EDS"));
+    remove(&mut doc, &format!("{C}.load_assignment"));
+    set(&mut doc, &format!("{C}.eds_cluster_config"), eds);
+    let (k, p, m) = field_err(&doc);
+    assert_eq!(
+        (k, p),
+        (
+            ErrorKind::UnknownReference,
+            format!("{C}.eds_cluster_config")
+        ),
+        "{m}"
+    );
 }

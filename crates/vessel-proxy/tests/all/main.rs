@@ -27,3 +27,4 @@ mod remote;
 mod run;
 mod tcp;
 mod tls;
+mod xds;
