@@ -119,15 +119,19 @@ streams:
 /// (the suite in-process, the backends comparison) would count in the same
 /// keys, or `FLUSHALL` under each other.
 pub(crate) fn redis_guard(file: &Path) -> Option<std::sync::MutexGuard<'static, ()>> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let text = std::fs::read_to_string(file).ok()?;
     let scenario = vessel_proxy::harness::Scenario::from_yaml(&text).ok()?;
     scenario
         .clusters
         .values()
         .any(|c| c.redis.is_some())
-        .then(|| {
-            LOCK.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        })
+        .then(redis_lock)
+}
+
+/// The lock of the shared Redis server: held by a test whose keys must not
+/// be flushed by a scenario file's `redis_flush` meanwhile.
+pub(crate) fn redis_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
