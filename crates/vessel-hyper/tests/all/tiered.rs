@@ -85,7 +85,7 @@ async fn baseline() -> (Arc<FilterPool>, SocketAddr, Arc<tokio::sync::Notify>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_runs_across_the_switch_to_the_optimized_vms() {
     let (pool, addr, release) = baseline().await;
-    let c = TestClient::builder(TokioExecutor::new()).build_http();
+    let c = Client::builder(TokioExecutor::new()).build_http();
     assert_eq!(pool.tier(), Tier::Baseline);
     let (status, config, _) = send(&c, addr, "/").await;
     assert_eq!((status, config.as_str()), (200, "v1"));
@@ -109,7 +109,7 @@ async fn traffic_runs_across_the_switch_to_the_optimized_vms() {
     let done = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::new();
     for _ in 0..4 {
-        let c = TestClient::builder(TokioExecutor::new()).build_http();
+        let c = Client::builder(TokioExecutor::new()).build_http();
         let done = done.clone();
         senders.push(tokio::spawn(async move {
             let mut served = Vec::new();
@@ -163,7 +163,7 @@ async fn traffic_runs_across_the_switch_to_the_optimized_vms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_optimized_build_that_does_not_start_leaves_the_baseline_serving() {
     let (pool, addr, _release) = baseline().await;
-    let c = TestClient::builder(TokioExecutor::new()).build_http();
+    let c = Client::builder(TokioExecutor::new()).build_http();
     let before = send(&c, addr, "/").await;
     assert_eq!((before.0, before.1.as_str()), (200, "v1"));
 
