@@ -19,7 +19,9 @@
 //!   (`docs/wasi.md`), `cargo xtask bench e2e` only the end-to-end one,
 //!   `cargo xtask bench ttfb` only the time to first byte, `cargo xtask
 //!   bench edge` only the edge comparison with Envoy (`edge.rs`: TCP proxy
-//!   throughput with and without a network filter).
+//!   throughput with and without a network filter), `cargo xtask bench
+//!   tiered` only tiered compilation (`tiered.rs`: Winch against Cranelift
+//!   compile time, cold-start time to the first response, steady req/s).
 //! * `cargo xtask envoy-diff` — builds the guests, gets Envoy, and runs every
 //!   scenario in-process, through `vessel run` and through Envoy
 //!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
@@ -43,6 +45,7 @@ mod assemblyscript;
 mod edge;
 mod envoy_diff;
 mod gateway;
+mod tiered;
 mod ttfb;
 
 fn root() -> PathBuf {
@@ -855,6 +858,10 @@ fn main() -> Result<()> {
         "bench" if std::env::args().nth(2).as_deref() == Some("e2e") => {
             guests()?;
             e2e_bench()
+        }
+        "bench" if std::env::args().nth(2).as_deref() == Some("tiered") => {
+            guests()?;
+            tiered::tiered_bench()
         }
         "bench" if std::env::args().nth(2).as_deref() == Some("ttfb") => {
             guests()?;

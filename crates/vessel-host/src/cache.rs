@@ -62,6 +62,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 use wasmtime::Module;
 
+use crate::engine::Tier;
 use crate::error::WasmtimeError;
 
 /// Where compiled modules are cached. `dir: None` (the default) disables
@@ -342,6 +343,34 @@ impl ModuleCache {
         written.map(|()| path)
     }
 
+    /// Loads `key`'s entry, or says why there is none usable (logged):
+    /// [`CacheOutcome::Miss`] or [`CacheOutcome::Rebuilt`].
+    fn lookup(&self, engine: &wasmtime::Engine, key: &CacheKey) -> Result<Module, CacheOutcome> {
+        match self.get(engine, key) {
+            Ok(Some(module)) => {
+                log::debug!("module cache hit: {}", self.entry_path(key).display());
+                Ok(module)
+            }
+            Ok(None) => Err(CacheOutcome::Miss),
+            Err(e @ CacheError::Corrupt { .. }) => {
+                log::warn!("{e}; recompiling");
+                Err(CacheOutcome::Rebuilt)
+            }
+            Err(e) => {
+                log::warn!("{e}; compiling");
+                Err(CacheOutcome::Miss)
+            }
+        }
+    }
+
+    /// Stores `module` under `key`; a failure is logged.
+    fn store(&self, key: &CacheKey, module: &Module) {
+        match self.put(key, module) {
+            Ok(path) => log::debug!("module cache: stored {}", path.display()),
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+
     /// Loads `code` compiled by `engine` from the cache, or compiles it
     /// with `compile` and stores it. Cache failures are logged and never
     /// fail the load; `compile`'s error is returned as is.
@@ -352,32 +381,26 @@ impl ModuleCache {
         compile: impl FnOnce() -> Result<Module, E>,
     ) -> Result<(Module, CacheOutcome), E> {
         let key = CacheKey::new(engine, code);
-        let outcome = match self.get(engine, &key) {
-            Ok(Some(module)) => {
-                log::debug!("module cache hit: {}", self.entry_path(&key).display());
-                return Ok((module, CacheOutcome::Hit));
-            }
-            Ok(None) => CacheOutcome::Miss,
-            Err(e @ CacheError::Corrupt { .. }) => {
-                log::warn!("{e}; recompiling");
-                CacheOutcome::Rebuilt
-            }
-            Err(e) => {
-                log::warn!("{e}; compiling");
-                CacheOutcome::Miss
-            }
+        let outcome = match self.lookup(engine, &key) {
+            Ok(module) => return Ok((module, CacheOutcome::Hit)),
+            Err(outcome) => outcome,
         };
         let module = compile()?;
-        match self.put(&key, &module) {
-            Ok(path) => log::debug!("module cache: stored {}", path.display()),
-            Err(e) => log::warn!("{e}"),
-        }
+        self.store(&key, &module);
         Ok((module, outcome))
     }
 }
 
-/// Compiles `wasm` for `engine`, through the cache if one is configured.
-pub(crate) fn load_module(
+/// A module as [`load_module`] produced it.
+pub(crate) struct Loaded {
+    pub(crate) module: Module,
+    pub(crate) cache: CacheOutcome,
+    pub(crate) tier: Tier,
+}
+
+/// Compiles `wasm` with Cranelift for `engine`, through the cache if one is
+/// configured.
+pub(crate) fn load_optimized(
     engine: &crate::Engine,
     wasm: &[u8],
 ) -> Result<(Module, CacheOutcome), crate::LoadError> {
@@ -387,6 +410,45 @@ pub(crate) fn load_module(
     match &engine.config.cache.dir {
         Some(dir) => ModuleCache::new(dir).get_or_compile(&engine.inner, wasm, compile),
         None => Ok((compile()?, CacheOutcome::Disabled)),
+    }
+}
+
+/// Loads `wasm` for `engine`: a cache hit (Cranelift code); else, on a
+/// tiered engine, a Winch build ([`Tier::Baseline`], never cached), or a
+/// Cranelift build (stored) when the engine is not tiered or Winch refuses
+/// the module.
+pub(crate) fn load_module(engine: &crate::Engine, wasm: &[u8]) -> Result<Loaded, crate::LoadError> {
+    let optimized = |(module, cache)| Loaded {
+        module,
+        cache,
+        tier: Tier::Optimized,
+    };
+    let Some(baseline) = &engine.baseline else {
+        return load_optimized(engine, wasm).map(optimized);
+    };
+    let cache = engine.config.cache.dir.as_ref().map(ModuleCache::new);
+    let outcome = match &cache {
+        None => CacheOutcome::Disabled,
+        Some(cache) => match cache.lookup(&engine.inner, &CacheKey::new(&engine.inner, wasm)) {
+            Ok(module) => return Ok(optimized((module, CacheOutcome::Hit))),
+            Err(outcome) => outcome,
+        },
+    };
+    match Module::from_binary(baseline, wasm) {
+        Ok(module) => Ok(Loaded {
+            module,
+            cache: outcome,
+            tier: Tier::Baseline,
+        }),
+        Err(e) => {
+            log::info!("Winch cannot compile this module ({e:#}); compiling it with Cranelift");
+            let module = Module::from_binary(&engine.inner, wasm)
+                .map_err(|e| crate::LoadError::Compile(e.into()))?;
+            if let Some(cache) = &cache {
+                cache.store(&CacheKey::new(&engine.inner, wasm), &module);
+            }
+            Ok(optimized((module, outcome)))
+        }
     }
 }
 

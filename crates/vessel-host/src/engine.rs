@@ -58,6 +58,46 @@ pub struct EngineConfig {
     pub memory_init_cow: bool,
     /// The on-disk compiled-module cache. Default: disabled.
     pub cache: CacheConfig,
+    /// Tiered compilation: a module that is not in the module cache is
+    /// compiled first with wasmtime's baseline compiler, Winch (fast to
+    /// compile, slower code), and [`Plugin::optimized`](crate::Plugin::optimized)
+    /// compiles the Cranelift build later, off the request path, and stores
+    /// it in the cache. The engine then holds a second wasmtime engine
+    /// (Winch, with the same stack, memory, pooling and epoch settings; its
+    /// own pool of [`PoolingConfig::max_vms`] slots). Ignored (plain
+    /// Cranelift, logged) with [`consume_fuel`](Self::consume_fuel), which
+    /// Winch does not support, or where wasmtime cannot build a Winch
+    /// engine. A module Winch refuses (a feature it lacks: tail calls,
+    /// exceptions, GC, relaxed SIMD) is compiled with Cranelift at once.
+    /// Default false: a library embedder must drive the background compile;
+    /// `vessel run` turns it on (`docs/operations.md`, "Tiered compilation").
+    pub tiered: bool,
+}
+
+/// Which compiler built a [`Plugin`](crate::Plugin)'s code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Winch, wasmtime's baseline compiler: compiled in a fraction of
+    /// Cranelift's time, runs slower. Only with [`EngineConfig::tiered`].
+    Baseline,
+    /// Cranelift, the optimizing compiler (or a module cache hit).
+    Optimized,
+}
+
+impl Tier {
+    /// `"baseline"` or `"optimized"` (admin, metrics, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Optimized => "optimized",
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Settings of wasmtime's pooling instance allocator: a fixed number of VM
@@ -122,6 +162,7 @@ impl Default for EngineConfig {
             pooling: Some(PoolingConfig::default()),
             memory_init_cow: true,
             cache: CacheConfig::default(),
+            tiered: false,
         }
     }
 }
@@ -130,6 +171,8 @@ impl Default for EngineConfig {
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) inner: wasmtime::Engine,
+    /// The Winch engine of a tiered engine (`EngineConfig::tiered`).
+    pub(crate) baseline: Option<wasmtime::Engine>,
     pub(crate) config: Arc<EngineConfig>,
     /// The epoch ticker, shared by every clone; `None` without epochs.
     ticker: Option<Arc<EpochTicker>>,
@@ -167,34 +210,35 @@ impl Engine {
         let mut c = wasmtime::Config::new();
         c.max_wasm_stack(config.max_wasm_stack);
         c.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+        c.epoch_interruption(config.epoch_interruption);
+        c.consume_fuel(config.consume_fuel);
+        c.memory_init_cow(config.memory_init_cow);
+        let mut winch = c.clone();
         c.cranelift_opt_level(if config.optimize {
             wasmtime::OptLevel::Speed
         } else {
             wasmtime::OptLevel::None
         });
-        c.epoch_interruption(config.epoch_interruption);
-        c.consume_fuel(config.consume_fuel);
-        c.memory_init_cow(config.memory_init_cow);
-        let inner = match &config.pooling {
-            None => wasmtime::Engine::new(&c).map_err(|e| EngineError::Wasmtime(e.into()))?,
-            Some(pool) => {
-                let on_demand = c.clone();
-                c.allocation_strategy(pooling_strategy(pool, config.max_memory_bytes));
-                wasmtime::Engine::new(&c).map_err(|e| {
-                    // Name the pool only if the same settings build without it.
-                    if wasmtime::Engine::new(&on_demand).is_ok() {
-                        EngineError::Pool {
-                            max_vms: pool.max_vms,
-                            source: e.into(),
-                        }
-                    } else {
-                        EngineError::Wasmtime(e.into())
-                    }
-                })?
+        let inner = build_engine(c, &config)?;
+        let baseline = if !config.tiered {
+            None
+        } else if config.consume_fuel {
+            log::info!("tiered compilation is off: Winch does not support fuel metering");
+            None
+        } else {
+            winch.strategy(wasmtime::Strategy::Winch);
+            match build_engine(winch, &config) {
+                Ok(engine) => Some(engine),
+                Err(e) => {
+                    log::warn!("tiered compilation is off: no Winch engine: {e}");
+                    None
+                }
             }
         };
         let ticker = if config.epoch_interruption {
-            let ticker = EpochTicker::start(&inner, config.epoch_period)
+            let engines: Vec<&wasmtime::Engine> =
+                std::iter::once(&inner).chain(baseline.as_ref()).collect();
+            let ticker = EpochTicker::start(&engines, config.epoch_period)
                 .map_err(|e| EngineError::EpochTicker(Arc::new(e)))?;
             Some(Arc::new(ticker))
         } else {
@@ -202,6 +246,7 @@ impl Engine {
         };
         Ok(Self {
             inner,
+            baseline,
             config: Arc::new(config),
             ticker,
         })
@@ -229,9 +274,45 @@ impl Engine {
         self.ticker.is_some()
     }
 
-    /// The underlying wasmtime engine.
+    /// The underlying wasmtime engine (Cranelift).
     pub fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner
+    }
+
+    /// True if this engine compiles new modules with Winch first
+    /// ([`EngineConfig::tiered`], and Winch was available).
+    pub fn is_tiered(&self) -> bool {
+        self.baseline.is_some()
+    }
+
+    /// The Winch engine of a tiered engine.
+    pub fn baseline_wasmtime(&self) -> Option<&wasmtime::Engine> {
+        self.baseline.as_ref()
+    }
+}
+
+/// Builds a wasmtime engine from `c` and the pooling settings of `config`.
+fn build_engine(
+    mut c: wasmtime::Config,
+    config: &EngineConfig,
+) -> Result<wasmtime::Engine, EngineError> {
+    match &config.pooling {
+        None => wasmtime::Engine::new(&c).map_err(|e| EngineError::Wasmtime(e.into())),
+        Some(pool) => {
+            let on_demand = c.clone();
+            c.allocation_strategy(pooling_strategy(pool, config.max_memory_bytes));
+            wasmtime::Engine::new(&c).map_err(|e| {
+                // Name the pool only if the same settings build without it.
+                if wasmtime::Engine::new(&on_demand).is_ok() {
+                    EngineError::Pool {
+                        max_vms: pool.max_vms,
+                        source: e.into(),
+                    }
+                } else {
+                    EngineError::Wasmtime(e.into())
+                }
+            })
+        }
     }
 }
 

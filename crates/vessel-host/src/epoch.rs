@@ -1,10 +1,11 @@
 //! The epoch ticker: one thread per [`Engine`](crate::Engine) that advances
-//! wasmtime's epoch every [`EngineConfig::epoch_period`](crate::EngineConfig::epoch_period),
+//! the epoch of its wasmtime engines (two when the engine is tiered: the
+//! Winch baseline and Cranelift) every [`EngineConfig::epoch_period`](crate::EngineConfig::epoch_period),
 //! which is what interrupts a guest callback that runs past its
 //! [`Limits::callback_timeout`](crate::Limits::callback_timeout) (ABI
 //! reference §6.6, "Interruption").
 //!
-//! The thread holds only a weak reference to the wasmtime engine. It stops,
+//! The thread holds only weak references to the wasmtime engines. It stops,
 //! and is joined, when the last clone of the [`Engine`](crate::Engine)
 //! (including the clones inside plugins and VMs) is dropped.
 //!
@@ -26,9 +27,11 @@ pub(crate) struct EpochTicker {
 }
 
 impl EpochTicker {
-    /// Starts a thread that increments `engine`'s epoch every `period`.
-    pub(crate) fn start(engine: &wasmtime::Engine, period: Duration) -> std::io::Result<Self> {
-        let weak = engine.weak();
+    /// Starts a thread that increments the epoch of every one of `engines`
+    /// (the optimizing engine and, when tiered, the baseline one) every
+    /// `period`.
+    pub(crate) fn start(engines: &[&wasmtime::Engine], period: Duration) -> std::io::Result<Self> {
+        let weak: Vec<_> = engines.iter().map(|e| e.weak()).collect();
         let (stop, stopped) = mpsc::channel::<()>();
         let (ready, started) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -37,10 +40,16 @@ impl EpochTicker {
                 let _ = ready.send(());
                 loop {
                     match stopped.recv_timeout(period) {
-                        Err(RecvTimeoutError::Timeout) => match weak.upgrade() {
-                            Some(engine) => engine.increment_epoch(),
-                            None => return,
-                        },
+                        Err(RecvTimeoutError::Timeout) => {
+                            let mut alive = false;
+                            for engine in weak.iter().filter_map(wasmtime::EngineWeak::upgrade) {
+                                engine.increment_epoch();
+                                alive = true;
+                            }
+                            if !alive {
+                                return;
+                            }
+                        }
                         // A stop message or the handle was dropped.
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                     }

@@ -83,7 +83,7 @@ pub use embedder::{
     Clock, FixedClock, ForeignFunction, LogFacade, LogRecord, LogSink, OsRandom, PropertyProvider,
     PropertyScope, Random, SystemClock,
 };
-pub use engine::{Engine, EngineConfig, PoolingConfig};
+pub use engine::{Engine, EngineConfig, PoolingConfig, Tier};
 pub use env::{HostEnv, HostEnvBuilder};
 pub use error::{
     EngineError, InstantiateError, LoadError, TextError, TrapError, TrapKind, UnenforceableLimit,

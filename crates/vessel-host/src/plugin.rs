@@ -16,7 +16,7 @@ use vessel_abi::{AbiVersion, LogLevel};
 use wasmtime::{ExternType, FuncType, InstancePre, Module, ValType};
 
 use crate::cache::CacheOutcome;
-use crate::engine::Engine;
+use crate::engine::{Engine, Tier};
 #[cfg(feature = "wat")]
 use crate::error::TextError;
 use crate::error::{LoadError, UnenforceableLimit};
@@ -116,6 +116,10 @@ pub struct Plugin {
     /// reports it.
     pub(crate) pre: Result<InstancePre<HostState>, LoadError>,
     pub(crate) cache: CacheOutcome,
+    pub(crate) tier: Tier,
+    /// The module's binary, kept by a [`Tier::Baseline`] plugin for
+    /// [`Plugin::optimized`].
+    pub(crate) code: Option<Arc<[u8]>>,
 }
 
 impl fmt::Debug for Plugin {
@@ -160,7 +164,8 @@ impl Plugin {
     pub fn load(engine: &Engine, wasm: &[u8], config: PluginConfig) -> Result<Self, LoadError> {
         let binary = to_binary(wasm)?;
         let abi = vessel_abi::detect_abi_version(&binary)?;
-        let (module, cache) = crate::cache::load_module(engine, &binary)?;
+        let loaded = crate::cache::load_module(engine, &binary)?;
+        let module = loaded.module;
         Self::check_exports(&module, abi)?;
         let table = hostcalls::import_table();
         Self::check_imports(&module, table)?;
@@ -168,14 +173,56 @@ impl Plugin {
             plugin: config.name.clone(),
             limit,
         })?;
-        let pre = link(engine, &module, &config)?;
+        let pre = link(&module, &config)?;
         Ok(Self {
             shared: Arc::new(PluginShared { config, abi }),
             engine: engine.clone(),
             module,
             pre: Ok(pre),
-            cache,
+            cache: loaded.cache,
+            tier: loaded.tier,
+            code: (loaded.tier == Tier::Baseline).then(|| Arc::from(binary.as_ref())),
         })
+    }
+
+    /// Which compiler built this plugin's code: [`Tier::Baseline`] (Winch)
+    /// only on a tiered engine ([`EngineConfig::tiered`](crate::EngineConfig::tiered))
+    /// for a module that was not in the module cache.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// The Cranelift build of a [`Tier::Baseline`] plugin: compiles the
+    /// module with Cranelift (or loads it from the module cache, where it
+    /// is then stored) and links it for the same configuration. `Ok(None)`
+    /// if this plugin is already [`Tier::Optimized`].
+    ///
+    /// This is the slow part of tiered compilation (seconds for a large Go
+    /// plugin) and blocks the calling thread: run it off the async workers
+    /// (`tokio::task::spawn_blocking`, a thread of the embedder's), then
+    /// build new VMs from the result and retire the baseline ones. VMs
+    /// of both tiers share nothing but the plugin's configuration.
+    ///
+    /// # Errors
+    /// [`LoadError::Compile`] if Cranelift refuses the module (Winch accepted
+    /// it, so this is unexpected), [`LoadError::Link`] if linking fails.
+    pub fn optimized(&self) -> Result<Option<Plugin>, LoadError> {
+        let Some(code) = self.code.as_ref().filter(|_| self.tier == Tier::Baseline) else {
+            return Ok(None);
+        };
+        let (module, cache) = crate::cache::load_optimized(&self.engine, code)?;
+        Self::check_exports(&module, self.shared.abi)?;
+        Self::check_imports(&module, hostcalls::import_table())?;
+        let pre = link(&module, &self.shared.config)?;
+        Ok(Some(Self {
+            shared: self.shared.clone(),
+            engine: self.engine.clone(),
+            module,
+            pre: Ok(pre),
+            cache,
+            tier: Tier::Optimized,
+            code: None,
+        }))
     }
 
     fn check_exports(module: &Module, abi: AbiVersion) -> Result<(), LoadError> {
@@ -282,7 +329,7 @@ impl Plugin {
         let pre = if same_caps {
             self.pre.clone()
         } else {
-            link(&self.engine, &self.module, &config)
+            link(&self.module, &config)
         };
         Self {
             shared: Arc::new(PluginShared {
@@ -293,6 +340,8 @@ impl Plugin {
             module: self.module.clone(),
             pre,
             cache: self.cache,
+            tier: self.tier,
+            code: self.code.clone(),
         }
     }
 }
@@ -315,21 +364,14 @@ pub(crate) fn enforceable(
 }
 
 /// Links `module` with every hostcall, the ones `config` does not allow
-/// replaced by their stubs.
-fn link(
-    engine: &Engine,
-    module: &Module,
-    config: &PluginConfig,
-) -> Result<InstancePre<HostState>, LoadError> {
-    let mut linker = hostcalls::linker(&engine.inner)?;
+/// replaced by their stubs, on the wasmtime engine that compiled it (Winch
+/// or Cranelift).
+fn link(module: &Module, config: &PluginConfig) -> Result<InstancePre<HostState>, LoadError> {
+    let engine = module.engine();
+    let mut linker = hostcalls::linker(engine)?;
     if let Some(allowed) = capabilities::restriction(config.allowed_capabilities.as_ref()) {
-        capabilities::restrict(
-            &mut linker,
-            &engine.inner,
-            hostcalls::import_table(),
-            allowed,
-        )
-        .map_err(|e| LoadError::Link(e.into()))?;
+        capabilities::restrict(&mut linker, engine, hostcalls::import_table(), allowed)
+            .map_err(|e| LoadError::Link(e.into()))?;
     }
     linker
         .instantiate_pre(module)

@@ -22,6 +22,16 @@
 //! [`ReloadBackoff`]); the failed VM lives on until its last stream ends.
 //! Every failure and reload is counted in [`PluginStats`] and logged at
 //! error level with its cause.
+//!
+//! Tiered compilation ([`vessel_host::EngineConfig::tiered`]): a pool built
+//! from a [`Tier::Baseline`] (Winch) plugin serves at once;
+//! [`FilterPool::upgrade`] (or [`FilterPool::optimize`], which compiles
+//! first) later starts a full set of VMs from the Cranelift build and only
+//! then swaps them into the slots. Streams in flight finish on the VMs they
+//! were pinned to; those VMs are shut down when their last stream ends. If
+//! the optimized build or a VM of it fails to start, the pool keeps its
+//! baseline VMs, and the failure is counted (`tier_upgrade_failure`) and
+//! logged.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -32,7 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use vessel_host::{
     ContextId, Effect, Hidden, HostEnv, IdHasher, LoadError, Plugin, ReloadDecision, ReloadGate,
-    StreamSignal, Vm, VmError, VmInstanceId,
+    StreamSignal, Tier, Vm, VmError, VmInstanceId,
 };
 pub use vessel_host::{FailurePolicy, ReloadBackoff};
 
@@ -51,9 +61,23 @@ pub struct PluginStats {
     vm_reload_success: AtomicU64,
     vm_reload_failure: AtomicU64,
     vm_reload_backoff: AtomicU64,
+    tier_upgrade_success: AtomicU64,
+    tier_upgrade_failure: AtomicU64,
 }
 
 impl PluginStats {
+    /// Pools switched from the baseline (Winch) VMs to optimized
+    /// (Cranelift) ones ([`FilterPool::upgrade`]).
+    pub fn tier_upgrade_success(&self) -> u64 {
+        self.tier_upgrade_success.load(Ordering::Relaxed)
+    }
+
+    /// Upgrades that failed (the optimized build did not compile or a VM of
+    /// it did not start); the pool kept its baseline VMs.
+    pub fn tier_upgrade_failure(&self) -> u64 {
+        self.tier_upgrade_failure.load(Ordering::Relaxed)
+    }
+
     /// VMs that failed at run time (a trap or a limit hit).
     pub fn vm_failures(&self) -> u64 {
         self.vm_failures.load(Ordering::Relaxed)
@@ -77,8 +101,10 @@ impl PluginStats {
     }
 
     /// Every counter as `(stat name suffix, value)`, for `wasm.<plugin>.<suffix>`.
-    pub fn counters(&self) -> [(&'static str, u64); 4] {
+    pub fn counters(&self) -> [(&'static str, u64); 6] {
         [
+            ("tier_upgrade_failure", self.tier_upgrade_failure()),
+            ("tier_upgrade_success", self.tier_upgrade_success()),
             ("vm_failures", self.vm_failures()),
             ("vm_reload_backoff", self.vm_reload_backoff()),
             ("vm_reload_failure", self.vm_reload_failure()),
@@ -304,7 +330,11 @@ struct VmSlot {
 
 /// The VMs of one filter.
 pub struct FilterPool {
-    plugin: Plugin,
+    /// The plugin new VMs start from: the baseline build until
+    /// [`FilterPool::upgrade`] swaps in the optimized one.
+    plugin: Mutex<Plugin>,
+    /// Held by [`FilterPool::upgrade`], so that two upgrades never race.
+    upgrading: Mutex<()>,
     env: HostEnv,
     runtime: Arc<Runtime>,
     meta: Arc<PoolMeta>,
@@ -315,7 +345,7 @@ pub struct FilterPool {
 impl std::fmt::Debug for FilterPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FilterPool")
-            .field("plugin", &self.plugin.config().name)
+            .field("plugin", &self.meta.name)
             .field("vms", &self.slots.len())
             .field("policy", &self.meta.policy)
             .finish()
@@ -404,7 +434,8 @@ impl FilterPoolBuilder<'_> {
             slots.push(Mutex::new(VmSlot { cell, gate }));
         }
         Ok(Arc::new(FilterPool {
-            plugin,
+            plugin: Mutex::new(plugin),
+            upgrading: Mutex::new(()),
             env: self.env.clone(),
             runtime: self.runtime.clone(),
             meta,
@@ -449,9 +480,109 @@ impl FilterPool {
         }
     }
 
-    /// The plugin.
-    pub fn plugin(&self) -> &Plugin {
-        &self.plugin
+    /// The plugin new VMs start from (cheap to clone): after a successful
+    /// [`upgrade`](Self::upgrade), the optimized build.
+    pub fn plugin(&self) -> Plugin {
+        lock_plugin(&self.plugin).clone()
+    }
+
+    /// The compiler tier of the pool's current VMs.
+    pub fn tier(&self) -> Tier {
+        lock_plugin(&self.plugin).tier()
+    }
+
+    /// Compiles the optimized (Cranelift) build of a baseline pool's plugin
+    /// ([`Plugin::optimized`], which also stores it in the module cache)
+    /// and [`upgrade`](Self::upgrade)s to it. `Ok(false)`: the pool is
+    /// already optimized. Blocks for the compile (seconds for a large
+    /// plugin): call it from `tokio::task::spawn_blocking` (the new VMs'
+    /// start-up spawns on the runtime, so a runtime must be current).
+    ///
+    /// # Errors
+    /// The compile's or a new VM's error; the pool keeps its baseline VMs
+    /// and counts `tier_upgrade_failure`.
+    pub fn optimize(&self) -> Result<bool, PluginError> {
+        self.optimize_with(self.plugin().optimized())
+    }
+
+    /// [`optimize`](Self::optimize) split in two for an embedder that
+    /// compiles without holding the pool (so that a pool dropped meanwhile,
+    /// by a reload, is not kept alive): `built` is what
+    /// `pool.plugin().optimized()` returned. An error is counted
+    /// (`tier_upgrade_failure`) and logged like a VM that does not start.
+    ///
+    /// # Errors
+    /// `built`'s error, or a new VM's.
+    pub fn optimize_with(
+        &self,
+        built: Result<Option<Plugin>, LoadError>,
+    ) -> Result<bool, PluginError> {
+        match built {
+            Ok(Some(optimized)) => self.upgrade(&optimized),
+            Ok(None) => Ok(false),
+            Err(e) => {
+                self.upgrade_failed(&e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Switches the pool to `optimized` (a build of the same module and
+    /// configuration, from [`Plugin::optimized`]): starts a VM of it for
+    /// every slot first (`on_vm_start`, `on_configure`), then swaps them in.
+    /// New streams go to the new VMs; streams in flight finish on the old
+    /// ones, which shut down when their last stream ends. `Ok(false)`: the
+    /// pool is already optimized, or `optimized` is not (nothing changes).
+    ///
+    /// # Errors
+    /// A new VM did not start: the pool keeps every baseline VM, counts
+    /// `tier_upgrade_failure` and logs the error.
+    pub fn upgrade(&self, optimized: &Plugin) -> Result<bool, PluginError> {
+        let _one = self
+            .upgrading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.tier() == Tier::Optimized || optimized.tier() != Tier::Optimized {
+            return Ok(false);
+        }
+        let mut cells = Vec::with_capacity(self.slots.len());
+        for _ in 0..self.slots.len() {
+            match VmCell::start(optimized, &self.env, &self.runtime, &self.meta) {
+                Ok(cell) => cells.push(cell),
+                Err(e) => {
+                    self.upgrade_failed(&e);
+                    return Err(e.into());
+                }
+            }
+        }
+        *lock_plugin(&self.plugin) = optimized.clone();
+        for (slot, cell) in self.slots.iter().zip(cells) {
+            // The old cell lives on in the streams pinned to it.
+            lock(slot).cell = cell;
+        }
+        self.meta
+            .stats
+            .tier_upgrade_success
+            .fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            target: "vessel::hyper",
+            "wasm plugin `{}`: {} optimized VM(s) replace the baseline ones",
+            self.meta.name,
+            self.slots.len()
+        );
+        Ok(true)
+    }
+
+    fn upgrade_failed(&self, e: &dyn std::fmt::Display) {
+        self.meta
+            .stats
+            .tier_upgrade_failure
+            .fetch_add(1, Ordering::Relaxed);
+        log::error!(
+            target: "vessel::hyper",
+            "wasm plugin `{}`: the optimized build failed, the baseline VMs go on serving: {e}",
+            self.meta.name
+        );
     }
 
     /// The failure policy.
@@ -535,7 +666,8 @@ impl FilterPool {
             return slot.cell.clone();
         }
         let next_wait = gate.next_wait();
-        match VmCell::start(&self.plugin, &self.env, &self.runtime, &self.meta) {
+        let plugin = lock_plugin(&self.plugin).clone();
+        match VmCell::start(&plugin, &self.env, &self.runtime, &self.meta) {
             Ok(cell) => {
                 self.meta
                     .stats
@@ -564,6 +696,12 @@ impl FilterPool {
         }
         slot.cell.clone()
     }
+}
+
+fn lock_plugin(plugin: &Mutex<Plugin>) -> MutexGuard<'_, Plugin> {
+    plugin
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn lock(slot: &Mutex<VmSlot>) -> MutexGuard<'_, VmSlot> {

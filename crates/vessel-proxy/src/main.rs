@@ -83,6 +83,11 @@ enum Command {
         /// listeners, `GET /listeners?format=json` on it tells their ports.
         #[arg(long, value_name = "FILE")]
         admin_address_path: Option<PathBuf>,
+        /// How a module not in the module cache is compiled: `tiered`
+        /// (Winch first, Cranelift in the background), `cranelift` (before
+        /// the filter serves) or `winch` (never upgraded; for measurements).
+        #[arg(long, default_value = "tiered", value_parser = parse_compilation)]
+        compilation: run::Compilation,
     },
     /// Run scenario files in-process, through `vessel run` and through real
     /// Envoy, and compare each with Envoy (`cargo xtask envoy-diff`).
@@ -108,6 +113,11 @@ enum Command {
     },
 }
 
+fn parse_compilation(s: &str) -> Result<run::Compilation, String> {
+    run::Compilation::parse(s)
+        .ok_or_else(|| format!("`{s}`: expected `tiered`, `cranelift` or `winch`"))
+}
+
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -123,6 +133,7 @@ fn main() -> ExitCode {
             drain_time_s,
             module_cache,
             admin_address_path,
+            compilation,
         } => {
             let module_cache = module_cache.config();
             let options = RunOptions {
@@ -131,6 +142,7 @@ fn main() -> ExitCode {
                 drain_timeout: Duration::from_secs(drain_time_s),
                 module_cache,
                 admin_address_path,
+                compilation,
                 ..RunOptions::new(config)
             };
             match run::run(&options) {

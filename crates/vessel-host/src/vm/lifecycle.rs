@@ -69,7 +69,8 @@ impl Vm {
             env.next_instance_id(),
             VmLimiter::new(memory_bytes),
         );
-        let mut store = Store::new(&plugin.engine.inner, state);
+        // The plugin's tier decides the wasmtime engine (Winch or Cranelift).
+        let mut store = Store::new(plugin.module.engine(), state);
         store.limiter(|s| s);
         // A wasm start function runs during instantiation.
         if let Some(ticks) = startup_ticks {

@@ -9,6 +9,7 @@ mod cache;
 mod epoch_ticker;
 mod hidden;
 mod tcp;
+mod tiered;
 
 /// The bytes of `spec-tests/guests`' `guest_<name>.wasm`.
 pub(crate) fn guest(name: &str) -> Vec<u8> {

@@ -19,5 +19,6 @@ mod policies;
 mod pooled_stream;
 mod reload;
 mod stream_props;
+mod tiered;
 mod traffic;
 mod upstream_props;

@@ -139,6 +139,37 @@ pub struct RunOptions {
     /// 0` listeners, the admin's `/listeners?format=json` then tells their
     /// ports. Nothing is written without an `admin` section.
     pub admin_address_path: Option<PathBuf>,
+    /// How modules are compiled (`--compilation`); default
+    /// [`Compilation::Tiered`].
+    pub compilation: Compilation,
+}
+
+/// How `vessel run` compiles a module that is not in the module cache
+/// (`docs/operations.md`, "Tiered compilation").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compilation {
+    /// Winch first, so the filter serves sooner; Cranelift in the
+    /// background, stored in the module cache, and the filter's VMs switch
+    /// to it. The default.
+    #[default]
+    Tiered,
+    /// Cranelift before the filter serves (vessel before tiering).
+    Cranelift,
+    /// Winch only, never upgraded (to measure the baseline tier; a module
+    /// cache hit is still Cranelift code).
+    Winch,
+}
+
+impl Compilation {
+    /// Parses `tiered`, `cranelift` or `winch`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tiered" => Some(Self::Tiered),
+            "cranelift" => Some(Self::Cranelift),
+            "winch" => Some(Self::Winch),
+            _ => None,
+        }
+    }
 }
 
 impl RunOptions {
@@ -152,6 +183,7 @@ impl RunOptions {
             watch: true,
             module_cache: CacheConfig::user_default(),
             admin_address_path: None,
+            compilation: Compilation::Tiered,
         }
     }
 }
@@ -336,6 +368,8 @@ pub(crate) type PluginStatsMap = Arc<Mutex<BTreeMap<String, Arc<PluginStats>>>>;
 /// What building filters needs; shared by start-up and reloads.
 #[derive(Clone)]
 struct FilterHost {
+    /// Upgrade baseline (Winch) pools in the background (`tier_up`).
+    tier_up: bool,
     engine: Engine,
     env: HostEnv,
     runtime: Arc<Runtime>,
@@ -396,6 +430,7 @@ async fn serve(
     let engine = Engine::new(EngineConfig {
         consume_fuel: needs_fuel(&boot),
         cache: options.module_cache.clone(),
+        tiered: options.compilation != Compilation::Cranelift,
         ..EngineConfig::default()
     })
     .map_err(RunError::Engine)?;
@@ -403,6 +438,7 @@ async fn serve(
         log::info!("module cache: {}", dir.display());
     }
     let host = FilterHost {
+        tier_up: options.compilation == Compilation::Tiered,
         engine,
         env: env.clone(),
         runtime,
@@ -1288,13 +1324,57 @@ fn build_filter(
             source,
         })?;
     log::info!(
-        "{label}: {} VM(s) started ({})",
+        "{label}: {} VM(s) started ({}, {})",
         host.vms,
-        policy.envoy_name()
+        policy.envoy_name(),
+        pool.tier()
     );
+    if host.tier_up {
+        tier_up(&pool, label);
+    }
     Ok(LiveFilter {
         spec: f.clone(),
         code,
         pool,
     })
+}
+
+// --- Hook (tiered compilation, issue 12) -----------------------------------
+
+/// A pool whose plugin Winch compiled (`Tier::Baseline`) gets its Cranelift
+/// build in the background: compiled on a blocking thread (one such compile
+/// at a time, so that filters sharing a module find the first one's build
+/// in the module cache, and the workers keep the other cores), then the
+/// pool starts the optimized VMs and swaps them in (`FilterPool::upgrade`).
+/// A pool dropped meanwhile (a reload replaced it) is left alone. Failures
+/// are logged and counted by the pool (`wasm.<plugin>.tier_upgrade_failure`).
+fn tier_up(pool: &Arc<FilterPool>, label: &str) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    if pool.tier() != vessel_host::Tier::Baseline {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        log::warn!("{label}: no runtime for the background compile; staying on Winch");
+        return;
+    };
+    let weak = Arc::downgrade(pool);
+    let label = label.to_owned();
+    rt.spawn_blocking(move || {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(plugin) = weak.upgrade().map(|p| p.plugin()) else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let built = plugin.optimized();
+        let compiled = started.elapsed();
+        drop(plugin);
+        let Some(pool) = weak.upgrade() else {
+            log::debug!("{label}: replaced before its optimized build was ready");
+            return;
+        };
+        // An error is logged and counted by the pool.
+        if let Ok(true) = pool.optimize_with(built) {
+            log::info!("{label}: optimized (Cranelift) VMs serve now; compiled in {compiled:?}");
+        }
+    });
 }

@@ -806,3 +806,49 @@ async fn admin_address_path_without_admin_writes_nothing_and_warns() {
     assert_eq!((status, body.as_str()), (200, "up\n"));
     assert!(!vessel.dir.join("admin-address").exists());
 }
+
+/// Tiered compilation, `vessel run`'s default: with an empty module cache
+/// the filter starts on Winch, serves, and switches to its Cranelift build
+/// in the background while requests go on; every request is served, the
+/// switch is counted in `/stats`, and the Cranelift build is in the module
+/// cache afterwards (the next start is Cranelift directly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiered_vessel_run_serves_on_winch_then_switches_to_cranelift() {
+    let up = support::upstream().await;
+    let filter = support::plugin(&guest("misbehave"), "tiered");
+    let vessel = support::start_vessel_with("tiered", &support::config(up, filter), 2, &[]).await;
+    let (port, admin) = (vessel.listener("main"), vessel.admin());
+    let c = support::client();
+    let mut served = 0;
+    loop {
+        let a = support::send(&c, port, "/", &[]).await;
+        assert_eq!(a.status, 200, "{}", vessel.stderr());
+        served += 1;
+        if stat(admin, "wasm.misbehave.tier_upgrade_success").await == Some(1) {
+            break;
+        }
+        assert_eq!(
+            stat(admin, "wasm.misbehave.tier_upgrade_failure").await,
+            Some(0),
+            "{}",
+            vessel.stderr()
+        );
+    }
+    for _ in 0..10 {
+        assert_eq!(support::send(&c, port, "/", &[]).await.status, 200);
+    }
+    assert!(served >= 1);
+    let stderr = vessel.stderr();
+    assert!(
+        stderr.contains(", baseline)") && stderr.contains("optimized (Cranelift) VMs serve now"),
+        "the tiers are logged:\n{stderr}"
+    );
+    let cached = std::fs::read_dir(vessel.dir.join("module-cache"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "vmc"))
+        })
+        .count();
+    assert_eq!(cached, 1, "the Cranelift build is cached");
+}

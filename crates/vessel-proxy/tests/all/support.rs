@@ -51,22 +51,39 @@ fn built(dir: &str, file: &str) -> PathBuf {
 /// `name`, with `--concurrency <workers>` and a module cache in that
 /// directory, and waits until it serves; its listeners are on port 0, their
 /// addresses read back from the admin ([`VesselProcess::listener`]).
+/// `--compilation cranelift`: these tests count requests per VM and look
+/// at the cache, so a background switch from Winch must not happen under
+/// them; `run::tiered_*` covers the default, tiered compilation.
 pub async fn start_vessel(name: &str, config: &Bootstrap, workers: usize) -> VesselProcess {
+    start_vessel_with(name, config, workers, &["--compilation", "cranelift"]).await
+}
+
+/// [`start_vessel`] with `extra` arguments in place of `--compilation
+/// cranelift`.
+pub async fn start_vessel_with(
+    name: &str,
+    config: &Bootstrap,
+    workers: usize,
+    extra: &[&str],
+) -> VesselProcess {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vessel-reload-{name}"));
     let cache = dir.join("module-cache");
     let workers = workers.to_string();
+    let cache = cache.to_string_lossy();
+    let mut args = vec![
+        "-l",
+        "info",
+        "--concurrency",
+        &workers,
+        "--module-cache-dir",
+        &cache,
+    ];
+    args.extend_from_slice(extra);
     let mut vessel = VesselProcess::start(
         Path::new(env!("CARGO_BIN_EXE_vessel")),
         &dir,
         &config.to_yaml(),
-        &[
-            "-l",
-            "info",
-            "--concurrency",
-            &workers,
-            "--module-cache-dir",
-            &cache.to_string_lossy(),
-        ],
+        &args,
     );
     vessel.wait_ready().await;
     vessel
