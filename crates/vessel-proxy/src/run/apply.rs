@@ -987,6 +987,7 @@ mod tests {
             remote: Arc::new(super::super::remote::Resolver::new(
                 &vessel_host::CacheConfig::default(),
             )),
+            tier_up: false,
         };
         Reloader::new(
             host,

@@ -744,6 +744,9 @@ fn rate_limit_config(module: &Path, rule: &str) -> Json {
 /// minute per consumer) holds across the fleet: the third request is
 /// refused whichever process it reaches, while another consumer passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The Redis lock is held for the whole test on purpose: the scenario files
+// that flush Redis take it from synchronous tests on other threads.
+#[allow(clippy::await_holding_lock)]
 async fn a_redis_backed_rate_limit_holds_across_two_processes() {
     let Some(redis_addr) = redis("xds-fleet-rate-limit") else {
         return;
