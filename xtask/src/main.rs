@@ -443,7 +443,20 @@ fn test() -> Result<()> {
             "--manifest-path",
             WASI_BENCH_MANIFEST,
         ]))?;
-        run(Command::new(cargo()).args(["fmt", "--check", "--manifest-path", PINGORA_MANIFEST]))
+        run(Command::new(cargo()).args(["fmt", "--check", "--manifest-path", PINGORA_MANIFEST]))?;
+        // The Pingora example builds `--locked` at the end of the run; a
+        // lockfile that lacks a new dependency of vessel's crates fails
+        // here in a second instead of after twenty minutes.
+        run(Command::new(cargo())
+            .args([
+                "metadata",
+                "--locked",
+                "--format-version",
+                "1",
+                "--manifest-path",
+            ])
+            .arg(PINGORA_MANIFEST)
+            .stdout(std::process::Stdio::null()))
     })?;
     // The fuzz targets (vessel-fuzz's `fuzzing` bins) are checked here,
     // in the same pass: a separate `cargo build -p vessel-fuzz` resolved
