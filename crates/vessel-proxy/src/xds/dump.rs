@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value as Json, json};
 
 use super::Shared;
-use super::store::Kind;
+use super::store::{Kind, Resource};
 use crate::yaml::Value;
 
 /// A YAML tree as JSON (numbers as numbers, mappings with string keys).
@@ -68,6 +68,16 @@ fn typed(kind: Kind, json: &Json) -> Json {
     Json::Object(out)
 }
 
+/// One dynamic resource as Envoy dumps it: its version, the resource under
+/// `field` with its `@type`, and when it was last updated.
+fn versioned(kind: Kind, field: &str, r: &Resource) -> Json {
+    json!({
+        "version_info": r.version,
+        field: typed(kind, &r.json),
+        "last_updated": timestamp(r.last_updated),
+    })
+}
+
 pub(crate) fn config_dump(shared: &Shared) -> String {
     let state = shared.lock();
     let store = &state.store;
@@ -88,24 +98,12 @@ pub(crate) fn config_dump(shared: &Shared) -> String {
     let active_clusters: Vec<Json> = store
         .of(Kind::Cluster)
         .filter(|(n, _)| !state.warming.1.contains(*n))
-        .map(|(_, r)| {
-            json!({
-                "version_info": r.version,
-                "cluster": typed(Kind::Cluster, &r.json),
-                "last_updated": timestamp(r.last_updated),
-            })
-        })
+        .map(|(_, r)| versioned(Kind::Cluster, "cluster", r))
         .collect();
     let warming_clusters: Vec<Json> = store
         .of(Kind::Cluster)
         .filter(|(n, _)| state.warming.1.contains(*n))
-        .map(|(_, r)| {
-            json!({
-                "version_info": r.version,
-                "cluster": typed(Kind::Cluster, &r.json),
-                "last_updated": timestamp(r.last_updated),
-            })
-        })
+        .map(|(_, r)| versioned(Kind::Cluster, "cluster", r))
         .collect();
     let static_clusters: Vec<Json> = statics("clusters")
         .into_iter()
@@ -115,11 +113,7 @@ pub(crate) fn config_dump(shared: &Shared) -> String {
     let dynamic_listeners: Vec<Json> = store
         .of(Kind::Listener)
         .map(|(name, r)| {
-            let state_json = json!({
-                "version_info": r.version,
-                "listener": typed(Kind::Listener, &r.json),
-                "last_updated": timestamp(r.last_updated),
-            });
+            let state_json = versioned(Kind::Listener, "listener", r);
             if state.warming.0.contains(name) {
                 json!({"name": name, "warming_state": state_json})
             } else {
@@ -134,33 +128,15 @@ pub(crate) fn config_dump(shared: &Shared) -> String {
 
     let route_configs: Vec<Json> = store
         .of(Kind::Route)
-        .map(|(_, r)| {
-            json!({
-                "version_info": r.version,
-                "route_config": typed(Kind::Route, &r.json),
-                "last_updated": timestamp(r.last_updated),
-            })
-        })
+        .map(|(_, r)| versioned(Kind::Route, "route_config", r))
         .collect();
     let ecds: Vec<Json> = store
         .of(Kind::Extension)
-        .map(|(_, r)| {
-            json!({
-                "version_info": r.version,
-                "ecds_filter": typed(Kind::Extension, &r.json),
-                "last_updated": timestamp(r.last_updated),
-            })
-        })
+        .map(|(_, r)| versioned(Kind::Extension, "ecds_filter", r))
         .collect();
     let endpoints: Vec<Json> = store
         .of(Kind::Endpoint)
-        .map(|(_, r)| {
-            json!({
-                "version_info": r.version,
-                "endpoint_config": typed(Kind::Endpoint, &r.json),
-                "last_updated": timestamp(r.last_updated),
-            })
-        })
+        .map(|(_, r)| versioned(Kind::Endpoint, "endpoint_config", r))
         .collect();
 
     let doc = json!({"configs": [
