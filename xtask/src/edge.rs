@@ -284,15 +284,7 @@ fn https_bench(vessel_bin: &Path, envoy_bin: &Path) -> Result<Vec<String>> {
 /// `cargo xtask bench edge`.
 pub(crate) fn edge_bench() -> Result<()> {
     crate::guests()?;
-    crate::run(Command::new(crate::cargo()).args([
-        "build",
-        "--release",
-        "-p",
-        "vessel-proxy",
-        "--bin",
-        "vessel",
-    ]))?;
-    let vessel_bin = root().join("target/release/vessel");
+    let vessel_bin = crate::release_vessel()?;
     let envoy_bin = crate::envoy_diff::ensure_envoy()?;
     let sink = sink()?;
     let without = write_config("edge_tcp_without.yaml", &config(sink, false))?;

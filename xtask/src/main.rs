@@ -429,6 +429,20 @@ fn vessel_test(dirs: &[&str], redis: Option<&RedisServer>, prebuilt: bool) -> Re
     run(&mut cmd)
 }
 
+/// Builds the release `vessel` binary (the benchmarks measure it) and
+/// returns its path.
+pub(crate) fn release_vessel() -> Result<PathBuf> {
+    run(Command::new(cargo()).args([
+        "build",
+        "--release",
+        "-p",
+        "vessel-proxy",
+        "--bin",
+        "vessel",
+    ]))?;
+    Ok(root().join("target/release/vessel"))
+}
+
 fn test() -> Result<()> {
     let mut steps = Steps::default();
     steps.time("guests", guests)?;
@@ -787,15 +801,7 @@ fn e2e_bench() -> Result<()> {
         eprintln!("{why}; skipping the end-to-end benchmark");
         return Ok(());
     }
-    run(Command::new(cargo()).args([
-        "build",
-        "--release",
-        "-p",
-        "vessel-proxy",
-        "--bin",
-        "vessel",
-    ]))?;
-    let vessel = root().join("target/release/vessel");
+    let vessel = release_vessel()?;
     let envoy = envoy_diff::ensure_envoy()?;
     let (with_cfg, without_cfg) = (
         "examples/bench/with_filter.yaml",

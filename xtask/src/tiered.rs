@@ -183,15 +183,7 @@ fn vessel_rps(vessel: &Path, compilation: &str) -> Result<f64> {
 
 pub(crate) fn tiered_bench() -> Result<()> {
     let go = biggest_go_plugin()?;
-    run(Command::new(cargo()).args([
-        "build",
-        "--release",
-        "-p",
-        "vessel-proxy",
-        "--bin",
-        "vessel",
-    ]))?;
-    let vessel = root().join("target/release/vessel");
+    let vessel = crate::release_vessel()?;
     run(Command::new(cargo())
         .args(["bench", "-p", "vessel-host", "--bench", "tiers", "--"])
         .arg(&go)
