@@ -273,7 +273,10 @@ fn envoy_diff(
             .iter()
             .filter(|f| !f.problems.is_empty())
             .count();
-        println!("envoy-diff: {n} file(s) differ from Envoy without a listed deviation");
+        println!(
+            "envoy-diff: {n} file(s) differ from Envoy without a listed deviation:\n\n{}",
+            report.failures()
+        );
         ExitCode::FAILURE
     }
 }

@@ -932,6 +932,8 @@ impl TcpPump<'_, '_> {
                 Step::ClientReceive(want) => self.receive(n, step, true, want.as_bytes()),
                 Step::ClientReceiveClose(_) => self.receive_close(n, step, true),
                 Step::UpstreamReceiveClose(_) => self.receive_close(n, step, false),
+                // Synchronous: what was sent has been read already.
+                Step::SleepMs(_) => None,
             };
             self.after_event();
             if let Some(f) = failure {

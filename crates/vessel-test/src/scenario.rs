@@ -136,13 +136,25 @@ impl Scenario {
     }
 
     /// `Err((key, message))` if the file mixes the forms (`streams` and
-    /// `connections`).
+    /// `connections`), or a `sleep_ms` step is over [`MAX_SLEEP_MS`].
     pub fn check_form(&self) -> Result<(), (String, String)> {
         if !self.streams.is_empty() && !self.connections.is_empty() {
             return Err((
                 "connections".into(),
                 "a file has `streams` (HTTP) or `connections` (TCP), never both".into(),
             ));
+        }
+        for (i, conn) in self.connections.iter().enumerate() {
+            for (j, step) in conn.steps.iter().enumerate() {
+                if let Step::SleepMs(ms) = step
+                    && *ms > MAX_SLEEP_MS
+                {
+                    return Err((
+                        format!("connections[{i}].steps[{j}].sleep_ms"),
+                        format!("{ms}: at most {MAX_SLEEP_MS} (milliseconds)"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -930,6 +942,9 @@ pub struct Connection {
     pub expect: ConnectionExpect,
 }
 
+/// The longest `sleep_ms` step, in milliseconds.
+pub const MAX_SLEEP_MS: u64 = 1_000;
+
 /// The value of a step that takes none (`client_close: {}`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -960,6 +975,12 @@ pub enum Step {
     /// The upstream must see the proxy close its connection (EOF), with no
     /// bytes it has not received first.
     UpstreamReceiveClose(NoValue),
+    /// The real backends wait this many milliseconds (at most 1,000)
+    /// before the next step, so that the proxy has read what was sent
+    /// before apart from what is sent after: a proxy reads what its socket
+    /// holds, and a filter that pauses sends nothing a step could wait
+    /// for. In-process every step runs to its end, so nothing waits.
+    SleepMs(u64),
 }
 
 impl Step {
@@ -974,6 +995,7 @@ impl Step {
             Self::UpstreamClose(_) => "upstream_close",
             Self::ClientReceiveClose(_) => "client_receive_close",
             Self::UpstreamReceiveClose(_) => "upstream_receive_close",
+            Self::SleepMs(_) => "sleep_ms",
         }
     }
 }

@@ -814,8 +814,19 @@ impl Report {
 
     /// Every failed expectation, difference and problem, by file.
     pub fn details(&self) -> String {
+        self.details_of(|_| true)
+    }
+
+    /// The details of the files with a problem only (what made the run
+    /// fail), printed again last so that the tail of a long CI log names
+    /// them.
+    pub fn failures(&self) -> String {
+        self.details_of(|f| !f.problems.is_empty())
+    }
+
+    fn details_of(&self, keep: impl Fn(&FileResult) -> bool) -> String {
         let mut out = String::new();
-        for f in &self.files {
+        for f in self.files.iter().filter(|f| keep(f)) {
             let any = f.details.iter().any(|d| !d.is_empty())
                 || !f.problems.is_empty()
                 || f.verdicts.iter().any(|v| match v {

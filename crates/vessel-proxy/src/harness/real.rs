@@ -862,6 +862,7 @@ async fn drive_connections(
                 Step::UpstreamClose(_) => S::UpstreamClose,
                 Step::ClientReceiveClose(_) => S::ClientReceiveClose,
                 Step::UpstreamReceiveClose(_) => S::UpstreamReceiveClose,
+                Step::SleepMs(ms) => S::Sleep(std::time::Duration::from_millis(*ms)),
             })
             .collect();
         let seen = tcp_drive::drive(front, upstream, &steps, tls).await;

@@ -34,6 +34,8 @@ pub(crate) enum Step {
     ClientReceiveClose,
     /// The upstream must see the proxy close the connection.
     UpstreamReceiveClose,
+    /// Nothing happens for this long (the proxy reads what was sent).
+    Sleep(Duration),
 }
 
 /// What one connection showed.
@@ -227,6 +229,7 @@ pub(crate) async fn drive(
                     ));
                 }
             }
+            Step::Sleep(d) => tokio::time::sleep(*d).await,
             Step::ClientClose => client.shutdown().await,
             Step::UpstreamClose => {
                 accept(upstream, &mut up, deadline).await;

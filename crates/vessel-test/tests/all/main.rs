@@ -116,6 +116,18 @@ fn the_tcp_form_is_checked_when_it_loads() {
         Err(e) => panic!("expected the form error, got {e}"),
         Ok(_) => panic!("a file with streams and connections loaded"),
     }
+    let mut slow = Scenario::from_yaml(&text).expect("parses");
+    slow.connections[0]
+        .steps
+        .insert(1, vessel_test::scenario::Step::SleepMs(1_001));
+    match Loaded::new(&engine(), &path, slow) {
+        Err(Error::Invalid { key, message, .. }) => {
+            assert_eq!(key, "connections[0].steps[1].sleep_ms");
+            assert!(message.contains("at most 1000"), "{message}");
+        }
+        Err(e) => panic!("expected the sleep_ms error, got {e}"),
+        Ok(_) => panic!("a 1,001 ms sleep_ms step loaded"),
+    }
 }
 
 /// Counts what the runner asks of it; answers every Redis call as failed.
