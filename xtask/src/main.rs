@@ -656,7 +656,11 @@ fn vessel_test_tree() -> Result<()> {
 /// over 100,000 requests with 1% failing VMs (a trap, an endless loop
 /// under a 50 ms callback timeout, a memory bomb under a 64 MiB cap), and
 /// 50 hot reloads under load, in-process and through `vessel run`. One test
-/// at a time, since they measure the process's RSS. The dev profile builds
+/// at a time, since they measure the process's RSS. Not the two test
+/// binaries side by side either (tried 2026-12-07, to save CI time): on a
+/// loaded 2-core machine a well-behaved callback was descheduled past its
+/// wall-clock `callback_timeout` (100 ms by default, 50 ms in the `loop`
+/// tests) and one VM too many failed. The dev profile builds
 /// dependencies (wasmtime) optimised, so no release build is needed; the
 /// loop and memory-bomb tests take about two minutes each, so the whole
 /// step takes about ten minutes on a busy 2-core machine (the trap and
