@@ -1472,3 +1472,93 @@ async fn push_to_serving_benchmark() {
     }
     eprintln!("{}", lines.join("\n"));
 }
+
+/// `vessel run` started while its control plane is down keeps trying,
+/// and serves once the ADS server comes up (after 3 s); so does Envoy,
+/// started the same way beside it. How long each took from the server's
+/// start to the first response through the pushed listener is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_down_at_start_is_waited_for() {
+    let mut ads = AdsServer::start().await;
+    let (up, _) = vessel_testkit::servers::upstream(200, "A").await;
+    let module = guest("misbehave");
+    ads.set(ads::CLUSTER, "c1", &[static_cluster("up", up)]);
+    ads.set(ads::LISTENER, "l1", &[listener("main", "routes")]);
+    ads.set(
+        ads::ROUTE,
+        "r1",
+        &[serde_json::json!({
+            "name": "routes",
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"}, "route": {"cluster": "up"}}
+            ]}]
+        })],
+    );
+    ads.set(ads::EXTENSION, "x1", &[plugin_config(&module, "v1")]);
+    ads.stop().await;
+    assert!(
+        tokio::net::TcpStream::connect(ads.addr()).await.is_err(),
+        "the control plane is down"
+    );
+
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xds-down-at-start");
+    let mut proxies = vec![Proxy {
+        node: "vessel",
+        process: VesselProcess::start(
+            &vessel_bin(),
+            &dir.join("vessel"),
+            &bootstrap("vessel", ads.addr()),
+            &["-l", "info", "--concurrency", "1"],
+        ),
+    }];
+    if let Some(bin) = vessel_testkit::envoy_from_env("xds-down-at-start") {
+        proxies.push(Proxy {
+            node: "envoy",
+            process: VesselProcess::start_envoy(
+                &bin,
+                &dir.join("envoy"),
+                &bootstrap("envoy", ads.addr()),
+                &["--concurrency", "1", "-l", "info"],
+            ),
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for p in &mut proxies {
+        assert_eq!(
+            p.process.wait_exit(Duration::from_millis(100)).await,
+            None,
+            "{} exited while the control plane was down:\n{}",
+            p.node,
+            p.process.stderr()
+        );
+    }
+
+    ads.restart().await;
+    let started = std::time::Instant::now();
+    let mut took = Vec::new();
+    for p in &mut proxies {
+        p.process.wait_ready_within(Duration::from_secs(60)).await;
+        let what = format!("{}: serves through the pushed listener", p.node);
+        let p = &*p;
+        eventually(&what, || async {
+            let a = p.get("main", "/").await;
+            (a.status, a.body.as_str(), a.header("x-plugin-config")) == (200, "A", Some("v1"))
+        })
+        .await;
+        took.push(format!(
+            "{} {:.2} s",
+            p.node,
+            started.elapsed().as_secs_f64()
+        ));
+        assert!(ads.connects(p.node) >= 1, "{} connected", p.node);
+        let a = ads.answer(p.node, ads::EXTENSION, "x1").await;
+        assert_eq!(a.error, None, "{} rejected x1", p.node);
+    }
+    let attempts = proxies[0].stat("vessel.xds.reconnects").await;
+    eprintln!(
+        "control plane down at start, up after 3 s: serving after it came up: {}; \
+         vessel.xds.reconnects {attempts:?}",
+        took.join(", ")
+    );
+    assert!(attempts >= Some(1), "vessel counted its attempts");
+}
