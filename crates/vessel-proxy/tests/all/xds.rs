@@ -955,6 +955,8 @@ impl Single {
         );
         ads.set(ads::EXTENSION, "x0", &[plugin]);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("xds-{test}-{node}"));
+        // A fresh module cache.
+        let _ = std::fs::remove_dir_all(&dir);
         let config = bootstrap(node, ads.addr());
         let mut process = if node == "vessel" {
             let cache = dir.join("module-cache");
@@ -1368,6 +1370,7 @@ async fn push_to_serving(
     let mut times = Vec::new();
     let mut other = 0;
     for n in 1..=pushes() {
+        settle(&s.proxy.process).await;
         let (version, expected) = (format!("x{n}"), format!("p{n}"));
         let config = guest.config(&module(n), &expected);
         let t0 = std::time::Instant::now();
@@ -1397,6 +1400,26 @@ async fn push_to_serving(
     Some(times)
 }
 
+/// Waits (up to 60 s) until `p` is idle: under 3 clock ticks of CPU in
+/// 300 ms, so that a background compile of the version before (vessel's
+/// Cranelift build on a tiered engine) does not share the cores with the
+/// next push. `VESSEL_XDS_SETTLE=0`: no wait (pushes back to back).
+async fn settle(p: &VesselProcess) {
+    if std::env::var("VESSEL_XDS_SETTLE").as_deref() == Ok("0") {
+        return;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = p.cpu_ticks();
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = p.cpu_ticks();
+        if now - last < 3 {
+            return;
+        }
+        last = now;
+    }
+}
+
 /// `median X ms, max Y ms`.
 fn median_max(times: &[f64]) -> String {
     let mut t = times.to_vec();
@@ -1421,8 +1444,9 @@ fn median_max(times: &[f64]) -> String {
 /// push (the same wasm with a custom section naming the push, so it must
 /// be compiled), for the misbehave guest (Rust, small) and Higress
 /// `transformer` (Go, 6.5 MB). Requests poll every 2 ms on one keep-alive
-/// connection. (Skipped by the load tests step: the release build is what
-/// it measures.)
+/// connection; before each push the proxy is left to go idle ([`settle`]).
+/// (Skipped by the load tests step: the release build is what it
+/// measures.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run by `cargo xtask bench xds`"]
 async fn push_to_serving_benchmark() {
