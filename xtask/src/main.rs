@@ -34,8 +34,8 @@
 //!   measures their compile time, VM start-up time and memory per VM
 //!   (`examples/go_plugins.rs`, release build).
 //! * `cargo xtask load`  — only the load tests (FAIL_RELOAD under load with
-//!   traps, endless loops and memory bombs; hot reloads under load), with
-//!   their numbers and timings on stderr.
+//!   traps, endless loops and memory bombs; hot reloads and ECDS pushes
+//!   under load), with their numbers and timings on stderr.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -671,8 +671,10 @@ fn load_tests() -> Result<()> {
     // and compiled wasmtime and cranelift again, about 2.5 minutes of CI.
     // The load tests are the workspace's only `#[ignore]`d tests (four in
     // vessel-hyper's `policies::`, three in vessel-proxy's `load::`, its
-    // `reload::fifty_reloads_under_load_lose_no_request` and
-    // `lb::a_misbehaving_policy_loses_no_request_under_load`).
+    // `reload::fifty_reloads_under_load_lose_no_request`,
+    // `lb::a_misbehaving_policy_loses_no_request_under_load` and
+    // `xds::fifty_ecds_pushes_under_load_lose_no_request`), and the xDS
+    // benchmark, skipped here.
     let mut cmd = Command::new(cargo());
     cmd.args(["test", "--workspace", "--test", "all", "--"]);
     cmd.args(["--ignored", "--test-threads", "1", "--nocapture"]);
