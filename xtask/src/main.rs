@@ -21,7 +21,10 @@
 //!   bench edge` only the edge comparison with Envoy (`edge.rs`: TCP proxy
 //!   throughput with and without a network filter), `cargo xtask bench
 //!   tiered` only tiered compilation (`tiered.rs`: Winch against Cranelift
-//!   compile time, cold-start time to the first response, steady req/s).
+//!   compile time, cold-start time to the first response, steady req/s),
+//!   `cargo xtask bench xds` only the xDS numbers (ECDS push to the first
+//!   response of the new version, and requests lost during 50 pushes under
+//!   load; vessel and Envoy).
 //! * `cargo xtask envoy-diff` — builds the guests, gets Envoy, and runs every
 //!   scenario in-process, through `vessel run` and through Envoy
 //!   (`envoy_diff.rs`); also a step of `cargo xtask test`.
@@ -31,8 +34,8 @@
 //!   measures their compile time, VM start-up time and memory per VM
 //!   (`examples/go_plugins.rs`, release build).
 //! * `cargo xtask load`  — only the load tests (FAIL_RELOAD under load with
-//!   traps, endless loops and memory bombs; hot reloads under load), with
-//!   their numbers and timings on stderr.
+//!   traps, endless loops and memory bombs; hot reloads and ECDS pushes
+//!   under load), with their numbers and timings on stderr.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -672,12 +675,51 @@ fn load_tests() -> Result<()> {
     // and compiled wasmtime and cranelift again, about 2.5 minutes of CI.
     // The load tests are the workspace's only `#[ignore]`d tests (four in
     // vessel-hyper's `policies::`, three in vessel-proxy's `load::`, its
-    // `reload::fifty_reloads_under_load_lose_no_request` and
-    // `lb::a_misbehaving_policy_loses_no_request_under_load`).
+    // `reload::fifty_reloads_under_load_lose_no_request`,
+    // `lb::a_misbehaving_policy_loses_no_request_under_load` and
+    // `xds::fifty_ecds_pushes_under_load_lose_no_request`), and the xDS
+    // benchmark, skipped here.
     let mut cmd = Command::new(cargo());
     cmd.args(["test", "--workspace", "--test", "all", "--"]);
     cmd.args(["--ignored", "--test-threads", "1", "--nocapture"]);
+    // The xDS push-to-serving benchmark is `cargo xtask bench xds`'s.
+    cmd.args(["--skip", XDS_BENCH]);
     run(&mut cmd)
+}
+
+/// The `#[ignore]`d test that is the xDS benchmark.
+const XDS_BENCH: &str = "xds::push_to_serving_benchmark";
+
+/// `cargo xtask bench xds`: the time from an ECDS push to the first
+/// response served by the new version (median and max over 20 pushes;
+/// `crates/vessel-proxy/tests/all/xds.rs`, `push_to_serving_benchmark`),
+/// for the release `vessel run` (`--compilation tiered` and `cranelift`)
+/// and Envoy, the same modules (a small Rust guest and the Go `transformer`
+/// plugin; the same module with a new configuration, and a new module each
+/// push). Also runs the load test that counts the requests lost during 50
+/// ECDS pushes under load, on both. Numbers on stderr.
+fn xds_bench() -> Result<()> {
+    let vessel = release_vessel()?;
+    let envoy = envoy_diff::ensure_envoy()?;
+    for test in [
+        XDS_BENCH,
+        "xds::fifty_ecds_pushes_under_load_lose_no_request",
+    ] {
+        run(Command::new(cargo())
+            .args([
+                "test",
+                "--workspace",
+                "--test",
+                "all",
+                "--",
+                "--ignored",
+                "--exact",
+            ])
+            .args([test, "--nocapture", "--test-threads", "1"])
+            .env("VESSEL_BIN", &vessel)
+            .env("VESSEL_ENVOY", &envoy))?;
+    }
+    Ok(())
 }
 
 /// Runs wrk against a proxy started by `proxy` (listening on
@@ -895,6 +937,11 @@ fn main() -> Result<()> {
             gateway::gateway_bench()
         }
         "bench" if std::env::args().nth(2).as_deref() == Some("edge") => edge::edge_bench(),
+        "bench" if std::env::args().nth(2).as_deref() == Some("xds") => {
+            guests()?;
+            go_plugins()?;
+            xds_bench()
+        }
         "bench" if std::env::args().nth(2).as_deref() == Some("wasi") => {
             go_plugins()?;
             wasi_bench()
@@ -921,7 +968,8 @@ fn main() -> Result<()> {
             e2e_bench()?;
             ttfb::ttfb_bench()?;
             gateway::gateway_bench()?;
-            edge::edge_bench()
+            edge::edge_bench()?;
+            xds_bench()
         }
         "guests" => guests(),
         "envoy-diff" => {
@@ -948,7 +996,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|run|bench [wasi|e2e|ttfb|gateway]|guests|envoy-diff|go-plugins|load>"
+                "usage: cargo xtask <test|run|bench [wasi|e2e|ttfb|gateway|edge|tiered|xds]|guests|envoy-diff|go-plugins|load>"
             );
             bail!("unknown task `{task}`")
         }

@@ -273,6 +273,27 @@ impl VesselProcess {
         assert!(ok, "kill -TERM failed");
     }
 
+    /// The CPU time the child used so far (user and system), in clock
+    /// ticks (`/proc/<pid>/stat`).
+    ///
+    /// # Panics
+    /// If `/proc/<pid>/stat` cannot be read.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("/proc/<pid>/stat");
+        // The fields after the command name (which may hold spaces):
+        // state is the first, utime and stime the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field(11) + field(12)
+    }
+
     /// The child's resident set size in KiB (Linux).
     ///
     /// # Panics

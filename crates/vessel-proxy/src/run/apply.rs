@@ -49,7 +49,7 @@ use super::tcp::{TcpProxyServe, TcpStats};
 use super::{
     ChainServe, FilterHost, ListenerServe, ReloadCounters, ReloadError, RunError, Stop,
     accept_loop, bind, build_filter, filter_label, http_chain, is_policy, needs_fuel, read_code,
-    tls,
+    reconfigure_filter, tls,
 };
 use crate::config::{self, Bootstrap, ConfigError, Terminal, WasmCode, WasmFilter};
 
@@ -199,7 +199,8 @@ struct Stage<'a> {
 
 impl Stage<'_> {
     /// `f` with `code`: `old`'s pool when nothing it was built from
-    /// changed, else a new one.
+    /// changed, else a new one (from `old`'s compiled module when the code
+    /// is the same).
     fn filter(
         &mut self,
         f: &WasmFilter,
@@ -219,7 +220,10 @@ impl Stage<'_> {
             });
         }
         self.counts.filters_rebuilt += 1;
-        build_filter(self.host, f, code, self.boot, label, skip)
+        match old.filter(|o| *o.code == *code) {
+            Some(o) => reconfigure_filter(self.host, f, o, self.boot, label, skip),
+            None => build_filter(self.host, f, code, self.boot, label, skip),
+        }
     }
 
     /// The wasm filters of HTTP connection manager `h` (chain `ci` of `l`).

@@ -1305,6 +1305,38 @@ fn build_filter(
             source,
         }
     })?;
+    start_filter(host, f, code, &plugin, label, skip_on_failure)
+}
+
+/// [`build_filter`] for the same module as `old` under a new
+/// configuration: `old`'s compiled code (its Cranelift build once a tiered
+/// pool has it) serves the new VMs, nothing is compiled again. Before,
+/// every new configuration of a module compiled it again, and on a tiered
+/// engine, until the background Cranelift build reached the module cache,
+/// that was a new Winch compile each time: seconds for a Go plugin, under
+/// the Cranelift compile's load (`xds::push_to_serving_benchmark`).
+fn reconfigure_filter(
+    host: &FilterHost,
+    f: &WasmFilter,
+    old: &LiveFilter,
+    boot: &Bootstrap,
+    label: &str,
+    skip_on_failure: bool,
+) -> Result<LiveFilter, RunError> {
+    let plugin = old.pool.plugin().with_config(plugin_config(f, boot));
+    start_filter(host, f, old.code.clone(), &plugin, label, skip_on_failure)
+}
+
+/// Starts the VMs of `plugin` for `f` (and, on a tiered engine, its
+/// background Cranelift build).
+fn start_filter(
+    host: &FilterHost,
+    f: &WasmFilter,
+    code: Arc<Vec<u8>>,
+    plugin: &Plugin,
+    label: &str,
+    skip_on_failure: bool,
+) -> Result<LiveFilter, RunError> {
     let stats = host
         .stats
         .lock()
@@ -1313,7 +1345,7 @@ fn build_filter(
         .or_default()
         .clone();
     let policy = f.failure_policy;
-    let pool = FilterPool::builder(&plugin, &host.env, &host.runtime)
+    let pool = FilterPool::builder(plugin, &host.env, &host.runtime)
         .vms(host.vms)
         .policy(policy)
         .stats(stats)

@@ -852,3 +852,57 @@ async fn tiered_vessel_run_serves_on_winch_then_switches_to_cranelift() {
         .count();
     assert_eq!(cached, 1, "the Cranelift build is cached");
 }
+
+/// A new configuration of the same module reuses the module's compiled
+/// code: after a tiered pool switched to its Cranelift build, a reload
+/// that only changes the plugin configuration starts the new VMs on that
+/// build at once (no module cache here, so nothing else could give it),
+/// with no second Winch compile and no second background upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_configuration_of_the_same_module_is_not_compiled_again() {
+    let up = support::upstream().await;
+    let module = guest("misbehave");
+    let cfg = |configuration: &str| {
+        support::config(up, support::plugin(&module, configuration)).to_yaml()
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vessel-run-same-module");
+    let mut vessel = VesselProcess::start(
+        &support::vessel_bin(),
+        &dir,
+        &cfg("first"),
+        &["-l", "info", "--concurrency", "1", "--no-module-cache"],
+    );
+    vessel.wait_ready().await;
+    let (port, admin) = (vessel.listener("main"), vessel.admin());
+    vessel_testkit::eventually_async("the pool switches to Cranelift", || async {
+        stat(admin, "wasm.misbehave.tier_upgrade_success").await == Some(1)
+    })
+    .await;
+
+    vessel.write_config(&cfg("second"));
+    let (status, body) = support::post_reload(admin).await;
+    assert_eq!(status, 200, "{body}");
+    let a = support::send(&support::client(), port, "/", &[]).await;
+    assert_eq!(
+        (a.status, a.header("x-plugin-config")),
+        (200, Some("second"))
+    );
+    let stderr = vessel.stderr();
+    let starts: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("VM(s) started ("))
+        .collect();
+    assert_eq!(starts.len(), 2, "{stderr}");
+    assert!(starts[0].ends_with(", baseline)"), "{}", starts[0]);
+    assert!(
+        starts[1].ends_with(", optimized)"),
+        "the new configuration starts on the Cranelift build: {}",
+        starts[1]
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        stat(admin, "wasm.misbehave.tier_upgrade_success").await,
+        Some(1),
+        "no second upgrade"
+    );
+}

@@ -47,6 +47,21 @@ fn built(dir: &str, file: &str) -> PathBuf {
     p.canonicalize().unwrap()
 }
 
+/// The `vessel` binary the tests run: `VESSEL_BIN` when set (`cargo xtask
+/// bench xds` points it at the release build), else this build's.
+///
+/// # Panics
+/// If `VESSEL_BIN` names no file.
+pub fn vessel_bin() -> PathBuf {
+    match std::env::var_os("VESSEL_BIN").map(PathBuf::from) {
+        Some(p) => {
+            assert!(p.is_file(), "VESSEL_BIN={} is not a file", p.display());
+            p
+        }
+        None => PathBuf::from(env!("CARGO_BIN_EXE_vessel")),
+    }
+}
+
 /// Starts `vessel run` on `config` in a fresh directory named after
 /// `name`, with `--concurrency <workers>` and a module cache in that
 /// directory, and waits until it serves; its listeners are on port 0, their
@@ -79,12 +94,7 @@ pub async fn start_vessel_with(
         &cache,
     ];
     args.extend_from_slice(extra);
-    let mut vessel = VesselProcess::start(
-        Path::new(env!("CARGO_BIN_EXE_vessel")),
-        &dir,
-        &config.to_yaml(),
-        &args,
-    );
+    let mut vessel = VesselProcess::start(&vessel_bin(), &dir, &config.to_yaml(), &args);
     vessel.wait_ready().await;
     vessel
 }
