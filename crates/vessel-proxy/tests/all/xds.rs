@@ -124,6 +124,25 @@ fn routes(name: &str, cluster: &str) -> Json {
     })
 }
 
+/// The snapshot of the one-listener tests: `clusters` (version `c1`),
+/// listener `main` routing every path to cluster `up` through the ECDS
+/// filter `plugin` (version `ecds_version`).
+fn serve_up(ads: &AdsServer, clusters: &[Json], ecds_version: &str, plugin: Json) {
+    ads.set(ads::CLUSTER, "c1", clusters);
+    ads.set(ads::LISTENER, "l1", &[listener("main", "routes")]);
+    ads.set(
+        ads::ROUTE,
+        "r1",
+        &[serde_json::json!({
+            "name": "routes",
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"}, "route": {"cluster": "up"}}
+            ]}]
+        })],
+    );
+    ads.set(ads::EXTENSION, ecds_version, &[plugin]);
+}
+
 /// An upstream whose requests wait until `release` is notified; `arrived`
 /// counts them.
 async fn gated() -> (SocketAddr, Arc<Notify>, Arc<AtomicUsize>) {
@@ -770,29 +789,14 @@ async fn a_redis_backed_rate_limit_holds_across_two_processes() {
     let rule = format!("vessel-fleet-{}", std::process::id());
     let ads = AdsServer::start().await;
     let (up, _) = vessel_testkit::servers::upstream(200, "served").await;
-    ads.set(
-        ads::CLUSTER,
-        "c1",
+    serve_up(
+        &ads,
         &[
             static_cluster("up", up),
             static_cluster("outbound|6379||redis.static", redis_addr),
         ],
-    );
-    ads.set(ads::LISTENER, "l1", &[listener("main", "routes")]);
-    ads.set(
-        ads::ROUTE,
-        "r1",
-        &[serde_json::json!({
-            "name": "routes",
-            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                {"match": {"prefix": "/"}, "route": {"cluster": "up"}}
-            ]}]
-        })],
-    );
-    ads.set(
-        ads::EXTENSION,
         "x1",
-        &[rate_limit_config(&module.canonicalize().unwrap(), &rule)],
+        rate_limit_config(&module.canonicalize().unwrap(), &rule),
     );
 
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xds-fleet");
@@ -941,19 +945,7 @@ impl Single {
     ) -> Option<Single> {
         let ads = AdsServer::start().await;
         let (up, _) = vessel_testkit::servers::upstream(200, "A").await;
-        ads.set(ads::CLUSTER, "c1", &[static_cluster("up", up)]);
-        ads.set(ads::LISTENER, "l1", &[listener("main", "routes")]);
-        ads.set(
-            ads::ROUTE,
-            "r1",
-            &[serde_json::json!({
-                "name": "routes",
-                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                    {"match": {"prefix": "/"}, "route": {"cluster": "up"}}
-                ]}]
-            })],
-        );
-        ads.set(ads::EXTENSION, "x0", &[plugin]);
+        serve_up(&ads, &[static_cluster("up", up)], "x0", plugin);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("xds-{test}-{node}"));
         // A fresh module cache.
         let _ = std::fs::remove_dir_all(&dir);
@@ -1506,19 +1498,12 @@ async fn a_control_plane_down_at_start_is_waited_for() {
     let mut ads = AdsServer::start().await;
     let (up, _) = vessel_testkit::servers::upstream(200, "A").await;
     let module = guest("misbehave");
-    ads.set(ads::CLUSTER, "c1", &[static_cluster("up", up)]);
-    ads.set(ads::LISTENER, "l1", &[listener("main", "routes")]);
-    ads.set(
-        ads::ROUTE,
-        "r1",
-        &[serde_json::json!({
-            "name": "routes",
-            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                {"match": {"prefix": "/"}, "route": {"cluster": "up"}}
-            ]}]
-        })],
+    serve_up(
+        &ads,
+        &[static_cluster("up", up)],
+        "x1",
+        plugin_config(&module, "v1"),
     );
-    ads.set(ads::EXTENSION, "x1", &[plugin_config(&module, "v1")]);
     ads.stop().await;
     assert!(
         tokio::net::TcpStream::connect(ads.addr()).await.is_err(),
