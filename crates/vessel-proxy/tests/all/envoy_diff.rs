@@ -3,7 +3,8 @@
 //! agree with Envoy or differ only by the deviations it lists.
 //!
 //! Envoy is found through `VESSEL_ENVOY` (`cargo xtask test` downloads it
-//! and sets the variable). Without it the test says so and does nothing;
+//! and sets the variable). Without it each test says so and does nothing
+//! (under `CI=true` it fails instead);
 //! the full run is `cargo xtask envoy-diff`.
 
 #![allow(
@@ -17,12 +18,6 @@ use std::path::{Path, PathBuf};
 
 use vessel_host::{Engine, EngineConfig};
 use vessel_proxy::harness::diff::{self, Options, Verdict};
-
-fn envoy() -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var_os("VESSEL_ENVOY")?);
-    assert!(p.is_file(), "VESSEL_ENVOY={} is not a file", p.display());
-    Some(p)
-}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -57,8 +52,7 @@ fn chain_files() -> Vec<PathBuf> {
 /// backend must pass and match Envoy.
 #[test]
 fn scenarios_agree_with_envoy() {
-    let Some(envoy) = envoy() else {
-        eprintln!("SKIPPED: VESSEL_ENVOY is not set (cargo xtask test sets it)");
+    let Some(envoy) = vessel_testkit::envoy_from_env("scenarios_agree_with_envoy") else {
         return;
     };
     let options = options(envoy);
@@ -93,8 +87,9 @@ fn scenarios_agree_with_envoy() {
 /// Envoy.
 #[test]
 fn listed_deviations_are_the_only_accepted_differences() {
-    let Some(envoy) = envoy() else {
-        eprintln!("SKIPPED: VESSEL_ENVOY is not set (cargo xtask test sets it)");
+    let Some(envoy) =
+        vessel_testkit::envoy_from_env("listed_deviations_are_the_only_accepted_differences")
+    else {
         return;
     };
     let mut options = options(envoy);
@@ -132,8 +127,8 @@ fn listed_deviations_are_the_only_accepted_differences() {
 /// run` must pass and equal Envoy with no deviation listed for it.
 #[test]
 fn vessel_run_matches_envoy_without_deviations() {
-    let Some(envoy) = envoy() else {
-        eprintln!("SKIPPED: VESSEL_ENVOY is not set (cargo xtask test sets it)");
+    let Some(envoy) = vessel_testkit::envoy_from_env("vessel_run_matches_envoy_without_deviations")
+    else {
         return;
     };
     let options = options(envoy);
@@ -168,8 +163,9 @@ fn vessel_run_matches_envoy_without_deviations() {
 /// files as not run.
 #[test]
 fn chain_files_pass_on_envoy_and_vessel_run_accepts_them() {
-    let Some(envoy) = envoy() else {
-        eprintln!("SKIPPED: VESSEL_ENVOY is not set (cargo xtask test sets it)");
+    let Some(envoy) =
+        vessel_testkit::envoy_from_env("chain_files_pass_on_envoy_and_vessel_run_accepts_them")
+    else {
         return;
     };
     let mut options = options(envoy);

@@ -726,59 +726,19 @@ async fn port_zero_listeners_are_reported_on_the_admin() {
 /// Envoy comes from `VESSEL_ENVOY` (`cargo xtask test` sets it); without
 /// it the test prints a skip, and fails under `CI=true`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::print_stderr)]
 async fn port_zero_listeners_are_reported_by_envoy_alike() {
-    let Some(envoy) = std::env::var_os("VESSEL_ENVOY").map(PathBuf::from) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true needs VESSEL_ENVOY"
-        );
-        eprintln!("SKIPPED: VESSEL_ENVOY is not set (cargo xtask test sets it)");
+    let test = "port_zero_listeners_are_reported_by_envoy_alike";
+    let Some(bin) = vessel_testkit::envoy_from_env(test) else {
         return;
     };
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("envoy-port-zero");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("envoy.yaml"), port_zero_config().to_yaml()).unwrap();
-    let file = dir.join("admin-address");
-    let log = dir.join("envoy.log");
-    let child = std::process::Command::new(&envoy)
-        .arg("-c")
-        .arg(dir.join("envoy.yaml"))
-        .arg("--admin-address-path")
-        .arg(&file)
-        .args(["--concurrency", "1", "-l", "warning", "--base-id"])
-        .arg((std::process::id() % 100_000 * 1000 + 999).to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Kill(child);
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    vessel_testkit::eventually_async("Envoy is ready", || {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("envoy exited ({status}):\n{}", log_text());
-        }
-        let file = file.clone();
-        async move {
-            let Some(admin) = std::fs::read_to_string(&file)
-                .ok()
-                .and_then(|t| t.parse::<SocketAddr>().ok())
-            else {
-                return false;
-            };
-            matches!(try_get(admin, "/ready", &[]).await, Ok((200, _, _)))
-        }
-    })
-    .await;
-    check_reported_listeners("envoy", &file).await;
+    let mut envoy = VesselProcess::start_envoy(
+        &bin,
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("envoy-port-zero"),
+        &port_zero_config().to_yaml(),
+        &["--concurrency", "1", "-l", "warning"],
+    );
+    envoy.wait_ready().await;
+    check_reported_listeners("envoy", &envoy.dir.join("admin-address")).await;
 }
 
 /// Without an `admin` section, `--admin-address-path` writes nothing (as

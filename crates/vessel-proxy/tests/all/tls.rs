@@ -19,7 +19,9 @@ use serde_json::json;
 use vessel_testkit::certs::{CertPair, TestCa};
 
 use crate::common::TempDir;
-use crate::support::{Bootstrap, Cluster, Listener, Route, WasmFilter, client, guest, send};
+use crate::support::{
+    Bootstrap, Cluster, Listener, Route, VesselProcess, WasmFilter, client, guest, send,
+};
 
 /// A TLS upstream: requires a client certificate signed by `ca`, offers
 /// ALPN `h2` and `http/1.1`, and answers 200 with what it saw: `x-seen-sni`,
@@ -701,49 +703,19 @@ async fn the_sni_chooses_the_filter_chain_and_its_certificate() {
     assert!(!ok, "{head}");
 }
 
-/// The listener `main`'s address from an admin's `/listeners?format=json`.
-async fn listener_from_admin(admin_file: &Path) -> Option<SocketAddr> {
-    let admin: SocketAddr = std::fs::read_to_string(admin_file)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let (status, body) = vessel_testkit::admin_get(admin, "GET", "/listeners?format=json")
-        .await
-        .ok()?;
-    if status != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    let l = v["listener_statuses"]
-        .as_array()?
-        .iter()
-        .find(|l| l["name"] == "main")?;
-    let sa = &l["local_address"]["socket_address"];
-    let port = u16::try_from(sa["port_value"].as_u64()?).ok()?;
-    if port == 0 {
-        return None;
-    }
-    Some(SocketAddr::new(sa["address"].as_str()?.parse().ok()?, port))
-}
-
 /// The same TLS listener (certificates, mTLS, the properties guest) on
 /// Envoy and on `vessel run`: curl with a client certificate, over
 /// HTTP/1.1 and HTTP/2, sees the same `connection.*` TLS properties from
 /// both. Envoy comes from `VESSEL_ENVOY` (`cargo xtask test` sets it);
 /// without it the test prints a skip, and fails under `CI=true`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::print_stderr)]
 async fn envoy_and_vessel_report_the_same_tls_properties() {
     if !tls_clients("envoy_and_vessel_report_the_same_tls_properties") {
         return;
     }
-    let Some(envoy) = std::env::var_os("VESSEL_ENVOY").map(std::path::PathBuf::from) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true needs VESSEL_ENVOY"
-        );
-        eprintln!("SKIPPED: VESSEL_ENVOY is not set (cargo xtask test sets it)");
+    let Some(envoy) =
+        vessel_testkit::envoy_from_env("envoy_and_vessel_report_the_same_tls_properties")
+    else {
         return;
     };
     let dir = TempDir::new("tls-envoy");
@@ -789,45 +761,14 @@ async fn compare_with_envoy(
     if inspector {
         v["static_resources"]["listeners"][0]["listener_filters"] = tls_inspector();
     }
-    let envoy_yaml = dir.write(
-        &format!("envoy-{inspector}.yaml"),
-        serde_json::to_string_pretty(&v).expect("json"),
+    let mut envoy = VesselProcess::start_envoy(
+        envoy,
+        &dir.path().join(format!("envoy-{inspector}")),
+        &serde_json::to_string_pretty(&v).expect("json"),
+        &["--concurrency", "1", "-l", "warning"],
     );
-    let admin_file = dir.path().join(format!("envoy-admin-{inspector}"));
-    let log = dir.path().join(format!("envoy-{inspector}.log"));
-    let child = std::process::Command::new(envoy)
-        .arg("-c")
-        .arg(&envoy_yaml)
-        .arg("--admin-address-path")
-        .arg(&admin_file)
-        .args(["--concurrency", "1", "-l", "warning", "--base-id"])
-        .arg((std::process::id() % 100_000 * 1000 + 996 + u32::from(inspector)).to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start envoy");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Kill(child);
-    crate::support::eventually("Envoy serves its TLS listener", || {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!(
-                "envoy exited ({status}):\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        let admin_file = admin_file.clone();
-        async move { listener_from_admin(&admin_file).await.is_some() }
-    })
-    .await;
-    let envoy_addr = listener_from_admin(&admin_file)
-        .await
-        .expect("Envoy's listener");
+    envoy.wait_ready().await;
+    let envoy_addr = envoy.listener("main");
     let vessel_addr = vessel.listener("main");
 
     let props = |head: &str| -> Vec<String> {
