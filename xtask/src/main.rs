@@ -527,7 +527,7 @@ fn test() -> Result<()> {
         ]))
     })?;
     steps.time("pingora example", pingora_example)?;
-    steps.time("load tests", load_tests)?;
+    steps.time("load tests", || load_tests(&envoy))?;
     // No separate `vessel test` pass over the scenario files: the
     // in-process runner already runs every file (spec-tests/scenarios in
     // `library::`, examples/scenarios in `backends::`, and
@@ -669,7 +669,9 @@ fn vessel_test_tree() -> Result<()> {
 /// step takes about ten minutes on a busy 2-core machine (the trap and
 /// reload tests alone, under three). Each crate's integration tests are one
 /// binary (`tests/all`); the filters pick the modules of the load tests.
-fn load_tests() -> Result<()> {
+/// The ECDS load test compares with Envoy, which it finds through
+/// `envoy` (`VESSEL_ENVOY`).
+fn load_tests(envoy: &Path) -> Result<()> {
     // `--workspace`, not `-p vessel-hyper` / `-p vessel-proxy`: a `-p`
     // build resolves other features (no other member's dev-dependencies)
     // and compiled wasmtime and cranelift again, about 2.5 minutes of CI.
@@ -684,6 +686,7 @@ fn load_tests() -> Result<()> {
     cmd.args(["--ignored", "--test-threads", "1", "--nocapture"]);
     // The xDS push-to-serving benchmark is `cargo xtask bench xds`'s.
     cmd.args(["--skip", XDS_BENCH]);
+    cmd.env("VESSEL_ENVOY", envoy);
     run(&mut cmd)
 }
 
@@ -992,7 +995,8 @@ fn main() -> Result<()> {
         }
         "load" => {
             guests()?;
-            load_tests()
+            let envoy = envoy_diff::ensure_envoy()?;
+            load_tests(&envoy)
         }
         _ => {
             eprintln!(
