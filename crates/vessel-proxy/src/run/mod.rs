@@ -1284,13 +1284,13 @@ fn read_code(f: &WasmFilter, label: &str) -> Result<Vec<u8>, RunError> {
     }
 }
 
-/// Loads one filter from `code` and starts its VMs.
 /// Whether a route of `l` names `f` in its `vessel_policy_fallback`: then
 /// its failures skip it instead of failing the stream.
 fn is_policy(h: &config::HttpManager, f: &WasmFilter) -> bool {
     h.routes.policy_plugins().any(|(_, p)| p == f.name)
 }
 
+/// Loads one filter from `code` and starts its VMs.
 fn build_filter(
     host: &FilterHost,
     f: &WasmFilter,

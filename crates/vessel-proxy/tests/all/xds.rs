@@ -722,6 +722,28 @@ async fn requests_in_flight_finish_on_the_old_filter() {
     }
 }
 
+/// The ECDS config of `plugin`: the Go plugin `name` from the local file
+/// `module`, with its JSON `configuration` (as Higress passes it, a string).
+fn go_plugin_config(name: &str, module: &Path, configuration: &Json) -> Json {
+    serde_json::json!({
+        "name": "plugin",
+        "typed_config": {
+            "@type": WASM,
+            "config": {
+                "name": name,
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": configuration.to_string()
+                },
+                "vm_config": {
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": module.to_string_lossy()}}
+                }
+            }
+        }
+    })
+}
+
 /// The GPUStack rate-limit plugin (Go, from the gpustack-higress-plugins
 /// wheel) as the ECDS config of `plugin`, in Redis mode: two requests a
 /// minute per consumer, counted under `rule` in the Redis server of the
@@ -738,23 +760,7 @@ fn rate_limit_config(module: &Path, rule: &str) -> Json {
             "query_limits": {"per_minute": 2}
         }]
     });
-    serde_json::json!({
-        "name": "plugin",
-        "typed_config": {
-            "@type": WASM,
-            "config": {
-                "name": "gpustack-rate-limit",
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": configuration.to_string()
-                },
-                "vm_config": {
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": module.to_string_lossy()}}
-                }
-            }
-        }
-    })
+    go_plugin_config("gpustack-rate-limit", module, &configuration)
 }
 
 /// Fleet-wide state (docs/xds.md): two `vessel run` processes follow one
@@ -1109,23 +1115,7 @@ impl Guest {
                 let configuration = serde_json::json!({"respRules": [
                     {"operate": "add", "headers": [{"key": "x-push", "value": version}]}
                 ]});
-                serde_json::json!({
-                    "name": "plugin",
-                    "typed_config": {
-                        "@type": WASM,
-                        "config": {
-                            "name": "transformer",
-                            "configuration": {
-                                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                "value": configuration.to_string()
-                            },
-                            "vm_config": {
-                                "runtime": "envoy.wasm.runtime.v8",
-                                "code": {"local": {"filename": module.to_string_lossy()}}
-                            }
-                        }
-                    }
-                })
+                go_plugin_config("transformer", module, &configuration)
             }
         }
     }
