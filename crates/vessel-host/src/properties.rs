@@ -51,6 +51,14 @@ impl PropertyValue {
             Self::List(l) => pairs::encode(l.iter().map(|k| (k.as_slice(), &[][..]))),
         }
     }
+
+    /// [`encode`](Self::encode), reusing a string's or bytes' own buffer.
+    pub fn into_encoded(self) -> Vec<u8> {
+        match self {
+            Self::Bytes(b) => b,
+            other => other.encode(),
+        }
+    }
 }
 
 impl From<&str> for PropertyValue {

@@ -634,17 +634,19 @@ impl HttpStream {
         dotted: &str,
         value: impl Into<PropertyValue>,
     ) {
-        let value = value.into();
-        self.properties.insert_dotted(dotted, value.clone());
+        // Encoded once; each context gets a copy of the bytes.
+        let path = vessel_abi::path_from_dotted(dotted);
+        let value = value.into().into_encoded();
         for (i, f) in self.filters.iter().enumerate() {
             if let Some(ctx) = f.ctx {
-                let value = value.clone();
-                let r = vms.with_vm(i, |vm| vm.set_stream_property(ctx, dotted, value));
+                let (path, value) = (path.clone(), value.clone());
+                let r = vms.with_vm(i, |vm| vm.set_stream_property_raw(ctx, path, value));
                 if let Err(e) = r {
                     log::debug!(target: "vessel::stream", "property {dotted}: {e}");
                 }
             }
         }
+        self.properties.insert_raw(path, value);
     }
 
     /// Ends the stream: `on_log` for every filter, then `on_done` and

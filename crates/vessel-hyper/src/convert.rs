@@ -240,7 +240,11 @@ pub fn apply_request(map: &HeaderMap, parts: &mut request::Parts) {
 ///
 /// [`CONNECTION_SPECIFIC_RESPONSE_HEADERS`]: vessel_host::CONNECTION_SPECIFIC_RESPONSE_HEADERS
 pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    if headers.is_empty() {
+    // One look at the keys first: a response seldom has any of them, and a
+    // removal by name parses and hashes the name.
+    let connection_specific =
+        |k: &HeaderName| vessel_host::CONNECTION_SPECIFIC_RESPONSE_HEADERS.contains(&k.as_str());
+    if !headers.keys().any(connection_specific) {
         return;
     }
     for name in vessel_host::CONNECTION_SPECIFIC_RESPONSE_HEADERS {
@@ -585,5 +589,21 @@ mod tests {
         let mut changed = full.clone();
         update_response(&output, &mut changed);
         assert_eq!(changed.status, 503);
+    }
+
+    #[test]
+    fn connection_specific_response_headers_are_stripped_and_others_kept() {
+        let mut h = http::HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let untouched = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, untouched);
+        for name in vessel_host::CONNECTION_SPECIFIC_RESPONSE_HEADERS {
+            h.append(name, HeaderValue::from_static("x"));
+            h.append(name, HeaderValue::from_static("y"));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, untouched);
     }
 }

@@ -102,6 +102,17 @@ impl Vm {
         Ok(())
     }
 
+    /// [`Vm::set_stream_property`] at an encoded path, with the encoded value.
+    pub(crate) fn set_stream_property_raw(
+        &mut self,
+        ctx: ContextId,
+        path: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<(), VmError> {
+        self.http_mut(ctx)?.properties.insert_raw(path, value);
+        Ok(())
+    }
+
     /// Runs a header callback: `V2(ctx, headers, end_of_stream)`, or
     /// `V1(ctx, headers)` for ABI 0.1.0.
     fn headers_call<V2, V1>(
