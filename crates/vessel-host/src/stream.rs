@@ -634,19 +634,15 @@ impl HttpStream {
         dotted: &str,
         value: impl Into<PropertyValue>,
     ) {
-        // Encoded once; each context gets a copy of the bytes.
-        let path = vessel_abi::path_from_dotted(dotted);
-        let value = value.into().into_encoded();
-        for (i, f) in self.filters.iter().enumerate() {
-            if let Some(ctx) = f.ctx {
-                let (path, value) = (path.clone(), value.clone());
-                let r = vms.with_vm(i, |vm| vm.set_stream_property_raw(ctx, path, value));
-                if let Err(e) = r {
-                    log::debug!(target: "vessel::stream", "property {dotted}: {e}");
-                }
-            }
-        }
-        self.properties.insert_raw(path, value);
+        let contexts = self.filters.iter().enumerate();
+        let contexts = contexts.filter_map(|(i, f)| Some((i, f.ctx?)));
+        set_property_on(
+            vms,
+            contexts,
+            &mut self.properties,
+            (dotted, value.into()),
+            "vessel::stream",
+        );
     }
 
     /// Ends the stream: `on_log` for every filter, then `on_done` and
@@ -1490,6 +1486,29 @@ fn log_context(vm: &mut Vm, i: usize, ctx: ContextId) {
     if let Err(e) = r {
         log::debug!(target: "vessel::stream", "on_log of filter {i}: {e}");
     }
+}
+
+/// Sets property `dotted` to `value` on each `(filter, context)` of
+/// `contexts`, and in `properties`, which the contexts created later start
+/// from: the path and the value are encoded once, and each context gets a
+/// copy of the bytes. A context the VM no longer has is logged at debug
+/// level under `log_target`. Shared by HTTP streams and TCP connections.
+pub(crate) fn set_property_on(
+    vms: &mut impl FilterVms,
+    contexts: impl Iterator<Item = (usize, ContextId)>,
+    properties: &mut PropertyMap,
+    (dotted, value): (&str, PropertyValue),
+    log_target: &str,
+) {
+    let path = vessel_abi::path_from_dotted(dotted);
+    let value = value.into_encoded();
+    for (i, ctx) in contexts {
+        let (path, value) = (path.clone(), value.clone());
+        if let Err(e) = vms.with_vm(i, |vm| vm.set_stream_property_raw(ctx, path, value)) {
+            log::debug!(target: log_target, "property {dotted}: {e}");
+        }
+    }
+    properties.insert_raw(path, value);
 }
 
 pub(crate) fn take_own(vm: &mut Vm, ctx: ContextId) -> Vec<StreamSignal> {

@@ -78,7 +78,7 @@ use vessel_abi::{BufferType, FilterStatus, PeerType};
 use crate::error::VmError;
 use crate::ids::ContextId;
 use crate::properties::{FilterState, PropertyMap, PropertyValue};
-use crate::stream::{Direction, FilterVms, StreamSignal, take_own};
+use crate::stream::{Direction, FilterVms, StreamSignal, set_property_on, take_own};
 
 /// What the embedder must do, in order ([`TcpStream::poll_action`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,17 +384,15 @@ impl TcpStream {
         dotted: &str,
         value: impl Into<PropertyValue>,
     ) {
-        let value = value.into();
-        self.properties.insert_dotted(dotted, value.clone());
-        for (i, f) in self.filters.iter().enumerate() {
-            if let Some(ctx) = f.ctx {
-                let value = value.clone();
-                let r = vms.with_vm(i, |vm| vm.set_stream_property(ctx, dotted, value));
-                if let Err(e) = r {
-                    log::debug!(target: "vessel::tcp", "property {dotted}: {e}");
-                }
-            }
-        }
+        let contexts = self.filters.iter().enumerate();
+        let contexts = contexts.filter_map(|(i, f)| Some((i, f.ctx?)));
+        set_property_on(
+            vms,
+            contexts,
+            &mut self.properties,
+            (dotted, value.into()),
+            "vessel::tcp",
+        );
     }
 
     /// Ends the connection: if it is still open, each filter gets
