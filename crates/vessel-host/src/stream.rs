@@ -640,7 +640,8 @@ impl HttpStream {
             vms,
             contexts,
             &mut self.properties,
-            (dotted, value.into()),
+            dotted,
+            value.into(),
             "vessel::stream",
         );
     }
@@ -1497,7 +1498,8 @@ pub(crate) fn set_property_on(
     vms: &mut impl FilterVms,
     contexts: impl Iterator<Item = (usize, ContextId)>,
     properties: &mut PropertyMap,
-    (dotted, value): (&str, PropertyValue),
+    dotted: &str,
+    value: PropertyValue,
     log_target: &str,
 ) {
     let path = vessel_abi::path_from_dotted(dotted);

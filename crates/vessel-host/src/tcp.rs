@@ -390,7 +390,8 @@ impl TcpStream {
             vms,
             contexts,
             &mut self.properties,
-            (dotted, value.into()),
+            dotted,
+            value.into(),
             "vessel::tcp",
         );
     }
