@@ -13,6 +13,11 @@ use vessel_host::{CacheConfig, Engine, EngineConfig};
 use vessel_proxy::harness;
 use vessel_proxy::run::{self, RunOptions};
 
+/// mimalloc, not the system allocator: a stream allocates many small
+/// blocks (maps, contexts, futures) that glibc's malloc serves slower.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "vessel", version, about = "A proxy-wasm host")]
 struct Cli {
