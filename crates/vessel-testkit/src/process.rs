@@ -192,12 +192,19 @@ impl VesselProcess {
         }
     }
 
-    async fn probe(&self) -> Option<(SocketAddr, ListenersStatus)> {
-        let admin: SocketAddr = std::fs::read_to_string(&self.admin_file)
+    /// The admin listener's address once the process has written it, ready
+    /// or not (a proxy waiting for its control plane answers `/stats`
+    /// before `/ready`).
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        std::fs::read_to_string(&self.admin_file)
             .ok()?
             .trim()
             .parse()
-            .ok()?;
+            .ok()
+    }
+
+    async fn probe(&self) -> Option<(SocketAddr, ListenersStatus)> {
+        let admin = self.admin_address()?;
         match admin_get(admin, "GET", "/ready").await {
             Ok((200, _)) => {}
             _ => return None,

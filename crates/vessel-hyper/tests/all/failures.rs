@@ -44,28 +44,24 @@ async fn upstream_reset_mid_body_ends_the_stream_and_its_contexts() {
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await;
     assert!(body.is_err(), "the client sees the upstream's reset");
-    for _ in 0..100 {
-        if pool.context_count() == pool.len() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        pool.context_count(),
-        pool.len(),
-        "the stream's contexts were deleted"
-    );
+    eventually("the stream's contexts were deleted", || {
+        pool.context_count() == pool.len()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_still_answers_through_the_filter() {
-    let (up, _) = black_hole().await;
+    let (up, reached) = black_hole().await;
     let (pool, _rt) = pool("hello", "", Clusters::new(), FailurePolicy::FailClosed);
     let proxy = proxy(VesselLayer::new(vec![pool.clone()]), up).await;
     // The request is in flight upstream; a local reply on another stream is
     // not held up by it.
     let slow = tokio::spawn(async move { get(proxy, "/slow", &[]).await });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    eventually("the slow request reached the upstream", || {
+        reached.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
     let (status, _, body) = get(proxy, "/hello", &[]).await;
     assert_eq!((status, body.as_slice()), (200, &b"Hello, World!\n"[..]));
     assert!(!slow.is_finished());

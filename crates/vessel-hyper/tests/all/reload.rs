@@ -127,9 +127,13 @@ async fn in_flight_stream_finishes_on_the_old_vm_which_is_dropped_after_it() {
     drop(v1);
     // New streams see v2 at once.
     assert_eq!(send(&c, proxy, "/").await, (200, "v2".to_owned()));
-    // The old pool lives on while its stream does...
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(old.upgrade().is_some(), "dropped under a stream in flight");
+    // The old pool lives on while its stream does (held upstream until
+    // the release below)...
+    assert_eq!(
+        old.upgrade().map(|p| p.context_count() - p.len()),
+        Some(1),
+        "dropped under a stream in flight"
+    );
     // ...which finishes on it, then it goes away.
     release.notify_one();
     assert_eq!(slow.await.unwrap(), (200, "v1".to_owned()));

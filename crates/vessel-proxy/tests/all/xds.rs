@@ -235,6 +235,21 @@ impl Proxy {
     async fn stat(&self, name: &str) -> Option<u64> {
         stat(self.process.admin(), name).await
     }
+
+    /// How many times the proxy failed to reach the control plane (or
+    /// lost it), by its own counter: vessel's `vessel.xds.reconnects`
+    /// (one per failed or ended stream), Envoy's connection failures to
+    /// the `xds` cluster.
+    async fn failed_attempts(&self) -> u64 {
+        let name = match self.node {
+            "envoy" => "cluster.xds.upstream_cx_connect_fail",
+            _ => "vessel.xds.reconnects",
+        };
+        match self.process.admin_address() {
+            Some(admin) => stat(admin, name).await.unwrap_or(0),
+            None => 0,
+        }
+    }
 }
 
 /// The `version_info` of each dynamic resource `/config_dump` lists, by
@@ -579,9 +594,14 @@ async fn a_lost_control_plane_is_survived_and_rejoined() {
         })
         .await;
     }
-    // Both keep serving the last config.
+    // Both keep serving the last config, also after they tried to reach
+    // the control plane again and failed.
     f.serves("main", "/", "A", Some("v1")).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    for p in &f.proxies {
+        let before = p.failed_attempts().await;
+        let what = format!("{}: a failed attempt to reconnect", p.node);
+        eventually(&what, || async { p.failed_attempts().await > before }).await;
+    }
     f.serves("main", "/", "A", Some("v1")).await;
 
     f.ads.restart().await;
@@ -1480,7 +1500,8 @@ async fn push_to_serving_benchmark() {
 }
 
 /// `vessel run` started while its control plane is down keeps trying,
-/// and serves once the ADS server comes up (after 3 s); so does Envoy,
+/// and serves once the ADS server comes up (after each proxy failed to
+/// reach it twice, by its own counter); so does Envoy,
 /// started the same way beside it. How long each took from the server's
 /// start to the first response through the pushed listener is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1521,7 +1542,12 @@ async fn a_control_plane_down_at_start_is_waited_for() {
             ),
         });
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Each tries the control plane twice (its first attempt and a retry
+    // after the backoff), fails, and keeps running.
+    for p in &proxies {
+        let what = format!("{}: two failed attempts to reach the control plane", p.node);
+        eventually(&what, || async { p.failed_attempts().await >= 2 }).await;
+    }
     for p in &mut proxies {
         assert_eq!(
             p.process.wait_exit(Duration::from_millis(100)).await,
@@ -1555,7 +1581,8 @@ async fn a_control_plane_down_at_start_is_waited_for() {
     }
     let attempts = proxies[0].stat("vessel.xds.reconnects").await;
     eprintln!(
-        "control plane down at start, up after 3 s: serving after it came up: {}; \
+        "control plane down at start, up after two failed attempts of each proxy: \
+         serving after it came up: {}; \
          vessel.xds.reconnects {attempts:?}",
         took.join(", ")
     );
