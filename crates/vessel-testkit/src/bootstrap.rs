@@ -1,10 +1,11 @@
 //! A typed builder for the Envoy v3 bootstrap subset `vessel run` reads
 //! (docs/envoy-config.md), instead of YAML formatted by hand: listeners
-//! with an HTTP connection manager, its routes and wasm filters (plugin
-//! name, root_id, configuration, vm_config, failure policy, reload
-//! backoff, capability restriction, environment, vessel's own
-//! `vessel_limits` and `vessel_hidden`), the router, clusters and the
-//! admin listener.
+//! with an HTTP connection manager (its routes, wasm filters and the
+//! router) or a TCP proxy, network wasm filters before either; wasm filters
+//! with their plugin name, root_id, configuration, vm_config, failure
+//! policy, reload backoff, capability restriction, environment, vessel's
+//! own `vessel_limits` and `vessel_hidden`; clusters; the node and ADS
+//! (`dynamic_resources`); the admin listener.
 //!
 //! Listeners and the admin listener default to 127.0.0.1 `port_value: 0`:
 //! the proxy binds what the system gives it, and a test reads the ports
@@ -35,6 +36,9 @@ use serde_json::{Map, Value, json};
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const WASM: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const NETWORK_WASM: &str = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm";
+const TCP_PROXY: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -57,6 +61,8 @@ fn string_value(s: &str) -> Value {
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
     admin: Option<SocketAddr>,
+    node: Option<(String, String)>,
+    ads_cluster: Option<String>,
     listeners: Vec<Listener>,
     clusters: Vec<Cluster>,
 }
@@ -72,9 +78,25 @@ impl Bootstrap {
     pub fn new() -> Self {
         Self {
             admin: Some(loopback_any()),
+            node: None,
+            ads_cluster: None,
             listeners: Vec::new(),
             clusters: Vec::new(),
         }
+    }
+
+    /// `node`: its `id` and `cluster` (what an xDS control plane sees).
+    pub fn node(mut self, id: impl Into<String>, cluster: impl Into<String>) -> Self {
+        self.node = Some((id.into(), cluster.into()));
+        self
+    }
+
+    /// `dynamic_resources`: listeners and clusters over ADS (gRPC, API v3)
+    /// from the static cluster `cluster` (give it with
+    /// [`Bootstrap::cluster`], speaking HTTP/2).
+    pub fn ads(mut self, cluster: impl Into<String>) -> Self {
+        self.ads_cluster = Some(cluster.into());
+        self
     }
 
     /// The admin listener on `addr` (port 0: any).
@@ -116,6 +138,24 @@ impl Bootstrap {
     /// writes).
     pub fn to_value(&self) -> Value {
         let mut top = Map::new();
+        if let Some((id, cluster)) = &self.node {
+            top.insert("node".into(), json!({ "id": id, "cluster": cluster }));
+        }
+        if let Some(cluster) = &self.ads_cluster {
+            let ads = json!({ "ads": {}, "resource_api_version": "V3" });
+            top.insert(
+                "dynamic_resources".into(),
+                json!({
+                    "ads_config": {
+                        "api_type": "GRPC",
+                        "transport_api_version": "V3",
+                        "grpc_services": [{ "envoy_grpc": { "cluster_name": cluster } }],
+                    },
+                    "lds_config": ads,
+                    "cds_config": ads,
+                }),
+            );
+        }
         if let Some(a) = self.admin {
             top.insert(
                 "admin".into(),
@@ -165,6 +205,8 @@ pub struct Listener {
     routes: Vec<Route>,
     filters: Vec<WasmFilter>,
     route_config_extra: Map<String, Value>,
+    network_filters: Vec<WasmFilter>,
+    tcp_proxy: Option<(String, Option<String>)>,
 }
 
 impl Listener {
@@ -180,7 +222,34 @@ impl Listener {
             routes: Vec::new(),
             filters: Vec::new(),
             route_config_extra: Map::new(),
+            network_filters: Vec::new(),
+            tcp_proxy: None,
         }
+    }
+
+    /// Adds a network wasm filter (`envoy.filters.network.wasm`), run in
+    /// order before the connection manager (or the TCP proxy).
+    pub fn network_filter(mut self, f: WasmFilter) -> Self {
+        self.network_filters.push(f);
+        self
+    }
+
+    /// Ends the filter chain with `envoy.filters.network.tcp_proxy` to
+    /// `cluster` (its `stat_prefix` is the listener's) instead of an HTTP
+    /// connection manager; routes and HTTP filters are then not written.
+    pub fn tcp_proxy(mut self, cluster: impl Into<String>) -> Self {
+        self.tcp_proxy = Some((cluster.into(), None));
+        self
+    }
+
+    /// The TCP proxy's `idle_timeout`, an Envoy duration.
+    ///
+    /// # Panics
+    /// Before [`Listener::tcp_proxy`].
+    pub fn tcp_idle_timeout(mut self, d: impl Into<String>) -> Self {
+        let tcp = self.tcp_proxy.as_mut().expect("tcp_proxy first");
+        tcp.1 = Some(d.into());
+        self
     }
 
     /// Sets a field of the `route_config` the builder has no method for
@@ -278,13 +347,31 @@ impl Listener {
         if let Some(b) = self.buffer_limit {
             l.insert("per_connection_buffer_limit_bytes".into(), b.into());
         }
-        l.insert(
-            "filter_chains".into(),
-            json!([{ "filters": [{
+        let mut chain: Vec<Value> = self
+            .network_filters
+            .iter()
+            .map(WasmFilter::to_network_value)
+            .collect();
+        chain.push(match &self.tcp_proxy {
+            Some((cluster, idle)) => {
+                let mut tcp = Map::new();
+                tcp.insert("@type".into(), TCP_PROXY.into());
+                tcp.insert(
+                    "stat_prefix".into(),
+                    self.stat_prefix.as_deref().unwrap_or(&self.name).into(),
+                );
+                tcp.insert("cluster".into(), cluster.clone().into());
+                if let Some(d) = idle {
+                    tcp.insert("idle_timeout".into(), d.clone().into());
+                }
+                json!({ "name": "envoy.filters.network.tcp_proxy", "typed_config": tcp })
+            }
+            None => json!({
                 "name": "envoy.filters.network.http_connection_manager",
                 "typed_config": hcm,
-            }]}]),
-        );
+            }),
+        });
+        l.insert("filter_chains".into(), json!([{ "filters": chain }]));
         Value::Object(l)
     }
 }
@@ -581,6 +668,7 @@ pub struct WasmFilter {
     vessel_limits: Vec<(String, Limit)>,
     vessel_hidden: Vec<(String, Vec<String>)>,
     code: Option<Value>,
+    extra: Map<String, Value>,
 }
 
 impl WasmFilter {
@@ -602,7 +690,15 @@ impl WasmFilter {
             vessel_limits: Vec::new(),
             vessel_hidden: Vec::new(),
             code: None,
+            extra: Map::new(),
         }
+    }
+
+    /// Sets a field of the plugin config the builder has no method for
+    /// (e.g. the older `fail_open`), as JSON.
+    pub fn field(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_owned(), value);
+        self
     }
 
     /// `vm_config.code` given as is (e.g. `{"remote": {...}}`), instead of
@@ -697,7 +793,8 @@ impl WasmFilter {
         self
     }
 
-    fn to_value(&self) -> Value {
+    /// The plugin config (`PluginConfig`).
+    fn config_value(&self) -> Map<String, Value> {
         let mut vm = Map::new();
         if let Some(id) = &self.vm_id {
             vm.insert("vm_id".into(), id.clone().into());
@@ -782,9 +879,23 @@ impl WasmFilter {
         if self.allow_on_headers_stop_iteration {
             config.insert("allow_on_headers_stop_iteration".into(), true.into());
         }
+        config.extend(self.extra.clone());
+        config
+    }
+
+    /// As an HTTP filter.
+    fn to_value(&self) -> Value {
         json!({
             "name": "envoy.filters.http.wasm",
-            "typed_config": { "@type": WASM, "config": config },
+            "typed_config": { "@type": WASM, "config": self.config_value() },
+        })
+    }
+
+    /// As a network filter.
+    fn to_network_value(&self) -> Value {
+        json!({
+            "name": "envoy.filters.network.wasm",
+            "typed_config": { "@type": NETWORK_WASM, "config": self.config_value() },
         })
     }
 }
@@ -848,6 +959,64 @@ mod tests {
                     .host("localhost", 8081),
             )
             .cluster(Cluster::new("empty").kind(ClusterType::Static))
+    }
+
+    /// A TCP proxy listener with a network filter, and ADS from a cluster:
+    /// vessel's config reader reads back each part.
+    #[test]
+    fn vessel_reads_back_tcp_proxies_network_filters_and_ads() {
+        let up: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let yaml = Bootstrap::new()
+            .node("n1", "c1")
+            .ads("xds")
+            .listener(
+                Listener::new("tcp")
+                    .network_filter(
+                        WasmFilter::new("net", "/filters/n.wasm")
+                            .configuration("cfg")
+                            .field("fail_open", true.into()),
+                    )
+                    .tcp_proxy("backend")
+                    .tcp_idle_timeout("2s"),
+            )
+            .listener(
+                Listener::new("http")
+                    .network_filter(WasmFilter::new("net2", "/filters/m.wasm"))
+                    .route(Route::prefix("/").direct(200, None)),
+            )
+            .cluster(Cluster::new("backend").endpoint(up))
+            .cluster(Cluster::new("xds").http2().endpoint(up))
+            .to_yaml();
+        let b = config::parse(&yaml, Path::new("/")).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let node = b.node.as_ref().unwrap();
+        assert_eq!((node.id.as_str(), node.cluster.as_str()), ("n1", "c1"));
+        let dynamic = b.dynamic.as_ref().unwrap();
+        assert_eq!(dynamic.ads_cluster, "xds");
+        assert!(dynamic.lds && dynamic.cds);
+        let chain = &b.listeners[0].filter_chains[0];
+        assert_eq!(chain.network_filters.len(), 1);
+        assert_eq!(chain.network_filters[0].name, "net");
+        assert_eq!(chain.network_filters[0].configuration, b"cfg");
+        assert_eq!(
+            chain.network_filters[0].failure_policy,
+            FailurePolicy::FailOpen
+        );
+        match &chain.terminal {
+            config::Terminal::TcpProxy(t) => {
+                assert_eq!(
+                    (t.stat_prefix.as_str(), t.cluster.as_str()),
+                    ("tcp", "backend")
+                );
+                assert_eq!(t.idle_timeout, Some(Duration::from_secs(2)));
+            }
+            config::Terminal::Http(_) => panic!("a TCP proxy\n{yaml}"),
+        }
+        let chain = &b.listeners[1].filter_chains[0];
+        assert_eq!(chain.network_filters[0].name, "net2");
+        assert!(
+            matches!(chain.terminal, config::Terminal::Http(_)),
+            "{yaml}"
+        );
     }
 
     /// What the builder writes, vessel's config reader (the one `vessel

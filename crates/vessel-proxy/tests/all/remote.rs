@@ -406,59 +406,20 @@ async fn a_network_filter_with_remote_code() {
 }
 
 fn network_config(modules: SocketAddr, sha: &str, fail_open: bool) -> String {
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.wasm
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
-          config:
-            name: rewrite
-            fail_open: {fail_open}
-            configuration:
-              "@type": type.googleapis.com/google.protobuf.StringValue
-              value: "upstream secret SECRET"
-            vm_config:
-              runtime: envoy.wasm.runtime.v8
-              code:
-                remote:
-                  http_uri: {{ uri: "http://modules.example{MODULE_PATH}", cluster: modules, timeout: 5s }}
-                  sha256: {sha}
-                  retry_policy: {{ num_retries: 0 }}
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: "the secret path\n" }} }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: modules
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: modules
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-"#,
-        port = modules.port(),
-    )
+    Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .stat_prefix("ingress")
+                .network_filter(
+                    WasmFilter::new("rewrite", guest("tcp_rewrite"))
+                        .configuration("upstream secret SECRET")
+                        .code(remote_code(sha, 0))
+                        .field("fail_open", json!(fail_open)),
+                )
+                .route(Route::prefix("/").direct(200, Some("the secret path\n"))),
+        )
+        .cluster(Cluster::new("modules").endpoint(modules))
+        .to_yaml()
 }
 
 /// The same remote-code configs on real Envoy 1.40 (`VESSEL_ENVOY`), for

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use vessel_testkit::bootstrap::{Bootstrap, Cluster, Listener, Route, WasmFilter};
 use vessel_testkit::{VesselProcess, WAIT, admin_get, eventually_async};
 
 /// A loopback TCP upstream: reads each connection to its end, records the
@@ -40,50 +41,33 @@ async fn counting_upstream() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
 }
 
 fn config(upstream: SocketAddr, idle_timeout: &str) -> String {
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    # Never taken: no connection reaches port 1.
-    - filter_chain_match: {{ destination_port: 1 }}
-      filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: wrong
-          cluster: nowhere
-    default_filter_chain:
-      filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: t
-          cluster: backend
-          idle_timeout: {idle_timeout}
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }}
-  - name: nowhere
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: nowhere
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }} }}
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-"#,
-        ip = upstream.ip(),
-        port = upstream.port(),
-    )
+    let mut v = Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .stat_prefix("t")
+                .tcp_proxy("backend")
+                .tcp_idle_timeout(idle_timeout),
+        )
+        .cluster(Cluster::new("backend").endpoint(upstream))
+        .cluster(Cluster::new("nowhere").endpoint(SocketAddr::from(([127, 0, 0, 1], 1))))
+        .to_value();
+    // The chain becomes the default one, behind a chain that is never
+    // taken: no connection reaches port 1.
+    let listener = &mut v["static_resources"]["listeners"][0];
+    let default = listener["filter_chains"][0].clone();
+    listener["default_filter_chain"] = default;
+    listener["filter_chains"] = serde_json::json!([{
+        "filter_chain_match": { "destination_port": 1 },
+        "filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": "wrong",
+                "cluster": "nowhere",
+            },
+        }],
+    }]);
+    vessel_test::yaml::to_string(&v).unwrap()
 }
 
 async fn start(name: &str, config: &str) -> VesselProcess {
@@ -182,55 +166,18 @@ async fn tcp_proxy_to_a_refusing_endpoint_closes_the_client_and_counts_it() {
 /// `(guest, configuration)`) then the HTTP connection manager: `/secret`
 /// answers `the secret path`, anything else 404.
 fn network_before_hcm(filters: &[(&str, &str)]) -> String {
-    let mut network = String::new();
+    let mut listener = Listener::new("main")
+        .stat_prefix("ingress")
+        .route(Route::prefix("/secret").direct(200, Some("the secret path\n")))
+        .route(Route::prefix("/").direct(404, Some("elsewhere\n")));
     for (i, (guest, configuration)) in filters.iter().enumerate() {
-        network.push_str(&format!(
-            r#"      - name: envoy.filters.network.wasm
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
-          config:
-            name: net{i}
-            root_id: net{i}
-            configuration:
-              "@type": type.googleapis.com/google.protobuf.StringValue
-              value: {configuration:?}
-            vm_config:
-              runtime: envoy.wasm.runtime.v8
-              code: {{ local: {{ filename: {file:?} }} }}
-"#,
-            file = crate::support::guest(guest).display().to_string(),
-        ));
+        listener = listener.network_filter(
+            WasmFilter::new(format!("net{i}"), crate::support::guest(guest))
+                .root_id(format!("net{i}"))
+                .configuration(*configuration),
+        );
     }
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-{network}      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/secret" }}
-                direct_response: {{ status: 200, body: {{ inline_string: "the secret path\n" }} }}
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 404, body: {{ inline_string: "elsewhere\n" }} }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-"#
-    )
+    Bootstrap::new().listener(listener).to_yaml()
 }
 
 /// Sends `request` on a new connection to `addr` and reads until the

@@ -30,35 +30,11 @@ const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v
 
 /// The bootstrap both proxies start from: only the control plane.
 fn bootstrap(node: &str, ads: SocketAddr) -> String {
-    format!(
-        r#"
-node: {{ id: {node}, cluster: xds-test }}
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}]
-  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
-  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
-static_resources:
-  clusters:
-  - name: xds
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: xds
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
-"#,
-        port = ads.port()
-    )
+    Bootstrap::new()
+        .node(node, "xds-test")
+        .ads("xds")
+        .cluster(Cluster::new("xds").http2().endpoint(ads))
+        .to_yaml()
 }
 
 fn static_cluster(name: &str, addr: SocketAddr) -> Json {
