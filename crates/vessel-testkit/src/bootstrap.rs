@@ -669,6 +669,7 @@ pub struct WasmFilter {
     vessel_hidden: Vec<(String, Vec<String>)>,
     code: Option<Value>,
     extra: Map<String, Value>,
+    vm_extra: Map<String, Value>,
 }
 
 impl WasmFilter {
@@ -691,7 +692,15 @@ impl WasmFilter {
             vessel_hidden: Vec::new(),
             code: None,
             extra: Map::new(),
+            vm_extra: Map::new(),
         }
+    }
+
+    /// Sets a field of `vm_config` the builder has no method for (e.g.
+    /// one vessel refuses, such as `allow_precompiled`), as JSON.
+    pub fn vm_field(mut self, key: &str, value: Value) -> Self {
+        self.vm_extra.insert(key.to_owned(), value);
+        self
     }
 
     /// Sets a field of the plugin config the builder has no method for
@@ -846,6 +855,7 @@ impl WasmFilter {
                 .collect();
             vm.insert("vessel_hidden".into(), hidden.into());
         }
+        vm.extend(self.vm_extra.clone());
         let mut config = Map::new();
         config.insert("name".into(), self.name.clone().into());
         if let Some(r) = &self.root_id {

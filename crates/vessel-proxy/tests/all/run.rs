@@ -285,37 +285,16 @@ async fn serves_routes_filters_admin_and_drains_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_field_fails_naming_its_path() {
-    let cfg = format!(
-        r#"
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200 }}
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                vm_config:
-                  allow_precompiled: true
-                  code: {{ local: {{ filename: "{}" }} }}
-          - name: envoy.filters.http.router
-"#,
-        guest("hello").display()
-    );
+    let cfg = Bootstrap::new()
+        .listener(
+            Listener::new("main")
+                .route(Route::prefix("/").direct(200, None))
+                .filter(
+                    WasmFilter::new("hello", guest("hello"))
+                        .vm_field("allow_precompiled", true.into()),
+                ),
+        )
+        .to_yaml();
     let mut vessel = start("unsupported", &cfg);
     let exit = vessel
         .wait_exit(WAIT)
