@@ -36,6 +36,12 @@
 //! * `cargo xtask load`  — only the load tests (FAIL_RELOAD under load with
 //!   traps, endless loops and memory bombs; hot reloads and ECDS pushes
 //!   under load), with their numbers and timings on stderr.
+//!
+//! xtask depends on `anyhow` alone, so that `cargo xtask` starts in seconds
+//! on a fresh clone: the benchmark configs it writes (`tiered.rs`,
+//! `ttfb.rs`, `edge.rs`) are formatted text, not vessel-testkit's bootstrap
+//! builder (which brings vessel-test and wasmtime). Each is run by `vessel
+//! run` (and Envoy where compared), which rejects a malformed one loudly.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
