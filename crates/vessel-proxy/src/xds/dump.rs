@@ -95,16 +95,15 @@ pub(crate) fn config_dump(shared: &Shared) -> String {
         }
     };
 
-    let active_clusters: Vec<Json> = store
-        .of(Kind::Cluster)
-        .filter(|(n, _)| !state.warming.1.contains(*n))
-        .map(|(_, r)| versioned(Kind::Cluster, "cluster", r))
-        .collect();
-    let warming_clusters: Vec<Json> = store
-        .of(Kind::Cluster)
-        .filter(|(n, _)| state.warming.1.contains(*n))
-        .map(|(_, r)| versioned(Kind::Cluster, "cluster", r))
-        .collect();
+    let (mut active_clusters, mut warming_clusters) = (Vec::new(), Vec::new());
+    for (name, r) in store.of(Kind::Cluster) {
+        let json = versioned(Kind::Cluster, "cluster", r);
+        if state.warming.1.contains(name) {
+            warming_clusters.push(json);
+        } else {
+            active_clusters.push(json);
+        }
+    }
     let static_clusters: Vec<Json> = statics("clusters")
         .into_iter()
         .map(|c| json!({"cluster": typed(Kind::Cluster, &c)}))
