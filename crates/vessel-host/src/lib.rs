@@ -97,7 +97,7 @@ pub use ids::{CalloutKind, ContextId, QueueToken, Token, VmInstanceId};
 pub use limits::{LimitExceeded, LimitSettingError, LimitValue, Limits};
 pub use plugin::{Plugin, PluginConfig};
 pub use policy::{FailurePolicy, ReloadBackoff, ReloadDecision, ReloadGate};
-pub use properties::{FilterState, PropertyMap, PropertyValue};
+pub use properties::{FilterState, PropertyMap, PropertySource, PropertyValue};
 pub use state::IdHasher;
 pub use stream::{
     Action, DEFAULT_BUFFER_LIMIT, Direction, FilterVms, HttpStream, ResetReason, StreamConfig,

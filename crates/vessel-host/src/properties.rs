@@ -86,8 +86,9 @@ impl From<bool> for PropertyValue {
 }
 
 /// Computes properties on demand: given an encoded path, the encoded value
-/// or `None`. See [`PropertyMap::with_source`].
-type PropertySource = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+/// or `None`. See [`PropertyMap::with_source`] and
+/// [`PropertyMap::add_late_source`].
+pub type PropertySource = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
 /// Properties keyed by their encoded path (segments joined by NUL), holding
 /// encoded values; optionally backed by a source (see
@@ -98,6 +99,9 @@ type PropertySource = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 pub struct PropertyMap {
     values: HashMap<Vec<u8>, Vec<u8>>,
     source: Option<PropertySource>,
+    /// Facts the embedder learns mid-stream (the upstream's, the
+    /// response's), computed when asked; they win over every other value.
+    late_source: Option<PropertySource>,
     filter_state: Option<FilterState>,
     /// What the inserted values account for ([`entry_bytes`]).
     bytes: usize,
@@ -207,18 +211,21 @@ impl std::fmt::Debug for PropertyMap {
         f.debug_struct("PropertyMap")
             .field("values", &self.values)
             .field("source", &self.source.is_some())
+            .field("late_source", &self.late_source.is_some())
             .finish()
     }
 }
 
 impl PartialEq for PropertyMap {
     fn eq(&self, other: &Self) -> bool {
+        let same_source = |a: &Option<PropertySource>, b: &Option<PropertySource>| match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
         self.values == other.values
-            && match (&self.source, &other.source) {
-                (None, None) => true,
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                _ => false,
-            }
+            && same_source(&self.source, &other.source)
+            && same_source(&self.late_source, &other.late_source)
             && match (&self.filter_state, &other.filter_state) {
                 (None, None) => true,
                 (Some(a), Some(b)) => a.same(b),
@@ -307,9 +314,24 @@ impl PropertyMap {
         Self {
             values: HashMap::new(),
             source: Some(Arc::new(source)),
+            late_source: None,
             filter_state: None,
             bytes: 0,
         }
+    }
+
+    /// Adds facts learnt mid-stream (the upstream's address, the
+    /// response's details): [`lookup`](Self::lookup) asks `source` first,
+    /// before the inserted values, as an embedder's later
+    /// [`insert_raw`](Self::insert_raw) of each would have replaced them; a
+    /// second late source is asked before the first. Nothing is computed or
+    /// stored until a guest asks, so a stream whose filters never read
+    /// `upstream.address` does not format it.
+    pub fn add_late_source(&mut self, source: PropertySource) {
+        self.late_source = Some(match self.late_source.take() {
+            None => source,
+            Some(earlier) => Arc::new(move |path: &[u8]| source(path).or_else(|| earlier(path))),
+        });
     }
 
     /// Looks up an encoded path among the inserted values (not the source).
@@ -317,9 +339,12 @@ impl PropertyMap {
         self.values.get(path).map(Vec::as_slice)
     }
 
-    /// Looks up an encoded path: the inserted values, the filter state,
-    /// then the source.
+    /// Looks up an encoded path: the late source, the inserted values, the
+    /// filter state, then the source.
     pub fn lookup(&self, path: &[u8]) -> Option<Cow<'_, [u8]>> {
+        if let Some(v) = self.late_source.as_ref().and_then(|s| s(path)) {
+            return Some(Cow::Owned(v));
+        }
         if let Some(v) = self.get(path) {
             return Some(Cow::Borrowed(v));
         }
@@ -343,6 +368,28 @@ impl PropertyMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_source_wins_and_the_latest_is_asked_first() {
+        let mut m = PropertyMap::with_source(|p| (p == b"a").then(|| b"from source".to_vec()));
+        m.insert_raw(b"b".to_vec(), b"inserted".to_vec());
+        m.insert_raw(b"c".to_vec(), b"inserted".to_vec());
+        m.add_late_source(Arc::new(|p: &[u8]| {
+            matches!(p, b"b" | b"d").then(|| b"first late".to_vec())
+        }));
+        m.add_late_source(Arc::new(|p: &[u8]| {
+            (p == b"d").then(|| b"second late".to_vec())
+        }));
+        let get = |p: &[u8]| m.lookup(p).map(|v| v.into_owned());
+        assert_eq!(get(b"a").as_deref(), Some(&b"from source"[..]));
+        assert_eq!(get(b"b").as_deref(), Some(&b"first late"[..]));
+        assert_eq!(get(b"c").as_deref(), Some(&b"inserted"[..]));
+        assert_eq!(get(b"d").as_deref(), Some(&b"second late"[..]));
+        assert_eq!(get(b"e"), None);
+        // A clone (a context created later) shares the sources.
+        assert_eq!(m.clone(), m);
+        assert_eq!(m.clone().lookup(b"d").as_deref(), Some(&b"second late"[..]));
+    }
 
     #[test]
     fn encodings_follow_envoy() {

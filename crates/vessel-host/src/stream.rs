@@ -71,7 +71,7 @@ use crate::error::VmError;
 use crate::headers::HeaderMap;
 use crate::ids::ContextId;
 use crate::policy::FailurePolicy;
-use crate::properties::{FilterState, PropertyMap, PropertyValue};
+use crate::properties::{FilterState, PropertyMap, PropertySource, PropertyValue};
 use crate::vm::Vm;
 
 /// Envoy's default `per_connection_buffer_limit_bytes` (1 MiB): the default
@@ -644,6 +644,22 @@ impl HttpStream {
             value.into(),
             "vessel::stream",
         );
+    }
+
+    /// Adds stream properties computed only when a guest reads one
+    /// ([`PropertyMap::add_late_source`]): for facts learnt mid-stream
+    /// (the upstream's address, the response's details) that most filters
+    /// never read, on every filter context and on the contexts created
+    /// later. A value from `source` wins over one set before.
+    pub fn add_property_source(&mut self, vms: &mut impl FilterVms, source: PropertySource) {
+        for (i, f) in self.filters.iter().enumerate() {
+            let Some(ctx) = f.ctx else { continue };
+            let source = source.clone();
+            if let Err(e) = vms.with_vm(i, |vm| vm.add_stream_property_source(ctx, source)) {
+                log::debug!(target: "vessel::stream", "property source: {e}");
+            }
+        }
+        self.properties.add_late_source(source);
     }
 
     /// Ends the stream: `on_log` for every filter, then `on_done` and

@@ -54,7 +54,7 @@ use std::task::{Context, Poll};
 use smallvec::SmallVec;
 use vessel_host::{
     Action, ContextId, Direction, FailurePolicy, FilterVms, HeaderMap, HttpStream, LocalResponse,
-    PropertyMap, PropertyValue, StreamConfig, StreamSignal, Vm, VmError,
+    PropertyMap, PropertySource, PropertyValue, StreamConfig, StreamSignal, Vm, VmError,
 };
 
 use crate::pool::{FilterPool, VmCell, dispatch};
@@ -306,6 +306,12 @@ impl PooledStream {
     /// Sets a stream property on every filter context (`upstream.*`...).
     pub fn set_property(&mut self, dotted: &str, value: impl Into<PropertyValue>) {
         self.stream.set_property(&mut self.chain, dotted, value);
+    }
+
+    /// Adds stream properties computed when a guest reads one
+    /// ([`HttpStream::add_property_source`]).
+    pub fn add_property_source(&mut self, source: PropertySource) {
+        self.stream.add_property_source(&mut self.chain, source);
     }
 
     /// The client went away: nothing more is sent.

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use tower::Service;
-use vessel_host::{PropertyMap, PropertyValue, StreamConfig};
+use vessel_host::{PropertyMap, PropertySource, PropertyValue, StreamConfig};
 
 use crate::body::{BoxError, VesselBody};
 use crate::chain::PooledStream;
@@ -199,6 +199,32 @@ impl ResponseInfo {
             ("response.flags", PropertyValue::Uint(self.flags)),
         ]
     }
+}
+
+/// The properties of a response's [`ResponseInfo`] and [`UpstreamInfo`],
+/// computed when a guest reads one: most filters never do, and encoding
+/// them into every filter context costs more than the filter.
+pub(crate) fn response_properties(
+    details: Option<ResponseInfo>,
+    info: Option<UpstreamInfo>,
+) -> PropertySource {
+    std::sync::Arc::new(move |path: &[u8]| {
+        details
+            .iter()
+            .flat_map(ResponseInfo::properties)
+            .chain(info.iter().flat_map(UpstreamInfo::properties))
+            .find(|(dotted, _)| is_path(dotted, path))
+            .map(|(_, value)| value.encode())
+    })
+}
+
+/// True if `path` (segments joined by NUL) is `dotted` (joined by dots).
+fn is_path(dotted: &str, path: &[u8]) -> bool {
+    dotted.len() == path.len()
+        && dotted
+            .bytes()
+            .zip(path)
+            .all(|(d, &p)| if d == b'.' { p == 0 } else { d == p })
 }
 
 /// See [`VesselLayer`](crate::VesselLayer).
@@ -435,5 +461,41 @@ where
         stream.request_headers(convert::request_headers(&parts), end);
         let exchange = Exchange::new(stream, parts, (!end).then_some(body), inner);
         ResponseFuture::filtered(Box::new(exchange))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn response_properties_are_computed_by_their_encoded_paths() {
+        let source = response_properties(
+            Some(ResponseInfo::new(
+                "via_upstream",
+                ResponseInfo::NO_HEALTHY_UPSTREAM,
+            )),
+            Some(UpstreamInfo {
+                address: "127.0.0.1:8080".parse().unwrap(),
+                local_address: None,
+                cluster: Some("backend".into()),
+            }),
+        );
+        let get = |dotted: &str| source(dotted.replace('.', "\0").as_bytes());
+        assert_eq!(get("response.code_details").unwrap(), b"via_upstream");
+        assert_eq!(get("response.flags").unwrap(), 2u64.to_le_bytes());
+        assert_eq!(get("upstream.address").unwrap(), b"127.0.0.1:8080");
+        assert_eq!(get("upstream.port").unwrap(), 8080i64.to_le_bytes());
+        assert_eq!(get("xds.cluster_name").unwrap(), b"backend");
+        assert_eq!(get("cluster_name").unwrap(), b"backend");
+        assert_eq!(get("upstream.local_address"), None);
+        assert_eq!(get("upstream"), None);
+        assert_eq!(get("response.code"), None);
+        assert_eq!(
+            source(b"response.code_details"),
+            None,
+            "dots are not separators"
+        );
     }
 }

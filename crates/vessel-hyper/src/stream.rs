@@ -303,21 +303,17 @@ where
             info.as_ref()
                 .map(|_| ResponseInfo::new(ResponseInfo::VIA_UPSTREAM, 0))
         });
-        for (path, value) in details.iter().flat_map(ResponseInfo::properties) {
-            self.stream.set_property(path, value);
-        }
         // Only a response that came over an HTTP/1 connection is framed the
         // HTTP/1 way; the inner service's own replies (no upstream facts)
         // come whole, as Envoy's local replies do.
         let body = match &info {
-            Some(info) => {
-                for (path, value) in info.properties() {
-                    self.stream.set_property(path, value);
-                }
-                Framed::new(body, parts.version)
-            }
+            Some(_) => Framed::new(body, parts.version),
             None => Framed::Direct(body),
         };
+        if details.is_some() || info.is_some() {
+            self.stream
+                .add_property_source(crate::service::response_properties(details, info));
+        }
         let end = body.is_end_stream();
         let input = convert::response_headers(&parts);
         self.response = Some(parts);

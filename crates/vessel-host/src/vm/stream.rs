@@ -113,6 +113,17 @@ impl Vm {
         Ok(())
     }
 
+    /// Adds a late property source to a stream's context
+    /// ([`PropertyMap::add_late_source`](crate::PropertyMap::add_late_source)).
+    pub(crate) fn add_stream_property_source(
+        &mut self,
+        ctx: ContextId,
+        source: crate::properties::PropertySource,
+    ) -> Result<(), VmError> {
+        self.http_mut(ctx)?.properties.add_late_source(source);
+        Ok(())
+    }
+
     /// Runs a header callback: `V2(ctx, headers, end_of_stream)`, or
     /// `V1(ctx, headers)` for ABI 0.1.0.
     fn headers_call<V2, V1>(
