@@ -634,8 +634,7 @@ impl HttpStream {
         dotted: &str,
         value: impl Into<PropertyValue>,
     ) {
-        let contexts = self.filters.iter().enumerate();
-        let contexts = contexts.filter_map(|(i, f)| Some((i, f.ctx?)));
+        let contexts = live_contexts(&self.filters);
         set_property_on(
             vms,
             contexts,
@@ -652,8 +651,7 @@ impl HttpStream {
     /// never read, on every filter context and on the contexts created
     /// later. A value from `source` wins over one set before.
     pub fn add_property_source(&mut self, vms: &mut impl FilterVms, source: PropertySource) {
-        for (i, f) in self.filters.iter().enumerate() {
-            let Some(ctx) = f.ctx else { continue };
+        for (i, ctx) in live_contexts(&self.filters) {
             let source = source.clone();
             if let Err(e) = vms.with_vm(i, |vm| vm.add_stream_property_source(ctx, source)) {
                 log::debug!(target: "vessel::stream", "property source: {e}");
@@ -1503,6 +1501,14 @@ fn log_context(vm: &mut Vm, i: usize, ctx: ContextId) {
     if let Err(e) = r {
         log::debug!(target: "vessel::stream", "on_log of filter {i}: {e}");
     }
+}
+
+/// `(filter index, context)` of each filter of `filters` that has a context.
+fn live_contexts(filters: &[Filter]) -> impl Iterator<Item = (usize, ContextId)> + '_ {
+    filters
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| Some((i, f.ctx?)))
 }
 
 /// Sets property `dotted` to `value` on each `(filter, context)` of

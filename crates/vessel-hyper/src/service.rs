@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use tower::Service;
+use vessel_host::vessel_abi::path_from_dotted;
 use vessel_host::{PropertyMap, PropertySource, PropertyValue, StreamConfig};
 
 use crate::body::{BoxError, VesselBody};
@@ -213,18 +214,9 @@ pub(crate) fn response_properties(
             .iter()
             .flat_map(ResponseInfo::properties)
             .chain(info.iter().flat_map(UpstreamInfo::properties))
-            .find(|(dotted, _)| is_path(dotted, path))
+            .find(|(dotted, _)| path_from_dotted(dotted) == path)
             .map(|(_, value)| value.encode())
     })
-}
-
-/// True if `path` (segments joined by NUL) is `dotted` (joined by dots).
-fn is_path(dotted: &str, path: &[u8]) -> bool {
-    dotted.len() == path.len()
-        && dotted
-            .bytes()
-            .zip(path)
-            .all(|(d, &p)| if d == b'.' { p == 0 } else { d == p })
 }
 
 /// See [`VesselLayer`](crate::VesselLayer).
@@ -482,7 +474,7 @@ mod tests {
                 cluster: Some("backend".into()),
             }),
         );
-        let get = |dotted: &str| source(dotted.replace('.', "\0").as_bytes());
+        let get = |dotted: &str| source(&path_from_dotted(dotted));
         assert_eq!(get("response.code_details").unwrap(), b"via_upstream");
         assert_eq!(get("response.flags").unwrap(), 2u64.to_le_bytes());
         assert_eq!(get("upstream.address").unwrap(), b"127.0.0.1:8080");
