@@ -48,25 +48,23 @@ fn config(upstream: SocketAddr, idle_timeout: &str) -> String {
                 .tcp_proxy("backend")
                 .tcp_idle_timeout(idle_timeout),
         )
+        // Only its chain is used, below.
+        .listener(
+            Listener::new("unused")
+                .stat_prefix("wrong")
+                .tcp_proxy("nowhere"),
+        )
         .cluster(Cluster::new("backend").endpoint(upstream))
         .cluster(Cluster::new("nowhere").endpoint(SocketAddr::from(([127, 0, 0, 1], 1))))
         .to_value();
-    // The chain becomes the default one, behind a chain that is never
-    // taken: no connection reaches port 1.
-    let listener = &mut v["static_resources"]["listeners"][0];
-    let default = listener["filter_chains"][0].clone();
-    listener["default_filter_chain"] = default;
-    listener["filter_chains"] = serde_json::json!([{
-        "filter_chain_match": { "destination_port": 1 },
-        "filters": [{
-            "name": "envoy.filters.network.tcp_proxy",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                "stat_prefix": "wrong",
-                "cluster": "nowhere",
-            },
-        }],
-    }]);
+    // The main chain becomes the default one, behind the other listener's
+    // chain, which is never taken: no connection reaches port 1.
+    let listeners = v["static_resources"]["listeners"].as_array_mut().unwrap();
+    let mut wrong = listeners.pop().unwrap()["filter_chains"][0].clone();
+    wrong["filter_chain_match"] = serde_json::json!({ "destination_port": 1 });
+    let main = &mut listeners[0];
+    main["default_filter_chain"] = main["filter_chains"][0].clone();
+    main["filter_chains"] = serde_json::json!([wrong]);
     vessel_test::yaml::to_string(&v).unwrap()
 }
 
