@@ -17,6 +17,9 @@
 //!   (direct to the fake LLM worker, through `vessel run` without and with
 //!   a filter). `cargo xtask bench wasi` runs only the WASI comparison
 //!   (`docs/wasi.md`), `cargo xtask bench e2e` only the end-to-end one,
+//!   `cargo xtask bench instructions` only the instructions `vessel run`
+//!   executes per request without and with the header filter
+//!   (`instructions.rs`: callgrind, needs valgrind),
 //!   `cargo xtask bench ttfb` only the time to first byte, `cargo xtask
 //!   bench edge` only the edge comparison with Envoy (`edge.rs`: TCP proxy
 //!   throughput with and without a network filter), `cargo xtask bench
@@ -54,6 +57,7 @@ mod assemblyscript;
 mod edge;
 mod envoy_diff;
 mod gateway;
+mod instructions;
 mod tiered;
 mod ttfb;
 
@@ -933,6 +937,10 @@ fn main() -> Result<()> {
             guests()?;
             e2e_bench()
         }
+        "bench" if std::env::args().nth(2).as_deref() == Some("instructions") => {
+            guests()?;
+            instructions::instructions_bench()
+        }
         "bench" if std::env::args().nth(2).as_deref() == Some("tiered") => {
             guests()?;
             tiered::tiered_bench()
@@ -975,6 +983,7 @@ fn main() -> Result<()> {
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "scaling"]))?;
             run(Command::new(cargo()).args(["bench", "-p", "vessel-hyper", "--bench", "adapter"]))?;
             e2e_bench()?;
+            instructions::instructions_bench()?;
             ttfb::ttfb_bench()?;
             gateway::gateway_bench()?;
             edge::edge_bench()?;

@@ -93,6 +93,11 @@ enum Command {
         /// the filter serves) or `winch` (never upgraded; for measurements).
         #[arg(long, default_value = "tiered", value_parser = parse_compilation)]
         compilation: run::Compilation,
+        /// Reserve no address space for VMs up front (wasmtime's pooling
+        /// allocator takes about 4 GiB per VM slot): for a small `ulimit -v`
+        /// or under valgrind. VMs are slower to create.
+        #[arg(long)]
+        no_pooling: bool,
     },
     /// Run scenario files in-process, through `vessel run` and through real
     /// Envoy, and compare each with Envoy (`cargo xtask envoy-diff`).
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
             module_cache,
             admin_address_path,
             compilation,
+            no_pooling,
         } => {
             let module_cache = module_cache.config();
             let options = RunOptions {
@@ -148,6 +154,7 @@ fn main() -> ExitCode {
                 module_cache,
                 admin_address_path,
                 compilation,
+                pooling: !no_pooling,
                 ..RunOptions::new(config)
             };
             match run::run(&options) {

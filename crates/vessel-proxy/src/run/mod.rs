@@ -142,6 +142,12 @@ pub struct RunOptions {
     /// How modules are compiled (`--compilation`); default
     /// [`Compilation::Tiered`].
     pub compilation: Compilation,
+    /// Reserve the address space of wasmtime's pooling allocator (about
+    /// 4 GiB per VM slot, [`vessel_host::PoolingConfig`]) up front, which
+    /// makes VMs fast to create (default true). `--no-pooling` turns it
+    /// off: for a small `ulimit -v`, and for tools that cap the address
+    /// space, such as valgrind (`cargo xtask bench instructions`).
+    pub pooling: bool,
 }
 
 /// How `vessel run` compiles a module that is not in the module cache
@@ -184,6 +190,7 @@ impl RunOptions {
             module_cache: CacheConfig::user_default(),
             admin_address_path: None,
             compilation: Compilation::Tiered,
+            pooling: true,
         }
     }
 }
@@ -228,6 +235,10 @@ pub enum RunError {
     /// The wasm engine cannot be built.
     #[error(transparent)]
     Engine(vessel_host::EngineError),
+    /// The pooling allocator's slots do not fit in the process's address
+    /// space; `--no-pooling` serves without reserving them.
+    #[error("{0} (`vessel run --no-pooling` reserves no VM slots up front)")]
+    Pool(#[source] vessel_host::EngineError),
     /// A cluster's or a listener's TLS context cannot be set up (a
     /// certificate, key or CA that does not read).
     #[error("{context}: {source}")]
@@ -431,9 +442,17 @@ async fn serve(
         consume_fuel: needs_fuel(&boot),
         cache: options.module_cache.clone(),
         tiered: options.compilation != Compilation::Cranelift,
+        pooling: if options.pooling {
+            EngineConfig::default().pooling
+        } else {
+            None
+        },
         ..EngineConfig::default()
     })
-    .map_err(RunError::Engine)?;
+    .map_err(|e| match e {
+        e @ vessel_host::EngineError::Pool { .. } => RunError::Pool(e),
+        e => RunError::Engine(e),
+    })?;
     if let Some(dir) = &options.module_cache.dir {
         log::info!("module cache: {}", dir.display());
     }

@@ -847,3 +847,60 @@ async fn a_new_configuration_of_the_same_module_is_not_compiled_again() {
         "no second upgrade"
     );
 }
+
+/// `--no-pooling`: under an address-space limit (`ulimit -v`, 64 GiB) too
+/// small for the pooling allocator's VM slots (about 4 GiB each, 1,000 of
+/// them), `vessel run` refuses to start with an error that names the flag;
+/// with the flag it serves through its wasm filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pooling_serves_under_an_address_space_limit() {
+    let up = support::upstream().await;
+    let config = support::config(up, support::plugin(&guest("misbehave"), "no-pooling")).to_yaml();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vessel-run-no-pooling");
+    std::fs::create_dir_all(&dir).unwrap();
+    // `vessel` under the limit, as `VesselProcess` starts it (`bin run ...`).
+    let limited = dir.join("limited-vessel");
+    std::fs::write(
+        &limited,
+        format!(
+            "#!/bin/sh\nulimit -v {}\nexec '{}' \"$@\"\n",
+            64 * 1024 * 1024,
+            support::vessel_bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &limited,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    let mut pooled = VesselProcess::start(&limited, &dir.join("pooled"), &config, &[]);
+    let status = vessel_testkit::eventually_some("vessel run exits", || {
+        pooled.child.try_wait().expect("try_wait")
+    })
+    .await;
+    assert!(!status.success(), "{}", pooled.stderr());
+    let err = pooled.stderr();
+    assert!(
+        err.contains("cannot set up the pooling allocator") && err.contains("--no-pooling"),
+        "{err}"
+    );
+
+    let mut unpooled = VesselProcess::start(
+        &limited,
+        &dir.join("unpooled"),
+        &config,
+        &["--no-pooling", "--concurrency", "1"],
+    );
+    unpooled.wait_ready().await;
+    let c = support::client();
+    let a = support::send(&c, unpooled.listener("main"), "/", &[]).await;
+    assert_eq!(a.status, 200, "{}", unpooled.stderr());
+    assert_eq!(
+        support::stat(unpooled.admin(), "wasm.misbehave.vm_failures").await,
+        Some(0),
+        "{}",
+        unpooled.stderr()
+    );
+}
