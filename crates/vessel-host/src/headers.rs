@@ -49,6 +49,12 @@ pub struct HeaderMap {
     garbage: u32,
     /// Key and value bytes of the entries (Envoy's `byteSize()`).
     live: u32,
+    /// How many entries the last [`mark`](Self::mark) covered, and how
+    /// many leading entries no edit has changed, moved or removed since
+    /// (`kept <= marked`; appends do not lower it). Both 0 for a map
+    /// never marked, and after [`clear`](Self::clear).
+    marked: u32,
+    kept: u32,
 }
 
 impl Clone for HeaderMap {
@@ -58,6 +64,8 @@ impl Clone for HeaderMap {
             entries: self.entries.clone(),
             garbage: self.garbage,
             live: self.live,
+            marked: self.marked,
+            kept: self.kept,
         }
     }
 
@@ -67,6 +75,8 @@ impl Clone for HeaderMap {
         self.entries.clone_from(&source.entries);
         self.garbage = source.garbage;
         self.live = source.live;
+        self.marked = source.marked;
+        self.kept = source.kept;
     }
 }
 
@@ -218,10 +228,9 @@ fn has_upper(bytes: &[u8]) -> bool {
             return true;
         }
     }
-    let rest = chunks.remainder();
-    let mut word = [0u8; 8];
-    word[..rest.len()].copy_from_slice(rest);
-    upper(u64::from_le_bytes(word))
+    // At most 7 bytes: a loop, not a copy into a word (a call to memcpy
+    // for a length the compiler does not know, on every key).
+    chunks.remainder().iter().any(u8::is_ascii_uppercase)
 }
 
 /// Whether `extra` more bytes fit after `len` bytes of storage.
@@ -242,6 +251,8 @@ impl HeaderMap {
             entries: Vec::new(),
             garbage: 0,
             live: 0,
+            marked: 0,
+            kept: 0,
         }
     }
 
@@ -252,6 +263,8 @@ impl HeaderMap {
             entries: Vec::with_capacity(n),
             garbage: 0,
             live: 0,
+            marked: 0,
+            kept: 0,
         }
     }
 
@@ -264,6 +277,8 @@ impl HeaderMap {
             entries: Vec::with_capacity(entries),
             garbage: 0,
             live: 0,
+            marked: 0,
+            kept: 0,
         }
     }
 
@@ -500,6 +515,7 @@ impl HeaderMap {
             .saturating_add(value.len());
         self.allowance(limits)
             .check(bytes, self.entries.len() - dups)?;
+        self.touch(first);
         if value.len() <= old_len {
             let old = self.entries[first].value;
             let new = span(old.start as usize, value.len()).ok_or(HeaderMapFull::Bytes {
@@ -534,6 +550,10 @@ impl HeaderMap {
     /// Removes every entry of `key`; returns how many were removed.
     pub fn remove(&mut self, key: &[u8]) -> usize {
         let before = self.entries.len();
+        let Some(first) = self.position(key) else {
+            return 0;
+        };
+        self.touch(first);
         let mut freed = 0;
         let buf = &self.buf;
         self.entries.retain(|e| {
@@ -602,6 +622,32 @@ impl HeaderMap {
         self.buf.clear();
         self.garbage = 0;
         self.live = 0;
+        self.marked = 0;
+        self.kept = 0;
+    }
+
+    /// Marks the entries the map holds now, for
+    /// [`unchanged_since_mark`](Self::unchanged_since_mark): an embedder
+    /// that converted its own header type into the map marks it, and after
+    /// the filters learns without comparing whether they only appended.
+    pub fn mark(&mut self) {
+        self.marked = count(self.entries.len());
+        self.kept = self.marked;
+    }
+
+    /// The number of entries the last [`mark`](Self::mark) covered, if no
+    /// edit since changed, moved or removed any of them: the entries from
+    /// that index on are the ones appended since. `None` if an edit touched
+    /// a marked entry (even to set it to the value it had), or if the map
+    /// was never marked or was cleared or replaced since.
+    pub fn unchanged_since_mark(&self) -> Option<usize> {
+        (self.marked > 0 && self.kept == self.marked).then_some(self.marked as usize)
+    }
+
+    /// An edit changes the entry at `index` or removes it (moving the ones
+    /// after it).
+    fn touch(&mut self, index: usize) {
+        self.kept = self.kept.min(count(index));
     }
 
     /// Removes every entry, keeping the buffers for reuse unless they hold
@@ -708,6 +754,59 @@ mod tests {
         }
         assert!(!has_upper(b""));
         assert!(!has_upper("x-\u{e9}t\u{c9}\u{ff}".as_bytes()));
+    }
+
+    #[test]
+    fn the_mark_holds_until_an_edit_touches_a_marked_entry() {
+        let marked = || {
+            let mut m = HeaderMap::from_pairs([("a", "1"), ("b", "2"), ("a", "3")]);
+            m.mark();
+            m
+        };
+        let mut m = HeaderMap::from_pairs([("a", "1")]);
+        assert_eq!(m.unchanged_since_mark(), None, "never marked");
+        m.mark();
+        assert_eq!(m.unchanged_since_mark(), Some(1));
+
+        // Appends, and edits of appended entries only, keep it.
+        let mut m = marked();
+        m.append(b"c", b"4");
+        m.insert(b"c", b"5");
+        m.insert(b"d", b"6");
+        m.remove(b"d");
+        assert_eq!(m.remove(b"absent"), 0);
+        assert_eq!(m.unchanged_since_mark(), Some(3));
+        assert_eq!(m.clone().unchanged_since_mark(), Some(3));
+        let mut copy = HeaderMap::new();
+        copy.clone_from(&m);
+        assert_eq!(copy.unchanged_since_mark(), Some(3));
+
+        // Every edit of a marked entry ends it, even one to the same value.
+        let edits: [fn(&mut HeaderMap); 7] = [
+            |m| m.insert(b"b", b"2"),
+            |m| m.insert(b"B", b"other"),
+            |m| {
+                m.remove(b"a");
+            },
+            |m| m.insert(b"a", b"1"),
+            |m| m.clear(),
+            |m| m.replace_with([(&b"a"[..], &b"1"[..])]),
+            |m| {
+                let replaced =
+                    m.try_replace_with([(&b"a"[..], &b"1"[..])], HeaderMapLimits::UNLIMITED);
+                assert_eq!(replaced, Ok(()));
+            },
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut m = marked();
+            edit(&mut m);
+            assert_eq!(m.unchanged_since_mark(), None, "edit #{i}");
+        }
+        // A map emptied for reuse starts unmarked.
+        let mut m = marked();
+        m.clear_retaining(1 << 20);
+        m.append(b"a", b"1");
+        assert_eq!(m.unchanged_since_mark(), None);
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub fn request_headers(parts: &request::Parts) -> HeaderMap {
         }
         map.append(k.as_str().as_bytes(), v.as_bytes());
     }
+    map.mark();
     map
 }
 
@@ -137,6 +138,7 @@ pub fn response_headers(parts: &response::Parts) -> HeaderMap {
     for (k, v) in &parts.headers {
         map.append(k.as_str().as_bytes(), v.as_bytes());
     }
+    map.mark();
     map
 }
 
@@ -379,7 +381,12 @@ fn normalize_request(parts: &mut request::Parts) -> bool {
 /// [`apply_request`], but when the filters only added headers (or changed
 /// nothing) the parts are kept and the new headers appended.
 pub(crate) fn update_request(output: &HeaderMap, parts: &mut request::Parts) {
-    match request_entries(parts).and_then(|input| appended(input, output)) {
+    // The map marks what the conversion put in; unless a filter edited
+    // one of those entries, no comparison is needed.
+    let from = output
+        .unchanged_since_mark()
+        .or_else(|| request_entries(parts).and_then(|input| appended(input, output)));
+    match from {
         Some(from)
             if !output
                 .iter_from(from)
@@ -404,7 +411,10 @@ pub(crate) fn unchanged_request(parts: &mut request::Parts) {
 /// [`apply_response`], but when the filters only added headers (or changed
 /// nothing) the parts are kept and the new headers appended.
 pub(crate) fn update_response(output: &HeaderMap, parts: &mut response::Parts) {
-    match appended(response_entries(parts), output) {
+    let from = output
+        .unchanged_since_mark()
+        .or_else(|| appended(response_entries(parts), output));
+    match from {
         Some(from) => append_http(output.iter_from(from), &mut parts.headers),
         None => apply_response(output, parts),
     }
@@ -522,7 +532,9 @@ mod tests {
 
     #[test]
     fn update_request_matches_the_full_apply() {
-        let edits: [fn(&mut HeaderMap); 6] = [
+        // Appends, and edits of the converted entries (which the map's
+        // mark must catch: a missed one would keep the parts unchanged).
+        let edits: [fn(&mut HeaderMap); 12] = [
             |_| {},
             |m| m.append(b"x-added", b"1"),
             |m| m.append(b"x-a", b"4"),
@@ -532,6 +544,22 @@ mod tests {
                 m.append(b"x-added", b"1");
                 m.append(b"x-bad", b"\n");
             },
+            |m| m.insert(b":path", b"/rewritten"),
+            |m| m.insert(b"x-a", b"replaced"),
+            |m| {
+                m.remove(b"x-a");
+                m.remove(b"x-bench");
+            },
+            |m| {
+                m.remove(b"cookie");
+                m.append(b"cookie", b"a=1");
+            },
+            |m| {
+                m.append(b"x-added", b"1");
+                m.insert(b"x-added", b"2");
+                m.remove(b"x-added");
+            },
+            |m| m.replace_with([(&b":path"[..], &b"/only"[..]), (b":method", b"POST")]),
         ];
         for original in requests().into_iter().chain(h2_requests()) {
             for edit in edits {
