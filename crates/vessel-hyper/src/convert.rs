@@ -91,11 +91,11 @@ pub(crate) fn recycle(mut map: HeaderMap) {
 /// Request head → header map with pseudo-headers first.
 pub fn request_headers(parts: &request::Parts) -> HeaderMap {
     let pseudo = pseudo_headers(parts);
-    // Sized up front, so the map never grows: an upper bound (`Host` is
-    // counted, and a joined HTTP/2 cookie is shorter than its parts with
-    // their keys), with room for what filters commonly add.
-    let bytes =
-        pseudo.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + http_bytes(&parts.headers);
+    // Sized up front from an estimate of the headers' bytes (measuring
+    // them is a walk over hyper's map on every request); a map that
+    // needs more grows once, and keeps the room when it is recycled.
+    let bytes = pseudo.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + estimated_bytes(&parts.headers);
     let mut map = spare_map(
         parts.headers.len() + pseudo.len() + ROOM_ENTRIES,
         bytes + ROOM_BYTES,
@@ -132,7 +132,7 @@ pub fn request_headers(parts: &request::Parts) -> HeaderMap {
 pub fn response_headers(parts: &response::Parts) -> HeaderMap {
     let mut map = spare_map(
         parts.headers.len() + 1 + ROOM_ENTRIES,
-        10 + http_bytes(&parts.headers) + ROOM_BYTES,
+        10 + estimated_bytes(&parts.headers) + ROOM_BYTES,
     );
     map.append(b":status", parts.status.as_str().as_bytes());
     for (k, v) in &parts.headers {
@@ -147,12 +147,10 @@ pub fn response_headers(parts: &response::Parts) -> HeaderMap {
 const ROOM_ENTRIES: usize = 4;
 const ROOM_BYTES: usize = 128;
 
-/// Key and value bytes of `http` headers.
-fn http_bytes(headers: &http::HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum()
+/// Key and value bytes `http` headers are estimated to hold: 48 per
+/// entry (a typical name and value; a longer one makes the map grow).
+fn estimated_bytes(headers: &http::HeaderMap) -> usize {
+    headers.len().saturating_mul(48)
 }
 
 /// Trailers → header map.
