@@ -556,8 +556,11 @@ impl HeaderMap {
         self.touch(first);
         let mut freed = 0;
         let buf = &self.buf;
+        // The entries before `first` were compared by `position` already.
+        let mut index = 0;
         self.entries.retain(|e| {
-            let keep = !buf[e.key.range()].eq_ignore_ascii_case(key);
+            let keep = index < first || !buf[e.key.range()].eq_ignore_ascii_case(key);
+            index += 1;
             if !keep {
                 freed += e.bytes();
             }
