@@ -139,13 +139,7 @@ fn measure(mut cmd: Command) -> Result<Vec<f64>> {
         .spawn()
         .with_context(|| format!("starting {cmd:?}"))?;
     let result = (|| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(LISTEN).is_err() {
-            if Instant::now() > deadline {
-                bail!("the proxy did not start listening on {LISTEN}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::ttfb::wait_listening(LISTEN)?;
         (0..ROUNDS).map(|_| transfer()).collect()
     })();
     let _ = child.kill();

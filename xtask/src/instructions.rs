@@ -23,17 +23,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::ttfb::Kill;
-use crate::{describe, release_vessel, root};
+use crate::ttfb::{Kill, wait_listening_within};
+use crate::{describe, release_vessel, root, tool_or_skip, wrk_failures};
 
 /// wrk's run before the count starts (the filter's VM, the connections).
 const WARMUP: &str = "5s";
 /// wrk's counted run.
 const MEASURE: &str = "10s";
+const LISTEN: &str = "127.0.0.1:10010";
 const URL: &str = "http://127.0.0.1:10010/x";
 
 /// Runs `cmd`, returning its stdout; fails with its stderr if it fails.
@@ -55,12 +56,7 @@ fn output(cmd: &mut Command) -> Result<String> {
 fn wrk(duration: &str) -> Result<u64> {
     let text =
         output(Command::new("wrk").args(["-t1", "-c8", "-d", duration, "-H", "x-bench: 1", URL]))?;
-    if let Some(bad) = text
-        .lines()
-        .find(|l| l.contains("Non-2xx") || l.trim_start().starts_with("Socket errors"))
-    {
-        bail!("wrk against {URL}: {bad}");
-    }
+    wrk_failures(&text, URL)?;
     text.lines()
         .find_map(|l| {
             l.trim()
@@ -112,13 +108,7 @@ fn per_request(vessel: &Path, config: &str) -> Result<f64> {
     let pid = child.0.id().to_string();
     // Under valgrind, start-up (and a Cranelift compile on a module-cache
     // miss) takes tens of seconds.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while std::net::TcpStream::connect("127.0.0.1:10010").is_err() {
-        if Instant::now() > deadline {
-            bail!("vessel run under valgrind did not listen within 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_listening_within(LISTEN, Duration::from_secs(300))?;
     wrk(WARMUP)?;
     output(Command::new("callgrind_control").args(["-i", "on", &pid]))?;
     let requests = wrk(MEASURE)?;
@@ -135,19 +125,12 @@ fn per_request(vessel: &Path, config: &str) -> Result<f64> {
 
 /// The benchmark.
 pub(crate) fn instructions_bench() -> Result<()> {
-    for tool in ["valgrind", "callgrind_control", "wrk"] {
-        if Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-        {
-            let why = format!("{tool} is not installed (Debian: `apt-get install valgrind wrk`)");
-            if std::env::var("CI").as_deref() == Ok("true") {
-                bail!("{why}");
-            }
-            eprintln!("{why}; skipping the instruction count");
+    for (tool, package) in [
+        ("valgrind", "valgrind"),
+        ("callgrind_control", "valgrind"),
+        ("wrk", "wrk"),
+    ] {
+        if !tool_or_skip(tool, package, "the instruction count")? {
             return Ok(());
         }
     }

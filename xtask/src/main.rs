@@ -755,13 +755,7 @@ pub(crate) fn wrk_rps_at(mut proxy: Command, url: &str, extra: &[&str]) -> Resul
         .spawn()
         .with_context(|| format!("starting {}", describe(&proxy)))?;
     let result = (|| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::net::TcpStream::connect(listen).is_err() {
-            if std::time::Instant::now() > deadline {
-                bail!("the proxy did not start listening on {listen}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        ttfb::wait_listening(&listen.to_string())?;
         let out = Command::new("wrk")
             .args(["-t1", "-c32", "-d10s", "-H", "x-bench: 1"])
             .args(extra)
@@ -775,22 +769,49 @@ pub(crate) fn wrk_rps_at(mut proxy: Command, url: &str, extra: &[&str]) -> Resul
             .find_map(|l| l.strip_prefix("Requests/sec:"))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .context("wrk printed no Requests/sec")?;
-        // Socket errors (a failed handshake, a reset) would make the rate
-        // meaningless.
-        if let Some(errors) = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("Socket errors"))
-        {
-            bail!("wrk saw errors against {url}: {errors}");
-        }
-        if let Some(non2xx) = text.lines().find(|l| l.contains("Non-2xx")) {
-            bail!("wrk got non-2xx answers from {url}: {non2xx}");
-        }
+        wrk_failures(&text, url)?;
         Ok(rps)
     })();
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// Fails if wrk's report `text` of a run against `url` shows socket
+/// errors (a failed handshake, a reset) or non-2xx answers: they would
+/// make its numbers meaningless.
+pub(crate) fn wrk_failures(text: &str, url: &str) -> Result<()> {
+    if let Some(errors) = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Socket errors"))
+    {
+        bail!("wrk saw errors against {url}: {errors}");
+    }
+    if let Some(non2xx) = text.lines().find(|l| l.contains("Non-2xx")) {
+        bail!("wrk got non-2xx answers from {url}: {non2xx}");
+    }
+    Ok(())
+}
+
+/// True if `tool` runs. If not, a benchmark that needs it is skipped:
+/// `why` (how to install it) and "skipping `what`" are printed, or under
+/// `CI=true` it is an error.
+pub(crate) fn tool_or_skip(tool: &str, install: &str, what: &str) -> Result<bool> {
+    if Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return Ok(true);
+    }
+    let why = format!("{tool} is not installed (Debian: `apt-get install {install}`)");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        bail!("{why}");
+    }
+    eprintln!("{why}; skipping {what}");
+    Ok(false)
 }
 
 /// `vessel run --concurrency 1` on a config.
@@ -852,12 +873,7 @@ fn wasi_bench() -> Result<()> {
 /// the same machine. The filter's cost per request is
 /// `1/rps(with) - 1/rps(without)`.
 fn e2e_bench() -> Result<()> {
-    if Command::new("wrk").arg("--version").output().is_err() {
-        let why = "wrk is not installed (Debian: `apt-get install wrk`)";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            bail!("{why}");
-        }
-        eprintln!("{why}; skipping the end-to-end benchmark");
+    if !tool_or_skip("wrk", "wrk", "the end-to-end benchmark")? {
         return Ok(());
     }
     let vessel = release_vessel()?;

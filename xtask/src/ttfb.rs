@@ -152,10 +152,15 @@ pub(crate) fn serve(target: &Path, config: &Path, listen: &str) -> Result<Kill> 
 
 /// Waits until `addr` accepts connections (at most 60 s).
 pub(crate) fn wait_listening(addr: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_listening_within(addr, Duration::from_secs(60))
+}
+
+/// [`wait_listening`] with another bound.
+pub(crate) fn wait_listening_within(addr: &str, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
     while TcpStream::connect(addr).is_err() {
         if Instant::now() > deadline {
-            bail!("nothing listens on {addr} after 60 s");
+            bail!("nothing listens on {addr} after {} s", within.as_secs());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
