@@ -221,17 +221,30 @@ const PINGORA_MANIFEST: &str = "examples/pingora/Cargo.toml";
 ///
 /// One build, not two: `cargo clippy` would compile Pingora's 159
 /// dependencies in check mode and `cargo test` again in full (about 4.5
-/// minutes of a 2-core CI run each). Here `cargo test` runs with
-/// clippy-driver as the `RUSTC_WORKSPACE_WRAPPER` (what `cargo clippy`
-/// does, with the lints in `CLIPPY_ARGS`), so the example and its path
-/// dependencies are linted with `-D warnings` while they are compiled, and
-/// the registry dependencies are built once. The example's rustdoc is not
+/// minutes of a 2-core CI run each). Here `cargo test` runs [`linted`],
+/// so the example and its path dependencies are linted with `-D warnings`
+/// while they are compiled, and the registry dependencies are built once. The example's rustdoc is not
 /// built (`missing_docs` is still denied by the lints).
 fn pingora_example() -> Result<()> {
     ensure_cmake()?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
+    let mut cmd = Command::new(cargo());
+    cmd.args(["test", "--locked", "--manifest-path", PINGORA_MANIFEST])
+        .env("CARGO_TARGET_DIR", &target);
+    run(linted(&mut cmd)?)
+}
+
+/// `cmd` (a cargo command that compiles) with clippy-driver as the
+/// `RUSTC_WORKSPACE_WRAPPER` and `-D warnings` in `CLIPPY_ARGS`, which is
+/// what `cargo clippy -- -D warnings` sets up: the workspace's crates are
+/// linted while they are compiled, and the registry dependencies are
+/// compiled as usual. Every cargo command of `cargo xtask test` that
+/// compiles the workspace's tests sets the same two variables: cargo
+/// fingerprints the wrapper, and a command without it would compile the
+/// workspace's crates again.
+fn linted(cmd: &mut Command) -> Result<&mut Command> {
     let cargo = PathBuf::from(cargo());
     let driver = cargo.with_file_name("clippy-driver");
     let driver = if cargo.parent().is_some_and(|d| !d.as_os_str().is_empty()) {
@@ -245,14 +258,10 @@ fn pingora_example() -> Result<()> {
     } else {
         PathBuf::from("clippy-driver")
     };
-    run(Command::new(&cargo)
-        .args(["test", "--locked", "--manifest-path", PINGORA_MANIFEST])
-        .env("CARGO_TARGET_DIR", &target)
-        .env("RUSTC_WORKSPACE_WRAPPER", &driver)
-        .env(
-            "CLIPPY_ARGS",
-            "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
-        ))
+    Ok(cmd.env("RUSTC_WORKSPACE_WRAPPER", driver).env(
+        "CLIPPY_ARGS",
+        "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+    ))
 }
 
 /// `examples/pingora` needs `cmake`: pingora-core always builds zlib-ng
@@ -485,25 +494,33 @@ fn test() -> Result<()> {
             .arg(PINGORA_MANIFEST)
             .stdout(std::process::Stdio::null()))
     })?;
-    // The fuzz targets (vessel-fuzz's `fuzzing` bins) are checked here,
-    // in the same pass: a separate `cargo build -p vessel-fuzz` resolved
-    // other features and compiled wasmtime again (5.5 minutes of CI).
-    steps.time("clippy", || {
+    // The lints and the docs share one check build of the dependencies.
+    // rustdoc needs one (it reads the dependencies' metadata, which a full
+    // build's units do not provide), but clippy does not: the libraries,
+    // tests and examples are linted while `cargo test` compiles them
+    // ([`linted`]), and only what that build does not compile is linted
+    // here: the benches and the fuzz targets (vessel-fuzz's `fuzzing`
+    // bins, in the same pass: a separate `cargo build -p vessel-fuzz`
+    // resolved other features and compiled wasmtime again). Before, a
+    // `cargo clippy --all-targets` here checked everything (522 s of a
+    // 2-core CI run, with 80 s for the docs after it).
+    steps.time("doc", || {
+        run(Command::new(cargo())
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-Dwarnings"))
+    })?;
+    steps.time("clippy (benches, fuzz targets)", || {
         run(Command::new(cargo()).args([
             "clippy",
             "--workspace",
-            "--all-targets",
+            "--bins",
+            "--benches",
             "--features",
             "vessel-fuzz/fuzzing",
             "--",
             "-D",
             "warnings",
         ]))
-    })?;
-    steps.time("doc", || {
-        run(Command::new(cargo())
-            .args(["doc", "--workspace", "--no-deps"])
-            .env("RUSTDOCFLAGS", "-Dwarnings"))
     })?;
     vessel_test_tree()?;
     // The tests that run real Envoy find it through VESSEL_ENVOY, and the
@@ -512,11 +529,12 @@ fn test() -> Result<()> {
     // The LLM gateway tests drive `vessel run` with the official `openai`
     // Python client, from the venv VESSEL_PYTHON names.
     let python = steps.time("python venv", python_venv)?;
-    steps.time("cargo test --workspace", || {
+    steps.time("cargo test --workspace (and clippy)", || {
         let mut tests = Command::new(cargo());
         tests
             .args(["test", "--workspace", "--no-fail-fast"])
             .env("VESSEL_ENVOY", &envoy);
+        linted(&mut tests)?;
         if let Some(p) = &python {
             tests.env("VESSEL_PYTHON", p);
         }
@@ -697,7 +715,8 @@ fn load_tests(envoy: &Path) -> Result<()> {
     // The xDS push-to-serving benchmark is `cargo xtask bench xds`'s.
     cmd.args(["--skip", XDS_BENCH]);
     cmd.env("VESSEL_ENVOY", envoy);
-    run(&mut cmd)
+    // The same wrapper as the `cargo test` step, so nothing is compiled again.
+    run(linted(&mut cmd)?)
 }
 
 /// The `#[ignore]`d test that is the xDS benchmark.
