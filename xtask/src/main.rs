@@ -509,7 +509,7 @@ fn test() -> Result<()> {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-Dwarnings"))
     })?;
-    steps.time("clippy (benches, fuzz targets)", || {
+    steps.time("clippy: benches, fuzz", || {
         run(Command::new(cargo()).args([
             "clippy",
             "--workspace",
@@ -529,7 +529,7 @@ fn test() -> Result<()> {
     // The LLM gateway tests drive `vessel run` with the official `openai`
     // Python client, from the venv VESSEL_PYTHON names.
     let python = steps.time("python venv", python_venv)?;
-    steps.time("cargo test --workspace (and clippy)", || {
+    steps.time("cargo test + clippy", || {
         let mut tests = Command::new(cargo());
         tests
             .args(["test", "--workspace", "--no-fail-fast"])
