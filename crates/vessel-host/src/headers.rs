@@ -220,17 +220,25 @@ fn has_upper(bytes: &[u8]) -> bool {
         let low = w & LOW7;
         (low + 0x3f3f_3f3f_3f3f_3f3f) & !(low + 0x2525_2525_2525_2525) & !w & TOP != 0
     };
+    let word = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_le_bytes(w)
+    };
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(c);
-        if upper(u64::from_le_bytes(word)) {
+        if upper(word(c)) {
             return true;
         }
     }
-    // At most 7 bytes: a loop, not a copy into a word (a call to memcpy
-    // for a length the compiler does not know, on every key).
-    chunks.remainder().iter().any(u8::is_ascii_uppercase)
+    match bytes.len() {
+        // Shorter than a word: a loop, not a copy into a word (a call to
+        // memcpy for a length the compiler does not know, on every key).
+        0..8 => bytes.iter().any(u8::is_ascii_uppercase),
+        // The last 8 bytes as one word, overlapping the chunks above (most
+        // names are 8 to 16 bytes long: "x-request-id", "content-type").
+        n => n % 8 != 0 && upper(word(&bytes[n - 8..])),
+    }
 }
 
 /// Whether `extra` more bytes fit after `len` bytes of storage.
