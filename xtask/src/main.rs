@@ -223,8 +223,9 @@ const PINGORA_MANIFEST: &str = "examples/pingora/Cargo.toml";
 /// dependencies in check mode and `cargo test` again in full (about 4.5
 /// minutes of a 2-core CI run each). Here `cargo test` runs [`linted`],
 /// so the example and its path dependencies are linted with `-D warnings`
-/// while they are compiled, and the registry dependencies are built once. The example's rustdoc is not
-/// built (`missing_docs` is still denied by the lints).
+/// while they are compiled, and the registry dependencies are built once.
+/// The example's rustdoc is not built (`missing_docs` is still denied by
+/// the lints).
 fn pingora_example() -> Result<()> {
     ensure_cmake()?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
