@@ -813,9 +813,9 @@ pub(crate) fn wrk_failures(text: &str, url: &str) -> Result<()> {
     Ok(())
 }
 
-/// True if `tool` runs. If not, a benchmark that needs it is skipped:
-/// `why` (how to install it) and "skipping `what`" are printed, or under
-/// `CI=true` it is an error.
+/// True if `tool` runs. If not, a benchmark that needs it is skipped: that
+/// `tool` is missing, the Debian package that has it (`install`) and
+/// "skipping `what`" are printed, or under `CI=true` it is an error.
 pub(crate) fn tool_or_skip(tool: &str, install: &str, what: &str) -> Result<bool> {
     if Command::new(tool)
         .arg("--version")
