@@ -13,12 +13,26 @@ fn main() {
     // Only the packages of the target being built: the others (other
     // platforms' dependencies) need not be downloaded.
     let target = std::env::var("TARGET").expect("TARGET");
-    let out = Command::new(&cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .args(["--filter-platform", &target, "--manifest-path"])
-        .arg(&manifest)
-        .output()
-        .expect("running `cargo metadata`");
+    let metadata = |offline: bool| {
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["metadata", "--format-version", "1"]);
+        if offline {
+            cmd.arg("--offline");
+        }
+        cmd.args(["--filter-platform", &target, "--manifest-path"])
+            .arg(&manifest)
+            .output()
+            .expect("running `cargo metadata`")
+    };
+    // Offline first: the build has downloaded envoy-types. `cargo metadata`
+    // also wants the manifests of packages this build does not compile (the
+    // workspace's dev-dependencies), which a fresh machine has not
+    // downloaded yet (`cargo build -p vessel-proxy` as the first command):
+    // then it may download them.
+    let mut out = metadata(true);
+    if !out.status.success() {
+        out = metadata(false);
+    }
     assert!(
         out.status.success(),
         "`cargo metadata` failed: {}",
