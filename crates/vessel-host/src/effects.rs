@@ -263,11 +263,12 @@ impl Effect {
 /// Envoy's `Grpc::Common::isGrpcRequestHeaders`: a `:path` and a
 /// content-type of `application/grpc` or `application/grpc+...`.
 pub fn is_grpc_request(headers: &HeaderMap) -> bool {
-    headers.contains(b":path")
-        && headers.get(b"content-type").is_some_and(|ct| {
-            ct.strip_prefix(b"application/grpc")
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"+"))
-        })
+    // The content type first: most requests are not gRPC, and then one
+    // walk over the map decides.
+    headers.get(b"content-type").is_some_and(|ct| {
+        ct.strip_prefix(b"application/grpc")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"+"))
+    }) && headers.contains(b":path")
 }
 
 /// Envoy's `Grpc::Utility::httpToGrpcStatus`.

@@ -442,7 +442,9 @@ impl HttpStream {
                 })
                 .collect(),
             sides: Default::default(),
-            actions: VecDeque::new(),
+            // Every stream has actions (headers and data each way): room
+            // for them up front, not on the first push.
+            actions: VecDeque::with_capacity(4),
             limit: config.buffer_limit,
             properties,
             grpc: false,
