@@ -163,8 +163,9 @@ impl VesselProcess {
     }
 
     /// Waits (bounded by [`WAIT`]) until the admin address file is there,
-    /// the admin answers `/ready` and `/listeners?format=json` lists bound
-    /// listeners; panics with the child's stderr if it exits first.
+    /// the admin answers `/ready` and `/listeners?format=json` (which may
+    /// list no listener yet: a proxy whose control plane has not pushed
+    /// them); panics with the child's stderr if it exits first.
     pub async fn wait_ready(&mut self) {
         self.wait_ready_within(WAIT).await;
     }

@@ -74,7 +74,9 @@ pub(crate) struct AdminView {
 /// `port_value: 0` listener ([`ListenersStatus::address_of`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListenersStatus {
-    /// One entry per listener, in config order.
+    /// One entry per listener, in config order. Envoy's JSON leaves out an
+    /// empty list (proto3): its answer with no listener is `{}`.
+    #[serde(default)]
     pub listener_statuses: Vec<ListenerStatus>,
 }
 
@@ -98,8 +100,10 @@ pub struct Address {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SocketAddress {
     /// The IP address, as text.
+    #[serde(default)]
     pub address: String,
-    /// The bound port (never 0 once bound).
+    /// The bound port (never 0 once bound; Envoy's JSON leaves a 0 out).
+    #[serde(default)]
     pub port_value: u16,
 }
 
@@ -446,6 +450,22 @@ mod tests {
             content_type,
             String::from_utf8_lossy(&body).into_owned(),
         )
+    }
+
+    /// Envoy's answers leave out what is empty or 0 (proto3 JSON): with no
+    /// listener yet (a proxy waiting for its control plane) the answer is
+    /// `{}`, and an unbound listener has no `port_value`.
+    #[test]
+    fn envoys_answers_without_empty_fields_are_read() {
+        let none = ListenersStatus::from_json(b"{}").expect("no listeners");
+        assert!(none.listener_statuses.is_empty());
+        assert_eq!(none.address_of("main"), None);
+        let unbound = ListenersStatus::from_json(
+            br#"{"listener_statuses":[{"name":"main","local_address":{"socket_address":{"address":"127.0.0.1"}}}]}"#,
+        )
+        .expect("an unbound listener");
+        assert_eq!(unbound.listener_statuses.len(), 1);
+        assert_eq!(unbound.address_of("main"), None);
     }
 
     /// `/listeners?format=json` has Envoy's shape: a `listener_statuses`
