@@ -135,8 +135,14 @@ impl Proxy<'_> {
                     "critical" => "error",
                     l => l,
                 };
+                // Not tiered: when the module cache has no Cranelift build
+                // yet, a tiered `vessel run` swaps new VMs in while the
+                // scenario runs, and the guest's state starts over there
+                // (DEVIATIONS.md A9): a scenario compares one VM's life
+                // with Envoy's, whatever the cache holds.
                 cmd.args(["run", "-c"])
                     .arg(config)
+                    .args(["--compilation", "cranelift"])
                     .args(["--concurrency", "1", "-l"])
                     .arg(format!("warn,vessel::guest={level}"))
                     .arg("--admin-address-path")
