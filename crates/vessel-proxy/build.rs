@@ -35,7 +35,7 @@ fn main() {
     }
     assert!(
         out.status.success(),
-        "`cargo metadata` failed: {}",
+        "`cargo metadata` failed (building offline? `cargo fetch` first downloads what it needs): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let meta: serde_json::Value =

@@ -150,7 +150,12 @@ fn vessel_run_matches_envoy_without_deviations() {
             r.deviations.vessel_run.is_empty(),
             "{name} lists vessel_run deviations"
         );
-        assert!(r.problems.is_empty(), "{name}: {:?}", r.problems);
+        assert!(
+            r.problems.is_empty(),
+            "{name}: {:?}\n{:#?}",
+            r.problems,
+            r.details
+        );
         assert_eq!(r.verdicts[1], Verdict::Pass, "{name}: {:#?}", r.details[1]);
         assert_eq!(r.verdicts[2], Verdict::Pass, "{name}: {:#?}", r.details[2]);
     }
