@@ -89,8 +89,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         admin_address_path: Option<PathBuf>,
         /// How a module not in the module cache is compiled: `tiered`
-        /// (Winch first, Cranelift in the background), `cranelift` (before
-        /// the filter serves) or `winch` (never upgraded; for measurements).
+        /// (Winch first, Cranelift in the background; the switch starts the
+        /// guest's state over), `cranelift` (before the filter serves) or
+        /// `winch` (never upgraded; for measurements).
         #[arg(long, default_value = "tiered", value_parser = parse_compilation)]
         compilation: run::Compilation,
         /// Reserve no address space for VMs up front (wasmtime's pooling

@@ -156,7 +156,8 @@ pub struct RunOptions {
 pub enum Compilation {
     /// Winch first, so the filter serves sooner; Cranelift in the
     /// background, stored in the module cache, and the filter's VMs switch
-    /// to it. The default.
+    /// to it: new VMs, so the guest's memory starts over there
+    /// (spec-tests/DEVIATIONS.md A9). The default.
     #[default]
     Tiered,
     /// Cranelift before the filter serves (vessel before tiering).
