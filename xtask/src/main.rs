@@ -281,17 +281,28 @@ fn ensure_cmake() -> Result<()> {
     eprintln!(
         "==> cmake is missing (examples/pingora builds zlib-ng with it); installing it with apt-get"
     );
-    for args in [
-        &["install", "-y", "cmake"][..],
-        &["update"],
-        &["install", "-y", "cmake"],
-    ] {
-        let _ = Command::new("apt-get").args(args).status();
-        if has_cmake() {
-            return Ok(());
-        }
+    if apt_install(&["cmake"], has_cmake) {
+        return Ok(());
     }
     bail!("cmake is needed to build examples/pingora (Debian: `apt-get install cmake`)")
+}
+
+/// `apt-get install -y <packages>` until `present` holds: first with the
+/// package lists the machine has, then after an `apt-get update` (a new
+/// machine's lists may be missing or name versions the mirror no longer
+/// has). True if `present` holds in the end.
+fn apt_install(packages: &[&str], present: impl Fn() -> bool) -> bool {
+    let install = || {
+        let _ = Command::new("apt-get")
+            .args(["install", "-y"])
+            .args(packages)
+            .status();
+        present()
+    };
+    install() || {
+        let _ = Command::new("apt-get").arg("update").status();
+        install()
+    }
 }
 
 /// The TLS tests drive `vessel run` with real clients: `curl` (HTTP/1.1
@@ -309,17 +320,11 @@ fn ensure_tls_clients() {
         return;
     }
     eprintln!("==> curl or openssl is missing; trying `apt-get install -y curl openssl`");
-    for args in [
-        &["install", "-y", "curl", "openssl"][..],
-        &["update"],
-        &["install", "-y", "curl", "openssl"],
-    ] {
-        let _ = Command::new("apt-get").args(args).status();
-        if works("curl", "--version") && works("openssl", "version") {
-            return;
-        }
+    if !apt_install(&["curl", "openssl"], || {
+        works("curl", "--version") && works("openssl", "version")
+    }) {
+        eprintln!("warning: no curl or openssl (Debian: `apt-get install curl openssl`)");
     }
-    eprintln!("warning: no curl or openssl (Debian: `apt-get install curl openssl`)");
 }
 
 fn has_redis_server() -> bool {
@@ -336,15 +341,12 @@ fn has_redis_server() -> bool {
 fn redis() -> Option<RedisServer> {
     if !has_redis_server() {
         eprintln!("==> redis-server is missing; trying `apt-get install -y redis-server`");
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "redis-server"])
-            .status();
-    }
-    if !has_redis_server() {
-        eprintln!(
-            "warning: no redis-server (Debian: `apt-get install redis-server`); the Redis scenarios will be skipped"
-        );
-        return None;
+        if !apt_install(&["redis-server"], has_redis_server) {
+            eprintln!(
+                "warning: no redis-server (Debian: `apt-get install redis-server`); the Redis scenarios will be skipped"
+            );
+            return None;
+        }
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
