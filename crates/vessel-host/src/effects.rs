@@ -375,5 +375,10 @@ mod tests {
             (":path", "/"),
             ("content-type", "application/grpcx")
         ])));
+        // Envoy's check wants a `:path` too.
+        assert!(!is_grpc_request(&HeaderMap::from_pairs([(
+            "content-type",
+            "application/grpc"
+        )])));
     }
 }

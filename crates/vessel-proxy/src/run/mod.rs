@@ -1426,7 +1426,9 @@ fn tier_up(pool: &Arc<FilterPool>, label: &str) {
         };
         // An error is logged and counted by the pool.
         if let Ok(true) = pool.optimize_with(built) {
-            log::info!("{label}: optimized (Cranelift) VMs serve now; compiled in {compiled:?}");
+            log::info!(
+                "{label}: optimized (Cranelift) VMs serve now; compiled in {compiled:?} (new VMs: the guest's state starts over, DEVIATIONS.md A9)"
+            );
         }
     });
 }
