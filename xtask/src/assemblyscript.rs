@@ -42,14 +42,14 @@ fn run_in(dir: &Path, cmd: &mut Command) -> Result<()> {
 
 /// Fails with install instructions unless `tool --version` runs.
 fn require(tool: &str) -> Result<()> {
-    match Command::new(tool).arg("--version").output() {
-        Ok(out) if out.status.success() => Ok(()),
-        _ => bail!(
-            "`{tool}` is needed to build the AssemblyScript guests in {DIR} but was not found. \
-             Install Node.js and npm, e.g. `apt-get install nodejs npm` (Debian/Ubuntu), then \
-             run `cargo xtask guests` again."
-        ),
+    if crate::runs(tool, "--version") {
+        return Ok(());
     }
+    bail!(
+        "`{tool}` is needed to build the AssemblyScript guests in {DIR} but was not found. \
+         Install Node.js and npm, e.g. `apt-get install nodejs npm` (Debian/Ubuntu), then \
+         run `cargo xtask guests` again."
+    )
 }
 
 fn modified(path: &Path) -> Option<std::time::SystemTime> {

@@ -269,12 +269,7 @@ fn linted(cmd: &mut Command) -> Result<&mut Command> {
 /// from C source with it (flate2's `zlib-ng` feature, not optional).
 /// Installs it with apt-get when it is missing.
 fn ensure_cmake() -> Result<()> {
-    let has_cmake = || {
-        Command::new("cmake")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
+    let has_cmake = || runs("cmake", "--version");
     if has_cmake() {
         return Ok(());
     }
@@ -285,6 +280,14 @@ fn ensure_cmake() -> Result<()> {
         return Ok(());
     }
     bail!("cmake is needed to build examples/pingora (Debian: `apt-get install cmake`)")
+}
+
+/// True if `tool arg` runs and succeeds (a tool's version check).
+pub(crate) fn runs(tool: &str, arg: &str) -> bool {
+    Command::new(tool)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// `apt-get install -y <packages>` until `present` holds: first with the
@@ -310,28 +313,18 @@ fn apt_install(packages: &[&str], present: impl Fn() -> bool) -> bool {
 /// certificates). Installs the Debian packages when a tool is missing; the
 /// tests fail under CI=true without them.
 fn ensure_tls_clients() {
-    let works = |tool: &str, arg: &str| {
-        Command::new(tool)
-            .arg(arg)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if works("curl", "--version") && works("openssl", "version") {
+    let works = || runs("curl", "--version") && runs("openssl", "version");
+    if works() {
         return;
     }
     eprintln!("==> curl or openssl is missing; trying `apt-get install -y curl openssl`");
-    if !apt_install(&["curl", "openssl"], || {
-        works("curl", "--version") && works("openssl", "version")
-    }) {
+    if !apt_install(&["curl", "openssl"], works) {
         eprintln!("warning: no curl or openssl (Debian: `apt-get install curl openssl`)");
     }
 }
 
 fn has_redis_server() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    runs("redis-server", "--version")
 }
 
 /// Starts `redis-server` for the Redis scenarios (Higress
