@@ -327,10 +327,18 @@ impl HeaderMap {
 
     /// Makes `extra` more bytes addressable at the end of the buffer,
     /// compacting it first if that is what it takes.
+    #[inline]
     fn make_room(&mut self, extra: usize) -> Result<(), HeaderMapFull> {
         if storage_fits(self.buf.len(), extra) {
             return Ok(());
         }
+        self.compact_for(extra)
+    }
+
+    /// [`make_room`](Self::make_room) past the fast case.
+    #[cold]
+    #[inline(never)]
+    fn compact_for(&mut self, extra: usize) -> Result<(), HeaderMapFull> {
         if self.garbage > 0 {
             self.compact();
             if storage_fits(self.buf.len(), extra) {
@@ -344,6 +352,7 @@ impl HeaderMap {
     }
 
     /// Stores a key (lower-cased) and a value; the entry is not linked in.
+    #[inline(always)]
     fn push_entry(&mut self, key: &[u8], value: &[u8]) -> Result<Entry, HeaderMapFull> {
         let extra = key.len().saturating_add(value.len());
         self.make_room(extra)?;
@@ -462,9 +471,20 @@ impl HeaderMap {
     /// map past its 4 GiB of storage ([`MAX_STORAGE_BYTES`](Self::MAX_STORAGE_BYTES))
     /// is dropped and logged (target `vessel::headers`); use
     /// [`try_append`](Self::try_append) where that must be seen.
+    #[inline(always)]
     pub fn append(&mut self, key: &[u8], value: &[u8]) {
-        if let Err(e) = self.try_append(key, value, HeaderMapLimits::UNLIMITED) {
-            dropped(key, &e);
+        // `try_append` with no limit but the storage's, inlined: embedders
+        // build their maps with it, an entry at a time.
+        match self.push_entry(key, value) {
+            Ok(entry) => {
+                self.entries.push(entry);
+                self.live = count(
+                    (self.live as usize)
+                        .saturating_add(key.len())
+                        .saturating_add(value.len()),
+                );
+            }
+            Err(e) => dropped(key, &e),
         }
     }
 
@@ -733,6 +753,8 @@ impl HeaderMap {
 }
 
 /// Reports an entry an infallible edit could not store.
+#[cold]
+#[inline(never)]
 fn dropped(key: &[u8], e: &HeaderMapFull) {
     let shown = String::from_utf8_lossy(&key[..key.len().min(64)]);
     log::error!(target: "vessel::headers", "header `{shown}` dropped: {e}");

@@ -27,10 +27,44 @@ fn authority(parts: &request::Parts) -> &str {
         .unwrap_or_default()
 }
 
+/// [`authority`] as bytes, without converting a `Host` header to a `str`.
+fn authority_bytes(parts: &request::Parts) -> &[u8] {
+    match parts.uri.authority() {
+        Some(a) => a.as_str().as_bytes(),
+        None => parts
+            .headers
+            .get(http::header::HOST)
+            .filter(|h| is_str(h))
+            .map_or(&[][..], HeaderValue::as_bytes),
+    }
+}
+
+/// True if `HeaderValue::to_str` takes `v` (visible ASCII and tabs), a
+/// word at a time: the `Host` of every request is checked, twice, and the
+/// byte-by-byte check costs more than the rest of the lookup.
+fn is_str(v: &HeaderValue) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOP: u64 = 0x8080_8080_8080_8080;
+    // A byte below 0x20 or at or above 0x7f in the word.
+    let unusual = |w: u64| {
+        let below = w.wrapping_sub(ONES * 0x20) & !w;
+        let above = w.wrapping_add(ONES) | w;
+        (below | above) & TOP != 0
+    };
+    let b = v.as_bytes();
+    let mut chunks = b.chunks_exact(8);
+    let usual = chunks
+        .by_ref()
+        .all(|c| c.try_into().is_ok_and(|w| !unusual(u64::from_le_bytes(w))))
+        && chunks.remainder().iter().all(|c| (0x20..0x7f).contains(c));
+    // A tab (which `to_str` takes) or a byte it refuses: ask it.
+    usual || v.to_str().is_ok()
+}
+
 /// A request's pseudo-headers, in the order of its codec.
 fn pseudo_headers(parts: &request::Parts) -> [(&'static [u8], &[u8]); 4] {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let authority = authority(parts).as_bytes();
+    let authority = authority_bytes(parts);
     let scheme = parts.uri.scheme_str().unwrap_or("http").as_bytes();
     let method = parts.method.as_str().as_bytes();
     if parts.version >= http::Version::HTTP_2 {
@@ -350,6 +384,23 @@ fn normalize_request(parts: &mut request::Parts) -> bool {
     {
         return false;
     }
+    if parts.uri.authority().is_none() {
+        // The `:authority` came from the first `Host` (the common
+        // origin-form request): one lookup, and the headers stay unless
+        // there are several `Host`s (the first wins) or the first is not a
+        // string (the authority is then empty, and `Host` goes).
+        let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+        let Some(first) = hosts.next() else {
+            return true;
+        };
+        if first.is_empty() || !is_str(first) {
+            parts.headers.remove(http::header::HOST);
+        } else if hosts.next().is_some() {
+            let first = first.clone();
+            parts.headers.insert(http::header::HOST, first);
+        }
+        return true;
+    }
     let authority = authority(parts);
     // None: leave `Host` as it is; Some(None): remove it; Some(Some(v)): set it.
     let host = if authority.is_empty() {
@@ -451,6 +502,11 @@ mod tests {
             parts("http://a.test/x", &[("host", b"other.test")]),
             parts("/x", &[("host", b"a.test"), ("host", b"b.test")]),
             parts("/x", &[("host", b"\xffbad")]),
+            parts("/x", &[("host", b"\xffbad"), ("host", b"b.test")]),
+            parts("/x", &[("host", b"")]),
+            parts("/x", &[("host", b""), ("host", b"b.test")]),
+            parts("/x", &[("host", b"a.test\t:80")]),
+            parts("/x", &[("host", b"a-long-host-name.example.test:8080")]),
             parts("a.test:443", &[("host", b"a.test:443")]),
             parts(
                 "/x",
@@ -462,6 +518,25 @@ mod tests {
                 ],
             ),
         ]
+    }
+
+    #[test]
+    fn is_str_agrees_with_to_str() {
+        // Every byte a header value may hold, at every place of values
+        // shorter than, as long as and longer than a word or two.
+        for b in 0..=255u8 {
+            for len in 1..=17 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    let Ok(v) = HeaderValue::from_bytes(&bytes) else {
+                        continue;
+                    };
+                    assert_eq!(is_str(&v), v.to_str().is_ok(), "{b:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(is_str(&HeaderValue::from_static("")));
     }
 
     /// [`requests`] over HTTP/2, with one and with two `cookie` headers.

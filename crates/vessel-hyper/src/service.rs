@@ -150,6 +150,8 @@ impl UpstreamInfo {
 /// response callbacks to `on_done` (wasm-go reads `response.code_details`;
 /// GPUStack's `gpustack-lb` reads `response.flags` for its passive health).
 ///
+/// The filter chain takes it out of the response it passes on.
+///
 /// A response with [`UpstreamInfo`] and no `ResponseInfo` came from the
 /// upstream: `via_upstream` and no flags. Without either (an inner
 /// service's own reply), neither property is set (`response.flags` then

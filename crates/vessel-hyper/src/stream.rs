@@ -297,9 +297,10 @@ where
         // The rest of the request body is not read (A3).
         self.request_body = None;
         self.upstream_body = None;
-        let (parts, body) = answer.into_parts();
+        let (mut parts, body) = answer.into_parts();
         let info = UpstreamInfo::from_extensions(&parts.extensions);
-        let details = parts.extensions.get::<ResponseInfo>().cloned().or_else(|| {
+        // Taken, not copied: nothing reads it past the filters.
+        let details = parts.extensions.remove::<ResponseInfo>().or_else(|| {
             info.as_ref()
                 .map(|_| ResponseInfo::new(ResponseInfo::VIA_UPSTREAM, 0))
         });
