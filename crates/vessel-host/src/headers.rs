@@ -87,7 +87,8 @@ fn count(n: usize) -> u32 {
 }
 
 /// Where a key or a value lives in [`HeaderMap::buf`]: start and length.
-/// Built only by [`span`], so `start + len` never exceeds `u32::MAX`.
+/// Built by [`span`], or by `push_entry` after `make_room`, so `start +
+/// len` never exceeds `u32::MAX`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {
     start: u32,
@@ -357,16 +358,17 @@ impl HeaderMap {
         let extra = key.len().saturating_add(value.len());
         self.make_room(extra)?;
         let start = self.buf.len();
-        let spans = span(start, key.len()).zip(
-            start
-                .checked_add(key.len())
-                .and_then(|at| span(at, value.len())),
-        );
-        let Some((key_span, value_span)) = spans else {
-            return Err(HeaderMapFull::Bytes {
-                limit: Self::MAX_STORAGE_BYTES,
-                requested: (self.live as usize).saturating_add(extra),
-            });
+        // Checked once for the whole entry: `make_room` leaves `start +
+        // extra` within a `u32`, so both spans fit, and each conversion
+        // below (a compare, no branch) cannot saturate.
+        let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let key_span = Span {
+            start: offset(start),
+            len: offset(key.len()),
+        };
+        let value_span = Span {
+            start: offset(start + key.len()),
+            len: offset(value.len()),
         };
         self.buf.reserve(extra);
         // Copied whole, and lower-cased in place only if it has to be: most
@@ -433,9 +435,10 @@ impl HeaderMap {
 
     /// The index of the first entry of `key` (ASCII case-insensitive).
     pub fn position(&self, key: &[u8]) -> Option<usize> {
+        // The length first: most keys differ in it, and it needs no slice.
         self.entries
             .iter()
-            .position(|e| self.slice(e.key).eq_ignore_ascii_case(key))
+            .position(|e| e.key.len() == key.len() && self.slice(e.key).eq_ignore_ascii_case(key))
     }
 
     /// The value of the entry at `index`.

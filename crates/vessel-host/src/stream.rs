@@ -666,10 +666,16 @@ impl HttpStream {
     /// `on_delete` for every filter, in chain order (Envoy's `log()` then
     /// `onDestroy()`). A filter the request never reached gets its context
     /// now, for `on_log`. Runs once; later calls do nothing.
+    #[inline]
     pub fn finish(&mut self, vms: &mut impl FilterVms) {
-        if self.finished {
-            return;
+        if !self.finished {
+            self.finish_now(vms);
         }
+    }
+
+    /// [`finish`](Self::finish) the first time.
+    #[inline(never)]
+    fn finish_now(&mut self, vms: &mut impl FilterVms) {
         self.finished = true;
         self.done = true;
         for i in 0..self.filters.len() {
@@ -735,7 +741,27 @@ impl HttpStream {
 
     /// Filter `i`'s context for a callback in `dir`, created when the
     /// request first reaches it; `Skip` for a filter the stream skips.
+    #[inline]
     fn enter(&mut self, vms: &mut impl FilterVms, i: usize, dir: Direction) -> Call<ContextId> {
+        // The common case (an active filter that has its context), inlined.
+        let filter = &self.filters[i];
+        if filter.status == Status::Active
+            && let Some(ctx) = filter.ctx
+        {
+            return Call::Value(ctx, false);
+        }
+        self.enter_first(vms, i, dir)
+    }
+
+    /// [`enter`](Self::enter) past the common case: a filter that failed,
+    /// or whose context is not created yet.
+    #[inline(never)]
+    fn enter_first(
+        &mut self,
+        vms: &mut impl FilterVms,
+        i: usize,
+        dir: Direction,
+    ) -> Call<ContextId> {
         if self.filters[i].status != Status::Active {
             return Call::Skip;
         }
@@ -1477,7 +1503,16 @@ impl HttpStream {
         }
     }
 
+    #[inline]
     fn flush_deferred(&mut self, vms: &mut impl FilterVms) {
+        if !self.deferred.is_empty() {
+            self.flush_deferred_signals(vms);
+        }
+    }
+
+    /// [`flush_deferred`](Self::flush_deferred) with signals waiting.
+    #[inline(never)]
+    fn flush_deferred_signals(&mut self, vms: &mut impl FilterVms) {
         let mut rounds = 0;
         while !self.deferred.is_empty() && !self.done && rounds < 64 {
             rounds += 1;
@@ -1537,11 +1572,18 @@ pub(crate) fn set_property_on(
     properties.insert_raw(path, value);
 }
 
+#[inline]
 pub(crate) fn take_own(vm: &mut Vm, ctx: ContextId) -> Vec<StreamSignal> {
-    let effects = vm.effects_mut();
-    if effects.is_empty() {
+    if vm.effects_mut().is_empty() {
         return Vec::new();
     }
+    take_own_from(vm, ctx)
+}
+
+/// [`take_own`] when the VM queued effects.
+#[inline(never)]
+fn take_own_from(vm: &mut Vm, ctx: ContextId) -> Vec<StreamSignal> {
+    let effects = vm.effects_mut();
     let mut own = Vec::new();
     let mut rest = Vec::with_capacity(effects.len());
     for e in effects.drain(..) {

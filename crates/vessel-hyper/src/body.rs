@@ -158,8 +158,13 @@ enum Kind {
     Full(Option<Bytes>),
     Pipe(PipeRx),
     /// The mutex only makes the body `Sync`; it is reached through
-    /// `get_mut` (and `lock` for `is_end_stream`), never contended.
-    Pump(Mutex<Box<dyn Pump>>),
+    /// `get_mut`, never locked. `ended` is the pump's `is_end_stream` as
+    /// of the last poll (only a poll changes it), so hyper's checks
+    /// between polls read a flag.
+    Pump {
+        pump: Mutex<Box<dyn Pump>>,
+        ended: bool,
+    },
     /// Another body, untouched (a chain with no filters). The mutex only
     /// makes the body `Sync`, as above.
     Passed(Mutex<UnsyncBoxBody<Bytes, BoxError>>),
@@ -171,7 +176,7 @@ impl std::fmt::Debug for VesselBody {
             Kind::Empty => "empty",
             Kind::Full(_) => "full",
             Kind::Pipe(_) => "pipe",
-            Kind::Pump(_) => "pump",
+            Kind::Pump { .. } => "pump",
             Kind::Passed(_) => "passed",
         };
         f.debug_struct("VesselBody").field("kind", &kind).finish()
@@ -217,7 +222,10 @@ impl VesselBody {
 
     /// A body whose frames come from `pump`.
     pub(crate) fn pump(pump: Box<dyn Pump>) -> Self {
-        Self::of(Kind::Pump(Mutex::new(pump)))
+        Self::of(Kind::Pump {
+            ended: pump.is_end_stream(),
+            pump: Mutex::new(pump),
+        })
     }
 }
 
@@ -231,10 +239,12 @@ impl Body for VesselBody {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Pipe(rx) => rx.poll_frame(cx),
-            Kind::Pump(p) => p
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner)
-                .poll_frame(cx),
+            Kind::Pump { pump, ended } => {
+                let pump = pump.get_mut().unwrap_or_else(PoisonError::into_inner);
+                let frame = pump.poll_frame(cx);
+                *ended = pump.is_end_stream();
+                frame
+            }
             Kind::Passed(b) => {
                 Pin::new(b.get_mut().unwrap_or_else(PoisonError::into_inner)).poll_frame(cx)
             }
@@ -246,7 +256,7 @@ impl Body for VesselBody {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
             Kind::Pipe(rx) => rx.is_end_stream(),
-            Kind::Pump(p) => lock(p).is_end_stream(),
+            Kind::Pump { ended, .. } => *ended,
             Kind::Passed(b) => lock(b).is_end_stream(),
         }
     }

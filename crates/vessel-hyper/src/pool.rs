@@ -749,7 +749,17 @@ fn announce_failure(cell: &Arc<VmCell>, shared: &mut VmShared) {
 
 /// Dispatches the effects queued in `shared.vm`. Called with the VM's lock
 /// held, after every guest callback.
+#[inline]
 pub(crate) fn dispatch(cell: &Arc<VmCell>, shared: &mut VmShared) {
+    // After most calls there is nothing to do: decided here, inlined.
+    if shared.vm.has_effects() || (!shared.failure_announced && shared.vm.is_failed()) {
+        dispatch_queued(cell, shared);
+    }
+}
+
+/// [`dispatch`] when the VM queued effects or failed.
+#[inline(never)]
+fn dispatch_queued(cell: &Arc<VmCell>, shared: &mut VmShared) {
     if shared.vm.has_effects() {
         let effects: Vec<Effect> = shared.vm.drain_effects().collect();
         for effect in effects {
