@@ -355,6 +355,18 @@ impl HeaderMap {
     /// Stores a key (lower-cased) and a value; the entry is not linked in.
     #[inline(always)]
     fn push_entry(&mut self, key: &[u8], value: &[u8]) -> Result<Entry, HeaderMapFull> {
+        self.push_entry_as(key, value, true)
+    }
+
+    /// [`push_entry`](Self::push_entry); the key is lower-cased only if
+    /// `lower` (else it is lower-case already).
+    #[inline(always)]
+    fn push_entry_as(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        lower: bool,
+    ) -> Result<Entry, HeaderMapFull> {
         let extra = key.len().saturating_add(value.len());
         self.make_room(extra)?;
         let start = self.buf.len();
@@ -362,20 +374,21 @@ impl HeaderMap {
         // extra` within a `u32`, so both spans fit, and each conversion
         // below (a compare, no branch) cannot saturate.
         let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let (at, key_len, value_len) = (offset(start), offset(key.len()), offset(value.len()));
         let key_span = Span {
-            start: offset(start),
-            len: offset(key.len()),
+            start: at,
+            len: key_len,
         };
         let value_span = Span {
-            start: offset(start + key.len()),
-            len: offset(value.len()),
+            start: at.saturating_add(key_len),
+            len: value_len,
         };
         self.buf.reserve(extra);
         // Copied whole, and lower-cased in place only if it has to be: most
         // keys are lower-case already, and a byte-by-byte copy costs
         // several times more.
         self.buf.extend_from_slice(key);
-        if has_upper(key) {
+        if lower && has_upper(key) {
             self.buf[start..].make_ascii_lowercase();
         }
         self.buf.extend_from_slice(value);
@@ -476,16 +489,32 @@ impl HeaderMap {
     /// [`try_append`](Self::try_append) where that must be seen.
     #[inline(always)]
     pub fn append(&mut self, key: &[u8], value: &[u8]) {
+        self.append_as(key, value, true);
+    }
+
+    /// [`append`](Self::append) for a key that is lower-case already (the
+    /// name of an `http::HeaderName`, a pseudo-header), which is then not
+    /// checked: an embedder converting its own map saves a look at every
+    /// key. An upper-case key would be stored as it is (lookups, which
+    /// ignore case, still find it; [`iter`](Self::iter) would show it).
+    #[inline(always)]
+    pub fn append_lowercase(&mut self, key: &[u8], value: &[u8]) {
+        debug_assert!(!has_upper(key), "append_lowercase with an upper-case key");
+        self.append_as(key, value, false);
+    }
+
+    #[inline(always)]
+    fn append_as(&mut self, key: &[u8], value: &[u8], lower: bool) {
         // `try_append` with no limit but the storage's, inlined: embedders
         // build their maps with it, an entry at a time.
-        match self.push_entry(key, value) {
+        match self.push_entry_as(key, value, lower) {
             Ok(entry) => {
                 self.entries.push(entry);
-                self.live = count(
-                    (self.live as usize)
-                        .saturating_add(key.len())
-                        .saturating_add(value.len()),
-                );
+                // Both lengths are within the storage's `u32` now.
+                self.live = self
+                    .live
+                    .saturating_add(entry.key.len)
+                    .saturating_add(entry.value.len);
             }
             Err(e) => dropped(key, &e),
         }
@@ -493,6 +522,7 @@ impl HeaderMap {
 
     /// Adds another entry (Envoy `addCopy`), unless the map would then hold
     /// more than `limits` allow; a refused edit leaves the map as it was.
+    #[inline]
     pub fn try_append(
         &mut self,
         key: &[u8],
@@ -772,6 +802,24 @@ impl<K: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(K, V)> for HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn append_lowercase_builds_the_map_append_builds() {
+        let pairs: [(&[u8], &[u8]); 4] = [
+            (b":authority", b"a.test"),
+            (b"x-long-lower-case-name", b"1"),
+            (b"x-a", b""),
+            (b"x-a", b"2"),
+        ];
+        let (mut a, mut b) = (HeaderMap::new(), HeaderMap::new());
+        for (k, v) in pairs {
+            a.append(k, v);
+            b.append_lowercase(k, v);
+        }
+        assert_eq!(a, b);
+        assert_eq!(a.byte_size(), b.byte_size());
+        assert_eq!(b.get(b"X-A"), Some(&b""[..]));
+    }
 
     #[test]
     fn has_upper_finds_exactly_the_ascii_upper_case_letters() {

@@ -135,7 +135,7 @@ pub fn request_headers(parts: &request::Parts) -> HeaderMap {
         bytes + ROOM_BYTES,
     );
     for (k, v) in pseudo {
-        map.append(k, v);
+        map.append_lowercase(k, v);
     }
     let h2 = parts.version >= http::Version::HTTP_2;
     let mut cookies_seen = false;
@@ -152,11 +152,12 @@ pub fn request_headers(parts: &request::Parts) -> HeaderMap {
                     .map(HeaderValue::as_bytes)
                     .collect::<Vec<_>>()
                     .join(&b"; "[..]);
-                map.append(b"cookie", &joined);
+                map.append_lowercase(b"cookie", &joined);
             }
             continue;
         }
-        map.append(k.as_str().as_bytes(), v.as_bytes());
+        // `http` names are lower-case.
+        map.append_lowercase(k.as_str().as_bytes(), v.as_bytes());
     }
     map.mark();
     map
@@ -168,9 +169,9 @@ pub fn response_headers(parts: &response::Parts) -> HeaderMap {
         parts.headers.len() + 1 + ROOM_ENTRIES,
         10 + estimated_bytes(&parts.headers) + ROOM_BYTES,
     );
-    map.append(b":status", parts.status.as_str().as_bytes());
+    map.append_lowercase(b":status", parts.status.as_str().as_bytes());
     for (k, v) in &parts.headers {
-        map.append(k.as_str().as_bytes(), v.as_bytes());
+        map.append_lowercase(k.as_str().as_bytes(), v.as_bytes());
     }
     map.mark();
     map
