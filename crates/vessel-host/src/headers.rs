@@ -449,9 +449,18 @@ impl HeaderMap {
     /// The index of the first entry of `key` (ASCII case-insensitive).
     pub fn position(&self, key: &[u8]) -> Option<usize> {
         // The length first: most keys differ in it, and it needs no slice.
-        self.entries
-            .iter()
-            .position(|e| e.key.len() == key.len() && self.slice(e.key).eq_ignore_ascii_case(key))
+        // Stored keys are lower-case, so a lower-case `key` (the usual
+        // spelling) compares exactly, which is cheaper than ignoring case
+        // byte by byte.
+        if has_upper(key) {
+            self.entries.iter().position(|e| {
+                e.key.len() == key.len() && self.slice(e.key).eq_ignore_ascii_case(key)
+            })
+        } else {
+            self.entries
+                .iter()
+                .position(|e| e.key.len() == key.len() && self.slice(e.key) == key)
+        }
     }
 
     /// The value of the entry at `index`.
@@ -495,8 +504,9 @@ impl HeaderMap {
     /// [`append`](Self::append) for a key that is lower-case already (the
     /// name of an `http::HeaderName`, a pseudo-header), which is then not
     /// checked: an embedder converting its own map saves a look at every
-    /// key. An upper-case key would be stored as it is (lookups, which
-    /// ignore case, still find it; [`iter`](Self::iter) would show it).
+    /// key. The key must have no ASCII upper-case letter (checked in debug
+    /// builds only): the map keeps its keys lower-case, and a lookup may
+    /// miss a key stored otherwise.
     #[inline(always)]
     pub fn append_lowercase(&mut self, key: &[u8], value: &[u8]) {
         debug_assert!(!has_upper(key), "append_lowercase with an upper-case key");
@@ -819,6 +829,8 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.byte_size(), b.byte_size());
         assert_eq!(b.get(b"X-A"), Some(&b""[..]));
+        assert_eq!(b.get(b"x-a"), Some(&b""[..]));
+        assert_eq!(b.position(b"X-Long-Lower-Case-Name"), Some(1));
     }
 
     #[test]
