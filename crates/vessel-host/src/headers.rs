@@ -457,9 +457,14 @@ impl HeaderMap {
                 e.key.len() == key.len() && self.slice(e.key).eq_ignore_ascii_case(key)
             })
         } else {
-            self.entries
-                .iter()
-                .position(|e| e.key.len() == key.len() && self.slice(e.key) == key)
+            // The first byte before the rest: a key of the same length
+            // seldom shares it, and comparing the rest is a call.
+            let first = key.first().copied();
+            self.entries.iter().position(|e| {
+                e.key.len() == key.len()
+                    && (first.is_none() || self.buf.get(e.key.start as usize).copied() == first)
+                    && self.slice(e.key) == key
+            })
         }
     }
 
@@ -831,6 +836,9 @@ mod tests {
         assert_eq!(b.get(b"X-A"), Some(&b""[..]));
         assert_eq!(b.get(b"x-a"), Some(&b""[..]));
         assert_eq!(b.position(b"X-Long-Lower-Case-Name"), Some(1));
+        // An empty name is found too (its "first byte" is the value's).
+        b.append_lowercase(b"", b"v");
+        assert_eq!(b.get(b""), Some(&b"v"[..]));
     }
 
     #[test]
