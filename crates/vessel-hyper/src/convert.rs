@@ -14,17 +14,8 @@ use vessel_host::HeaderMap;
 /// The request's `:authority`: the URI's, else the first `Host` header
 /// (if it is a string), else empty.
 fn authority(parts: &request::Parts) -> &str {
-    parts
-        .uri
-        .authority()
-        .map(http::uri::Authority::as_str)
-        .or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or_default()
+    // Visible ASCII (and tabs) only, so always UTF-8.
+    std::str::from_utf8(authority_bytes(parts)).unwrap_or_default()
 }
 
 /// [`authority`] as bytes, without converting a `Host` header to a `str`.
